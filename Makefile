@@ -1,0 +1,41 @@
+# Maxwell's tasks. `make help` lists them. Everything runs from a project-local virtualenv (.venv).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_BUDGET ?= 25J
+
+.DEFAULT_GOAL := help
+.PHONY: help demo test lint typecheck bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	touch $@
+
+demo: $(VENV)/.installed ## the main job: a looping workload metered live until apoptosis (exit 0 when it happens)
+	@$(BIN)/maxwell run --budget $(DEMO_BUDGET) -- $(BIN)/python -m maxwell.samples.looper; \
+	status=$$?; \
+	if [ $$status -eq 124 ]; then echo "demo: apoptosis at the budget, as intended"; \
+	else echo "demo: expected exit 124 (apoptosis), got $$status" >&2; exit 1; fi
+
+test: $(VENV)/.installed ## run the whole test suite (root-only cgroup tests skip, saying why, without root)
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed ## ruff
+	$(BIN)/ruff check src tests benchmarks
+
+typecheck: $(VENV)/.installed ## mypy --strict on the package
+	$(BIN)/mypy
+
+bench: $(VENV)/.installed ## the meter benchmark (JSON), with CodeCarbon beside it
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/maxwell bench meter --json
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

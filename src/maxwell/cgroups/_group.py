@@ -1,0 +1,325 @@
+"""What the v1 and v2 backends share: joining before exec, membership, waiting, removal.
+
+Rules: a child joins its group in every hierarchy the group uses before it execs, so no
+grandchild can be forked outside. `remove()` kills what is left, waits until the group is empty
+and removes the directories bottom-up; it is idempotent. Time is read from the injected clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal as signals
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+
+from maxwell.cgroups._fs import CgroupBusyError, CgroupFs
+from maxwell.cgroups.base import GroupStats, StdStream
+from maxwell.clock import Clock, SystemClock
+from maxwell.errors import CgroupError, ProcessError, UsageError
+
+MIN_PERIOD_US = 1_000
+MAX_PERIOD_US = 1_000_000
+MIN_QUOTA_US = 1_000  # the kernel refuses less (v1 and v2)
+
+
+def spawn_joined(
+    procs_files: Sequence[str],
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None,
+    cwd: str | None,
+    stdin: StdStream,
+    stdout: StdStream,
+    stderr: StdStream,
+) -> subprocess.Popen[bytes]:
+    """Start `argv` in a new session, joined to every `cgroup.procs` in `procs_files` before exec.
+
+    The join runs in the forked child (`preexec_fn`) and uses only `os.open`/`os.write`/`os.close`
+    on pre-encoded paths: writing "0" moves the writer itself, on v1 and v2 alike. Like every
+    `preexec_fn`, this is not safe if other threads of the parent hold locks the child needs;
+    Maxwell's parent process forks from its main thread. Exec errors (`FileNotFoundError`,
+    `PermissionError`) propagate unchanged; a failed join becomes `CgroupError`.
+    """
+    targets = [os.fsencode(path) for path in procs_files]
+
+    def join_groups() -> None:
+        for target in targets:
+            fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+
+    try:
+        return subprocess.Popen(
+            list(argv),
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+            preexec_fn=join_groups,
+        )
+    except subprocess.SubprocessError as exc:
+        raise CgroupError(
+            f"the child could not join {', '.join(procs_files)} before exec: {exc}",
+            path=procs_files[0] if procs_files else None,
+        ) from exc
+
+
+def parse_pids(text: str) -> set[int]:
+    return {int(line) for line in text.split() if line.isdigit()}
+
+
+def parse_flat_keyed(text: str) -> dict[str, int]:
+    """`key value` lines (cgroup.events, cpu.stat, memory.stat)."""
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().lstrip("-").isdigit():
+            values[key] = int(value)
+    return values
+
+
+def read_keyed_int(data: bytes, key: bytes) -> int | None:
+    """The value of `key` in flat-keyed bytes without parsing the rest (cheap for 10 Hz)."""
+    if data.startswith(key + b" "):
+        start = len(key) + 1
+    else:
+        index = data.find(b"\n" + key + b" ")
+        if index < 0:
+            return None
+        start = index + len(key) + 2
+    end = data.find(b"\n", start)
+    try:
+        return int(data[start : end if end >= 0 else len(data)])
+    except ValueError:
+        return None
+
+
+def parse_int(data: bytes) -> int | None:
+    text = data.strip()
+    if text == b"max":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def check_period(period_us: int) -> int:
+    if not MIN_PERIOD_US <= period_us <= MAX_PERIOD_US:
+        raise UsageError(f"CPU period must be 1000..1000000 µs, got {period_us}")
+    return period_us
+
+
+def quota_us(cores: float, period_us: int) -> int:
+    """Validated CFS quota for `cores` over `period_us`."""
+    check_period(period_us)
+    if not math.isfinite(cores) or cores <= 0:
+        raise UsageError(f"CPU quota must be a positive number of cores, got {cores}")
+    return max(MIN_QUOTA_US, round(cores * period_us))
+
+
+def check_weight(weight: int) -> int:
+    if not 1 <= weight <= 10_000:
+        raise UsageError(f"CPU weight must be 1..10000 (100 is the default), got {weight}")
+    return weight
+
+
+def check_limit(value: int | None, what: str) -> int | None:
+    if value is not None and value < 0:
+        raise UsageError(f"{what} must be >= 0 or None (unlimited), got {value}")
+    return value
+
+
+class KeptFiles:
+    """Read-only descriptors kept open for `stats()`, opened on first use."""
+
+    def __init__(self, fs: CgroupFs) -> None:
+        self._fs = fs
+        self._fds: dict[str, int | None] = {}
+
+    def read(self, path: str, size: int = 4096) -> bytes | None:
+        if path not in self._fds:
+            self._fds[path] = self._fs.open_read(path)
+        fd = self._fds[path]
+        return None if fd is None else self._fs.pread(fd, path, size)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            if fd is not None:
+                self._fs.close(fd)
+        self._fds.clear()
+
+
+class CgroupGroup:
+    """Shared behaviour of `V1Group` and `V2Group`; not used on its own."""
+
+    kind: str
+    layout: str
+    supports_freeze: bool
+
+    def __init__(self, name: str, path: str, *, fs: CgroupFs | None, clock: Clock | None) -> None:
+        self.name = name
+        self.path = path
+        self._fs = fs if fs is not None else CgroupFs()
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._files = KeptFiles(self._fs)
+        self._removed = False
+
+    # -- to be provided by the backends --------------------------------------------------------
+
+    def membership_dirs(self) -> list[str]:
+        """Every directory whose cgroup.procs a member must be in (one per hierarchy)."""
+        raise NotImplementedError
+
+    def set_cpu_quota(self, cores: float | None, period_us: int = 100_000) -> None:
+        raise NotImplementedError
+
+    def set_cpu_weight(self, weight: int) -> None:
+        raise NotImplementedError
+
+    def set_memory_max(self, limit_bytes: int | None) -> None:
+        raise NotImplementedError
+
+    def set_pids_max(self, limit: int | None) -> None:
+        raise NotImplementedError
+
+    def freeze(self, timeout_s: float = 5.0) -> None:
+        raise NotImplementedError
+
+    def thaw(self, timeout_s: float = 5.0) -> None:
+        raise NotImplementedError
+
+    def kill(self, timeout_s: float = 5.0) -> None:
+        raise NotImplementedError
+
+    def stats(self) -> GroupStats:
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------------------
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: StdStream = None,
+        stdout: StdStream = None,
+        stderr: StdStream = None,
+    ) -> subprocess.Popen[bytes]:
+        if self._removed:
+            raise CgroupError(f"group {self.name!r} was removed", path=self.path)
+        procs = [os.path.join(directory, "cgroup.procs") for directory in self.membership_dirs()]
+        return spawn_joined(
+            procs, argv, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr
+        )
+
+    def _tree(self, directory: str) -> list[str]:
+        """`directory` and the groups a workload may have made below it, parents first."""
+        found = [directory]
+        for child in self._fs.subdirs(directory):
+            found.extend(self._tree(child))
+        return found
+
+    def pids(self) -> list[int]:
+        members: set[int] = set()
+        for directory in self.membership_dirs():
+            for group in self._tree(directory):
+                text = self._fs.read_text_or_none(os.path.join(group, "cgroup.procs"))
+                if text is not None:
+                    members |= parse_pids(text)
+        return sorted(members)
+
+    def is_empty(self) -> bool:
+        return not self.pids()
+
+    def signal(self, signum: int) -> None:
+        for pid in self.pids():
+            send_signal(pid, signum)
+
+    def wait_until(self, done: Callable[[], bool], timeout_s: float, what: str) -> None:
+        deadline = self._clock.monotonic() + timeout_s
+        pause = 0.001
+        while not done():
+            if self._clock.monotonic() >= deadline:
+                raise CgroupError(
+                    f"group {self.name!r} did not {what} within {timeout_s:g} s", path=self.path
+                )
+            self._clock.sleep(pause)
+            pause = min(pause * 2, 0.02)
+
+    def kill_by_signals(
+        self,
+        timeout_s: float,
+        freeze: Callable[[], None] | None,
+        thaw: Callable[[], None] | None,
+    ) -> None:
+        """SIGKILL every member until two consecutive scans find none.
+
+        With a freezer, members are frozen first so a fork loop cannot outrun the scan; frozen v1
+        tasks only die once thawed, hence the thaw after each round.
+        """
+        deadline = self._clock.monotonic() + timeout_s
+        empty_scans = 0
+        while empty_scans < 2:
+            members = self.pids()
+            if not members:
+                empty_scans += 1
+                self._clock.sleep(0.005)
+                continue
+            empty_scans = 0
+            if self._clock.monotonic() >= deadline:
+                raise CgroupError(
+                    f"group {self.name!r} still has {len(members)} processes after "
+                    f"{timeout_s:g} s of SIGKILL",
+                    path=self.path,
+                )
+            if freeze is not None:
+                # A task stuck in D state delays freezing; SIGKILL anyway.
+                with contextlib.suppress(CgroupError):
+                    freeze()
+            for pid in self.pids():
+                send_signal(pid, signals.SIGKILL)
+            if thaw is not None:
+                thaw()
+            self._clock.sleep(0.005)
+
+    def remove(self, timeout_s: float = 5.0) -> None:
+        """Kill what is left, wait until empty, remove every directory. Idempotent.
+
+        A child whose `spawn` was interrupted (a signal handler raising inside `Popen`) may join
+        the group after an emptiness check, so an EBUSY rmdir leads to another kill and retry.
+        """
+        if self._removed:
+            return
+        deadline = self._clock.monotonic() + timeout_s
+        while True:
+            if not self.is_empty():
+                self.kill()
+            try:
+                for directory in self.membership_dirs():
+                    for group in reversed(self._tree(directory)):
+                        self._fs.rmdir(group)
+                break
+            except CgroupBusyError:
+                if self._clock.monotonic() >= deadline:
+                    raise
+                self._clock.sleep(0.01)
+        self._files.close()
+        self._removed = True
+
+
+def send_signal(pid: int, signum: int) -> None:
+    """Signal one process; one that is already gone is not an error."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+    except PermissionError as exc:
+        raise ProcessError(f"not allowed to signal process {pid}", pid=pid) from exc

@@ -1,0 +1,384 @@
+"""The cgroup manager: finds the hierarchies, owns a private subtree, creates workload groups.
+
+Rules (systemd's delegation contract, Delegate=yes):
+- Everything is created beneath the cgroup Maxwell runs in (`<own>`), never at a hierarchy's root:
+  `<own>/<prefix>-<pid>/` is this manager's private subtree (`-<n>` is appended if that name is
+  taken, so parallel instances and test runs never collide) and workloads live at
+  `<own>/<prefix>-<pid>/<name>`, in every hierarchy a group uses.
+- v1 and hybrid hosts: one private directory per v1 controller hierarchy (cpu, cpuacct, memory,
+  pids, freezer, as mounted) and one in the unified hierarchy when it is mounted writable (used
+  for membership, `cgroup.freeze` and `cgroup.kill`; no controller is enabled there, so v2's
+  no-internal-process rule never applies).
+- Pure v2: cpu and memory (and pids when offered) must be listed in `<own>/cgroup.controllers`.
+  To enable them in `<own>/cgroup.subtree_control`, `<own>` may hold no process (unless it is the
+  root), so when Maxwell is alone in `<own>` it first moves itself into the leaf
+  `<own>/<prefix>-<pid>-daemon`; when other processes are there it refuses with a clear error
+  instead of moving them. The same controllers are enabled in the private directory.
+- `close()` undoes all of it: removes the groups (killing what is left), the private subtree,
+  disables the controllers it enabled in `<own>` and moves Maxwell back, then removes the leaf.
+  A manager killed with SIGKILL leaves `<prefix>-<pid>` behind; nothing sweeps those up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from maxwell.cgroups._fs import CgroupFs
+from maxwell.cgroups._group import CgroupGroup, parse_pids
+from maxwell.cgroups.layout import read_layout
+from maxwell.cgroups.v1 import V1_GROUP_CONTROLLERS, V1Group
+from maxwell.cgroups.v2 import V2Group
+from maxwell.clock import Clock
+from maxwell.errors import CgroupError, CgroupUnavailableError, UsageError
+
+REQUIRED_CONTROLLERS = ("cpu", "memory")
+OPTIONAL_V2_CONTROLLERS = ("pids",)
+
+_GROUP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@+=-]{0,127}$")
+
+_DELEGATION_HINT = "run Maxwell in a cgroup of its own, e.g. systemd-run --scope -p Delegate=yes"
+
+
+@dataclass
+class _SelfMove:
+    """Maxwell moved itself from `origin` into `leaf` (pure v2); shared by the managers of this
+    process and undone by the last one to close."""
+
+    origin: str
+    leaf: str
+    users: int
+    enabled: list[str] = field(default_factory=list)  # controllers enabled in origin after it
+
+
+# origin and leaf -> move; managers of one process share one move.
+_SELF_MOVES: dict[str, _SelfMove] = {}
+_SELF_MOVES_LOCK = threading.Lock()
+
+
+class CgroupManager:
+    """Owns `<own>/<prefix>-<pid>` in every hierarchy it uses; a context manager.
+
+    Build it with `detect()`; the constructor takes the own-cgroup directories directly so
+    tests can point it at fake trees: `v1_dirs` maps v1 controllers to this process's directory
+    in their hierarchy, `v2_dir` is this process's directory in the unified hierarchy.
+    """
+
+    def __init__(
+        self,
+        *,
+        v1_dirs: Mapping[str, str] | None = None,
+        v2_dir: str | None = None,
+        layout: str | None = None,
+        prefix: str = "maxwell",
+        fs: CgroupFs | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._fs = fs if fs is not None else CgroupFs()
+        self._clock = clock
+        self._prefix = prefix
+        self._pid = os.getpid()
+        self._v1_dirs = {c: d for c, d in (v1_dirs or {}).items() if c in V1_GROUP_CONTROLLERS}
+        self._v2_dir = v2_dir
+        if all(c in self._v1_dirs for c in REQUIRED_CONTROLLERS):
+            self.kind = "v1"
+        elif v2_dir is not None:
+            self.kind = "v2"
+        else:
+            raise CgroupUnavailableError(
+                "no cgroup v2 hierarchy and no v1 cpu and memory controllers"
+            )
+        if layout is None or layout == "none":
+            layout = ("hybrid" if v2_dir is not None else "v1") if self.kind == "v1" else "v2"
+        self.layout = layout
+        self._groups: dict[str, CgroupGroup] = {}
+        # own dir -> private dir, in creation order.
+        self._private: dict[str, str] = {}
+        self._enabled_in_own: list[str] = []
+        self._v2_own: str | None = None
+        self._self_move: _SelfMove | None = None
+        self._closed = False
+        try:
+            if self.kind == "v2":
+                self._setup_v2(v2_dir or "")
+            else:
+                self._setup_private(self._hierarchy_dirs())
+        except BaseException:
+            self._teardown(errors=[])
+            raise
+
+    # -- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def detect(
+        cls,
+        *,
+        procfs_root: str = "/proc",
+        prefix: str = "maxwell",
+        fs: CgroupFs | None = None,
+        clock: Clock | None = None,
+    ) -> CgroupManager:
+        """Find the hierarchies from `<procfs>/self/mountinfo` and `<procfs>/self/cgroup`, then
+        create the private subtree. Raises `CgroupUnavailableError` with the reason."""
+        layout = read_layout(procfs_root)
+        mountinfo = Path(procfs_root) / "self" / "mountinfo"
+        if not layout.mounted:
+            raise CgroupUnavailableError(
+                f"no cgroup filesystem is mounted (no cgroup or cgroup2 line in {mountinfo})"
+            )
+        cpu, memory = layout.v1_for("cpu"), layout.v1_for("memory")
+        if cpu is not None and memory is not None:
+            for hierarchy in (cpu, memory):
+                if hierarchy.readonly:
+                    raise CgroupUnavailableError(
+                        f"the cgroup hierarchy at {hierarchy.mountpoint} is mounted read-only",
+                        path=hierarchy.mountpoint,
+                    )
+            v1_dirs: dict[str, str] = {}
+            for controller in V1_GROUP_CONTROLLERS:
+                found = layout.v1_for(controller)
+                if found is not None and not found.readonly:
+                    v1_dirs[controller] = found.own_dir
+            unified = layout.v2 if layout.v2 is not None and not layout.v2.readonly else None
+            return cls(
+                v1_dirs=v1_dirs,
+                v2_dir=unified.own_dir if unified is not None else None,
+                layout=layout.name,
+                prefix=prefix,
+                fs=fs,
+                clock=clock,
+            )
+        if layout.v2 is not None:
+            if layout.v2.readonly:
+                raise CgroupUnavailableError(
+                    f"the cgroup2 hierarchy at {layout.v2.mountpoint} is mounted read-only",
+                    path=layout.v2.mountpoint,
+                )
+            return cls(
+                v2_dir=layout.v2.own_dir, layout=layout.name, prefix=prefix, fs=fs, clock=clock
+            )
+        reasons = "; ".join(layout.problems) or "the cpu and memory controllers are not mounted"
+        raise CgroupUnavailableError(f"no usable cgroup hierarchy: {reasons}")
+
+    def _hierarchy_dirs(self) -> list[str]:
+        dirs = list(dict.fromkeys(self._v1_dirs.values()))
+        if self._v2_dir is not None:
+            dirs.append(self._v2_dir)
+        return dirs
+
+    def _setup_private(self, own_dirs: list[str]) -> None:
+        """mkdir `<own>/<prefix>-<pid>[-n]` in every hierarchy, one name for all."""
+        for attempt in range(100):
+            name = f"{self._prefix}-{self._pid}" + (f"-{attempt}" if attempt else "")
+            created: dict[str, str] = {}
+            for own in own_dirs:
+                private = os.path.join(own, name)
+                try:
+                    made = self._fs.mkdir(private)
+                except CgroupError:
+                    self._rmdirs(created.values())
+                    raise
+                if not made:
+                    break
+                created[own] = private
+            else:
+                self._private = created
+                return
+            self._rmdirs(created.values())
+        raise CgroupError(f"could not find a free {self._prefix}-{self._pid}-<n> name")
+
+    def _rmdirs(self, dirs: Iterable[str]) -> None:
+        for directory in dirs:
+            with contextlib.suppress(CgroupError):  # best effort while unwinding
+                self._fs.rmdir(directory)
+
+    def _setup_v2(self, own: str) -> None:
+        own = self._own_before_self_move(own)
+        self._v2_own = own
+        available = set(self._fs.read_text(os.path.join(own, "cgroup.controllers")).split())
+        missing = [c for c in REQUIRED_CONTROLLERS if c not in available]
+        if missing:
+            raise CgroupUnavailableError(
+                f"cgroup v2 controller {' and '.join(missing)} not available in "
+                f"{own}/cgroup.controllers (the parent did not delegate it); {_DELEGATION_HINT}",
+                path=own,
+            )
+        wanted = [*REQUIRED_CONTROLLERS, *(c for c in OPTIONAL_V2_CONTROLLERS if c in available)]
+        enabled = set(self._fs.read_text(os.path.join(own, "cgroup.subtree_control")).split())
+        to_enable = [c for c in wanted if c not in enabled]
+        # The root (no cgroup.type file) is exempt from the no-internal-process rule.
+        is_root = not self._fs.exists(os.path.join(own, "cgroup.type"))
+        if to_enable and not is_root:
+            self._move_self_out(own)
+        if to_enable:
+            self._fs.write_text(
+                os.path.join(own, "cgroup.subtree_control"), " ".join(f"+{c}" for c in to_enable)
+            )
+            if self._self_move is not None:
+                self._self_move.enabled = to_enable
+            else:
+                self._enabled_in_own = to_enable
+        self._setup_private([own])
+        private = self._private[own]
+        self._fs.write_text(
+            os.path.join(private, "cgroup.subtree_control"), " ".join(f"+{c}" for c in wanted)
+        )
+
+    def _own_before_self_move(self, own: str) -> str:
+        """If another manager of this process already moved us into its leaf, share its move."""
+        with _SELF_MOVES_LOCK:
+            move = _SELF_MOVES.get(own)
+            if move is not None:
+                move.users += 1
+                self._self_move = move
+                return move.origin
+        return own
+
+    def _move_self_out(self, own: str) -> None:
+        if self._self_move is not None:
+            return
+        members = parse_pids(self._fs.read_text(os.path.join(own, "cgroup.procs")))
+        others = sorted(members - {self._pid})
+        if others:
+            shown = ", ".join(str(pid) for pid in others[:5]) + (", ..." if len(others) > 5 else "")
+            raise CgroupUnavailableError(
+                f"{own} holds other processes ({shown}), so its controllers cannot be enabled "
+                f"(cgroup v2 allows no processes in an inner group); {_DELEGATION_HINT}",
+                path=own,
+            )
+        if self._pid not in members:
+            return
+        leaf = os.path.join(own, f"{self._prefix}-{self._pid}-daemon")
+        self._fs.mkdir(leaf)
+        move = _SelfMove(origin=own, leaf=leaf, users=1)
+        self._self_move = move
+        self._fs.write_text(os.path.join(leaf, "cgroup.procs"), str(self._pid))
+        with _SELF_MOVES_LOCK:
+            _SELF_MOVES[own] = move
+            _SELF_MOVES[leaf] = move
+
+    # -- groups ------------------------------------------------------------------------------
+
+    def create(self, name: str) -> CgroupGroup:
+        """A new empty workload group `<own>/<prefix>-<pid>/<name>` in every hierarchy."""
+        if self._closed:
+            raise CgroupError("the cgroup manager is closed")
+        if not _GROUP_NAME.match(name) or name in (".", ".."):
+            raise UsageError(
+                f"bad group name {name!r}: use letters, digits and _.@+=- (at most 128)"
+            )
+        if name in self._groups:
+            raise CgroupError(f"group {name!r} already exists", path=self._groups[name].path)
+        created: list[str] = []
+        try:
+            for private in self._private.values():
+                directory = os.path.join(private, name)
+                if not self._fs.mkdir(directory):
+                    raise CgroupError(f"group {directory} already exists", path=directory)
+                created.append(directory)
+        except BaseException:
+            self._rmdirs(reversed(created))
+            raise
+        group: CgroupGroup
+        if self.kind == "v2":
+            group = V2Group(name, created[0], layout=self.layout, fs=self._fs, clock=self._clock)
+        else:
+            by_own = {own: os.path.join(private, name) for own, private in self._private.items()}
+            group = V1Group(
+                name,
+                {controller: by_own[own] for controller, own in self._v1_dirs.items()},
+                unified_dir=by_own.get(self._v2_dir) if self._v2_dir is not None else None,
+                layout=self.layout,
+                fs=self._fs,
+                clock=self._clock,
+            )
+        self._groups[name] = group
+        return group
+
+    @property
+    def groups(self) -> dict[str, CgroupGroup]:
+        return dict(self._groups)
+
+    @property
+    def private_dirs(self) -> list[str]:
+        """This manager's `<own>/<prefix>-<pid>` directory in each hierarchy."""
+        return list(self._private.values())
+
+    # -- teardown ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Remove every group (killing what is left) and everything this manager created.
+        Every step is attempted; the first failure is raised afterwards. Idempotent."""
+        if self._closed:
+            return
+        errors: list[CgroupError] = []
+        for group in reversed(list(self._groups.values())):
+            try:
+                group.remove()
+            except CgroupError as exc:
+                errors.append(exc)
+        self._groups.clear()
+        self._teardown(errors)
+        self._closed = True
+        if errors:
+            raise errors[0]
+
+    def _teardown(self, errors: list[CgroupError]) -> None:
+        for private in reversed(list(self._private.values())):
+            try:
+                self._fs.rmdir(private)
+            except CgroupError as exc:
+                errors.append(exc)
+        self._private.clear()
+        if self._enabled_in_own and self._v2_own is not None:
+            self._disable(self._v2_own, self._enabled_in_own)
+            self._enabled_in_own = []
+        self._release_self_move(errors)
+
+    def _disable(self, own: str, controllers: list[str]) -> None:
+        # EBUSY when another group below `own` still uses them: leaving them is harmless.
+        with contextlib.suppress(CgroupError):
+            self._fs.write_text(
+                os.path.join(own, "cgroup.subtree_control"), " ".join(f"-{c}" for c in controllers)
+            )
+
+    def _release_self_move(self, errors: list[CgroupError]) -> None:
+        move, self._self_move = self._self_move, None
+        if move is None:
+            return
+        with _SELF_MOVES_LOCK:
+            move.users -= 1
+            if move.users > 0:
+                return
+            _SELF_MOVES.pop(move.origin, None)
+            _SELF_MOVES.pop(move.leaf, None)
+        if move.enabled:
+            self._disable(move.origin, move.enabled)
+        try:
+            self._fs.write_text(os.path.join(move.origin, "cgroup.procs"), str(self._pid))
+            self._fs.rmdir(move.leaf)
+        except CgroupError as exc:
+            errors.append(exc)
+
+    def __enter__(self) -> CgroupManager:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except CgroupError as cleanup:
+            exc.add_note(f"cgroup cleanup also failed: {cleanup}")

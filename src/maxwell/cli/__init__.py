@@ -1,0 +1,1 @@
+"""The `maxwell` command: one module per subcommand, wired in `main`."""

@@ -1,0 +1,158 @@
+"""`maxwell run --budget ENERGY [--interval S] [--grace S] [--json] -- CMD [ARGS...]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from rich.console import Console
+
+from maxwell.cgroups import open_workload_group
+from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, fail, load_config, signals_raise
+from maxwell.clock import SystemClock
+from maxwell.errors import MaxwellError, UsageError
+from maxwell.runner.display import LiveDisplay, summary_line
+from maxwell.runner.run import (
+    BudgetedRun,
+    CommandNotExecutableError,
+    CommandNotFoundError,
+    Interrupted,
+    RunOptions,
+    RunReport,
+)
+from maxwell.sensors import ModelConfig, Sensors
+from maxwell.units import parse_energy
+
+PROG = "maxwell run"
+
+DESCRIPTION = """\
+Run CMD in its own cgroup, meter the energy of its whole process tree live, and when the
+energy budget is spent, apoptosis: SIGTERM to the group, then after --grace seconds freeze
+and SIGKILL every process in it (descendants, SIGTERM-ignorers and fork loops included).
+Energy is attributed to the group by its CPU time (idle power goes to the house, not to
+CMD); it is measured where the machine has sensors (RAPL, hwmon) and modelled otherwise,
+and the output says which. Without root it still runs, degraded (process tree via /proc,
+no freeze), and says so.
+"""
+
+EPILOG = """\
+ENERGY: a number with a unit: J, kJ, mWh, Wh, kWh (a bare number is joules), e.g. 50J, 2kJ, 1Wh.
+
+exit status:
+  CMD's own     CMD exited by itself (128+N if it died of signal N)
+  124           the energy budget ran out (apoptosis), as timeout(1) does for time
+  125           Maxwell itself failed
+  126           CMD was found but is not executable
+  127           CMD was not found
+  2             usage error (bad flag or value)
+  128+N         Maxwell was stopped by signal N (Ctrl-C: 130); CMD's group is killed and removed
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--budget", required=True, metavar="ENERGY", help="energy budget")
+    parser.add_argument(
+        "--interval", type=float, default=0.5, metavar="S", help="metering interval (default 0.5 s)"
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds between SIGTERM and the kill when the budget is spent (default 0)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    parser.add_argument("--config", metavar="FILE", help="TOML config ([model] parameters)")
+    parser.add_argument("--sysfs-root", default="/sys", metavar="DIR", help="default /sys")
+    parser.add_argument("--dev-root", default="/dev", metavar="DIR", help="default /dev")
+    parser.add_argument("--no-live", action="store_true", help="no live display even on a terminal")
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+
+
+def _options(args: argparse.Namespace) -> RunOptions:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise UsageError("no command given: maxwell run --budget ENERGY -- CMD [ARGS...]")
+    if not math.isfinite(args.interval) or args.interval <= 0:
+        raise UsageError(f"--interval must be a positive number of seconds, got {args.interval}")
+    if not math.isfinite(args.grace) or args.grace < 0:
+        raise UsageError(f"--grace must be zero or more seconds, got {args.grace}")
+    return RunOptions(
+        argv=command,
+        budget_uj=parse_energy(args.budget),
+        interval_s=args.interval,
+        grace_s=args.grace,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        options = _options(args)
+        config = load_config(args.config)
+        model_section = config.get("model", {})
+        if not isinstance(model_section, dict):
+            raise UsageError("config: [model] must be a table")
+        model_config = ModelConfig.from_mapping(model_section) if model_section else None
+    except UsageError as exc:
+        return fail(PROG, str(exc), EXIT_USAGE)
+    stderr = Console(stderr=True)
+    try:
+        with signals_raise(Interrupted):
+            report = _run(options, args, model_config, stderr)
+    except CommandNotFoundError as exc:
+        return fail(PROG, str(exc), exc.exit_code)
+    except CommandNotExecutableError as exc:
+        return fail(PROG, str(exc), exc.exit_code)
+    except Interrupted as exc:
+        return fail(PROG, f"{exc} before the command started", 128 + exc.signum)
+    except UsageError as exc:
+        return fail(PROG, str(exc), EXIT_USAGE)
+    except MaxwellError as exc:
+        return fail(PROG, str(exc), EXIT_FAILURE)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=None))
+    else:
+        print(summary_line(report), file=sys.stderr)
+    return report.exit_code
+
+
+def _run(
+    options: RunOptions,
+    args: argparse.Namespace,
+    model_config: ModelConfig | None,
+    stderr: Console,
+) -> RunReport:
+    clock = SystemClock()
+    sensors = Sensors.detect(
+        sysfs_root=args.sysfs_root, dev_root=args.dev_root, clock=clock, model_config=model_config
+    )
+    try:
+        group, manager, degraded = open_workload_group("run")
+        try:
+            if degraded:
+                print(f"{PROG}: degraded: {degraded}", file=sys.stderr)
+            runner = BudgetedRun(
+                options,
+                sensors=sensors,
+                group=group,
+                clock=clock,
+                layout=manager.layout if manager is not None else "none",
+                degraded=degraded,
+            )
+            if stderr.is_terminal and not args.no_live:
+                with LiveDisplay(stderr) as live:
+                    runner.on_tick = live.update
+                    return runner.execute()
+            return runner.execute()
+        finally:
+            if manager is not None:
+                manager.close()
+    finally:
+        sensors.close()

@@ -1,0 +1,78 @@
+"""Readers for the few /proc files Maxwell needs; every reader takes `procfs_root`.
+
+`/proc/stat`'s first line gives cumulative CPU time per state in USER_HZ ticks; we convert to
+nanoseconds. Busy time is everything but idle and iowait (guest time is already counted in user).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from maxwell.errors import SensorError
+
+NS_PER_S = 1_000_000_000
+
+
+def clock_ticks_per_second() -> int:
+    return os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """Cumulative node CPU time, nanoseconds, summed over every CPU."""
+
+    busy_ns: int
+    total_ns: int
+    cpus: int
+
+    @property
+    def idle_ns(self) -> int:
+        return self.total_ns - self.busy_ns
+
+
+def parse_proc_stat(text: str, ticks_per_second: int) -> CpuTimes:
+    """Parse the aggregate `cpu` line of /proc/stat (and count the per-CPU lines)."""
+    aggregate: list[int] | None = None
+    cpus = 0
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        if fields[0] == "cpu":
+            aggregate = [int(value) for value in fields[1:]]
+        elif fields[0].startswith("cpu") and fields[0][3:].isdigit():
+            cpus += 1
+    if aggregate is None or len(aggregate) < 4:
+        raise SensorError("/proc/stat has no aggregate cpu line")
+    # user nice system idle iowait irq softirq steal guest guest_nice; guest is inside user.
+    states = (aggregate + [0] * 10)[:10]
+    user, nice, system, idle, iowait, irq, softirq, steal = states[:8]
+    busy = user + nice + system + irq + softirq + steal
+    total = busy + idle + iowait
+    ns_per_tick = NS_PER_S // ticks_per_second
+    return CpuTimes(busy_ns=busy * ns_per_tick, total_ns=total * ns_per_tick, cpus=max(cpus, 1))
+
+
+def read_cpu_times(procfs_root: str | Path = "/proc") -> CpuTimes:
+    path = Path(procfs_root) / "stat"
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SensorError(f"cannot read {path}: {exc.strerror}", path=str(path)) from exc
+    return parse_proc_stat(text, clock_ticks_per_second())
+
+
+def read_cpu_model(procfs_root: str | Path = "/proc") -> str:
+    """The first `model name` in /proc/cpuinfo, or '' when there is none (some ARM kernels)."""
+    path = Path(procfs_root) / "cpuinfo"
+    try:
+        text = path.read_text()
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            return value.strip()
+    return ""

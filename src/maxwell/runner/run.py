@@ -1,0 +1,345 @@
+"""`maxwell run --budget`: run a command in its own group, meter it live, apoptosis at the budget.
+
+The adapter around the pure `BudgetPolicy` and `attribute`: it owns the child process, the
+workload group and the sensors, and guarantees that nothing is left behind (no process, no
+cgroup) whatever happens: normal exit, apoptosis, an error, or Maxwell itself being signalled
+(the CLI turns SIGINT/SIGTERM/SIGHUP into `Interrupted`, which unwinds through `finally`).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import select
+import signal
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from maxwell.cgroups import GroupStats, WorkloadGroup
+from maxwell.clock import Clock
+from maxwell.errors import MaxwellError
+from maxwell.meter import attribute
+from maxwell.physics import landauer_joules
+from maxwell.runner.policy import Action, BudgetPolicy
+from maxwell.sensors import NodeSample, Sensors
+from maxwell.units import uj_to_joules
+
+EXIT_BUDGET_EXHAUSTED = 124  # as timeout(1) does for time
+EXIT_MAXWELL_FAILED = 125
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+EXIT_USAGE = 2
+
+
+class Outcome(enum.StrEnum):
+    EXITED = "exited"  # the command ended by itself with an exit status
+    APOPTOSIS = "apoptosis"  # the budget ran out and Maxwell killed the group
+    SIGNALLED = "signalled"  # the command died of a signal Maxwell did not send
+    INTERRUPTED = "interrupted"  # Maxwell itself was told to stop (Ctrl-C, SIGTERM, SIGHUP)
+
+
+class Interrupted(MaxwellError):
+    """Maxwell received a terminating signal; the run is torn down and reported."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+class CommandNotFoundError(MaxwellError):
+    exit_code = EXIT_NOT_FOUND
+
+
+class CommandNotExecutableError(MaxwellError):
+    exit_code = EXIT_NOT_EXECUTABLE
+
+
+@dataclass(frozen=True)
+class TickView:
+    """What the live display shows after each observation."""
+
+    elapsed_s: float
+    used_uj: int
+    budget_uj: int
+    power_w: float
+    temperature_c: float
+    temperature_measured: bool
+    energy_source: str
+    energy_measured: bool
+    cpu_cores: float
+    memory_bytes: int
+    phase: str
+
+
+@dataclass
+class RunReport:
+    outcome: Outcome
+    exit_code: int
+    energy_uj: int
+    budget_uj: int
+    cpu_ns: int
+    wall_s: float
+    peak_memory_bytes: int
+    memory_freed_bytes: int
+    memory_freed_exact: bool
+    landauer_j: float
+    temperature_c: float
+    temperature_source: str
+    temperature_measured: bool
+    energy_source: str
+    measured: bool
+    cgroup: str
+    cgroup_layout: str
+    node_energy_uj: int
+    house_uj: int
+    energy_at_apoptosis_uj: int | None
+    max_interval_energy_uj: int
+    apoptosis_after_s: float | None
+    degraded: str | None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        at_apoptosis = self.energy_at_apoptosis_uj
+        return {
+            "outcome": str(self.outcome),
+            "exit_code": self.exit_code,
+            "energy_j": uj_to_joules(self.energy_uj),
+            "budget_j": uj_to_joules(self.budget_uj),
+            "energy_at_apoptosis_j": None if at_apoptosis is None else uj_to_joules(at_apoptosis),
+            "max_interval_energy_j": uj_to_joules(self.max_interval_energy_uj),
+            "apoptosis_after_s": self.apoptosis_after_s,
+            "cpu_seconds": self.cpu_ns / 1e9,
+            "wall_seconds": round(self.wall_s, 6),
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "memory_freed_bytes": self.memory_freed_bytes,
+            "memory_freed_exact": self.memory_freed_exact,
+            "landauer_j": self.landauer_j,
+            "temperature_c": round(self.temperature_c, 3),
+            "temperature_source": self.temperature_source,
+            "temperature_measured": self.temperature_measured,
+            "energy_source": self.energy_source,
+            "measured": self.measured,
+            "cgroup": self.cgroup,
+            "cgroup_layout": self.cgroup_layout,
+            "node_energy_j": uj_to_joules(self.node_energy_uj),
+            "house_j": uj_to_joules(self.house_uj),
+            "degraded": self.degraded,
+            "warnings": list(self.warnings),
+        }
+
+
+class _Meter:
+    """Running totals for one workload group over successive node samples."""
+
+    def __init__(self, first: NodeSample, stats: GroupStats) -> None:
+        self.node = first
+        self.stats = stats
+        self.used_uj = 0
+        self.node_energy_uj = 0
+        self.house_uj = 0
+        self.landauer_j = 0.0
+        self.peak_memory_bytes = stats.peak_memory_bytes
+        self.max_interval_uj = 0
+        self.power_w = 0.0
+        self.cpu_cores = 0.0
+        self.warnings: list[str] = []
+
+    def advance(self, node: NodeSample, stats: GroupStats) -> None:
+        elapsed = node.at_s - self.node.at_s
+        share = attribute(
+            total_uj=max(node.energy_uj - self.node.energy_uj, 0),
+            idle_uj=max(node.idle_energy_uj - self.node.idle_energy_uj, 0),
+            node_busy_ns=max(node.cpu.busy_ns - self.node.cpu.busy_ns, 0),
+            workload_cpu_ns={"run": max(stats.cpu_ns - self.stats.cpu_ns, 0)},
+        )
+        interval_uj = share.workloads_uj["run"]
+        self.used_uj += interval_uj
+        self.max_interval_uj = max(self.max_interval_uj, interval_uj)
+        self.node_energy_uj += share.total_uj
+        self.house_uj += share.house_uj
+        freed = max(stats.memory_freed_bytes - self.stats.memory_freed_bytes, 0)
+        self.landauer_j += landauer_joules(freed, node.temperature_c)
+        self.peak_memory_bytes = max(
+            self.peak_memory_bytes, stats.peak_memory_bytes, stats.memory_bytes
+        )
+        if elapsed > 0:
+            self.power_w = uj_to_joules(interval_uj) / elapsed
+            self.cpu_cores = max(stats.cpu_ns - self.stats.cpu_ns, 0) / 1e9 / elapsed
+        for warning in node.warnings:
+            if warning not in self.warnings:
+                self.warnings.append(warning)
+        self.node, self.stats = node, stats
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    argv: Sequence[str]
+    budget_uj: int
+    interval_s: float = 0.5
+    grace_s: float = 0.0
+
+
+class BudgetedRun:
+    """One budgeted run. Call `execute()` once; it always cleans up the group it was given."""
+
+    def __init__(
+        self,
+        options: RunOptions,
+        *,
+        sensors: Sensors,
+        group: WorkloadGroup,
+        clock: Clock,
+        layout: str,
+        degraded: str | None = None,
+        on_tick: Callable[[TickView], None] | None = None,
+    ) -> None:
+        self.options = options
+        self.sensors = sensors
+        self.group = group
+        self.clock = clock
+        self.layout = layout
+        self.degraded = degraded
+        self.on_tick = on_tick
+        self.policy = BudgetPolicy(
+            budget_uj=options.budget_uj, interval_s=options.interval_s, grace_s=options.grace_s
+        )
+
+    def execute(self) -> RunReport:
+        try:
+            return self._execute()
+        finally:
+            self.group.remove()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        try:
+            return self.group.spawn(list(self.options.argv))
+        except FileNotFoundError as exc:
+            raise CommandNotFoundError(f"{self.options.argv[0]}: command not found") from exc
+        except PermissionError as exc:
+            raise CommandNotExecutableError(
+                f"{self.options.argv[0]}: permission denied (not executable)"
+            ) from exc
+        except IsADirectoryError as exc:
+            raise CommandNotExecutableError(f"{self.options.argv[0]}: is a directory") from exc
+
+    def _execute(self) -> RunReport:
+        start_s = self.clock.monotonic()
+        meter = _Meter(self.sensors.sample(), self.group.stats())
+        child = self._spawn()
+        interrupted: Interrupted | None = None
+        killed_by_us = False
+        try:
+            pidfd = _pidfd_open(child.pid)
+            try:
+                next_check_s = self.policy.min_interval_s
+                while child.poll() is None:
+                    _wait_for_exit(pidfd, next_check_s, self.clock)
+                    meter.advance(self.sensors.sample(), self.group.stats())
+                    decision = self.policy.observe(
+                        now_s=self.clock.monotonic(), used_uj=meter.used_uj, power_w=meter.power_w
+                    )
+                    next_check_s = decision.next_check_s
+                    if decision.action is Action.TERMINATE:
+                        self.group.signal(signal.SIGTERM)
+                    elif decision.action is Action.KILL:
+                        self.group.kill()
+                        killed_by_us = True
+                    self._show(meter, start_s)
+                    if killed_by_us:
+                        child.wait()
+                        break
+            finally:
+                if pidfd is not None:
+                    os.close(pidfd)
+        except Interrupted as exc:
+            interrupted = exc
+        # The command has ended (or we were interrupted): whatever it left in its group dies too.
+        if not self.group.is_empty() or child.poll() is None:
+            self.group.kill()
+            child.wait()
+        meter.advance(self.sensors.sample(), self.group.stats())
+        self._show(meter, start_s)
+        return self._report(meter, child.returncode, start_s, killed_by_us, interrupted)
+
+    def _show(self, meter: _Meter, start_s: float) -> None:
+        if self.on_tick is None:
+            return
+        node = meter.node
+        self.on_tick(
+            TickView(
+                elapsed_s=self.clock.monotonic() - start_s,
+                used_uj=meter.used_uj,
+                budget_uj=self.options.budget_uj,
+                power_w=meter.power_w,
+                temperature_c=node.temperature_c,
+                temperature_measured=node.temperature_measured,
+                energy_source=str(node.energy_source),
+                energy_measured=node.energy_measured,
+                cpu_cores=meter.cpu_cores,
+                memory_bytes=meter.stats.memory_bytes,
+                phase=self.policy.phase.value,
+            )
+        )
+
+    def _report(
+        self,
+        meter: _Meter,
+        returncode: int,
+        start_s: float,
+        killed_by_us: bool,
+        interrupted: Interrupted | None,
+    ) -> RunReport:
+        if interrupted is not None:
+            outcome, exit_code = Outcome.INTERRUPTED, 128 + interrupted.signum
+        elif self.policy.exhausted:
+            # Budget spent: even if the command exited during its grace period, it was apoptosis.
+            outcome, exit_code = Outcome.APOPTOSIS, EXIT_BUDGET_EXHAUSTED
+        elif returncode < 0:
+            outcome, exit_code = Outcome.SIGNALLED, 128 - returncode
+        else:
+            outcome, exit_code = Outcome.EXITED, returncode
+        node, stats = meter.node, meter.stats
+        return RunReport(
+            outcome=outcome,
+            exit_code=exit_code,
+            energy_uj=meter.used_uj,
+            budget_uj=self.options.budget_uj,
+            cpu_ns=stats.cpu_ns,
+            wall_s=self.clock.monotonic() - start_s,
+            peak_memory_bytes=meter.peak_memory_bytes,
+            memory_freed_bytes=stats.memory_freed_bytes,
+            memory_freed_exact=stats.memory_freed_exact,
+            landauer_j=meter.landauer_j,
+            temperature_c=node.temperature_c,
+            temperature_source=str(node.temperature_source),
+            temperature_measured=node.temperature_measured,
+            energy_source=str(node.energy_source),
+            measured=node.energy_measured,
+            cgroup=self.group.kind,
+            cgroup_layout=self.layout,
+            node_energy_uj=meter.node_energy_uj,
+            house_uj=meter.house_uj,
+            energy_at_apoptosis_uj=self.policy.energy_at_apoptosis_uj,
+            max_interval_energy_uj=meter.max_interval_uj,
+            apoptosis_after_s=(
+                None if self.policy.apoptosis_at_s is None else self.policy.apoptosis_at_s - start_s
+            ),
+            degraded=self.degraded,
+            warnings=meter.warnings,
+        )
+
+
+def _pidfd_open(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _wait_for_exit(pidfd: int | None, seconds: float, clock: Clock) -> None:
+    """Sleep up to `seconds`, waking early when the child exits (pidfd becomes readable)."""
+    if pidfd is None:
+        clock.sleep(seconds)
+        return
+    select.select([pidfd], [], [], max(seconds, 0.0))

@@ -1,0 +1,1 @@
+"""Sample workloads for demonstrations and tests (real processes, no Maxwell imports needed)."""

@@ -1,0 +1,249 @@
+"""The /proc fallback (needs no root), and `open_workload_group` degrading for user nobody."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from maxwell.cgroups import ProcTreeGroup, open_workload_group
+from maxwell.cgroups.proctree import parse_stat, parse_status_kib
+from maxwell.errors import CgroupUnavailableError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "cgroups"
+SRC = Path(__file__).resolve().parent.parent / "src"
+NOBODY = 65534
+
+# The original forks children in a loop; each child double-forks, so grandchildren are orphaned
+# (re-parented to init: found through the session); all ignore SIGTERM.
+FORK_LOOP = """
+import os, signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+while True:
+    pid = os.fork()
+    if pid == 0:
+        if os.fork() == 0:
+            time.sleep(60)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    time.sleep(0.01)
+"""
+
+
+@pytest.fixture
+def tree() -> Iterator[ProcTreeGroup]:
+    group = ProcTreeGroup("fallback")
+    try:
+        yield group
+    finally:
+        group.remove()
+        assert group.pids() == []
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def reap(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.wait(timeout=10)
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def test_parsers() -> None:
+    fields = parse_stat("42 (a (weird) name) S 1 42 42 0 -1 0 0 0 0 0 7 3 2 1 20 0 1 0 5")
+    assert fields is not None and fields[0] == "S" and fields[1] == "1"
+    assert fields[11:15] == ["7", "3", "2", "1"]
+    assert parse_stat("garbage") is None
+    assert parse_status_kib("Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n", "VmRSS") == 1024
+    assert parse_status_kib("Name:\tkthread\n", "VmRSS") == 0
+
+
+def test_members_limits_and_no_freezer(tree: ProcTreeGroup) -> None:
+    assert (tree.kind, tree.supports_freeze) == ("none", False)
+    process = tree.spawn(["sh", "-c", "sleep 30 & sleep 30 & wait"])
+    try:
+        wait_for(lambda: len(tree.pids()) == 3)
+        assert process.pid in tree.pids()
+        assert os.getpid() not in tree.pids()
+        assert tree.stats().pids == 3
+        tree.set_cpu_quota(None)
+        tree.set_memory_max(None)
+        tree.set_pids_max(None)
+        tree.set_cpu_weight(100)
+        with pytest.raises(CgroupUnavailableError, match="no cgroups"):
+            tree.set_cpu_quota(0.5)
+        with pytest.raises(CgroupUnavailableError, match="freeze"):
+            tree.freeze()
+        tree.kill()
+        assert tree.is_empty()
+        assert process.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        reap(process)
+
+
+def test_kill_fork_loop_ignoring_sigterm_with_orphans(tree: ProcTreeGroup) -> None:
+    process = tree.spawn([sys.executable, "-c", FORK_LOOP])
+    try:
+        wait_for(lambda: len(tree.pids()) > 5)
+        tree.signal(signal.SIGTERM)
+        time.sleep(0.1)
+        seen = tree.pids()
+        orphans = [pid for pid in seen if pid != process.pid and os.getsid(pid) == process.pid]
+        assert len(seen) > 5 and orphans
+        tree.kill()
+        assert tree.pids() == []
+        process.wait(timeout=5)
+        for pid in seen:
+            wait_for(lambda: zombie(pid))  # noqa: B023 - called at once, inside the loop
+    finally:
+        reap(process)
+
+
+def zombie(pid: int) -> bool:
+    """Gone, or dead and waiting for init (here not always quick) to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat[stat.rfind(")") + 2] == "Z"
+
+
+def test_stats_cpu_includes_reaped_children(tree: ProcTreeGroup) -> None:
+    code = textwrap.dedent(
+        """
+        import subprocess, sys, time
+        busy = "import time\\nt = time.time()\\nwhile time.time() - t < 0.4: pass"
+        subprocess.run([sys.executable, "-c", busy])
+        print("done", flush=True)
+        time.sleep(30)
+        """
+    )
+    process = tree.spawn([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == b"done"
+        assert len(tree.pids()) == 1  # the busy grandchild is gone, its CPU time is not
+        assert tree.stats().cpu_ns >= 300_000_000
+    finally:
+        reap(process)
+
+
+def test_stats_memory_and_freed_estimate(tree: ProcTreeGroup) -> None:
+    code = textwrap.dedent(
+        """
+        import sys, time
+        block = b"x" * (64 << 20)
+        print("allocated", flush=True)
+        sys.stdin.readline()
+        del block
+        print("freed", flush=True)
+        time.sleep(30)
+        """
+    )
+    process = tree.spawn(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert process.stdin is not None and process.stdout is not None
+        assert process.stdout.readline().strip() == b"allocated"
+        held = tree.stats()
+        assert held.memory_bytes >= 64 << 20
+        process.stdin.write(b"go\n")
+        process.stdin.flush()
+        assert process.stdout.readline().strip() == b"freed"
+        after = tree.stats()
+        assert after.memory_freed_bytes >= 48 << 20
+        assert not after.memory_freed_exact
+        assert after.peak_memory_bytes >= 64 << 20
+    finally:
+        reap(process)
+
+
+def test_open_workload_group_without_cgroups_degrades(tmp_path: Path) -> None:
+    procfs = tmp_path / "proc"
+    (procfs / "self").mkdir(parents=True)
+    for name in ("mountinfo", "cgroup"):
+        shutil.copy(FIXTURES / "no_cgroup" / name, procfs / "self" / name)
+    group, manager, reason = open_workload_group("x", procfs_root=str(procfs))
+    assert manager is None and group.kind == "none"
+    assert reason is not None
+    assert "no cgroup filesystem is mounted" in reason
+    assert "degraded: process tree via /proc" in reason
+
+
+def python_for_nobody() -> str | None:
+    """An interpreter (3.11+) user nobody may run; the venv's may sit under /root."""
+    candidates = [sys.executable, shutil.which("python3"), "/usr/bin/python3"]
+    for candidate in dict.fromkeys(c for c in candidates if c):
+        try:
+            check = subprocess.run(
+                [candidate, "-c", "import sys; print(sys.version_info >= (3, 11))"],
+                user=NOBODY,
+                group=NOBODY,
+                extra_groups=[],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        except PermissionError:
+            continue  # e.g. a venv whose interpreter lives under /root
+        if check.returncode == 0 and check.stdout.strip() == "True":
+            return candidate
+    return None
+
+
+@pytest.mark.root
+def test_open_workload_group_as_nobody() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: switches to user nobody")
+    python = python_for_nobody()
+    if python is None:
+        pytest.skip("no Python 3.11+ that user nobody may execute")
+    snippet = textwrap.dedent(
+        """
+        import json, sys
+        from maxwell.cgroups import open_workload_group
+        group, manager, reason = open_workload_group("as-nobody")
+        child = group.spawn(["sleep", "30"])
+        pids = group.pids()
+        group.remove()
+        child.wait()
+        print(json.dumps({"kind": group.kind, "manager": manager is not None,
+                          "reason": reason, "pids": pids, "child": child.pid,
+                          "empty": group.is_empty()}))
+        """
+    )
+    result = subprocess.run(
+        [python, "-c", snippet],
+        user=NOBODY,
+        group=NOBODY,
+        extra_groups=[],
+        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["kind"] == "none" and not report["manager"]
+    assert report["reason"].startswith("not root (euid 65534)")
+    assert "degraded: process tree via /proc" in report["reason"]
+    assert report["pids"] == [report["child"]] and report["empty"]

@@ -1,0 +1,399 @@
+"""Real cgroups on this machine: needs root and a writable hierarchy (skips with the reason).
+
+Every test leaves no `maxwell-<pid>*` directory behind in any hierarchy, checked by a finalizer
+that runs even when the test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from maxwell.cgroups import CgroupManager, V1Group, V2Group, open_workload_group, read_layout
+from maxwell.cgroups._fs import CgroupFs
+from maxwell.cgroups._group import CgroupGroup
+from maxwell.errors import CgroupUnavailableError
+
+pytestmark = pytest.mark.root
+
+BUSY = [sys.executable, "-c", "while True: pass"]
+SLEEPERS = ["sh", "-c", "sleep 30 & sleep 30 & wait"]
+FORK_LOOP = """
+import os, signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+while True:
+    try:
+        os.fork()
+    except OSError:
+        time.sleep(0.001)
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        pass
+"""
+
+
+def own_dirs() -> list[Path]:
+    layout = read_layout()
+    dirs = [Path(h.own_dir) for h in layout.v1]
+    if layout.v2 is not None:
+        dirs.append(Path(layout.v2.own_dir))
+    return dirs
+
+
+def leftovers() -> list[str]:
+    mine = f"maxwell-{os.getpid()}"
+    return [
+        str(p) for d in own_dirs() if d.is_dir() for p in d.iterdir() if p.name.startswith(mine)
+    ]
+
+
+def detect_or_skip() -> CgroupManager:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: creates cgroups under /sys/fs/cgroup")
+    try:
+        return CgroupManager.detect()
+    except CgroupUnavailableError as exc:
+        pytest.skip(f"needs root and a writable cgroup hierarchy: {exc}")
+
+
+@pytest.fixture
+def manager() -> Iterator[CgroupManager]:
+    created = detect_or_skip()
+    try:
+        yield created
+    finally:
+        created.close()
+        assert leftovers() == []
+
+
+@pytest.fixture
+def popens() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Children to reap at the end, whatever happened."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def cpu_seconds_over(group: CgroupGroup, seconds: float) -> float:
+    before = group.stats().cpu_ns
+    time.sleep(seconds)
+    return (group.stats().cpu_ns - before) / 1e9
+
+
+def test_layout_of_this_host(manager: CgroupManager) -> None:
+    assert manager.kind in ("v1", "v2")
+    assert manager.layout in ("v1", "v2", "hybrid")
+    for private in manager.private_dirs:
+        assert Path(private).name == f"maxwell-{os.getpid()}"
+        assert Path(private).is_dir()
+
+
+def test_spawn_joins_every_hierarchy(
+    manager: CgroupManager, popens: list[subprocess.Popen[bytes]]
+) -> None:
+    group = manager.create("sleepers")
+    popens.append(group.spawn(SLEEPERS))
+    wait_for(lambda: len(group.pids()) == 3)
+    members = group.pids()
+    assert popens[0].pid in members
+    for directory in group.membership_dirs():
+        procs = {int(p) for p in (Path(directory) / "cgroup.procs").read_text().split()}
+        assert procs == set(members), directory
+    for pid in members:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        in_group = [line for line in lines if line.endswith(f"maxwell-{os.getpid()}/sleepers")]
+        assert len(in_group) == len(group.membership_dirs())
+        assert os.getsid(pid) == popens[0].pid  # a session of its own
+    assert group.stats().pids == 3
+    group.remove()
+    assert all(not Path(d).exists() for d in group.membership_dirs())
+    group.remove()  # idempotent
+
+
+def test_cpu_quota_limits_a_busy_loop(
+    manager: CgroupManager, popens: list[subprocess.Popen[bytes]]
+) -> None:
+    group = manager.create("limited")
+    group.set_cpu_quota(0.2)
+    popens.append(group.spawn(BUSY))
+    time.sleep(0.3)
+    used = cpu_seconds_over(group, 1.0)
+    assert 0.05 < used < 0.45, used
+    group.set_cpu_quota(None)
+    assert cpu_seconds_over(group, 0.5) > 0.25
+
+
+def test_stats_cpu_grows_for_a_busy_child(
+    manager: CgroupManager, popens: list[subprocess.Popen[bytes]]
+) -> None:
+    group = manager.create("busy")
+    group.set_cpu_weight(200)
+    popens.append(group.spawn(BUSY))
+    time.sleep(0.2)
+    assert cpu_seconds_over(group, 0.5) > 0.25
+    stats = group.stats()
+    assert stats.memory_bytes > 0 and stats.peak_memory_bytes >= stats.memory_bytes
+    assert stats.pids == 1
+
+
+def test_freeze_waits_until_frozen_and_thaw(
+    manager: CgroupManager, popens: list[subprocess.Popen[bytes]]
+) -> None:
+    group = manager.create("frozen")
+    assert group.supports_freeze
+    popens.append(group.spawn(BUSY))
+    time.sleep(0.2)
+    group.freeze()
+    if isinstance(group, V1Group) and group.unified_dir is not None:
+        events = (Path(group.unified_dir) / "cgroup.events").read_text().split()
+        assert events[events.index("frozen") + 1] == "1"
+    assert cpu_seconds_over(group, 0.3) < 0.01
+    group.thaw()
+    assert cpu_seconds_over(group, 0.3) > 0.1
+
+
+def test_v1_freezer_and_signal_kill_without_unified(
+    manager: CgroupManager, popens: list[subprocess.Popen[bytes]]
+) -> None:
+    group = manager.create("v1only")
+    if not isinstance(group, V1Group) or "freezer" not in group.dirs:
+        pytest.skip("needs the v1 freezer controller")
+    v1_only = V1Group("v1only", group.dirs, layout="v1")
+    assert v1_only.freeze_method == "freezer.state"
+    popens.append(v1_only.spawn(BUSY))
+    time.sleep(0.2)
+    v1_only.freeze()
+    assert (Path(group.dirs["freezer"]) / "freezer.state").read_text().strip() == "FROZEN"
+    assert cpu_seconds_over(v1_only, 0.3) < 0.01
+    v1_only.thaw()
+    assert cpu_seconds_over(v1_only, 0.3) > 0.1
+    v1_only.set_pids_max(64)
+    popens.append(v1_only.spawn([sys.executable, "-c", FORK_LOOP]))
+    time.sleep(0.5)
+    v1_only.kill()  # freeze, SIGKILL, thaw rounds
+    assert v1_only.is_empty()
+
+
+def test_kill_a_fork_loop_that_ignores_sigterm(
+    manager: CgroupManager, popens: list[subprocess.Popen[bytes]]
+) -> None:
+    group = manager.create("forker")
+    group.set_pids_max(64)
+    popens.append(group.spawn([sys.executable, "-c", FORK_LOOP]))
+    wait_for(lambda: len(group.pids()) > 5)
+    group.signal(signal.SIGTERM)
+    time.sleep(0.2)
+    seen = group.pids()
+    assert len(seen) > 5, "SIGTERM is ignored: they are all still there"
+    group.kill()
+    assert group.pids() == [] and group.is_empty()
+    popens[0].wait(timeout=5)
+    for pid in seen:
+        wait_for(lambda: is_dead(pid))  # noqa: B023 - called at once, inside the loop
+
+
+def is_dead(pid: int) -> bool:
+    """Gone, or a zombie: orphans wait for init (here not always quick) to reap them."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        assert not Path(f"/proc/{pid}").exists()
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat[stat.rfind(")") + 2] == "Z"
+
+
+def test_memory_freed_counter(
+    manager: CgroupManager, popens: list[subprocess.Popen[bytes]]
+) -> None:
+    group = manager.create("allocator")
+    code = (
+        "import sys, time\n"
+        "block = b'x' * (64 << 20)\n"
+        "del block\n"
+        "print('freed', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    before = group.stats().memory_freed_bytes
+    child = group.spawn([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    popens.append(child)
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == b"freed"
+    stats = group.stats()
+    assert stats.memory_freed_bytes - before >= 48 << 20
+    assert stats.peak_memory_bytes >= 64 << 20
+    if group.kind == "v1":
+        assert stats.memory_freed_exact
+
+
+def test_remove_kills_and_leaves_nothing(
+    manager: CgroupManager, popens: list[subprocess.Popen[bytes]]
+) -> None:
+    group = manager.create("doomed")
+    popens.append(group.spawn(SLEEPERS))
+    wait_for(lambda: len(group.pids()) == 3)
+    group.remove()
+    assert popens[0].wait(timeout=5) == -signal.SIGKILL
+    assert all(not Path(d).exists() for d in group.membership_dirs())
+
+
+def test_close_removes_groups_with_live_processes(popens: list[subprocess.Popen[bytes]]) -> None:
+    manager = detect_or_skip()
+    try:
+        for name in ("a", "b"):
+            popens.append(manager.create(name).spawn(SLEEPERS))
+    finally:
+        manager.close()
+    assert leftovers() == []
+    for process in popens:
+        assert process.wait(timeout=5) == -signal.SIGKILL
+    manager.close()  # idempotent
+
+
+def test_context_manager_cleans_up_on_exception(popens: list[subprocess.Popen[bytes]]) -> None:
+    detect_or_skip().close()
+    with pytest.raises(RuntimeError, match="boom"), CgroupManager.detect() as manager:
+        popens.append(manager.create("w").spawn(SLEEPERS))
+        raise RuntimeError("boom")
+    assert leftovers() == []
+    assert popens[0].wait(timeout=5) == -signal.SIGKILL
+
+
+def test_exec_errors_propagate_unchanged(manager: CgroupManager, tmp_path: Path) -> None:
+    group = manager.create("exec")
+    with pytest.raises(FileNotFoundError):
+        group.spawn([str(tmp_path / "no-such-program")])
+    not_executable = tmp_path / "script"
+    not_executable.write_text("#!/bin/sh\n")
+    with pytest.raises(PermissionError):
+        group.spawn([str(not_executable)])
+    assert group.is_empty()
+
+
+def test_parallel_managers_do_not_collide(popens: list[subprocess.Popen[bytes]]) -> None:
+    first = detect_or_skip()
+    try:
+        with CgroupManager.detect() as second:
+            assert set(first.private_dirs).isdisjoint(second.private_dirs)
+            popens.append(second.create("same").spawn(SLEEPERS))
+            popens.append(first.create("same").spawn(SLEEPERS))
+    finally:
+        first.close()
+    assert leftovers() == []
+
+
+def test_open_workload_group_uses_cgroups_as_root(popens: list[subprocess.Popen[bytes]]) -> None:
+    detect_or_skip().close()
+    group, manager, reason = open_workload_group("convenience")
+    try:
+        assert manager is not None and reason is None
+        assert group.kind == manager.kind
+        popens.append(group.spawn(["true"]))
+        assert popens[0].wait(timeout=5) == 0
+    finally:
+        group.remove()
+        if manager is not None:
+            manager.close()
+    assert leftovers() == []
+
+
+@pytest.fixture
+def unified_group() -> Iterator[V2Group]:
+    """The pure-v2 backend over this host's unified hierarchy (core files only, no controllers)."""
+    detect_or_skip().close()
+    layout = read_layout()
+    if layout.v2 is None or layout.v2.readonly:
+        pytest.skip("needs a writable cgroup2 hierarchy")
+    directory = Path(layout.v2.own_dir) / f"maxwell-{os.getpid()}-v2core"
+    directory.mkdir()
+    group = V2Group("v2core", str(directory), layout=layout.name)
+    try:
+        yield group
+    finally:
+        group.remove()
+        assert leftovers() == []
+
+
+def test_v2_core_files_for_real(
+    unified_group: V2Group, popens: list[subprocess.Popen[bytes]]
+) -> None:
+    group = unified_group
+    assert group.supports_freeze and group.is_empty()
+    popens.append(group.spawn(SLEEPERS))
+    wait_for(lambda: len(group.pids()) == 3)
+    assert not group.is_empty()
+    group.freeze()
+    events = (Path(group.directory) / "cgroup.events").read_text().split()
+    assert events[events.index("frozen") + 1] == "1"
+    group.thaw()
+    group.kill()
+    assert group.is_empty()
+    assert popens[0].wait(timeout=5) == -signal.SIGKILL
+
+
+def test_v2_core_kill_fork_loop_and_cpu_stat(
+    unified_group: V2Group, popens: list[subprocess.Popen[bytes]]
+) -> None:
+    group = unified_group
+    popens.append(group.spawn(BUSY))
+    time.sleep(0.2)
+    assert cpu_seconds_over(group, 0.5) > 0.25  # core cpu.stat usage_usec
+    popens.append(group.spawn([sys.executable, "-c", FORK_LOOP]))
+    wait_for(lambda: len(group.pids()) > 5)
+    group.freeze()
+    group.kill()  # cgroup.kill works on frozen tasks
+    assert group.is_empty()
+
+
+class LateJoinerFs(CgroupFs):
+    """Lets a process join the group just before the first rmdir: what an interrupted `spawn`
+    (a signal handler raising inside Popen after the fork) leaves behind."""
+
+    def __init__(self) -> None:
+        self.join: Callable[[], None] | None = None
+
+    def rmdir(self, path: str) -> bool:
+        join, self.join = self.join, None
+        if join is not None:
+            join()
+        return super().rmdir(path)
+
+
+def test_remove_kills_a_late_joiner(popens: list[subprocess.Popen[bytes]]) -> None:
+    detect_or_skip().close()
+    fs = LateJoinerFs()
+    with CgroupManager.detect(fs=fs) as manager:
+        group = manager.create("late")
+        assert group.is_empty()
+
+        def join() -> None:
+            popens.append(group.spawn(["sleep", "30"]))
+
+        fs.join = join
+        group.remove()
+        assert popens and popens[0].wait(timeout=5) == -signal.SIGKILL
+    assert leftovers() == []
