@@ -2,7 +2,8 @@
 
 `FakeKernelFs` plays the parts of the kernel the manager relies on: a new group grows its core
 and controller files, `cgroup.subtree_control` obeys the no-internal-process rule, writing a pid
-to `cgroup.procs` moves it, `cgroup.freeze` updates `cgroup.events`, rmdir refuses populated groups.
+to `cgroup.procs` moves it, `cgroup.freeze` updates `cgroup.events`, `cgroup.kill` empties the
+subtree, rmdir refuses populated groups.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 
 from maxwell.cgroups import CgroupManager, V1Group, V2Group
 from maxwell.cgroups._fs import CgroupFs, translate
+from maxwell.cgroups._group import CgroupGroup
 from maxwell.cgroups.v1 import weight_to_shares
 from maxwell.clock import FakeClock
 from maxwell.errors import CgroupError, CgroupUnavailableError, UsageError
@@ -107,6 +109,13 @@ class FakeKernelFs(CgroupFs):
             return
         if not target.exists():
             raise self._fail(errno.ENOENT, "open", path)
+        if target.name == "cgroup.kill" and text.strip() == "1":
+            for procs in directory.rglob("cgroup.procs"):
+                procs.write_text("")
+            for events in directory.rglob("cgroup.events"):
+                frozen = words(events)[3]
+                events.write_text(f"populated 0\nfrozen {frozen}\n")
+            return
         target.write_text(text)
         if target.name == "cgroup.freeze" and self.freezes:
             events = directory / "cgroup.events"
@@ -310,6 +319,141 @@ def test_v2_stats_without_memory_peak_uses_sampled_max(tmp_path: Path) -> None:
     assert stats.peak_memory_bytes == 40
     assert stats.memory_freed_bytes == 10
     assert stats.pids == 0  # no pids.current: counted from cgroup.procs
+
+
+# What the kernel writes with the cpu controller enabled: usage_usec always comes first.
+REAL_CPU_STAT = (
+    "usage_usec 98765432101234\nuser_usec 60000000000000\nsystem_usec 38765432101234\n"
+    "core_sched.force_idle_usec 0\nnr_periods 1200\nnr_throttled 30\nthrottled_usec 450000\n"
+    "nr_bursts 0\nburst_usec 0\n"
+)
+
+
+def fake_v2_group(tmp_path: Path) -> tuple[V2Group, Path]:
+    directory = tmp_path / "g"
+    directory.mkdir()
+    fs = FakeKernelFs(tmp_path)
+    fs.populate(directory, ["cpu", "memory", "pids"])
+    return V2Group("g", str(directory), fs=fs, clock=FakeClock()), directory
+
+
+def test_v2_cpu_ns_reads_usage_usec(tmp_path: Path) -> None:
+    group, directory = fake_v2_group(tmp_path)
+    (directory / "cpu.stat").write_text(REAL_CPU_STAT)
+    assert group.cpu_ns() == 98765432101234 * 1000
+    assert group.stats().cpu_ns == group.cpu_ns()
+    # The kept descriptor re-reads from offset 0: a new value is seen, a shorter file too.
+    (directory / "cpu.stat").write_text("usage_usec 7\nuser_usec 5\nsystem_usec 2\n")
+    assert group.cpu_ns() == 7000
+    # Not first (no kernel does this, but the key is matched exactly wherever it is), after a
+    # key that ends in "usage_usec" and past the first read's 64 bytes.
+    (directory / "cpu.stat").write_text(
+        "user_usec 5\nsystem_usec 2\nnr_periods 1200\nburst_usage_usec 99\nusage_usec 12\n"
+        "nr_bursts 0\n"
+    )
+    assert group.cpu_ns() == 12_000
+    assert group.stats().cpu_ns == 12_000
+    (directory / "cpu.stat").write_text("usage_usec 31")  # no newline at the end
+    assert group.cpu_ns() == 31_000
+
+
+def test_v2_cpu_ns_malformed_or_removed_is_a_clear_error(tmp_path: Path) -> None:
+    group, directory = fake_v2_group(tmp_path)
+    (directory / "cpu.stat").write_text("user_usec 5\nsystem_usec 2\n")
+    with pytest.raises(CgroupError, match=r"CPU time of group 'g'.*cpu\.stat"):
+        group.cpu_ns()
+    (directory / "cpu.stat").write_text("usage_usec lots\n")
+    with pytest.raises(CgroupError, match="unexpected content"):
+        group.cpu_ns()
+    (directory / "cpu.stat").write_text("usage_usec 3\n")
+    assert group.cpu_ns() == 3000
+    group.remove()
+    with pytest.raises(CgroupError, match="'g' was removed"):
+        group.cpu_ns()
+
+
+def test_v2_cpu_ns_of_a_group_gone_before_the_first_read(tmp_path: Path) -> None:
+    group, directory = fake_v2_group(tmp_path)
+    shutil.rmtree(directory)
+    with pytest.raises(CgroupError, match=r"cpu\.stat: no such file \(the group was removed\)"):
+        group.cpu_ns()
+
+
+def test_v1_cpu_ns_sources(tmp_path: Path) -> None:
+    dirs = make_v1_tree(tmp_path)
+    fs = FakeKernelFs(tmp_path)
+    group = V1Group("w", dirs, fs=fs, clock=FakeClock())
+    assert group.cpu_ns() == 123456789
+    (Path(dirs["cpuacct"]) / "cpuacct.usage").write_text("223456789\n")
+    assert group.cpu_ns() == group.stats().cpu_ns == 223456789
+    # Hybrid without cpuacct: the unified hierarchy's cpu.stat.
+    unified = tmp_path / "unified" / "w"
+    unified.mkdir(parents=True)
+    fs.populate(unified, [])
+    (unified / "cpu.stat").write_text("usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n")
+    no_cpuacct = {c: d for c, d in dirs.items() if c != "cpuacct"}
+    hybrid = V1Group("w", no_cpuacct, unified_dir=str(unified), fs=fs, clock=FakeClock())
+    assert hybrid.cpu_ns() == hybrid.stats().cpu_ns == 1_500_000
+    # No CPU accounting at all: stats() says 0 as it always has, cpu_ns() says why.
+    bare = V1Group("w", no_cpuacct, fs=fs, clock=FakeClock())
+    assert bare.stats().cpu_ns == 0
+    with pytest.raises(CgroupUnavailableError, match="no CPU accounting"):
+        bare.cpu_ns()
+
+
+def test_cgroup_group_is_abstract() -> None:
+    with pytest.raises(TypeError, match="abstract"):
+        CgroupGroup("x", "/nowhere", fs=None, clock=None)  # type: ignore[abstract]
+
+
+def test_sweep_stale_removes_dead_managers_groups_only(tmp_path: Path) -> None:
+    me, live, dead = os.getpid(), 111, 222
+    host = FakeV2Host(tmp_path, own_procs=[me], controllers="cpu memory pids")
+    (host.procfs / str(live)).mkdir()  # pid 111 is alive; 222 is not
+    manager = host.detect()
+    names = [
+        f"maxwell-{live}",  # a live pid, maybe reused by another program: left alone
+        f"maxwell-{live}-daemon",
+        f"maxwell-{dead}",
+        f"maxwell-{dead}-1",
+        f"maxwell-{dead}-daemon",
+        f"maxwell-{dead}-v2core",  # not the pattern
+        f"maxwell-{dead}-daemon-2",
+        f"maxwell-{dead}x",
+        f"other-{dead}",
+    ]
+    for name in names:
+        assert host.fs.mkdir(str(host.own / name))
+    stale = host.own / f"maxwell-{dead}"
+    assert host.fs.mkdir(str(stale / "job"))
+    (stale / "job" / "cgroup.procs").write_text("4242\n")  # a workload still running
+    for directory in (stale, stale / "job"):
+        (directory / "cgroup.events").write_text("populated 1\nfrozen 0\n")
+    (host.own / f"maxwell-{live}" / "cgroup.procs").write_text(f"{live}\n")
+
+    removed = manager.sweep_stale()
+
+    assert sorted(removed) == sorted(
+        str(host.own / name)
+        for name in (f"maxwell-{dead}", f"maxwell-{dead}-1", f"maxwell-{dead}-daemon")
+    )
+    assert (str(stale / "cgroup.kill"), "1") in host.fs.writes
+    assert host.leftovers() == sorted(
+        [
+            f"maxwell-{live}",
+            f"maxwell-{live}-daemon",
+            f"maxwell-{dead}-v2core",
+            f"maxwell-{dead}-daemon-2",
+            f"maxwell-{dead}x",
+            f"maxwell-{me}",  # this manager's own, never swept
+            f"maxwell-{me}-daemon",
+            f"other-{dead}",
+        ]
+    )
+    assert words(host.own / f"maxwell-{live}" / "cgroup.procs") == [str(live)]
+    assert manager.sweep_stale() == []
+    manager.close()
+    assert f"maxwell-{me}" not in host.leftovers()
 
 
 def test_v2_freeze_timeout(tmp_path: Path) -> None:

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import NobodyPython
 from maxwell.cgroups import ProcTreeGroup, open_workload_group
 from maxwell.cgroups.proctree import parse_stat, parse_status_kib
 from maxwell.errors import CgroupUnavailableError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cgroups"
-SRC = Path(__file__).resolve().parent.parent / "src"
 NOBODY = 65534
 
 # The original forks children in a loop; each child double-forks, so grandchildren are orphaned
@@ -140,8 +140,13 @@ def test_stats_cpu_includes_reaped_children(tree: ProcTreeGroup) -> None:
         assert process.stdout.readline().strip() == b"done"
         assert len(tree.pids()) == 1  # the busy grandchild is gone, its CPU time is not
         assert tree.stats().cpu_ns >= 300_000_000
+        # cpu_ns() is the same figure without the memory reads (the member is idle now).
+        first, from_stats, last = tree.cpu_ns(), tree.stats().cpu_ns, tree.cpu_ns()
+        assert first <= from_stats <= last and last - first <= 20_000_000
     finally:
         reap(process)
+    tree.remove()
+    assert tree.cpu_ns() == last  # nothing left to scan: the last figure, not 0
 
 
 def test_stats_memory_and_freed_estimate(tree: ProcTreeGroup) -> None:
@@ -187,34 +192,8 @@ def test_open_workload_group_without_cgroups_degrades(tmp_path: Path) -> None:
     assert "degraded: process tree via /proc" in reason
 
 
-def python_for_nobody() -> str | None:
-    """An interpreter (3.11+) user nobody may run; the venv's may sit under /root."""
-    candidates = [sys.executable, shutil.which("python3"), "/usr/bin/python3"]
-    for candidate in dict.fromkeys(c for c in candidates if c):
-        try:
-            check = subprocess.run(
-                [candidate, "-c", "import sys; print(sys.version_info >= (3, 11))"],
-                user=NOBODY,
-                group=NOBODY,
-                extra_groups=[],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-        except PermissionError:
-            continue  # e.g. a venv whose interpreter lives under /root
-        if check.returncode == 0 and check.stdout.strip() == "True":
-            return candidate
-    return None
-
-
 @pytest.mark.root
-def test_open_workload_group_as_nobody() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: switches to user nobody")
-    python = python_for_nobody()
-    if python is None:
-        pytest.skip("no Python 3.11+ that user nobody may execute")
+def test_open_workload_group_as_nobody(nobody_python: NobodyPython) -> None:
     snippet = textwrap.dedent(
         """
         import json, sys
@@ -230,11 +209,11 @@ def test_open_workload_group_as_nobody() -> None:
         """
     )
     result = subprocess.run(
-        [python, "-c", snippet],
+        [nobody_python.python, "-c", snippet],
         user=NOBODY,
         group=NOBODY,
         extra_groups=[],
-        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
+        env=nobody_python.env,
         cwd="/",
         capture_output=True,
         text=True,

@@ -6,6 +6,8 @@ that runs even when the test fails.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -19,7 +21,7 @@ import pytest
 from maxwell.cgroups import CgroupManager, V1Group, V2Group, open_workload_group, read_layout
 from maxwell.cgroups._fs import CgroupFs
 from maxwell.cgroups._group import CgroupGroup
-from maxwell.errors import CgroupUnavailableError
+from maxwell.errors import CgroupError, CgroupUnavailableError
 
 pytestmark = pytest.mark.root
 
@@ -155,6 +157,42 @@ def test_stats_cpu_grows_for_a_busy_child(
     stats = group.stats()
     assert stats.memory_bytes > 0 and stats.peak_memory_bytes >= stats.memory_bytes
     assert stats.pids == 1
+
+
+def test_cpu_ns_grows_for_a_busy_child_and_matches_stats(
+    manager: CgroupManager, popens: list[subprocess.Popen[bytes]]
+) -> None:
+    busy = manager.create("busy-cpu")
+    popens.append(busy.spawn(BUSY))
+    time.sleep(0.2)
+    before = busy.cpu_ns()
+    time.sleep(0.5)
+    assert (busy.cpu_ns() - before) / 1e9 > 0.25
+    idle = manager.create("idle-cpu")
+    popens.append(idle.spawn(["sleep", "30"]))
+    wait_for(lambda: len(idle.pids()) == 1)
+    time.sleep(0.05)  # past the exec
+    for _ in range(3):
+        first, from_stats, last = idle.cpu_ns(), idle.stats().cpu_ns, idle.cpu_ns()
+        assert first <= from_stats <= last
+        assert last - first < 1_000_000  # an idle group: well under 1 ms apart
+    if isinstance(idle, V1Group) and idle.unified_dir is not None:
+        # Hybrid without cpuacct: the unified cpu.stat counts the same task, in µs.
+        unified = V1Group("idle-unified", {"cpu": idle.dirs["cpu"]}, unified_dir=idle.unified_dir)
+        assert abs(unified.cpu_ns() - idle.cpu_ns()) < 5_000_000
+    idle.remove()
+    with pytest.raises(CgroupError, match="was removed"):
+        idle.cpu_ns()
+
+
+def test_cpu_ns_of_a_group_removed_underneath(manager: CgroupManager) -> None:
+    group = manager.create("vanishing")
+    assert group.cpu_ns() >= 0
+    for directory in group.membership_dirs():
+        os.rmdir(directory)  # empty: someone else removed it
+    with pytest.raises(CgroupError, match="the group was removed"):
+        group.cpu_ns()
+    group.remove()  # nothing left to remove: still fine
 
 
 def test_freeze_waits_until_frozen_and_thaw(
@@ -362,6 +400,9 @@ def test_v2_core_kill_fork_loop_and_cpu_stat(
     popens.append(group.spawn(BUSY))
     time.sleep(0.2)
     assert cpu_seconds_over(group, 0.5) > 0.25  # core cpu.stat usage_usec
+    before = group.cpu_ns()
+    time.sleep(0.3)
+    assert (group.cpu_ns() - before) / 1e9 > 0.15
     popens.append(group.spawn([sys.executable, "-c", FORK_LOOP]))
     wait_for(lambda: len(group.pids()) > 5)
     group.freeze()
@@ -397,3 +438,58 @@ def test_remove_kills_a_late_joiner(popens: list[subprocess.Popen[bytes]]) -> No
         group.remove()
         assert popens and popens[0].wait(timeout=5) == -signal.SIGKILL
     assert leftovers() == []
+
+
+# A `maxwell run` killed with SIGKILL: its manager's directories stay, its workload runs on.
+# With "freeze", the workload is left frozen by the v1 freezer (it dies of SIGKILL only once
+# thawed; cgroup.kill on the unified hierarchy alone would wait for it in vain).
+ORPHANING_MANAGER = """
+import json, os, sys, time
+from maxwell.cgroups import CgroupManager
+manager = CgroupManager.detect()
+group = manager.create("orphan")
+child = group.spawn(["sleep", "300"])
+if sys.argv[1] == "freeze":
+    with open(os.path.join(group.dirs["freezer"], "freezer.state"), "w") as state:
+        state.write("FROZEN")
+print(json.dumps({"workload": child.pid, "stale": manager.private_dirs,
+                  "groups": group.membership_dirs()}), flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.parametrize("left_as", ["running", "freeze"])
+def test_sweep_stale_after_a_manager_killed_with_sigkill(
+    left_as: str, popens: list[subprocess.Popen[bytes]]
+) -> None:
+    with detect_or_skip() as probe:
+        group = probe.create("probe")
+        has_v1_freezer = isinstance(group, V1Group) and "freezer" in group.dirs
+    if left_as == "freeze" and not has_v1_freezer:
+        pytest.skip("needs the v1 freezer controller")
+    owner = subprocess.Popen(
+        [sys.executable, "-c", ORPHANING_MANAGER, left_as], stdout=subprocess.PIPE
+    )
+    popens.append(owner)
+    assert owner.stdout is not None
+    left = json.loads(owner.stdout.readline())
+    workload, stale, groups = left["workload"], left["stale"], left["groups"]
+    try:
+        assert len(stale) == len(groups) >= 2  # one per hierarchy (v1 controllers + unified)
+        owner.kill()
+        assert owner.wait(timeout=5) == -signal.SIGKILL
+        assert not is_dead(workload), "the workload outlives its manager"
+        assert all(Path(d).is_dir() for d in stale + groups)
+        with CgroupManager.detect() as sweeper:
+            removed = sweeper.sweep_stale()
+            assert set(stale) <= set(removed)
+            assert all(Path(d).is_dir() for d in sweeper.private_dirs)  # its own: untouched
+        assert [d for d in stale if Path(d).exists()] == []
+        wait_for(lambda: is_dead(workload))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(workload, signal.SIGKILL)
+        wait_for(lambda: is_dead(workload))
+        for directory in groups + stale:  # only reached with anything left when the sweep failed
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(directory)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SRC, last_json, maxwell, maxwell_cgroup_dirs, pids_with_tag
+from conftest import NobodyPython
+from helpers import last_json, maxwell, maxwell_cgroup_dirs, pids_with_tag
 
 IS_ROOT = os.geteuid() == 0
 LOOPER = [sys.executable, "-m", "maxwell.samples.looper"]
@@ -207,22 +208,8 @@ def test_maxwell_stopped_by_a_signal_leaves_nothing_behind(tag: str, signum: int
     assert last_json(stdout)["outcome"] == "interrupted"
 
 
-def test_without_root_it_runs_degraded_and_says_so(tag: str, tmp_path: Path) -> None:
-    if not IS_ROOT:
-        pytest.skip("needs root to switch to an unprivileged user for this test")
-    site = next((Path(sys.prefix) / "lib").glob("python3*/site-packages"), None)
-    python = "/usr/bin/python3"
-    env = {"PYTHONPATH": f"{SRC}:{site}", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    probe = subprocess.run(
-        [python, "-c", "import maxwell.cli.main"],
-        env=env,
-        user=65534,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if probe.returncode != 0:
-        pytest.skip(f"user nobody cannot import maxwell here: {probe.stderr.strip()[-200:]}")
+def test_without_root_it_runs_degraded_and_says_so(tag: str, nobody_python: NobodyPython) -> None:
+    python = nobody_python.python
     result = subprocess.run(
         [
             python,
@@ -243,8 +230,9 @@ def test_without_root_it_runs_degraded_and_says_so(tag: str, tmp_path: Path) -> 
             "--tag",
             tag,
         ],
-        env=env,
+        env=nobody_python.env,
         user=65534,
+        cwd="/",
         capture_output=True,
         text=True,
         timeout=120,

@@ -2,9 +2,10 @@
 
 What is measured, all in one run because the machine is noisy and only ratios survive noise:
 
-- The meter loop, exactly as the real meter runs it each interval: one `Sensors.sample()`, one
-  `group.stats()` per workload cgroup, `maxwell.meter.attribute` over the deltas and the ledger
-  sums. Its CPU is `time.thread_time()` around that work (never around the sleeps), at each rate.
+- The meter itself (`maxwell.meter.LiveMeter`, as `maxwell run` uses it): each interval one
+  `Sensors.sample()`, one `cpu_ns()` per workload cgroup, the attribution and the running totals;
+  memory figures (`stats()`) once a second. Its CPU is `time.thread_time()` around that work
+  (never around the sleeps), at each rate.
 - The floor, in the same ticks: one `pread` of one kept-open cgroup file per workload.
 - CodeCarbon's process mode, in its own process (so its threads' CPU is its own), tracking one
   busy workload it owns, minus an identical process without the tracker. Its start-up (import,
@@ -35,6 +36,7 @@ from types import FrameType
 from typing import IO, Any
 
 from maxwell.errors import UsageError
+from maxwell.meter import LiveMeter
 from maxwell.units import uj_to_joules
 
 TARGET_CPU_FRACTION_AT_10HZ = 0.01
@@ -64,8 +66,7 @@ class RatePhase:
     process_cpu_s: float = 0.0  # getrusage over the whole phase: wake-ups, floor and all
     # The meter's CPU split by step (sums to meter_cpu_s, less the timer calls themselves).
     sensors_cpu_s: float = 0.0
-    stats_cpu_s: float = 0.0
-    attribute_cpu_s: float = 0.0
+    workloads_cpu_s: float = 0.0  # every group's counters, the attribution and the totals
 
     def report(self) -> dict[str, object]:
         samples = self.ticks * self.workloads
@@ -86,10 +87,9 @@ class RatePhase:
             ),
             "breakdown_us_per_tick": {
                 "sensors_sample": _per_million(self.sensors_cpu_s, self.ticks),
-                "group_stats_all": _per_million(self.stats_cpu_s, self.ticks),
-                "attribute_and_ledger": _per_million(self.attribute_cpu_s, self.ticks),
+                "workloads_and_attribution": _per_million(self.workloads_cpu_s, self.ticks),
             },
-            "group_stats_us_per_workload": _per_million(self.stats_cpu_s, samples),
+            "workload_us_per_sample": _per_million(self.workloads_cpu_s, samples),
         }
 
 
@@ -370,53 +370,65 @@ class _Probe:
                 stream.close()
 
 
+class _TimedSensors:
+    """The sensors facade, with the CPU its `sample()` costs counted apart (for the breakdown)."""
+
+    def __init__(self, sensors: Any) -> None:
+        self._sensors = sensors
+        self.cpu_s = 0.0
+
+    def sample(self) -> Any:
+        started = time.thread_time()
+        sample = self._sensors.sample()
+        self.cpu_s += time.thread_time() - started
+        return sample
+
+
 class _MeterLoop:
-    """The real meter's interval work, with the floor measured beside it in the same tick."""
+    """The real meter (`LiveMeter`: memory figures at 1 Hz, CPU and energy every tick), with the
+    floor measured beside it in the same tick."""
 
     def __init__(self, sensors: Any, groups: Mapping[str, Any], floor_paths: Sequence[str]) -> None:
-        from maxwell.meter import attribute
-
-        self._attribute = attribute
-        self._sensors = sensors
+        self._sensors = _TimedSensors(sensors)
         self._groups = dict(groups)
-        # Kept open, as the backends keep their stats files open: the floor is the read alone.
+        self.meter: LiveMeter | None = None
+        # Kept open, as the backends keep their counter files open: the floor is the read alone.
         self._floor_fds = [os.open(path, os.O_RDONLY | os.O_CLOEXEC) for path in floor_paths]
-        self._previous: tuple[Any, dict[str, int]] | None = None
-        self.ledger = Ledger()
-        # CPU inside tick(): sensors.sample(), every group.stats(), attribute() and the ledger.
-        self.parts_cpu_s = [0.0, 0.0, 0.0]
+        # CPU inside tick(): sensors.sample(), then the groups' counters and the attribution.
+        self.parts_cpu_s = [0.0, 0.0]
         self.energy_source = "unknown"
         self.measured = False
 
     def tick(self) -> None:
-        """One interval of the real meter: read, diff, attribute, add to the ledger."""
+        """One interval of the real meter; the first call takes the window's baseline readings."""
+        if self.meter is None:
+            self.meter = LiveMeter(self._sensors)
+            for name, group in self._groups.items():
+                self.meter.add(name, group)
+            self.energy_source = str(self.meter.node.energy_source)
+            self.measured = bool(self.meter.node.energy_measured)
+            return
         started = time.thread_time()
-        sample = self._sensors.sample()
-        sampled = time.thread_time()
-        cpu_ns = {name: group.stats().cpu_ns for name, group in self._groups.items()}
-        read = time.thread_time()
-        previous = self._previous
-        if previous is not None:
-            before, cpu_before = previous
-            total_uj = max(sample.energy_uj - before.energy_uj, 0)
-            idle_uj = max(sample.idle_energy_uj - before.idle_energy_uj, 0)
-            result = self._attribute(
-                total_uj=total_uj,
-                idle_uj=idle_uj,
-                node_busy_ns=max(sample.cpu.busy_ns - before.cpu.busy_ns, 0),
-                workload_cpu_ns={
-                    name: max(now - cpu_before.get(name, now), 0) for name, now in cpu_ns.items()
-                },
-            )
-            self.ledger.add(result.workloads_uj, result.house_uj, total_uj, idle_uj)
-            self.ledger.window_s += sample.at_s - before.at_s
-        else:
-            self.energy_source = str(sample.energy_source)
-            self.measured = bool(sample.energy_measured)
-        self._previous = (sample, cpu_ns)
-        self.parts_cpu_s[0] += sampled - started
-        self.parts_cpu_s[1] += read - sampled
-        self.parts_cpu_s[2] += time.thread_time() - read
+        sensors_before = self._sensors.cpu_s
+        self.meter.tick()
+        spent = time.thread_time() - started
+        sensors = self._sensors.cpu_s - sensors_before
+        self.parts_cpu_s[0] += sensors
+        self.parts_cpu_s[1] += spent - sensors
+
+    @property
+    def ledger(self) -> Ledger:
+        """What the meter attributed over the window."""
+        meter = self.meter
+        if meter is None:
+            return Ledger()
+        return Ledger(
+            workloads_uj={name: usage.energy_uj for name, usage in meter},
+            house_uj=meter.house_uj,
+            total_uj=meter.node_energy_uj,
+            idle_uj=meter.idle_energy_uj,
+            window_s=meter.node.at_s - meter.started_at_s,
+        )
 
     def floor(self) -> None:
         """The least any meter must do: one `pread` of one kept-open cgroup file per workload."""
@@ -443,7 +455,7 @@ def _run_rate(loop: _MeterLoop, hz: float, seconds: float, workloads: int) -> Ra
     ticks = max(round(seconds * hz), 1)
     start = time.monotonic()
     process_before = _process_cpu_s()
-    loop.parts_cpu_s = [0.0, 0.0, 0.0]
+    loop.parts_cpu_s = [0.0, 0.0]
     for index in range(1, ticks + 1):
         delay = start + index * interval - time.monotonic()
         if delay > 0:
@@ -458,7 +470,7 @@ def _run_rate(loop: _MeterLoop, hz: float, seconds: float, workloads: int) -> Ra
         phase.ticks += 1
     phase.wall_s = time.monotonic() - start
     phase.process_cpu_s = _process_cpu_s() - process_before
-    phase.sensors_cpu_s, phase.stats_cpu_s, phase.attribute_cpu_s = loop.parts_cpu_s
+    phase.sensors_cpu_s, phase.workloads_cpu_s = loop.parts_cpu_s
     return phase
 
 

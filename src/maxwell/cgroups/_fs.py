@@ -39,6 +39,8 @@ def translate(exc: OSError, action: str, path: str) -> CgroupError:
             f"cannot {action} {path}: no such file (controller not available or group gone)",
             path=path,
         )
+    if code == errno.ENODEV:  # a descriptor kept open on a group removed since
+        return CgroupError(f"cannot {action} {path}: the group was removed", path=path)
     if code == errno.EBUSY:
         return CgroupBusyError(
             f"cannot {action} {path}: busy (the group is still in use)", path=path

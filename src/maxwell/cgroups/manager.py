@@ -16,7 +16,10 @@ Rules (systemd's delegation contract, Delegate=yes):
   instead of moving them. The same controllers are enabled in the private directory.
 - `close()` undoes all of it: removes the groups (killing what is left), the private subtree,
   disables the controllers it enabled in `<own>` and moves Maxwell back, then removes the leaf.
-  A manager killed with SIGKILL leaves `<prefix>-<pid>` behind; nothing sweeps those up.
+- A manager killed with SIGKILL leaves `<prefix>-<pid>` behind, its workloads still running.
+  `sweep_stale()` removes those whose pid is dead (opt-in: `maxwell run` calls it; a daemon that
+  re-adopts its agents must not). It only ever touches `<prefix>-<pid>`, `<prefix>-<pid>-<n>` and
+  `<prefix>-<pid>-daemon` beneath `<own>`, and never those of a live pid.
 """
 
 from __future__ import annotations
@@ -77,12 +80,14 @@ class CgroupManager:
         v2_dir: str | None = None,
         layout: str | None = None,
         prefix: str = "maxwell",
+        procfs_root: str = "/proc",
         fs: CgroupFs | None = None,
         clock: Clock | None = None,
     ) -> None:
         self._fs = fs if fs is not None else CgroupFs()
         self._clock = clock
         self._prefix = prefix
+        self._procfs = Path(procfs_root)
         self._pid = os.getpid()
         self._v1_dirs = {c: d for c, d in (v1_dirs or {}).items() if c in V1_GROUP_CONTROLLERS}
         self._v2_dir = v2_dir
@@ -151,6 +156,7 @@ class CgroupManager:
                 v2_dir=unified.own_dir if unified is not None else None,
                 layout=layout.name,
                 prefix=prefix,
+                procfs_root=procfs_root,
                 fs=fs,
                 clock=clock,
             )
@@ -161,7 +167,12 @@ class CgroupManager:
                     path=layout.v2.mountpoint,
                 )
             return cls(
-                v2_dir=layout.v2.own_dir, layout=layout.name, prefix=prefix, fs=fs, clock=clock
+                v2_dir=layout.v2.own_dir,
+                layout=layout.name,
+                prefix=prefix,
+                procfs_root=procfs_root,
+                fs=fs,
+                clock=clock,
             )
         reasons = "; ".join(layout.problems) or "the cpu and memory controllers are not mounted"
         raise CgroupUnavailableError(f"no usable cgroup hierarchy: {reasons}")
@@ -309,6 +320,81 @@ class CgroupManager:
     def private_dirs(self) -> list[str]:
         """This manager's `<own>/<prefix>-<pid>` directory in each hierarchy."""
         return list(self._private.values())
+
+    # -- stale groups of dead managers -------------------------------------------------------
+
+    def sweep_stale(self) -> list[str]:
+        """Remove what managers killed with SIGKILL left beneath `<own>`; the paths removed.
+
+        Swept: `<prefix>-<pid>`, `<prefix>-<pid>-<n>` and `<prefix>-<pid>-daemon`, in every
+        hierarchy this manager uses, whose `<procfs>/<pid>` does not exist. A live pid is left
+        alone even when it now belongs to another program (pids are reused); pids are judged in
+        this procfs's pid namespace. Whatever still runs in a stale directory or below it is
+        killed (`cgroup.kill` where the unified hierarchy offers it, else freeze and SIGKILL
+        rounds), then the directories are removed bottom-up. The result lists the stale
+        `<prefix>-<pid>...` directories removed, one per hierarchy, not what was below them.
+        Every stale group is attempted; the first failure is raised afterwards (what was not
+        removed is left for the next sweep).
+        """
+        if self._closed:
+            raise CgroupError("the cgroup manager is closed")
+        pattern = re.compile(rf"^{re.escape(self._prefix)}-([0-9]+)(?:-[0-9]+|-daemon)?$")
+        # stale name -> own dir -> stale dir, hierarchies in the order this manager made them
+        stale: dict[str, dict[str, str]] = {}
+        for own in self._private:
+            for directory in self._fs.subdirs(own):
+                name = os.path.basename(directory)
+                match = pattern.match(name)
+                if match is None:
+                    continue
+                pid = int(match.group(1))
+                if pid == self._pid or (self._procfs / str(pid)).exists():
+                    continue
+                stale.setdefault(name, {})[own] = directory
+        removed: list[str] = []
+        errors: list[CgroupError] = []
+        for name, found in sorted(stale.items()):
+            try:
+                self._remove_stale(name, found)
+            except CgroupError as exc:
+                # Another sweeper may have removed it first: only what is left is a failure.
+                if any(self._fs.exists(directory) for directory in found.values()):
+                    errors.append(exc)
+            removed.extend(d for d in found.values() if not self._fs.exists(d))
+        if errors:
+            raise errors[0]
+        return removed
+
+    def _remove_stale(self, name: str, found: Mapping[str, str]) -> None:
+        """Kill and remove one stale name (`found`: own dir -> stale dir) through the backend
+        that would have made it, so it is killed and removed exactly as a group is."""
+        group: CgroupGroup
+        unified = found.get(self._v2_dir) if self._v2_dir is not None else None
+        v1_dirs = {c: found[own] for c, own in self._v1_dirs.items() if own in found}
+        if self.kind == "v2" or not v1_dirs:
+            directory = unified if unified is not None else next(iter(found.values()))
+            group = V2Group(name, directory, layout=self.layout, fs=self._fs, clock=self._clock)
+        else:
+            freezer = v1_dirs.get("freezer")
+            if freezer is not None:
+                self._thaw_v1_tree(freezer)
+            group = V1Group(
+                name,
+                v1_dirs,
+                unified_dir=unified,
+                layout=self.layout,
+                fs=self._fs,
+                clock=self._clock,
+            )
+        group.remove()
+
+    def _thaw_v1_tree(self, directory: str) -> None:
+        """THAW every v1 freezer group below a stale one: a task frozen there dies of SIGKILL
+        only once thawed, and thawing a parent leaves a child frozen by its own state."""
+        for child in self._fs.subdirs(directory):
+            self._thaw_v1_tree(child)
+        with contextlib.suppress(CgroupError):  # best effort: the kill rounds thaw again
+            self._fs.write_text(os.path.join(directory, "freezer.state"), "THAWED")
 
     # -- teardown ----------------------------------------------------------------------------
 

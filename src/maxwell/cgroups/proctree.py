@@ -209,19 +209,33 @@ class ProcTreeGroup:
 
     # -- stats ---------------------------------------------------------------------------------
 
-    def stats(self) -> GroupStats:
-        table = self._scan()
-        members = self._members(table)
+    def _cpu_of(self, table: dict[int, list[str]], members: set[int]) -> int:
+        """The non-decreasing CPU figure (see the module's rules) from one scan."""
         ticks = 0
-        rss_kib = 0
-        hwm_kib = 0
-        live = 0
         for pid in members:
             fields = table[pid]
             ticks += int(fields[_UTIME]) + int(fields[_STIME])
             if pid in self._roots:
                 ticks += int(fields[_CUTIME]) + int(fields[_CSTIME])
-            if fields[_STATE] == "Z":
+        self._cpu_ns = max(self._cpu_ns, ticks * self._ns_per_tick)
+        return self._cpu_ns
+
+    def cpu_ns(self) -> int:
+        """The CPU figure `stats()` gives, without reading memory: still one full /proc scan,
+        so far costlier than the cgroup backends. Never fails for a group whose processes are
+        gone: it returns the last figure."""
+        table = self._scan()
+        return self._cpu_of(table, self._members(table))
+
+    def stats(self) -> GroupStats:
+        table = self._scan()
+        members = self._members(table)
+        cpu_ns = self._cpu_of(table, members)
+        rss_kib = 0
+        hwm_kib = 0
+        live = 0
+        for pid in members:
+            if table[pid][_STATE] == "Z":
                 continue
             live += 1
             try:
@@ -231,13 +245,12 @@ class ProcTreeGroup:
             rss_kib += parse_status_kib(status, "VmRSS")
             hwm_kib = max(hwm_kib, parse_status_kib(status, "VmHWM"))
         memory = rss_kib * 1024
-        self._cpu_ns = max(self._cpu_ns, ticks * self._ns_per_tick)
         if self._last_memory is not None and memory < self._last_memory:
             self._freed += self._last_memory - memory
         self._last_memory = memory
         self._peak = max(self._peak, memory, hwm_kib * 1024)
         return GroupStats(
-            cpu_ns=self._cpu_ns,
+            cpu_ns=cpu_ns,
             memory_bytes=memory,
             peak_memory_bytes=self._peak,
             memory_freed_bytes=self._freed,

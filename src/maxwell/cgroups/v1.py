@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from maxwell.cgroups._fs import CgroupFs
 from maxwell.cgroups._group import (
     CgroupGroup,
+    CpuCounterFile,
     check_limit,
     check_period,
     check_weight,
@@ -61,9 +62,10 @@ class V1Group(CgroupGroup):
         fs: CgroupFs | None = None,
         clock: Clock | None = None,
     ) -> None:
-        if "cpu" not in dirs:
-            raise ValueError("a v1 group needs at least the cpu controller's directory")
-        super().__init__(name, dirs["cpu"], fs=fs, clock=clock)
+        if not dirs:
+            raise ValueError("a v1 group needs at least one controller's directory")
+        # Where the cpu controller is missing (a stale group half torn down), any will name it.
+        super().__init__(name, dirs.get("cpu") or next(iter(dirs.values())), fs=fs, clock=clock)
         self.dirs = dict(dirs)
         self.unified_dir = unified_dir
         self.layout = layout
@@ -94,6 +96,15 @@ class V1Group(CgroupGroup):
         if self.unified_dir is not None:
             ordered.append(self.unified_dir)
         return ordered
+
+    def cpu_counter_file(self) -> CpuCounterFile | None:
+        """`cpuacct.usage` (ns); on a hybrid host without cpuacct, the unified `cpu.stat`."""
+        usage = self._file("cpuacct", "cpuacct.usage")
+        if usage is not None:
+            return CpuCounterFile(usage, keyed=False)
+        if self.unified_dir is not None:
+            return CpuCounterFile(os.path.join(self.unified_dir, "cpu.stat"), keyed=True)
+        return None
 
     def set_cpu_quota(self, cores: float | None, period_us: int = 100_000) -> None:
         check_period(period_us)
@@ -182,16 +193,9 @@ class V1Group(CgroupGroup):
     # -- stats -------------------------------------------------------------------------------
 
     def stats(self) -> GroupStats:
-        """Cheap reading from kept descriptors; `memory_freed_bytes` is exact (total_pgpgout)."""
-        cpu_ns = 0
-        usage_path = self._file("cpuacct", "cpuacct.usage")
-        usage = self._files.read(usage_path) if usage_path is not None else None
-        if usage is not None:
-            cpu_ns = parse_int(usage) or 0
-        elif self.unified_dir is not None:
-            cpu_stat = self._files.read(os.path.join(self.unified_dir, "cpu.stat"))
-            usec = read_keyed_int(cpu_stat, b"usage_usec") if cpu_stat is not None else None
-            cpu_ns = (usec or 0) * 1000
+        """Cheap reading from kept descriptors; `memory_freed_bytes` is exact (total_pgpgout).
+        CPU is read as `cpu_ns()` reads it, through the same descriptor."""
+        cpu_ns = self._cpu_ns_or_zero()
 
         memory = peak = freed = 0
         exact = False

@@ -14,13 +14,13 @@ import os
 from maxwell.cgroups._fs import CgroupFs
 from maxwell.cgroups._group import (
     CgroupGroup,
+    CpuCounterFile,
     check_limit,
     check_period,
     check_weight,
     parse_flat_keyed,
     parse_int,
     quota_us,
-    read_keyed_int,
 )
 from maxwell.cgroups.base import GroupStats
 from maxwell.clock import Clock
@@ -74,6 +74,9 @@ class V2Group(CgroupGroup):
 
     def membership_dirs(self) -> list[str]:
         return [self.directory]
+
+    def cpu_counter_file(self) -> CpuCounterFile:
+        return CpuCounterFile(self._file("cpu.stat"), keyed=True)
 
     def set_cpu_quota(self, cores: float | None, period_us: int = 100_000) -> None:
         check_period(period_us)
@@ -130,10 +133,10 @@ class V2Group(CgroupGroup):
         consecutive readings (misses memory allocated and freed between two readings), and
         (b) `memory.peak - memory.current` (all that was freed since the high-water mark must have
         been released). Memory freed and re-allocated repeatedly between readings is missed.
-        `memory_freed_exact` is therefore False.
+        `memory_freed_exact` is therefore False. CPU is read as `cpu_ns()` reads it, through the
+        same descriptor.
         """
-        cpu_stat = self._files.read(self._file("cpu.stat"))
-        usage_usec = read_keyed_int(cpu_stat, b"usage_usec") if cpu_stat is not None else None
+        cpu_ns = self.cpu_ns()
         current_raw = self._files.read(self._file("memory.current"))
         current = (parse_int(current_raw) if current_raw is not None else None) or 0
         peak_raw = self._files.read(self._file("memory.peak"))
@@ -151,7 +154,7 @@ class V2Group(CgroupGroup):
         if tasks is None:
             tasks = len(self.pids())
         return GroupStats(
-            cpu_ns=(usage_usec or 0) * 1000,
+            cpu_ns=cpu_ns,
             memory_bytes=current,
             peak_memory_bytes=peak,
             memory_freed_bytes=self._freed,

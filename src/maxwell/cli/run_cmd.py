@@ -9,10 +9,10 @@ import sys
 
 from rich.console import Console
 
-from maxwell.cgroups import open_workload_group
+from maxwell.cgroups import CgroupManager, open_workload_group
 from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, fail, load_config, signals_raise
 from maxwell.clock import SystemClock
-from maxwell.errors import MaxwellError, UsageError
+from maxwell.errors import CgroupError, MaxwellError, UsageError
 from maxwell.runner.display import LiveDisplay, summary_line
 from maxwell.runner.run import (
     BudgetedRun,
@@ -123,6 +123,17 @@ def run(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def _sweep_stale(manager: CgroupManager) -> None:
+    """Remove the groups of earlier runs that were killed too hard to clean up (SIGKILL)."""
+    try:
+        swept = manager.sweep_stale()
+    except CgroupError as exc:
+        print(f"{PROG}: warning: could not remove a stale group: {exc}", file=sys.stderr)
+        return
+    if swept:
+        print(f"{PROG}: removed {len(swept)} stale group(s) of killed runs", file=sys.stderr)
+
+
 def _run(
     options: RunOptions,
     args: argparse.Namespace,
@@ -138,6 +149,8 @@ def _run(
         try:
             if degraded:
                 print(f"{PROG}: degraded: {degraded}", file=sys.stderr)
+            if manager is not None:
+                _sweep_stale(manager)
             runner = BudgetedRun(
                 options,
                 sensors=sensors,

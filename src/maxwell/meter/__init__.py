@@ -1,5 +1,11 @@
-"""The meter: attribution of an interval's measured (or modelled) energy to workloads."""
+"""The meter: attribution of an interval's measured (or modelled) energy to workloads.
+
+- `attribution`: the pure split of one interval's energy (workloads by CPU time; the rest to the
+  house).
+- `live`: `LiveMeter`, which drives it from node samples and workload groups' counters.
+"""
 
 from maxwell.meter.attribution import Attribution, attribute
+from maxwell.meter.live import LiveMeter, WorkloadUsage
 
-__all__ = ["Attribution", "attribute"]
+__all__ = ["Attribution", "LiveMeter", "WorkloadUsage", "attribute"]

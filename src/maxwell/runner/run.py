@@ -16,13 +16,12 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from maxwell.cgroups import GroupStats, WorkloadGroup
+from maxwell.cgroups import WorkloadGroup
 from maxwell.clock import Clock
 from maxwell.errors import MaxwellError
-from maxwell.meter import attribute
-from maxwell.physics import landauer_joules
+from maxwell.meter import LiveMeter
 from maxwell.runner.policy import Action, BudgetPolicy
-from maxwell.sensors import NodeSample, Sensors
+from maxwell.sensors import Sensors
 from maxwell.units import uj_to_joules
 
 EXIT_BUDGET_EXHAUSTED = 124  # as timeout(1) does for time
@@ -30,6 +29,8 @@ EXIT_MAXWELL_FAILED = 125
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
 EXIT_USAGE = 2
+
+WORKLOAD = "run"  # the one workload a budgeted run meters
 
 
 class Outcome(enum.StrEnum):
@@ -129,49 +130,6 @@ class RunReport:
         }
 
 
-class _Meter:
-    """Running totals for one workload group over successive node samples."""
-
-    def __init__(self, first: NodeSample, stats: GroupStats) -> None:
-        self.node = first
-        self.stats = stats
-        self.used_uj = 0
-        self.node_energy_uj = 0
-        self.house_uj = 0
-        self.landauer_j = 0.0
-        self.peak_memory_bytes = stats.peak_memory_bytes
-        self.max_interval_uj = 0
-        self.power_w = 0.0
-        self.cpu_cores = 0.0
-        self.warnings: list[str] = []
-
-    def advance(self, node: NodeSample, stats: GroupStats) -> None:
-        elapsed = node.at_s - self.node.at_s
-        share = attribute(
-            total_uj=max(node.energy_uj - self.node.energy_uj, 0),
-            idle_uj=max(node.idle_energy_uj - self.node.idle_energy_uj, 0),
-            node_busy_ns=max(node.cpu.busy_ns - self.node.cpu.busy_ns, 0),
-            workload_cpu_ns={"run": max(stats.cpu_ns - self.stats.cpu_ns, 0)},
-        )
-        interval_uj = share.workloads_uj["run"]
-        self.used_uj += interval_uj
-        self.max_interval_uj = max(self.max_interval_uj, interval_uj)
-        self.node_energy_uj += share.total_uj
-        self.house_uj += share.house_uj
-        freed = max(stats.memory_freed_bytes - self.stats.memory_freed_bytes, 0)
-        self.landauer_j += landauer_joules(freed, node.temperature_c)
-        self.peak_memory_bytes = max(
-            self.peak_memory_bytes, stats.peak_memory_bytes, stats.memory_bytes
-        )
-        if elapsed > 0:
-            self.power_w = uj_to_joules(interval_uj) / elapsed
-            self.cpu_cores = max(stats.cpu_ns - self.stats.cpu_ns, 0) / 1e9 / elapsed
-        for warning in node.warnings:
-            if warning not in self.warnings:
-                self.warnings.append(warning)
-        self.node, self.stats = node, stats
-
-
 @dataclass(frozen=True)
 class RunOptions:
     argv: Sequence[str]
@@ -225,7 +183,8 @@ class BudgetedRun:
 
     def _execute(self) -> RunReport:
         start_s = self.clock.monotonic()
-        meter = _Meter(self.sensors.sample(), self.group.stats())
+        meter = LiveMeter(self.sensors)
+        meter.add(WORKLOAD, self.group)
         child = self._spawn()
         interrupted: Interrupted | None = None
         killed_by_us = False
@@ -235,9 +194,10 @@ class BudgetedRun:
                 next_check_s = self.policy.min_interval_s
                 while child.poll() is None:
                     _wait_for_exit(pidfd, next_check_s, self.clock)
-                    meter.advance(self.sensors.sample(), self.group.stats())
+                    meter.tick()
+                    usage = meter.usage(WORKLOAD)
                     decision = self.policy.observe(
-                        now_s=self.clock.monotonic(), used_uj=meter.used_uj, power_w=meter.power_w
+                        now_s=self.clock.monotonic(), used_uj=usage.energy_uj, power_w=usage.power_w
                     )
                     next_check_s = decision.next_check_s
                     if decision.action is Action.TERMINATE:
@@ -258,33 +218,34 @@ class BudgetedRun:
         if not self.group.is_empty() or child.poll() is None:
             self.group.kill()
             child.wait()
-        meter.advance(self.sensors.sample(), self.group.stats())
+        meter.tick(read_memory=True)
         self._show(meter, start_s)
         return self._report(meter, child.returncode, start_s, killed_by_us, interrupted)
 
-    def _show(self, meter: _Meter, start_s: float) -> None:
+    def _show(self, meter: LiveMeter, start_s: float) -> None:
         if self.on_tick is None:
             return
         node = meter.node
+        usage = meter.usage(WORKLOAD)
         self.on_tick(
             TickView(
                 elapsed_s=self.clock.monotonic() - start_s,
-                used_uj=meter.used_uj,
+                used_uj=usage.energy_uj,
                 budget_uj=self.options.budget_uj,
-                power_w=meter.power_w,
+                power_w=usage.power_w,
                 temperature_c=node.temperature_c,
                 temperature_measured=node.temperature_measured,
                 energy_source=str(node.energy_source),
                 energy_measured=node.energy_measured,
-                cpu_cores=meter.cpu_cores,
-                memory_bytes=meter.stats.memory_bytes,
+                cpu_cores=usage.cpu_cores,
+                memory_bytes=usage.memory_bytes,
                 phase=self.policy.phase.value,
             )
         )
 
     def _report(
         self,
-        meter: _Meter,
+        meter: LiveMeter,
         returncode: int,
         start_s: float,
         killed_by_us: bool,
@@ -299,18 +260,18 @@ class BudgetedRun:
             outcome, exit_code = Outcome.SIGNALLED, 128 - returncode
         else:
             outcome, exit_code = Outcome.EXITED, returncode
-        node, stats = meter.node, meter.stats
+        node, usage = meter.node, meter.usage(WORKLOAD)
         return RunReport(
             outcome=outcome,
             exit_code=exit_code,
-            energy_uj=meter.used_uj,
+            energy_uj=usage.energy_uj,
             budget_uj=self.options.budget_uj,
-            cpu_ns=stats.cpu_ns,
+            cpu_ns=usage.cpu_ns,
             wall_s=self.clock.monotonic() - start_s,
-            peak_memory_bytes=meter.peak_memory_bytes,
-            memory_freed_bytes=stats.memory_freed_bytes,
-            memory_freed_exact=stats.memory_freed_exact,
-            landauer_j=meter.landauer_j,
+            peak_memory_bytes=usage.peak_memory_bytes,
+            memory_freed_bytes=usage.memory_freed_bytes,
+            memory_freed_exact=usage.memory_freed_exact,
+            landauer_j=usage.landauer_j,
             temperature_c=node.temperature_c,
             temperature_source=str(node.temperature_source),
             temperature_measured=node.temperature_measured,
@@ -321,12 +282,12 @@ class BudgetedRun:
             node_energy_uj=meter.node_energy_uj,
             house_uj=meter.house_uj,
             energy_at_apoptosis_uj=self.policy.energy_at_apoptosis_uj,
-            max_interval_energy_uj=meter.max_interval_uj,
+            max_interval_energy_uj=usage.max_interval_uj,
             apoptosis_after_s=(
                 None if self.policy.apoptosis_at_s is None else self.policy.apoptosis_at_s - start_s
             ),
             degraded=self.degraded,
-            warnings=meter.warnings,
+            warnings=list(meter.warnings),
         )
 
 

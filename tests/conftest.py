@@ -1,0 +1,78 @@
+"""Fixtures shared across the suite."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+NOBODY = 65534
+SRC = Path(__file__).resolve().parent.parent / "src"
+# What `maxwell` imports at run time, copied for user nobody (rich and its own dependencies).
+RUNTIME_PACKAGES = ("rich", "pygments", "markdown_it", "mdurl")
+
+
+@dataclass(frozen=True)
+class NobodyPython:
+    """An interpreter user nobody may run, and an environment in which it can import maxwell."""
+
+    python: str
+    env: dict[str, str]
+
+
+def _python_for_nobody() -> str | None:
+    """A Python >= 3.11 that user nobody may execute (a venv's may point under /root)."""
+    candidates = [sys.executable, shutil.which("python3"), "/usr/bin/python3"]
+    for candidate in dict.fromkeys(c for c in candidates if c):
+        try:
+            check = subprocess.run(
+                [candidate, "-c", "import sys; print(sys.version_info >= (3, 11))"],
+                user=NOBODY,
+                group=NOBODY,
+                extra_groups=[],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        except PermissionError:
+            continue
+        if check.returncode == 0 and check.stdout.strip() == "True":
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def nobody_python() -> Iterator[NobodyPython]:
+    """Maxwell and its runtime dependencies copied where user nobody can read them.
+
+    The checkout itself may sit in a directory only root can enter (a private temp dir, /root),
+    so the tests that drop to nobody run a world-readable copy.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("needs root: switches to user nobody")
+    python = _python_for_nobody()
+    if python is None:
+        pytest.skip("no Python 3.11+ that user nobody may execute")
+    root = Path(tempfile.mkdtemp(prefix="maxwell-nobody-", dir="/tmp"))
+    try:
+        root.chmod(0o755)
+        shutil.copytree(SRC / "maxwell", root / "maxwell")
+        for name in RUNTIME_PACKAGES:
+            spec = importlib.util.find_spec(name)
+            if spec is None or spec.origin is None:
+                pytest.skip(f"runtime dependency {name} is not installed")
+            shutil.copytree(Path(spec.origin).parent, root / name)
+        for path in [root, *root.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
+        yield NobodyPython(python=python, env=env)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
