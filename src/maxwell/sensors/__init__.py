@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 
 from maxwell.clock import Clock, SystemClock
 from maxwell.errors import SensorError, SensorPermissionError
-from maxwell.procfs import CpuTimes, read_cpu_model, read_cpu_times
+from maxwell.procfs import CpuTimes, CpuTimesReader, read_cpu_model
 from maxwell.sensors import hwmon, msr, nvml, powercap, thermal
 from maxwell.sensors.counters import DEFAULT_PACKAGE_MAX_POWER_W, EnergyCounter
 from maxwell.sensors.model import (
@@ -198,6 +198,7 @@ class Sensors:
     def __init__(self) -> None:  # use detect(); the fields are filled there
         self._clock: Clock = SystemClock()
         self._procfs_root = Path("/proc")
+        self._cpu_times: CpuTimesReader | None = None
         self._dev_root = Path("/dev")
         self._config = ModelConfig()
         self._powercap_zones: list[powercap.PowercapZone] = []
@@ -241,7 +242,8 @@ class Sensors:
         self._procfs_root = Path(procfs_root)
         self._dev_root = Path(dev_root)
         self._config = model_config if model_config is not None else ModelConfig()
-        cpu = read_cpu_times(procfs_root)
+        self._cpu_times = CpuTimesReader(procfs_root)
+        cpu = self._cpu_times.read()
         now = self._clock.monotonic()
         self._probe_powercap(sysfs_root)
         if use_msr:
@@ -445,7 +447,7 @@ class Sensors:
     def sample(self) -> NodeSample:
         """Node energy, idle energy and temperature now. Cheap enough for 10 calls a second."""
         now = self._clock.monotonic()
-        cpu = read_cpu_times(self._procfs_root)
+        cpu = self._read_cpu_times()
         seconds = now - self._last_at_s
         warnings: list[str] = []
         self._model.advance(cpu, now)
@@ -492,6 +494,11 @@ class Sensors:
             warnings=self._warnings,
             power_w=power_w,
         )
+
+    def _read_cpu_times(self) -> CpuTimes:
+        if self._cpu_times is None:
+            raise SensorError("sensors are closed (or were not made by Sensors.detect)")
+        return self._cpu_times.read()
 
     def _temperature(self, warnings: list[str]) -> tuple[float, float, bool, Source]:
         best: tuple[float, float, Source] | None = None
@@ -750,6 +757,9 @@ class Sensors:
         return list(self._describe)
 
     def close(self) -> None:
+        if self._cpu_times is not None:
+            self._cpu_times.close()
+            self._cpu_times = None
         if self._nvml is not None:
             self._nvml.close()
             self._nvml = None
