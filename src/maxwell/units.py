@@ -13,8 +13,11 @@ from typing import NewType
 from maxwell.errors import UsageError
 
 EnergyUJ = NewType("EnergyUJ", int)
+# Money: integer micro-$JOULE (µ$J). 1 $J buys 1 J at spot price 1.0.
+Money = NewType("Money", int)
 
 UJ_PER_J = 1_000_000
+MICRO_PER_TOKEN = 1_000_000  # µ$J per $J
 J_PER_WH = 3600.0
 
 # Multipliers to joules for the units `maxwell run --budget` accepts (case-sensitive, as SI is).
@@ -67,3 +70,14 @@ def parse_energy(text: str) -> EnergyUJ:
     if energy <= 0:
         raise UsageError(f"energy {text!r} is below one micro-joule")
     return energy
+
+
+def tokens_to_money(tokens: float) -> Money:
+    """Round a float amount of $JOULE to integer µ$J (Python's round: half to even)."""
+    if not math.isfinite(tokens):
+        raise UsageError(f"an amount of $JOULE must be finite, got {tokens!r}")
+    return Money(round(tokens * MICRO_PER_TOKEN))
+
+
+def money_to_tokens(amount: int) -> float:
+    return amount / MICRO_PER_TOKEN
