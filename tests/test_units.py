@@ -66,3 +66,14 @@ def test_fake_clock_only_moves_forward() -> None:
     assert clock.monotonic() == 12.5
     with pytest.raises(ValueError):
         clock.advance(-1)
+
+
+def test_money_is_integer_micro_joule_tokens() -> None:
+    from maxwell.units import money_to_tokens, tokens_to_money
+
+    assert tokens_to_money(1.5) == 1_500_000
+    assert tokens_to_money(2.0000004) == 2_000_000  # rounded to the nearest µ$J
+    assert tokens_to_money(-0.25) == -250_000
+    assert money_to_tokens(2_500_000) == 2.5
+    with pytest.raises(UsageError):
+        tokens_to_money(float("nan"))
