@@ -9,12 +9,17 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from conftest import NobodyPython
 from helpers import last_json, maxwell, maxwell_cgroup_dirs, pids_with_tag
+from maxwell.cgroups import open_workload_group
+from maxwell.clock import SystemClock
+from maxwell.runner.run import BudgetedRun, RunOptions
+from maxwell.sensors import Sensors
 
 IS_ROOT = os.geteuid() == 0
 LOOPER = [sys.executable, "-m", "maxwell.samples.looper"]
@@ -176,7 +181,7 @@ def test_a_command_that_honours_sigterm_in_the_grace_period_is_still_apoptosis(t
     assert report["wall_seconds"] - report["apoptosis_after_s"] < 4.0
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_maxwell_stopped_by_a_signal_leaves_nothing_behind(tag: str, signum: int) -> None:
     process = subprocess.Popen(
         [
@@ -273,3 +278,43 @@ def test_config_file_overrides_the_model_and_bad_config_is_a_usage_error(
     result = maxwell("run", "--budget", "1kJ", "--config", str(broken), "--", "true")
     assert result.returncode == 2
     assert "not valid TOML" in result.stderr
+
+
+def test_sysfs_root_that_is_not_a_directory_is_a_usage_error() -> None:
+    result = maxwell("run", "--budget", "1J", "--sysfs-root", "/nonexistent", "--", "true")
+    assert result.returncode == 2
+    assert "--sysfs-root /nonexistent: no such directory" in result.stderr
+
+
+@dataclass
+class FiredStop:
+    """A stop request that arrived while Maxwell was still setting up."""
+
+    signum: int | None = signal.SIGTERM
+
+    def fileno(self) -> int:
+        return -1  # never waited on: the run stops before it starts anything
+
+
+def test_a_stop_before_the_command_starts_starts_nothing_and_is_reported(tag: str) -> None:
+    group, manager, degraded = open_workload_group("stopped-early")
+    sensors = Sensors.detect(nvml=None)
+    try:
+        run = BudgetedRun(
+            RunOptions(argv=["sh", "-c", f"sleep 30 # {tag}"], budget_uj=10**9),
+            sensors=sensors,
+            group=group,
+            clock=SystemClock(),
+            layout="test",
+            degraded=degraded,
+            stop=FiredStop(),
+        )
+        report = run.execute()
+    finally:
+        sensors.close()
+        if manager is not None:
+            manager.close()
+    assert report.outcome == "interrupted"
+    assert report.exit_code == 128 + signal.SIGTERM
+    assert report.to_json()["command_started"] is False
+    assert pids_with_tag(tag) == []

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
 import sys
 import tomllib
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from maxwell.errors import UsageError
 
@@ -30,6 +31,15 @@ def fail(prog: str, message: str, code: int) -> int:
     return code
 
 
+def check_root_dir(flag: str, value: str) -> None:
+    """A `--sysfs-root`-style flag must name a readable directory: else a `UsageError`."""
+    path = Path(value)
+    if not path.is_dir():
+        raise UsageError(f"{flag} {value}: no such directory")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise UsageError(f"{flag} {value}: cannot read the directory")
+
+
 def load_config(path: str | None) -> Mapping[str, object]:
     """Read a TOML config file; `None` means the embedded defaults (an empty mapping)."""
     if path is None:
@@ -46,25 +56,36 @@ def load_config(path: str | None) -> Mapping[str, object]:
 TERMINATING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-@contextmanager
-def signals_raise(make_error: type[BaseException]) -> Iterator[None]:
-    """Turn the first SIGINT/SIGTERM/SIGHUP into `make_error(signum)`; ignore later ones.
+class StopRequest:
+    """The first SIGINT/SIGTERM/SIGHUP, recorded and made visible as a readable descriptor.
 
-    Later signals are ignored so that the clean-up the first one started cannot itself be
-    interrupted half-way (which would leave a cgroup or a process behind).
+    The handlers never raise: an exception thrown into arbitrary code (half-way through making a
+    cgroup, or through killing one) is how clean-up gets skipped. They record the signal and write
+    a byte to a pipe; the code that owns the work polls `signum` at safe points and can wait on
+    `fileno()` together with its other descriptors.
     """
-    fired = False
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal fired
-        if fired:
-            return
-        fired = True
-        raise make_error(signum)
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._read_fd, self._write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._previous: dict[int, Any] = {}
 
-    previous = {signum: signal.signal(signum, handler) for signum in TERMINATING_SIGNALS}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
+    def fileno(self) -> int:
+        return self._read_fd
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is None:
+            self.signum = signum
+        with contextlib.suppress(OSError):
+            os.write(self._write_fd, b"\0")
+
+    def __enter__(self) -> StopRequest:
+        for signum in TERMINATING_SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, old in self._previous.items():
             signal.signal(signum, old)
+        os.close(self._read_fd)
+        os.close(self._write_fd)

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from maxwell import __version__
-from maxwell.cli.common import OneLineParser
+from maxwell.cli.common import EXIT_FAILURE, OneLineParser, fail
+from maxwell.errors import MaxwellError
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     from maxwell.bench import meter as bench_meter
-    from maxwell.cli import run_cmd
+    from maxwell.cli import ledger_cmd, run_cmd
     from maxwell.sensors import cli as sensors_cli
 
     parser = OneLineParser(
@@ -33,6 +35,10 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     sensors_cli.add_arguments(sensors_parser)
     handlers["sensors"] = sensors_cli.run
 
+    ledger_parser = commands.add_parser("ledger", help="the $JOULE ledger: verify, balances, fund")
+    ledger_cmd.add_arguments(ledger_parser)
+    handlers["ledger"] = ledger_cmd.run
+
     bench_parser = commands.add_parser("bench", help="benchmarks that print JSON")
     benches = bench_parser.add_subparsers(dest="bench_name", metavar="BENCH", required=True)
     meter_parser = benches.add_parser("meter", help="the meter's own CPU cost vs CodeCarbon")
@@ -44,7 +50,15 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser, handlers = _build_parser()
     args = parser.parse_args(argv)
-    return handlers[args.command_name](args)
+    try:
+        return handlers[args.command_name](args)
+    except MaxwellError as exc:
+        return fail(f"maxwell {args.command_name}", str(exc), EXIT_FAILURE)
+    except Exception as exc:  # a bug, still reported in one line with Maxwell's failure status
+        if os.environ.get("MAXWELL_DEBUG"):
+            raise
+        message = f"internal error: {type(exc).__name__}: {exc} (MAXWELL_DEBUG=1 shows where)"
+        return fail(f"maxwell {args.command_name}", message, EXIT_FAILURE)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,15 @@ import sys
 
 from rich.console import Console
 
-from maxwell.cgroups import CgroupManager, open_workload_group
-from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, fail, load_config, signals_raise
+from maxwell.cgroups import CgroupManager, open_workload_group, read_layout
+from maxwell.cli.common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    StopRequest,
+    check_root_dir,
+    fail,
+    load_config,
+)
 from maxwell.clock import SystemClock
 from maxwell.errors import CgroupError, MaxwellError, UsageError
 from maxwell.runner.display import LiveDisplay, summary_line
@@ -18,7 +25,6 @@ from maxwell.runner.run import (
     BudgetedRun,
     CommandNotExecutableError,
     CommandNotFoundError,
-    Interrupted,
     RunOptions,
     RunReport,
 )
@@ -84,6 +90,8 @@ def _options(args: argparse.Namespace) -> RunOptions:
         raise UsageError(f"--interval must be a positive number of seconds, got {args.interval}")
     if not math.isfinite(args.grace) or args.grace < 0:
         raise UsageError(f"--grace must be zero or more seconds, got {args.grace}")
+    check_root_dir("--sysfs-root", args.sysfs_root)
+    check_root_dir("--dev-root", args.dev_root)
     return RunOptions(
         argv=command,
         budget_uj=parse_energy(args.budget),
@@ -103,24 +111,34 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         return fail(PROG, str(exc), EXIT_USAGE)
     stderr = Console(stderr=True)
+    # Installed before anything is made and kept until the report is out, so that a signal at
+    # any moment ends in the same clean-up and the same report.
+    with StopRequest() as stop:
+        try:
+            report = _run(options, args, model_config, stderr, stop)
+        except (CommandNotFoundError, CommandNotExecutableError) as exc:
+            return fail(PROG, str(exc), exc.exit_code)
+        except UsageError as exc:
+            return fail(PROG, str(exc), EXIT_USAGE)
+        except MaxwellError as exc:
+            return fail(PROG, str(exc), EXIT_FAILURE)
+        if args.json:
+            print(json.dumps(report.to_json()))
+        else:
+            print(summary_line(report), file=sys.stderr)
+        return report.exit_code
+
+
+def _sensor_warnings(sensors: Sensors) -> list[str]:
+    """Why a sensor that exists was not used (e.g. root-only energy_uj): never a silent fallback."""
+    return [line for line in sensors.describe() if ": unreadable (" in line]
+
+
+def _host_layout() -> str:
     try:
-        with signals_raise(Interrupted):
-            report = _run(options, args, model_config, stderr)
-    except CommandNotFoundError as exc:
-        return fail(PROG, str(exc), exc.exit_code)
-    except CommandNotExecutableError as exc:
-        return fail(PROG, str(exc), exc.exit_code)
-    except Interrupted as exc:
-        return fail(PROG, f"{exc} before the command started", 128 + exc.signum)
-    except UsageError as exc:
-        return fail(PROG, str(exc), EXIT_USAGE)
-    except MaxwellError as exc:
-        return fail(PROG, str(exc), EXIT_FAILURE)
-    if args.json:
-        print(json.dumps(report.to_json(), indent=None))
-    else:
-        print(summary_line(report), file=sys.stderr)
-    return report.exit_code
+        return read_layout().name
+    except MaxwellError:
+        return "none"
 
 
 def _sweep_stale(manager: CgroupManager) -> None:
@@ -139,6 +157,7 @@ def _run(
     args: argparse.Namespace,
     model_config: ModelConfig | None,
     stderr: Console,
+    stop: StopRequest,
 ) -> RunReport:
     clock = SystemClock()
     sensors = Sensors.detect(
@@ -156,9 +175,13 @@ def _run(
                 sensors=sensors,
                 group=group,
                 clock=clock,
-                layout=manager.layout if manager is not None else "none",
+                layout=manager.layout if manager is not None else _host_layout(),
                 degraded=degraded,
+                stop=stop,
+                warnings=_sensor_warnings(sensors),
             )
+            for warning in runner.warnings:
+                print(f"{PROG}: warning: {warning}", file=sys.stderr)
             if stderr.is_terminal and not args.no_live:
                 with LiveDisplay(stderr) as live:
                     runner.on_tick = live.update

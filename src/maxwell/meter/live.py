@@ -148,6 +148,10 @@ class LiveMeter:
         self.node = node
         return share.workloads_uj
 
+    def read_memory(self) -> None:
+        """Read every group's memory figures now (e.g. just before a kill frees it all)."""
+        self._read_memory(self.node.temperature_c)
+
     def _read_memory(self, temperature_c: float) -> None:
         for tracked in self._workloads.values():
             stats = tracked.group.stats()

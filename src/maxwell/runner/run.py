@@ -3,7 +3,8 @@
 The adapter around the pure `BudgetPolicy` and `attribute`: it owns the child process, the
 workload group and the sensors, and guarantees that nothing is left behind (no process, no
 cgroup) whatever happens: normal exit, apoptosis, an error, or Maxwell itself being signalled
-(the CLI turns SIGINT/SIGTERM/SIGHUP into `Interrupted`, which unwinds through `finally`).
+(the CLI records SIGINT/SIGTERM/SIGHUP in a `StopSource`, which this loop checks at safe
+points: a signal never interrupts the making or the killing of a group half-way).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from maxwell.cgroups import WorkloadGroup
 from maxwell.clock import Clock
@@ -40,12 +42,14 @@ class Outcome(enum.StrEnum):
     INTERRUPTED = "interrupted"  # Maxwell itself was told to stop (Ctrl-C, SIGTERM, SIGHUP)
 
 
-class Interrupted(MaxwellError):
-    """Maxwell received a terminating signal; the run is torn down and reported."""
+class StopSource(Protocol):
+    """Where a request to stop comes from: the first terminating signal, and a descriptor that
+    becomes readable when it arrives (`maxwell.cli.common.StopRequest`)."""
 
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
-        self.signum = signum
+    @property
+    def signum(self) -> int | None: ...
+
+    def fileno(self) -> int: ...
 
 
 class CommandNotFoundError(MaxwellError):
@@ -97,6 +101,7 @@ class RunReport:
     energy_at_apoptosis_uj: int | None
     max_interval_energy_uj: int
     apoptosis_after_s: float | None
+    command_started: bool
     degraded: str | None
     warnings: list[str] = field(default_factory=list)
 
@@ -110,6 +115,7 @@ class RunReport:
             "energy_at_apoptosis_j": None if at_apoptosis is None else uj_to_joules(at_apoptosis),
             "max_interval_energy_j": uj_to_joules(self.max_interval_energy_uj),
             "apoptosis_after_s": self.apoptosis_after_s,
+            "command_started": self.command_started,
             "cpu_seconds": self.cpu_ns / 1e9,
             "wall_seconds": round(self.wall_s, 6),
             "peak_memory_bytes": self.peak_memory_bytes,
@@ -151,6 +157,8 @@ class BudgetedRun:
         layout: str,
         degraded: str | None = None,
         on_tick: Callable[[TickView], None] | None = None,
+        stop: StopSource | None = None,
+        warnings: Sequence[str] = (),
     ) -> None:
         self.options = options
         self.sensors = sensors
@@ -159,6 +167,8 @@ class BudgetedRun:
         self.layout = layout
         self.degraded = degraded
         self.on_tick = on_tick
+        self.stop = stop
+        self.warnings = list(warnings)
         self.policy = BudgetPolicy(
             budget_uj=options.budget_uj, interval_s=options.interval_s, grace_s=options.grace_s
         )
@@ -181,46 +191,64 @@ class BudgetedRun:
         except IsADirectoryError as exc:
             raise CommandNotExecutableError(f"{self.options.argv[0]}: is a directory") from exc
 
+    def _stop_signum(self) -> int | None:
+        return None if self.stop is None else self.stop.signum
+
     def _execute(self) -> RunReport:
         start_s = self.clock.monotonic()
         meter = LiveMeter(self.sensors)
         meter.add(WORKLOAD, self.group)
+        if self._stop_signum() is not None:  # stopped while Maxwell was still setting up
+            return self._report(meter, None, start_s)
         child = self._spawn()
-        interrupted: Interrupted | None = None
-        killed_by_us = False
+        pidfd = _pidfd_open(child.pid)
         try:
-            pidfd = _pidfd_open(child.pid)
-            try:
-                next_check_s = self.policy.min_interval_s
-                while child.poll() is None:
-                    _wait_for_exit(pidfd, next_check_s, self.clock)
-                    meter.tick()
-                    usage = meter.usage(WORKLOAD)
-                    decision = self.policy.observe(
-                        now_s=self.clock.monotonic(), used_uj=usage.energy_uj, power_w=usage.power_w
-                    )
-                    next_check_s = decision.next_check_s
-                    if decision.action is Action.TERMINATE:
-                        self.group.signal(signal.SIGTERM)
-                    elif decision.action is Action.KILL:
-                        self.group.kill()
-                        killed_by_us = True
-                    self._show(meter, start_s)
-                    if killed_by_us:
-                        child.wait()
-                        break
-            finally:
-                if pidfd is not None:
-                    os.close(pidfd)
-        except Interrupted as exc:
-            interrupted = exc
-        # The command has ended (or we were interrupted): whatever it left in its group dies too.
+            self._supervise(child, pidfd, meter, start_s)
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+        # The command has ended, been killed, or Maxwell was told to stop: whatever is left in
+        # the group dies too (background descendants of a command that exited included).
         if not self.group.is_empty() or child.poll() is None:
+            meter.read_memory()
             self.group.kill()
-            child.wait()
+        child.wait()
         meter.tick(read_memory=True)
         self._show(meter, start_s)
-        return self._report(meter, child.returncode, start_s, killed_by_us, interrupted)
+        return self._report(meter, child.returncode, start_s)
+
+    def _supervise(
+        self, child: subprocess.Popen[bytes], pidfd: int | None, meter: LiveMeter, start_s: float
+    ) -> None:
+        """Meter until the command exits, the budget kills it, or a stop is requested."""
+        next_check_s = self.policy.min_interval_s
+        while child.poll() is None:
+            self._wait(pidfd, next_check_s)
+            if self._stop_signum() is not None:
+                return
+            meter.tick()
+            usage = meter.usage(WORKLOAD)
+            decision = self.policy.observe(
+                now_s=self.clock.monotonic(), used_uj=usage.energy_uj, power_w=usage.power_w
+            )
+            next_check_s = decision.next_check_s
+            self._show(meter, start_s)
+            if decision.action is Action.TERMINATE:
+                self.group.signal(signal.SIGTERM)
+            elif decision.action is Action.KILL:
+                meter.read_memory()  # the last figures of the living group
+                self.group.kill()
+                return
+
+    def _wait(self, pidfd: int | None, seconds: float) -> None:
+        """Sleep up to `seconds`, waking early when the child exits or a stop is requested."""
+        descriptors = [] if pidfd is None else [pidfd]
+        if self.stop is not None:
+            descriptors.append(self.stop.fileno())
+        if descriptors:
+            select.select(descriptors, [], [], max(seconds, 0.0))
+        else:
+            self.clock.sleep(seconds)
 
     def _show(self, meter: LiveMeter, start_s: float) -> None:
         if self.on_tick is None:
@@ -243,23 +271,17 @@ class BudgetedRun:
             )
         )
 
-    def _report(
-        self,
-        meter: LiveMeter,
-        returncode: int,
-        start_s: float,
-        killed_by_us: bool,
-        interrupted: Interrupted | None,
-    ) -> RunReport:
-        if interrupted is not None:
-            outcome, exit_code = Outcome.INTERRUPTED, 128 + interrupted.signum
+    def _report(self, meter: LiveMeter, returncode: int | None, start_s: float) -> RunReport:
+        signum = self._stop_signum()
+        if signum is not None:
+            outcome, exit_code = Outcome.INTERRUPTED, 128 + signum
         elif self.policy.exhausted:
             # Budget spent: even if the command exited during its grace period, it was apoptosis.
             outcome, exit_code = Outcome.APOPTOSIS, EXIT_BUDGET_EXHAUSTED
-        elif returncode < 0:
+        elif returncode is not None and returncode < 0:
             outcome, exit_code = Outcome.SIGNALLED, 128 - returncode
         else:
-            outcome, exit_code = Outcome.EXITED, returncode
+            outcome, exit_code = Outcome.EXITED, returncode or 0
         node, usage = meter.node, meter.usage(WORKLOAD)
         return RunReport(
             outcome=outcome,
@@ -286,8 +308,9 @@ class BudgetedRun:
             apoptosis_after_s=(
                 None if self.policy.apoptosis_at_s is None else self.policy.apoptosis_at_s - start_s
             ),
+            command_started=returncode is not None,
             degraded=self.degraded,
-            warnings=list(meter.warnings),
+            warnings=[*self.warnings, *meter.warnings],
         )
 
 
@@ -296,11 +319,3 @@ def _pidfd_open(pid: int) -> int | None:
         return os.pidfd_open(pid)
     except (AttributeError, OSError):
         return None
-
-
-def _wait_for_exit(pidfd: int | None, seconds: float, clock: Clock) -> None:
-    """Sleep up to `seconds`, waking early when the child exits (pidfd becomes readable)."""
-    if pidfd is None:
-        clock.sleep(seconds)
-        return
-    select.select([pidfd], [], [], max(seconds, 0.0))

@@ -1,0 +1,852 @@
+"""The $JOULE ledger's rules: double entry over integer µ$J, sans-IO (no clock, file or database).
+
+Rules and invariants (the store in `maxwell.economy.store` persists exactly what these decide):
+
+- An account has a name (`treasury`, `grid`, `landauer`, `slashing`, `house`, `agent:<id>`,
+  `stake:<id>`), a balance in integer micro-$JOULE (`Money`, never a float) and a flag
+  `allow_credit`. It exists only once opened, and opening it is itself a journal entry (kind
+  `open`), so the journal alone rebuilds every account.
+- The journal is a sequence of entries numbered 1, 2, 3, ... with no gap. An entry has a unique
+  idempotency key, a kind, a time `at` (given by the caller: this module never reads a clock), a
+  JSON object of detail, and legs: (account, delta) pairs, at most one per account, no zero delta.
+- Every entry is balanced: its legs sum to zero. Money therefore only moves, and the sum of all
+  balances is zero at all times; the treasury's negative balance is the money minted so far.
+- An entry with no legs moves no money: an account opening, or a decision recorded for the
+  journal (`frozen`, `apoptosis`, ...), so that every decision is a journal event.
+- A balance never goes below zero unless its account allows credit (the treasury does; other
+  accounts only if opened with `allow_credit=True`). An entry that would break this is refused
+  whole (`InsufficientFundsError`) and changes nothing: an entry applies all its legs or none,
+  which is what makes a batch (e.g. energy to `grid` + tax to `landauer`) atomic.
+- Idempotency: an entry whose key is already in the journal is never applied again. The same
+  content (kind, legs, detail; `at` is not content, a retry happens later) returns the original
+  entry; different content under that key raises `IdempotencyConflictError`.
+- No balance leaves SQLite's signed 64-bit range.
+
+`decide` is the one function that applies these rules; `Ledger` keeps a journal in memory with it,
+and `audit` replays a journal read back from storage and names its first violation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from maxwell.errors import MaxwellError
+from maxwell.units import Money, money_to_tokens
+
+__all__ = [
+    "GRID",
+    "HOUSE",
+    "LANDAUER",
+    "MAX_MONEY",
+    "OPEN_KIND",
+    "SLASHING",
+    "SYSTEM_ACCOUNTS",
+    "TREASURY",
+    "Account",
+    "AccountExistsError",
+    "Audit",
+    "Effect",
+    "Entry",
+    "EntryRequest",
+    "IdempotencyConflictError",
+    "InsufficientFundsError",
+    "InvalidEntryError",
+    "JSONValue",
+    "JournalRecord",
+    "Ledger",
+    "LedgerError",
+    "Leg",
+    "Movement",
+    "StoredAccount",
+    "UnknownAccountError",
+    "Violation",
+    "agent_account",
+    "audit",
+    "batch_request",
+    "canonical_json",
+    "decide",
+    "event_request",
+    "genesis_requests",
+    "open_request",
+    "stake_account",
+    "transfer_request",
+]
+
+JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None"
+
+TREASURY = "treasury"
+GRID = "grid"
+LANDAUER = "landauer"
+SLASHING = "slashing"
+HOUSE = "house"
+# Opened by every new ledger: (name, allow_credit). Only the treasury mints, so only it has credit.
+SYSTEM_ACCOUNTS: tuple[tuple[str, bool], ...] = (
+    (TREASURY, True),
+    (GRID, False),
+    (LANDAUER, False),
+    (SLASHING, False),
+    (HOUSE, False),
+)
+
+OPEN_KIND = "open"
+# SQLite stores integers as signed 64-bit; no balance or delta may leave that range.
+MAX_MONEY = 2**63 - 1
+
+_ACCOUNT_RE = re.compile(r"^[a-z][a-z_]{0,31}(?::[A-Za-z0-9][A-Za-z0-9._@-]{0,127})?$")
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
+_KIND_RE = re.compile(r"^[a-z][a-z0-9_.:-]{0,63}$")
+_MAX_KEY_LEN = 256
+
+
+class LedgerError(MaxwellError):
+    """A ledger rule refused an entry, or a journal breaks one."""
+
+
+class InvalidEntryError(LedgerError, ValueError):
+    """The caller built an entry the ledger cannot take: a bad amount, name, kind or detail."""
+
+
+class UnknownAccountError(LedgerError):
+    """An entry or a query names an account that was never opened."""
+
+    def __init__(self, account: str) -> None:
+        super().__init__(f"no account {account!r} (open it first)")
+        self.account = account
+
+
+class AccountExistsError(LedgerError):
+    """An `open` entry under a new key names an account that is already open."""
+
+    def __init__(self, account: str) -> None:
+        super().__init__(f"account {account!r} is already open")
+        self.account = account
+
+
+class InsufficientFundsError(LedgerError):
+    """An entry would take an account without credit below zero; nothing was applied."""
+
+    def __init__(self, account: str, balance: int, needed: int, key: str) -> None:
+        super().__init__(
+            f"insufficient funds in {account!r}: balance {balance} µ$J, entry {key!r} "
+            f"takes {needed} µ$J"
+        )
+        self.account = account
+        self.balance = balance
+        self.needed = needed
+        self.key = key
+
+
+class IdempotencyConflictError(LedgerError):
+    """A key already in the journal was reused for different content."""
+
+    def __init__(self, key: str, seq: int) -> None:
+        super().__init__(
+            f"idempotency key {key!r} was already used by entry {seq} for different content"
+        )
+        self.key = key
+        self.seq = seq
+
+
+def agent_account(agent_id: str) -> str:
+    """The account of an agent: `agent:<id>`."""
+    return f"agent:{_checked_id(agent_id)}"
+
+
+def stake_account(agent_id: str) -> str:
+    """The account holding an agent's bonds: `stake:<id>`."""
+    return f"stake:{_checked_id(agent_id)}"
+
+
+def _checked_id(agent_id: str) -> str:
+    if not isinstance(agent_id, str) or not _ID_RE.match(agent_id):
+        raise InvalidEntryError(
+            f"agent id {agent_id!r} must be 1-128 of A-Z a-z 0-9 . _ @ - (not starting with a "
+            "symbol)"
+        )
+    return agent_id
+
+
+def _check_account_name(name: object) -> str:
+    if not isinstance(name, str) or not _ACCOUNT_RE.match(name):
+        raise InvalidEntryError(f"{name!r} is not an account name (e.g. 'treasury', 'agent:a1')")
+    return name
+
+
+def _check_money(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidEntryError(f"{what} must be an integer of µ$J, got {value!r}")
+    if abs(value) > MAX_MONEY:
+        raise InvalidEntryError(f"{what} {value} is beyond the ledger's 64-bit range")
+    return value
+
+
+def canonical_json(detail: Mapping[str, object] | None) -> str:
+    """The one text form of an entry's detail: sorted keys, no spaces, no NaN."""
+    if detail is None:
+        detail = {}
+    if not isinstance(detail, Mapping):
+        raise InvalidEntryError(f"an entry's detail must be a JSON object, got {detail!r}")
+    try:
+        return json.dumps(
+            dict(detail), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidEntryError(f"an entry's detail is not JSON: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One account's share of an entry: its balance moves by `delta` (negative: it pays)."""
+
+    account: str
+    delta: Money
+
+
+@dataclass(frozen=True, slots=True)
+class Movement:
+    """`amount` µ$J leaving `debit` (its balance falls) for `credit` (its balance rises)."""
+
+    debit: str
+    credit: str
+    amount: int  # µ$J (a `Money`); any int is accepted and checked when the entry is built
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    name: str
+    allow_credit: bool
+    balance: Money
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRequest:
+    """An entry asked for, not yet in a journal. Valid by construction; legs kept canonical.
+
+    Legs are merged per account, zero deltas dropped, sorted by account name, so that two
+    requests with the same effect compare equal (what idempotent retries are judged by).
+    """
+
+    key: str
+    kind: str
+    legs: tuple[Leg, ...] = ()
+    detail_json: str = "{}"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key, str) or not self.key or len(self.key) > _MAX_KEY_LEN:
+            raise InvalidEntryError(f"an idempotency key must be 1-{_MAX_KEY_LEN} characters")
+        if not self.key.isprintable():
+            raise InvalidEntryError(f"idempotency key {self.key!r} has control characters")
+        if not isinstance(self.kind, str) or not _KIND_RE.match(self.kind):
+            raise InvalidEntryError(f"entry kind {self.kind!r} must match {_KIND_RE.pattern}")
+        asked_to_move_money = bool(self.legs)
+        merged: dict[str, int] = {}
+        for leg in self.legs:
+            account = _check_account_name(leg.account)
+            merged[account] = merged.get(account, 0) + _check_money(leg.delta, "a leg's delta")
+        legs = tuple(Leg(name, Money(delta)) for name, delta in sorted(merged.items()) if delta)
+        for leg in legs:
+            _check_money(leg.delta, f"the net delta on {leg.account!r}")
+        total = sum(leg.delta for leg in legs)
+        if total != 0:
+            raise InvalidEntryError(f"entry {self.key!r} is unbalanced: legs sum to {total} µ$J")
+        object.__setattr__(self, "legs", legs)
+        try:
+            detail = json.loads(self.detail_json)
+        except (TypeError, ValueError) as exc:
+            raise InvalidEntryError(f"entry {self.key!r}: detail is not JSON") from exc
+        if not isinstance(detail, dict):
+            raise InvalidEntryError(f"entry {self.key!r}: detail must be a JSON object")
+        object.__setattr__(self, "detail_json", canonical_json(detail))
+        if self.kind == OPEN_KIND:
+            if legs:
+                raise InvalidEntryError("opening an account moves no money")
+            _check_account_name(detail.get("account"))
+            if not isinstance(detail.get("allow_credit"), bool):
+                raise InvalidEntryError("an open entry needs a boolean allow_credit")
+        elif asked_to_move_money and not legs:
+            raise InvalidEntryError(f"entry {self.key!r} moves no money once its legs are netted")
+
+    @property
+    def opens(self) -> Account | None:
+        """The account this request opens, if it is an `open` entry."""
+        if self.kind != OPEN_KIND:
+            return None
+        detail = json.loads(self.detail_json)
+        return Account(detail["account"], detail["allow_credit"], Money(0))
+
+    def accounts(self) -> list[str]:
+        """Every account name whose state the rules need to decide this request."""
+        names = [leg.account for leg in self.legs]
+        opened = self.opens
+        if opened is not None:
+            names.append(opened.name)
+        return names
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """An entry in a journal: a request given its sequence number and time."""
+
+    seq: int
+    key: str
+    kind: str
+    at: float
+    legs: tuple[Leg, ...]
+    detail_json: str
+
+    @property
+    def detail(self) -> dict[str, JSONValue]:
+        value: dict[str, JSONValue] = json.loads(self.detail_json)
+        return value
+
+    @property
+    def is_event(self) -> bool:
+        """True for an entry that moves no money (an opening or a recorded decision)."""
+        return not self.legs
+
+    def same_content(self, request: EntryRequest) -> bool:
+        return (self.kind, self.legs, self.detail_json) == (
+            request.kind,
+            request.legs,
+            request.detail_json,
+        )
+
+    def to_json(self) -> dict[str, JSONValue]:
+        return {
+            "seq": self.seq,
+            "key": self.key,
+            "kind": self.kind,
+            "at": self.at,
+            "legs": [{"account": leg.account, "delta": leg.delta} for leg in self.legs],
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """What `decide` concluded: the entry, and the state to write if it is new.
+
+    `repeated` is True when the key was already in the journal with the same content: nothing is
+    to be written and `entry` is the original. Otherwise `balances` holds the new balance of every
+    account the entry touches and `opened` the account it opens, if any.
+    """
+
+    entry: Entry
+    repeated: bool
+    balances: Mapping[str, Money] = field(default_factory=dict)
+    opened: Account | None = None
+
+
+def open_request(name: str, *, allow_credit: bool = False) -> EntryRequest:
+    """Open account `name`. Its key is fixed (`open:<name>`), so opening twice is a retry."""
+    _check_account_name(name)
+    if not isinstance(allow_credit, bool):
+        raise InvalidEntryError("allow_credit must be True or False")
+    detail = canonical_json({"account": name, "allow_credit": allow_credit})
+    return EntryRequest(key=f"{OPEN_KIND}:{name}", kind=OPEN_KIND, detail_json=detail)
+
+
+def transfer_request(
+    key: str,
+    debit: str,
+    credit: str,
+    amount: int,
+    *,
+    kind: str = "transfer",
+    memo: str | None = None,
+    detail: Mapping[str, object] | None = None,
+) -> EntryRequest:
+    """Move `amount` (> 0) µ$J from `debit` to `credit`, as one entry with two legs."""
+    movement = Movement(debit, credit, amount)
+    return batch_request(key, [movement], kind=kind, memo=memo, detail=detail)
+
+
+def batch_request(
+    key: str,
+    movements: Iterable[Movement],
+    *,
+    kind: str = "batch",
+    memo: str | None = None,
+    detail: Mapping[str, object] | None = None,
+) -> EntryRequest:
+    """Several movements as ONE entry: applied all together or not at all."""
+    legs: list[Leg] = []
+    for movement in movements:
+        amount = _check_money(movement.amount, "an amount")
+        if amount <= 0:
+            raise InvalidEntryError(f"an amount must be more than 0 µ$J, got {amount}")
+        debit = _check_account_name(movement.debit)
+        credit = _check_account_name(movement.credit)
+        if debit == credit:
+            raise InvalidEntryError(f"a movement from {debit!r} to itself moves nothing")
+        legs += [Leg(debit, Money(-amount)), Leg(credit, Money(amount))]
+    if not legs:
+        raise InvalidEntryError(f"entry {key!r} has no movements")
+    if kind == OPEN_KIND:
+        raise InvalidEntryError(f"kind {OPEN_KIND!r} is reserved for opening accounts")
+    return EntryRequest(key, kind, tuple(legs), _detail_with_memo(detail, memo))
+
+
+def event_request(key: str, kind: str, detail: Mapping[str, object] | None = None) -> EntryRequest:
+    """A decision that moves no money (e.g. `frozen`, `apoptosis`), recorded in the journal."""
+    if kind == OPEN_KIND:
+        raise InvalidEntryError(f"kind {OPEN_KIND!r} is reserved for opening accounts")
+    return EntryRequest(key, kind, (), canonical_json(detail))
+
+
+def _detail_with_memo(detail: Mapping[str, object] | None, memo: str | None) -> str:
+    merged: dict[str, object] = dict(detail or {})
+    if memo is not None:
+        merged["memo"] = memo
+    return canonical_json(merged)
+
+
+def genesis_requests() -> tuple[EntryRequest, ...]:
+    """The entries every new ledger starts with: the system accounts opened."""
+    return tuple(open_request(name, allow_credit=credit) for name, credit in SYSTEM_ACCOUNTS)
+
+
+def decide(
+    request: EntryRequest,
+    *,
+    seq: int,
+    at: float,
+    accounts: Mapping[str, Account],
+    existing: Entry | None,
+) -> Effect:
+    """Apply the rules to one request. Pure: raises, or returns what to write.
+
+    `accounts` must hold (at least) every account in `request.accounts()` that exists;
+    `existing` is the journal's entry under `request.key`, if any; `seq` is the next number.
+    """
+    if existing is not None:
+        if existing.same_content(request):
+            return Effect(entry=existing, repeated=True)
+        raise IdempotencyConflictError(request.key, existing.seq)
+    if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
+        raise InvalidEntryError(f"an entry's time must be a finite number, got {at!r}")
+    entry = Entry(seq, request.key, request.kind, float(at), request.legs, request.detail_json)
+    opened = request.opens
+    if opened is not None:
+        if opened.name in accounts:
+            raise AccountExistsError(opened.name)
+        return Effect(entry=entry, repeated=False, opened=opened)
+    balances: dict[str, Money] = {}
+    for leg in request.legs:
+        account = accounts.get(leg.account)
+        if account is None:
+            raise UnknownAccountError(leg.account)
+        new_balance = account.balance + leg.delta
+        if new_balance < 0 and not account.allow_credit:
+            raise InsufficientFundsError(leg.account, account.balance, -leg.delta, request.key)
+        if abs(new_balance) > MAX_MONEY:
+            raise InvalidEntryError(
+                f"entry {request.key!r} would take {leg.account!r} beyond the 64-bit range"
+            )
+        balances[leg.account] = Money(new_balance)
+    return Effect(entry=entry, repeated=False, balances=balances)
+
+
+class Ledger:
+    """A journal and its balances, in memory. The reference the store is tested against."""
+
+    def __init__(self) -> None:
+        self._accounts: dict[str, Account] = {}
+        self._entries: list[Entry] = []
+        self._by_key: dict[str, Entry] = {}
+
+    @classmethod
+    def genesis(cls, *, at: float) -> Ledger:
+        """A new ledger with the system accounts open."""
+        ledger = cls()
+        for request in genesis_requests():
+            ledger.submit(request, at=at)
+        return ledger
+
+    @classmethod
+    def replay(cls, entries: Iterable[Entry]) -> Ledger:
+        """Rebuild a ledger from a journal, re-deciding every entry (raises on a broken rule)."""
+        ledger = cls()
+        for entry in entries:
+            if entry.seq != len(ledger._entries) + 1:
+                raise LedgerError(f"entry {len(ledger._entries) + 1} is missing from the journal")
+            request = EntryRequest(entry.key, entry.kind, entry.legs, entry.detail_json)
+            effect = ledger._decide(request, at=entry.at)
+            if effect.repeated:
+                raise LedgerError(f"entry {entry.seq} reuses key {entry.key!r}")
+            ledger._apply(effect)
+        return ledger
+
+    def _decide(self, request: EntryRequest, *, at: float) -> Effect:
+        return decide(
+            request,
+            seq=len(self._entries) + 1,
+            at=at,
+            accounts=self._accounts,
+            existing=self._by_key.get(request.key),
+        )
+
+    def _apply(self, effect: Effect) -> None:
+        if effect.repeated:
+            return
+        for name, balance in effect.balances.items():
+            self._accounts[name] = Account(name, self._accounts[name].allow_credit, balance)
+        if effect.opened is not None:
+            self._accounts[effect.opened.name] = effect.opened
+        self._entries.append(effect.entry)
+        self._by_key[effect.entry.key] = effect.entry
+
+    def submit(self, request: EntryRequest, *, at: float) -> Entry:
+        """Apply `request` (or find its earlier application) and return the journal's entry."""
+        effect = self._decide(request, at=at)
+        self._apply(effect)
+        return effect.entry
+
+    def open_account(self, name: str, *, at: float, allow_credit: bool = False) -> Entry:
+        return self.submit(open_request(name, allow_credit=allow_credit), at=at)
+
+    def transfer(
+        self,
+        key: str,
+        debit: str,
+        credit: str,
+        amount: int,
+        *,
+        at: float,
+        kind: str = "transfer",
+        memo: str | None = None,
+        detail: Mapping[str, object] | None = None,
+    ) -> Entry:
+        request = transfer_request(key, debit, credit, amount, kind=kind, memo=memo, detail=detail)
+        return self.submit(request, at=at)
+
+    def post(
+        self,
+        key: str,
+        movements: Iterable[Movement],
+        *,
+        at: float,
+        kind: str = "batch",
+        memo: str | None = None,
+        detail: Mapping[str, object] | None = None,
+    ) -> Entry:
+        request = batch_request(key, movements, kind=kind, memo=memo, detail=detail)
+        return self.submit(request, at=at)
+
+    def record(
+        self, key: str, kind: str, detail: Mapping[str, object] | None = None, *, at: float
+    ) -> Entry:
+        return self.submit(event_request(key, kind, detail), at=at)
+
+    def balance(self, name: str) -> Money:
+        account = self._accounts.get(name)
+        if account is None:
+            raise UnknownAccountError(name)
+        return account.balance
+
+    def balances(self) -> dict[str, Money]:
+        return {name: self._accounts[name].balance for name in sorted(self._accounts)}
+
+    def accounts(self) -> dict[str, Account]:
+        return {name: self._accounts[name] for name in sorted(self._accounts)}
+
+    def entries(self) -> tuple[Entry, ...]:
+        return tuple(self._entries)
+
+    def entry(self, key: str) -> Entry | None:
+        return self._by_key.get(key)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+# --- audit: replaying a journal read back from storage, trusting nothing in it ---------------
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRecord:
+    """An entry as storage returned it; any field may be damaged, hence `object`."""
+
+    seq: object
+    key: object
+    kind: object
+    at: object
+    detail: object
+    legs: tuple[tuple[object, object], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAccount:
+    """An account row as storage returned it."""
+
+    name: object
+    allow_credit: object
+    balance: object
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """The first broken invariant: which entry (None: not one entry's fault), which account, why."""
+
+    entry: int | None
+    reason: str
+    account: str | None = None
+
+    def __str__(self) -> str:
+        where = f"entry {self.entry}" if self.entry is not None else "accounts"
+        return f"{where}: {self.reason}"
+
+    def to_json(self) -> dict[str, JSONValue]:
+        return {"entry": self.entry, "account": self.account, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """The verdict of replaying a journal: sound, or its first violation; with counts."""
+
+    violation: Violation | None
+    entries: int
+    legs: int
+    accounts: int
+    transfers: int
+    events: int
+    minted: Money
+    to_grid: Money
+    to_landauer: Money
+    to_slashing: Money
+
+    @property
+    def ok(self) -> bool:
+        return self.violation is None
+
+    def to_json(self) -> dict[str, JSONValue]:
+        """Amounts in integer µ$J (`*_micro`) and in $J."""
+        result: dict[str, JSONValue] = {
+            "ok": self.ok,
+            "violation": None if self.violation is None else self.violation.to_json(),
+            "entries": self.entries,
+            "accounts": self.accounts,
+            "legs": self.legs,
+            "transfers": self.transfers,
+            "events": self.events,
+        }
+        for name, amount in (
+            ("minted", self.minted),
+            ("grid", self.to_grid),
+            ("landauer", self.to_landauer),
+            ("slashing", self.to_slashing),
+        ):
+            result[f"{name}_micro"] = amount
+            result[name] = money_to_tokens(amount)
+        return result
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _record_violation(
+    record: JournalRecord,
+    expected_seq: int,
+    first_seq_of_key: Mapping[str, int],
+    replayed: Mapping[str, Account],
+) -> tuple[Violation | None, dict[str, Money], Account | None]:
+    """Check one record against the replay so far; return (violation, new balances, opening)."""
+
+    def bad(reason: str, account: str | None = None) -> tuple[Violation, dict[str, Money], None]:
+        return Violation(expected_seq, reason, account), {}, None
+
+    if not _is_int(record.seq):
+        return bad(f"sequence number {record.seq!r} is not an integer")
+    assert isinstance(record.seq, int)
+    if record.seq > expected_seq:
+        gap = (
+            f"{expected_seq}"
+            if record.seq == expected_seq + 1
+            else f"{expected_seq}-{record.seq - 1}"
+        )
+        return bad(
+            f"entry {gap} missing: the journal jumps from {expected_seq - 1} to {record.seq}"
+        )
+    if record.seq < expected_seq:
+        return bad(f"entry {record.seq} appears again, out of order")
+    if not isinstance(record.key, str) or not record.key:
+        return bad(f"idempotency key {record.key!r} is not a non-empty string")
+    if record.key in first_seq_of_key:
+        return bad(
+            f"idempotency key {record.key!r} is used again (first by entry "
+            f"{first_seq_of_key[record.key]})"
+        )
+    if not isinstance(record.kind, str) or not _KIND_RE.match(record.kind):
+        return bad(f"kind {record.kind!r} is not a valid kind")
+    if not isinstance(record.at, int | float) or isinstance(record.at, bool):
+        return bad(f"time {record.at!r} is not a number")
+    if not math.isfinite(record.at):
+        return bad(f"time {record.at!r} is not finite")
+    try:
+        detail = json.loads(record.detail) if isinstance(record.detail, str) else None
+    except ValueError:
+        detail = None
+    if not isinstance(detail, dict):
+        return bad("detail is not a JSON object")
+    total = 0
+    seen: set[str] = set()
+    new_balances: dict[str, Money] = {}
+    for account_name, delta in record.legs:
+        if not isinstance(account_name, str):
+            return bad(f"a leg names account {account_name!r}, not a string")
+        if account_name in seen:
+            return bad(f"two legs on account {account_name!r}", account_name)
+        seen.add(account_name)
+        if not _is_int(delta):
+            return bad(f"leg on {account_name!r} has delta {delta!r}, not an integer", account_name)
+        assert isinstance(delta, int)
+        if delta == 0:
+            return bad(f"leg on {account_name!r} moves nothing (delta 0)", account_name)
+        total += delta
+        account = replayed.get(account_name)
+        if account is None:
+            return bad(f"leg on account {account_name!r}, which is not open", account_name)
+        new_balances[account_name] = Money(account.balance + delta)
+    if total != 0:
+        return bad(f"unbalanced: legs sum to {total} µ$J, not 0")
+    for account_name, balance in new_balances.items():
+        if balance < 0 and not replayed[account_name].allow_credit:
+            return bad(
+                f"account {account_name!r} goes negative ({balance} µ$J) without credit",
+                account_name,
+            )
+        if abs(balance) > MAX_MONEY:
+            return bad(f"account {account_name!r} leaves the 64-bit range", account_name)
+    opened: Account | None = None
+    if record.kind == OPEN_KIND:
+        name, credit = detail.get("account"), detail.get("allow_credit")
+        if record.legs:
+            return bad("an open entry moves money")
+        if not isinstance(name, str) or not _ACCOUNT_RE.match(name):
+            return bad(f"opens account {name!r}, not an account name")
+        if not isinstance(credit, bool):
+            return bad(f"opens {name!r} with allow_credit {credit!r}, not a boolean", name)
+        if name in replayed:
+            return bad(f"opens account {name!r} a second time", name)
+        opened = Account(name, credit, Money(0))
+    return None, new_balances, opened
+
+
+def audit(
+    records: Iterable[JournalRecord],
+    stored: Iterable[StoredAccount],
+    *,
+    orphan_legs: Iterable[object] = (),
+) -> Audit:
+    """Replay `records` (in storage order) from nothing and compare with the `stored` accounts.
+
+    Checks, in this order, stopping at the first violation: sequence numbers contiguous from 1;
+    keys unique; every entry well formed and balanced, its accounts open, no account without
+    credit below zero; no leg belongs to a missing entry (`orphan_legs`: their entry numbers);
+    the stored accounts are exactly the replayed ones, with the same credit and balance; and
+    stored balances sum to zero. Counts cover every record even past a violation.
+    """
+    violation: Violation | None = None
+    replayed: dict[str, Account] = {}
+    first_seq_of_key: dict[str, int] = {}
+    entries = legs = transfers = events = 0
+    for record in records:
+        entries += 1
+        legs += len(record.legs)
+        if record.legs:
+            transfers += 1
+        else:
+            events += 1
+        if violation is not None:
+            continue
+        violation, balances, opened = _record_violation(record, entries, first_seq_of_key, replayed)
+        if violation is not None:
+            continue
+        assert isinstance(record.key, str)
+        first_seq_of_key[record.key] = entries
+        for name, balance in balances.items():
+            replayed[name] = Account(name, replayed[name].allow_credit, balance)
+        if opened is not None:
+            replayed[opened.name] = opened
+    stored_rows = list(stored)
+    if violation is None:
+        for seq in orphan_legs:
+            entry = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+            violation = Violation(entry, "legs belong to an entry that is not in the journal")
+            break
+    if violation is None:
+        violation = _stored_violation(stored_rows, replayed)
+
+    def final(name: str) -> Money:
+        account = replayed.get(name)
+        return account.balance if account is not None else Money(0)
+
+    return Audit(
+        violation=violation,
+        entries=entries,
+        legs=legs,
+        accounts=len(stored_rows),
+        transfers=transfers,
+        events=events,
+        minted=Money(-final(TREASURY)),
+        to_grid=final(GRID),
+        to_landauer=final(LANDAUER),
+        to_slashing=final(SLASHING),
+    )
+
+
+def _stored_violation(
+    stored_rows: list[StoredAccount], replayed: Mapping[str, Account]
+) -> Violation | None:
+    by_name: dict[str, StoredAccount] = {}
+    for row in stored_rows:
+        if not isinstance(row.name, str):
+            return Violation(None, f"a stored account is named {row.name!r}, not a string")
+        if row.name in by_name:
+            return Violation(None, f"account {row.name!r} is stored twice", row.name)
+        by_name[row.name] = row
+    total = 0
+    for name in sorted(set(by_name) | set(replayed)):
+        stored, account = by_name.get(name), replayed.get(name)
+        if account is None:
+            return Violation(
+                None, f"account {name!r} is stored but the journal never opens it", name
+            )
+        if stored is None:
+            return Violation(
+                None, f"account {name!r} is opened in the journal but not stored", name
+            )
+        if stored.allow_credit not in (0, 1) or isinstance(stored.allow_credit, float):
+            return Violation(
+                None, f"account {name!r} has allow_credit {stored.allow_credit!r}", name
+            )
+        if bool(stored.allow_credit) != account.allow_credit:
+            return Violation(
+                None,
+                f"account {name!r} is stored with allow_credit={bool(stored.allow_credit)}, "
+                f"the journal opened it with {account.allow_credit}",
+                name,
+            )
+        if not _is_int(stored.balance):
+            return Violation(None, f"stored balance of {name!r} is {stored.balance!r}", name)
+        assert isinstance(stored.balance, int)
+        if stored.balance != account.balance:
+            return Violation(
+                None,
+                f"stored balance of {name!r} is {stored.balance} µ$J, the journal gives "
+                f"{account.balance} µ$J",
+                name,
+            )
+        total += stored.balance
+    if total != 0:
+        return Violation(None, f"stored balances sum to {total} µ$J, not 0")
+    return None

@@ -1,0 +1,533 @@
+"""The ledger's one adapter: an append-only journal in SQLite, in a state directory.
+
+Layout: `<state>/maxwell.db` (WAL, `synchronous=FULL`, foreign keys on); the directory is created
+mode 0700. Every write is one `BEGIN IMMEDIATE ... COMMIT`: it takes the write lock, reads the rows
+the rules need, runs `maxwell.economy.ledger.decide` on them, then writes the journal rows and the
+new stored balances in that same transaction. A crash, even SIGKILL, leaves all of it or none of
+it, and two writers (threads or processes) are serialised by SQLite's lock.
+
+A write returns only after COMMIT: returned means acknowledged and durable. A write that raised
+may or may not have committed (COMMIT itself can fail); retrying with the same key is always safe,
+which is what idempotency keys are for. Triggers refuse UPDATE and DELETE on the journal.
+
+sqlite3 and OS errors are translated into `LedgerStoreError` (one line, naming the path) here and
+nowhere deeper.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from maxwell.economy.ledger import (
+    Account,
+    Audit,
+    Effect,
+    Entry,
+    EntryRequest,
+    JournalRecord,
+    Ledger,
+    Leg,
+    Movement,
+    StoredAccount,
+    UnknownAccountError,
+    Violation,
+    audit,
+    batch_request,
+    decide,
+    event_request,
+    genesis_requests,
+    open_request,
+    transfer_request,
+)
+from maxwell.errors import MaxwellError
+from maxwell.units import Money
+
+__all__ = [
+    "DB_NAME",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "LedgerBusyError",
+    "LedgerSchemaError",
+    "LedgerStore",
+    "LedgerStoreError",
+    "NotALedgerError",
+    "StateDirError",
+]
+
+DB_NAME = "maxwell.db"
+SCHEMA_NAME = "maxwell-ledger"
+SCHEMA_VERSION = 1
+
+# One statement per item: DDL runs inside the creating transaction (executescript would commit).
+SCHEMA: tuple[str, ...] = (
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT",
+    """CREATE TABLE entries (
+        seq INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        at REAL NOT NULL,
+        detail TEXT NOT NULL
+    ) STRICT""",
+    """CREATE TABLE accounts (
+        name TEXT PRIMARY KEY,
+        allow_credit INTEGER NOT NULL CHECK (allow_credit IN (0, 1)),
+        balance INTEGER NOT NULL,
+        opened_by INTEGER NOT NULL REFERENCES entries (seq),
+        CHECK (allow_credit = 1 OR balance >= 0)
+    ) STRICT""",
+    """CREATE TABLE legs (
+        entry_seq INTEGER NOT NULL REFERENCES entries (seq),
+        account TEXT NOT NULL REFERENCES accounts (name),
+        delta INTEGER NOT NULL CHECK (delta <> 0),
+        PRIMARY KEY (entry_seq, account)
+    ) STRICT, WITHOUT ROWID""",
+    *(
+        f"""CREATE TRIGGER {table}_append_only_{verb.lower()} BEFORE {verb} ON {table}
+        BEGIN SELECT RAISE(ABORT, 'the ledger journal is append-only'); END"""
+        for table in ("entries", "legs")
+        for verb in ("UPDATE", "DELETE")
+    ),
+)
+
+
+class LedgerStoreError(MaxwellError):
+    """The ledger's storage failed: a bad state directory, a damaged database, an I/O error."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class StateDirError(LedgerStoreError):
+    """The state directory is missing, not a directory, or not writable."""
+
+
+class NotALedgerError(LedgerStoreError):
+    """The state directory holds no Maxwell ledger, or its database is something else."""
+
+
+class LedgerSchemaError(LedgerStoreError):
+    """A Maxwell ledger of a schema version this Maxwell does not read."""
+
+
+class LedgerBusyError(LedgerStoreError):
+    """Another writer held the ledger's lock for longer than the busy timeout."""
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+class LedgerStore:
+    """The journal and balances of one state directory. One connection; not for sharing
+    across threads (open one store per thread or process: SQLite serialises them)."""
+
+    def __init__(
+        self, connection: sqlite3.Connection, path: Path, now: Callable[[], float]
+    ) -> None:
+        self._conn = connection
+        self.path = path
+        self._now = now
+
+    @classmethod
+    def open(
+        cls,
+        state_dir: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        now: Callable[[], float] = time.time,
+        busy_timeout_s: float = 30.0,
+    ) -> LedgerStore:
+        """Open the ledger in `state_dir`; with `create`, make the directory and ledger if missing.
+
+        `now` stamps entries written without an explicit `at` (and the genesis entries).
+        """
+        state = Path(state_dir)
+        _check_state_dir(state, create=create)
+        db_path = state / DB_NAME
+        if not create and not db_path.exists():
+            raise NotALedgerError(
+                f"no Maxwell ledger in {state} ({DB_NAME} is missing)", path=str(db_path)
+            )
+        if db_path.exists() and not db_path.is_file():
+            raise NotALedgerError(f"{db_path} is not a regular file", path=str(db_path))
+        uri = f"file:{urllib.parse.quote(str(db_path.absolute()))}?mode={'rwc' if create else 'rw'}"
+        try:
+            connection = sqlite3.connect(
+                uri, uri=True, isolation_level=None, timeout=busy_timeout_s
+            )
+        except sqlite3.Error as exc:
+            raise LedgerStoreError(
+                f"cannot open {db_path}: {_reason(exc)}", path=str(db_path)
+            ) from exc
+        store = cls(connection, db_path, now)
+        try:
+            store._configure(create=create)
+        except BaseException:
+            connection.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> LedgerStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- boundary: sqlite3 errors become LedgerStoreError here ---------------------------------
+
+    def _error(self, exc: sqlite3.Error, doing: str) -> LedgerStoreError:
+        reason = _reason(exc)
+        where = str(self.path)
+        if "not a database" in reason:
+            return NotALedgerError(f"{where} is not a Maxwell ledger ({reason})", path=where)
+        if isinstance(exc, sqlite3.OperationalError) and ("locked" in reason or "busy" in reason):
+            return LedgerBusyError(f"{doing} {where}: {reason} (another writer?)", path=where)
+        return LedgerStoreError(f"{doing} {where}: {reason}", path=where)
+
+    @contextmanager
+    def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
+        """One SQLite transaction; COMMIT when the block ends, ROLLBACK if it raises."""
+        try:
+            self._conn.execute(f"BEGIN {mode}")
+        except sqlite3.Error as exc:
+            raise self._error(exc, "cannot start a transaction on") from exc
+        try:
+            yield self._conn
+        except BaseException as exc:
+            if self._conn.in_transaction:
+                with suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._error(exc, "cannot use") from exc
+            raise
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._conn.in_transaction:
+                with suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+            raise self._error(exc, "cannot commit to") from exc
+
+    def _configure(self, *, create: bool) -> None:
+        try:
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            self._conn.execute("PRAGMA synchronous = FULL")
+            tables = self._tables()
+        except sqlite3.Error as exc:
+            raise self._error(exc, "cannot open") from exc
+        if str(mode).lower() != "wal":
+            raise LedgerStoreError(
+                f"cannot put {self.path} in WAL mode (journal mode is {mode})", path=str(self.path)
+            )
+        if not tables:
+            if not create:
+                raise NotALedgerError(
+                    f"{self.path} is empty, not a Maxwell ledger", path=str(self.path)
+                )
+            self._initialise()
+            tables = self._tables()
+        self._check_schema(tables)
+
+    def _tables(self) -> set[str]:
+        rows = self._conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")
+        return {str(row[0]) for row in rows}
+
+    def _initialise(self) -> None:
+        with self._transaction() as conn:
+            if self._tables():
+                return  # another process created it while we waited for the lock
+            for statement in SCHEMA:
+                conn.execute(statement)
+            conn.executemany(
+                "INSERT INTO meta (name, value) VALUES (?, ?)",
+                [("schema", SCHEMA_NAME), ("version", str(SCHEMA_VERSION))],
+            )
+            at = self._now()
+            for request in genesis_requests():
+                self._submit_locked(request, at)
+
+    def _check_schema(self, tables: set[str]) -> None:
+        where = str(self.path)
+        if "meta" not in tables:
+            raise NotALedgerError(
+                f"{where} is an SQLite database, not a Maxwell ledger", path=where
+            )
+        try:
+            meta = dict(self._conn.execute("SELECT name, value FROM meta").fetchall())
+        except sqlite3.Error as exc:
+            raise self._error(exc, "cannot read") from exc
+        if meta.get("schema") != SCHEMA_NAME:
+            raise NotALedgerError(
+                f"{where} is an SQLite database, not a Maxwell ledger", path=where
+            )
+        if meta.get("version") != str(SCHEMA_VERSION):
+            raise LedgerSchemaError(
+                f"{where} is a Maxwell ledger of schema version {meta.get('version')}; this "
+                f"Maxwell reads version {SCHEMA_VERSION}",
+                path=where,
+            )
+        missing = {"entries", "legs", "accounts"} - tables
+        if missing:
+            raise NotALedgerError(
+                f"{where} is a damaged Maxwell ledger: no table {', '.join(sorted(missing))}",
+                path=where,
+            )
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def submit(self, request: EntryRequest, *, at: float | None = None) -> Entry:
+        """Apply `request` atomically and durably (or find its earlier application).
+
+        Returns the journal's entry once committed. Raises the rule's `LedgerError` (nothing
+        written) or `LedgerStoreError` (storage failed; retry with the same key).
+        """
+        when = self._now() if at is None else at
+        with self._transaction():
+            effect = self._submit_locked(request, when)
+        return effect.entry
+
+    def _submit_locked(self, request: EntryRequest, at: float) -> Effect:
+        existing = self._entry_by_key(request.key)
+        accounts = self._load_accounts(request.accounts())
+        (seq,) = self._conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM entries").fetchone()
+        effect = decide(request, seq=seq, at=at, accounts=accounts, existing=existing)
+        if not effect.repeated:
+            self._write(effect)
+        return effect
+
+    def _write(self, effect: Effect) -> None:
+        entry = effect.entry
+        conn = self._conn
+        conn.execute(
+            "INSERT INTO entries (seq, key, kind, at, detail) VALUES (?, ?, ?, ?, ?)",
+            (entry.seq, entry.key, entry.kind, entry.at, entry.detail_json),
+        )
+        if effect.opened is not None:
+            conn.execute(
+                "INSERT INTO accounts (name, allow_credit, balance, opened_by) VALUES (?, ?, ?, ?)",
+                (effect.opened.name, int(effect.opened.allow_credit), 0, entry.seq),
+            )
+        conn.executemany(
+            "INSERT INTO legs (entry_seq, account, delta) VALUES (?, ?, ?)",
+            [(entry.seq, leg.account, leg.delta) for leg in entry.legs],
+        )
+        conn.executemany(
+            "UPDATE accounts SET balance = ? WHERE name = ?",
+            [(balance, name) for name, balance in effect.balances.items()],
+        )
+
+    def open_account(
+        self, name: str, *, allow_credit: bool = False, at: float | None = None
+    ) -> Entry:
+        """Open `name` (idempotent: opening it again with the same credit returns the opening)."""
+        return self.submit(open_request(name, allow_credit=allow_credit), at=at)
+
+    def transfer(
+        self,
+        key: str,
+        debit: str,
+        credit: str,
+        amount: int,
+        *,
+        kind: str = "transfer",
+        memo: str | None = None,
+        detail: Mapping[str, object] | None = None,
+        at: float | None = None,
+    ) -> Entry:
+        """Move `amount` µ$J from `debit` to `credit` under idempotency key `key`."""
+        request = transfer_request(key, debit, credit, amount, kind=kind, memo=memo, detail=detail)
+        return self.submit(request, at=at)
+
+    def post(
+        self,
+        key: str,
+        movements: Iterable[Movement],
+        *,
+        kind: str = "batch",
+        memo: str | None = None,
+        detail: Mapping[str, object] | None = None,
+        at: float | None = None,
+    ) -> Entry:
+        """Several movements as one entry, applied all together or not at all."""
+        return self.submit(
+            batch_request(key, movements, kind=kind, memo=memo, detail=detail), at=at
+        )
+
+    def record(
+        self,
+        key: str,
+        kind: str,
+        detail: Mapping[str, object] | None = None,
+        *,
+        at: float | None = None,
+    ) -> Entry:
+        """Journal a decision that moves no money (`frozen`, `apoptosis`, ...)."""
+        return self.submit(event_request(key, kind, detail), at=at)
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def _load_accounts(self, names: Iterable[str]) -> dict[str, Account]:
+        accounts: dict[str, Account] = {}
+        for name in set(names):
+            row = self._conn.execute(
+                "SELECT allow_credit, balance FROM accounts WHERE name = ?", (name,)
+            ).fetchone()
+            if row is not None:
+                accounts[name] = Account(name, bool(row[0]), Money(row[1]))
+        return accounts
+
+    def _entry_by_key(self, key: str) -> Entry | None:
+        row = self._conn.execute(
+            "SELECT seq, key, kind, at, detail FROM entries WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        legs = self._conn.execute(
+            "SELECT account, delta FROM legs WHERE entry_seq = ? ORDER BY account", (row[0],)
+        ).fetchall()
+        return Entry(
+            row[0], row[1], row[2], row[3], tuple(Leg(a, Money(d)) for a, d in legs), row[4]
+        )
+
+    def _journal_rows(
+        self,
+    ) -> Iterator[tuple[Any, Any, Any, Any, Any, tuple[tuple[Any, Any], ...]]]:
+        """The journal in sequence order: (seq, key, kind, at, detail, legs) as stored."""
+        rows = self._conn.execute(
+            """SELECT e.seq, e.key, e.kind, e.at, e.detail, l.account, l.delta
+               FROM entries AS e LEFT JOIN legs AS l ON l.entry_seq = e.seq
+               ORDER BY e.seq, l.account"""
+        )
+        current: tuple[Any, Any, Any, Any, Any] | None = None
+        legs: list[tuple[Any, Any]] = []
+        for seq, key, kind, at, detail, account, delta in rows:
+            if current is None or current[0] != seq:
+                if current is not None:
+                    yield (*current, tuple(legs))
+                current, legs = (seq, key, kind, at, detail), []
+            if account is not None:
+                legs.append((account, delta))
+        if current is not None:
+            yield (*current, tuple(legs))
+
+    def entries(self) -> list[Entry]:
+        """The whole journal, in sequence order."""
+        with self._transaction("DEFERRED"):
+            return [
+                Entry(seq, key, kind, at, tuple(Leg(a, Money(d)) for a, d in legs), detail)
+                for seq, key, kind, at, detail, legs in self._journal_rows()
+            ]
+
+    def entry(self, key: str) -> Entry | None:
+        """The journal's entry under idempotency key `key`, if any."""
+        with self._transaction("DEFERRED"):
+            return self._entry_by_key(key)
+
+    def accounts(self) -> dict[str, Account]:
+        with self._transaction("DEFERRED") as conn:
+            rows = conn.execute(
+                "SELECT name, allow_credit, balance FROM accounts ORDER BY name"
+            ).fetchall()
+        return {name: Account(name, bool(credit), Money(balance)) for name, credit, balance in rows}
+
+    def balances(self) -> dict[str, Money]:
+        return {name: account.balance for name, account in self.accounts().items()}
+
+    def balance(self, name: str) -> Money:
+        with self._transaction("DEFERRED") as conn:
+            row = conn.execute("SELECT balance FROM accounts WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise UnknownAccountError(name)
+        return Money(row[0])
+
+    def replay(self) -> Ledger:
+        """The journal re-decided in memory from nothing (raises `LedgerError` on a broken rule)."""
+        return Ledger.replay(self.entries())
+
+    def verify(self) -> Audit:
+        """Replay the stored journal from scratch and check it against the stored balances.
+
+        Reads one consistent snapshot (writers may go on meanwhile, in WAL mode).
+        """
+        with self._transaction("DEFERRED") as conn:
+            checks = [str(row[0]) for row in conn.execute("PRAGMA quick_check")]
+            if checks != ["ok"]:
+                return _damaged(f"SQLite quick_check: {checks[0]}")
+            stored = [
+                StoredAccount(*row)
+                for row in conn.execute(
+                    "SELECT name, allow_credit, balance FROM accounts ORDER BY name"
+                )
+            ]
+            orphans = [
+                row[0]
+                for row in conn.execute(
+                    """SELECT DISTINCT entry_seq FROM legs
+                       WHERE entry_seq NOT IN (SELECT seq FROM entries) ORDER BY entry_seq"""
+                )
+            ]
+            records = (JournalRecord(*row[:5], legs=row[5]) for row in self._journal_rows())
+            return audit(records, stored, orphan_legs=orphans)
+
+
+def _damaged(reason: str) -> Audit:
+    zero = Money(0)
+    return Audit(Violation(None, reason), 0, 0, 0, 0, 0, zero, zero, zero, zero)
+
+
+def _check_state_dir(state: Path, *, create: bool) -> None:
+    try:
+        mode = state.stat().st_mode
+    except FileNotFoundError:
+        if not create:
+            raise StateDirError(
+                f"state directory {state} does not exist", path=str(state)
+            ) from None
+        try:
+            state.mkdir(mode=0o700, parents=True)
+            state.chmod(0o700)  # mkdir's mode passes through the umask
+        except FileExistsError:
+            pass  # created meanwhile by another process; checked below
+        except OSError as exc:
+            raise StateDirError(
+                f"cannot create state directory {state}: {_reason(exc)}", path=str(state)
+            ) from exc
+        mode = _stat_mode(state)
+    except OSError as exc:
+        raise StateDirError(
+            f"cannot use state directory {state}: {_reason(exc)}", path=str(state)
+        ) from exc
+    if not stat.S_ISDIR(mode):
+        raise StateDirError(f"state directory {state} is not a directory", path=str(state))
+    if not os.access(state, os.W_OK | os.X_OK):
+        raise StateDirError(f"state directory {state} is not writable", path=str(state))
+
+
+def _stat_mode(state: Path) -> int:
+    try:
+        return state.stat().st_mode
+    except OSError as exc:
+        raise StateDirError(
+            f"cannot use state directory {state}: {_reason(exc)}", path=str(state)
+        ) from exc
