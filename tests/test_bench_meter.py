@@ -79,7 +79,7 @@ def test_codecarbon_cost_is_the_tracker_minus_the_same_work_without_it() -> None
     assert summary["cpu_ms_per_s"] == pytest.approx(5.0)  # (0.12 - 0.02) / 20 s
     assert summary["us_per_workload_sample"] == pytest.approx(5000.0)  # one tree at 1 Hz
     assert summary["startup_s"] == pytest.approx(1.8)
-    assert summary["assumed"]["ram_power_w"] == 10.0  # type: ignore[index]
+    assert summary["assumed"]["ram_power_w"] == 10.0
 
 
 def test_report_shape_and_ratio_to_codecarbon_at_the_same_rate() -> None:
@@ -104,10 +104,14 @@ def test_report_shape_and_ratio_to_codecarbon_at_the_same_rate() -> None:
     assert report["benchmark"] == "meter"
     # CodeCarbon 5000 µs per sample; Maxwell at 1 Hz: 0.01 s / 1000 samples = 10 µs.
     assert report["ratio_codecarbon_to_maxwell_per_workload_sample"] == pytest.approx(500.0)
-    assert report["target"] == {"cpu_fraction_of_core_at_10hz_max": 0.01, "met": True}
-    assert attribution["maxwell"]["energy_j"] == 5.0  # type: ignore[index]
+    assert report["target"] == {
+        "cpu_fraction_of_core_at_10hz_max": 0.01,
+        "workloads": 100,
+        "met": True,
+    }
+    assert attribution["maxwell"]["energy_j"] == 5.0
     # CodeCarbon's 210 J over its 21 s, scaled to the 20 s window.
-    assert attribution["codecarbon"]["energy_j_scaled_to_window"] == pytest.approx(200.0)  # type: ignore[index]
+    assert attribution["codecarbon"]["energy_j_scaled_to_window"] == pytest.approx(200.0)
     assert attribution["ratio_codecarbon_to_maxwell"] == pytest.approx(40.0)
     json.dumps(report)  # the --json output must serialise as is
 
@@ -155,3 +159,10 @@ def test_codecarbon_version_is_found_without_importing_it() -> None:
     version = codecarbon_version()
     assert version is None or isinstance(version, str)
     assert "codecarbon" not in sys.modules
+
+
+def test_the_target_is_not_judged_on_another_workload_count() -> None:
+    few = phase(10.0, 100, 0.001, 0.001)
+    few.workloads = 10
+    report = build_report(host=HOST, rates=[few], codecarbon={"skipped": "x"}, attribution={})
+    assert "met" not in report["target"]

@@ -49,13 +49,15 @@ def _await_line(expected: str) -> None:
 def _tracker_assumptions(tracker: Any) -> dict[str, object]:
     """What CodeCarbon assumed about this machine: read from its private state, so guarded."""
     found: dict[str, object] = {}
+    described: list[str] = []
     for hardware in getattr(tracker, "_hardware", []):
         name = type(hardware).__name__
         if name == "CPU":
             found["cpu_mode"] = getattr(hardware, "_mode", None)
             found["cpu_tdp_w"] = getattr(hardware, "_tdp", None)
             found["cpu_tdp_is_generic"] = getattr(hardware, "_is_generic_tdp", None)
-        found.setdefault("hardware", []).append(repr(hardware))  # type: ignore[attr-defined]
+        described.append(repr(hardware))
+    found["hardware"] = described
     return found
 
 

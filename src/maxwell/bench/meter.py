@@ -40,6 +40,7 @@ from maxwell.meter import LiveMeter
 from maxwell.units import uj_to_joules
 
 TARGET_CPU_FRACTION_AT_10HZ = 0.01
+TARGET_WORKLOADS = 100
 BUSY_QUOTA_CORES = 0.5
 IDLE_ARGV = ("sleep", "3600")
 BUSY_ARGV = ("sh", "-c", "while :; do :; done")
@@ -152,8 +153,11 @@ def ratios_to_codecarbon(
     out: dict[str, float | None] = {}
     for rate in rates:
         ours = rate.get("us_per_workload_sample")
-        ok = isinstance(theirs, float | int) and isinstance(ours, float | int)
-        out[f"{rate['hz']:g}hz"] = _ratio(float(theirs), float(ours)) if ok else None  # type: ignore[arg-type]
+        key = f"{rate['hz']:g}hz"
+        if isinstance(theirs, float | int) and isinstance(ours, float | int):
+            out[key] = _ratio(float(theirs), float(ours))
+        else:
+            out[key] = None
     return out
 
 
@@ -232,8 +236,12 @@ def build_report(
         "rates": rate_reports,
         "codecarbon": dict(codecarbon),
         "attribution": dict(attribution),
-        "target": {"cpu_fraction_of_core_at_10hz_max": TARGET_CPU_FRACTION_AT_10HZ},
     }
+    target: dict[str, object] = {
+        "cpu_fraction_of_core_at_10hz_max": TARGET_CPU_FRACTION_AT_10HZ,
+        "workloads": TARGET_WORKLOADS,
+    }
+    report["target"] = target
     if "skipped" not in codecarbon and "failed" not in codecarbon:
         by_rate = ratios_to_codecarbon(codecarbon, rate_reports)
         # CodeCarbon samples at 1 Hz: the like-for-like ratio is against our 1 Hz rate.
@@ -241,12 +249,11 @@ def build_report(
             "1hz", next(iter(by_rate.values()), None)
         )
         report["ratio_codecarbon_to_maxwell_per_workload_sample_by_rate"] = by_rate
-    at_10hz = [r for r in rate_reports if r["hz"] == 10.0]
+    # The target is stated for 100 workloads at 10 Hz; another workload count cannot meet it.
+    at_10hz = [r for r in rate_reports if r["hz"] == 10.0 and r["workloads"] == TARGET_WORKLOADS]
     if at_10hz:
         fraction = at_10hz[0]["cpu_fraction_of_core"]
-        report["target"]["met"] = (  # type: ignore[index]
-            isinstance(fraction, float) and fraction <= TARGET_CPU_FRACTION_AT_10HZ
-        )
+        target["met"] = isinstance(fraction, float) and fraction <= TARGET_CPU_FRACTION_AT_10HZ
     return report
 
 
