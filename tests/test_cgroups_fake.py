@@ -281,6 +281,101 @@ def test_v2_argument_validation(tmp_path: Path) -> None:
             group.set_memory_max(-1)
 
 
+class SignalInterrupt(BaseException):
+    """Stands for the KeyboardInterrupt a raising signal handler throws at any bytecode (a real
+    KeyboardInterrupt escaping a test would stop the whole pytest session)."""
+
+
+class FailingKernelFs(FakeKernelFs):
+    """Raises a chosen exception once, at the first call of a method on a given path."""
+
+    def __init__(self, mount: Path) -> None:
+        super().__init__(mount)
+        self.plan: list[tuple[str, str, BaseException]] = []
+
+    def fail(self, method: str, path: Path, exc: BaseException) -> None:
+        self.plan.append((method, str(path), exc))
+
+    def _check(self, method: str, path: str) -> None:
+        for step in self.plan:
+            if step[:2] == (method, path):
+                self.plan.remove(step)
+                raise step[2]
+
+    def exists(self, path: str) -> bool:
+        self._check("exists", path)
+        return super().exists(path)
+
+    def rmdir(self, path: str) -> bool:
+        self._check("rmdir", path)
+        return super().rmdir(path)
+
+
+def failing_v2_host(tmp_path: Path) -> tuple[FakeV2Host, FailingKernelFs, Path]:
+    """A pure-v2 host whose kernel fails on demand, and the private directory to be made."""
+    host = FakeV2Host(tmp_path, own_procs=[os.getpid()], controllers="cpu memory pids")
+    fs = FailingKernelFs(host.mount)
+    host.fs = fs
+    return host, fs, host.own / f"maxwell-{os.getpid()}"
+
+
+@pytest.mark.parametrize("rollback", ["completes", "interrupted"])
+def test_create_interrupted_after_its_mkdir_loop(tmp_path: Path, rollback: str) -> None:
+    host, fs, private = failing_v2_host(tmp_path)
+    manager = host.detect()
+    # The group object asks whether cgroup.freeze exists right after the mkdir loop.
+    fs.fail("exists", private / "job" / "cgroup.freeze", SignalInterrupt())
+    if rollback == "interrupted":  # a second signal stops create()'s own rollback at once
+        fs.fail("rmdir", private / "job", SignalInterrupt())
+    with pytest.raises(SignalInterrupt):
+        manager.create("job")
+    assert fs.plan == []
+    assert (private / "job").is_dir() == (rollback == "interrupted")
+    manager.close()  # knows what create() made: removes it, so no EBUSY on the private dir
+    assert host.leftovers() == []
+    assert words(host.own / "cgroup.procs") == [str(os.getpid())]  # moved back
+    assert words(host.own / "cgroup.subtree_control") == []
+
+
+def test_close_attempts_every_step_then_raises_the_first_failure(tmp_path: Path) -> None:
+    host, fs, private = failing_v2_host(tmp_path)
+    manager = host.detect()
+    manager.create("a")
+    manager.create("b")
+    fs.fail("rmdir", private / "b", CgroupError("b is stuck"))  # the first step: newest first
+    with pytest.raises(CgroupError, match="b is stuck") as caught:
+        manager.close()
+    assert not (private / "a").exists()  # the steps after the failure still ran
+    # Those that failed because b is still there are notes on the first failure.
+    assert any("busy" in note for note in caught.value.__notes__)
+    manager.close()  # closed: nothing more to do
+
+
+def test_close_never_replaces_the_exception_in_flight(tmp_path: Path) -> None:
+    host, fs, private = failing_v2_host(tmp_path)
+    with pytest.raises(RuntimeError, match="boom") as caught, host.detect() as manager:
+        manager.create("a")
+        manager.create("b")
+        fs.fail("rmdir", private / "b", SignalInterrupt("again"))  # even an interrupt
+        raise RuntimeError("boom")
+    assert not (private / "a").exists()
+    notes = caught.value.__notes__
+    assert any("SignalInterrupt('again')" in note for note in notes)
+    assert any("busy" in note for note in notes)
+
+
+def test_an_interrupt_during_close_is_raised_after_every_step(tmp_path: Path) -> None:
+    host, fs, private = failing_v2_host(tmp_path)
+    manager = host.detect()
+    manager.create("a")
+    fs.fail("rmdir", private / "a", SignalInterrupt("during close"))
+    with pytest.raises(SignalInterrupt, match="during close") as caught:
+        manager.close()
+    # It is raised before the EBUSY it caused, which is a note, and the rest still ran.
+    assert any("busy" in note for note in caught.value.__notes__)
+    assert (str(host.own / "cgroup.procs"), str(os.getpid())) in fs.writes  # moving back
+
+
 def test_v2_stats_and_memory_freed_lower_bound(tmp_path: Path) -> None:
     directory = tmp_path / "g"
     directory.mkdir()

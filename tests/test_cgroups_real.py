@@ -2,6 +2,11 @@
 
 Every test leaves no `maxwell-<pid>*` directory behind in any hierarchy, checked by a finalizer
 that runs even when the test fails.
+
+CI may run these while other work loads every CPU, so no test expects a fixed share of CPU in a
+fixed wall-clock window: a counter is waited for until it has grown by so much (with a generous
+deadline), and a CPU quota, an upper bound, is checked against the wall time actually elapsed
+and against an uncapped group running the same loop over the same window.
 """
 
 from __future__ import annotations
@@ -98,9 +103,30 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
 
 
 def cpu_seconds_over(group: CgroupGroup, seconds: float) -> float:
+    """CPU used in a fixed wall window: only for upper bounds (a frozen group uses none)."""
     before = group.stats().cpu_ns
     time.sleep(seconds)
     return (group.stats().cpu_ns - before) / 1e9
+
+
+def wait_for_cpu(read_ns: Callable[[], int], cpu_s: float, timeout_s: float = 60.0) -> None:
+    """Wait until a CPU counter (ns) has grown by `cpu_s` seconds: a busy loop gets there however
+    loaded the machine is, only later."""
+    start = read_ns()
+    wait_for(lambda: read_ns() - start >= cpu_s * 1e9, timeout_s)
+
+
+def cpu_over_window(
+    pace: CgroupGroup, pace_s: float, groups: list[CgroupGroup]
+) -> tuple[float, list[float]]:
+    """The wall seconds `pace` takes to burn `pace_s` seconds of CPU, and the CPU seconds each
+    of `groups` used in that same window."""
+    started = time.monotonic()
+    before = [group.cpu_ns() for group in groups]
+    wait_for_cpu(pace.cpu_ns, pace_s)
+    after = [group.cpu_ns() for group in groups]
+    wall = time.monotonic() - started
+    return wall, [(end - start) / 1e9 for start, end in zip(before, after, strict=True)]
 
 
 def test_layout_of_this_host(manager: CgroupManager) -> None:
@@ -133,17 +159,30 @@ def test_spawn_joins_every_hierarchy(
     group.remove()  # idempotent
 
 
+QUOTA_CORES = 0.05  # small, so the quota binds even when a loaded machine gives the loop little
+
+
 def test_cpu_quota_limits_a_busy_loop(
     manager: CgroupManager, popens: list[subprocess.Popen[bytes]]
 ) -> None:
-    group = manager.create("limited")
-    group.set_cpu_quota(0.2)
-    popens.append(group.spawn(BUSY))
-    time.sleep(0.3)
-    used = cpu_seconds_over(group, 1.0)
-    assert 0.05 < used < 0.45, used
-    group.set_cpu_quota(None)
-    assert cpu_seconds_over(group, 0.5) > 0.25
+    capped = manager.create("limited")
+    capped.set_cpu_quota(QUOTA_CORES)
+    control = manager.create("unlimited")  # the same loop without a quota, same windows
+    popens.append(capped.spawn(BUSY))
+    popens.append(control.spawn(BUSY))
+    wait_for_cpu(capped.cpu_ns, 0.01)  # both past the interpreter's start
+    wait_for_cpu(control.cpu_ns, 0.05)
+    wall, (capped_s, control_s) = cpu_over_window(control, 1.0, [capped, control])
+    # A quota is an upper bound, whatever the load: quota x wall, plus the CFS bandwidth slices
+    # (5 ms per CPU) a period may overrun by and the edges of the window.
+    assert 0 < capped_s <= QUOTA_CORES * wall * 1.5 + 0.02, (capped_s, wall)
+    # And it is what held the loop back: the same loop, uncapped, got at least twice as much.
+    assert capped_s * 2 < control_s, (capped_s, control_s)
+    capped.set_cpu_quota(None)
+    wait_for_cpu(capped.cpu_ns, 0.02)  # past the period the quota was lifted in
+    wall, (capped_s, control_s) = cpu_over_window(control, 0.5, [capped, control])
+    # Lifted: two sibling groups of equal weight running the same loop share the CPU fairly.
+    assert capped_s * 2 > control_s, (capped_s, control_s, wall)
 
 
 def test_stats_cpu_grows_for_a_busy_child(
@@ -152,8 +191,7 @@ def test_stats_cpu_grows_for_a_busy_child(
     group = manager.create("busy")
     group.set_cpu_weight(200)
     popens.append(group.spawn(BUSY))
-    time.sleep(0.2)
-    assert cpu_seconds_over(group, 0.5) > 0.25
+    wait_for_cpu(lambda: group.stats().cpu_ns, 0.25)
     stats = group.stats()
     assert stats.memory_bytes > 0 and stats.peak_memory_bytes >= stats.memory_bytes
     assert stats.pids == 1
@@ -164,10 +202,7 @@ def test_cpu_ns_grows_for_a_busy_child_and_matches_stats(
 ) -> None:
     busy = manager.create("busy-cpu")
     popens.append(busy.spawn(BUSY))
-    time.sleep(0.2)
-    before = busy.cpu_ns()
-    time.sleep(0.5)
-    assert (busy.cpu_ns() - before) / 1e9 > 0.25
+    wait_for_cpu(busy.cpu_ns, 0.25)
     idle = manager.create("idle-cpu")
     popens.append(idle.spawn(["sleep", "30"]))
     wait_for(lambda: len(idle.pids()) == 1)
@@ -208,7 +243,7 @@ def test_freeze_waits_until_frozen_and_thaw(
         assert events[events.index("frozen") + 1] == "1"
     assert cpu_seconds_over(group, 0.3) < 0.01
     group.thaw()
-    assert cpu_seconds_over(group, 0.3) > 0.1
+    wait_for_cpu(lambda: group.stats().cpu_ns, 0.1)
 
 
 def test_v1_freezer_and_signal_kill_without_unified(
@@ -225,7 +260,7 @@ def test_v1_freezer_and_signal_kill_without_unified(
     assert (Path(group.dirs["freezer"]) / "freezer.state").read_text().strip() == "FROZEN"
     assert cpu_seconds_over(v1_only, 0.3) < 0.01
     v1_only.thaw()
-    assert cpu_seconds_over(v1_only, 0.3) > 0.1
+    wait_for_cpu(lambda: v1_only.stats().cpu_ns, 0.1)
     v1_only.set_pids_max(64)
     popens.append(v1_only.spawn([sys.executable, "-c", FORK_LOOP]))
     time.sleep(0.5)
@@ -398,11 +433,8 @@ def test_v2_core_kill_fork_loop_and_cpu_stat(
 ) -> None:
     group = unified_group
     popens.append(group.spawn(BUSY))
-    time.sleep(0.2)
-    assert cpu_seconds_over(group, 0.5) > 0.25  # core cpu.stat usage_usec
-    before = group.cpu_ns()
-    time.sleep(0.3)
-    assert (group.cpu_ns() - before) / 1e9 > 0.15
+    wait_for_cpu(lambda: group.stats().cpu_ns, 0.25)  # core cpu.stat usage_usec
+    wait_for_cpu(group.cpu_ns, 0.15)
     popens.append(group.spawn([sys.executable, "-c", FORK_LOOP]))
     wait_for(lambda: len(group.pids()) > 5)
     group.freeze()
@@ -437,6 +469,75 @@ def test_remove_kills_a_late_joiner(popens: list[subprocess.Popen[bytes]]) -> No
         fs.join = join
         group.remove()
         assert popens and popens[0].wait(timeout=5) == -signal.SIGKILL
+    assert leftovers() == []
+
+
+class SignalInterrupt(BaseException):
+    """Stands for the KeyboardInterrupt a raising signal handler throws at any bytecode (a real
+    KeyboardInterrupt escaping a test would stop the whole pytest session)."""
+
+
+class InterruptingFs(CgroupFs):
+    """Raises `SignalInterrupt` at chosen calls: `interrupt(method, suffix, after=n)` fires once,
+    at the call of `method` on a path ending in `suffix` that follows `n` such calls."""
+
+    def __init__(self) -> None:
+        self.plan: list[tuple[str, str, list[int]]] = []
+
+    def interrupt(self, method: str, suffix: str, *, after: int = 0) -> None:
+        self.plan.append((method, suffix, [after]))
+
+    def _check(self, method: str, path: str) -> None:
+        for step in self.plan:
+            planned, suffix, countdown = step
+            if planned == method and path.endswith(suffix):
+                if countdown[0] == 0:
+                    self.plan.remove(step)
+                    raise SignalInterrupt(f"{method} {path}")
+                countdown[0] -= 1
+
+    def exists(self, path: str) -> bool:
+        self._check("exists", path)
+        return super().exists(path)
+
+    def mkdir(self, path: str) -> bool:
+        self._check("mkdir", path)
+        return super().mkdir(path)
+
+    def rmdir(self, path: str) -> bool:
+        self._check("rmdir", path)
+        return super().rmdir(path)
+
+
+@pytest.mark.parametrize("rollback", ["completes", "interrupted"])
+def test_create_interrupted_after_its_mkdirs_leaves_nothing(rollback: str) -> None:
+    detect_or_skip().close()
+    fs = InterruptingFs()
+    manager = CgroupManager.detect(fs=fs)
+    try:
+        if manager.layout == "v1":
+            pytest.skip("pure v1: no filesystem call between create()'s mkdirs and its return")
+        # The group object asks whether cgroup.freeze exists right after the mkdir loop.
+        fs.interrupt("exists", "/job/cgroup.freeze")
+        if rollback == "interrupted":  # a second signal stops create()'s own rollback at once
+            fs.interrupt("rmdir", "/job")
+        with pytest.raises(SignalInterrupt):
+            manager.create("job")
+        made = [Path(private) / "job" for private in manager.private_dirs]
+        assert any(d.is_dir() for d in made) == (rollback == "interrupted")
+    finally:
+        manager.close()  # knows what create() made: no EBUSY on the private directories
+    assert leftovers() == []
+
+
+def test_setup_interrupted_between_hierarchies_leaves_nothing() -> None:
+    with detect_or_skip() as probe:
+        if len(probe.private_dirs) < 2:
+            pytest.skip("needs two hierarchies (v1 controllers, or v1 and unified)")
+    fs = InterruptingFs()
+    fs.interrupt("mkdir", f"/maxwell-{os.getpid()}", after=1)  # before the second hierarchy's
+    with pytest.raises(SignalInterrupt):
+        CgroupManager.detect(fs=fs)
     assert leftovers() == []
 
 

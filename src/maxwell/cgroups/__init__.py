@@ -63,6 +63,6 @@ def open_workload_group(
     except CgroupUnavailableError as exc:
         manager.close()
         return ProcTreeGroup(name, procfs_root=procfs_root), None, degraded_reason(exc)
-    except BaseException:
-        manager.close()
+    except BaseException as exc:
+        manager.close(failure=exc)  # a cleanup failure becomes a note: `exc` is what went wrong
         raise

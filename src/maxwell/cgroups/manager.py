@@ -16,6 +16,12 @@ Rules (systemd's delegation contract, Delegate=yes):
   instead of moving them. The same controllers are enabled in the private directory.
 - `close()` undoes all of it: removes the groups (killing what is left), the private subtree,
   disables the controllers it enabled in `<own>` and moves Maxwell back, then removes the leaf.
+- Bookkeeping first: every directory is recorded right after its mkdir returns, before any other
+  step (and controllers before they are enabled), so an exception raised anywhere after it (a
+  KeyboardInterrupt from a signal handler included) leaves nothing `close()` does not know about.
+  Teardown is best effort: every step is attempted, then the first failure is raised (the later
+  ones as notes on it), or, when an exception is already in flight, all of them are added to it
+  as notes and it is never replaced.
 - A manager killed with SIGKILL leaves `<prefix>-<pid>` behind, its workloads still running.
   `sweep_stale()` removes those whose pid is dead (opt-in: `maxwell run` calls it; a daemon that
   re-adopts its agents must not). It only ever touches `<prefix>-<pid>`, `<prefix>-<pid>-<n>` and
@@ -28,7 +34,7 @@ import contextlib
 import os
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -105,6 +111,8 @@ class CgroupManager:
         self._groups: dict[str, CgroupGroup] = {}
         # own dir -> private dir, in creation order.
         self._private: dict[str, str] = {}
+        # name -> the directories made so far for a group `create()` has not registered yet.
+        self._creating: dict[str, list[str]] = {}
         self._enabled_in_own: list[str] = []
         self._v2_own: str | None = None
         self._self_move: _SelfMove | None = None
@@ -114,8 +122,10 @@ class CgroupManager:
                 self._setup_v2(v2_dir or "")
             else:
                 self._setup_private(self._hierarchy_dirs())
-        except BaseException:
-            self._teardown(errors=[])
+        except BaseException as exc:
+            errors: list[BaseException] = []
+            self._teardown(errors)
+            _add_notes(exc, errors)
             raise
 
     # -- construction ------------------------------------------------------------------------
@@ -184,30 +194,24 @@ class CgroupManager:
         return dirs
 
     def _setup_private(self, own_dirs: list[str]) -> None:
-        """mkdir `<own>/<prefix>-<pid>[-n]` in every hierarchy, one name for all."""
+        """mkdir `<own>/<prefix>-<pid>[-n]` in every hierarchy, one name for all.
+
+        Each directory goes into `_private` as soon as it is made; on failure the caller's
+        teardown removes whatever is recorded there."""
         for attempt in range(100):
             name = f"{self._prefix}-{self._pid}" + (f"-{attempt}" if attempt else "")
-            created: dict[str, str] = {}
             for own in own_dirs:
                 private = os.path.join(own, name)
-                try:
-                    made = self._fs.mkdir(private)
-                except CgroupError:
-                    self._rmdirs(created.values())
-                    raise
-                if not made:
-                    break
-                created[own] = private
+                if not self._fs.mkdir(private):
+                    break  # taken in this hierarchy (another instance): try the next name
+                self._private[own] = private
             else:
-                self._private = created
                 return
-            self._rmdirs(created.values())
+            # Forget each only once it is gone: a failure leaves the rest for the teardown.
+            for own, private in reversed(list(self._private.items())):
+                self._fs.rmdir(private)
+                del self._private[own]
         raise CgroupError(f"could not find a free {self._prefix}-{self._pid}-<n> name")
-
-    def _rmdirs(self, dirs: Iterable[str]) -> None:
-        for directory in dirs:
-            with contextlib.suppress(CgroupError):  # best effort while unwinding
-                self._fs.rmdir(directory)
 
     def _setup_v2(self, own: str) -> None:
         own = self._own_before_self_move(own)
@@ -228,13 +232,15 @@ class CgroupManager:
         if to_enable and not is_root:
             self._move_self_out(own)
         if to_enable:
-            self._fs.write_text(
-                os.path.join(own, "cgroup.subtree_control"), " ".join(f"+{c}" for c in to_enable)
-            )
+            # Recorded before the write, so the teardown disables them even when interrupted
+            # right after it (disabling a controller that was never enabled changes nothing).
             if self._self_move is not None:
                 self._self_move.enabled = to_enable
             else:
                 self._enabled_in_own = to_enable
+            self._fs.write_text(
+                os.path.join(own, "cgroup.subtree_control"), " ".join(f"+{c}" for c in to_enable)
+            )
         self._setup_private([own])
         private = self._private[own]
         self._fs.write_text(
@@ -266,9 +272,9 @@ class CgroupManager:
         if self._pid not in members:
             return
         leaf = os.path.join(own, f"{self._prefix}-{self._pid}-daemon")
-        self._fs.mkdir(leaf)
         move = _SelfMove(origin=own, leaf=leaf, users=1)
-        self._self_move = move
+        self._fs.mkdir(leaf)
+        self._self_move = move  # at once: the teardown removes the leaf whatever fails next
         self._fs.write_text(os.path.join(leaf, "cgroup.procs"), str(self._pid))
         with _SELF_MOVES_LOCK:
             _SELF_MOVES[own] = move
@@ -286,31 +292,46 @@ class CgroupManager:
             )
         if name in self._groups:
             raise CgroupError(f"group {name!r} already exists", path=self._groups[name].path)
-        created: list[str] = []
+        if name in self._creating:
+            raise CgroupError(f"group {name!r} is being created")
+        made = self._creating[name] = []
         try:
             for private in self._private.values():
                 directory = os.path.join(private, name)
                 if not self._fs.mkdir(directory):
                     raise CgroupError(f"group {directory} already exists", path=directory)
-                created.append(directory)
+                made.append(directory)  # at once: close() removes it whatever fails next
+            group = self._group_object(name, made)
+            self._groups[name] = group
         except BaseException:
-            self._rmdirs(reversed(created))
+            # Best effort: what cannot be removed now stays recorded for close().
+            with contextlib.suppress(CgroupError):
+                self._remove_unregistered(name)
             raise
-        group: CgroupGroup
-        if self.kind == "v2":
-            group = V2Group(name, created[0], layout=self.layout, fs=self._fs, clock=self._clock)
-        else:
-            by_own = {own: os.path.join(private, name) for own, private in self._private.items()}
-            group = V1Group(
-                name,
-                {controller: by_own[own] for controller, own in self._v1_dirs.items()},
-                unified_dir=by_own.get(self._v2_dir) if self._v2_dir is not None else None,
-                layout=self.layout,
-                fs=self._fs,
-                clock=self._clock,
-            )
-        self._groups[name] = group
+        del self._creating[name]
         return group
+
+    def _group_object(self, name: str, made: list[str]) -> CgroupGroup:
+        if self.kind == "v2":
+            return V2Group(name, made[0], layout=self.layout, fs=self._fs, clock=self._clock)
+        by_own = {own: os.path.join(private, name) for own, private in self._private.items()}
+        return V1Group(
+            name,
+            {controller: by_own[own] for controller, own in self._v1_dirs.items()},
+            unified_dir=by_own.get(self._v2_dir) if self._v2_dir is not None else None,
+            layout=self.layout,
+            fs=self._fs,
+            clock=self._clock,
+        )
+
+    def _remove_unregistered(self, name: str) -> None:
+        """rmdir, newest first, what `create(name)` made; each is forgotten once it is gone (a
+        group registered meanwhile has removed them already: rmdir finds nothing)."""
+        made = self._creating.get(name, [])
+        while made:
+            self._fs.rmdir(made[-1])
+            made.pop()
+        self._creating.pop(name, None)
 
     @property
     def groups(self) -> dict[str, CgroupGroup]:
@@ -398,34 +419,41 @@ class CgroupManager:
 
     # -- teardown ----------------------------------------------------------------------------
 
-    def close(self) -> None:
+    def close(self, *, failure: BaseException | None = None) -> None:
         """Remove every group (killing what is left) and everything this manager created.
-        Every step is attempted; the first failure is raised afterwards. Idempotent."""
+        Idempotent.
+
+        Every step is attempted, whatever the others raise; then the first failure is raised
+        (an interrupt before any other), the rest added to it as notes. With `failure` (an
+        exception already in flight, as in `__exit__`), nothing is raised: every cleanup failure
+        becomes a note on `failure`, which is never replaced."""
         if self._closed:
             return
-        errors: list[CgroupError] = []
+        errors: list[BaseException] = []
         for group in reversed(list(self._groups.values())):
-            try:
-                group.remove()
-            except CgroupError as exc:
-                errors.append(exc)
+            _attempt(errors, group.remove)
         self._groups.clear()
         self._teardown(errors)
         self._closed = True
-        if errors:
-            raise errors[0]
+        if failure is not None:
+            _add_notes(failure, errors)
+        elif errors:
+            # An interrupt (KeyboardInterrupt, SystemExit) is never demoted to a note.
+            first = next((e for e in errors if not isinstance(e, Exception)), errors[0])
+            _add_notes(first, [e for e in errors if e is not first])
+            raise first
 
-    def _teardown(self, errors: list[CgroupError]) -> None:
-        for private in reversed(list(self._private.values())):
-            try:
-                self._fs.rmdir(private)
-            except CgroupError as exc:
-                errors.append(exc)
-        self._private.clear()
+    def _teardown(self, errors: list[BaseException]) -> None:
+        """Remove what is recorded, newest first; what fails stays recorded, its error kept."""
+        for name in reversed(list(self._creating)):
+            _attempt(errors, self._remove_unregistered, name)
+        for own, private in reversed(list(self._private.items())):
+            if _attempt(errors, self._fs.rmdir, private):
+                del self._private[own]
         if self._enabled_in_own and self._v2_own is not None:
-            self._disable(self._v2_own, self._enabled_in_own)
+            _attempt(errors, self._disable, self._v2_own, self._enabled_in_own)
             self._enabled_in_own = []
-        self._release_self_move(errors)
+        _attempt(errors, self._release_self_move)
 
     def _disable(self, own: str, controllers: list[str]) -> None:
         # EBUSY when another group below `own` still uses them: leaving them is harmless.
@@ -434,7 +462,7 @@ class CgroupManager:
                 os.path.join(own, "cgroup.subtree_control"), " ".join(f"-{c}" for c in controllers)
             )
 
-    def _release_self_move(self, errors: list[CgroupError]) -> None:
+    def _release_self_move(self) -> None:
         move, self._self_move = self._self_move, None
         if move is None:
             return
@@ -446,11 +474,8 @@ class CgroupManager:
             _SELF_MOVES.pop(move.leaf, None)
         if move.enabled:
             self._disable(move.origin, move.enabled)
-        try:
-            self._fs.write_text(os.path.join(move.origin, "cgroup.procs"), str(self._pid))
-            self._fs.rmdir(move.leaf)
-        except CgroupError as exc:
-            errors.append(exc)
+        self._fs.write_text(os.path.join(move.origin, "cgroup.procs"), str(self._pid))
+        self._fs.rmdir(move.leaf)
 
     def __enter__(self) -> CgroupManager:
         return self
@@ -461,10 +486,20 @@ class CgroupManager:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if exc is None:
-            self.close()
-            return
-        try:
-            self.close()
-        except CgroupError as cleanup:
-            exc.add_note(f"cgroup cleanup also failed: {cleanup}")
+        self.close(failure=exc)
+
+
+def _attempt(errors: list[BaseException], step: Callable[..., object], *args: object) -> bool:
+    """Run one teardown step; what it raises (even KeyboardInterrupt) is kept, not propagated,
+    so the remaining steps still run. True when it succeeded."""
+    try:
+        step(*args)
+    except BaseException as exc:  # collected; raised (or noted) once every step has run
+        errors.append(exc)
+        return False
+    return True
+
+
+def _add_notes(exc: BaseException, cleanup_errors: list[BaseException]) -> None:
+    for error in cleanup_errors:
+        exc.add_note(f"cgroup cleanup also failed: {error!r}")
