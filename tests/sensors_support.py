@@ -1,14 +1,19 @@
-"""Helpers for the sensor tests: fake trees, sparse MSR files, /proc/stat writers, a fake NVML."""
+"""Helpers for the sensor tests: fake trees, sparse MSR files, /proc/stat writers, a fake NVML,
+and running a check as an unprivileged user."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from maxwell.procfs import clock_ticks_per_second
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sensors"
+NOBODY = 65534
 
 
 def fixture(name: str) -> Path:
@@ -72,13 +77,88 @@ def write_msr_bytes(dev_root: Path, cpu: int, offset: int, data: bytes) -> Path:
     return path
 
 
-def write_cpuinfo(procfs: Path, vendor: str, model: str, packages: list[int]) -> None:
+def write_cpuinfo(
+    procfs: Path,
+    vendor: str,
+    model: str,
+    packages: list[int],
+    *,
+    signature: tuple[int, int] | None = None,
+) -> None:
+    """A /proc/cpuinfo with one block per CPU; `signature` adds `cpu family` and `model` lines."""
+    family_model = f"cpu family\t: {signature[0]}\nmodel\t\t: {signature[1]}\n" if signature else ""
     blocks = [
-        f"processor\t: {cpu}\nvendor_id\t: {vendor}\nmodel name\t: {model}\n"
+        f"processor\t: {cpu}\nvendor_id\t: {vendor}\n{family_model}model name\t: {model}\n"
         f"physical id\t: {package}\n"
         for cpu, package in enumerate(packages)
     ]
     write_text(procfs / "cpuinfo", "\n".join(blocks))
+
+
+@contextlib.contextmanager
+def world_readable_copy(name: str) -> Iterator[Path]:
+    """A copy of a fixture tree that user nobody can traverse (pytest's tmp_path is 0700).
+
+    Everything is restored to owner-writable before removal, so a test may chmod parts to 000.
+    """
+    top = Path(tempfile.mkdtemp(prefix="maxwell-sensors-"))
+    try:
+        top.chmod(0o755)
+        shutil.copytree(FIXTURES / name, top / name, symlinks=True)
+        for path in (top / name).rglob("*"):
+            if not path.is_symlink():
+                path.chmod(0o755 if path.is_dir() else 0o644)
+        yield top / name
+    finally:
+        for directory, subdirectories, _ in os.walk(top):  # top-down: open each before entering
+            for subdirectory in subdirectories:
+                child = Path(directory) / subdirectory
+                if not child.is_symlink():
+                    child.chmod(0o755)
+        shutil.rmtree(top)
+
+
+def as_nobody(action: Callable[[], str]) -> str:
+    """Run `action` in a forked child that dropped root; returns its text (or its error's).
+
+    An exception in `action` comes back as "TypeName: message" (a traceback would be a failure of
+    the child, reported with its output).
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        status = 0
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            try:
+                outcome = action()
+            except Exception as error:
+                outcome = f"{type(error).__name__}: {error}"
+            os.write(write_end, outcome.encode())
+        except BaseException:
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        outcome = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, outcome
+    return outcome
+
+
+def unprivileged(action: Callable[[], str]) -> str:
+    """Run `action` as a user that mode-000 directories keep out: nobody when we are root (root
+    reads anything), else this user (the owner of a mode-000 directory cannot list it either)."""
+    if os.geteuid() == 0:
+        return as_nobody(action)
+    try:
+        return action()
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
 
 
 class NVMLError(Exception):

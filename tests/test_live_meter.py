@@ -108,12 +108,14 @@ def test_memory_is_read_at_its_own_cadence_and_taxed_at_the_die_temperature() ->
     reads_after_add = group.stats_reads
     for _ in range(4):  # 0.4 s: no memory read yet
         node.advance(0.1, 10, 0, 10)
+        group.cpu += 5
         meter.tick()
     assert group.stats_reads == reads_after_add
     group.freed = 2**30
     group.memory, group.peak = 4096, 2**30
     for _ in range(6):  # reaches 1.0 s: one read
         node.advance(0.1, 10, 0, 10)
+        group.cpu += 5
         meter.tick()
     assert group.stats_reads == reads_after_add + 1
     usage = meter.usage("g")
@@ -123,6 +125,26 @@ def test_memory_is_read_at_its_own_cadence_and_taxed_at_the_die_temperature() ->
     meter.tick(read_memory=True)
     assert group.stats_reads == reads_after_add + 2
     assert usage.memory_freed_bytes == 2**30  # no new release, no new cost
+
+
+def test_idle_groups_are_not_read_on_the_cadence_but_lose_nothing() -> None:
+    node = ScriptedNode()
+    idle, busy = ScriptedGroup(), ScriptedGroup()
+    meter = LiveMeter(node, memory_interval_s=1.0)
+    meter.add("idle", idle)
+    meter.add("busy", busy)
+    baseline = idle.stats_reads
+    idle.freed = 8192  # e.g. its page cache reclaimed while it slept
+    for _ in range(30):
+        node.advance(0.1, 10, 0, 10)
+        busy.cpu += 5
+        meter.tick()
+    assert busy.stats_reads >= baseline + 3
+    assert idle.stats_reads == baseline
+    meter.read_memory()  # a forced reading (before a kill, at the end) covers everyone
+    assert meter.usage("idle").memory_freed_bytes == 8192
+    idle.freed = 16384
+    assert meter.discard("idle").memory_freed_bytes == 16384
 
 
 def test_adding_a_workload_twice_is_an_error() -> None:

@@ -52,7 +52,7 @@ def test_json_shape_on_the_laptop_tree(capsys: pytest.CaptureFixture[str]) -> No
         "measured": True,
         "label": "package-0",
         "max_energy_range_j": 262_143.32885,
-        "in_node_energy": "no",
+        "in_node_energy": False,  # a JSON boolean, not "no"
         "max_power_w": 28.0,
     }
     assert by_id["thermal_zone1"]["value"] == 52.0
@@ -70,6 +70,8 @@ def test_json_on_a_vm_tree_is_modelled(capsys: pytest.CaptureFixture[str]) -> No
         "model:cpu/power": ("power", "W", False),
         "model:cpu/temp": ("temperature", "C", False),
     }
+    model = next(s for s in document["sensors"] if s["id"] == "model:cpu")
+    assert model["vcpus"] == 2 and isinstance(model["vcpus"], int)  # a count, not 2.0
     assert "rapl-powercap: absent (no " in document["backends"][0]
 
 

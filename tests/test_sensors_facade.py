@@ -60,10 +60,10 @@ def test_laptop_readings_are_labelled() -> None:
     )
     assert dict(package.extra) == {
         "max_energy_range_j": 262_143.32885,
-        "in_node_energy": "no",
+        "in_node_energy": False,
         "max_power_w": 28.0,
     }
-    assert readings["intel-rapl:1"].extra["in_node_energy"] == "yes"
+    assert readings["intel-rapl:1"].extra["in_node_energy"] is True
     assert readings["intel-rapl-mmio:0"].extra["duplicate_of"] == "intel-rapl:0"
     zone = readings["thermal_zone2"]
     assert (zone.label, zone.value, zone.unit) == ("TCPU", 50.0, "C")
@@ -252,3 +252,29 @@ def test_this_host() -> None:
             assert sample.energy_measured is False
         assert len(sensors.describe()) == 6
         assert all(r.id for r in sensors.readings())
+
+
+def test_extra_never_replaces_a_documented_json_key() -> None:
+    reading = Reading(
+        id="intel-rapl:0",
+        source=Source.RAPL_POWERCAP,
+        kind=Kind.ENERGY,
+        unit="J",
+        value=1.0,
+        measured=True,
+        label="package-0",
+        extra={"measured": "maybe", "in_node_energy": True, "vcpus": 2},
+    )
+    document = reading.to_json()
+    assert (document["measured"], document["in_node_energy"], document["vcpus"]) == (True, True, 2)
+    assert list(document)[:7] == ["id", "source", "kind", "unit", "value", "measured", "label"]
+    assert json.loads(json.dumps(document))["in_node_energy"] is True
+
+
+def test_flags_and_counts_in_extra_are_booleans_and_ints_never_strings() -> None:
+    sensors = _detect(fixture("amd_2s"), use_msr=False)
+    for reading in sensors.readings():
+        for key, value in reading.extra.items():
+            if key == "in_node_energy":
+                assert isinstance(value, bool), (reading.id, value)
+            assert value not in ("yes", "no"), (reading.id, key)

@@ -9,6 +9,7 @@ import pytest
 from maxwell.clock import FakeClock
 from maxwell.errors import SensorError
 from maxwell.sensors import Kind, Sensors, Source, hwmon
+from maxwell.sensors.counters import EnergyCounter
 from sensors_support import copy_fixture, fixture, write_text
 
 AMD = fixture("amd_2s")
@@ -39,7 +40,8 @@ def test_channels_named_by_device_driver_and_label() -> None:
 def test_values_and_limits() -> None:
     channels = _by_id()
     gpu_power = channels["hwmon2/amdgpu/power1"]
-    assert gpu_power.kind == "power" and gpu_power.path.name == "power1_average"
+    assert gpu_power.kind is Kind.POWER and gpu_power.path.name == "power1_average"
+    assert channels["hwmon1/k10temp/Tctl"].kind is Kind.TEMPERATURE  # the enum, not "temp"
     assert hwmon.read_value(gpu_power) == 35_000_000  # µW
     edge = channels["hwmon2/amdgpu/edge"]
     assert edge.extra == {"critical_c": 100.0}
@@ -116,23 +118,72 @@ def test_facade_uses_cpu_socket_energy_and_hottest_k10temp() -> None:
     assert sample.temperature_c == 61.5  # the second socket, least headroom (no crit: 95 °C)
     assert sample.critical_c == 95.0
     readings = {r.id: r for r in sensors.readings()}
-    assert readings["hwmon5/amd_energy/Esocket0"].extra["in_node_energy"] == "yes"
-    assert readings["hwmon5/amd_energy/Ecore000"].extra["in_node_energy"] == "no"
+    assert readings["hwmon5/amd_energy/Esocket0"].extra["in_node_energy"] is True
+    assert readings["hwmon5/amd_energy/Ecore000"].extra["in_node_energy"] is False
     assert readings["hwmon5/amd_energy/Esocket0"].value == 3000.0  # J
 
 
-def test_i915_style_32_bit_energy_wrap_is_counted(tmp_path: Path) -> None:
-    root = copy_fixture("amd_2s", tmp_path)
-    socket0 = root / "sys" / "class" / "hwmon" / "hwmon5" / "energy2_input"
-    write_text(socket0, 2**32 - 1_000_000)
-    clock = FakeClock()
-    sensors = Sensors.detect(
+def _amd_sensors(root: Path, clock: FakeClock) -> Sensors:
+    return Sensors.detect(
         sysfs_root=root / "sys",
         dev_root=root / "dev",
         procfs_root=root / "proc",
         clock=clock,
         nvml=None,
     )
-    write_text(socket0, 4_000_000)
+
+
+def test_each_energy_driver_has_its_own_counter_range(tmp_path: Path) -> None:
+    sysfs = copy_fixture("amd_2s", tmp_path) / "sys"
+    gpu = sysfs / "class" / "hwmon" / "hwmon6"
+    write_text(gpu / "name", "i915")
+    write_text(gpu / "energy1_input", 2**32 - 1_000_000)
+    channels = {c.channel_id: c for c in hwmon.find_channels(sysfs)}
+    i915 = channels["hwmon6/i915/energy1"]
+    assert i915.kind == Kind.ENERGY
+    assert i915.energy_range_uj == 2**32 and i915.extra == {"max_energy_range_j": 4294.967296}
+    socket = channels["hwmon5/amd_energy/Esocket0"]
+    assert socket.energy_range_uj is None  # amd_energy: a 64-bit accumulator, no wrap
+    assert "max_energy_range_j" not in socket.extra
+
+
+def test_i915_style_32_bit_energy_wrap_is_counted() -> None:
+    counter = EnergyCounter("hwmon6/i915/energy1", range_units=hwmon.energy_range_uj("i915"))
+    counter.observe(2**32 - 1_000_000, at_s=0.0)
+    update = counter.observe(4_000_000, at_s=1.0)
+    assert (update.wrapped, update.delta_uj, update.warning) == (True, 5_000_000, None)
+
+
+def test_amd_energy_long_interval_at_a_high_count_has_no_false_wrap_warning(
+    tmp_path: Path,
+) -> None:
+    # amd_energy keeps a 64-bit µJ accumulator: 10 s at up to 1 kW is no reason to suspect that
+    # it went round a 2^32 µJ (4.3 kJ) range it does not have.
+    root = copy_fixture("amd_2s", tmp_path)
+    device = root / "sys" / "class" / "hwmon" / "hwmon5"
+    write_text(device / "energy2_input", 2**40)
+    write_text(device / "energy3_input", 2**41)
+    clock = FakeClock()
+    sensors = _amd_sensors(root, clock)
+    write_text(device / "energy2_input", 2**40 + 2_000_000_000)  # 200 W for 10 s
+    write_text(device / "energy3_input", 2**41 + 1_500_000_000)  # 150 W for 10 s
+    clock.advance(10.0)
+    sample = sensors.sample()
+    assert sample.energy_uj == 3_500_000_000
+    assert sample.warnings == ()
+
+
+def test_amd_energy_going_down_is_a_reset_not_a_wrap(tmp_path: Path) -> None:
+    root = copy_fixture("amd_2s", tmp_path)
+    socket0 = root / "sys" / "class" / "hwmon" / "hwmon5" / "energy2_input"
+    write_text(socket0, 2**32 - 1_000_000)
+    clock = FakeClock()
+    sensors = _amd_sensors(root, clock)
+    write_text(socket0, 4_000_000)  # the driver was reloaded: its accumulator restarted at 0
     clock.advance(1.0)
-    assert sensors.sample().energy_uj == 5_000_000
+    sample = sensors.sample()
+    assert sample.energy_uj == 4_000_000  # counted from zero, not 2^32 - prev + cur
+    assert sample.warnings == (
+        "hwmon5/amd_energy/Esocket0 energy counter went down from 4293967296 to 4000000, and "
+        "it does not wrap: treated as a reset, counted from zero",
+    )

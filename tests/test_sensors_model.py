@@ -26,7 +26,7 @@ from maxwell.sensors.model import (
     coefficients_for,
     resolve,
 )
-from sensors_support import copy_fixture, ticks, write_stat
+from sensors_support import copy_fixture, ticks, write_stat, write_text
 
 
 @pytest.mark.parametrize(
@@ -158,3 +158,19 @@ def test_configured_model_overrides_the_table(tmp_path: Path) -> None:
     assert sample.energy_uj == 4 * 1.0 * 2.0 * 1_000_000
     assert sample.idle_energy_uj == sample.energy_uj
     assert sample.critical_c == 90.0
+
+
+def test_modelled_power_of_a_vm_whose_vcpus_are_mostly_stolen(tmp_path: Path) -> None:
+    root = copy_fixture("vm", tmp_path)
+    proc = root / "proc"
+    write_stat(proc, busy_ticks=0, idle_ticks=0, cpus=2)
+    clock = FakeClock()
+    sensors = Sensors.detect(
+        sysfs_root=root / "sys", dev_root=root / "dev", procfs_root=proc, clock=clock, nvml=None
+    )
+    # 10 s on 2 vCPUs = 20 CPU-seconds: 5 busy, 5 idle, 10 stolen by the hypervisor.
+    busy, idle, steal = ticks(5), ticks(5), ticks(10)
+    write_text(proc / "stat", f"cpu  {busy} 0 0 {idle} 0 0 0 {steal} 0 0\ncpu0 0\ncpu1 0")
+    clock.advance(10.0)
+    sample = sensors.sample()
+    assert sample.power_w == pytest.approx(2 * (0.74 + 0.25 * (3.5 - 0.74)))  # 25% busy, not 75%

@@ -5,6 +5,7 @@ The msr files are sparse files built in tmp_path (AMD registers sit near 3 GiB).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,14 @@ import pytest
 from maxwell.clock import FakeClock
 from maxwell.errors import SensorError
 from maxwell.sensors import Sensors, Source, msr
-from sensors_support import fixture, write_cpuinfo, write_msr, write_msr_bytes, write_stat
+from sensors_support import (
+    copy_fixture,
+    fixture,
+    write_cpuinfo,
+    write_msr,
+    write_msr_bytes,
+    write_stat,
+)
 
 
 def _units(esu: int) -> int:
@@ -105,9 +113,9 @@ def test_amd_registers_and_units(tmp_path: Path) -> None:
     domains = msr.find_domains(dev_root=dev, procfs_root=proc, sysfs_root=tmp_path / "sys")
     assert [(d.domain_id, d.register, d.cpu) for d in domains] == [
         ("msr:package-0", 0xC001029B, 0),
-        ("msr:core-0", 0xC001029A, 0),
+        ("msr:core-cpu0", 0xC001029A, 0),  # per core: the core of the CPU it was read on
         ("msr:package-1", 0xC001029B, 2),
-        ("msr:core-1", 0xC001029A, 2),
+        ("msr:core-cpu2", 0xC001029A, 2),
     ]
     assert domains[0].joules_per_unit == 2**-16  # ESU 16: 15.3 uJ
     assert domains[0].uj_per_unit == pytest.approx(15.2588, abs=1e-4)
@@ -172,3 +180,118 @@ def test_facade_skips_msr_when_told(tmp_path: Path) -> None:
     )
     assert sensors.energy_source == Source.MODEL
     assert "rapl-msr: disabled" in sensors.describe()
+
+
+def test_cpu_signature_from_cpuinfo(tmp_path: Path) -> None:
+    assert msr.read_cpu_signature(fixture("intel_server_2s") / "proc") == (6, 0x55)
+    write_cpuinfo(tmp_path, "GenuineIntel", "Intel(R) Xeon(R) CPU", [0])  # no family/model
+    assert msr.read_cpu_signature(tmp_path) is None
+    assert msr.read_cpu_signature(tmp_path / "missing") is None
+
+
+def _server_msrs(root: Path, *, package: int, dram: int) -> None:
+    """ESU 14 (61 µJ) in 0x606 on the first CPU of each socket of the 2-socket server tree."""
+    for cpu in (0, 2):
+        write_msr(
+            root / "dev",
+            cpu,
+            {
+                msr.INTEL_POWER_UNIT: _units(14),
+                msr.INTEL_PKG_ENERGY: package,
+                msr.INTEL_PP0_ENERGY: 0x1000,
+                msr.INTEL_DRAM_ENERGY: dram,
+                msr.INTEL_PSYS_ENERGY: 0,
+            },
+        )
+
+
+def test_server_dram_counts_in_a_fixed_15_3_uj_not_the_package_unit(tmp_path: Path) -> None:
+    # Cascade Lake-SP (family 6, model 0x55): Linux's rapl_defaults_hsw_server fixes DRAM at
+    # 15.3 µJ while 0x606 says ESU 14 (61 µJ) for the package.
+    root = copy_fixture("intel_server_2s", tmp_path)
+    shutil.rmtree(root / "sys" / "class" / "powercap")  # so the facade reads the MSRs
+    _server_msrs(root, package=1_000_000, dram=2_000_000)
+    domains = {
+        d.domain_id: d
+        for d in msr.find_domains(
+            dev_root=root / "dev", procfs_root=root / "proc", sysfs_root=root / "sys"
+        )
+    }
+    assert domains["msr:package-0"].uj_per_unit == pytest.approx(61.035, abs=1e-3)
+    assert domains["msr:core-1"].uj_per_unit == pytest.approx(61.035, abs=1e-3)
+    assert domains["msr:dram-0"].uj_per_unit == pytest.approx(15.3)
+    assert domains["msr:dram-1"].joules_per_unit == msr.HSW_SERVER_DRAM_UNIT_J
+    clock = FakeClock()
+    sensors = Sensors.detect(
+        sysfs_root=root / "sys",
+        dev_root=root / "dev",
+        procfs_root=root / "proc",
+        clock=clock,
+        nvml=None,
+    )
+    assert sensors.energy_source == Source.RAPL_MSR
+    assert any(
+        line.startswith("rapl-msr: found ")
+        and "(energy unit 61 uJ; dram 15.3 uJ (fixed for this CPU))" in line
+        for line in sensors.describe()
+    )
+    _server_msrs(root, package=1_000_000 + 16_384, dram=2_000_000 + 100_000)  # on both sockets
+    clock.advance(1.0)
+    sample = sensors.sample()
+    package_uj = 16_384 * 1e6 / 2**14  # 1 J per socket at 61 µJ a count
+    dram_uj = 100_000 * 15.3  # 1.53 J per socket at 15.3 µJ a count
+    assert sample.energy_uj == 2 * round(package_uj) + 2 * round(dram_uj)
+    readings = {r.id: r for r in sensors.readings()}
+    assert readings["msr:dram-0"].extra["energy_unit_uj"] == pytest.approx(15.3)
+    assert readings["msr:dram-0"].value == pytest.approx(2_100_000 * 15.3e-6)
+
+
+@pytest.mark.parametrize(
+    ("model", "dram_uj"),
+    [
+        (0x3F, 15.3), (0x4F, 15.3), (0x56, 15.3), (0x55, 15.3), (0x6A, 15.3), (0x6C, 15.3),
+        (0x57, 15.3), (0x85, 15.3),
+        (0x8F, 61.035), (0xCF, 61.035),  # Sapphire/Emerald Rapids: DRAM follows the ESU again
+        (0x8C, 61.035),  # Tiger Lake (client): the ESU
+    ],
+)  # fmt: skip
+def test_fixed_dram_unit_by_cpu_model(tmp_path: Path, model: int, dram_uj: float) -> None:
+    dev, proc = _intel_tree(tmp_path, esu=14, packages=[0], package_energy=5)
+    write_cpuinfo(proc, "GenuineIntel", "Intel(R) Xeon(R) CPU", [0], signature=(6, model))
+    domains = {d.domain: d for d in msr.find_domains(dev_root=dev, procfs_root=proc)}
+    assert domains["dram"].uj_per_unit == pytest.approx(dram_uj, abs=1e-3)
+    assert domains["package"].uj_per_unit == pytest.approx(61.035, abs=1e-3)
+
+
+def test_sapphire_rapids_psys_counts_in_joules(tmp_path: Path) -> None:
+    dev, proc = _intel_tree(tmp_path, esu=14, packages=[0, 1], package_energy=5)
+    write_cpuinfo(
+        proc, "GenuineIntel", "Intel(R) Xeon(R) Platinum 8480+", [0, 1], signature=(6, 0x8F)
+    )
+    write_msr(dev, 0, {msr.INTEL_PSYS_ENERGY: 1_234})
+    domains = msr.find_domains(dev_root=dev, procfs_root=proc)
+    psys = [d for d in domains if d.domain == "psys"]
+    assert [(d.domain_id, d.joules_per_unit) for d in psys] == [("msr:psys", 1.0)]
+    assert msr.node_domains(domains) == psys
+
+
+def test_amd_core_energy_is_one_core_labelled_by_cpu_and_not_node_energy(tmp_path: Path) -> None:
+    dev, proc = tmp_path / "dev", tmp_path / "proc"
+    write_cpuinfo(proc, "AuthenticAMD", "AMD EPYC 7763 64-Core Processor", [0, 0, 1, 1])
+    write_stat(proc, busy_ticks=100, idle_ticks=900, cpus=4)
+    data = bytes([0x03, 16]) + (0x0040_E240).to_bytes(4, "little") + bytes(4)
+    for cpu in range(4):
+        write_msr_bytes(dev, cpu, msr.AMD_POWER_UNIT, data)
+    sensors = Sensors.detect(
+        sysfs_root=tmp_path / "sys", dev_root=dev, procfs_root=proc, clock=FakeClock(), nvml=None
+    )
+    assert any(
+        line.startswith("rapl-msr: found package-0, core-cpu0, package-1, core-cpu2 ")
+        and line.endswith("node energy = package-0 + package-1")
+        for line in sensors.describe()
+    )
+    readings = {r.id: r for r in sensors.readings()}
+    core = readings["msr:core-cpu2"]
+    assert (core.label, core.extra["cpu"], core.extra["in_node_energy"]) == ("core-cpu2", 2, False)
+    assert readings["msr:package-1"].extra["in_node_energy"] is True
+    assert "cpu" not in readings["msr:package-1"].extra

@@ -56,7 +56,7 @@ def test_facade_readings_for_gpus_are_measured_but_not_node_energy() -> None:
     assert (energy.kind, energy.unit, energy.value, energy.measured) == (
         Kind.ENERGY, "J", 123_456.789, True,
     )  # fmt: skip
-    assert energy.extra["in_node_energy"] == "no"
+    assert energy.extra["in_node_energy"] is False
     assert readings["nvml:0/power"].value == 61.25
     assert readings["nvml:0/temp"].extra == {"slowdown_c": 88.0}
     assert "nvml:1" not in readings  # no energy counter before Volta

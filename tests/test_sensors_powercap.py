@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,11 +14,10 @@ import pytest
 from maxwell.clock import FakeClock
 from maxwell.errors import SensorError, SensorPermissionError
 from maxwell.sensors import Sensors, powercap
-from sensors_support import copy_fixture, fixture, write_text
+from sensors_support import as_nobody, copy_fixture, fixture, write_text
 
 LAPTOP_SYS = fixture("intel_laptop") / "sys"
 SERVER_SYS = fixture("intel_server_2s") / "sys"
-NOBODY = 65534
 
 
 def test_laptop_zones_names_and_ranges() -> None:
@@ -142,34 +141,6 @@ def world_readable_laptop() -> Iterator[Path]:
         shutil.rmtree(top)
 
 
-def _as_nobody(action: Callable[[], str]) -> str:
-    """Run `action` in a forked child that dropped root; returns its text (or its error's)."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        status = 0
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            try:
-                outcome = action()
-            except Exception as error:
-                outcome = f"{type(error).__name__}: {error}"
-            os.write(write_end, outcome.encode())
-        except BaseException:
-            status = 1
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        outcome = pipe.read().decode()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, outcome
-    return outcome
-
-
 def test_root_only_energy_uj_read_as_non_root_gives_one_clear_line(
     world_readable_laptop: Path,
 ) -> None:
@@ -177,7 +148,7 @@ def test_root_only_energy_uj_read_as_non_root_gives_one_clear_line(
     energy = sysfs / "class" / "powercap" / "intel-rapl:0" / "energy_uj"
     zone = powercap.find_zones(sysfs)[0]
     if os.geteuid() == 0:
-        outcome = _as_nobody(lambda: f"read {powercap.read_energy_uj(zone)}")
+        outcome = as_nobody(lambda: f"read {powercap.read_energy_uj(zone)}")
         assert outcome.startswith("SensorPermissionError: "), outcome
         message = outcome.removeprefix("SensorPermissionError: ")
     else:
@@ -204,7 +175,7 @@ def test_facade_as_non_root_says_why_it_falls_back(world_readable_laptop: Path) 
         )
         return json.dumps([str(sensors.energy_source), sensors.describe()[0]])
 
-    source, line = json.loads(_as_nobody(detect))
+    source, line = json.loads(as_nobody(detect))
     assert source == "model"  # no silent fallback: describe() says why
     assert line == (
         "rapl-powercap: unreadable (cannot read "

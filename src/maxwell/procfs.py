@@ -1,7 +1,17 @@
 """Readers for the few /proc files Maxwell needs; every reader takes `procfs_root`.
 
 `/proc/stat`'s first line gives cumulative CPU time per state in USER_HZ ticks; we convert to
-nanoseconds. Busy time is everything but idle and iowait (guest time is already counted in user).
+nanoseconds. Busy time is user + nice + system + irq + softirq (guest time is already counted in
+user). Idle, iowait and steal are not busy.
+
+Steal is time the hypervisor ran something else while this vCPU wanted to run: no work was done
+for this guest, and no power drawn on its behalf, so it is not busy. It stays in the total, as
+not-busy time: the meter and the model integrate power over wall-clock time, so utilisation must
+be busy time over all the time that passed. Dropping steal from the total as well would scale the
+busy share up to the time the vCPU actually ran (busy 0.5 s, stolen 0.5 s of 1 s would read as
+100% busy for the whole second), charging the guest for the stolen half again. It also keeps busy
+time comparable with per-process and per-cgroup CPU time, which exclude steal (the kernel's task
+clock does not advance while a vCPU is preempted, with steal-time accounting).
 """
 
 from __future__ import annotations
@@ -21,7 +31,10 @@ def clock_ticks_per_second() -> int:
 
 @dataclass(frozen=True)
 class CpuTimes:
-    """Cumulative node CPU time, nanoseconds, summed over every CPU."""
+    """Cumulative node CPU time, nanoseconds, summed over every CPU.
+
+    `idle_ns` is everything not busy: idle, iowait and steal.
+    """
 
     busy_ns: int
     total_ns: int
@@ -49,8 +62,8 @@ def parse_proc_stat(text: str, ticks_per_second: int) -> CpuTimes:
     # user nice system idle iowait irq softirq steal guest guest_nice; guest is inside user.
     states = (aggregate + [0] * 10)[:10]
     user, nice, system, idle, iowait, irq, softirq, steal = states[:8]
-    busy = user + nice + system + irq + softirq + steal
-    total = busy + idle + iowait
+    busy = user + nice + system + irq + softirq
+    total = busy + idle + iowait + steal  # steal: time that passed, not work done (see above)
     ns_per_tick = NS_PER_S // ticks_per_second
     return CpuTimes(busy_ns=busy * ns_per_tick, total_ns=total * ns_per_tick, cpus=max(cpus, 1))
 

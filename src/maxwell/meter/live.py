@@ -56,11 +56,12 @@ class WorkloadUsage:
 
 
 class _Tracked:
-    __slots__ = ("cpu_ns", "freed_bytes", "group", "usage")
+    __slots__ = ("cpu_at_memory_ns", "cpu_ns", "freed_bytes", "group", "usage")
 
     def __init__(self, group: MeteredGroup, stats: GroupStats) -> None:
         self.group = group
         self.cpu_ns = stats.cpu_ns
+        self.cpu_at_memory_ns = stats.cpu_ns  # CPU time when the memory figures were last read
         self.freed_bytes = stats.memory_freed_bytes
         self.usage = WorkloadUsage(
             memory_freed_exact=stats.memory_freed_exact,
@@ -91,8 +92,10 @@ class LiveMeter:
         self._workloads[name] = _Tracked(group, group.stats())
 
     def discard(self, name: str) -> WorkloadUsage:
-        """Stop metering `name`; returns its final totals."""
-        return self._workloads.pop(name).usage
+        """Stop metering `name`; returns its final totals (memory figures read one last time)."""
+        tracked = self._workloads.pop(name)
+        _read_group_memory(tracked, self.node.temperature_c)
+        return tracked.usage
 
     def usage(self, name: str) -> WorkloadUsage:
         return self._workloads[name].usage
@@ -140,7 +143,7 @@ class LiveMeter:
                 usage.cpu_cores = delta_ns * per_second / NS_PER_S
         # A microsecond of slack so that ten ticks of 0.1 s make a second despite float sums.
         if read_memory or node.at_s - self._memory_read_at_s >= self._memory_interval_s - 1e-6:
-            self._read_memory(node.temperature_c)
+            self._read_memory(node.temperature_c, only_if_ran=not read_memory)
             self._memory_read_at_s = node.at_s
         for warning in node.warnings:
             if warning not in self.warnings:
@@ -150,18 +153,31 @@ class LiveMeter:
 
     def read_memory(self) -> None:
         """Read every group's memory figures now (e.g. just before a kill frees it all)."""
-        self._read_memory(self.node.temperature_c)
+        self._read_memory(self.node.temperature_c, only_if_ran=False)
 
-    def _read_memory(self, temperature_c: float) -> None:
+    def _read_memory(self, temperature_c: float, *, only_if_ran: bool) -> None:
+        """Read memory figures; on the regular cadence, only of groups that ran since last time.
+
+        A group that used no CPU since its last reading has allocated and freed nothing itself
+        (reclaim of its page cache may still uncharge pages: the cumulative counter keeps them,
+        and the next reading, forced ones included, bills them). Skipping idle groups is what
+        keeps the once-a-second `memory.stat` reads cheap on a node of mostly idle agents.
+        """
         for tracked in self._workloads.values():
-            stats = tracked.group.stats()
-            usage = tracked.usage
-            freed = max(stats.memory_freed_bytes - tracked.freed_bytes, 0)
-            tracked.freed_bytes = max(stats.memory_freed_bytes, tracked.freed_bytes)
-            usage.memory_freed_bytes += freed
-            usage.memory_freed_exact = stats.memory_freed_exact
-            usage.landauer_j += landauer_joules(freed, temperature_c)
-            usage.memory_bytes = stats.memory_bytes
-            usage.peak_memory_bytes = max(
-                usage.peak_memory_bytes, stats.peak_memory_bytes, stats.memory_bytes
-            )
+            if not only_if_ran or tracked.cpu_ns != tracked.cpu_at_memory_ns:
+                _read_group_memory(tracked, temperature_c)
+
+
+def _read_group_memory(tracked: _Tracked, temperature_c: float) -> None:
+    tracked.cpu_at_memory_ns = tracked.cpu_ns
+    stats = tracked.group.stats()
+    usage = tracked.usage
+    freed = max(stats.memory_freed_bytes - tracked.freed_bytes, 0)
+    tracked.freed_bytes = max(stats.memory_freed_bytes, tracked.freed_bytes)
+    usage.memory_freed_bytes += freed
+    usage.memory_freed_exact = stats.memory_freed_exact
+    usage.landauer_j += landauer_joules(freed, temperature_c)
+    usage.memory_bytes = stats.memory_bytes
+    usage.peak_memory_bytes = max(
+        usage.peak_memory_bytes, stats.peak_memory_bytes, stats.memory_bytes
+    )

@@ -9,12 +9,15 @@ Map of the package:
 - `nvml`: NVIDIA GPUs through an injected NVML module.
 - `model`: the labelled fallback (Cloud Carbon Footprint power, RC die temperature). Pure.
 - `counters`: wraparound-safe energy counters. Pure.
-- `_sysfs`: attribute-file readers; the one place `OSError` becomes `SensorError`.
+- `_sysfs`: attribute-file and directory readers; the one place `OSError` becomes `SensorError`.
+- `_types`: `Source` and `Kind`, the labels on every reading (re-exported here).
 - `cli`: `maxwell sensors`.
 
 Backends return raw readings; this facade picks sources, normalises units (J, W, °C; integer µJ
 for the node's energy), labels every figure measured or modelled, and turns failures into
-warnings rather than silent fallbacks.
+warnings rather than silent fallbacks. A backend whose directory this user may not read is
+reported by `describe()` as "unreadable (why)" and skipped, never a traceback; a single zone or
+device that cannot be read is named on its backend's line ("skipped ...").
 
 Preference for node energy: rapl-powercap > rapl-msr > hwmon (CPU socket energy) > model.
 Preference for the node temperature: a CPU thermal zone (x86_pkg_temp first) > a hwmon CPU channel
@@ -35,7 +38,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -44,6 +46,7 @@ from maxwell.clock import Clock, SystemClock
 from maxwell.errors import SensorError, SensorPermissionError
 from maxwell.procfs import CpuTimes, CpuTimesReader, read_cpu_model
 from maxwell.sensors import hwmon, msr, nvml, powercap, thermal
+from maxwell.sensors._types import Kind, Source
 from maxwell.sensors.counters import DEFAULT_PACKAGE_MAX_POWER_W, EnergyCounter
 from maxwell.sensors.model import (
     DieTemperature,
@@ -66,30 +69,24 @@ __all__ = [
 ]
 
 
-class Source(StrEnum):
-    RAPL_POWERCAP = "rapl-powercap"
-    RAPL_MSR = "rapl-msr"
-    HWMON = "hwmon"
-    THERMAL = "thermal"
-    NVML = "nvml"
-    MODEL = "model"
-
-
-class Kind(StrEnum):
-    ENERGY = "energy"
-    POWER = "power"
-    TEMPERATURE = "temperature"
-
-
 _A = TypeVar("_A")
 _R = TypeVar("_R")
 
 _UNITS = {Kind.ENERGY: "J", Kind.POWER: "W", Kind.TEMPERATURE: "C"}
+# The value and unit each hwmon kind's raw reading is scaled to: µJ -> J, µW -> W, m°C -> °C.
+_HWMON_SCALE = {Kind.ENERGY: 1e6, Kind.POWER: 1e6, Kind.TEMPERATURE: 1e3}
+
+# A reading's extra facts: numbers stay numbers, flags stay booleans (STYLE #4: never a string).
+ExtraValue = float | int | str | bool
 
 
 @dataclass(frozen=True)
 class Reading:
-    """One live reading of one sensor, for `maxwell sensors`. Energy is cumulative J."""
+    """One live reading of one sensor, for `maxwell sensors`. Energy is cumulative J.
+
+    `to_json()` gives the documented keys (`id`, `source`, `kind`, `unit`, `value`, `measured`,
+    `label`) and then `extra`'s, which can add facts but never replace a documented key.
+    """
 
     id: str
     source: Source
@@ -98,10 +95,10 @@ class Reading:
     value: float
     measured: bool
     label: str
-    extra: Mapping[str, float | str] = field(default_factory=lambda: MappingProxyType({}))
+    extra: Mapping[str, ExtraValue] = field(default_factory=lambda: MappingProxyType({}))
 
     def to_json(self) -> dict[str, object]:
-        return {
+        document: dict[str, object] = {
             "id": self.id,
             "source": str(self.source),
             "kind": str(self.kind),
@@ -109,8 +106,10 @@ class Reading:
             "value": self.value,
             "measured": self.measured,
             "label": self.label,
-            **self.extra,
         }
+        for key, value in self.extra.items():
+            document.setdefault(key, value)
+        return document
 
 
 def _reading(
@@ -121,7 +120,7 @@ def _reading(
     *,
     measured: bool,
     label: str,
-    extra: Mapping[str, float | str] | None = None,
+    extra: Mapping[str, ExtraValue] | None = None,
 ) -> Reading:
     return Reading(
         id=id,
@@ -181,6 +180,11 @@ class _NodeCounter:
 def _absent(source: Source, error: SensorError) -> str:
     state = "unreadable" if isinstance(error, SensorPermissionError) else "absent"
     return f"{source}: {state} ({error})"
+
+
+def _skipped(skipped: list[str]) -> str:
+    """The tail of a backend's describe() line naming what it could not read, if anything."""
+    return f"; skipped {', '.join(skipped)}" if skipped else ""
 
 
 class Sensors:
@@ -275,8 +279,9 @@ class Sensors:
         return self
 
     def _probe_powercap(self, sysfs_root: str | Path) -> None:
+        skipped: list[str] = []
         try:
-            zones = powercap.find_zones(sysfs_root)
+            zones = powercap.find_zones(sysfs_root, skipped=skipped)
             node = powercap.node_zones(zones)
             if not node:
                 raise SensorError("no package, dram or psys zone")
@@ -292,7 +297,9 @@ class Sensors:
             for z in zones
         )
         node_names = " + ".join(z.name for z in node)
-        self._describe.append(f"{Source.RAPL_POWERCAP}: found {names}; node energy = {node_names}")
+        self._describe.append(
+            f"{Source.RAPL_POWERCAP}: found {names}; node energy = {node_names}" + _skipped(skipped)
+        )
 
     def _probe_msr(
         self, *, dev_root: str | Path, procfs_root: str | Path, sysfs_root: str | Path
@@ -309,15 +316,19 @@ class Sensors:
             return
         self._msr_domains = domains
         self._msr_node_ids = {d.domain_id for d in node}
-        unit_uj = domains[0].uj_per_unit
+        unit_uj = domains[0].uj_per_unit  # the package's: the units register's ESU
+        fixed = {d.domain: d.uj_per_unit for d in domains if d.uj_per_unit != unit_uj}
+        units = "".join(f"; {name} {uj:.3g} uJ (fixed for this CPU)" for name, uj in fixed.items())
         self._describe.append(
             f"{Source.RAPL_MSR}: found {', '.join(d.label for d in domains)} "
-            f"(energy unit {unit_uj:.3g} uJ); node energy = {' + '.join(d.label for d in node)}"
+            f"(energy unit {unit_uj:.3g} uJ{units}); "
+            f"node energy = {' + '.join(d.label for d in node)}"
         )
 
     def _probe_hwmon(self, sysfs_root: str | Path) -> None:
+        skipped: list[str] = []
         try:
-            channels = hwmon.find_channels(sysfs_root)
+            channels = hwmon.find_channels(sysfs_root, skipped=skipped)
         except SensorError as error:
             self._describe.append(_absent(Source.HWMON, error))
             return
@@ -325,17 +336,20 @@ class Sensors:
         devices = list(dict.fromkeys(f"{c.device} {c.driver}" for c in channels))
         self._describe.append(
             f"{Source.HWMON}: found {len(channels)} channels on {', '.join(devices)}"
+            + _skipped(skipped)
         )
 
     def _probe_thermal(self, sysfs_root: str | Path) -> None:
+        skipped: list[str] = []
         try:
-            zones = thermal.find_zones(sysfs_root)
+            zones = thermal.find_zones(sysfs_root, skipped=skipped)
         except SensorError as error:
             self._describe.append(_absent(Source.THERMAL, error))
             return
         self._thermal_zones = zones
         self._describe.append(
             f"{Source.THERMAL}: found {', '.join(f'{z.zone_id} {z.zone_type}' for z in zones)}"
+            + _skipped(skipped)
         )
 
     def _probe_nvml(self, module: object | None) -> None:
@@ -380,7 +394,7 @@ class Sensors:
                 for channel in sockets:
                     counter = EnergyCounter(
                         channel.channel_id,
-                        range_units=hwmon.ENERGY_RANGE_UJ,
+                        range_units=channel.energy_range_uj,
                         max_power_w=DEFAULT_PACKAGE_MAX_POWER_W,
                     )
                     counters.append(_NodeCounter(counter, _bind(hwmon.read_value, channel)))
@@ -546,9 +560,9 @@ class Sensors:
             except SensorError as error:
                 warnings.append(f"{zone.zone_id}: {error}; skipped")
                 continue
-            extra: dict[str, float | str] = {
+            extra: dict[str, ExtraValue] = {
                 "max_energy_range_j": zone.max_energy_range_uj / UJ_PER_J,
-                "in_node_energy": "yes" if zone.zone_id in self._powercap_node_ids else "no",
+                "in_node_energy": zone.zone_id in self._powercap_node_ids,
             }
             if zone.max_power_uw is not None:
                 extra["max_power_w"] = zone.max_power_uw / 1e6
@@ -575,11 +589,13 @@ class Sensors:
             except SensorError as error:
                 warnings.append(f"{domain.domain_id}: {error}; skipped")
                 continue
-            extra: dict[str, float | str] = {
+            extra: dict[str, ExtraValue] = {
                 "max_energy_range_j": msr.ENERGY_RANGE_UNITS * domain.joules_per_unit,
                 "energy_unit_uj": domain.uj_per_unit,
-                "in_node_energy": "yes" if domain.domain_id in self._msr_node_ids else "no",
+                "in_node_energy": domain.domain_id in self._msr_node_ids,
             }
+            if domain.scope == "core":
+                extra["cpu"] = domain.cpu  # one core's energy: the core of this CPU
             out.append(
                 _reading(
                     domain.domain_id,
@@ -599,11 +615,6 @@ class Sensors:
             if self.energy_source == Source.HWMON
             else set()
         )
-        kinds = {
-            "energy": (Kind.ENERGY, 1e6),
-            "power": (Kind.POWER, 1e6),
-            "temp": (Kind.TEMPERATURE, 1e3),
-        }
         out: list[Reading] = []
         for channel in self._hwmon_channels:
             try:
@@ -611,16 +622,15 @@ class Sensors:
             except SensorError as error:
                 warnings.append(f"{channel.channel_id}: dead channel ({error}); skipped")
                 continue
-            kind, scale = kinds[channel.kind]
-            extra: dict[str, float | str] = dict(channel.extra)
-            if channel.kind == "energy":
-                extra["in_node_energy"] = "yes" if channel.channel_id in node_ids else "no"
+            extra: dict[str, ExtraValue] = dict(channel.extra)
+            if channel.kind == Kind.ENERGY:
+                extra["in_node_energy"] = channel.channel_id in node_ids
             out.append(
                 _reading(
                     channel.channel_id,
                     Source.HWMON,
-                    kind,
-                    raw / scale,
+                    channel.kind,
+                    raw / _HWMON_SCALE[channel.kind],
                     measured=True,
                     label=channel.label,
                     extra=extra,
@@ -636,7 +646,7 @@ class Sensors:
             except SensorError as error:
                 warnings.append(f"{zone.zone_id}: {error}; skipped")
                 continue
-            extra: dict[str, float | str] = {
+            extra: dict[str, ExtraValue] = {
                 f"trip_{t}_c": c for t, c in sorted(zone.trips_c.items())
             }
             if zone.critical_c is not None:
@@ -669,7 +679,7 @@ class Sensors:
                         gpu.energy_mj / 1e3,
                         measured=True,
                         label=gpu.name,
-                        extra={"in_node_energy": "no"},
+                        extra={"in_node_energy": False},
                     )
                 )
             if gpu.power_mw is not None:
@@ -684,7 +694,7 @@ class Sensors:
                     )
                 )
             if gpu.temperature_c is not None:
-                extra: dict[str, float | str] = {}
+                extra: dict[str, ExtraValue] = {}
                 if gpu.slowdown_c is not None:
                     extra["slowdown_c"] = gpu.slowdown_c
                 out.append(
@@ -704,9 +714,9 @@ class Sensors:
         out: list[Reading] = []
         parameters = self._model.parameters
         if not self.energy_measured:
-            extra: dict[str, float | str] = {
+            extra: dict[str, ExtraValue] = {
                 "cpu_family": parameters.coefficients.family,
-                "vcpus": float(parameters.vcpus),
+                "vcpus": parameters.vcpus,
                 "utilisation": self._model.utilisation,
                 "idle_w": parameters.idle_power_w,
                 "max_w": parameters.max_power_w,

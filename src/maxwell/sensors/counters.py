@@ -4,6 +4,8 @@ Rules and invariants:
 
 - A hardware energy counter counts up in fixed units and wraps to zero at its range (powercap:
   `max_energy_range_uj`; RAPL MSRs: 2^32 energy units; hwmon/i915/amdgpu: 2^32 µJ).
+- A counter with no range (`range_units=None`: amd_energy's and zenergy's 64-bit accumulators)
+  never wraps: a decrease is a reset, and no interval is ambiguous.
 - When a reading is below the previous one, the counter wrapped once: the delta is
   `range - prev + cur`. The interval is never dropped (Scaphandre drops it; shared/REFERENCE.md).
 - A counter whose previous reading was already at or above its stated range cannot have wrapped
@@ -39,11 +41,11 @@ class CounterDelta:
     ambiguous: bool = False
 
 
-def counter_delta(previous: int, current: int, range_units: int) -> CounterDelta:
-    """Delta between two raw readings of a counter that wraps at `range_units`."""
+def counter_delta(previous: int, current: int, range_units: int | None) -> CounterDelta:
+    """Delta between two raw readings of a counter that wraps at `range_units` (None: never)."""
     if current >= previous:
         return CounterDelta(units=current - previous)
-    if previous >= range_units:
+    if range_units is None or previous >= range_units:
         return CounterDelta(units=current, reset=True)
     return CounterDelta(units=range_units - previous + current, wrapped=True)
 
@@ -79,11 +81,11 @@ class EnergyCounter:
         self,
         name: str,
         *,
-        range_units: int,
+        range_units: int | None,
         uj_per_unit: float = 1.0,
         max_power_w: float = DEFAULT_PACKAGE_MAX_POWER_W,
     ) -> None:
-        if range_units <= 0:
+        if range_units is not None and range_units <= 0:
             raise ValueError(f"{name}: counter range must be positive, got {range_units}")
         if uj_per_unit <= 0:
             raise ValueError(f"{name}: counter unit must be positive, got {uj_per_unit}")
@@ -96,7 +98,10 @@ class EnergyCounter:
         self._previous_at_s = 0.0
 
     @property
-    def range_j(self) -> float:
+    def range_j(self) -> float | None:
+        """Where the counter wraps, J; None when it never does."""
+        if self.range_units is None:
+            return None
         return self.range_units * self.uj_per_unit / UJ_PER_J
 
     @property
@@ -115,12 +120,19 @@ class EnergyCounter:
         self.total_units += delta.units
         self._previous, self._previous_at_s = raw, at_s
         warning: str | None = None
-        ambiguous = may_wrap_more_than_once(elapsed_s, self.max_power_w, self.range_j)
-        if ambiguous:
+        range_j = self.range_j
+        ambiguous = False
+        if range_j is not None and may_wrap_more_than_once(elapsed_s, self.max_power_w, range_j):
+            ambiguous = True
             warning = (
-                f"{self.name} energy counter range {format_joules(self.range_j)} may have wrapped "
+                f"{self.name} energy counter range {format_joules(range_j)} may have wrapped "
                 f"more than once in {elapsed_s:.3g} s (at up to {self.max_power_w:.0f} W); "
                 "reading flagged: counted as the least energy consistent with it"
+            )
+        elif delta.reset and self.range_units is None:
+            warning = (
+                f"{self.name} energy counter went down from {previous} to {raw}, and it does not "
+                "wrap: treated as a reset, counted from zero"
             )
         elif delta.reset:
             warning = (

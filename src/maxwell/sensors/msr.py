@@ -7,15 +7,22 @@ A register is read as 8 little-endian bytes at offset = register number (`pread`
 - AMD:   0xC0010299 units, 0xC001029B package, 0xC001029A core.
 
 The energy status unit is bits 12:8 of the units register: one count is 1/2^ESU J (ESU 16:
-15.3 µJ, typical; ESU 14: 61 µJ on some servers). Energy registers count in their low 32 bits and
-wrap (in about a minute at high power).
+15.3 µJ, typical; ESU 14: 61 µJ on some servers). Some Intel server parts ignore the ESU for one
+domain: DRAM counts in a fixed 15.3 µJ on Haswell-EP through Ice Lake-SP (and Xeon Phi), PSYS in
+1 J on Sapphire/Emerald Rapids (`FIXED_ENERGY_UNITS_J`, chosen by `cpu family` and `model` in
+`<proc>/cpuinfo`). Energy registers count in their low 32 bits and wrap (in about a minute at
+high power).
 
-One reading per physical package: the package of each CPU comes from `physical id` in
-`<proc>/cpuinfo`, else `<sysfs>/devices/system/cpu/cpuN/topology/physical_package_id`, else a
-single package is assumed. PSYS is platform-wide and read once. A register that errors or reads 0
-when the backend starts is treated as not implemented on this CPU.
+Package, DRAM and Intel PP0 (core) counters cover a whole package: one reading per physical
+package, from its first CPU. The package of each CPU comes from `physical id` in `<proc>/cpuinfo`,
+else `<sysfs>/devices/system/cpu/cpuN/topology/physical_package_id`, else a single package is
+assumed. PSYS is platform-wide and read once. AMD's core energy (0xC001029A) is per core: what is
+reported is the core of the CPU it was read on (`core-cpuN`, the package's first CPU), a sample,
+not the package's cores in total. A register that errors or reads 0 when the backend starts is
+treated as not implemented on this CPU.
 
-Node energy follows the powercap rule: PSYS alone if present, else packages + DRAM.
+Node energy follows the powercap rule: PSYS alone if present, else packages + DRAM. Core energy
+(Intel PP0, AMD per-core) is part of its package and is never added.
 
 Failure modes: no `<dev>/cpu/*/msr` (module not loaded) means the backend is absent; EIO on a read
 is what a hypervisor's #GP (Xen) looks like, reported as a `SensorError` saying so.
@@ -26,11 +33,11 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from maxwell.errors import SensorError, SensorPermissionError
-from maxwell.sensors._sysfs import read_optional_int
+from maxwell.sensors._sysfs import exists, is_dir, list_dir, read_optional_int
 from maxwell.units import UJ_PER_J
 
 ENERGY_MASK = 0xFFFF_FFFF
@@ -50,11 +57,37 @@ AMD_CORE_ENERGY = 0xC001029A
 AMD_PKG_ENERGY = 0xC001029B
 
 
+# Energy units (J per count) that replace the units register's ESU for one domain, by Intel
+# family-6 model number. From Linux drivers/powercap/intel_rapl_common.c: `rapl_defaults_hsw_server`
+# (.dram_domain_energy_unit = 15300, in nJ: 15.3 µJ) is used for HASWELL_X, BROADWELL_X,
+# SKYLAKE_X (also Cascade Lake-SP and Cooper Lake, same model), ICELAKE_X, ICELAKE_D, XEON_PHI_KNL
+# and XEON_PHI_KNM; `rapl_defaults_spr_server` (.psys_domain_energy_unit = NANOJOULE_PER_JOULE:
+# 1 J) for SAPPHIRERAPIDS_X and EMERALDRAPIDS_X, whose DRAM follows the ESU again (Linux 6.1).
+# BROADWELL_D: arch/x86/events/rapl.c gives it the same fixed DRAM unit (model_hsx), though
+# powercap lists it with rapl_defaults_core; the perf driver is followed here.
+HSW_SERVER_DRAM_UNIT_J = 15.3e-6
+SPR_SERVER_PSYS_UNIT_J = 1.0
+_HSW_SERVER = {"dram": HSW_SERVER_DRAM_UNIT_J}
+_SPR_SERVER = {"psys": SPR_SERVER_PSYS_UNIT_J}
+FIXED_ENERGY_UNITS_J: dict[int, dict[str, float]] = {
+    0x3F: _HSW_SERVER,  # Haswell-X
+    0x4F: _HSW_SERVER,  # Broadwell-X
+    0x56: _HSW_SERVER,  # Broadwell-D
+    0x55: _HSW_SERVER,  # Skylake-X, Cascade Lake-SP, Cooper Lake
+    0x6A: _HSW_SERVER,  # Ice Lake-X
+    0x6C: _HSW_SERVER,  # Ice Lake-D
+    0x57: _HSW_SERVER,  # Xeon Phi Knights Landing
+    0x85: _HSW_SERVER,  # Xeon Phi Knights Mill
+    0x8F: _SPR_SERVER,  # Sapphire Rapids-X
+    0xCF: _SPR_SERVER,  # Emerald Rapids-X
+}
+
+
 @dataclass(frozen=True)
 class _Register:
     domain: str  # "package", "core", "dram", "psys"
     address: int
-    platform_wide: bool = False
+    scope: str = "package"  # what one register covers: "package", "core" or "platform"
 
 
 _REGISTERS: dict[str, tuple[int, tuple[_Register, ...]]] = {
@@ -64,14 +97,14 @@ _REGISTERS: dict[str, tuple[int, tuple[_Register, ...]]] = {
             _Register("package", INTEL_PKG_ENERGY),
             _Register("core", INTEL_PP0_ENERGY),
             _Register("dram", INTEL_DRAM_ENERGY),
-            _Register("psys", INTEL_PSYS_ENERGY, platform_wide=True),
+            _Register("psys", INTEL_PSYS_ENERGY, scope="platform"),
         ),
     ),
     AMD: (
         AMD_POWER_UNIT,
         (
             _Register("package", AMD_PKG_ENERGY),
-            _Register("core", AMD_CORE_ENERGY),
+            _Register("core", AMD_CORE_ENERGY, scope="core"),
         ),
     ),
 }
@@ -79,16 +112,21 @@ _REGISTERS: dict[str, tuple[int, tuple[_Register, ...]]] = {
 
 @dataclass(frozen=True)
 class MsrDomain:
-    domain_id: str  # "msr:package-0", "msr:core-0", "msr:dram-1", "msr:psys"
+    domain_id: str  # "msr:package-0", "msr:core-0", "msr:dram-1", "msr:psys", "msr:core-cpu2"
     domain: str
     package: int
     cpu: int
     register: int
     joules_per_unit: float
+    scope: str = "package"  # "package", "core" (one core: the CPU read on) or "platform"
 
     @property
     def label(self) -> str:
-        return self.domain if self.domain == "psys" else f"{self.domain}-{self.package}"
+        if self.scope == "platform":
+            return self.domain
+        if self.scope == "core":
+            return f"{self.domain}-cpu{self.cpu}"
+        return f"{self.domain}-{self.package}"
 
     @property
     def uj_per_unit(self) -> float:
@@ -151,6 +189,31 @@ def read_vendor(procfs_root: str | Path = "/proc") -> str | None:
     return None
 
 
+def read_cpu_signature(procfs_root: str | Path = "/proc") -> tuple[int, int] | None:
+    """(`cpu family`, `model`) of the first CPU in /proc/cpuinfo, or None when it has none."""
+    try:
+        text = (Path(procfs_root) / "cpuinfo").read_text()
+    except OSError:
+        return None
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip() and fields:
+            break  # the first processor's block is enough: every CPU of a machine is one model
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    try:
+        return int(fields["cpu family"]), int(fields["model"])
+    except (KeyError, ValueError):
+        return None
+
+
+def fixed_energy_units(vendor: str | None, signature: tuple[int, int] | None) -> dict[str, float]:
+    """Domain -> J per count for domains whose unit is fixed on this CPU (not the ESU)."""
+    if vendor != INTEL or signature is None or signature[0] != 6:
+        return {}
+    return dict(FIXED_ENERGY_UNITS_J.get(signature[1], {}))
+
+
 def _cpuinfo_packages(procfs_root: str | Path) -> dict[int, int]:
     """cpu number -> `physical id`, from /proc/cpuinfo blocks (empty when it has none)."""
     try:
@@ -189,9 +252,9 @@ def package_of_cpus(
 
 def _msr_cpus(dev_root: str | Path) -> list[int]:
     base = Path(dev_root) / "cpu"
-    if not base.is_dir():
+    if not is_dir(base):
         return []
-    cpus = [int(e.name) for e in base.iterdir() if e.name.isdigit() and (e / "msr").exists()]
+    cpus = [int(e.name) for e in list_dir(base) if e.name.isdigit() and exists(e / "msr")]
     return sorted(cpus)
 
 
@@ -209,6 +272,7 @@ def find_domains(
     if not cpus:
         raise SensorError(f"no {Path(dev_root) / 'cpu' / '*' / 'msr'} (msr module not loaded?)")
     units_register, registers = _REGISTERS[vendor]
+    fixed_units = fixed_energy_units(vendor, read_cpu_signature(procfs_root))
     first_cpu_of_package: dict[int, int] = {}
     for cpu, package in package_of_cpus(
         cpus, procfs_root=procfs_root, sysfs_root=sysfs_root
@@ -220,7 +284,7 @@ def find_domains(
         # The units register must read: otherwise nothing else from this CPU can be trusted.
         joules_per_unit = energy_joules_per_unit(read_msr(path, units_register))
         for register in registers:
-            if register.platform_wide and package != min(first_cpu_of_package):
+            if register.scope == "platform" and package != min(first_cpu_of_package):
                 continue
             try:
                 if read_msr(path, register.address) & ENERGY_MASK == 0:
@@ -231,17 +295,16 @@ def find_domains(
                 if register.domain == "package":
                     raise
                 continue  # DRAM/PSYS raise #GP on CPUs without them
-            domain_id = "msr:psys" if register.platform_wide else f"msr:{register.domain}-{package}"
-            domains.append(
-                MsrDomain(
-                    domain_id=domain_id,
-                    domain=register.domain,
-                    package=package,
-                    cpu=cpu,
-                    register=register.address,
-                    joules_per_unit=joules_per_unit,
-                )
+            domain = MsrDomain(
+                domain_id="",
+                domain=register.domain,
+                package=package,
+                cpu=cpu,
+                register=register.address,
+                joules_per_unit=fixed_units.get(register.domain, joules_per_unit),
+                scope=register.scope,
             )
+            domains.append(replace(domain, domain_id=f"msr:{domain.label}"))
     return domains
 
 

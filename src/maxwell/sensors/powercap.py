@@ -6,7 +6,9 @@ Each zone directory (a symlink into `/sys/devices/virtual/powercap/...` on a rea
 zones here too, under the same `intel-rapl` names.
 
 `energy_uj` is readable by root only since the CVE-2020-8694 fix: that becomes a
-`SensorPermissionError` saying so, in one line.
+`SensorPermissionError` saying so, in one line. A `class/powercap` this user may not list is a
+`SensorPermissionError` too; a zone that cannot say its name or range is left out and named in
+`skipped`.
 
 Node energy, each joule counted once (`node_zones`):
 
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from maxwell.errors import SensorError, SensorPermissionError
-from maxwell.sensors._sysfs import read_int, read_optional_int, read_text
+from maxwell.sensors._sysfs import is_dir, list_dir, read_int, read_optional_int, read_text
 from maxwell.sensors.counters import (
     DEFAULT_PACKAGE_MAX_POWER_W,
     POWER_LIMIT_HEADROOM,
@@ -67,24 +69,33 @@ def _zone_sort_key(zone_id: str) -> tuple[int, tuple[int, ...]]:
     )
 
 
-def find_zones(sysfs_root: str | Path = "/sys") -> list[PowercapZone]:
-    """Every RAPL zone under `<sysfs>/class/powercap`; raises `SensorError` (the reason) if none."""
+def find_zones(
+    sysfs_root: str | Path = "/sys", *, skipped: list[str] | None = None
+) -> list[PowercapZone]:
+    """Every RAPL zone under `<sysfs>/class/powercap`; raises `SensorError` (the reason) if none.
+
+    A zone that cannot be read is left out, and a line saying why is appended to `skipped`.
+    """
     base = Path(sysfs_root) / "class" / "powercap"
-    if not base.is_dir():
+    if not is_dir(base):
         raise SensorError(f"no {base}", path=str(base))
     zone_ids = sorted(
-        (e.name for e in base.iterdir() if _ZONE_RE.match(e.name)), key=_zone_sort_key
+        (e.name for e in list_dir(base) if _ZONE_RE.match(e.name)), key=_zone_sort_key
     )
     if not zone_ids:
         raise SensorError(f"no intel-rapl zones in {base}", path=str(base))
     zones: list[PowercapZone] = []
+    errors: list[SensorError] = []
     for zone_id in zone_ids:
         path = base / zone_id  # may be a symlink into devices/virtual/powercap: Path follows it
         try:
             name = read_text(path / "name")
             max_range = read_int(path / "max_energy_range_uj")
-        except SensorError:
-            continue  # a zone that cannot even say what it is cannot be used
+        except SensorError as error:  # a zone that cannot even say what it is cannot be used
+            errors.append(error)
+            if skipped is not None:
+                skipped.append(f"{zone_id} ({error})")
+            continue
         if max_range <= 0:
             continue
         zones.append(
@@ -97,6 +108,8 @@ def find_zones(sysfs_root: str | Path = "/sys") -> list[PowercapZone]:
                 mmio=zone_id.startswith("intel-rapl-mmio"),
             )
         )
+    if not zones and errors:
+        raise type(errors[0])(f"no readable intel-rapl zone: {errors[0]}", path=errors[0].path)
     if not zones:
         raise SensorError(f"no readable intel-rapl zones in {base}", path=str(base))
     return _mark_mmio_duplicates(zones)

@@ -10,7 +10,9 @@ headroom runs out at whichever comes first. A zone with neither has no critical 
 
 A machine may have `/sys/class/thermal` holding only cooling devices and no zones (a VM): that
 is "absent". A zone whose `temp` fails to read (some ACPI zones return EIO/ENODATA) is skipped by
-the facade with a warning.
+the facade with a warning. A zone directory this user may not list is left out and named in
+`skipped`; an unlistable `class/thermal` is a `SensorPermissionError` (the facade reports the
+backend as unreadable).
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from maxwell.errors import SensorError
-from maxwell.sensors._sysfs import read_int, read_optional_int, read_optional_text
+from maxwell.sensors._sysfs import (
+    is_dir,
+    list_dir,
+    read_int,
+    read_optional_int,
+    read_optional_text,
+)
 
 CRITICAL_TRIP_TYPES = ("critical", "hot")
 # Zone types that measure the CPU package, in order of preference.
@@ -56,7 +64,7 @@ class ThermalZone:
 
 def _trip_points(path: Path) -> dict[str, float]:
     trips: dict[str, float] = {}
-    for entry in path.iterdir():
+    for entry in list_dir(path):
         match = _TRIP_RE.match(entry.name)
         if match is None:
             continue
@@ -70,22 +78,37 @@ def _trip_points(path: Path) -> dict[str, float]:
     return trips
 
 
-def find_zones(sysfs_root: str | Path = "/sys") -> list[ThermalZone]:
-    """Every thermal zone, best CPU zone first; raises `SensorError` (the reason) when none."""
+def _zone(entry: Path) -> ThermalZone:
+    """The zone in directory `entry`; `SensorError` when the directory cannot be listed."""
+    trips_c = _trip_points(entry)
+    zone_type = read_optional_text(entry / "type") or entry.name
+    return ThermalZone(zone_id=entry.name, zone_type=zone_type, path=entry, trips_c=trips_c)
+
+
+def find_zones(
+    sysfs_root: str | Path = "/sys", *, skipped: list[str] | None = None
+) -> list[ThermalZone]:
+    """Every thermal zone, best CPU zone first; raises `SensorError` (the reason) when none.
+
+    A zone that cannot be read is left out, and a line saying why is appended to `skipped`.
+    """
     base = Path(sysfs_root) / "class" / "thermal"
-    if not base.is_dir():
+    if not is_dir(base):
         raise SensorError(f"no {base}", path=str(base))
     zones: list[ThermalZone] = []
-    for entry in base.iterdir():
-        match = _ZONE_RE.match(entry.name)
-        if match is None or not entry.is_dir():
+    errors: list[SensorError] = []
+    for entry in list_dir(base):
+        if _ZONE_RE.match(entry.name) is None:
             continue
-        zone_type = read_optional_text(entry / "type") or entry.name
-        zones.append(
-            ThermalZone(
-                zone_id=entry.name, zone_type=zone_type, path=entry, trips_c=_trip_points(entry)
-            )
-        )
+        try:
+            if is_dir(entry):
+                zones.append(_zone(entry))
+        except SensorError as error:
+            errors.append(error)
+            if skipped is not None:
+                skipped.append(f"{entry.name} ({error})")
+    if not zones and errors:  # say why (unreadable), not merely that nothing was found
+        raise type(errors[0])(f"no readable thermal zone: {errors[0]}", path=errors[0].path)
     if not zones:
         raise SensorError(f"no thermal zones in {base}", path=str(base))
     return sorted(zones, key=lambda z: (z.preference, int(z.zone_id.removeprefix("thermal_zone"))))
