@@ -1,11 +1,18 @@
-"""Entry point of the `maxwell` command."""
+"""Entry point of the `maxwell` command.
+
+Each command lives in its own module with `add_arguments(parser)` and `run(args) -> int`. Only the
+module of the command being run is imported (numpy and the mechanisms cost ~100 ms to import,
+which `maxwell run` has no use for); `maxwell --help` imports none.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from maxwell import __version__
 from maxwell.cli.common import EXIT_FAILURE, OneLineParser, fail
@@ -14,44 +21,71 @@ from maxwell.errors import MaxwellError
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
-    from maxwell.bench import meter as bench_meter
-    from maxwell.cli import ledger_cmd, run_cmd
-    from maxwell.sensors import cli as sensors_cli
+class CommandModule(Protocol):
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
 
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+# name -> (module, one-line help). Benchmarks are one level down: `maxwell bench NAME`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("maxwell.cli.run_cmd", "run a command on an energy budget"),
+    "sensors": ("maxwell.sensors.cli", "list energy and temperature sensors"),
+    "ledger": ("maxwell.cli.ledger_cmd", "the $JOULE ledger: verify, balances, fund"),
+    "market": ("maxwell.cli.market_cmd", "clear a market of bids with a mechanism"),
+}
+BENCHES: dict[str, tuple[str, str]] = {
+    "meter": ("maxwell.bench.meter", "the meter's own CPU cost vs CodeCarbon"),
+    "market": ("maxwell.bench.market", "mechanisms' clearing cost vs n"),
+}
+
+
+def _load(module_name: str) -> CommandModule:
+    module: CommandModule = importlib.import_module(module_name)
+    return module
+
+
+def _wanted(argv: Sequence[str], names: Sequence[str]) -> str | None:
+    """The first argument that names one of `names` (the command being run), if any."""
+    return next((arg for arg in argv if arg in names), None)
+
+
+def _build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, Handler | None]:
     parser = OneLineParser(
         prog="maxwell",
         description="Maxwell: a thermodynamic compute market for Linux.",
     )
     parser.add_argument("--version", action="version", version=f"maxwell {__version__}")
     commands = parser.add_subparsers(dest="command_name", metavar="COMMAND", required=True)
-    handlers: dict[str, Handler] = {}
-
-    run_parser = commands.add_parser("run", help="run a command on an energy budget")
-    run_cmd.add_arguments(run_parser)
-    handlers["run"] = run_cmd.run
-
-    sensors_parser = commands.add_parser("sensors", help="list energy and temperature sensors")
-    sensors_cli.add_arguments(sensors_parser)
-    handlers["sensors"] = sensors_cli.run
-
-    ledger_parser = commands.add_parser("ledger", help="the $JOULE ledger: verify, balances, fund")
-    ledger_cmd.add_arguments(ledger_parser)
-    handlers["ledger"] = ledger_cmd.run
-
+    wanted = _wanted(argv, [*COMMANDS, "bench"])
+    handler: Handler | None = None
+    for name, (module_name, summary) in COMMANDS.items():
+        sub = commands.add_parser(name, help=summary)
+        if name == wanted:
+            module = _load(module_name)
+            module.add_arguments(sub)
+            handler = module.run
     bench_parser = commands.add_parser("bench", help="benchmarks that print JSON")
     benches = bench_parser.add_subparsers(dest="bench_name", metavar="BENCH", required=True)
-    meter_parser = benches.add_parser("meter", help="the meter's own CPU cost vs CodeCarbon")
-    bench_meter.add_arguments(meter_parser)
-    handlers["bench"] = bench_meter.run
-    return parser, handlers
+    after_bench = argv[list(argv).index("bench") + 1 :] if wanted == "bench" else []
+    wanted_bench = _wanted(after_bench, list(BENCHES))
+    for name, (module_name, summary) in BENCHES.items():
+        sub = benches.add_parser(name, help=summary)
+        if name == wanted_bench:
+            module = _load(module_name)
+            module.add_arguments(sub)
+            handler = module.run
+    return parser, handler
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser, handlers = _build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser, handler = _build_parser(arguments)
+    args = parser.parse_args(arguments)
+    if handler is None:  # cannot happen: argparse requires a known command
+        parser.error("no command")
     try:
-        return handlers[args.command_name](args)
+        return handler(args)
     except MaxwellError as exc:
         return fail(f"maxwell {args.command_name}", str(exc), EXIT_FAILURE)
     except Exception as exc:  # a bug, still reported in one line with Maxwell's failure status

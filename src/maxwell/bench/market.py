@@ -1,0 +1,363 @@
+"""`maxwell bench market`: what clearing the market costs, per mechanism and book size.
+
+What is measured (CPU time of this process, `time.process_time_ns`, so that other load on the
+machine does not count; the wall time of each clearing is reported beside it):
+
+- For each mechanism and n = 10^3 .. 10^6 bids (`--quick`: up to 10^5), the median time of one
+  clearing. Bids: limit prices uniform in [0, 1) $J/J, demands uniform in [0.01, 2] cores,
+  arrival order = index, from a fixed seed. Two capacities:
+  - `machine` (the headline `results`): 2 cores, this machine; few winners, the auctioneer's
+    everyday case.
+  - `fraction`: half the total demand; half the book wins, the worst case for a mechanism that
+    must order the winners. The lottery's quantum there is capacity / 10^4, and it is skipped
+    at 10^6 (it makes one O(log n) draw per winner: about n/2 draws, ~10 s).
+- The median cost of one bid update in an `OrderBook` of n bids (a price change: remove and
+  re-insert), of one lottery draw and of one weight update in a `SumTree` of n weights, each
+  timed over batches of 1,000 and divided.
+- The growth exponent of each mechanism: the least-squares slope of log(clear time) against
+  log(n) on the `machine` results; n log n over the same sizes has slope `nlogn_exponent`.
+- `auctioneer_fraction`: the auctioneer's CPU per tick over the CPU it allocates per tick, at
+  1,000 agents, a 100 ms tick and 2 cores (0.2 CPU-seconds a tick): exporting the standing
+  book to arrays plus one uniform clearing, over 0.2 s (bids stand between ticks, so an agent
+  that does not change its bid costs nothing). `auctioneer_fraction_all_rebid` adds every
+  agent updating its bid every tick, the worst case. Per mechanism too.
+
+The pure part (turning timings into the report, fitting the slope) is at the top; the timing
+loops below `# --- the machine ---` read the clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from maxwell.economy.mechanisms import MECHANISM_NAMES, Mechanism, SumTree, make_mechanism
+from maxwell.economy.orderbook import BidSet, OrderBook
+
+SIZES_FULL = (1_000, 10_000, 100_000, 1_000_000)
+SIZES_QUICK = (1_000, 10_000, 100_000)
+MACHINE_CORES = 2.0
+TICK_S = 0.1
+AUCTION_AGENTS = 1_000
+LOTTERY_FRACTION_QUANTA = 10_000
+LOTTERY_FRACTION_MAX_N = 100_000
+OPS_PER_SAMPLE = 1_000
+SEED = 20_240_601
+TARGETS: dict[str, float] = {
+    "uniform_clear_ms_at_1e4": 1.0,
+    "uniform_clear_ms_at_1e6": 200.0,
+    "update_us": 10.0,
+    "draw_us": 10.0,
+    "auctioneer_fraction": 0.001,
+}
+
+
+# --- the pure part ----------------------------------------------------------------------------
+
+
+def growth_exponent(sizes: Sequence[int], times: Sequence[float]) -> float | None:
+    """Least-squares slope of log(time) against log(n); None with fewer than two points."""
+    points = [(math.log(n), math.log(t)) for n, t in zip(sizes, times, strict=True) if t > 0]
+    if len(points) < 2:
+        return None
+    xs = np.array([x for x, _ in points])
+    ys = np.array([y for _, y in points])
+    slope = np.polyfit(xs, ys, 1)[0]
+    return round(float(slope), 3)
+
+
+def nlogn_exponent(sizes: Sequence[int]) -> float | None:
+    """The slope `growth_exponent` would report for a cost exactly proportional to n log n."""
+    return growth_exponent(sizes, [n * math.log(n) for n in sizes])
+
+
+def auctioneer_fraction(
+    clear_ms: float, export_ms: float, update_us: float = 0.0, rebids: int = 0
+) -> float:
+    """CPU per tick (export + one clearing + `rebids` bid updates) / CPU allocated per tick."""
+    spent_s = (clear_ms + export_ms) / 1e3 + rebids * update_us / 1e6
+    return spent_s / (MACHINE_CORES * TICK_S)
+
+
+def build_report(
+    machine: Sequence[Mapping[str, object]],
+    fraction: Sequence[Mapping[str, object]],
+    *,
+    quick: bool,
+    export_ms: float,
+) -> dict[str, object]:
+    """The JSON report from the per-(mechanism, n) rows of both scenarios."""
+    exponents: dict[str, float | None] = {}
+    for mechanism in MECHANISM_NAMES:
+        rows = [r for r in machine if r["mechanism"] == mechanism]
+        exponents[mechanism] = growth_exponent(
+            [int(str(r["n"])) for r in rows], [float(str(r["clear_ms"])) for r in rows]
+        )
+    sizes = sorted({int(str(r["n"])) for r in machine})
+    reference = nlogn_exponent(sizes)
+
+    def row(mechanism: str, n: int) -> Mapping[str, object] | None:
+        return next((r for r in machine if r["mechanism"] == mechanism and r["n"] == n), None)
+
+    fractions: dict[str, float] = {}
+    all_rebid: dict[str, float] = {}
+    for mechanism in MECHANISM_NAMES:
+        at = row(mechanism, AUCTION_AGENTS)
+        if at is not None:
+            clear_ms = float(str(at["clear_ms"]))
+            fractions[mechanism] = auctioneer_fraction(clear_ms, export_ms)
+            all_rebid[mechanism] = auctioneer_fraction(
+                clear_ms, export_ms, float(str(at["update_us"])), AUCTION_AGENTS
+            )
+    headline = fractions.get("uniform")
+    largest = max(sizes) if sizes else 0
+    measured = {
+        "uniform_clear_ms_at_1e4": _field(row("uniform", 10_000), "clear_ms"),
+        "uniform_clear_ms_at_1e6": _field(row("uniform", 1_000_000), "clear_ms"),
+        "update_us": _field(row("uniform", largest), "update_us"),
+        "draw_us": _field(row("lottery", largest), "draw_us"),
+        "auctioneer_fraction": headline,
+    }
+    met: dict[str, bool | None] = {
+        key: None if value is None else value <= TARGETS[key] for key, value in measured.items()
+    }
+    met["growth_no_worse_than_nlogn"] = (
+        None
+        if reference is None
+        else all(x is None or x <= reference + 0.05 for x in exponents.values())
+    )
+    return {
+        "results": list(machine),
+        "growth_exponent": exponents,
+        "nlogn_exponent": reference,
+        "auctioneer_fraction": headline,
+        "auctioneer_fraction_by_mechanism": fractions,
+        "auctioneer_fraction_all_rebid": all_rebid,
+        "export_ms_at_1000": round(export_ms, 4),
+        "results_fraction": list(fraction),
+        "growth_exponent_fraction": {
+            mechanism: growth_exponent(
+                [int(str(r["n"])) for r in fraction if r["mechanism"] == mechanism],
+                [float(str(r["clear_ms"])) for r in fraction if r["mechanism"] == mechanism],
+            )
+            for mechanism in MECHANISM_NAMES
+        },
+        "targets": TARGETS,
+        "measured": measured,
+        "met": met,
+        "setup": {
+            "quick": quick,
+            "timer": "process CPU time (process_time_ns); clear_wall_ms beside it",
+            "machine_capacity_cores": MACHINE_CORES,
+            "fraction_capacity": "half the total demand",
+            "prices": "uniform [0, 1) $J/J",
+            "demands": "uniform [0.01, 2] cores",
+            "lottery_quantum": "0.01 core (machine); capacity / 1e4 (fraction)",
+            "lottery_fraction_max_n": LOTTERY_FRACTION_MAX_N,
+            "tick_s": TICK_S,
+            "auctioneer_agents": AUCTION_AGENTS,
+            "update_us": "OrderBook price change (remove + insert) in a book of n bids",
+            "draw_us": "SumTree draw over n weights",
+        },
+    }
+
+
+def _field(row: Mapping[str, object] | None, key: str) -> float | None:
+    if row is None or row.get(key) is None:
+        return None
+    return float(str(row[key]))
+
+
+def render_table(report: Mapping[str, object]) -> object:
+    from rich.table import Table
+
+    table = Table(title="maxwell bench market (machine: 2 cores; CPU time, median)")
+    for column in ("mechanism", "n", "clear ms", "fraction-capacity ms", "update µs", "draw µs"):
+        table.add_column(column, justify="left" if column == "mechanism" else "right")
+    fraction_rows = report["results_fraction"]
+    assert isinstance(fraction_rows, list)
+    results = report["results"]
+    assert isinstance(results, list)
+    for row in results:
+        other = next(
+            (r for r in fraction_rows if r["mechanism"] == row["mechanism"] and r["n"] == row["n"]),
+            None,
+        )
+        table.add_row(
+            str(row["mechanism"]),
+            f"{row['n']:,}",
+            f"{row['clear_ms']:.3f}",
+            "-" if other is None else f"{other['clear_ms']:.3f}",
+            f"{row['update_us']:.2f}",
+            "-" if row["draw_us"] is None else f"{row['draw_us']:.2f}",
+        )
+    table.caption = (
+        f"growth exponent {report['growth_exponent']} (n log n: {report['nlogn_exponent']}); "
+        f"auctioneer fraction {report['auctioneer_fraction']:.2e}; met {report['met']}"
+    )
+    return table
+
+
+# --- the machine ------------------------------------------------------------------------------
+
+
+def make_bids(n: int, rng: np.random.Generator) -> BidSet:
+    return BidSet(
+        agents=[f"agent-{i}" for i in range(n)],
+        prices=rng.random(n),
+        demands=rng.uniform(0.01, 2.0, n),
+        seqs=np.arange(n, dtype=np.int64),
+    )
+
+
+def _median_ns(
+    action: Callable[[], object], *, budget_s: float, at_least: int = 3
+) -> tuple[float, float]:
+    """Median CPU and wall nanoseconds of `action`, repeated within about `budget_s`."""
+    cpu: list[int] = []
+    wall: list[int] = []
+    started = time.perf_counter()
+    while len(cpu) < at_least or (time.perf_counter() - started < budget_s and len(cpu) < 200):
+        wall_0, cpu_0 = time.perf_counter_ns(), time.process_time_ns()
+        action()
+        cpu.append(time.process_time_ns() - cpu_0)
+        wall.append(time.perf_counter_ns() - wall_0)
+    return float(np.median(cpu)), float(np.median(wall))
+
+
+def time_clear(
+    mechanism: Mechanism, bids: BidSet, capacity: float, *, budget_s: float
+) -> tuple[float, float]:
+    def action() -> object:
+        return mechanism.clear(bids, capacity, 0.0, np.random.default_rng(SEED))
+
+    action()  # warm: first-touch of the arrays, imports
+    return _median_ns(action, budget_s=budget_s)
+
+
+def time_book_update(bids: BidSet, rng: np.random.Generator, *, samples: int) -> float:
+    """Median µs of one price change in a book of len(bids) bids."""
+    book = OrderBook.from_rows(
+        zip(
+            bids.agents,
+            bids.prices.tolist(),
+            bids.demands.tolist(),
+            [None] * len(bids),
+            strict=True,
+        )
+    )
+    n = len(bids)
+    per_op: list[float] = []
+    for _ in range(samples):
+        agents = [bids.agents[int(i)] for i in rng.integers(0, n, OPS_PER_SAMPLE)]
+        prices = rng.random(OPS_PER_SAMPLE).tolist()
+        update = book.update
+        cpu_0 = time.process_time_ns()
+        for agent, price in zip(agents, prices, strict=True):
+            update(agent, price=price)
+        per_op.append((time.process_time_ns() - cpu_0) / OPS_PER_SAMPLE / 1e3)
+    return float(np.median(per_op))
+
+
+def time_export(n: int, rng: np.random.Generator, *, budget_s: float) -> float:
+    """Median CPU ms to export a standing book of n bids to the arrays a mechanism clears."""
+    bids = make_bids(n, rng)
+    book = OrderBook.from_rows(
+        zip(bids.agents, bids.prices.tolist(), bids.demands.tolist(), [None] * n, strict=True)
+    )
+    cpu_ns, _ = _median_ns(lambda: book.to_bidset(ordered=False), budget_s=budget_s, at_least=20)
+    return cpu_ns / 1e6
+
+
+def time_tree(n: int, rng: np.random.Generator, *, samples: int) -> tuple[float, float]:
+    """Median µs of one draw and of one weight update in a `SumTree` of n weights."""
+    tree = SumTree(rng.random(n) * rng.uniform(0.01, 2.0, n))
+    draws: list[float] = []
+    updates: list[float] = []
+    for _ in range(samples):
+        uniforms = rng.random(OPS_PER_SAMPLE).tolist()
+        draw = tree.draw
+        cpu_0 = time.process_time_ns()
+        for uniform in uniforms:
+            draw(uniform)
+        draws.append((time.process_time_ns() - cpu_0) / OPS_PER_SAMPLE / 1e3)
+        indices = rng.integers(0, n, OPS_PER_SAMPLE).tolist()
+        weights = rng.random(OPS_PER_SAMPLE).tolist()
+        update = tree.update
+        cpu_0 = time.process_time_ns()
+        for index, weight in zip(indices, weights, strict=True):
+            update(index, weight)
+        updates.append((time.process_time_ns() - cpu_0) / OPS_PER_SAMPLE / 1e3)
+    return float(np.median(draws)), float(np.median(updates))
+
+
+def run_market_bench(
+    *, quick: bool = False, sizes: Sequence[int] | None = None
+) -> dict[str, object]:
+    """Run the benchmark (see the module docstring) and return the report."""
+    chosen = tuple(sizes) if sizes is not None else (SIZES_QUICK if quick else SIZES_FULL)
+    rng = np.random.default_rng(SEED)
+    budget_s = 0.3 if quick else 1.0
+    samples = 15 if quick else 31
+    machine: list[dict[str, object]] = []
+    fraction: list[dict[str, object]] = []
+    for n in chosen:
+        bids = make_bids(n, rng)
+        update_us = time_book_update(bids, rng, samples=samples)
+        draw_us, tree_update_us = time_tree(n, rng, samples=samples)
+        half = float(bids.demands.sum()) / 2
+        for name in MECHANISM_NAMES:
+            cpu_ns, wall_ns = time_clear(
+                make_mechanism(name), bids, MACHINE_CORES, budget_s=budget_s
+            )
+            machine.append(
+                {
+                    "mechanism": name,
+                    "n": n,
+                    "clear_ms": round(cpu_ns / 1e6, 4),
+                    "clear_wall_ms": round(wall_ns / 1e6, 4),
+                    "update_us": round(update_us, 3),
+                    "draw_us": round(draw_us, 3) if name == "lottery" else None,
+                    "tree_update_us": round(tree_update_us, 3) if name == "lottery" else None,
+                }
+            )
+            if name == "lottery" and n > LOTTERY_FRACTION_MAX_N:
+                continue
+            mechanism = make_mechanism(name, quantum=half / LOTTERY_FRACTION_QUANTA)
+            cpu_ns, wall_ns = time_clear(mechanism, bids, half, budget_s=budget_s)
+            fraction.append(
+                {
+                    "mechanism": name,
+                    "n": n,
+                    "capacity": round(half, 3),
+                    "clear_ms": round(cpu_ns / 1e6, 4),
+                    "clear_wall_ms": round(wall_ns / 1e6, 4),
+                }
+            )
+    export_ms = time_export(AUCTION_AGENTS, rng, budget_s=budget_s)
+    return build_report(machine, fraction, quick=quick, export_ms=export_ms)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quick", action="store_true", help="up to 10^5 bids: under a minute")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        report = run_market_bench(quick=args.quick)
+    except KeyboardInterrupt:
+        print("maxwell bench market: interrupted")
+        return 130
+    if args.json:
+        print(json.dumps(report))
+    else:
+        from rich.console import Console
+
+        Console().print(render_table(report))
+    return 0
