@@ -173,7 +173,7 @@ class LedgerStore:
             ) from exc
         store = cls(connection, db_path, now)
         try:
-            store._configure(create=create)
+            store._configure(create=create, busy_timeout_s=busy_timeout_s)
         except BaseException:
             connection.close()
             raise
@@ -228,10 +228,10 @@ class LedgerStore:
                     self._conn.execute("ROLLBACK")
             raise self._error(exc, "cannot commit to") from exc
 
-    def _configure(self, *, create: bool) -> None:
+    def _configure(self, *, create: bool, busy_timeout_s: float) -> None:
         try:
             self._conn.execute("PRAGMA foreign_keys = ON")
-            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._enter_wal(busy_timeout_s)
             self._conn.execute("PRAGMA synchronous = FULL")
             tables = self._tables()
         except sqlite3.Error as exc:
@@ -248,6 +248,22 @@ class LedgerStore:
             self._initialise()
             tables = self._tables()
         self._check_schema(tables)
+
+    def _enter_wal(self, busy_timeout_s: float) -> object:
+        """Switch to WAL, retrying while another process holds the lock it needs.
+
+        Changing the journal mode needs an exclusive lock, and SQLite answers "database is locked"
+        at once, without its busy handler, while another connection is creating the database:
+        two processes opening a new ledger together would otherwise fail.
+        """
+        deadline = time.monotonic() + busy_timeout_s
+        while True:
+            try:
+                return self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.005)
 
     def _tables(self) -> set[str]:
         rows = self._conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")
