@@ -33,9 +33,10 @@ lint: $(VENV)/.installed ## ruff
 typecheck: $(VENV)/.installed ## mypy --strict on the package
 	$(BIN)/mypy
 
-bench: $(VENV)/.installed ## the meter benchmark (JSON), with CodeCarbon beside it
+bench: $(VENV)/.installed ## the benchmarks (JSON): the meter beside CodeCarbon, then the market
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/maxwell bench meter --json
+	$(BIN)/maxwell bench market --json
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
