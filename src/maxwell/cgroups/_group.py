@@ -366,21 +366,8 @@ class CgroupGroup(ABC):
         With a freezer, members are frozen first so a fork loop cannot outrun the scan; frozen v1
         tasks only die once thawed, hence the thaw after each round.
         """
-        deadline = self._clock.monotonic() + timeout_s
-        empty_scans = 0
-        while empty_scans < 2:
-            members = self.pids()
-            if not members:
-                empty_scans += 1
-                self._clock.sleep(0.005)
-                continue
-            empty_scans = 0
-            if self._clock.monotonic() >= deadline:
-                raise CgroupError(
-                    f"group {self.name!r} still has {len(members)} processes after "
-                    f"{timeout_s:g} s of SIGKILL",
-                    path=self.path,
-                )
+
+        def kill_round(members: list[int]) -> None:
             if freeze is not None:
                 # A task stuck in D state delays freezing; SIGKILL anyway.
                 with contextlib.suppress(CgroupError):
@@ -389,7 +376,14 @@ class CgroupGroup(ABC):
                 send_signal(pid, signals.SIGKILL)
             if thaw is not None:
                 thaw()
-            self._clock.sleep(0.005)
+
+        survivors = sigkill_until_empty(self.pids, kill_round, self._clock, timeout_s)
+        if survivors:
+            raise CgroupError(
+                f"group {self.name!r} still has {len(survivors)} processes after "
+                f"{timeout_s:g} s of SIGKILL",
+                path=self.path,
+            )
 
     def remove(self, timeout_s: float = 5.0) -> None:
         """Kill what is left, wait until empty, remove every directory. Idempotent, and a group
@@ -423,6 +417,34 @@ class CgroupGroup(ABC):
         self._files.close()
         self._close_cpu_counter()
         self._removed = True
+
+
+def sigkill_until_empty(
+    members: Callable[[], list[int]],
+    kill_round: Callable[[list[int]], None],
+    clock: Clock,
+    timeout_s: float,
+) -> list[int]:
+    """Run kill rounds until two consecutive scans find no member; returns the survivors of the
+    last round when `timeout_s` runs out first (an empty list on success).
+
+    Two empty scans, not one: a member forking at the moment of a scan may have a child the scan
+    missed, which the next scan sees.
+    """
+    deadline = clock.monotonic() + timeout_s
+    empty_scans = 0
+    while empty_scans < 2:
+        found = members()
+        if not found:
+            empty_scans += 1
+            clock.sleep(0.005)
+            continue
+        empty_scans = 0
+        if clock.monotonic() >= deadline:
+            return found
+        kill_round(found)
+        clock.sleep(0.005)
+    return []
 
 
 def send_signal(pid: int, signum: int) -> None:

@@ -26,7 +26,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from maxwell.cgroups._group import send_signal
+from maxwell.cgroups._group import send_signal, sigkill_until_empty
 from maxwell.cgroups.base import GroupStats, StdStream
 from maxwell.clock import Clock, SystemClock
 from maxwell.errors import CgroupError, CgroupUnavailableError, ProcessError
@@ -152,27 +152,19 @@ class ProcTreeGroup:
             send_signal(pid, signum)
 
     def kill(self, timeout_s: float = 5.0) -> None:
-        deadline = self._clock.monotonic() + timeout_s
-        empty_scans = 0
-        while empty_scans < 2:
-            members = self.pids()
-            if not members:
-                empty_scans += 1
-                self._clock.sleep(0.005)
-                continue
-            empty_scans = 0
-            if self._clock.monotonic() >= deadline:
-                raise ProcessError(
-                    f"{len(members)} processes of {self.name!r} survive SIGKILL",
-                    pid=members[0],
-                )
+        def kill_round(members: list[int]) -> None:
             for root in self._roots:
                 # The group may be gone, or its leader's pid reused by someone else.
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(root, signals.SIGKILL)
             for pid in members:
                 send_signal(pid, signals.SIGKILL)
-            self._clock.sleep(0.005)
+
+        survivors = sigkill_until_empty(self.pids, kill_round, self._clock, timeout_s)
+        if survivors:
+            raise ProcessError(
+                f"{len(survivors)} processes of {self.name!r} survive SIGKILL", pid=survivors[0]
+            )
 
     def remove(self) -> None:
         if not self.is_empty():
