@@ -17,7 +17,7 @@ from maxwell.economy.mechanisms import (
     Vcg,
     make_mechanism,
 )
-from maxwell.economy.orderbook import BidSet
+from maxwell.economy.orderbook import BidSet, OrderBook
 from maxwell.errors import UsageError
 
 TOL = 1e-9
@@ -267,6 +267,71 @@ def test_uniform_large_book_matches_a_full_sort(layout: str) -> None:
         np.testing.assert_allclose(dense[eligible[:margin]], demands[eligible[:margin]])
         assert (dense[eligible[margin + 1 :]] == 0).all()
         assert float(dense.sum()) == pytest.approx(capacity, rel=1e-12)
+
+
+# Dyadic demands and capacities: every partial sum is exact, so the walk's running total and the
+# vectorised clearing's numpy sums cannot round a bid to opposite sides of the capacity.
+dyadic_st = st.integers(1, 256).map(lambda k: k / 64)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(st.tuples(price_st, dyadic_st), max_size=25),
+    requeued=st.lists(st.tuples(st.integers(0, 24), price_st), max_size=6),
+    capacity=st.one_of(st.just(0.0), dyadic_st, dyadic_st.map(lambda c: c * 8)),
+    reserve=reserve_st,
+)
+def test_uniform_clear_book_walks_to_the_same_clearing_as_clear(
+    rows: list[tuple[float, float]],
+    requeued: list[tuple[int, float]],
+    capacity: float,
+    reserve: float,
+) -> None:
+    """The walk from the top of a standing book == the vectorised clearing of its export.
+
+    Ties in price (from the grid) are ordered by arrival; re-priced bids go to the back of their
+    new price level; capacities fall below, at and above the total demand.
+    """
+    book = OrderBook()
+    for i, (price, demand) in enumerate(rows):
+        book.insert(f"a{i:03d}", price, demand)
+    for i, price in requeued:
+        if i < len(rows):
+            book.update(f"a{i:03d}", price=price)
+    walked = Uniform().clear_book(book, capacity, reserve)
+    exported = Uniform().clear(book.to_bidset(), capacity, reserve)
+    assert walked.clearing_price == exported.clearing_price
+    assert walked.extra == exported.extra  # the same marginal bid (or None)
+    assert _cores(exported) == {bid.agent: walked.allocation(bid.agent).cores for bid in book}
+    assert [a.agent for a in walked.allocations] == [a.agent for a in exported.allocations]
+    assert walked.welfare == pytest.approx(exported.welfare, rel=1e-12, abs=1e-12)
+    assert walked.revenue == pytest.approx(exported.revenue, rel=1e-12, abs=1e-12)
+    # It visits only the winners and the bid at the margin, never the rest of the book.
+    assert len(walked.bids) <= len(walked.winners) + 1
+    if walked.extra["marginal_bid"] is None:
+        assert float(walked.cores.sum()) == sum(b.demand for b in book if b.price >= reserve)
+    else:
+        assert float(walked.cores.sum()) == capacity
+
+
+def test_uniform_clear_book_worked_example_and_bad_terms() -> None:
+    book = OrderBook.from_rows(
+        [("a", 5.0, 1.0, None), ("b", 4.0, 1.0, None), ("c", 3.0, 1.0, None),
+         ("d", 2.0, 1.0, None)]
+    )  # fmt: skip
+    clearing = Uniform().clear_book(book, 2.5)
+    assert {a.agent: a.cores for a in clearing.allocations} == {"a": 1.0, "b": 1.0, "c": 0.5}
+    assert clearing.allocation("d").cores == 0.0  # never visited, never served
+    assert clearing.clearing_price == 3.0 and clearing.revenue == 7.5
+    assert [bid for bid in clearing.bids.agents] == ["a", "b", "c"]
+    fits = Uniform().clear_book(book, 10.0, reserve=2.5)
+    assert fits.clearing_price == 2.5 and fits.extra == {"marginal_bid": None}
+    assert set(fits.bids.agents) == {"a", "b", "c"}
+    empty = Uniform().clear_book(OrderBook(), 2.0, reserve=0.5)
+    assert empty.clearing_price == 0.5 and len(empty.winners) == 0
+    for capacity, reserve in ((-1.0, 0.0), (float("nan"), 0.0), (1.0, -0.5)):
+        with pytest.raises(UsageError):
+            Uniform().clear_book(book, capacity, reserve)
 
 
 # --- vcg --------------------------------------------------------------------------------------

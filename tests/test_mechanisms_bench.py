@@ -41,6 +41,23 @@ def test_small_run_has_the_promised_shape(capsys: pytest.CaptureFixture[str]) ->
     assert isinstance(exponents, dict) and set(exponents) == set(MECHANISM_NAMES)
     fraction = report["auctioneer_fraction"]
     assert isinstance(fraction, float) and 0 < fraction < 1 and math.isfinite(fraction)
+    # The headline is the real auctioneer's tick (some rebids + clear_book); the old figure
+    # (export + vectorised clear) is still reported, under its own name.
+    ticks = report["auctioneer_tick_ms"]
+    assert isinstance(ticks, dict)
+    assert fraction == pytest.approx(ticks["rebid_share"] / 200.0, rel=1e-3)
+    assert report["auctioneer_fraction_all_rebid"] == pytest.approx(
+        ticks["all_rebid"] / 200.0, rel=1e-3
+    )
+    assert report["auctioneer_fraction_no_rebid"] == pytest.approx(
+        ticks["no_rebid"] / 200.0, rel=1e-3
+    )
+    assert 0 < ticks["no_rebid"] < ticks["rebid_share"] < ticks["all_rebid"]
+    assert report["auctioneer_rebid_share"] == market.AUCTION_REBID_SHARE
+    rebids = report["auctioneer_rebids_in_budget"]
+    assert isinstance(rebids, int) and rebids >= 0
+    vectorised = report["auctioneer_fraction_vectorised_by_mechanism"]
+    assert isinstance(vectorised, dict) and set(vectorised) == set(MECHANISM_NAMES)
     json.dumps(report)  # serialisable as it stands
     from rich.console import Console
 

@@ -164,6 +164,15 @@ class BookMachine(RuleBasedStateMachine):
         assert len({b.seq for b in bids}) == len(bids)
 
     @invariant()
+    def indexes_describe_the_same_bids(self) -> None:
+        """The module's invariant: the update touches only what changed, and misses nothing."""
+        bids = list(self.book)
+        assert self.book._by_seq == {b.seq: b for b in bids}
+        assert list(self.book._by_expiry) == sorted(
+            (b.expiry, b.seq, b.agent) for b in bids if b.expiry is not None
+        )
+
+    @invariant()
     def marginal_price_matches_a_full_walk(self) -> None:
         bids = list(self.book)
         for capacity in (0.0, 1.0, 2.5, 100.0):

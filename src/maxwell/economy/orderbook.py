@@ -89,7 +89,8 @@ def check_agent(agent: str) -> str:
 class Bid(NamedTuple):
     """A standing bid: up to `demand` cores at up to `price` $J per J, until `expiry`.
 
-    A named tuple, not a dataclass: a bid is built on every update, and this is the cheap way.
+    A named tuple, not a dataclass: a bid is built on every update, and this is the cheap way
+    (the update builds it with `tuple.__new__`, skipping the generated `__new__`'s call).
     """
 
     agent: str
@@ -111,11 +112,21 @@ SEQ_BITS = 48
 _SEQ_MASK = (1 << SEQ_BITS) - 1
 
 
+_pack_double = _DOUBLE.pack
+_unpack_int64 = _INT64.unpack
+
+
 def book_key(price: float, seq: int) -> int:
     """An int that sorts as (-price, seq) does, for finite prices >= 0 (not -0.0)."""
-    bits: int = _INT64.unpack(_DOUBLE.pack(price))[0]
+    bits: int = _unpack_int64(_pack_double(price))[0]
     return ((_INF_BITS - bits) << SEQ_BITS) | seq
 
+
+# sortedcontainers' load factor for the price list (its default is 1,000). At 10^6 bids the
+# update is bound by cache misses: each probe of a bisect reads a key object somewhere in memory.
+# Shorter sublists move probes from the cold sublists to the list of sublist maxima, which is
+# small enough to stay in cache (measured: ~5-10% off an update at 10^6, nothing lost at 10^3).
+PRICE_LIST_LOAD = 100
 
 _KEEP = object()  # `update(expiry=_KEEP)`: leave the expiry as it is (None means "never")
 
@@ -125,6 +136,7 @@ class OrderBook:
 
     def __init__(self) -> None:
         self._by_price: SortedList[int] = SortedList()
+        self._by_price._reset(PRICE_LIST_LOAD)
         self._by_seq: dict[int, Bid] = {}
         self._by_expiry: SortedList[tuple[float, int, str]] = SortedList()
         self._bids: dict[str, Bid] = {}
@@ -146,7 +158,7 @@ class OrderBook:
             )  # fmt: skip
             book._bids[agent] = bid
             book._by_seq[bid.seq] = bid
-        book._by_price = SortedList(bid.key for bid in book._bids.values())
+        book._by_price.update([bid.key for bid in book._bids.values()])
         book._by_expiry = SortedList(
             (bid.expiry, bid.seq, bid.agent)
             for bid in book._bids.values()
@@ -199,10 +211,26 @@ class OrderBook:
             new_expiry = check_expiry(expiry)
         else:
             raise InvalidBidError(f"expiry must be a finite time or None, got {expiry!r}")
-        seq = self._take_seq() if new_price != old.price else old.seq
-        bid = Bid(agent, new_price, new_demand, new_expiry, seq)
-        self._remove(old)
-        self._add(bid)
+        # The hot path: touch only what changed. A price change moves the key in the sorted
+        # list (and takes a new seq); demand or expiry alone leave the price order untouched.
+        if new_price != old.price:
+            seq = self._take_seq()
+            bid = tuple.__new__(Bid, (agent, new_price, new_demand, new_expiry, seq))
+            by_price = self._by_price
+            by_price.remove(book_key(old.price, old.seq))
+            by_price.add(book_key(new_price, seq))
+            del self._by_seq[old.seq]
+        else:
+            seq = old.seq
+            bid = tuple.__new__(Bid, (agent, new_price, new_demand, new_expiry, seq))
+        self._by_seq[seq] = bid
+        self._bids[agent] = bid
+        if old.expiry is not None and (new_expiry != old.expiry or seq != old.seq):
+            self._by_expiry.remove((old.expiry, old.seq, agent))
+            if new_expiry is not None:
+                self._by_expiry.add((new_expiry, seq, agent))
+        elif old.expiry is None and new_expiry is not None:
+            self._by_expiry.add((new_expiry, seq, agent))
         return bid
 
     def place(self, agent: str, price: float, demand: float, expiry: float | None = None) -> Bid:

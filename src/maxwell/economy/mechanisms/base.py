@@ -112,6 +112,15 @@ class Clearing:
         return dense
 
 
+def check_terms(capacity: float, reserve: float) -> tuple[float, float]:
+    """The capacity (cores) and reserve ($J per J) of a clearing, checked: finite and >= 0."""
+    if not math.isfinite(capacity) or capacity < 0:
+        raise UsageError(f"capacity must be a finite number of cores >= 0, got {capacity!r}")
+    if not math.isfinite(reserve) or reserve < 0:
+        raise UsageError(f"reserve must be a finite price >= 0, got {reserve!r}")
+    return float(capacity), float(reserve)
+
+
 class Mechanism(ABC):
     """A way to sell `capacity` cores to bids. Subclasses document their incentive property."""
 
@@ -129,13 +138,10 @@ class Mechanism(ABC):
         `rng` is the only source of randomness (mechanisms that draw need it; None means a
         generator seeded with 0, so a clearing is always reproducible).
         """
-        if not math.isfinite(capacity) or capacity < 0:
-            raise UsageError(f"capacity must be a finite number of cores >= 0, got {capacity!r}")
-        if not math.isfinite(reserve) or reserve < 0:
-            raise UsageError(f"reserve must be a finite price >= 0, got {reserve!r}")
+        capacity, reserve = check_terms(capacity, reserve)
         if rng is None:
             rng = np.random.default_rng(0)
-        return self._clear(bids, float(capacity), float(reserve), rng)
+        return self._clear(bids, capacity, reserve, rng)
 
     @abstractmethod
     def _clear(

@@ -6,9 +6,11 @@ price: the highest price among bids not completely filled (the marginal, partial
 or the first one left unserved), or the reserve when all eligible demand fits. The price is
 never below the reserve.
 
-Cost: O(n) expected. The marginal price t comes from a weighted quickselect; every bid priced
-above t is filled in full (their order does not matter), and only the bids priced exactly t
-are sorted into book order to share what is left.
+Cost: `clear` (a `BidSet`) is O(n) expected. The marginal price t comes from a weighted
+quickselect; every bid priced above t is filled in full (their order does not matter), and only
+the bids priced exactly t are sorted into book order to share what is left. `clear_book` (a
+standing `OrderBook`, already in book order) walks it from the top and stops at the margin:
+O(k) for the k bids it visits, whatever the size of the book. Both give the same clearing.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import numpy as np
 from maxwell.economy.mechanisms.base import (
     Clearing,
     Mechanism,
+    check_terms,
     eligible,
     fill_in_order,
     in_book_order,
     price_at_position,
 )
-from maxwell.economy.orderbook import BidSet
+from maxwell.economy.orderbook import BidSet, OrderBook
 
 
 class Uniform(Mechanism):
@@ -64,4 +67,51 @@ class Uniform(Mechanism):
         return self._result(
             bids, capacity, reserve, price, winners, cores,
             extra={"marginal_bid": None if margin is None else bids.agents[int(tied[margin])]},
+        )  # fmt: skip
+
+    def clear_book(self, book: OrderBook, capacity: float, reserve: float = 0.0) -> Clearing:
+        """Clear a standing order book by walking it from the top (the per-tick auctioneer).
+
+        The same clearing as `clear(book.to_bidset(), capacity, reserve)`: same cores for every
+        agent, same price, same marginal bid. The book is already in book order, so the walk
+        fills each bid in turn and stops at the first one not completely filled (the marginal
+        bid, the price) or at the first one below the reserve (all demand fits: the reserve).
+        Cost O(k) for the k bids visited; nothing is exported or sorted.
+
+        The result's `bids` holds only the visited bids, in book order (the winners and the
+        marginal bid); the agents never reached got nothing, which `allocation(agent)` reports.
+        """
+        capacity, reserve = check_terms(capacity, reserve)
+        agents: list[str] = []
+        prices: list[float] = []
+        demands: list[float] = []
+        seqs: list[int] = []
+        cores: list[float] = []
+        filled = 0.0
+        price = reserve
+        marginal_bid: str | None = None
+        for bid in book:
+            if bid.price < reserve:
+                break  # book order: every bid after this one is below the reserve too
+            agents.append(bid.agent)
+            prices.append(bid.price)
+            demands.append(bid.demand)
+            seqs.append(bid.seq)
+            if filled + bid.demand > capacity:
+                cores.append(max(0.0, capacity - filled))
+                price = max(reserve, bid.price)
+                marginal_bid = bid.agent
+                break
+            filled += bid.demand
+            cores.append(bid.demand)
+        visited = BidSet(
+            agents=tuple(agents),
+            prices=np.array(prices, dtype=np.float64),
+            demands=np.array(demands, dtype=np.float64),
+            seqs=np.array(seqs, dtype=np.int64),
+        )
+        return self._result(
+            visited, capacity, reserve, price,
+            np.arange(len(agents), dtype=np.intp), np.array(cores, dtype=np.float64),
+            extra={"marginal_bid": marginal_bid},
         )  # fmt: skip
