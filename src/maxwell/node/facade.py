@@ -1,0 +1,192 @@
+"""The contract between the node daemon and its clients (HTTP API, CLI, metrics, `top`).
+
+Rules: every value crossing this boundary is one of the frozen types below, with money as integer
+µ$J (`Money`) and JSON renderings in $J; an implementation is thread-safe (the API serves
+requests while the tick runs); errors are the `NodeError` subclasses, each mapped to one HTTP
+status by the API. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from maxwell.errors import MaxwellError
+from maxwell.units import Money, money_to_tokens
+
+
+class AgentState(enum.StrEnum):
+    RUNNING = "running"  # served in full by the last clearing
+    THROTTLED = "throttled"  # served, but fewer cores than it asked for
+    FROZEN = "frozen"  # insolvent, or its bid is below the reserve: cgroup frozen
+    DEAD = "dead"  # killed by apoptosis (or by `maxwell kill`)
+    EXITED = "exited"  # its command ended by itself
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"  # may fund, spawn and kill
+    AGENT = "agent"  # may read the price and its own account, bid and report for itself
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a token belongs to: the admin, or one agent (`agent` is its id)."""
+
+    role: Role
+    agent: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    id: str
+    name: str
+    state: AgentState
+    balance: Money
+    bid: float  # limit price, $J per J
+    demand: float  # cores asked for
+    share: float  # cores granted by the last clearing
+    power_w: float  # attributed power over the last tick
+    energy_uj: int  # attributed energy since spawn
+    paid: Money  # energy bills paid (to the grid)
+    landauer: Money  # Landauer tax paid
+    pid: int | None
+    exit_code: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "state": str(self.state),
+            "balance": money_to_tokens(self.balance),
+            "bid": self.bid,
+            "demand": self.demand,
+            "share": self.share,
+            "power_w": self.power_w,
+            "energy_j": self.energy_uj / 1e6,
+            "paid_j": money_to_tokens(self.paid),
+            "landauer_j": money_to_tokens(self.landauer),
+            "pid": self.pid,
+            "exit_code": self.exit_code,
+        }
+
+
+@dataclass(frozen=True)
+class PriceInfo:
+    spot: float  # $J per J
+    grid: float
+    thermal_factor: float
+    temperature_c: float
+    headroom_c: float
+    measured: bool  # is the temperature (and energy) measured, or modelled
+    energy_source: str
+    temperature_source: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "spot": self.spot,
+            "grid": self.grid,
+            "thermal_factor": self.thermal_factor,
+            "temperature_c": self.temperature_c,
+            "headroom_c": self.headroom_c,
+            "measured": self.measured,
+            "energy_source": self.energy_source,
+            "temperature_source": self.temperature_source,
+        }
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of the node's event log, named in the vision's terms: `spawned`, `funded`,
+    `bid`, `throttled`, `frozen`, `thawed`, `apoptosis`, `exited`, `killed`, ..."""
+
+    seq: int
+    at: float  # Unix seconds
+    kind: str
+    agent: str | None
+    detail: Mapping[str, object] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "seq": self.seq,
+            "at": self.at,
+            "kind": self.kind,
+            "agent": self.agent,
+            "detail": dict(self.detail),
+        }
+
+
+@dataclass(frozen=True)
+class SpawnResult:
+    agent: str
+    name: str
+    pid: int
+    token: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"agent": self.agent, "name": self.name, "pid": self.pid, "token": self.token}
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """A snapshot for metrics and `top`."""
+
+    price: PriceInfo
+    agents: Sequence[AgentInfo]
+    tick_s: float  # configured tick
+    last_tick_duration_s: float
+    ticks: int
+    mechanism: str
+    cgroup: str  # "v1", "v2" or "none"
+
+
+class NodeError(MaxwellError):
+    """A request the node refuses; `status` is the HTTP status the API answers with."""
+
+    status = 400
+
+
+class UnknownAgentError(NodeError):
+    status = 404
+
+
+class NotAllowedError(NodeError):
+    status = 403
+
+
+class AgentGoneError(NodeError):
+    """The agent is dead or exited: it can no longer bid or be funded."""
+
+    status = 409
+
+
+class Node(Protocol):
+    def authenticate(self, token: str) -> Principal | None: ...
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        fund: Money,
+        bid: float,
+        demand: float = 1.0,
+        name: str | None = None,
+        user: str | None = None,
+    ) -> SpawnResult: ...
+
+    def fund(self, agent: str, amount: Money) -> AgentInfo: ...
+
+    def bid(self, agent: str, price: float, demand: float | None = None) -> AgentInfo: ...
+
+    def kill(self, agent: str) -> AgentInfo: ...
+
+    def agent(self, agent: str) -> AgentInfo: ...
+
+    def agents(self) -> list[AgentInfo]: ...
+
+    def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]: ...
+
+    def price(self) -> PriceInfo: ...
+
+    def status(self) -> NodeStatus: ...
