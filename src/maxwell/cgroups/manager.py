@@ -26,6 +26,9 @@ Rules (systemd's delegation contract, Delegate=yes):
   `sweep_stale()` removes those whose pid is dead (opt-in: `maxwell run` calls it; a daemon that
   re-adopts its agents must not). It only ever touches `<prefix>-<pid>`, `<prefix>-<pid>-<n>` and
   `<prefix>-<pid>-daemon` beneath `<own>`, and never those of a live pid.
+- `private_name` (a daemon's option) replaces `<prefix>-<pid>[-n]` by one stable name, adopted
+  as it is when it exists already, so a daemon restarted after SIGKILL finds its agents' groups
+  where it left them. Pick a name the stale sweep cannot match (`<prefix>-<digits>...`).
 """
 
 from __future__ import annotations
@@ -89,8 +92,10 @@ class CgroupManager:
         procfs_root: str = "/proc",
         fs: CgroupFs | None = None,
         clock: Clock | None = None,
+        private_name: str | None = None,
     ) -> None:
         self._fs = fs if fs is not None else CgroupFs()
+        self._private_name = private_name
         self._clock = clock
         self._prefix = prefix
         self._procfs = Path(procfs_root)
@@ -138,6 +143,7 @@ class CgroupManager:
         prefix: str = "maxwell",
         fs: CgroupFs | None = None,
         clock: Clock | None = None,
+        private_name: str | None = None,
     ) -> CgroupManager:
         """Find the hierarchies from `<procfs>/self/mountinfo` and `<procfs>/self/cgroup`, then
         create the private subtree. Raises `CgroupUnavailableError` with the reason."""
@@ -169,6 +175,7 @@ class CgroupManager:
                 procfs_root=procfs_root,
                 fs=fs,
                 clock=clock,
+                private_name=private_name,
             )
         if layout.v2 is not None:
             if layout.v2.readonly:
@@ -183,6 +190,7 @@ class CgroupManager:
                 procfs_root=procfs_root,
                 fs=fs,
                 clock=clock,
+                private_name=private_name,
             )
         reasons = "; ".join(layout.problems) or "the cpu and memory controllers are not mounted"
         raise CgroupUnavailableError(f"no usable cgroup hierarchy: {reasons}")
@@ -197,7 +205,14 @@ class CgroupManager:
         """mkdir `<own>/<prefix>-<pid>[-n]` in every hierarchy, one name for all.
 
         Each directory goes into `_private` as soon as it is made; on failure the caller's
-        teardown removes whatever is recorded there."""
+        teardown removes whatever is recorded there. With `private_name`, that one name, adopted
+        where it exists already."""
+        if self._private_name is not None:
+            for own in own_dirs:
+                private = os.path.join(own, self._private_name)
+                self._fs.mkdir(private)  # False: it exists already (a restarted daemon's)
+                self._private[own] = private
+            return
         for attempt in range(100):
             name = f"{self._prefix}-{self._pid}" + (f"-{attempt}" if attempt else "")
             for own in own_dirs:

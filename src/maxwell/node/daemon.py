@@ -1,0 +1,1049 @@
+"""The node daemon's core: `NodeDaemon`, the adapter that implements `maxwell.node.facade.Node`.
+
+It wires one tick (ARCHITECTURE.md, "One tick on one node"): sensors and cgroup counters through
+the `LiveMeter`, the pure plan (`maxwell.node.tick.plan_tick`: bills, apoptosis, clearing,
+enforcement), the ledger (`LedgerStore`, whose journal is also the event log), and the cgroup
+writes. It supervises the agents it spawns: each runs in its own group under the daemon's
+private directory, with a pids limit and a CPU quota of exactly the cores it was granted.
+
+Threads: one lock (`threading.RLock`) guards everything; the API calls the public methods from
+its threads while `run_forever` ticks in another. The ledger and the node tables use
+connections shared across threads, which the lock serialises.
+
+Exactly-once billing, and recovery after SIGKILL (deliverable 6):
+
+- A tick first commits, in one SQLite transaction, the agents' new counters (the absolute CPU
+  time and bytes freed they are now billed up to) together with the ledger entries it plans
+  (`pending`), then posts those entries (idempotency keys `bill:<tick>:<agent>`) and clears them.
+  A daemon killed between the two posts them again on start: applied once.
+- The cgroup tree has a stable name, `maxwell-node-<hash of the state dir>` (never matched by
+  `maxwell run`'s stale sweep, which only touches `maxwell-<pid>...`), so a restarted daemon finds
+  its agents' groups, rebuilds them from the directories recorded at spawn, and re-adopts them
+  (same pids). The interval it was down is billed once, as its first tick: from each agent's
+  recorded counters to their current values. The node's energy over that interval was not
+  observed, so the agent's energy is modelled from its CPU time at the active watts per busy core
+  of the power model (labelled `modelled` in the `adopted` event).
+- Shutdown: `shutdown()` (what SIGTERM leads to) stops ticking and leaves the agents running in
+  their groups, frozen or not, for the next daemon to re-adopt; `shutdown(kill_agents=True)`
+  bills a last tick, kills every agent and removes the whole tree.
+
+Agents started under `user` drop privileges with `setpriv` (util-linux), which execs the command
+in place: the pid the daemon records is the agent's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from maxwell.cgroups import CgroupManager, ProcTreeGroup, V1Group, V2Group, WorkloadGroup
+from maxwell.cgroups.base import GroupStats
+from maxwell.clock import Clock, SystemClock
+from maxwell.economy.ledger import (
+    TREASURY,
+    EntryRequest,
+    LedgerError,
+    Movement,
+    agent_account,
+    batch_request,
+    event_request,
+    open_request,
+    transfer_request,
+)
+from maxwell.economy.mechanisms import Mechanism, make_mechanism
+from maxwell.economy.orderbook import InvalidBidError, check_demand, check_price
+from maxwell.economy.price import ConstantPrice, GridPrice, SpotPrice, ThermalPriceController
+from maxwell.economy.store import DB_NAME, LedgerStore
+from maxwell.errors import CgroupError, CgroupUnavailableError, MaxwellError
+from maxwell.meter import LiveMeter
+from maxwell.meter.live import NodeSampler
+from maxwell.node import tick as ticks
+from maxwell.node.facade import (
+    AgentGoneError,
+    AgentInfo,
+    AgentState,
+    Event,
+    NodeError,
+    NodeStatus,
+    PriceInfo,
+    Principal,
+    Role,
+    SpawnResult,
+    UnknownAgentError,
+)
+from maxwell.node.state import (
+    AgentRow,
+    NodeState,
+    PendingEntry,
+    admin_token,
+    hash_token,
+    new_token,
+)
+from maxwell.procfs import read_cpu_model
+from maxwell.sensors import NodeSample, Sensors
+from maxwell.sensors.model import ModelConfig, resolve
+from maxwell.units import Money
+
+EVENT_KINDS = (
+    "spawned",
+    "adopted",
+    "funded",
+    "bid",
+    "running",
+    "throttled",
+    "frozen",
+    "thawed",
+    "insolvent",
+    "apoptosis",
+    "exited",
+    "killed",
+)
+DEFAULT_PIDS_MAX = 256
+DEFAULT_GRACE_S = 5.0
+PRIVATE_PREFIX = "maxwell-node"
+_LIVE = (AgentState.RUNNING, AgentState.THROTTLED, AgentState.FROZEN)
+
+
+class CommandError(NodeError):
+    """The agent's command cannot be started (not found, not executable)."""
+
+
+def private_name(state_dir: str | os.PathLike[str]) -> str:
+    """The daemon's stable cgroup directory name for `state_dir`: the same after a restart,
+    distinct for two daemons, and never one `maxwell run`'s sweep (`maxwell-<pid>`) matches."""
+    digest = hashlib.sha256(os.fsencode(Path(state_dir).resolve())).hexdigest()[:12]
+    return f"{PRIVATE_PREFIX}-{digest}"
+
+
+def active_w_per_core(config: ModelConfig | None = None, procfs_root: str = "/proc") -> float:
+    """The power model's active watts per busy core (max - idle per vCPU)."""
+    parameters = resolve(
+        config or ModelConfig(), cpu_model=read_cpu_model(procfs_root), cpus=os.cpu_count() or 1
+    )
+    c = parameters.coefficients
+    return max(c.max_w_per_vcpu - c.idle_w_per_vcpu, 0.0)
+
+
+class _CountedGroup:
+    """A group as the meter sees it, remembering the counters the meter has accounted up to.
+
+    The meter attributes CPU from `cpu_ns()` readings (and the baseline from the first
+    `stats()`), memory freed from `stats()`; these are the absolute values billing has reached.
+    """
+
+    def __init__(self, group: WorkloadGroup) -> None:
+        self.group = group
+        self.cpu_ns_seen: int | None = None
+        self.freed_seen = 0
+
+    def cpu_ns(self) -> int:
+        value = self.group.cpu_ns()
+        if self.cpu_ns_seen is None or value > self.cpu_ns_seen:
+            self.cpu_ns_seen = value
+        return value
+
+    def stats(self) -> GroupStats:
+        stats = self.group.stats()
+        if self.cpu_ns_seen is None:
+            self.cpu_ns_seen = stats.cpu_ns  # the baseline; later stats() CPU is not attributed
+        self.freed_seen = max(self.freed_seen, stats.memory_freed_bytes)
+        return stats
+
+
+@dataclass
+class _Agent:
+    """The daemon's live view of one agent (the row is its durable part)."""
+
+    id: str
+    name: str
+    argv: tuple[str, ...]
+    user: str | None
+    token_hash: str
+    created_at: float
+    cgroup: Mapping[str, object]
+    state: AgentState
+    bid: float
+    demand: float
+    bid_seq: int
+    pid: int | None
+    group: WorkloadGroup | None = None
+    counted: _CountedGroup | None = None
+    popen: subprocess.Popen[bytes] | None = None
+    exit_code: int | None = None
+    ended_at: float | None = None
+    energy_uj: int = 0
+    cpu_ns: int = 0  # absolute group counter billed up to
+    freed_bytes: int = 0  # absolute group counter billed up to
+    freed_metered: int = 0  # the meter's running total, to take per-tick deltas
+    cores: float = 0.0
+    power_w: float = 0.0
+    burn_per_s: float = 0.0
+    insolvent_since: float | None = None
+    paid: int = 0
+    landauer: int = 0
+    last_quota: float | None = None
+    last_weight: int | None = None
+    finished: bool = False  # ended: bill its last interval at the next tick, then remove its group
+
+
+def _group_record(group: WorkloadGroup) -> dict[str, object]:
+    if isinstance(group, V1Group):
+        return {
+            "kind": "v1",
+            "layout": group.layout,
+            "dirs": dict(group.dirs),
+            "unified": group.unified_dir,
+        }
+    if isinstance(group, V2Group):
+        return {"kind": "v2", "layout": group.layout, "path": group.path}
+    return {"kind": "none"}
+
+
+def _rebuild_group(name: str, record: Mapping[str, object], clock: Clock) -> WorkloadGroup | None:
+    """The group recorded at spawn, if its directories still exist (else None)."""
+    kind = record.get("kind")
+    layout = str(record.get("layout", kind))
+    if kind == "v1":
+        dirs = record.get("dirs")
+        unified = record.get("unified")
+        if not isinstance(dirs, dict) or not dirs:
+            return None
+        if not all(os.path.isdir(str(d)) for d in dirs.values()):
+            return None
+        return V1Group(
+            name,
+            {str(c): str(d) for c, d in dirs.items()},
+            unified_dir=str(unified) if isinstance(unified, str) else None,
+            layout=layout,
+            clock=clock,
+        )
+    if kind == "v2":
+        path = record.get("path")
+        if not isinstance(path, str) or not os.path.isdir(path):
+            return None
+        return V2Group(name, path, layout=layout, clock=clock)
+    return None
+
+
+def _open_ledger(state_dir: Path, now: Callable[[], float]) -> LedgerStore:
+    """The state dir's ledger over a connection the daemon's threads share under its lock.
+
+    `LedgerStore.open` creates and checks it; the shared connection is then configured as
+    `open` configures its own (WAL is a property of the file, already set).
+    """
+    LedgerStore.open(state_dir, now=now).close()
+    path = state_dir / DB_NAME
+    uri = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=rw"
+    connection = sqlite3.connect(
+        uri, uri=True, isolation_level=None, timeout=30.0, check_same_thread=False
+    )
+    connection.execute("PRAGMA foreign_keys = ON")
+    connection.execute("PRAGMA synchronous = FULL")
+    return LedgerStore(connection, path, now)
+
+
+class NodeDaemon:
+    """Runs agents as real processes in cgroups and clears the market every tick (see module)."""
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str],
+        *,
+        tick_s: float = 1.0,
+        mechanism: str = "uniform",
+        clock: Clock | None = None,
+        wall: Callable[[], float] = time.time,
+        sensors: NodeSampler | None = None,
+        cgroups: CgroupManager | None = None,
+        detect_cgroups: bool = True,
+        socket_path: str = "",
+        grid: GridPrice | None = None,
+        landauer_multiplier: float = 1.0,
+        grace_s: float = DEFAULT_GRACE_S,
+        capacity_cores: float | None = None,
+        pids_max: int | None = DEFAULT_PIDS_MAX,
+        memory_interval_s: float = 1.0,
+        model_config: ModelConfig | None = None,
+        active_w_per_core_override: float | None = None,
+    ) -> None:
+        if not math.isfinite(tick_s) or tick_s <= 0:
+            raise NodeError(f"the tick must be a positive number of seconds, got {tick_s!r}")
+        self._lock = threading.RLock()
+        self.state_dir = Path(state_dir)
+        self.tick_s = tick_s
+        self.mechanism_name = mechanism
+        self._mechanism: Mechanism | None = (
+            None if mechanism == "uniform" else make_mechanism(mechanism)
+        )
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._wall = wall
+        self.socket_path = socket_path
+        self.landauer_multiplier = landauer_multiplier
+        self.grace_s = grace_s
+        self.capacity_cores = float(capacity_cores or os.cpu_count() or 1)
+        self.pids_max = pids_max
+        self._closed = False
+        self._ledger = _open_ledger(self.state_dir, wall)
+        self._state = NodeState.open(self.state_dir)
+        self._admin_token = admin_token(self.state_dir)
+        self._owns_sensors = sensors is None
+        self._sensors: NodeSampler = (
+            sensors
+            if sensors is not None
+            else Sensors.detect(clock=self._clock, model_config=model_config)
+        )
+        self._active_w_per_core = (
+            active_w_per_core_override
+            if active_w_per_core_override is not None
+            else active_w_per_core(model_config)
+        )
+        self._meter = LiveMeter(self._sensors, memory_interval_s=memory_interval_s)
+        first = self._meter.node
+        self._spot = SpotPrice(
+            grid if grid is not None else ConstantPrice(1.0),
+            ThermalPriceController(setpoint_c=first.critical_c - 15.0),
+        )
+        self._quote = self._spot.spot(wall(), first.temperature_c, 0.0)
+        self._last_wall = wall()
+        self.degraded: str | None = None
+        self._cgroups = cgroups
+        if cgroups is None and detect_cgroups:
+            try:
+                self._cgroups = CgroupManager.detect(
+                    prefix=PRIVATE_PREFIX, clock=self._clock, private_name=private_name(state_dir)
+                )
+            except CgroupUnavailableError as exc:
+                self.degraded = f"no usable cgroups ({exc}): process trees, no limits"
+        elif cgroups is None:
+            self.degraded = "cgroups disabled: process trees, no limits"
+        self._agents: dict[str, _Agent] = {}
+        self._by_token: dict[str, str] = {}
+        self._tick, _ = self._state.last_tick()
+        self.last_tick_duration_s = 0.0
+        self.warnings: list[str] = []
+        self._pending_left = False
+        self._recover()
+
+    # --- recovery -------------------------------------------------------------------------------
+
+    def _post(self, entry: PendingEntry, at: float) -> None:
+        request: EntryRequest
+        if entry.movements:
+            request = batch_request(
+                entry.key,
+                [Movement(d, c, a) for d, c, a in entry.movements],
+                kind=entry.kind,
+                detail=entry.detail,
+            )
+        else:
+            request = event_request(entry.key, entry.kind, entry.detail)
+        self._ledger.submit(request, at=at)
+
+    def _flush_pending(self) -> None:
+        """Post the entries a committed tick left unposted (idempotent: same keys, same content)."""
+        at = self._wall()
+        pending = self._state.pending()
+        for entry in pending:
+            self._post(entry, at)
+        self._state.clear_pending([entry.key for entry in pending])
+        self._pending_left = False
+
+    def _recover(self) -> None:
+        """Post what a killed daemon left pending, reload the agents, re-adopt the live ones and
+        bill the interval the daemon was down (one tick)."""
+        at = self._wall()
+        self._flush_pending()
+        paid = self._paid_totals()
+        catch_up: dict[str, tuple[int, int, int]] = {}  # agent -> (cpu ns, bytes, energy µJ)
+        ended: list[_Agent] = []
+        for row in self._state.agents():
+            agent = _Agent(
+                id=row.id, name=row.name, argv=row.argv, user=row.user,
+                token_hash=row.token_hash, created_at=row.created_at, cgroup=row.cgroup,
+                state=AgentState(row.state), bid=row.bid, demand=row.demand,
+                bid_seq=row.bid_seq, pid=row.pid, exit_code=row.exit_code,
+                ended_at=row.ended_at, energy_uj=row.energy_uj, cpu_ns=row.cpu_ns,
+                freed_bytes=row.freed_bytes, cores=row.cores, burn_per_s=row.burn_per_s,
+                insolvent_since=row.insolvent_since,
+                paid=paid.get((row.id, "grid"), 0), landauer=paid.get((row.id, "landauer"), 0),
+            )  # fmt: skip
+            self._agents[agent.id] = agent
+            self._by_token[agent.token_hash] = agent.id
+            group = _rebuild_group(agent.id, agent.cgroup, self._clock)
+            if agent.state not in _LIVE:
+                if group is not None:  # ended just before a crash, its group not yet removed
+                    try:
+                        group.remove()
+                    except MaxwellError as exc:
+                        self._warn(f"agent {agent.id}: cannot remove its group: {exc}")
+                continue
+            if group is None:
+                # Its group is gone (removed by hand, or a reboot): nothing left to bill or run.
+                agent.state, agent.ended_at = AgentState.EXITED, at
+                self._state.update_agent(agent.id, state=str(agent.state), ended_at=at)
+                ended.append(agent)
+                continue
+            agent.group = group
+            agent.counted = _CountedGroup(group)
+            self._meter.add(agent.id, agent.counted)
+            usage = self._meter.usage(agent.id)
+            agent.freed_metered = usage.memory_freed_bytes
+            now_cpu = agent.counted.cpu_ns_seen or 0
+            down_cpu = max(now_cpu - agent.cpu_ns, 0)
+            down_freed = max(agent.counted.freed_seen - agent.freed_bytes, 0)
+            energy = round(down_cpu * self._active_w_per_core / 1000)  # ns x W = nJ
+            catch_up[agent.id] = (down_cpu, down_freed, energy)
+            if group.is_empty():
+                agent.state, agent.ended_at = AgentState.EXITED, at
+                agent.finished = True
+        if catch_up or ended:
+            events: list[PendingEntry] = []
+            tick = self._tick + 1
+            for agent_id, (cpu, freed, energy) in sorted(catch_up.items()):
+                agent = self._agents[agent_id]
+                events.append(
+                    PendingEntry(
+                        key=ticks.event_key(tick, agent_id, "adopted"),
+                        tick=tick,
+                        kind="adopted",
+                        movements=(),
+                        detail={
+                            "agent": agent_id,
+                            "pid": agent.pid,
+                            "cpu_ns": cpu,
+                            "bytes_freed": freed,
+                            "energy_uj": energy,
+                            "energy_source": "modelled from CPU time while the daemon was down",
+                            "alive": not agent.finished,
+                        },
+                    )
+                )
+            for agent in [*ended, *(a for a in self._agents.values() if a.finished)]:
+                events.append(
+                    self._exited_event(tick, agent, "its process ended while the daemon was down")
+                )
+            energies = {a: e for a, (_, _, e) in catch_up.items()}
+            freed_by = {a: f for a, (_, f, _) in catch_up.items()}
+            self._run_tick(energies, freed_by, extra_events=events, interval_s=0.0)
+
+    def _exited_event(self, tick: int, agent: _Agent, reason: str) -> PendingEntry:
+        return PendingEntry(
+            key=ticks.event_key(tick, agent.id, "exited"),
+            tick=tick,
+            kind="exited",
+            movements=(),
+            detail={"agent": agent.id, "exit_code": agent.exit_code, "reason": reason},
+        )
+
+    def _paid_totals(self) -> dict[tuple[str, str], int]:
+        """(agent, "grid" | "landauer") -> µ$J paid, from the journal's bills."""
+        totals: dict[tuple[str, str], int] = {}
+        for entry in self._ledger.entries():
+            if entry.kind != "bill":
+                continue
+            agent = entry.detail.get("agent")
+            for leg in entry.legs:
+                if leg.account in ("grid", "landauer") and isinstance(agent, str):
+                    key = (agent, leg.account)
+                    totals[key] = totals.get(key, 0) + leg.delta
+        return totals
+
+    # --- the tick -------------------------------------------------------------------------------
+
+    def tick_once(self) -> None:
+        """Meter, bill, decide, clear and enforce: one tick (see the module comment)."""
+        with self._lock:
+            if self._closed:
+                return
+            started = self._clock.monotonic()
+            if self._pending_left:
+                self._flush_pending()
+            energies = dict(self._meter.tick())
+            freed: dict[str, int] = {}
+            for agent in self._agents.values():
+                if agent.counted is None or agent.id not in energies:
+                    continue
+                usage = self._meter.usage(agent.id)
+                freed[agent.id] = max(usage.memory_freed_bytes - agent.freed_metered, 0)
+                agent.freed_metered = usage.memory_freed_bytes
+                agent.power_w = usage.power_w
+            tick = self._tick + 1
+            events: list[PendingEntry] = []
+            at = self._wall()
+            for agent in self._agents.values():
+                if agent.state in _LIVE and agent.group is not None and self._has_exited(agent):
+                    agent.state, agent.ended_at, agent.finished = AgentState.EXITED, at, True
+                    events.append(self._exited_event(tick, agent, "its command ended"))
+            interval = max(at - self._last_wall, 0.0)
+            self._run_tick(energies, freed, extra_events=events, interval_s=interval)
+            self.last_tick_duration_s = self._clock.monotonic() - started
+
+    def _has_exited(self, agent: _Agent) -> bool:
+        if agent.popen is not None:
+            code = agent.popen.poll()
+            if code is None:
+                return False
+            agent.exit_code = code
+            return True
+        assert agent.group is not None
+        try:
+            return agent.group.is_empty()
+        except CgroupError:
+            return True
+
+    def _run_tick(
+        self,
+        energies: Mapping[str, int],
+        freed: Mapping[str, int],
+        *,
+        extra_events: Sequence[PendingEntry],
+        interval_s: float,
+    ) -> None:
+        tick = self._tick + 1
+        at = self._wall()
+        sample = self._meter.node
+        self._quote = self._spot.spot(at, sample.temperature_c, max(at - self._last_wall, 0.0))
+        balances = self._ledger.balances()
+        inputs: list[ticks.AgentTickInput] = []
+        for agent in self._agents.values():
+            if agent.id not in energies and agent.state not in _LIVE:
+                continue
+            if agent.state in _LIVE and agent.group is None:
+                continue
+            inputs.append(
+                ticks.AgentTickInput(
+                    agent=agent.id,
+                    state=agent.state,
+                    balance=balances.get(agent_account(agent.id), Money(0)),
+                    bid=agent.bid,
+                    demand=agent.demand,
+                    energy_uj=energies.get(agent.id, 0),
+                    bytes_freed=freed.get(agent.id, 0),
+                    burn_per_s=agent.burn_per_s,
+                    insolvent_since_s=agent.insolvent_since,
+                    bid_seq=agent.bid_seq,
+                )
+            )
+        plan = ticks.plan_tick(
+            ticks.TickInput(
+                tick=tick,
+                now_s=at,
+                interval_s=interval_s,
+                tick_s=self.tick_s,
+                spot_price=self._quote.spot,
+                temperature_c=sample.temperature_c,
+                capacity_cores=self.capacity_cores,
+                landauer_multiplier=self.landauer_multiplier,
+                grace_s=self.grace_s,
+                agents=inputs,
+            ),
+            mechanism=self._mechanism,
+        )
+        pending = [
+            PendingEntry(
+                post.key,
+                tick,
+                post.kind,
+                tuple((m.debit, m.credit, m.amount) for m in post.movements),
+                post.detail,
+            )
+            for post in plan.posts
+        ]
+        pending += [
+            PendingEntry(event.key, tick, event.kind, (), event.detail) for event in plan.events
+        ]
+        pending += extra_events
+        updates: dict[str, dict[str, object]] = {}
+        for agent_id, agent_plan in plan.agents.items():
+            agent = self._agents[agent_id]
+            agent.energy_uj += energies.get(agent_id, 0)
+            if agent.counted is not None and agent.counted.cpu_ns_seen is not None:
+                agent.cpu_ns = agent.counted.cpu_ns_seen
+                agent.freed_bytes = max(agent.freed_bytes, agent.counted.freed_seen)
+            agent.paid += agent_plan.paid_energy
+            agent.landauer += agent_plan.paid_landauer
+            agent.burn_per_s = agent_plan.burn_per_s
+            agent.insolvent_since = agent_plan.insolvent_since_s
+            agent.cores = agent_plan.cores
+            if agent_plan.state is AgentState.DEAD and agent.state is not AgentState.DEAD:
+                agent.ended_at = at
+            agent.state = agent_plan.state
+            updates[agent_id] = {
+                "state": str(agent.state),
+                "energy_uj": agent.energy_uj,
+                "cpu_ns": agent.cpu_ns,
+                "freed_bytes": agent.freed_bytes,
+                "cores": agent.cores,
+                "power_w": agent.power_w,
+                "burn_per_s": agent.burn_per_s,
+                "insolvent_since": agent.insolvent_since,
+                "exit_code": agent.exit_code,
+                "ended_at": agent.ended_at,
+            }
+        self._state.commit_tick(tick, at, updates, pending)
+        self._tick = tick
+        self._last_wall = at
+        # Committed: from here the tick's entries are posted now, or by the next tick or start.
+        self._pending_left = True
+        for entry in pending:
+            self._post(entry, at)
+        self._state.clear_pending([entry.key for entry in pending])
+        self._pending_left = False
+        for agent_id, agent_plan in plan.agents.items():
+            self._enforce(self._agents[agent_id], agent_plan)
+        for agent in self._agents.values():
+            if agent.finished and agent.group is not None:
+                self._finish(agent)
+
+    def _enforce(self, agent: _Agent, plan: ticks.AgentPlan) -> None:
+        group = agent.group
+        if group is None:
+            return
+        try:
+            if plan.enforcement is ticks.Enforcement.KILL:
+                self._kill_group(agent)
+                agent.finished = True
+                return
+            if plan.quota_cores is not None and plan.quota_cores != agent.last_quota:
+                with contextlib.suppress(CgroupUnavailableError):
+                    group.set_cpu_quota(plan.quota_cores)
+                agent.last_quota = plan.quota_cores
+            if plan.weight is not None and plan.weight != agent.last_weight:
+                with contextlib.suppress(CgroupUnavailableError):
+                    group.set_cpu_weight(plan.weight)
+                agent.last_weight = plan.weight
+            if plan.enforcement is ticks.Enforcement.FREEZE:
+                self._freeze(group, True)
+            elif plan.enforcement is ticks.Enforcement.THAW:
+                self._freeze(group, False)
+        except MaxwellError as exc:
+            self._warn(f"agent {agent.id}: {exc}")
+
+    def _freeze(self, group: WorkloadGroup, frozen: bool) -> None:
+        if group.supports_freeze:
+            if frozen:
+                group.freeze()
+            else:
+                group.thaw()
+        else:  # the /proc fallback: stop and continue the processes themselves
+            group.signal(signal.SIGSTOP if frozen else signal.SIGCONT)
+
+    def _kill_group(self, agent: _Agent) -> None:
+        group = agent.group
+        if group is None:
+            return
+        group.kill()
+        if agent.popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                agent.exit_code = agent.popen.wait(timeout=5)
+
+    def _finish(self, agent: _Agent) -> None:
+        """Stop metering an agent that ended, remove its group, reap its process."""
+        with contextlib.suppress(KeyError):
+            self._meter.discard(agent.id)
+        group, agent.group, agent.counted = agent.group, None, None
+        if group is not None:
+            try:
+                group.remove()
+            except MaxwellError as exc:
+                self._warn(f"agent {agent.id}: cannot remove its group: {exc}")
+        if agent.popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = agent.popen.wait(timeout=5)
+                if agent.exit_code is None:
+                    agent.exit_code = code
+            agent.popen = None
+        agent.finished = False
+        self._state.update_agent(agent.id, exit_code=agent.exit_code, state=str(agent.state))
+
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        del self.warnings[:-100]
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Tick every `tick_s` until `stop` is set (the caller then calls `shutdown`)."""
+        while not stop.is_set():
+            started = self._clock.monotonic()
+            try:
+                self.tick_once()
+            except Exception as exc:  # a failed tick is reported; the next one retries it
+                self._warn(f"tick {self._tick + 1} failed: {exc!r}")
+            elapsed = self._clock.monotonic() - started
+            stop.wait(max(self.tick_s - elapsed, 0.0))
+
+    def shutdown(self, *, kill_agents: bool = False) -> None:
+        """Stop. By default the agents keep running in their groups, for a restarted daemon to
+        re-adopt; with `kill_agents`, a last tick bills them, then they and the tree are removed."""
+        with self._lock:
+            if self._closed:
+                return
+            if kill_agents:
+                at = self._wall()
+                for agent in self._agents.values():
+                    if agent.state in _LIVE and agent.group is not None:
+                        with contextlib.suppress(MaxwellError):
+                            self._kill_group(agent)
+                        agent.state, agent.ended_at, agent.finished = AgentState.DEAD, at, True
+                        self._ledger.submit(
+                            event_request(
+                                f"killed:{agent.id}",
+                                "killed",
+                                {"agent": agent.id, "reason": "the daemon shut down"},
+                            ),
+                            at=at,
+                        )
+                self.tick_once()  # bills their last interval and removes their groups
+                for agent in self._agents.values():
+                    if agent.group is not None:
+                        self._finish(agent)
+                if self._cgroups is not None:
+                    self._cgroups.close()
+            self._closed = True
+            if self._owns_sensors and isinstance(self._sensors, Sensors):
+                self._sensors.close()
+            self._ledger.close()
+            self._state.close()
+
+    # --- the Node protocol -------------------------------------------------------------------
+
+    @property
+    def admin_token(self) -> str:
+        return self._admin_token
+
+    def authenticate(self, token: str) -> Principal | None:
+        if not token:
+            return None
+        if secrets.compare_digest(token.encode(), self._admin_token.encode()):
+            return Principal(Role.ADMIN)
+        with self._lock:
+            agent = self._by_token.get(hash_token(token))
+        return Principal(Role.AGENT, agent) if agent is not None else None
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        fund: Money,
+        bid: float,
+        demand: float = 1.0,
+        name: str | None = None,
+        user: str | None = None,
+    ) -> SpawnResult:
+        if not argv or not all(isinstance(arg, str) and arg for arg in argv):
+            raise NodeError("the command must be a non-empty list of non-empty strings")
+        if isinstance(fund, bool) or not isinstance(fund, int) or fund < 0:
+            raise NodeError(f"funding must be an integer of µ$J >= 0, got {fund!r}")
+        try:
+            bid, demand = check_price(bid), check_demand(demand)
+        except InvalidBidError as exc:
+            raise NodeError(str(exc)) from exc
+        command = list(argv)
+        if user is not None:
+            command = self._as_user(user, command)
+        with self._lock:
+            self._check_open()
+            agent_id = secrets.token_hex(4)
+            while agent_id in self._agents:
+                agent_id = secrets.token_hex(4)
+            token = new_token()
+            at = self._wall()
+            group = self._make_group(agent_id)
+            counted = _CountedGroup(group)
+            agent = _Agent(
+                id=agent_id, name=name or agent_id, argv=tuple(argv), user=user,
+                token_hash=hash_token(token), created_at=at, cgroup=_group_record(group),
+                state=AgentState.RUNNING, bid=bid, demand=demand, bid_seq=0, pid=None,
+                group=group, counted=counted,
+            )  # fmt: skip
+            try:
+                if self.pids_max is not None:
+                    with contextlib.suppress(CgroupUnavailableError):
+                        group.set_pids_max(self.pids_max)
+                quota = min(demand, self.capacity_cores)
+                with contextlib.suppress(CgroupUnavailableError):
+                    group.set_cpu_quota(quota)
+                agent.last_quota = quota
+                self._state.insert_agent(self._row(agent))
+                self._meter.add(agent_id, counted)
+                agent.popen = self._start(agent, command, token)
+            except BaseException:
+                with contextlib.suppress(KeyError):
+                    self._meter.discard(agent_id)
+                with contextlib.suppress(MaxwellError):
+                    group.remove()
+                with contextlib.suppress(MaxwellError):
+                    self._state.delete_agent(agent_id)
+                raise
+            agent.pid = agent.popen.pid
+            agent.bid_seq = self._state.place_bid(agent_id, bid, demand, at)
+            self._state.update_agent(agent_id, pid=agent.pid)
+            self._agents[agent_id] = agent
+            self._by_token[agent.token_hash] = agent_id
+            self._ledger.submit(open_request(agent_account(agent_id)), at=at)
+            if fund > 0:
+                self._ledger.submit(self._funding(agent_id, fund), at=at)
+            self._ledger.submit(
+                event_request(
+                    f"spawned:{agent_id}",
+                    "spawned",
+                    {
+                        "agent": agent_id,
+                        "name": agent.name,
+                        "argv": list(argv),
+                        "pid": agent.pid,
+                        "user": user,
+                        "bid": bid,
+                        "demand": demand,
+                        "fund": int(fund),
+                        "cgroup": group.path,
+                    },
+                ),
+                at=at,
+            )
+            return SpawnResult(agent=agent_id, name=agent.name, pid=agent.pid, token=token)
+
+    def _as_user(self, user: str, command: list[str]) -> list[str]:
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:
+            raise NodeError(f"no such user {user!r}") from None
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            raise NodeError("cannot run agents as another user: setpriv (util-linux) is missing")
+        return [
+            setpriv, f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups",
+            "--", *command,
+        ]  # fmt: skip
+
+    def _make_group(self, agent_id: str) -> WorkloadGroup:
+        if self._cgroups is None:
+            return ProcTreeGroup(agent_id, clock=self._clock)
+        return self._cgroups.create(agent_id)
+
+    def _start(self, agent: _Agent, command: list[str], token: str) -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MAXWELL_")}
+        env.update(
+            MAXWELL_SOCKET=self.socket_path, MAXWELL_AGENT_TOKEN=token, MAXWELL_AGENT=agent.id
+        )
+        logs = self.state_dir / "agents"
+        logs.mkdir(mode=0o700, exist_ok=True)
+        log = os.open(logs / f"{agent.id}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        assert agent.group is not None
+        try:
+            return agent.group.spawn(
+                command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
+        except FileNotFoundError as exc:
+            raise CommandError(f"{command[0]}: command not found") from exc
+        except PermissionError as exc:
+            raise CommandError(f"{command[0]}: permission denied (not executable)") from exc
+        except IsADirectoryError as exc:
+            raise CommandError(f"{command[0]}: is a directory") from exc
+        finally:
+            os.close(log)  # the child has its own copy
+
+    def _row(self, agent: _Agent) -> AgentRow:
+        return AgentRow(
+            id=agent.id, name=agent.name, argv=agent.argv, user=agent.user, pid=agent.pid,
+            cgroup=agent.cgroup, token_hash=agent.token_hash, state=str(agent.state),
+            bid=agent.bid, demand=agent.demand, bid_seq=agent.bid_seq,
+            created_at=agent.created_at,
+        )  # fmt: skip
+
+    def _funding(self, agent_id: str, amount: int) -> EntryRequest:
+        return transfer_request(
+            f"fund:{agent_id}:{secrets.token_hex(8)}",
+            TREASURY,
+            agent_account(agent_id),
+            amount,
+            kind="funded",
+            detail={"agent": agent_id, "amount": int(amount)},
+        )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise NodeError("the node is shutting down")
+
+    def _get(self, agent_id: str) -> _Agent:
+        agent = self._agents.get(agent_id)
+        if agent is None:
+            raise UnknownAgentError(f"no agent {agent_id!r}")
+        return agent
+
+    def _live(self, agent_id: str, doing: str) -> _Agent:
+        agent = self._get(agent_id)
+        if agent.state not in _LIVE or agent.finished:
+            raise AgentGoneError(f"agent {agent_id} is {agent.state}: cannot {doing}")
+        return agent
+
+    def fund(self, agent: str, amount: Money) -> AgentInfo:
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+            raise NodeError(f"funding must be a positive integer of µ$J, got {amount!r}")
+        with self._lock:
+            self._check_open()
+            self._live(agent, "fund it")
+            try:
+                self._ledger.submit(self._funding(agent, amount), at=self._wall())
+            except LedgerError as exc:
+                raise NodeError(str(exc)) from exc
+            return self._info(self._agents[agent])
+
+    def bid(self, agent: str, price: float, demand: float | None = None) -> AgentInfo:
+        with self._lock:
+            self._check_open()
+            found = self._live(agent, "bid")
+            try:
+                price = check_price(price)
+                demand = found.demand if demand is None else check_demand(demand)
+            except InvalidBidError as exc:
+                raise NodeError(str(exc)) from exc
+            at = self._wall()
+            found.bid_seq = self._state.place_bid(agent, price, demand, at)
+            found.bid, found.demand = price, demand
+            self._ledger.submit(
+                event_request(
+                    f"bid:{agent}:{found.bid_seq}",
+                    "bid",
+                    {"agent": agent, "price": price, "demand": demand},
+                ),
+                at=at,
+            )
+            return self._info(found)
+
+    def kill(self, agent: str) -> AgentInfo:
+        with self._lock:
+            self._check_open()
+            found = self._live(agent, "kill it")
+            at = self._wall()
+            if found.group is not None:
+                try:
+                    self._kill_group(found)
+                except MaxwellError as exc:
+                    raise NodeError(f"cannot kill agent {agent}: {exc}") from exc
+            found.state, found.ended_at, found.finished = AgentState.DEAD, at, True
+            self._state.update_agent(
+                agent, state=str(found.state), ended_at=at, exit_code=found.exit_code
+            )
+            self._ledger.submit(
+                event_request(
+                    f"killed:{agent}", "killed", {"agent": agent, "reason": "killed on request"}
+                ),
+                at=at,
+            )
+            return self._info(found)
+
+    def agent(self, agent: str) -> AgentInfo:
+        with self._lock:
+            return self._info(self._get(agent))
+
+    def agents(self) -> list[AgentInfo]:
+        with self._lock:
+            return [self._info(agent) for agent in self._agents.values()]
+
+    def _info(self, agent: _Agent, balances: Mapping[str, Money] | None = None) -> AgentInfo:
+        account = agent_account(agent.id)
+        if balances is not None:
+            balance = balances.get(account, Money(0))
+        else:
+            try:
+                balance = self._ledger.balance(account)
+            except LedgerError:
+                balance = Money(0)
+        live = agent.state in _LIVE
+        return AgentInfo(
+            id=agent.id,
+            name=agent.name,
+            state=agent.state,
+            balance=balance,
+            bid=agent.bid,
+            demand=agent.demand,
+            share=agent.cores if live else 0.0,
+            power_w=agent.power_w if live else 0.0,
+            energy_uj=agent.energy_uj,
+            paid=Money(agent.paid),
+            landauer=Money(agent.landauer),
+            pid=agent.pid,
+            exit_code=agent.exit_code,
+        )
+
+    def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+        with self._lock:
+            found = self._state.journal_events(EVENT_KINDS, max(after_seq, 0), max(limit, 0))
+        return [
+            Event(
+                seq=event.seq,
+                at=event.at,
+                kind=event.kind,
+                agent=str(event.detail["agent"]) if "agent" in event.detail else None,
+                detail=event.detail,
+            )
+            for event in found
+        ]
+
+    def price(self) -> PriceInfo:
+        with self._lock:
+            return self._price(self._meter.node)
+
+    def _price(self, sample: NodeSample) -> PriceInfo:
+        return PriceInfo(
+            spot=self._quote.spot,
+            grid=self._quote.grid,
+            thermal_factor=self._quote.thermal_factor,
+            temperature_c=sample.temperature_c,
+            headroom_c=sample.headroom_c,
+            measured=sample.energy_measured and sample.temperature_measured,
+            energy_source=str(sample.energy_source),
+            temperature_source=str(sample.temperature_source),
+        )
+
+    def status(self) -> NodeStatus:
+        with self._lock:
+            balances = self._ledger.balances()
+            return NodeStatus(
+                price=self._price(self._meter.node),
+                agents=[self._info(agent, balances) for agent in self._agents.values()],
+                tick_s=self.tick_s,
+                last_tick_duration_s=self.last_tick_duration_s,
+                ticks=self._tick,
+                mechanism=self.mechanism_name,
+                cgroup=self._cgroups.kind if self._cgroups is not None else "none",
+            )
+
+    # --- for tests and tools --------------------------------------------------------------------
+
+    @property
+    def ticks(self) -> int:
+        return self._tick
+
+    def group_dirs(self, agent: str) -> list[str]:
+        """The cgroup directories an agent's group lives in (empty once removed)."""
+        with self._lock:
+            record = self._get(agent).cgroup
+        if record.get("kind") == "v1":
+            dirs = record.get("dirs")
+            unified = record.get("unified")
+            found = [str(d) for d in dirs.values()] if isinstance(dirs, dict) else []
+            return found + ([unified] if isinstance(unified, str) else [])
+        path = record.get("path")
+        return [path] if isinstance(path, str) else []
+
+    @property
+    def private_dirs(self) -> list[str]:
+        return self._cgroups.private_dirs if self._cgroups is not None else []
+
+    def ledger(self) -> LedgerStore:
+        return self._ledger

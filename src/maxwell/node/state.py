@@ -1,0 +1,384 @@
+"""The node's own tables, in the ledger's database file (`<state>/maxwell.db`), and its tokens.
+
+The adapter the daemon keeps its agents in; the ledger (`maxwell.economy.store`) keeps the money
+and the journal in the same file, each through its own connection (WAL: readers never block the
+writer, and SQLite serialises writers).
+
+Tables:
+
+- `node_meta(name, value)`: `last_tick` (the number of the last tick committed) and
+  `last_tick_at` (its Unix time).
+- `agents`: one row per agent ever spawned: its command, process, cgroup directories (JSON, so a
+  restarted daemon can rebuild the group), token hash, state, standing bid, counters. `cpu_ns`
+  and `freed_bytes` are the group's absolute counters up to which the agent has been billed:
+  after a restart, the interval the daemon was down is billed from them, exactly once.
+- `bids`: every bid placed (history); the standing bid is also on the agent's row.
+- `pending`: ledger entries a tick has planned but may not have posted yet. They are written in
+  the same transaction as the counters they bill, and deleted once posted; a daemon that
+  crashed in between posts them again on start (same keys, same content: applied once).
+
+Tokens are random (`secrets.token_urlsafe`); only their SHA-256 is stored. The admin token lives
+in `<state>/admin.token`, mode 0600, created on first start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from maxwell.economy.store import DB_NAME, LedgerStoreError
+
+ADMIN_TOKEN_FILE = "admin.token"
+
+SCHEMA: tuple[str, ...] = (
+    "CREATE TABLE IF NOT EXISTS node_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT",
+    """CREATE TABLE IF NOT EXISTS agents (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        argv TEXT NOT NULL,
+        user TEXT,
+        pid INTEGER,
+        cgroup TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        state TEXT NOT NULL,
+        bid REAL NOT NULL,
+        demand REAL NOT NULL,
+        bid_seq INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        ended_at REAL,
+        exit_code INTEGER,
+        energy_uj INTEGER NOT NULL DEFAULT 0,
+        cpu_ns INTEGER NOT NULL DEFAULT 0,
+        freed_bytes INTEGER NOT NULL DEFAULT 0,
+        cores REAL NOT NULL DEFAULT 0,
+        power_w REAL NOT NULL DEFAULT 0,
+        burn_per_s REAL NOT NULL DEFAULT 0,
+        insolvent_since REAL
+    ) STRICT""",
+    """CREATE TABLE IF NOT EXISTS bids (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        agent TEXT NOT NULL REFERENCES agents (id),
+        price REAL NOT NULL,
+        demand REAL NOT NULL,
+        at REAL NOT NULL
+    ) STRICT""",
+    """CREATE TABLE IF NOT EXISTS pending (
+        key TEXT PRIMARY KEY,
+        tick INTEGER NOT NULL,
+        ord INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        movements TEXT NOT NULL,
+        detail TEXT NOT NULL
+    ) STRICT""",
+)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def admin_token(state_dir: str | os.PathLike[str]) -> str:
+    """The admin token of `state_dir`, created (mode 0600) on first use."""
+    path = Path(state_dir) / ADMIN_TOKEN_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        try:
+            token = path.read_text().strip()
+        except OSError as exc:
+            raise LedgerStoreError(f"cannot read {path}: {exc.strerror}", path=str(path)) from exc
+        if not token:
+            raise LedgerStoreError(f"{path} is empty: remove it to make a new token") from None
+        return token
+    except OSError as exc:
+        raise LedgerStoreError(f"cannot create {path}: {exc.strerror}", path=str(path)) from exc
+    token = new_token()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token
+
+
+@dataclass(frozen=True)
+class AgentRow:
+    id: str
+    name: str
+    argv: tuple[str, ...]
+    user: str | None
+    pid: int | None
+    cgroup: Mapping[str, object]
+    token_hash: str
+    state: str
+    bid: float
+    demand: float
+    bid_seq: int
+    created_at: float
+    ended_at: float | None = None
+    exit_code: int | None = None
+    energy_uj: int = 0
+    cpu_ns: int = 0
+    freed_bytes: int = 0
+    cores: float = 0.0
+    power_w: float = 0.0
+    burn_per_s: float = 0.0
+    insolvent_since: float | None = None
+
+
+_COLUMNS = (
+    "id, name, argv, user, pid, cgroup, token_hash, state, bid, demand, bid_seq, created_at, "
+    "ended_at, exit_code, energy_uj, cpu_ns, freed_bytes, cores, power_w, burn_per_s, "
+    "insolvent_since"
+)
+
+
+def _row(values: Sequence[object]) -> AgentRow:
+    (id_, name, argv, user, pid, cgroup, token_hash, state, bid, demand, bid_seq, created_at,
+     ended_at, exit_code, energy_uj, cpu_ns, freed_bytes, cores, power_w, burn_per_s,
+     insolvent_since) = values  # fmt: skip
+    return AgentRow(
+        id=str(id_),
+        name=str(name),
+        argv=tuple(json.loads(str(argv))),
+        user=None if user is None else str(user),
+        pid=None if pid is None else int(str(pid)),
+        cgroup=json.loads(str(cgroup)),
+        token_hash=str(token_hash),
+        state=str(state),
+        bid=float(str(bid)),
+        demand=float(str(demand)),
+        bid_seq=int(str(bid_seq)),
+        created_at=float(str(created_at)),
+        ended_at=None if ended_at is None else float(str(ended_at)),
+        exit_code=None if exit_code is None else int(str(exit_code)),
+        energy_uj=int(str(energy_uj)),
+        cpu_ns=int(str(cpu_ns)),
+        freed_bytes=int(str(freed_bytes)),
+        cores=float(str(cores)),
+        power_w=float(str(power_w)),
+        burn_per_s=float(str(burn_per_s)),
+        insolvent_since=None if insolvent_since is None else float(str(insolvent_since)),
+    )
+
+
+@dataclass(frozen=True)
+class PendingEntry:
+    """A ledger entry planned by a tick: a bill (movements) or an event (none)."""
+
+    key: str
+    tick: int
+    kind: str
+    movements: tuple[tuple[str, str, int], ...]  # (debit, credit, amount µ$J)
+    detail: Mapping[str, object]
+
+
+@dataclass(frozen=True)
+class JournalEvent:
+    seq: int
+    at: float
+    kind: str
+    detail: Mapping[str, object]
+
+
+class NodeState:
+    """The node's tables over one connection, shared by the daemon's threads under its lock."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._conn = connection
+        self.path = path
+
+    @classmethod
+    def open(cls, state_dir: str | os.PathLike[str], *, busy_timeout_s: float = 30.0) -> NodeState:
+        """Open the node's tables in `<state_dir>/maxwell.db` (the ledger must exist already)."""
+        path = Path(state_dir) / DB_NAME
+        try:
+            connection = sqlite3.connect(
+                path, isolation_level=None, timeout=busy_timeout_s, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise LedgerStoreError(f"cannot open {path}: {exc}", path=str(path)) from exc
+        state = cls(connection, path)
+        try:
+            connection.execute("PRAGMA foreign_keys = ON")
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = FULL")
+            with state._transaction() as conn:
+                for statement in SCHEMA:
+                    conn.execute(statement)
+        except BaseException:
+            connection.close()
+            raise
+        return state
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextlib.contextmanager
+    def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
+        try:
+            self._conn.execute(f"BEGIN {mode}")
+        except sqlite3.Error as exc:
+            raise LedgerStoreError(f"cannot use {self.path}: {exc}", path=str(self.path)) from exc
+        try:
+            yield self._conn
+        except BaseException as exc:
+            if self._conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise LedgerStoreError(
+                    f"cannot use {self.path}: {exc}", path=str(self.path)
+                ) from exc
+            raise
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            raise LedgerStoreError(
+                f"cannot commit to {self.path}: {exc}", path=str(self.path)
+            ) from exc
+
+    # --- meta ----------------------------------------------------------------------------------
+
+    def last_tick(self) -> tuple[int, float | None]:
+        with self._transaction("DEFERRED") as conn:
+            rows = dict(conn.execute("SELECT name, value FROM node_meta").fetchall())
+        at = rows.get("last_tick_at")
+        return int(rows.get("last_tick", 0)), None if at is None else float(at)
+
+    # --- agents --------------------------------------------------------------------------------
+
+    def insert_agent(self, row: AgentRow) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                f"INSERT INTO agents ({_COLUMNS}) VALUES ({', '.join('?' * 21)})",
+                (
+                    row.id, row.name, json.dumps(list(row.argv)), row.user, row.pid,
+                    json.dumps(dict(row.cgroup), sort_keys=True), row.token_hash, row.state,
+                    row.bid, row.demand, row.bid_seq, row.created_at, row.ended_at,
+                    row.exit_code, row.energy_uj, row.cpu_ns, row.freed_bytes, row.cores,
+                    row.power_w, row.burn_per_s, row.insolvent_since,
+                ),
+            )  # fmt: skip
+
+    def delete_agent(self, agent: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM bids WHERE agent = ?", (agent,))
+            conn.execute("DELETE FROM agents WHERE id = ?", (agent,))
+
+    def update_agent(self, agent: str, **fields: object) -> None:
+        if not fields:
+            return
+        unknown = set(fields) - set(_COLUMNS.split(", "))
+        if unknown:
+            raise ValueError(f"unknown agent columns {sorted(unknown)}")
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        with self._transaction() as conn:
+            conn.execute(f"UPDATE agents SET {assignments} WHERE id = ?", (*fields.values(), agent))
+
+    def agents(self) -> list[AgentRow]:
+        with self._transaction("DEFERRED") as conn:
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM agents ORDER BY created_at, id")
+            return [_row(values) for values in rows.fetchall()]
+
+    def place_bid(self, agent: str, price: float, demand: float, at: float) -> int:
+        """Record a bid and make it the agent's standing one; its arrival number."""
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO bids (agent, price, demand, at) VALUES (?, ?, ?, ?)",
+                (agent, price, demand, at),
+            )
+            seq = int(cursor.lastrowid or 0)
+            conn.execute(
+                "UPDATE agents SET bid = ?, demand = ?, bid_seq = ? WHERE id = ?",
+                (price, demand, seq, agent),
+            )
+        return seq
+
+    # --- ticks ---------------------------------------------------------------------------------
+
+    def commit_tick(
+        self,
+        tick: int,
+        at: float,
+        updates: Mapping[str, Mapping[str, object]],
+        pending: Sequence[PendingEntry],
+    ) -> None:
+        """Atomically: the agents' new figures and counters, the tick's entries to post, and
+        `last_tick`. After this, the tick's interval is billed (now or by a restart)."""
+        columns = set(_COLUMNS.split(", "))
+        with self._transaction() as conn:
+            for agent, fields in updates.items():
+                if not fields:
+                    continue
+                if not set(fields) <= columns:
+                    raise ValueError(f"unknown agent columns {sorted(set(fields) - columns)}")
+                assignments = ", ".join(f"{name} = ?" for name in fields)
+                conn.execute(
+                    f"UPDATE agents SET {assignments} WHERE id = ?", (*fields.values(), agent)
+                )
+            conn.executemany(
+                "INSERT OR IGNORE INTO pending (key, tick, ord, kind, movements, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        entry.key, entry.tick, ordinal, entry.kind,
+                        json.dumps([list(m) for m in entry.movements]),
+                        json.dumps(dict(entry.detail), sort_keys=True),
+                    )
+                    for ordinal, entry in enumerate(pending)
+                ],
+            )  # fmt: skip
+            conn.executemany(
+                "INSERT INTO node_meta (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                [("last_tick", str(tick)), ("last_tick_at", repr(at))],
+            )
+
+    def pending(self) -> list[PendingEntry]:
+        with self._transaction("DEFERRED") as conn:
+            rows = conn.execute(
+                "SELECT key, tick, kind, movements, detail FROM pending ORDER BY tick, ord"
+            ).fetchall()
+        return [
+            PendingEntry(
+                key=str(key),
+                tick=int(tick),
+                kind=str(kind),
+                movements=tuple((str(d), str(c), int(a)) for d, c, a in json.loads(movements)),
+                detail=json.loads(detail),
+            )
+            for key, tick, kind, movements, detail in rows
+        ]
+
+    def clear_pending(self, keys: Sequence[str]) -> None:
+        with self._transaction() as conn:
+            conn.executemany("DELETE FROM pending WHERE key = ?", [(key,) for key in keys])
+
+    # --- the journal, read back as events ------------------------------------------------------
+
+    def journal_events(
+        self, kinds: Sequence[str], after_seq: int, limit: int
+    ) -> list[JournalEvent]:
+        """Ledger entries of `kinds` after `after_seq`, oldest first (the node's event log)."""
+        marks = ", ".join("?" * len(kinds))
+        with self._transaction("DEFERRED") as conn:
+            rows = conn.execute(
+                f"SELECT seq, at, kind, detail FROM entries WHERE seq > ? AND kind IN ({marks}) "
+                "ORDER BY seq LIMIT ?",
+                (after_seq, *kinds, limit),
+            ).fetchall()
+        return [
+            JournalEvent(seq=int(seq), at=float(at), kind=str(kind), detail=json.loads(detail))
+            for seq, at, kind, detail in rows
+        ]

@@ -1,0 +1,419 @@
+"""One tick of one node, as a plan of effects. Pure: no clock, no file, no database, no cgroup.
+
+The daemon (`maxwell.node.daemon`) reads the sensors and the cgroup counters, calls `plan_tick`
+with what it read, then carries the plan out: ledger entries, journal events, cgroup writes.
+
+Rules and invariants:
+
+- Bills. Each agent is billed for the interval just metered with `maxwell.economy.billing.bill`
+  (energy x spot + Landauer tax), capped at its balance: the energy part is paid first, the tax
+  from what is left; what cannot be paid is the `shortfall`, and an agent with a shortfall is
+  insolvent (its balance is then 0). No agent is ever billed more than its balance, so a planned
+  bill always applies.
+- Ledger. One batch entry per agent per tick that moves money: `agent:<id>` -> `grid` for the
+  energy and `agent:<id>` -> `landauer` for the tax, under the key `bill:<tick>:<agent>`, so a
+  tick that is retried (the daemon crashed while posting it) never bills twice. Money is conserved:
+  what leaves the agents equals what enters grid + landauer, to the µ$J. Events are keyed
+  `event:<tick>:<agent>:<kind>` likewise.
+- Apoptosis (`maxwell.economy.apoptosis.decide`): insolvent -> frozen; frozen for `grace_s` and
+  still insolvent -> killed; funded again -> may run again. Being frozen for losing the auction is
+  not insolvency and never leads to a kill.
+- Market. Among agents that are alive and solvent after this tick's decisions, capacity (cores)
+  is cleared with reserve = the spot price: the uniform auction walks a book built from the bids
+  (in bid arrival order, then agent id) by default; any other `Mechanism` clears the bid set
+  (randomness seeded with the tick number, so a tick is reproducible). Granted cores never sum
+  above the capacity and no agent gets more than its demand.
+- Enforcement. An agent granted cores runs with a CPU quota of exactly those cores (never
+  unlimited); one granted none (bid below the reserve, no capacity left) or insolvent is frozen;
+  one that was frozen and is granted cores again is thawed; an apoptosis decision kills it.
+  States: running (got all it asked for), throttled (got less), frozen, dead, exited.
+- Agents already dead or exited are billed for their last interval (their final energy) and get
+  no decision, no cores and no enforcement.
+- Determinism: the plan is a function of the arguments only; agents are handled in id order.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from maxwell.economy import apoptosis
+from maxwell.economy.billing import Bill, bill
+from maxwell.economy.ledger import GRID, LANDAUER, Movement, agent_account
+from maxwell.economy.mechanisms import Mechanism, Uniform
+from maxwell.economy.mechanisms.base import Clearing
+from maxwell.economy.orderbook import BidSet, OrderBook
+from maxwell.node.facade import AgentState
+from maxwell.units import Money
+
+# Granted cores within this of the demand count as "all it asked for" (float sums in the auction).
+CORES_EPSILON = 1e-9
+DEFAULT_WEIGHT = 100  # cgroup v2 cpu.weight of one core; weights are 100 x granted cores
+MAX_WEIGHT = 10_000
+
+
+class Enforcement(enum.StrEnum):
+    NONE = "none"
+    FREEZE = "freeze"
+    THAW = "thaw"
+    KILL = "kill"
+
+
+_LIVE = (AgentState.RUNNING, AgentState.THROTTLED, AgentState.FROZEN)
+
+
+@dataclass(frozen=True)
+class AgentTickInput:
+    """One agent as the tick sees it.
+
+    `state` is the state enforced since the last tick (frozen: its cgroup is frozen now).
+    `insolvent_since_s` is set while apoptosis holds it frozen for insolvency (its grace runs from
+    then). `burn_per_s` is its recent burn when running (µ$J per second). `bid_seq` orders bids of
+    equal price: lower first (arrival order).
+    """
+
+    agent: str
+    state: AgentState
+    balance: Money
+    bid: float
+    demand: float
+    energy_uj: int = 0
+    bytes_freed: int = 0
+    burn_per_s: float = 0.0
+    insolvent_since_s: float | None = None
+    bid_seq: int = 0
+
+
+@dataclass(frozen=True)
+class TickInput:
+    tick: int  # this tick's number (1, 2, ...): the ledger keys derive from it
+    now_s: float  # Unix seconds
+    interval_s: float  # seconds metered by this tick (for the burn rate)
+    tick_s: float  # configured tick length (for solvency: does a balance cover the next tick?)
+    spot_price: float  # $J per J; also the market's reserve
+    temperature_c: float  # die temperature, for the Landauer cost
+    capacity_cores: float
+    landauer_multiplier: float
+    grace_s: float
+    agents: Sequence[AgentTickInput]
+
+
+@dataclass(frozen=True)
+class LedgerPost:
+    """A batch entry to post: movements applied together, under an idempotency key."""
+
+    key: str
+    kind: str
+    movements: tuple[Movement, ...]
+    detail: Mapping[str, object]
+
+
+@dataclass(frozen=True)
+class PlannedEvent:
+    """A journal event (an entry that moves no money) to record under `key`."""
+
+    key: str
+    kind: str
+    agent: str
+    detail: Mapping[str, object]
+
+
+@dataclass(frozen=True)
+class AgentPlan:
+    agent: str
+    state: AgentState
+    balance: Money  # after this tick's bill
+    bill: Bill | None
+    paid_energy: Money
+    paid_landauer: Money
+    shortfall: Money
+    burn_per_s: float
+    insolvent_since_s: float | None
+    cores: float  # granted for the next tick
+    quota_cores: float | None  # the CPU quota to hold (None: leave the group's quota alone)
+    weight: int | None
+    enforcement: Enforcement
+
+    @property
+    def paid(self) -> Money:
+        return Money(self.paid_energy + self.paid_landauer)
+
+
+@dataclass(frozen=True)
+class TickPlan:
+    tick: int
+    now_s: float
+    spot_price: float
+    clearing_price: float
+    capacity_cores: float
+    agents: Mapping[str, AgentPlan]
+    posts: tuple[LedgerPost, ...]
+    events: tuple[PlannedEvent, ...]
+    decisions: tuple[apoptosis.Decision, ...] = field(default=())
+
+    @property
+    def granted_cores(self) -> float:
+        return sum(plan.cores for plan in self.agents.values())
+
+
+def bill_key(tick: int, agent: str) -> str:
+    return f"bill:{tick}:{agent}"
+
+
+def event_key(tick: int, agent: str, kind: str) -> str:
+    return f"event:{tick}:{agent}:{kind}"
+
+
+def weight_for(cores: float) -> int:
+    """cpu.weight for `cores` granted: 100 per core, within the kernel's 1..10000."""
+    return max(1, min(MAX_WEIGHT, round(cores * DEFAULT_WEIGHT)))
+
+
+def _check(inputs: TickInput) -> None:
+    for name in ("now_s", "interval_s", "tick_s", "spot_price", "temperature_c", "grace_s"):
+        value = getattr(inputs, name)
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+    if inputs.tick < 1:
+        raise ValueError(f"tick numbers start at 1, got {inputs.tick}")
+    if inputs.tick_s <= 0 or inputs.interval_s < 0:
+        raise ValueError("tick_s must be > 0 and interval_s >= 0")
+    if not math.isfinite(inputs.capacity_cores) or inputs.capacity_cores < 0:
+        raise ValueError(f"capacity must be finite and >= 0, got {inputs.capacity_cores!r}")
+    seen: set[str] = set()
+    for agent in inputs.agents:
+        if agent.agent in seen:
+            raise ValueError(f"agent {agent.agent!r} appears twice")
+        seen.add(agent.agent)
+        if agent.balance < 0:
+            raise ValueError(f"{agent.agent}: balance {agent.balance} is negative")
+        if agent.energy_uj < 0 or agent.bytes_freed < 0:
+            raise ValueError(f"{agent.agent}: energy and bytes freed must be >= 0")
+
+
+def _settle(
+    agent: AgentTickInput, inputs: TickInput
+) -> tuple[Bill | None, Money, Money, Money, LedgerPost | None]:
+    """The agent's bill, what it pays of each part, its shortfall and the entry to post."""
+    if agent.energy_uj == 0 and agent.bytes_freed == 0:
+        return None, Money(0), Money(0), Money(0), None
+    charged = bill(
+        energy_uj=agent.energy_uj,
+        spot_price=inputs.spot_price,
+        bytes_freed=agent.bytes_freed,
+        temperature_c=inputs.temperature_c,
+        landauer_multiplier=inputs.landauer_multiplier,
+    )
+    paid_energy = Money(min(charged.energy_cost, agent.balance))
+    paid_landauer = Money(min(charged.landauer_cost, agent.balance - paid_energy))
+    shortfall = Money(charged.total - paid_energy - paid_landauer)
+    account = agent_account(agent.agent)
+    movements = tuple(
+        Movement(account, sink, amount)
+        for sink, amount in ((GRID, paid_energy), (LANDAUER, paid_landauer))
+        if amount > 0
+    )
+    post = None
+    if movements:
+        post = LedgerPost(
+            key=bill_key(inputs.tick, agent.agent),
+            kind="bill",
+            movements=movements,
+            detail={
+                "agent": agent.agent,
+                "tick": inputs.tick,
+                "energy_uj": agent.energy_uj,
+                "bytes_freed": agent.bytes_freed,
+                "spot_price": inputs.spot_price,
+                "temperature_c": inputs.temperature_c,
+                "energy_cost": int(charged.energy_cost),
+                "landauer_cost": int(charged.landauer_cost),
+                "physical_landauer_j": charged.physical_landauer_j,
+                "taxed_landauer_j": charged.taxed_landauer_j,
+                "shortfall": int(shortfall),
+            },
+        )
+    return charged, paid_energy, paid_landauer, shortfall, post
+
+
+def clear_market(
+    bidders: Iterable[AgentTickInput],
+    *,
+    capacity: float,
+    reserve: float,
+    mechanism: Mechanism | None,
+    seed: int,
+) -> Clearing:
+    """Clear `bidders` (in bid arrival order, then id) against `capacity` cores at `reserve`."""
+    ordered = sorted(bidders, key=lambda agent: (agent.bid_seq, agent.agent))
+    if mechanism is None or isinstance(mechanism, Uniform):
+        book = OrderBook.from_rows((a.agent, a.bid, a.demand, None) for a in ordered)
+        return Uniform().clear_book(book, capacity, reserve)
+    bids = BidSet.from_rows((a.agent, a.bid, a.demand) for a in ordered)
+    return mechanism.clear(bids, capacity, reserve, np.random.default_rng(seed))
+
+
+def plan_tick(inputs: TickInput, *, mechanism: Mechanism | None = None) -> TickPlan:
+    """This tick's bills, decisions, clearing and enforcement (see the module comment).
+
+    `mechanism`: None (or a `Uniform`) clears from an order book; another mechanism clears the
+    bid set. A stateful mechanism (posted price) carries its state from tick to tick itself.
+    """
+    _check(inputs)
+    agents = sorted(inputs.agents, key=lambda agent: agent.agent)
+    posts: list[LedgerPost] = []
+    settled: dict[str, tuple[Bill | None, Money, Money, Money]] = {}
+    balances: dict[str, Money] = {}
+    burns: dict[str, float] = {}
+    for agent in agents:
+        charged, paid_energy, paid_landauer, shortfall, post = _settle(agent, inputs)
+        settled[agent.agent] = (charged, paid_energy, paid_landauer, shortfall)
+        if post is not None:
+            posts.append(post)
+        balances[agent.agent] = Money(agent.balance - paid_energy - paid_landauer)
+        ran = agent.state in (AgentState.RUNNING, AgentState.THROTTLED)
+        # A frozen agent keeps the burn it had when it last ran (apoptosis needs that rate).
+        if ran and inputs.interval_s > 0:
+            total = charged.total if charged is not None else 0
+            burns[agent.agent] = total / inputs.interval_s
+        else:
+            burns[agent.agent] = agent.burn_per_s
+
+    live = [agent for agent in agents if agent.state in _LIVE]
+    policy_states = [
+        apoptosis.AgentState(
+            agent=agent.agent,
+            balance=balances[agent.agent],
+            burn_per_s=burns[agent.agent],
+            phase=apoptosis.Phase.FROZEN
+            if agent.insolvent_since_s is not None
+            else apoptosis.Phase.RUNNING,
+            frozen_since_s=agent.insolvent_since_s,
+        )
+        for agent in live
+    ]
+    decisions = apoptosis.decide(
+        policy_states, now_s=inputs.now_s, tick_s=inputs.tick_s, grace_s=inputs.grace_s
+    )
+    by_agent = {decision.agent: decision for decision in decisions}
+    insolvent_since: dict[str, float | None] = {}
+    for agent in live:
+        since = agent.insolvent_since_s
+        decision = by_agent.get(agent.agent)
+        if decision is not None:
+            if decision.action is apoptosis.Action.FREEZE:
+                since = decision.at_s
+            elif decision.action is apoptosis.Action.THAW:
+                since = None
+        insolvent_since[agent.agent] = since
+
+    killed = {a for a, d in by_agent.items() if d.action is apoptosis.Action.KILL}
+    bidders = [
+        agent
+        for agent in live
+        if agent.agent not in killed and insolvent_since[agent.agent] is None
+    ]
+    clearing = clear_market(
+        bidders,
+        capacity=inputs.capacity_cores,
+        reserve=inputs.spot_price,
+        mechanism=mechanism,
+        seed=inputs.tick,
+    )
+
+    events: list[PlannedEvent] = []
+    plans: dict[str, AgentPlan] = {}
+    for agent in agents:
+        charged, paid_energy, paid_landauer, shortfall = settled[agent.agent]
+        decision = by_agent.get(agent.agent)
+        cores = 0.0
+        quota: float | None = None
+        weight: int | None = None
+        enforcement = Enforcement.NONE
+        reason = ""
+        if agent.state not in _LIVE:
+            state = agent.state
+        elif agent.agent in killed:
+            state, enforcement = AgentState.DEAD, Enforcement.KILL
+        else:
+            if insolvent_since[agent.agent] is None:
+                cores = min(clearing.allocation(agent.agent).cores, agent.demand)
+            if cores > 0:
+                full = cores >= agent.demand - CORES_EPSILON
+                state = AgentState.RUNNING if full else AgentState.THROTTLED
+                quota, weight = cores, weight_for(cores)
+                if agent.state is AgentState.FROZEN:
+                    enforcement = Enforcement.THAW
+            else:
+                cores = 0.0
+                state = AgentState.FROZEN
+                if agent.state is not AgentState.FROZEN:
+                    enforcement = Enforcement.FREEZE
+                if insolvent_since[agent.agent] is not None:
+                    reason = decision.reason if decision is not None else "insolvent"
+                elif agent.bid < inputs.spot_price:
+                    reason = f"bid {agent.bid:g} is below the reserve {inputs.spot_price:g}"
+                else:
+                    reason = f"no capacity left at clearing price {clearing.clearing_price:g}"
+        detail: dict[str, object] = {
+            "agent": agent.agent,
+            "tick": inputs.tick,
+            "balance": int(balances[agent.agent]),
+            "cores": cores,
+            "demand": agent.demand,
+            "bid": agent.bid,
+            "spot_price": inputs.spot_price,
+        }
+        if decision is not None:
+            detail["apoptosis"] = decision.to_journal()[1]
+        kinds: list[tuple[str, dict[str, object]]] = []
+        if state is AgentState.DEAD and enforcement is Enforcement.KILL:
+            assert decision is not None
+            kinds.append(("apoptosis", {**detail, "reason": decision.reason}))
+        elif agent.state in _LIVE and state is not agent.state:
+            if state is AgentState.FROZEN:
+                kinds.append(("frozen", {**detail, "reason": reason}))
+            elif agent.state is AgentState.FROZEN:
+                kinds.append(("thawed", {**detail, "state": str(state)}))
+            elif state is AgentState.THROTTLED:
+                kinds.append(("throttled", detail))
+            else:
+                kinds.append(("running", detail))
+        if shortfall > 0:
+            kinds.append(("insolvent", {**detail, "shortfall": int(shortfall)}))
+        for kind, event_detail in kinds:
+            events.append(
+                PlannedEvent(
+                    event_key(inputs.tick, agent.agent, kind), kind, agent.agent, event_detail
+                )
+            )
+        plans[agent.agent] = AgentPlan(
+            agent=agent.agent,
+            state=state,
+            balance=balances[agent.agent],
+            bill=charged,
+            paid_energy=paid_energy,
+            paid_landauer=paid_landauer,
+            shortfall=shortfall,
+            burn_per_s=burns[agent.agent],
+            insolvent_since_s=insolvent_since.get(agent.agent) if state in _LIVE else None,
+            cores=cores,
+            quota_cores=quota,
+            weight=weight,
+            enforcement=enforcement,
+        )
+    return TickPlan(
+        tick=inputs.tick,
+        now_s=inputs.now_s,
+        spot_price=inputs.spot_price,
+        clearing_price=clearing.clearing_price,
+        capacity_cores=inputs.capacity_cores,
+        agents=plans,
+        posts=tuple(posts),
+        events=tuple(events),
+        decisions=tuple(decisions),
+    )

@@ -1,0 +1,425 @@
+"""`NodeDaemon` end to end: real processes; real cgroups as root (skips with the reason otherwise).
+
+The first tests run anywhere (the /proc fallback: no limits, SIGSTOP for freezing); those marked
+`root` run agents in real cgroups, and the recovery test kills a daemon running in a subprocess
+with SIGKILL and re-adopts its agent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers import maxwell
+from maxwell.cgroups import CgroupManager
+from maxwell.errors import CgroupUnavailableError
+from maxwell.node.daemon import NodeDaemon, active_w_per_core, private_name
+from maxwell.node.facade import (
+    AgentGoneError,
+    AgentState,
+    NodeError,
+    Principal,
+    Role,
+    UnknownAgentError,
+)
+from maxwell.units import Money
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+BUSY = [sys.executable, "-c", "while True: pass"]
+J = 1_000_000  # µ$J per $J
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def tick_until(daemon: NodeDaemon, condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(daemon.tick_s)
+        daemon.tick_once()
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def kinds_for(daemon: NodeDaemon, agent: str) -> list[str]:
+    return [event.kind for event in daemon.events() if event.agent == agent]
+
+
+# --- anywhere: the /proc fallback -----------------------------------------------------------
+
+
+@pytest.fixture
+def plain_daemon(tmp_path: Path) -> Iterator[NodeDaemon]:
+    daemon = NodeDaemon(tmp_path / "state", tick_s=0.1, detect_cgroups=False, grace_s=0.3)
+    try:
+        yield daemon
+    finally:
+        daemon.shutdown(kill_agents=True)
+
+
+def test_spawn_fund_bid_kill_and_authentication(plain_daemon: NodeDaemon, tmp_path: Path) -> None:
+    daemon = plain_daemon
+    assert daemon.authenticate(daemon.admin_token) == Principal(Role.ADMIN)
+    assert daemon.authenticate("nonsense") is None
+    assert daemon.authenticate("") is None
+    spawned = daemon.spawn(
+        ["sh", "-c", 'echo "$MAXWELL_AGENT_TOKEN"; exec sleep 30'],
+        fund=Money(5 * J),
+        bid=2.0,
+        demand=0.5,
+        name="sleeper",
+    )
+    assert spawned.name == "sleeper"
+    assert daemon.authenticate(spawned.token) == Principal(Role.AGENT, spawned.agent)
+    info = daemon.agent(spawned.agent)
+    assert (info.state, info.balance, info.pid) == (AgentState.RUNNING, 5 * J, spawned.pid)
+    # The token reached the agent's environment (its output goes to a log in the state dir).
+    log = tmp_path / "state" / "agents" / f"{spawned.agent}.log"
+    wait_until(lambda: log.exists() and spawned.token in log.read_text())
+    assert daemon.fund(spawned.agent, Money(J)).balance == 6 * J
+    bid = daemon.bid(spawned.agent, 3.0, 0.25)
+    assert (bid.bid, bid.demand) == (3.0, 0.25)
+    assert daemon.bid(spawned.agent, 4.0).demand == 0.25
+    daemon.tick_once()
+    assert daemon.ticks == 1
+    killed = daemon.kill(spawned.agent)
+    assert killed.state is AgentState.DEAD
+    daemon.tick_once()
+    assert not alive(spawned.pid)
+    assert kinds_for(daemon, spawned.agent)[:4] == ["funded", "spawned", "funded", "bid"]
+    assert "killed" in kinds_for(daemon, spawned.agent)
+    with pytest.raises(AgentGoneError):
+        daemon.fund(spawned.agent, Money(J))
+    with pytest.raises(AgentGoneError):
+        daemon.bid(spawned.agent, 1.0)
+    assert daemon.ledger().verify().ok
+    status = daemon.status()
+    assert status.ticks == 2 and status.cgroup == "none" and status.mechanism == "uniform"
+
+
+def test_bad_requests_change_nothing(plain_daemon: NodeDaemon) -> None:
+    daemon = plain_daemon
+    before = len(daemon.events())
+    with pytest.raises(NodeError, match="non-empty"):
+        daemon.spawn([], fund=Money(J), bid=1.0)
+    with pytest.raises(NodeError, match="price"):
+        daemon.spawn(["true"], fund=Money(J), bid=float("nan"))
+    with pytest.raises(NodeError, match="demand"):
+        daemon.spawn(["true"], fund=Money(J), bid=1.0, demand=0.0)
+    with pytest.raises(NodeError, match="funding"):
+        daemon.spawn(["true"], fund=Money(-1), bid=1.0)
+    with pytest.raises(NodeError, match="not found"):
+        daemon.spawn(["/nonexistent/command"], fund=Money(J), bid=1.0)
+    with pytest.raises(NodeError, match="no such user"):
+        daemon.spawn(["true"], fund=Money(J), bid=1.0, user="no-such-user-maxwell")
+    with pytest.raises(UnknownAgentError):
+        daemon.fund("nobody", Money(J))
+    with pytest.raises(UnknownAgentError):
+        daemon.agent("nobody")
+    assert daemon.agents() == []
+    assert len(daemon.events()) == before
+    assert daemon.ledger().verify().ok
+    spawned = daemon.spawn(["sleep", "30"], fund=Money(J), bid=1.0)
+    with pytest.raises(NodeError, match="positive"):
+        daemon.fund(spawned.agent, Money(0))
+    with pytest.raises(NodeError, match="price"):
+        daemon.bid(spawned.agent, -1.0)
+
+
+# --- root: real cgroups -----------------------------------------------------------------------
+
+
+def cgroups_or_skip() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: creates cgroups under /sys/fs/cgroup")
+    try:
+        CgroupManager.detect(prefix="maxwell-probe").close()
+    except CgroupUnavailableError as exc:
+        pytest.skip(f"needs root and a writable cgroup hierarchy: {exc}")
+
+
+def tree_dirs(state: Path) -> list[Path]:
+    """Every directory of the daemon's stable tree that exists, in any hierarchy."""
+    name = private_name(state)
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        if right.startswith(("cgroup ", "cgroup2 ")):
+            for dirpath, dirnames, _files in os.walk(left.split()[4]):
+                found += [Path(dirpath) / d for d in dirnames if d == name]
+    return found
+
+
+def frozen_on_disk(daemon: NodeDaemon, agent: str) -> bool:
+    """`cgroup.freeze` where the group has one (v2, hybrid), else the v1 `freezer.state`."""
+    dirs = [Path(directory) for directory in daemon.group_dirs(agent)]
+    for freeze in (d / "cgroup.freeze" for d in dirs):
+        if freeze.exists():
+            return freeze.read_text().strip() == "1"
+    for state in (d / "freezer.state" for d in dirs):
+        if state.exists():
+            return state.read_text().strip() == "FROZEN"
+    raise AssertionError("no freezer file")
+
+
+@pytest.fixture
+def cgroup_daemon(tmp_path: Path) -> Iterator[NodeDaemon]:
+    cgroups_or_skip()
+    state = tmp_path / "state"
+    daemon = NodeDaemon(state, tick_s=0.2, grace_s=0.6)
+    try:
+        yield daemon
+    finally:
+        pids = [agent.pid for agent in daemon.agents() if agent.pid is not None]
+        daemon.shutdown(kill_agents=True)
+        assert tree_dirs(state) == []
+        wait_until(lambda: not any(alive(pid) for pid in pids))
+
+
+@pytest.mark.root
+def test_agents_in_cgroups_are_metered_billed_and_enforced(cgroup_daemon: NodeDaemon) -> None:
+    daemon = cgroup_daemon
+    busy = daemon.spawn(BUSY, fund=Money(1000 * J), bid=5.0, demand=0.5, name="busy")
+    idle = daemon.spawn(["sleep", "60"], fund=Money(1000 * J), bid=5.0, demand=0.1, name="idle")
+    low = daemon.spawn(["sleep", "60"], fund=Money(10 * J), bid=0.5, demand=0.1, name="low")
+    ends = daemon.spawn(["sh", "-c", "sleep 0.3; exit 3"], fund=Money(J), bid=5.0, demand=0.1)
+    for directory in daemon.group_dirs(busy.agent):
+        quota = Path(directory) / "cpu.cfs_quota_us"
+        if quota.exists():
+            assert quota.read_text().strip() == "50000"  # 0.5 cores of a 100 ms period
+        pids_max = Path(directory) / "pids.max"
+        if pids_max.exists():
+            assert pids_max.read_text().strip() == "256"
+    tick_until(daemon, lambda: daemon.agent(busy.agent).energy_uj > 500_000)
+    tick_until(daemon, lambda: daemon.agent(ends.agent).state is AgentState.EXITED)
+    # Bills are posted, the busy agent used more than the idle one, the ledger verifies.
+    bills = [e for e in daemon.ledger().entries() if e.kind == "bill"]
+    assert {e.detail["agent"] for e in bills} >= {busy.agent}
+    busy_info, idle_info = daemon.agent(busy.agent), daemon.agent(idle.agent)
+    assert busy_info.energy_uj > 10 * idle_info.energy_uj
+    assert busy_info.paid > 0 and busy_info.balance == 1000 * J - busy_info.paid
+    assert busy_info.state is AgentState.RUNNING and busy_info.share == 0.5
+    assert daemon.ledger().verify().ok
+    # The command that ended: `exited`, its exit code, its group removed.
+    ended = daemon.agent(ends.agent)
+    assert (ended.state, ended.exit_code) == (AgentState.EXITED, 3)
+    assert "exited" in kinds_for(daemon, ends.agent)
+    assert not any(os.path.exists(d) for d in daemon.group_dirs(ends.agent))
+    # A bid below the reserve (the spot price, >= 1): frozen in the kernel; outbid no more: thawed.
+    assert daemon.agent(low.agent).state is AgentState.FROZEN
+    assert frozen_on_disk(daemon, low.agent)
+    frozen = [e for e in daemon.events() if e.agent == low.agent and e.kind == "frozen"]
+    assert "below the reserve" in str(frozen[0].detail["reason"])
+    daemon.bid(low.agent, 5.0)
+    daemon.tick_once()
+    assert daemon.agent(low.agent).state is AgentState.RUNNING
+    assert not frozen_on_disk(daemon, low.agent)
+    assert "thawed" in kinds_for(daemon, low.agent)
+
+
+@pytest.mark.root
+def test_an_underfunded_busy_agent_is_frozen_refunded_then_killed(
+    cgroup_daemon: NodeDaemon,
+) -> None:
+    daemon = cgroup_daemon
+    poor = daemon.spawn(BUSY, fund=Money(J // 5), bid=5.0, demand=0.5, name="poor")
+    group_dirs = daemon.group_dirs(poor.agent)
+    tick_until(daemon, lambda: daemon.agent(poor.agent).state is AgentState.FROZEN)
+    assert frozen_on_disk(daemon, poor.agent)
+    assert alive(poor.pid)
+    # Funded again within the grace: thawed.
+    daemon.fund(poor.agent, Money(J))  # more than a tick of its burn (~0.28 $J)
+    tick_until(daemon, lambda: daemon.agent(poor.agent).state is AgentState.RUNNING)
+    assert "thawed" in kinds_for(daemon, poor.agent)
+    # It burns through that too, is frozen, and is killed once the grace has run out.
+    tick_until(daemon, lambda: daemon.agent(poor.agent).state is AgentState.DEAD)
+    kinds = kinds_for(daemon, poor.agent)
+    assert kinds.count("frozen") == 2 and kinds[-1] == "apoptosis"
+    apoptosis = [e for e in daemon.events() if e.kind == "apoptosis"][-1]
+    assert apoptosis.detail["agent"] == poor.agent
+    wait_until(lambda: not alive(poor.pid))
+    assert not any(os.path.exists(d) for d in group_dirs)
+    info = daemon.agent(poor.agent)
+    # It paid what it had, short of a tick's burn (~0.28 $J): no more.
+    assert info.paid + info.balance == J // 5 + J
+    assert info.balance < J // 2
+    assert daemon.ledger().verify().ok
+
+
+# --- root: recovery after SIGKILL -------------------------------------------------------------
+
+DAEMON_SCRIPT = """
+import json, sys, threading
+from maxwell.node.daemon import NodeDaemon
+daemon = NodeDaemon(sys.argv[1], tick_s=0.1, grace_s=30)
+spawned = daemon.spawn(
+    [sys.executable, "-c", "while True: pass"], fund=1000 * 10**6, bid=5.0, demand=0.5
+)
+print(json.dumps({"agent": spawned.agent, "pid": spawned.pid}), flush=True)
+daemon.run_forever(threading.Event())
+"""
+
+
+def recorded(state: Path, agent: str) -> tuple[int, dict[str, object]]:
+    """The CPU counter an agent is billed up to, and its cgroup record, as the database holds."""
+    with sqlite3.connect(state / "maxwell.db") as db:
+        cpu_ns, cgroup = db.execute(
+            "SELECT cpu_ns, cgroup FROM agents WHERE id = ?", (agent,)
+        ).fetchone()
+    return int(cpu_ns), json.loads(cgroup)
+
+
+def group_cpu_ns(cgroup: dict[str, object]) -> int:
+    dirs = cgroup.get("dirs")
+    if isinstance(dirs, dict) and "cpuacct" in dirs:
+        return int((Path(dirs["cpuacct"]) / "cpuacct.usage").read_text())
+    directory = cgroup.get("unified") if cgroup.get("kind") == "v1" else cgroup.get("path")
+    for line in (Path(str(directory)) / "cpu.stat").read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if key == "usage_usec":
+            return int(value) * 1000
+    raise AssertionError("no CPU counter")
+
+
+@pytest.mark.root
+def test_a_daemon_killed_with_sigkill_is_recovered(tmp_path: Path) -> None:
+    cgroups_or_skip()
+    state = tmp_path / "state"
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", DAEMON_SCRIPT, str(state)],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    daemon: NodeDaemon | None = None
+    pid = 0
+    try:
+        assert child.stdout is not None
+        started = json.loads(child.stdout.readline())
+        agent, pid = started["agent"], started["pid"]
+        wait_until(lambda: recorded(state, agent)[0] > 0.2e9)  # ticks have billed it
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+        assert alive(pid), "the agent outlives its daemon"
+        # `maxwell run`'s stale sweep leaves the daemon's tree alone.
+        with CgroupManager.detect() as runner:
+            runner.sweep_stale()
+        assert tree_dirs(state)
+        time.sleep(0.5)  # the agent keeps burning CPU while no daemon watches it
+        billed_up_to, cgroup = recorded(state, agent)
+        counter_before = group_cpu_ns(cgroup)
+
+        daemon = NodeDaemon(state, tick_s=0.1, grace_s=30)
+        counter_after = group_cpu_ns(cgroup)
+        info = daemon.agent(agent)
+        assert (info.state, info.pid) == (AgentState.RUNNING, pid)
+        adopted = [e for e in daemon.events() if e.kind == "adopted"]
+        assert len(adopted) == 1 and adopted[0].agent == agent
+        # The down interval, billed exactly from where billing stopped to where metering resumes.
+        down_cpu_ns = int(str(adopted[0].detail["cpu_ns"]))
+        assert counter_before <= billed_up_to + down_cpu_ns <= counter_after
+        assert down_cpu_ns > 0.1e9
+        assert int(str(adopted[0].detail["energy_uj"])) == round(
+            down_cpu_ns * active_w_per_core() / 1000
+        )
+        for _ in range(5):
+            time.sleep(0.1)
+            daemon.tick_once()
+        after = daemon.agent(agent)
+        assert after.state is AgentState.RUNNING
+        assert after.energy_uj > info.energy_uj
+        # Energy continuity: the agent is credited with exactly what was billed, once.
+        bills = [e for e in daemon.ledger().entries() if e.kind == "bill"]
+        assert sum(int(str(e.detail["energy_uj"])) for e in bills) == after.energy_uj
+        to_grid = sum(leg.delta for e in bills for leg in e.legs if leg.account == "grid")
+        assert to_grid == after.paid == 1000 * J - after.balance
+        assert daemon.ledger().verify().ok
+        # A second restart adopts it again, billing only the new (short) gap.
+        billed_up_to, _ = recorded(state, agent)
+        daemon.shutdown()
+        daemon = NodeDaemon(state, tick_s=0.1, grace_s=30)
+        adopted = [e for e in daemon.events() if e.kind == "adopted"]
+        assert len(adopted) == 2
+        assert billed_up_to + int(str(adopted[1].detail["cpu_ns"])) <= group_cpu_ns(cgroup)
+        assert daemon.agent(agent).pid == pid
+        assert daemon.ledger().verify().ok
+        verified = maxwell("ledger", "verify", "--state", str(state))
+        assert verified.returncode == 0, verified.stderr
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+        if daemon is None:
+            daemon = NodeDaemon(state, tick_s=0.1)
+        daemon.shutdown(kill_agents=True)
+    # Nothing is left: no cgroup directory of the daemon's tree, no agent process.
+    assert tree_dirs(state) == []
+    wait_until(lambda: not alive(pid))
+
+
+def test_the_api_may_call_while_the_tick_thread_runs(plain_daemon: NodeDaemon) -> None:
+    daemon = plain_daemon
+    stop = threading.Event()
+    ticker = threading.Thread(target=daemon.run_forever, args=(stop,))
+    ticker.start()
+    try:
+        spawned = [
+            daemon.spawn(["sleep", "30"], fund=Money(J), bid=2.0, demand=0.1) for _ in range(3)
+        ]
+        for round_ in range(20):
+            for agent in spawned:
+                daemon.fund(agent.agent, Money(1000))
+                daemon.bid(agent.agent, 2.0 + round_ / 10)
+            daemon.status()
+        wait_until(lambda: daemon.ticks >= 3)
+    finally:
+        stop.set()
+        ticker.join(timeout=10)
+    assert not ticker.is_alive()
+    assert daemon.warnings == []
+    assert daemon.ledger().verify().ok
+    assert sum(1 for e in daemon.events() if e.kind == "funded") == 3 + 60
+
+
+@pytest.mark.root
+def test_an_agent_runs_as_the_user_asked_for(cgroup_daemon: NodeDaemon, tmp_path: Path) -> None:
+    daemon = cgroup_daemon
+    spawned = daemon.spawn(
+        ["sh", "-c", 'echo "uid=$(id -u)"; exec sleep 30'],
+        fund=Money(J),
+        bid=2.0,
+        demand=0.1,
+        user="nobody",
+    )
+    log = tmp_path / "state" / "agents" / f"{spawned.agent}.log"
+    wait_until(lambda: log.exists() and "uid=" in log.read_text())
+    assert "uid=65534" in log.read_text()
+    # setpriv execs the command in place: the recorded pid is the agent's own, in its group.
+    wait_until(lambda: Path(f"/proc/{spawned.pid}/status").read_text().count("65534") >= 4)
+    assert any(
+        str(spawned.pid) in (Path(d) / "cgroup.procs").read_text()
+        for d in daemon.group_dirs(spawned.agent)
+    )
