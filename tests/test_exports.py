@@ -22,6 +22,15 @@ PUBLIC = {
         "read_sched_ext_state",
     ],
     "maxwell.meter": ["Attribution", "LiveMeter", "WorkloadUsage", "attribute"],
+    "maxwell.client": [
+        "BudgetExhausted",
+        "BudgetWatch",
+        "Client",
+        "ClientError",
+        "NodeUnreachableError",
+        "NotSupportedError",
+        "budget",
+    ],
 }
 
 

@@ -13,13 +13,11 @@ from rich.console import Console
 
 from maxwell.errors import MaxwellError
 from maxwell.node.facade import AgentInfo, AgentState, Event, NodeStatus, PriceInfo
-from maxwell.node.top import (
-    STATE_STYLES,
+from maxwell.node.top import STATE_STYLES, render, run_top
+from maxwell.node.wire import (
     agent_from_json,
     event_from_json,
     price_from_json,
-    render,
-    run_top,
     status_from_json,
     status_to_json,
 )

@@ -167,7 +167,7 @@ def build_report(
         "auctioneer_fraction_no_rebid": tick_ms["no_rebid"] / budget_ms,
         "auctioneer_rebid_share": AUCTION_REBID_SHARE,
         "auctioneer_rebids_in_budget": rebids_in_budget,
-        "auctioneer_tick_ms": {key: round(value, 4) for key, value in tick_ms.items()},
+        "auctioneer_tick_ms": {key: round(value, 6) for key, value in tick_ms.items()},
         "auctioneer_fraction_vectorised_by_mechanism": fractions,
         "auctioneer_fraction_vectorised_all_rebid_by_mechanism": all_rebid,
         "export_ms_at_1000": round(export_ms, 4),

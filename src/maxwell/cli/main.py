@@ -33,6 +33,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sensors": ("maxwell.sensors.cli", "list energy and temperature sensors"),
     "ledger": ("maxwell.cli.ledger_cmd", "the $JOULE ledger: verify, balances, fund"),
     "market": ("maxwell.cli.market_cmd", "clear a market of bids with a mechanism"),
+    "demo": ("maxwell.cli.demo_cmd", "a private market of three agents: useful, looper, bloat"),
+    "daemon": ("maxwell.cli.daemon_cmd", "run the node daemon (agents, market, API)"),
+    "spawn": ("maxwell.cli.agents_cmd", "start a command as a funded, bidding agent"),
+    "ps": ("maxwell.cli.agents_cmd", "list the node's agents"),
+    "fund": ("maxwell.cli.agents_cmd", "fund an agent from the treasury"),
+    "bid": ("maxwell.cli.agents_cmd", "change an agent's bid"),
+    "kill": ("maxwell.cli.agents_cmd", "kill an agent"),
+    "events": ("maxwell.cli.agents_cmd", "print the node's events"),
+    "price": ("maxwell.cli.agents_cmd", "show the spot price"),
+    "top": ("maxwell.cli.agents_cmd", "a live view of the market"),
 }
 BENCHES: dict[str, tuple[str, str]] = {
     "meter": ("maxwell.bench.meter", "the meter's own CPU cost vs CodeCarbon"),

@@ -20,18 +20,10 @@ from rich.table import Table
 from rich.text import Text
 
 from maxwell.errors import MaxwellError
-from maxwell.node.facade import AgentInfo, AgentState, Event, NodeStatus, PriceInfo
-from maxwell.units import money_to_tokens, tokens_to_money, uj_to_joules
+from maxwell.node.facade import AgentInfo, AgentState, Event, NodeStatus
+from maxwell.units import money_to_tokens, uj_to_joules
 
-__all__ = [
-    "agent_from_json",
-    "event_from_json",
-    "price_from_json",
-    "render",
-    "run_top",
-    "status_from_json",
-    "status_to_json",
-]
+__all__ = ["render", "run_top"]
 
 STATE_STYLES: Mapping[AgentState, str] = {
     AgentState.RUNNING: "green",
@@ -194,124 +186,3 @@ def run_top(
                 stop.wait(refresh_s)
         except KeyboardInterrupt:
             pass
-
-
-# --- JSON shapes served by the API (see the facade's `to_json` methods) back into values ---
-
-
-def _float(obj: Mapping[str, object], key: str) -> float:
-    value = obj[key]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{key!r} must be a number, got {value!r}")
-    return float(value)
-
-
-def _int(obj: Mapping[str, object], key: str) -> int:
-    value = obj[key]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{key!r} must be an integer, got {value!r}")
-    return value
-
-
-def _optional_int(obj: Mapping[str, object], key: str) -> int | None:
-    return None if obj.get(key) is None else _int(obj, key)
-
-
-def _str(obj: Mapping[str, object], key: str) -> str:
-    value = obj[key]
-    if not isinstance(value, str):
-        raise ValueError(f"{key!r} must be a string, got {value!r}")
-    return value
-
-
-def _mapping(obj: object, what: str) -> Mapping[str, object]:
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{what} must be a JSON object, got {type(obj).__name__}")
-    return obj
-
-
-def agent_from_json(obj: object) -> AgentInfo:
-    """The inverse of `AgentInfo.to_json` (money and energy round to the nearest micro-unit)."""
-    agent = _mapping(obj, "an agent")
-    return AgentInfo(
-        id=_str(agent, "id"),
-        name=_str(agent, "name"),
-        state=AgentState(_str(agent, "state")),
-        balance=tokens_to_money(_float(agent, "balance")),
-        bid=_float(agent, "bid"),
-        demand=_float(agent, "demand"),
-        share=_float(agent, "share"),
-        power_w=_float(agent, "power_w"),
-        energy_uj=round(_float(agent, "energy_j") * 1e6),
-        paid=tokens_to_money(_float(agent, "paid_j")),
-        landauer=tokens_to_money(_float(agent, "landauer_j")),
-        pid=_optional_int(agent, "pid"),
-        exit_code=_optional_int(agent, "exit_code"),
-    )
-
-
-def price_from_json(obj: object) -> PriceInfo:
-    """The inverse of `PriceInfo.to_json`."""
-    price = _mapping(obj, "a price")
-    measured = price["measured"]
-    if not isinstance(measured, bool):
-        raise ValueError(f"'measured' must be a boolean, got {measured!r}")
-    return PriceInfo(
-        spot=_float(price, "spot"),
-        grid=_float(price, "grid"),
-        thermal_factor=_float(price, "thermal_factor"),
-        temperature_c=_float(price, "temperature_c"),
-        headroom_c=_float(price, "headroom_c"),
-        measured=measured,
-        energy_source=_str(price, "energy_source"),
-        temperature_source=_str(price, "temperature_source"),
-    )
-
-
-def event_from_json(obj: object) -> Event:
-    """The inverse of `Event.to_json`."""
-    event = _mapping(obj, "an event")
-    agent = event.get("agent")
-    if agent is not None and not isinstance(agent, str):
-        raise ValueError(f"'agent' must be a string or null, got {agent!r}")
-    return Event(
-        seq=_int(event, "seq"),
-        at=_float(event, "at"),
-        kind=_str(event, "kind"),
-        agent=agent,
-        detail=dict(_mapping(event.get("detail", {}), "an event's detail")),
-    )
-
-
-def status_to_json(status: NodeStatus) -> dict[str, object]:
-    """The JSON shape `status_from_json` reads (the facade's types have no `to_json` for it)."""
-    return {
-        "price": status.price.to_json(),
-        "agents": [agent.to_json() for agent in status.agents],
-        "tick_s": status.tick_s,
-        "last_tick_duration_s": status.last_tick_duration_s,
-        "ticks": status.ticks,
-        "mechanism": status.mechanism,
-        "cgroup": status.cgroup,
-    }
-
-
-def status_from_json(obj: object) -> NodeStatus:
-    """A `NodeStatus` from `{"price": {...}, "agents": [...], "tick_s", "last_tick_duration_s",
-    "ticks", "mechanism", "cgroup"}`; the last five default to "unknown" values when absent, so
-    a client can build one from `/price` and `/agents` alone."""
-    status = _mapping(obj, "a node status")
-    agents = status["agents"]
-    if not isinstance(agents, list):
-        raise ValueError(f"'agents' must be a list, got {type(agents).__name__}")
-    return NodeStatus(
-        price=price_from_json(status["price"]),
-        agents=[agent_from_json(agent) for agent in agents],
-        tick_s=_float(status, "tick_s") if "tick_s" in status else 0.0,
-        last_tick_duration_s=(
-            _float(status, "last_tick_duration_s") if "last_tick_duration_s" in status else 0.0
-        ),
-        ticks=_int(status, "ticks") if "ticks" in status else 0,
-        mechanism=_str(status, "mechanism") if "mechanism" in status else "unknown",
-        cgroup=_str(status, "cgroup") if "cgroup" in status else "unknown",
-    )

@@ -1,0 +1,291 @@
+"""The client commands of the node daemon: `maxwell spawn`, `ps`, `fund`, `bid`, `kill`, `events`
+and `price`. Each talks to the daemon through the SDK (`maxwell.client`).
+
+Finding the daemon: `--socket PATH`, else `<state>/maxwell.sock` with `--state DIR`, else
+`$MAXWELL_SOCKET`. The token: `--token`, else `<state>/admin.token` with `--state DIR`, else
+`$MAXWELL_TOKEN`, else `$MAXWELL_AGENT_TOKEN` (so an agent may run `maxwell price` itself).
+
+Money: an ENERGY (`--fund 50J`, `2kJ`, `1Wh`) is converted to $J one to one, 1 J of budget =
+1 $J, which buys 1 J at spot price 1.0 (at spot 2.0 it buys half a joule).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import select
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, StopRequest, fail
+from maxwell.cli.daemon_cmd import SOCKET_NAME
+from maxwell.client import Client, ClientError, NodeUnreachableError
+from maxwell.errors import UsageError
+from maxwell.node.facade import AgentInfo, Event
+from maxwell.node.state import ADMIN_TOKEN_FILE
+from maxwell.units import UJ_PER_J, money_to_tokens, parse_energy
+
+EXIT_REFUSED = 1  # the node answered with a 4xx
+
+COMMON_EPILOG = """\
+daemon: --socket PATH, else <state>/maxwell.sock with --state DIR, else $MAXWELL_SOCKET.
+token: --token, else <state>/admin.token with --state DIR, else $MAXWELL_TOKEN, else
+$MAXWELL_AGENT_TOKEN.
+ENERGY: a number with a unit: J, kJ, MJ, mWh, Wh, kWh; 1 J of budget = 1 $J.
+
+exit status: 0 done; 1 the node refused (the message says why); 2 usage error;
+125 the daemon cannot be reached (or failed).
+"""
+
+DESCRIPTIONS = {
+    "spawn": "Start CMD as an agent in its own cgroup, funded from the treasury; print its id.",
+    "ps": "List the node's agents (an agent token sees only itself).",
+    "fund": "Move ENERGY worth of $J from the treasury to AGENT.",
+    "bid": "Set AGENT's limit price ($J per J) and, optionally, the cores it asks for.",
+    "kill": "Kill AGENT's whole process group.",
+    "events": "Print the node's events (spawned, funded, bid, frozen, apoptosis, ...).",
+    "price": "Show the spot price and what it is made of.",
+    "top": "A live view of the market: price, temperature, agents, events as they happen.",
+}
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(text)
+    return value
+
+
+_positive.__name__ = "positive number"
+
+
+def _price(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(text)
+    return value
+
+
+_price.__name__ = "price (a number >= 0)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    command = parser.prog.split()[-1]
+    parser.description = DESCRIPTIONS[command]
+    parser.epilog = COMMON_EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--socket", metavar="PATH", help="the daemon's Unix socket")
+    parser.add_argument("--state", metavar="DIR", help="the daemon's state directory")
+    parser.add_argument("--token", metavar="TOKEN", help="admin or agent token")
+    if command not in ("kill", "top"):
+        parser.add_argument("--json", action="store_true", help="JSON for scripts")
+    if command == "spawn":
+        parser.add_argument("--fund", required=True, metavar="ENERGY", help="initial budget")
+        parser.add_argument("--bid", required=True, type=_price, metavar="PRICE", help="$J per J")
+        parser.add_argument(
+            "--demand", type=_positive, default=1.0, metavar="CORES", help="cores (default 1)"
+        )
+        parser.add_argument("--name", metavar="NAME", help="a name (default: from CMD)")
+        parser.add_argument("--user", metavar="USER", help="run CMD as this unprivileged user")
+        parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    elif command == "fund":
+        parser.add_argument("agent", metavar="AGENT")
+        parser.add_argument("energy", metavar="ENERGY")
+    elif command == "bid":
+        parser.add_argument("agent", metavar="AGENT")
+        parser.add_argument("price", type=_price, metavar="PRICE", help="$J per J")
+        parser.add_argument("--demand", type=_positive, metavar="CORES", help="cores asked for")
+    elif command == "kill":
+        parser.add_argument("agent", metavar="AGENT")
+    elif command == "top":
+        parser.add_argument(
+            "--refresh", type=_positive, default=1.0, metavar="S", help="seconds between polls (1)"
+        )
+    elif command == "events":
+        parser.add_argument("--follow", action="store_true", help="keep printing new events")
+        parser.add_argument("--after", type=int, default=0, metavar="SEQ", help="skip up to SEQ")
+        parser.add_argument(
+            "--poll", type=_positive, default=1.0, metavar="S", help="--follow poll (1 s)"
+        )
+
+
+def connect(args: argparse.Namespace) -> Client:
+    """A `Client` for the daemon and token the flags and the environment name."""
+    state = Path(args.state) if args.state else None
+    socket = args.socket or (
+        str(state / SOCKET_NAME) if state else os.environ.get("MAXWELL_SOCKET")
+    )
+    if not socket:
+        raise UsageError("no daemon: pass --socket PATH or --state DIR, or set MAXWELL_SOCKET")
+    token = args.token
+    if token is None and state is not None:
+        path = state / ADMIN_TOKEN_FILE
+        try:
+            token = path.read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read the admin token {path}: {exc.strerror}") from exc
+    if token is None:
+        token = os.environ.get("MAXWELL_TOKEN") or os.environ.get("MAXWELL_AGENT_TOKEN")
+    if not token:
+        raise UsageError("no token: pass --token or --state DIR, or set MAXWELL_TOKEN")
+    return Client(socket=socket, token=token)
+
+
+def _j(amount: int) -> str:
+    return f"{money_to_tokens(amount):.6g}"
+
+
+def _agent_line(info: AgentInfo) -> str:
+    return (
+        f"{info.id} ({info.name}): {info.state}, balance {_j(info.balance)} $J, "
+        f"bid {info.bid:g} $J/J for {info.demand:g} cores"
+    )
+
+
+def _spawn(client: Client, args: argparse.Namespace, out: Console) -> None:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise UsageError("no command given: maxwell spawn --fund ENERGY --bid PRICE -- CMD...")
+    fund_j = parse_energy(args.fund) / UJ_PER_J  # 1 J of budget = 1 $J
+    result = client.spawn(
+        command, fund=fund_j, bid=args.bid, demand=args.demand, name=args.name, user=args.user
+    )
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print(result.agent)
+
+
+def _ps(client: Client, args: argparse.Namespace, out: Console) -> None:
+    agents = client.agents()
+    if args.json:
+        print(json.dumps({"agents": [info.to_json() for info in agents]}))
+        return
+    table = Table(box=None, header_style="bold")
+    for heading in ("ID", "NAME", "STATE", "BALANCE $J", "BID $J/J", "DEMAND", "SHARE", "W"):
+        table.add_column(heading, justify="left" if heading in ("ID", "NAME", "STATE") else "right")
+    table.add_column("ENERGY J", justify="right")
+    table.add_column("PID", justify="right")
+    for info in agents:
+        table.add_row(
+            info.id,
+            info.name,
+            str(info.state),
+            _j(info.balance),
+            f"{info.bid:g}",
+            f"{info.demand:g}",
+            f"{info.share:.2f}",
+            f"{info.power_w:.1f}",
+            f"{info.energy_uj / UJ_PER_J:.1f}",
+            "-" if info.pid is None else str(info.pid),
+        )
+    out.print(table)
+
+
+def _fund(client: Client, args: argparse.Namespace, out: Console) -> None:
+    info = client.fund(args.agent, parse_energy(args.energy) / UJ_PER_J)
+    print(json.dumps(info.to_json()) if args.json else _agent_line(info))
+
+
+def _bid(client: Client, args: argparse.Namespace, out: Console) -> None:
+    info = client.bid(args.price, args.demand, agent=args.agent)
+    print(json.dumps(info.to_json()) if args.json else _agent_line(info))
+
+
+def _kill(client: Client, args: argparse.Namespace, out: Console) -> None:
+    print(_agent_line(client.kill(args.agent)))
+
+
+def _event_line(event: Event) -> str:
+    at = datetime.fromtimestamp(event.at).strftime("%H:%M:%S")
+    detail = " ".join(f"{key}={value}" for key, value in event.detail.items())
+    return f"{event.seq:>6} {at} {event.kind:<10} {event.agent or '-':<10} {detail}".rstrip()
+
+
+def _events(client: Client, args: argparse.Namespace, out: Console) -> None:
+    if args.after < 0:
+        raise UsageError(f"--after must be 0 or more, got {args.after}")
+    after = args.after
+    with StopRequest() as stop:
+        while stop.signum is None:
+            page = client.events(after)
+            for event in page:
+                print(json.dumps(event.to_json()) if args.json else _event_line(event), flush=True)
+                after = max(after, event.seq)
+            if page:
+                continue  # there may be more than one page
+            if not args.follow:
+                return
+            select.select([stop.fileno()], [], [], args.poll)
+
+
+def _price_cmd(client: Client, args: argparse.Namespace, out: Console) -> None:
+    price = client.price()
+    if args.json:
+        print(json.dumps(price.to_json()))
+        return
+    source = "measured" if price.measured else "modelled"
+    table = Table(box=None, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("spot", f"{price.spot:.6g} $J/J")
+    table.add_row("grid", f"{price.grid:.6g} $J/J")
+    table.add_row("thermal factor", f"{price.thermal_factor:.4g}")
+    table.add_row("temperature", f"{price.temperature_c:.1f} °C ({price.temperature_source})")
+    table.add_row("headroom", f"{price.headroom_c:.1f} °C")
+    table.add_row("energy", f"{source} ({price.energy_source})")
+    out.print(table)
+
+
+def _top(client: Client, args: argparse.Namespace, out: Console) -> None:
+    from maxwell.node.top import run_top
+
+    run_top(
+        client.status,
+        lambda after: client.events(after=after),
+        refresh_s=args.refresh,
+        console=out,
+    )
+
+
+HANDLERS: dict[str, Callable[[Client, argparse.Namespace, Console], None]] = {
+    "spawn": _spawn,
+    "ps": _ps,
+    "fund": _fund,
+    "bid": _bid,
+    "kill": _kill,
+    "events": _events,
+    "price": _price_cmd,
+    "top": _top,
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    command = args.command_name
+    prog = f"maxwell {command}"
+    try:
+        client = connect(args)
+    except UsageError as exc:
+        return fail(prog, str(exc), EXIT_USAGE)
+    except NodeUnreachableError as exc:
+        return fail(prog, str(exc), EXIT_FAILURE)
+    with client:
+        try:
+            HANDLERS[command](client, args, Console())
+        except UsageError as exc:
+            return fail(prog, str(exc), EXIT_USAGE)
+        except NodeUnreachableError as exc:
+            return fail(prog, exc.message, EXIT_FAILURE)
+        except ClientError as exc:
+            if exc.status is not None and 400 <= exc.status < 500:
+                return fail(prog, f"the node refused: {exc.message}", EXIT_REFUSED)
+            return fail(prog, str(exc), EXIT_FAILURE)
+    return 0

@@ -1,0 +1,234 @@
+"""`maxwell demo [--duration S] [--json]`: a private market with three archetype agents.
+
+A private daemon (in this process, on a temporary state directory) runs three real agents:
+
+- `useful`: seeded MLP inference that finishes its job; funded generously, bids high;
+- `looper`: a `while True` "hallucination" that ignores SIGTERM; little funding: apoptosis;
+- `bloat`: allocates, writes and frees memory in a loop; the Landauer tax, at the multiplier the
+  demo sets, drains it to apoptosis. Its physical and taxed Landauer figures are shown side by side.
+
+The demo ends when every agent has an outcome (or at `--duration`), kills what is left, checks the
+ledger and prints a summary. Exit 0 when the three outcomes are the intended ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from maxwell.cli.common import EXIT_FAILURE, StopRequest, fail
+from maxwell.economy.store import LedgerStore
+from maxwell.errors import MaxwellError
+from maxwell.node.daemon import NodeDaemon
+from maxwell.node.facade import AgentInfo, AgentState, Event
+from maxwell.node.top import render
+from maxwell.units import money_to_tokens, tokens_to_money
+
+PROG = "maxwell demo"
+LANDAUER_MULTIPLIER = 1e11  # makes ~1 GiB/s of freed memory cost ~2.5 $J/s at 300 K
+TICK_S = 0.5
+GRACE_S = 2.0
+
+
+@dataclass(frozen=True)
+class Archetype:
+    name: str
+    module: str
+    args: tuple[str, ...]
+    fund_j: float
+    bid: float
+    demand: float
+    intended: str  # the outcome the demo expects
+
+
+ARCHETYPES = (
+    Archetype(
+        "useful", "maxwell.samples.useful", ("--batches", "400"), 400.0, 5.0, 1.0, "finished"
+    ),
+    Archetype(
+        "looper",
+        "maxwell.samples.looper",
+        ("--workers", "1", "--churn-mib", "0"),
+        12.0,
+        2.0,
+        1.0,
+        "apoptosis",
+    ),
+    Archetype(
+        "bloat",
+        "maxwell.samples.bloat",
+        ("--mib", "64", "--pause", "0.02"),
+        15.0,
+        3.0,
+        0.5,
+        "apoptosis",
+    ),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument(
+        "--duration", type=float, default=100.0, metavar="S", help="longest run (default 100 s)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    parser.add_argument("--no-live", action="store_true", help="no live view even on a terminal")
+
+
+def _outcome(info: AgentInfo, events: Sequence[Event]) -> str:
+    kinds = {event.kind for event in events if event.agent == info.id}
+    if info.state is AgentState.EXITED:
+        return "finished" if info.exit_code == 0 else f"exited {info.exit_code}"
+    if info.state is AgentState.DEAD:
+        return "apoptosis" if "apoptosis" in kinds else "killed"
+    return str(info.state)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.duration <= 0:
+        return fail(PROG, f"--duration must be positive, got {args.duration}", 2)
+    stderr = Console(stderr=True)
+    with StopRequest() as stop, tempfile.TemporaryDirectory(prefix="maxwell-demo-") as state:
+        try:
+            report, ok = _demo(state, args, stderr, stop)
+        except MaxwellError as exc:
+            return fail(PROG, str(exc), EXIT_FAILURE)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        _print_summary(report, stderr)
+    if stop.signum is not None:
+        return 128 + stop.signum
+    return 0 if ok else 1
+
+
+def _demo(
+    state: str, args: argparse.Namespace, stderr: Console, stop: StopRequest
+) -> tuple[dict[str, object], bool]:
+    node = NodeDaemon(
+        state, tick_s=TICK_S, landauer_multiplier=LANDAUER_MULTIPLIER, grace_s=GRACE_S
+    )
+    ticking = threading.Event()
+    ticker = threading.Thread(target=node.run_forever, args=(ticking,), daemon=True)
+    started = time.monotonic()
+    names: dict[str, Archetype] = {}
+    try:
+        if node.degraded:
+            print(f"{PROG}: degraded: {node.degraded}", file=sys.stderr)
+        for archetype in ARCHETYPES:
+            spawned = node.spawn(
+                [sys.executable, "-m", archetype.module, *archetype.args],
+                fund=tokens_to_money(archetype.fund_j),
+                bid=archetype.bid,
+                demand=archetype.demand,
+                name=archetype.name,
+            )
+            names[spawned.agent] = archetype
+        ticker.start()
+        live = stderr.is_terminal and not args.no_live and not args.json
+        with Live(console=stderr, auto_refresh=False, transient=False) if live else _Null() as view:
+            while time.monotonic() - started < args.duration and stop.signum is None:
+                if view is not None:
+                    view.update(render(node.status(), node.events()[-10:]), refresh=True)
+                if all(
+                    info.state in (AgentState.DEAD, AgentState.EXITED) for info in node.agents()
+                ):
+                    break
+                time.sleep(0.5)
+        ticking.set()
+        ticker.join()
+        node.tick_once()  # bill the last interval of whoever is still alive
+        final = {info.id: info for info in node.agents()}
+        events = node.events(limit=100_000)
+        price = node.price()
+        cgroup = node.status().cgroup
+    finally:
+        ticking.set()
+        if ticker.is_alive():
+            ticker.join()
+        node.shutdown(kill_agents=True)
+    with LedgerStore.open(state, create=False) as ledger:
+        ledger_ok = ledger.verify().ok
+    agents = []
+    ok = ledger_ok
+    for agent_id, archetype in names.items():
+        info = final[agent_id]
+        outcome = _outcome(info, events)
+        ok = ok and outcome == archetype.intended
+        taxed_j = money_to_tokens(info.landauer)  # paid at 1 $J per taxed J
+        agents.append(
+            {
+                "name": archetype.name,
+                "agent": agent_id,
+                "outcome": outcome,
+                "intended": archetype.intended,
+                "energy_j": info.energy_uj / 1e6,
+                "paid_j": money_to_tokens(info.paid),
+                "landauer_j": taxed_j,
+                "landauer_physical_j": taxed_j / LANDAUER_MULTIPLIER,
+                "funded_j": archetype.fund_j,
+                "balance_j": money_to_tokens(info.balance),
+                "bid": archetype.bid,
+                "exit_code": info.exit_code,
+            }
+        )
+    report: dict[str, object] = {
+        "agents": agents,
+        "ledger_ok": ledger_ok,
+        "energy_source": price.energy_source,
+        "measured": price.measured,
+        "duration_s": round(time.monotonic() - started, 3),
+        "landauer_multiplier": LANDAUER_MULTIPLIER,
+        "cgroup": cgroup,
+        "degraded": node.degraded,
+        "ok": ok,
+    }
+    return report, ok
+
+
+class _Null:
+    """Stands in for `Live` when there is no terminal to draw on."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+def _print_summary(report: dict[str, object], console: Console) -> None:
+    table = Table(title="maxwell demo: outcomes")
+    for column in ("agent", "outcome", "energy J", "paid $J", "Landauer taxed $J", "physical J"):
+        table.add_column(column)
+    agents = report["agents"]
+    assert isinstance(agents, list)
+    for agent in agents:
+        table.add_row(
+            str(agent["name"]),
+            str(agent["outcome"]),
+            f"{agent['energy_j']:.2f}",
+            f"{agent['paid_j']:.3f}",
+            f"{agent['landauer_j']:.3f}",
+            f"{agent['landauer_physical_j']:.3g}",
+        )
+    console.print(table)
+    source = "measured" if report["measured"] else "modelled"
+    console.print(
+        f"energy {source} ({report['energy_source']}); ledger "
+        f"{'sound' if report['ledger_ok'] else 'UNSOUND'}; {report['duration_s']} s; "
+        f"Landauer multiplier {report['landauer_multiplier']:.0e}"
+    )
+    if os.environ.get("MAXWELL_DEMO_DEBUG"):
+        console.print(report)

@@ -1,0 +1,402 @@
+"""`maxwell.client`: the SDK an agent (and the `maxwell` CLI) uses to talk to its node's daemon.
+
+An agent started by `maxwell spawn` finds its daemon and its identity in its environment
+(`MAXWELL_SOCKET`, `MAXWELL_AGENT_TOKEN`), so `Client()` needs no arguments::
+
+    from maxwell.client import Client
+
+    with Client() as node:
+        print(node.price().spot, node.balance())
+        node.bid(0.8, demand=2.0)  # my limit price, $J per J, for 2 cores
+
+To stop working cleanly when money runs low, check a `budget` at safe points; `check()` raises
+`BudgetExhausted` once the balance seen by a background poll falls below the threshold, and the
+`with` block swallows it, so the code after the block runs (save state, say goodbye)::
+
+    with Client() as node, node.budget(threshold_j=2.0, poll_s=1.0) as budget:
+        for batch in batches:
+            budget.check()  # or: if budget.exhausted: break
+            process(batch)
+    save_results()
+
+Money is in $J floats here (1 $J buys 1 J at spot price 1); the node keeps integer µ$J.
+Errors: `ClientError` (`.status` is the HTTP status, `.message` the node's one line), and its
+subclass `NodeUnreachableError` (`.status` is None) when there is no daemon to talk to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket as socket_module
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpcore
+import httpx
+from httpcore._backends.sync import SyncStream
+
+from maxwell.errors import MaxwellError
+from maxwell.node.facade import (
+    AgentInfo,
+    AgentState,
+    Event,
+    NodeStatus,
+    PriceInfo,
+    Principal,
+    Role,
+    SpawnResult,
+)
+from maxwell.node.wire import (
+    agent_from_json,
+    event_from_json,
+    price_from_json,
+    status_from_json,
+)
+
+__all__ = [
+    "BudgetExhausted",
+    "BudgetWatch",
+    "Client",
+    "ClientError",
+    "NodeUnreachableError",
+    "NotSupportedError",
+    "budget",
+]
+
+SOCKET_ENV = "MAXWELL_SOCKET"
+AGENT_TOKEN_ENV = "MAXWELL_AGENT_TOKEN"
+# Requests over a Unix socket still need an absolute URL; the host is never resolved.
+_UDS_BASE_URL = "http://maxwell"
+
+
+class _ClosingUnixBackend(httpcore.SyncBackend):
+    """httpcore 1.0's Unix-socket connect, except that a failed connect closes its socket.
+
+    httpcore leaves it to the garbage collector (a ResourceWarning per failed attempt, and an
+    open descriptor for as long as the exception lives), which a long-lived agent polling a
+    restarting daemon would feel.
+    """
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        sock = socket_module.socket(socket_module.AF_UNIX, socket_module.SOCK_STREAM)
+        try:
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+            sock.settimeout(timeout)
+            sock.connect(path)
+        except TimeoutError as exc:
+            sock.close()
+            raise httpcore.ConnectTimeout(str(exc)) from exc
+        except OSError as exc:
+            sock.close()
+            raise httpcore.ConnectError(str(exc)) from exc
+        return SyncStream(sock)
+
+
+def _unix_transport(path: str) -> httpx.HTTPTransport:
+    transport = httpx.HTTPTransport(uds=path)
+    transport._pool = httpcore.ConnectionPool(uds=path, network_backend=_ClosingUnixBackend())
+    return transport
+
+
+class ClientError(MaxwellError):
+    """The node refused a request (`status` 4xx), failed (5xx) or could not be reached (None)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(f"{message} (HTTP {status})" if status is not None else message)
+        self.message = message
+        self.status = status
+
+
+class NodeUnreachableError(ClientError):
+    """No daemon answers at the socket or address (not running, wrong path, no permission)."""
+
+
+class NotSupportedError(ClientError):
+    """The node does not offer this (yet)."""
+
+
+class BudgetExhausted(MaxwellError):
+    """Raised by `BudgetWatch.check()` once the balance is below the threshold."""
+
+
+class Client:
+    """A connection to one node's API.
+
+    `socket`: the daemon's Unix socket (default `$MAXWELL_SOCKET`); or `base_url`
+    (`http://127.0.0.1:PORT`) for the loopback TCP listener. `token`: the admin's or an
+    agent's (default `$MAXWELL_AGENT_TOKEN`).
+    """
+
+    def __init__(
+        self,
+        socket: str | None = None,
+        token: str | None = None,
+        base_url: str | None = None,
+        *,
+        timeout_s: float = 10.0,
+    ) -> None:
+        if base_url is None:
+            socket = socket if socket is not None else os.environ.get(SOCKET_ENV)
+            if not socket:
+                raise NodeUnreachableError(
+                    f"no daemon socket: pass socket= (--socket) or set {SOCKET_ENV}"
+                )
+        self.socket = socket
+        self.base_url = base_url
+        self.token = token if token is not None else os.environ.get(AGENT_TOKEN_ENV)
+        self.timeout_s = timeout_s
+        transport = _unix_transport(socket) if socket is not None and base_url is None else None
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._http = httpx.Client(
+            base_url=base_url or _UDS_BASE_URL,
+            transport=transport,
+            headers=headers,
+            timeout=timeout_s,
+        )
+        self._me: str | None = None
+
+    def _where(self) -> str:
+        return self.base_url or f"socket {self.socket}"
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Mapping[str, object] | None = None,
+        params: Mapping[str, int] | None = None,
+    ) -> Any:
+        try:
+            response = self._http.request(method, path, json=json, params=params)
+        except httpx.TransportError as exc:
+            raise NodeUnreachableError(
+                f"cannot reach the daemon at {self._where()}: {exc}"
+            ) from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.is_success:
+            return body
+        message = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(message, str):
+            message = response.reason_phrase or "error"
+        raise ClientError(message, response.status_code)
+
+    # --- anyone with a token --------------------------------------------------------------------
+
+    def price(self) -> PriceInfo:
+        """The spot price and what it is made of."""
+        return price_from_json(self._request("GET", "/price"))
+
+    def status(self) -> NodeStatus:
+        """A snapshot of the whole node: price, agents, tick figures (admin)."""
+        return status_from_json(self._request("GET", "/status"))
+
+    def whoami(self) -> Principal:
+        body = self._request("GET", "/whoami")
+        agent = body.get("agent")
+        return Principal(Role(body["role"]), None if agent is None else str(agent))
+
+    def my_id(self) -> str:
+        """This agent's id (an agent token only)."""
+        if self._me is None:
+            principal = self.whoami()
+            if principal.agent is None:
+                raise ClientError("this is the admin token: it belongs to no agent")
+            self._me = principal.agent
+        return self._me
+
+    def me(self) -> AgentInfo:
+        """This agent's own account and state."""
+        return self.agent(self.my_id())
+
+    def balance(self) -> float:
+        """This agent's balance, in $J."""
+        return self.me().balance / 1e6
+
+    def bid(
+        self, price: float, demand: float | None = None, *, agent: str | None = None
+    ) -> AgentInfo:
+        """Set the limit price ($J per J) and optionally the cores asked for; `agent` is for the
+        admin (an agent bids for itself)."""
+        body: dict[str, object] = {"price": price}
+        if demand is not None:
+            body["demand"] = demand
+        target = agent if agent is not None else self.my_id()
+        return agent_from_json(self._request("POST", f"/agents/{_quote(target)}/bid", json=body))
+
+    def report(self, **figures: float) -> None:
+        """Self-reporting (work done, tokens produced): not offered by the node yet."""
+        raise NotSupportedError("this node does not accept self-reports yet")
+
+    def agent(self, agent: str) -> AgentInfo:
+        return agent_from_json(self._request("GET", f"/agents/{_quote(agent)}"))
+
+    # --- the admin token ------------------------------------------------------------------------
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        fund: float,
+        bid: float,
+        demand: float = 1.0,
+        name: str | None = None,
+        user: str | None = None,
+    ) -> SpawnResult:
+        """Start `argv` as an agent funded with `fund` $J from the treasury."""
+        body: dict[str, object] = {"argv": list(argv), "fund": fund, "bid": bid, "demand": demand}
+        if name is not None:
+            body["name"] = name
+        if user is not None:
+            body["user"] = user
+        result = self._request("POST", "/agents", json=body)
+        return SpawnResult(
+            agent=str(result["agent"]),
+            name=str(result["name"]),
+            pid=int(result["pid"]),
+            token=str(result["token"]),
+        )
+
+    def fund(self, agent: str, amount: float) -> AgentInfo:
+        """Move `amount` $J from the treasury to `agent`."""
+        path = f"/agents/{_quote(agent)}/fund"
+        return agent_from_json(self._request("POST", path, json={"amount": amount}))
+
+    def kill(self, agent: str) -> AgentInfo:
+        return agent_from_json(self._request("POST", f"/agents/{_quote(agent)}/kill"))
+
+    def agents(self) -> list[AgentInfo]:
+        """Every agent (admin), or only this agent (an agent token)."""
+        return [agent_from_json(item) for item in self._request("GET", "/agents")["agents"]]
+
+    def events(self, after: int = 0, limit: int = 1000) -> list[Event]:
+        """Events with a sequence number above `after`, oldest first."""
+        body = self._request("GET", "/events", params={"after": after, "limit": limit})
+        return [event_from_json(item) for item in body["events"]]
+
+    # --- stopping cleanly -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def budget(self, threshold_j: float, *, poll_s: float = 1.0) -> Iterator[BudgetWatch]:
+        """Watch this agent's balance; see the module's docstring for the pattern."""
+        watch = BudgetWatch(self._clone(), threshold_j, poll_s)
+        try:
+            watch.start()
+            yield watch
+        except BudgetExhausted:
+            pass  # the agent stopped its own work: that is the clean way out
+        finally:
+            watch.stop()
+
+    def _clone(self) -> Client:
+        """A second connection (the budget's poller thread must not share one)."""
+        clone = Client(self.socket, self.token, self.base_url, timeout_s=self.timeout_s)
+        clone._me = self._me
+        return clone
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class BudgetWatch:
+    """A background poll of an agent's balance; `exhausted` turns True below the threshold.
+
+    It also turns True when the node no longer knows the agent or its token (killed); a daemon
+    that cannot be reached for a moment does not exhaust the budget (`last_error` says why).
+    """
+
+    def __init__(self, client: Client, threshold_j: float, poll_s: float) -> None:
+        if not poll_s > 0:
+            raise ValueError(f"poll_s must be positive, got {poll_s}")
+        self.threshold_j = threshold_j
+        self.poll_s = poll_s
+        self.balance_j: float | None = None
+        self.reason: str | None = None
+        self.last_error: ClientError | None = None
+        self._client = client
+        self._exhausted = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="maxwell-budget", daemon=True)
+
+    @property
+    def exhausted(self) -> bool:
+        return self._exhausted.is_set()
+
+    def check(self) -> None:
+        """Raise `BudgetExhausted` if the balance has fallen below the threshold."""
+        if self._exhausted.is_set():
+            raise BudgetExhausted(self.reason or "budget exhausted")
+
+    def poll(self) -> None:
+        """Read the balance now (the thread does this every `poll_s`)."""
+        try:
+            me = self._client.me()
+        except NodeUnreachableError as exc:
+            self.last_error = exc
+            return
+        except ClientError as exc:
+            self.last_error = exc
+            if exc.status is not None and 400 <= exc.status < 500:
+                self._exhaust(f"the node no longer serves this agent: {exc.message}")
+            return
+        self.balance_j = me.balance / 1e6
+        if me.state in (AgentState.DEAD, AgentState.EXITED):
+            self._exhaust(f"the agent is {me.state}")
+        elif self.balance_j < self.threshold_j:
+            self._exhaust(f"balance {self.balance_j:.6g} $J is below {self.threshold_j:.6g} $J")
+
+    def _exhaust(self, reason: str) -> None:
+        if not self._exhausted.is_set():
+            self.reason = reason
+            self._exhausted.set()
+
+    def start(self) -> None:
+        self.poll()  # a budget already spent is exhausted before the first piece of work
+        if self.last_error is not None and not self.exhausted:
+            raise self.last_error
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_s) and not self._exhausted.is_set():
+            self.poll()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._client.close()
+
+
+@contextlib.contextmanager
+def budget(threshold_j: float, *, poll_s: float = 1.0) -> Iterator[BudgetWatch]:
+    """`Client().budget(...)` for the agent this process is (from its environment)."""
+    with Client() as client, client.budget(threshold_j, poll_s=poll_s) as watch:
+        yield watch
+
+
+def _quote(agent: str) -> str:
+    """An agent id as one path segment (a `/` in it must not change the endpoint)."""
+    return quote(agent, safe="")

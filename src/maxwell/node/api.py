@@ -1,0 +1,602 @@
+"""The node's HTTP + JSON API, and the server that puts it on a Unix socket and/or loopback TCP.
+
+Rules:
+- Everything goes through the `Node` protocol (`maxwell.node.facade`); this module never touches
+  the daemon's state, so a refused request cannot change anything: every check (authentication,
+  authorisation, validation) happens before the one `Node` call a request makes.
+- Authentication is `Authorization: Bearer <token>`. The admin token may do everything; an agent
+  token may read the price, read its own account (`GET /agents/{own id}`, `GET /agents` lists only
+  itself) and change its own bid, nothing else. A refusal for another agent is a 403 whether or not
+  that agent exists, so an agent cannot probe for other agents' ids.
+- Every refusal is a 4xx whose body is `{"error": "<one line>"}`; `NodeError.status` is the status
+  of the node's own refusals. A 5xx is a bug (the API fuzz test asserts there are none).
+- Money on the wire is a float of $J, converted once with `tokens_to_money` to integer µ$J;
+  NaN, infinities, negative and absurd amounts are rejected before the node sees them.
+- `GET /metrics` (Prometheus text) needs no token when `public_metrics` is true (the default): the
+  API listens only on a 0660 Unix socket and loopback TCP, a scraper should not need the admin
+  token, and the page holds no secret (no token, only the market's figures). With
+  `public_metrics=False` it needs the admin token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import os
+import socket
+import stat
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import uvicorn
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from maxwell.errors import MaxwellError, UsageError
+from maxwell.node.facade import AgentInfo, Node, NodeError, Principal, Role
+from maxwell.node.wire import status_to_json
+from maxwell.units import tokens_to_money
+
+# Bounds that keep every figure representable downstream (SQLite integers are int64: 1e12 $J
+# is 1e18 µ$J < 2**63) and reject nonsense with a clear message rather than an overflow.
+MAX_AMOUNT_J = 1e12
+MAX_PRICE = 1e9  # $J per J; the spot price is around 1
+MAX_DEMAND_CORES = 1e6
+MAX_SEQ = 2**63 - 1
+MAX_EVENTS = 10_000
+MAX_ARGV = 1024
+MAX_TEXT = 4096  # one argv element
+MAX_NAME = 64
+MAX_AGENT_ID = 128
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class ApiError(Exception):
+    """A refusal decided here (authentication, authorisation, an amount): status and one line."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# --- wire models -------------------------------------------------------------------------------
+
+
+class _Request(BaseModel):
+    # strict: "10" is not a number; forbid: a misspelt field is an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# At least one µ$J, the ledger's unit, so that every amount the schema admits is one it can book.
+MIN_AMOUNT_J = 1e-6
+Amount = Annotated[
+    float, Field(ge=MIN_AMOUNT_J, le=MAX_AMOUNT_J, allow_inf_nan=False, description="$J")
+]
+Price = Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False, description="$J per J")]
+Demand = Annotated[
+    float, Field(gt=0, le=MAX_DEMAND_CORES, allow_inf_nan=False, description="cores")
+]
+AgentId = Annotated[str, Path(min_length=1, max_length=MAX_AGENT_ID)]
+
+
+class SpawnRequest(_Request):
+    argv: list[Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]] = Field(
+        min_length=1, max_length=MAX_ARGV, description="the command and its arguments"
+    )
+    fund: Amount = Field(description="initial funding from the treasury, $J")
+    bid: Price = Field(description="limit price, $J per J")
+    demand: Demand = 1.0
+    name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME)
+    user: str | None = Field(default=None, min_length=1, max_length=MAX_NAME)
+
+
+class FundRequest(_Request):
+    amount: Amount
+
+
+class BidRequest(_Request):
+    price: Price
+    demand: Demand | None = None
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+class AgentBody(BaseModel):
+    id: str
+    name: str
+    state: str
+    balance: float
+    bid: float
+    demand: float
+    share: float
+    power_w: float
+    energy_j: float
+    paid_j: float
+    landauer_j: float
+    pid: int | None
+    exit_code: int | None
+
+
+class AgentList(BaseModel):
+    agents: list[AgentBody]
+
+
+class SpawnBody(BaseModel):
+    agent: str
+    name: str
+    pid: int
+    token: str
+
+
+class PriceBody(BaseModel):
+    spot: float
+    grid: float
+    thermal_factor: float
+    temperature_c: float
+    headroom_c: float
+    measured: bool
+    energy_source: str
+    temperature_source: str
+
+
+class EventBody(BaseModel):
+    seq: int
+    at: float
+    kind: str
+    agent: str | None
+    detail: dict[str, Any]
+
+
+class EventList(BaseModel):
+    events: list[EventBody]
+
+
+class WhoAmI(BaseModel):
+    role: str
+    agent: str | None
+
+
+class StatusBody(BaseModel):
+    price: PriceBody
+    agents: list[AgentBody]
+    tick_s: float
+    last_tick_duration_s: float
+    ticks: int
+    mechanism: str
+    cgroup: str
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": why}
+    for code, why in [
+        (400, "the node refused the request"),
+        (401, "no token, or a token the node does not know"),
+        (403, "the token may not do this"),
+        (404, "no such agent or endpoint"),
+        (409, "the agent is dead or exited"),
+        (422, "a malformed request: the message names the field"),
+    ]
+}
+
+
+# --- the app -----------------------------------------------------------------------------------
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    errors = exc.errors()
+    if not errors:
+        return "malformed request"
+    first = errors[0]
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    message = str(first.get("msg", "invalid"))
+    line = f"{where}: {message}" if where else message
+    if len(errors) > 1:
+        line += f" (and {len(errors) - 1} more)"
+    return " ".join(line.split())  # one line, whatever the message holds
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": " ".join(message.split())}, status_code=status, headers=headers)
+
+
+_bearer = HTTPBearer(auto_error=False, description="the admin token or an agent's token")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _authenticate(node: Node, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    if credentials is None:
+        raise ApiError(401, "missing header Authorization: Bearer <token>")
+    found = node.authenticate(credentials.credentials)
+    if found is None:
+        raise ApiError(401, "unknown token")
+    return found
+
+
+def _caller(request: Request, credentials: Credentials) -> Principal:
+    node: Node = request.app.state.node
+    return _authenticate(node, credentials)
+
+
+# Module level: FastAPI resolves these annotations by name (`from __future__ import annotations`).
+Caller = Annotated[Principal, Depends(_caller)]
+
+
+def _known_query(request: Request) -> None:
+    """Refuse query parameters the endpoint does not take (a misspelt `?afer=` is an error)."""
+    route = request.scope.get("route")
+    known = (
+        {param.alias for param in route.dependant.query_params}
+        if isinstance(route, APIRoute)
+        else set()
+    )
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise ApiError(422, f"query.{unknown[0]}: unknown parameter")
+
+
+def create_app(
+    node: Node,
+    *,
+    metrics: Callable[[], bytes] | None = None,
+    public_metrics: bool = True,
+) -> FastAPI:
+    """The API of `node`; `metrics` renders the Prometheus page (`/metrics` is 404 without it)."""
+    app = FastAPI(
+        title="Maxwell node",
+        summary="A thermodynamic compute market: agents, bids, funding, the spot price.",
+        version="1",
+        docs_url=None,  # the Swagger page loads scripts from a CDN; /openapi.json is enough
+        redoc_url=None,
+        responses=_ERRORS,
+        dependencies=[Depends(_known_query)],
+    )
+    app.state.node = node
+
+    def require_admin(caller: Principal, action: str) -> None:
+        if caller.role is not Role.ADMIN:
+            raise ApiError(403, f"only the admin token may {action}")
+
+    def require_self(caller: Principal, agent: str, action: str) -> None:
+        if caller.role is Role.ADMIN:
+            return
+        if caller.agent != agent:
+            raise ApiError(403, f"an agent token may {action} only its own agent")
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return _error(exc.status, exc.message, headers)
+
+    @app.exception_handler(NodeError)
+    async def _node_error(request: Request, exc: NodeError) -> JSONResponse:
+        return _error(exc.status, str(exc) or type(exc).__name__)
+
+    @app.exception_handler(UsageError)
+    async def _usage_error(request: Request, exc: UsageError) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            message = f"no such endpoint: {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            # Starlette's Allow names only the first route whose path matched; list them all.
+            allowed = sorted(
+                {
+                    method
+                    for route in request.app.routes
+                    if isinstance(route, APIRoute) and route.path_regex.match(request.url.path)
+                    for method in route.methods or ()
+                }
+            )
+            message = f"method {request.method} not allowed on {request.url.path}"
+            return _error(405, message, {"Allow": ", ".join(allowed)})
+        else:
+            message = str(exc.detail)
+        return _error(exc.status_code, message, exc.headers)
+
+    @app.exception_handler(MaxwellError)
+    async def _maxwell_error(request: Request, exc: MaxwellError) -> JSONResponse:
+        # The daemon failed (not the caller): a 500 that still says why in one line.
+        return _error(500, f"node error: {exc}")
+
+    # Plain `def` endpoints: `Node` calls block (SQLite, cgroup writes), so they run in
+    # FastAPI's thread pool; the facade promises thread safety.
+
+    @app.post("/agents", status_code=201, response_model=SpawnBody, tags=["admin"])
+    def spawn(body: SpawnRequest, caller: Caller) -> dict[str, object]:
+        """Start a command as a new agent, funded from the treasury (admin)."""
+        require_admin(caller, "spawn agents")
+        result = node.spawn(
+            body.argv,
+            fund=tokens_to_money(body.fund),
+            bid=body.bid,
+            demand=body.demand,
+            name=body.name,
+            user=body.user,
+        )
+        return result.to_json()
+
+    @app.get("/agents", response_model=AgentList, tags=["accounts"])
+    def list_agents(caller: Caller) -> dict[str, object]:
+        """All agents (admin), or only the caller's own agent (an agent token)."""
+        if caller.role is Role.ADMIN:
+            found: Sequence[AgentInfo] = node.agents()
+        else:
+            found = [node.agent(caller.agent)] if caller.agent is not None else []
+        return {"agents": [info.to_json() for info in found]}
+
+    @app.get("/agents/{agent}", response_model=AgentBody, tags=["accounts"])
+    def get_agent(agent: AgentId, caller: Caller) -> dict[str, object]:
+        """One agent's account and state."""
+        require_self(caller, agent, "read")
+        return node.agent(agent).to_json()
+
+    @app.post("/agents/{agent}/fund", response_model=AgentBody, tags=["admin"])
+    def fund(agent: AgentId, body: FundRequest, caller: Caller) -> dict[str, object]:
+        """Move `amount` $J from the treasury to the agent (admin)."""
+        require_admin(caller, "fund agents")
+        return node.fund(agent, tokens_to_money(body.amount)).to_json()
+
+    @app.post("/agents/{agent}/bid", response_model=AgentBody, tags=["accounts"])
+    def bid(agent: AgentId, body: BidRequest, caller: Caller) -> dict[str, object]:
+        """Change the agent's limit price (and, optionally, the cores it asks for)."""
+        require_self(caller, agent, "bid for")
+        return node.bid(agent, body.price, body.demand).to_json()
+
+    @app.post("/agents/{agent}/kill", response_model=AgentBody, tags=["admin"])
+    def kill(agent: AgentId, caller: Caller) -> dict[str, object]:
+        """Kill the agent's whole process group (admin)."""
+        require_admin(caller, "kill agents")
+        return node.kill(agent).to_json()
+
+    @app.get("/events", response_model=EventList, tags=["admin"])
+    def events(
+        caller: Caller,
+        after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="last seq already seen")] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_EVENTS)] = 1000,
+    ) -> dict[str, object]:
+        """Events with a sequence number above `after`, oldest first (admin)."""
+        require_admin(caller, "read the event log")
+        return {"events": [event.to_json() for event in node.events(after, limit)]}
+
+    @app.get("/price", response_model=PriceBody, tags=["market"])
+    def price(caller: Caller) -> dict[str, object]:
+        """The spot price and what it is made of (any valid token)."""
+        return node.price().to_json()
+
+    @app.get("/whoami", response_model=WhoAmI, tags=["accounts"])
+    def whoami(caller: Caller) -> dict[str, object]:
+        """Whose token this is: how an agent learns its own id."""
+        return {"role": str(caller.role), "agent": caller.agent}
+
+    @app.get("/status", response_model=StatusBody, tags=["admin"])
+    def status(caller: Caller) -> dict[str, object]:
+        """A snapshot of the node: price, agents, tick figures (admin)."""
+        require_admin(caller, "read the node's status")
+        return status_to_json(node.status())
+
+    def render() -> Response:
+        if metrics is None:
+            raise ApiError(404, "this node publishes no metrics")
+        return Response(metrics(), media_type=PROMETHEUS_CONTENT_TYPE)
+
+    metrics_route = app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}},
+        tags=["market"],
+    )
+    if public_metrics:
+
+        @metrics_route
+        def public_prometheus() -> Response:
+            """Prometheus text format; no token needed."""
+            return render()
+
+    else:
+
+        @metrics_route
+        def admin_prometheus(caller: Caller) -> Response:
+            """Prometheus text format (admin)."""
+            require_admin(caller, "read metrics")
+            return render()
+
+    return app
+
+
+# --- serving -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TcpAddress:
+    host: str
+    port: int
+
+
+def parse_listen(text: str) -> TcpAddress:
+    """`HOST:PORT` (or `[::1]:PORT`) on a loopback address; anything else is a `UsageError`.
+
+    The API carries admin tokens in the clear: it must never be reachable from another machine.
+    """
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise UsageError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8765")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise UsageError(f"--listen {text!r}: the port must be a number") from None
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--listen {text!r}: the port must be 0..65535")
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise UsageError(
+            f"--listen {text!r}: the host must be a loopback IP address (127.0.0.1, ::1)"
+        ) from None
+    if not address.is_loopback:
+        raise UsageError(
+            f"--listen {text!r}: refusing a non-loopback address; the API carries tokens in "
+            "the clear (use 127.0.0.1 or ::1)"
+        )
+    return TcpAddress(str(address), port)
+
+
+def _bind_unix(path: str, mode: int) -> socket.socket:
+    """Bind a listening Unix socket at `path` (replacing a stale one) with file mode `mode`."""
+    with contextlib.suppress(FileNotFoundError):
+        existing = os.lstat(path)
+        if not stat.S_ISSOCK(existing.st_mode):
+            raise UsageError(f"--socket {path}: exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # nobody listens: left behind by a daemon that was killed
+        else:
+            raise UsageError(f"--socket {path}: another daemon is listening there")
+        finally:
+            probe.close()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(path)
+        # Before listen(): nobody can connect yet, so the umask's mode is never exposed.
+        os.chmod(path, mode)
+        listener.listen(128)
+    except OSError as exc:
+        listener.close()
+        raise UsageError(f"--socket {path}: cannot listen: {exc.strerror}") from exc
+    return listener
+
+
+def _bind_tcp(address: TcpAddress) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((address.host, address.port))
+        listener.listen(128)
+    except OSError as exc:
+        listener.close()
+        why = "address in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise UsageError(f"--listen {address.host}:{address.port}: cannot listen: {why}") from exc
+    return listener
+
+
+class ApiServer:
+    """uvicorn serving an app on already-bound sockets, in a thread of its own.
+
+    The sockets are bound in the constructor, so an address in use fails there, synchronously.
+    The thread never installs signal handlers (uvicorn only does so in the main thread): the
+    daemon owns SIGTERM and calls `stop()`, which lets requests in flight finish.
+    """
+
+    def __init__(
+        self,
+        app: FastAPI,
+        *,
+        socket_path: str | None,
+        listen: str | None,
+        socket_mode: int = 0o660,
+        log_level: str = "warning",
+    ) -> None:
+        if socket_path is None and listen is None:
+            raise UsageError("the API needs a Unix socket or a loopback address to listen on")
+        self.socket_path = socket_path
+        self._sockets: list[socket.socket] = []
+        try:
+            if socket_path is not None:
+                self._sockets.append(_bind_unix(socket_path, socket_mode))
+            if listen is not None:
+                self._sockets.append(_bind_tcp(parse_listen(listen)))
+        except BaseException:
+            self._close_sockets()
+            raise
+        self.tcp_address: TcpAddress | None = None
+        if listen is not None:
+            host, port = self._sockets[-1].getsockname()[:2]
+            self.tcp_address = TcpAddress(host, port)
+        config = uvicorn.Config(
+            app, lifespan="off", log_level=log_level, access_log=False, timeout_graceful_shutdown=5
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._run, name="maxwell-api", daemon=True)
+        self._failure: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._server.serve(sockets=self._sockets))
+        except BaseException as exc:  # reported by start()/stop(), not lost in a thread
+            self._failure = exc
+
+    def start(self, timeout_s: float = 10.0) -> ApiServer:
+        """Start serving; returns once the server accepts requests."""
+        self._thread.start()
+        deadline = threading.Event()
+        waited = 0.0
+        while not self._server.started and self._thread.is_alive() and waited < timeout_s:
+            deadline.wait(0.01)
+            waited += 0.01
+        if not self._server.started:
+            self.stop()
+            raise MaxwellError(f"the API server did not start: {self._failure or 'timed out'}")
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop accepting, finish the requests in flight, remove the socket file."""
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        self._close_sockets()
+        if self.socket_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket_path)
+
+    def _close_sockets(self) -> None:
+        for listener in self._sockets:
+            listener.close()
+
+    def __enter__(self) -> ApiServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def serve(
+    app: FastAPI,
+    *,
+    socket_path: str | None,
+    listen: str | None,
+    socket_mode: int = 0o660,
+    log_level: str = "warning",
+) -> ApiServer:
+    """Bind and start serving `app` in a background thread; `stop()` the result to shut down.
+
+    `socket_path`: a Unix socket, mode `socket_mode` (0660: the daemon's user and group).
+    `listen`: `HOST:PORT` on a loopback address only (port 0 picks one: see `tcp_address`).
+    """
+    return ApiServer(
+        app, socket_path=socket_path, listen=listen, socket_mode=socket_mode, log_level=log_level
+    ).start()

@@ -1,0 +1,233 @@
+"""An in-memory `Node` for the API, SDK and CLI tests: honest bookkeeping, no processes.
+
+Rules it keeps (and `check_invariants` asserts): money is conserved (treasury + balances ==
+the initial treasury), no balance is negative, event sequence numbers are 1, 2, 3, ..., every
+agent has exactly one token, and a dead agent can be neither funded nor bid for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import shutil
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from starlette.exceptions import StarletteDeprecationWarning
+
+from maxwell.node.api import ApiServer, create_app, serve
+from maxwell.node.facade import (
+    AgentGoneError,
+    AgentInfo,
+    AgentState,
+    Event,
+    NodeError,
+    NodeStatus,
+    PriceInfo,
+    Principal,
+    Role,
+    SpawnResult,
+    UnknownAgentError,
+)
+from maxwell.units import Money
+
+with warnings.catch_warnings():
+    # Starlette 1.x asks for its `httpx2` fork; the httpx Maxwell depends on works the same.
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
+
+__all__ = ["ADMIN_TOKEN", "FakeNode", "TestClient", "serving"]
+
+ADMIN_TOKEN = "admin-secret"
+TREASURY: Money = Money(1_000_000 * 1_000_000)  # 1e6 $J
+
+
+class FakeNode:
+    def __init__(self, treasury: Money = TREASURY) -> None:
+        self._lock = threading.Lock()
+        self.initial_treasury = treasury
+        self.treasury = treasury
+        self.agents_by_id: dict[str, AgentInfo] = {}
+        self.tokens: dict[str, Principal] = {ADMIN_TOKEN: Principal(Role.ADMIN)}
+        self.log: list[Event] = []
+        self._ids = itertools.count(1)
+        self.spot = 1.0
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _event(self, kind: str, agent: str | None, **detail: object) -> None:
+        self.log.append(Event(len(self.log) + 1, time.time(), kind, agent, detail))
+
+    def _get(self, agent: str) -> AgentInfo:
+        try:
+            return self.agents_by_id[agent]
+        except KeyError:
+            raise UnknownAgentError(f"no agent {agent!r}") from None
+
+    def _alive(self, agent: str) -> AgentInfo:
+        info = self._get(agent)
+        if info.state in (AgentState.DEAD, AgentState.EXITED):
+            raise AgentGoneError(f"agent {agent} is {info.state}")
+        return info
+
+    def token_of(self, agent: str) -> str:
+        return next(t for t, p in self.tokens.items() if p.agent == agent)
+
+    def check_invariants(self) -> None:
+        with self._lock:
+            balances = sum(info.balance for info in self.agents_by_id.values())
+            assert self.treasury + balances == self.initial_treasury
+            assert self.treasury >= 0
+            assert all(info.balance >= 0 for info in self.agents_by_id.values())
+            assert [event.seq for event in self.log] == list(range(1, len(self.log) + 1))
+            owners = [p.agent for p in self.tokens.values() if p.role is Role.AGENT]
+            assert sorted(owners) == sorted(self.agents_by_id)  # type: ignore[type-var]
+            for info in self.agents_by_id.values():
+                assert math.isfinite(info.bid) and info.bid >= 0
+                assert math.isfinite(info.demand) and info.demand > 0
+
+    def snapshot(self) -> tuple[object, ...]:
+        """Everything a request could change, to assert a refused request changed nothing."""
+        with self._lock:
+            return (self.treasury, dict(self.agents_by_id), dict(self.tokens), len(self.log))
+
+    # --- the Node protocol --------------------------------------------------------------------
+
+    def authenticate(self, token: str) -> Principal | None:
+        return self.tokens.get(token)
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        fund: Money,
+        bid: float,
+        demand: float = 1.0,
+        name: str | None = None,
+        user: str | None = None,
+    ) -> SpawnResult:
+        with self._lock:
+            if not argv:
+                raise NodeError("empty command")
+            if user is not None and user != "nobody":
+                raise NodeError(f"no such user {user!r}")
+            if fund > self.treasury:
+                raise NodeError("the treasury cannot fund that much")
+            number = next(self._ids)
+            agent = f"a{number}"
+            name = name or f"{argv[0].rsplit('/', 1)[-1]}-{number}"
+            if any(info.name == name for info in self.agents_by_id.values()):
+                raise NodeError(f"an agent is already named {name!r}")
+            self.treasury = Money(self.treasury - fund)
+            pid = 10_000 + number
+            self.agents_by_id[agent] = AgentInfo(
+                id=agent,
+                name=name,
+                state=AgentState.RUNNING,
+                balance=fund,
+                bid=bid,
+                demand=demand,
+                share=0.0,
+                power_w=0.0,
+                energy_uj=0,
+                paid=Money(0),
+                landauer=Money(0),
+                pid=pid,
+            )
+            token = f"agent-token-{number}"
+            self.tokens[token] = Principal(Role.AGENT, agent)
+            self._event("spawned", agent, argv=list(argv), fund=fund)
+            return SpawnResult(agent, name, pid, token)
+
+    def fund(self, agent: str, amount: Money) -> AgentInfo:
+        with self._lock:
+            info = self._alive(agent)
+            if amount <= 0:
+                raise NodeError("amount must be positive")
+            if amount > self.treasury:
+                raise NodeError("the treasury cannot fund that much")
+            self.treasury = Money(self.treasury - amount)
+            info = replace(info, balance=Money(info.balance + amount))
+            self.agents_by_id[agent] = info
+            self._event("funded", agent, amount=amount)
+            return info
+
+    def bid(self, agent: str, price: float, demand: float | None = None) -> AgentInfo:
+        with self._lock:
+            info = self._alive(agent)
+            info = replace(info, bid=price, demand=info.demand if demand is None else demand)
+            self.agents_by_id[agent] = info
+            self._event("bid", agent, price=price, demand=info.demand)
+            return info
+
+    def kill(self, agent: str) -> AgentInfo:
+        with self._lock:
+            info = replace(self._alive(agent), state=AgentState.DEAD, pid=None, share=0.0)
+            self.agents_by_id[agent] = info
+            self._event("killed", agent)
+            return info
+
+    def agent(self, agent: str) -> AgentInfo:
+        with self._lock:
+            return self._get(agent)
+
+    def agents(self) -> list[AgentInfo]:
+        with self._lock:
+            return list(self.agents_by_id.values())
+
+    def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+        with self._lock:
+            return [event for event in self.log if event.seq > after_seq][:limit]
+
+    def price(self) -> PriceInfo:
+        return PriceInfo(
+            spot=self.spot,
+            grid=0.8,
+            thermal_factor=1.25,
+            temperature_c=55.0,
+            headroom_c=30.0,
+            measured=False,
+            energy_source="model",
+            temperature_source="model",
+        )
+
+    def status(self) -> NodeStatus:
+        return NodeStatus(
+            price=self.price(),
+            agents=self.agents(),
+            tick_s=1.0,
+            last_tick_duration_s=0.001,
+            ticks=7,
+            mechanism="uniform",
+            cgroup="none",
+        )
+
+    # test hooks ---------------------------------------------------------------------------------
+
+    def drain(self, agent: str, amount: Money) -> None:
+        """Bill `agent` (money goes back to the treasury, as a payment to the grid would)."""
+        with self._lock:
+            info = self.agents_by_id[agent]
+            amount = Money(min(amount, info.balance))
+            self.agents_by_id[agent] = replace(info, balance=Money(info.balance - amount))
+            self.treasury = Money(self.treasury + amount)
+
+
+@contextlib.contextmanager
+def serving(node: FakeNode, *, listen: str | None = None) -> Iterator[ApiServer]:
+    """`node`'s API served on a real Unix socket (and `listen`) in a thread, for the test."""
+    # A short directory: a socket's path must fit in 108 bytes, pytest's tmp_path may not.
+    directory = Path(tempfile.mkdtemp(prefix="mxw-", dir="/tmp"))
+    app = create_app(node, metrics=lambda: b"maxwell_up 1\n")
+    server = serve(app, socket_path=str(directory / "api.sock"), listen=listen)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)

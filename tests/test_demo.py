@@ -1,0 +1,22 @@
+"""`maxwell demo` end to end: three real agents, three intended outcomes, a sound ledger."""
+
+from __future__ import annotations
+
+from helpers import last_json, maxwell
+
+
+def test_demo_ends_with_the_three_intended_outcomes_and_a_sound_ledger() -> None:
+    result = maxwell("demo", "--json", "--duration", "110", timeout=180)
+    assert result.returncode == 0, result.stderr
+    report = last_json(result.stdout)
+    outcomes = {agent["name"]: agent["outcome"] for agent in report["agents"]}
+    assert outcomes == {"useful": "finished", "looper": "apoptosis", "bloat": "apoptosis"}
+    assert report["ledger_ok"] is True
+    assert report["measured"] in (True, False)
+    by_name = {agent["name"]: agent for agent in report["agents"]}
+    # The bloat agent is drained by the Landauer tax, the looper by its energy bill.
+    assert by_name["bloat"]["landauer_j"] > by_name["bloat"]["paid_j"]
+    assert by_name["looper"]["paid_j"] > by_name["looper"]["landauer_j"]
+    # Physical and taxed figures side by side: the physical one is the taxed over the multiplier.
+    assert by_name["bloat"]["landauer_physical_j"] < 1e-6 < by_name["bloat"]["landauer_j"]
+    assert report["duration_s"] < 120
