@@ -6,6 +6,9 @@ the rules need, runs `maxwell.economy.ledger.decide` on them, then writes the jo
 new stored balances in that same transaction. A crash, even SIGKILL, leaves all of it or none of
 it, and two writers (threads or processes) are serialised by SQLite's lock.
 
+`submit_many` puts many requests in one such transaction (a node's tick: every bill and event of
+the tick, one fsync rather than one each), all or nothing.
+
 A write returns only after COMMIT: returned means acknowledged and durable. A write that raised
 may or may not have committed (COMMIT itself can fail); retrying with the same key is always safe,
 which is what idempotency keys are for. Triggers refuse UPDATE and DELETE on the journal.
@@ -21,7 +24,7 @@ import sqlite3
 import stat
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +38,7 @@ from maxwell.economy.ledger import (
     EntryRequest,
     JournalRecord,
     Ledger,
+    LedgerError,
     Leg,
     Movement,
     StoredAccount,
@@ -55,6 +59,7 @@ __all__ = [
     "DB_NAME",
     "SCHEMA",
     "SCHEMA_VERSION",
+    "BatchRefusedError",
     "LedgerBusyError",
     "LedgerSchemaError",
     "LedgerStore",
@@ -97,6 +102,23 @@ SCHEMA: tuple[str, ...] = (
         for verb in ("UPDATE", "DELETE")
     ),
 )
+
+
+class BatchRefusedError(LedgerError):
+    """A ledger rule refused one request of a `submit_many` batch, so none of the batch applied.
+
+    `index` and `key` name the refused request; the rule's own error is `cause` (also chained as
+    `__cause__`), of the type `submit` would have raised.
+    """
+
+    def __init__(self, index: int, key: str, size: int, cause: LedgerError) -> None:
+        super().__init__(
+            f"request {index + 1} of {size} in the batch (key {key!r}) was refused, so none of "
+            f"the batch was applied: {cause}"
+        )
+        self.index = index
+        self.key = key
+        self.cause = cause
 
 
 class LedgerStoreError(MaxwellError):
@@ -322,6 +344,30 @@ class LedgerStore:
         with self._transaction():
             effect = self._submit_locked(request, when)
         return effect.entry
+
+    def submit_many(
+        self, requests: Sequence[EntryRequest], *, at: float | None = None
+    ) -> list[Entry]:
+        """Apply `requests`, in order, in one transaction: all of them or none (one fsync).
+
+        Each request follows `submit`'s rules and idempotency, in order: a later request sees the
+        earlier ones' balances, a request already in the journal (from an earlier batch, or earlier
+        in this one) is found rather than applied again, so retrying a whole batch is safe. Returns
+        the journal's entries, one per request. A refused request raises `BatchRefusedError`
+        naming it, with nothing of the batch written; `LedgerStoreError`: storage failed, retry.
+        """
+        when = self._now() if at is None else at
+        if not requests:
+            return []
+        entries: list[Entry] = []
+        with self._transaction():
+            for index, request in enumerate(requests):
+                try:
+                    effect = self._submit_locked(request, when)
+                except LedgerError as exc:
+                    raise BatchRefusedError(index, request.key, len(requests), exc) from exc
+                entries.append(effect.entry)
+        return entries
 
     def _submit_locked(self, request: EntryRequest, at: float) -> Effect:
         existing = self._entry_by_key(request.key)
