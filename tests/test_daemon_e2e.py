@@ -92,6 +92,18 @@ def test_spawn_ps_bid_events_price_kill_through_the_socket(daemon: Path) -> None
         assert refused.returncode == 1
         assert "refused" in refused.stderr
 
+        top = subprocess.Popen(
+            [sys.executable, "-m", "maxwell.cli.main", "top", *state, "--refresh", "0.2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.5)
+        top.send_signal(signal.SIGINT)
+        view, errors = top.communicate(timeout=30)
+        assert top.returncode == 0, errors
+        assert "sleeper" in view and "spot" in view
+
         killed = maxwell("kill", *state, agent["agent"])
         assert killed.returncode == 0, killed.stderr
         lines = maxwell("events", *state, "--json").stdout.splitlines()

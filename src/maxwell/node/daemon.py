@@ -15,7 +15,10 @@ Exactly-once billing, and recovery after SIGKILL (deliverable 6):
 - A tick first commits, in one SQLite transaction, the agents' new counters (the absolute CPU
   time and bytes freed they are now billed up to) together with the ledger entries it plans
   (`pending`), then posts those entries (idempotency keys `bill:<tick>:<agent>`) and clears them.
-  A daemon killed between the two posts them again on start: applied once.
+  The posting is one ledger transaction (`LedgerStore.submit_many`): a tick costs three commits
+  (counters, entries, clearing), whatever the number of agents. A daemon killed between the
+  commits posts the pending entries again on start, or the next tick does after a failed post:
+  applied once, since the batch is all or nothing and every entry's key is idempotent.
 - The cgroup tree has a stable name, `maxwell-node-<hash of the state dir>` (never matched by
   `maxwell run`'s stale sweep, which only touches `maxwell-<pid>...`), so a restarted daemon finds
   its agents' groups, rebuilds them from the directories recorded at spawn, and re-adopts them
@@ -340,27 +343,28 @@ class NodeDaemon:
 
     # --- recovery -------------------------------------------------------------------------------
 
-    def _post(self, entry: PendingEntry, at: float) -> None:
-        request: EntryRequest
-        if entry.movements:
-            request = batch_request(
-                entry.key,
-                [Movement(d, c, a) for d, c, a in entry.movements],
-                kind=entry.kind,
-                detail=entry.detail,
-            )
-        else:
-            request = event_request(entry.key, entry.kind, entry.detail)
-        self._ledger.submit(request, at=at)
+    def _post(self, entries: Sequence[PendingEntry], at: float) -> None:
+        """Post a tick's entries in one ledger transaction (all or none), then clear them."""
+        requests: list[EntryRequest] = []
+        for entry in entries:
+            if entry.movements:
+                requests.append(
+                    batch_request(
+                        entry.key,
+                        [Movement(d, c, a) for d, c, a in entry.movements],
+                        kind=entry.kind,
+                        detail=entry.detail,
+                    )
+                )
+            else:
+                requests.append(event_request(entry.key, entry.kind, entry.detail))
+        self._ledger.submit_many(requests, at=at)
+        self._state.clear_pending([entry.key for entry in entries])
+        self._pending_left = False
 
     def _flush_pending(self) -> None:
         """Post the entries a committed tick left unposted (idempotent: same keys, same content)."""
-        at = self._wall()
-        pending = self._state.pending()
-        for entry in pending:
-            self._post(entry, at)
-        self._state.clear_pending([entry.key for entry in pending])
-        self._pending_left = False
+        self._post(self._state.pending(), self._wall())
 
     def _recover(self) -> None:
         """Post what a killed daemon left pending, reload the agents, re-adopt the live ones and
@@ -599,10 +603,7 @@ class NodeDaemon:
         self._last_wall = at
         # Committed: from here the tick's entries are posted now, or by the next tick or start.
         self._pending_left = True
-        for entry in pending:
-            self._post(entry, at)
-        self._state.clear_pending([entry.key for entry in pending])
-        self._pending_left = False
+        self._post(pending, at)
         for agent_id, agent_plan in plan.agents.items():
             self._enforce(self._agents[agent_id], agent_plan)
         for agent in self._agents.values():
@@ -693,19 +694,20 @@ class NodeDaemon:
                 return
             if kill_agents:
                 at = self._wall()
+                killed: list[EntryRequest] = []
                 for agent in self._agents.values():
                     if agent.state in _LIVE and agent.group is not None:
                         with contextlib.suppress(MaxwellError):
                             self._kill_group(agent)
                         agent.state, agent.ended_at, agent.finished = AgentState.DEAD, at, True
-                        self._ledger.submit(
+                        killed.append(
                             event_request(
                                 f"killed:{agent.id}",
                                 "killed",
                                 {"agent": agent.id, "reason": "the daemon shut down"},
-                            ),
-                            at=at,
+                            )
                         )
+                self._ledger.submit_many(killed, at=at)
                 self.tick_once()  # bills their last interval and removes their groups
                 for agent in self._agents.values():
                     if agent.group is not None:
@@ -793,10 +795,10 @@ class NodeDaemon:
             self._state.update_agent(agent_id, pid=agent.pid)
             self._agents[agent_id] = agent
             self._by_token[agent.token_hash] = agent_id
-            self._ledger.submit(open_request(agent_account(agent_id)), at=at)
+            requests = [open_request(agent_account(agent_id))]
             if fund > 0:
-                self._ledger.submit(self._funding(agent_id, fund), at=at)
-            self._ledger.submit(
+                requests.append(self._funding(agent_id, fund))
+            requests.append(
                 event_request(
                     f"spawned:{agent_id}",
                     "spawned",
@@ -811,9 +813,9 @@ class NodeDaemon:
                         "fund": int(fund),
                         "cgroup": group.path,
                     },
-                ),
-                at=at,
+                )
             )
+            self._ledger.submit_many(requests, at=at)
             return SpawnResult(agent=agent_id, name=agent.name, pid=agent.pid, token=token)
 
     def _as_user(self, user: str, command: list[str]) -> list[str]:
