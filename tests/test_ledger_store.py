@@ -24,9 +24,14 @@ from maxwell.economy.ledger import (
     Movement,
     UnknownAccountError,
     agent_account,
+    batch_request,
+    event_request,
+    open_request,
+    transfer_request,
 )
 from maxwell.economy.store import (
     DB_NAME,
+    BatchRefusedError,
     LedgerSchemaError,
     LedgerStore,
     LedgerStoreError,
@@ -121,6 +126,61 @@ def test_refusals_change_nothing_on_disk(store: LedgerStore) -> None:
     assert store.entries() == entries
     with pytest.raises(UnknownAccountError):
         store.balance(agent_account("carol"))
+
+
+def test_submit_many_is_one_transaction_in_order(store: LedgerStore, state: Path) -> None:
+    carol = agent_account("carol")
+    requests = [
+        open_request(carol),
+        transfer_request("fund-carol", TREASURY, carol, 3_000),
+        # Sees the funding just before it, in the same transaction.
+        batch_request("bill-carol", [Movement(carol, GRID, 2_000), Movement(carol, LANDAUER, 1)]),
+        event_request("frozen-carol", "frozen", {"agent": "carol"}),
+    ]
+    entries = store.submit_many(requests, at=5000.0)
+    assert [entry.key for entry in entries] == [request.key for request in requests]
+    assert [entry.seq for entry in entries] == list(range(entries[0].seq, entries[0].seq + 4))
+    assert {entry.at for entry in entries} == {5000.0}
+    assert store.balance(carol) == 999
+    assert store.submit_many([]) == []
+    # Retrying the whole batch (say, after a crash before the caller heard back) applies nothing
+    # again and returns the same entries.
+    before = store.entries()
+    assert store.submit_many(requests, at=6000.0) == entries
+    assert store.entries() == before
+    # So does a batch that repeats a key inside itself, with the same content.
+    repeat = transfer_request("twice", ALICE, BOB, 5)
+    first, again = store.submit_many([repeat, repeat])
+    assert first == again and store.balance(BOB) == 2_000_005
+    assert store.verify().ok
+    assert verify_fresh(state) is None
+
+
+def test_a_refused_request_in_a_batch_leaves_nothing(store: LedgerStore, state: Path) -> None:
+    before, entries = store.balances(), store.entries()
+    good = transfer_request("pay-1", ALICE, BOB, 1_000)
+    overdraft = transfer_request("pay-2", BOB, GRID, 2_001_001)  # bob has 2,001,000 after pay-1
+    after = event_request("noted", "frozen", {"agent": "bob"})
+    with pytest.raises(BatchRefusedError) as refused:
+        store.submit_many([good, overdraft, after])
+    assert (refused.value.index, refused.value.key) == (1, "pay-2")
+    assert isinstance(refused.value.cause, InsufficientFundsError)
+    assert isinstance(refused.value.__cause__, InsufficientFundsError)
+    assert "request 2 of 3" in str(refused.value) and "'pay-2'" in str(refused.value)
+    assert store.balances() == before
+    assert store.entries() == entries
+    # A key reused for other content refuses the batch too, and names that request.
+    store.submit(good)
+    with pytest.raises(BatchRefusedError) as conflict:
+        store.submit_many([after, transfer_request("pay-1", ALICE, BOB, 999)])
+    assert conflict.value.key == "pay-1"
+    assert isinstance(conflict.value.cause, IdempotencyConflictError)
+    assert store.entry("noted") is None
+    # Fixed, the same batch applies once.
+    fixed = [good, transfer_request("pay-2", BOB, GRID, 1_000), after]
+    assert [entry.key for entry in store.submit_many(fixed)] == ["pay-1", "pay-2", "noted"]
+    assert store.balance(BOB) == 2_000_000
+    assert verify_fresh(state) is None
 
 
 def test_batch_events_and_explicit_times_match_the_pure_ledger(store: LedgerStore) -> None:

@@ -15,13 +15,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from helpers import maxwell
 from maxwell.cgroups import CgroupManager
+from maxwell.economy.ledger import Entry, EntryRequest
+from maxwell.economy.store import LedgerStoreError
 from maxwell.errors import CgroupUnavailableError
 from maxwell.node.daemon import NodeDaemon, active_w_per_core, private_name
 from maxwell.node.facade import (
@@ -60,6 +62,11 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def process_state(daemon: NodeDaemon, agent: str) -> str:
+    pid = daemon.agent(agent).pid
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 def kinds_for(daemon: NodeDaemon, agent: str) -> list[str]:
@@ -116,6 +123,50 @@ def test_spawn_fund_bid_kill_and_authentication(plain_daemon: NodeDaemon, tmp_pa
     assert daemon.ledger().verify().ok
     status = daemon.status()
     assert status.ticks == 2 and status.cgroup == "none" and status.mechanism == "uniform"
+
+
+def test_a_tick_posts_its_entries_in_one_batch_and_a_failed_post_is_retried(
+    plain_daemon: NodeDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon = plain_daemon
+    ledger = daemon.ledger()
+    # Bids below the reserve (spot 1 $J/J): the first tick freezes all three, three events.
+    agents = [daemon.spawn(["sleep", "30"], fund=Money(J), bid=0.5).agent for _ in range(3)]
+    real_submit_many = ledger.submit_many
+    batches: list[list[str]] = []
+
+    def failing(requests: Sequence[EntryRequest], *, at: float | None = None) -> list[Entry]:
+        batches.append([request.key for request in requests])
+        raise LedgerStoreError("disk I/O error", path=str(ledger.path))
+
+    monkeypatch.setattr(ledger, "submit_many", failing)
+    with pytest.raises(LedgerStoreError):
+        daemon.tick_once()
+    frozen_keys = sorted(f"event:1:{agent}:frozen" for agent in agents)
+    assert sorted(batches[0]) == frozen_keys  # the whole tick in one call
+    # Committed but not posted: in `pending`, and none of it in the journal.
+    assert all(ledger.entry(key) is None for key in frozen_keys)
+    state = sqlite3.connect(daemon.state_dir / "maxwell.db")
+    try:
+        pending = sorted(row[0] for row in state.execute("SELECT key FROM pending"))
+    finally:
+        state.close()
+    assert pending == frozen_keys
+    # The committed plan is enforced all the same: the agents are stopped.
+    wait_until(lambda: all(process_state(daemon, agent) == "T" for agent in agents))
+
+    posted: list[list[str]] = []
+
+    def counting(requests: Sequence[EntryRequest], *, at: float | None = None) -> list[Entry]:
+        posted.append([request.key for request in requests])
+        return real_submit_many(requests, at=at)
+
+    monkeypatch.setattr(ledger, "submit_many", counting)
+    daemon.tick_once()  # posts tick 1's entries, then its own (none: nothing changed)
+    assert sorted(posted[0]) == frozen_keys
+    assert len(posted) == 2 and not set(posted[1]) & set(frozen_keys)
+    assert [kinds_for(daemon, agent).count("frozen") for agent in agents] == [1, 1, 1]
+    assert ledger.verify().ok
 
 
 def test_bad_requests_change_nothing(plain_daemon: NodeDaemon) -> None:

@@ -47,6 +47,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 BENCHES: dict[str, tuple[str, str]] = {
     "meter": ("maxwell.bench.meter", "the meter's own CPU cost vs CodeCarbon"),
     "market": ("maxwell.bench.market", "mechanisms' clearing cost vs n"),
+    "daemon": ("maxwell.bench.daemon", "the node daemon's own cost with 100 and 1,000 agents"),
 }
 
 

@@ -603,12 +603,14 @@ class NodeDaemon:
         self._last_wall = at
         # Committed: from here the tick's entries are posted now, or by the next tick or start.
         self._pending_left = True
-        self._post(pending, at)
-        for agent_id, agent_plan in plan.agents.items():
-            self._enforce(self._agents[agent_id], agent_plan)
-        for agent in self._agents.values():
-            if agent.finished and agent.group is not None:
-                self._finish(agent)
+        try:
+            self._post(pending, at)
+        finally:  # the plan is committed: enforce it even if posting failed (retried later)
+            for agent_id, agent_plan in plan.agents.items():
+                self._enforce(self._agents[agent_id], agent_plan)
+            for agent in self._agents.values():
+                if agent.finished and agent.group is not None:
+                    self._finish(agent)
 
     def _enforce(self, agent: _Agent, plan: ticks.AgentPlan) -> None:
         group = agent.group
@@ -688,7 +690,8 @@ class NodeDaemon:
 
     def shutdown(self, *, kill_agents: bool = False) -> None:
         """Stop. By default the agents keep running in their groups, for a restarted daemon to
-        re-adopt; with `kill_agents`, a last tick bills them, then they and the tree are removed."""
+        re-adopt (with none alive, the daemon's cgroup tree is removed); with `kill_agents`, a
+        last tick bills them, then they and the tree are removed."""
         with self._lock:
             if self._closed:
                 return
@@ -714,6 +717,14 @@ class NodeDaemon:
                         self._finish(agent)
                 if self._cgroups is not None:
                     self._cgroups.close()
+            elif self._cgroups is not None and not any(
+                agent.state in _LIVE for agent in self._agents.values()
+            ):
+                # Nothing left to re-adopt: leave no empty tree behind.
+                for agent in self._agents.values():
+                    if agent.group is not None:
+                        self._finish(agent)
+                self._cgroups.close()
             self._closed = True
             if self._owns_sensors and isinstance(self._sensors, Sensors):
                 self._sensors.close()
