@@ -11,8 +11,14 @@ A map of the package (each folder is one layer of shared/ARCHITECTURE.md):
   for machines where Maxwell may not use cgroups.
 - `meter`: pure attribution of measured energy to workloads (`house` takes the rest).
 - `runner`: `maxwell run --budget`: a pure budget policy and the loop that enforces it.
+- `economy`: the $JOULE ledger (and its SQLite store), order book, mechanisms, spot price,
+  billing by the core equation, and the apoptosis policy. Pure but for the store.
+- `node`: the daemon: a pure tick plan, `NodeDaemon` (agents in cgroups, billed every tick), its
+  HTTP API, Prometheus metrics and the `top` view, all behind the `facade` contract.
+- `client`: the SDK an agent (or an admin) uses to talk to a node.
 - `cli`: the `maxwell` command.
 - `bench`: benchmarks that print JSON.
+- `samples`: the demonstrations' workloads (looper, bloat, useful).
 """
 
 from maxwell.errors import MaxwellError

@@ -2,4 +2,10 @@
 
 - `facade`: the `Node` protocol and the value types the API, the CLI, metrics and `top` use;
   the one contract between the daemon and everything that talks to it.
+- `wire`: those values as the API's JSON, and back (checked field by field).
+- `tick`: the pure plan of one tick: bills, apoptosis, the clearing, the enforcement to apply.
+- `state`: the node's tables (agents, bids, pending entries) beside the ledger in one database.
+- `daemon`: `NodeDaemon`, the adapter that runs the tick on real sensors, cgroups and the ledger.
+- `api`: the HTTP API (FastAPI) on a Unix socket, tokens and roles; `serve` runs it.
+- `metrics`: Prometheus text from a status snapshot; `top`: the live terminal view.
 """
