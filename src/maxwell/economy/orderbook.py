@@ -180,14 +180,35 @@ class OrderBook:
     def get(self, agent: str) -> Bid | None:
         return self._bids.get(agent)
 
-    def insert(self, agent: str, price: float, demand: float, expiry: float | None = None) -> Bid:
-        """Add the agent's bid; `DuplicateBidError` if it already has one."""
+    def insert(
+        self,
+        agent: str,
+        price: float,
+        demand: float,
+        expiry: float | None = None,
+        *,
+        seq: int | None = None,
+    ) -> Bid:
+        """Add the agent's bid; `DuplicateBidError` if it already has one.
+
+        `seq`: the bid's arrival number, when the caller numbers arrivals itself (a standing
+        book kept beside a journal of bids: the journal's number is the arrival order). It must
+        be an int in [0, 2^48) no standing bid holds (`BookError` otherwise); later arrivals the
+        book numbers itself come after it. None: the next number.
+        """
         if agent in self._bids:
             raise DuplicateBidError(f"agent {agent!r} already has a bid: update or cancel it")
-        bid = Bid(
-            check_agent(agent), check_price(price), check_demand(demand), check_expiry(expiry),
-            self._take_seq(),
-        )  # fmt: skip
+        checked = (check_agent(agent), check_price(price), check_demand(demand))
+        new_expiry = check_expiry(expiry)
+        if seq is None:
+            seq = self._take_seq()
+        else:
+            if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= _SEQ_MASK:
+                raise BookError(f"seq must be an int in [0, 2^{SEQ_BITS}), got {seq!r}")
+            if seq in self._by_seq:
+                raise BookError(f"seq {seq} is already held by agent {self._by_seq[seq].agent!r}")
+            self._next_seq = max(self._next_seq, seq + 1)
+        bid = Bid(*checked, new_expiry, seq)
         self._add(bid)
         return bid
 

@@ -68,7 +68,13 @@ from maxwell.economy.ledger import (
     transfer_request,
 )
 from maxwell.economy.mechanisms import Mechanism, make_mechanism
-from maxwell.economy.orderbook import InvalidBidError, check_demand, check_price
+from maxwell.economy.orderbook import (
+    BookError,
+    InvalidBidError,
+    OrderBook,
+    check_demand,
+    check_price,
+)
 from maxwell.economy.price import ConstantPrice, GridPrice, SpotPrice, ThermalPriceController
 from maxwell.economy.store import DB_NAME, LedgerStore
 from maxwell.errors import CgroupError, CgroupUnavailableError, MaxwellError
@@ -334,6 +340,11 @@ class NodeDaemon:
         elif cgroups is None:
             self.degraded = "cgroups disabled: process trees, no limits"
         self._agents: dict[str, _Agent] = {}
+        # The standing order book: one bid per live agent that has a group, numbered by its
+        # `bid_seq` (its arrival). A bid places it (`bid`); the tick adds agents it lacks (spawned,
+        # recovered) and cancels the dead and exited. Insolvent agents keep their place: the tick
+        # skips them. The pure tick reads it (and rebuilds if it ever disagrees with the bids).
+        self._book = OrderBook()
         self._by_token: dict[str, str] = {}
         self._tick, _ = self._state.last_tick()
         self.last_tick_duration_s = 0.0
@@ -523,7 +534,13 @@ class NodeDaemon:
         self._quote = self._spot.spot(at, sample.temperature_c, max(at - self._last_wall, 0.0))
         balances = self._ledger.balances()
         inputs: list[ticks.AgentTickInput] = []
+        book = self._book
         for agent in self._agents.values():
+            if agent.state in _LIVE and agent.group is not None:
+                if agent.id not in book:
+                    self._place(agent)
+            elif agent.id in book:
+                book.cancel(agent.id)
             if agent.id not in energies and agent.state not in _LIVE:
                 continue
             if agent.state in _LIVE and agent.group is None:
@@ -556,6 +573,7 @@ class NodeDaemon:
                 agents=inputs,
             ),
             mechanism=self._mechanism,
+            book=book,
         )
         pending = [
             PendingEntry(
@@ -611,6 +629,16 @@ class NodeDaemon:
             for agent in self._agents.values():
                 if agent.finished and agent.group is not None:
                     self._finish(agent)
+
+    def _place(self, agent: _Agent) -> None:
+        """Make the agent's bid its standing one in the book, at its arrival number."""
+        book = self._book
+        if agent.id in book:
+            book.cancel(agent.id)
+        # A bid the book refuses stays out of it: the tick then sees the book disagree with the
+        # bids and clears a book rebuilt from them, as it always did.
+        with contextlib.suppress(BookError, InvalidBidError):
+            book.insert(agent.id, agent.bid, agent.demand, seq=agent.bid_seq)
 
     def _enforce(self, agent: _Agent, plan: ticks.AgentPlan) -> None:
         group = agent.group
@@ -927,6 +955,8 @@ class NodeDaemon:
             at = self._wall()
             found.bid_seq = self._state.place_bid(agent, price, demand, at)
             found.bid, found.demand = price, demand
+            if found.group is not None:
+                self._place(found)
             self._ledger.submit(
                 event_request(
                     f"bid:{agent}:{found.bid_seq}",

@@ -240,6 +240,25 @@ def _settle(
     return charged, paid_energy, paid_landauer, shortfall, post
 
 
+def book_matches(book: OrderBook, bidders: Sequence[AgentTickInput]) -> bool:
+    """Whether `book` holds every bidder's bid as it stands: price, demand, arrival number.
+
+    Then the bidders' bids, walked in book order (price, then `bid_seq`; the book's numbers are
+    unique), are in the order the rebuilt book would put them (price, then `bid_seq`, then id).
+    """
+    get = book.get
+    for agent in bidders:
+        bid = get(agent.agent)
+        if (
+            bid is None
+            or bid.price != agent.bid
+            or bid.demand != agent.demand
+            or bid.seq != agent.bid_seq
+        ):
+            return False
+    return True
+
+
 def clear_market(
     bidders: Iterable[AgentTickInput],
     *,
@@ -247,8 +266,22 @@ def clear_market(
     reserve: float,
     mechanism: Mechanism | None,
     seed: int,
+    book: OrderBook | None = None,
 ) -> Clearing:
-    """Clear `bidders` (in bid arrival order, then id) against `capacity` cores at `reserve`."""
+    """Clear `bidders` (in bid arrival order, then id) against `capacity` cores at `reserve`.
+
+    `book`: a standing order book (uniform auction only) holding the bidders' bids with their
+    `bid_seq` as arrival numbers, and possibly bids of agents not bidding now (frozen for
+    insolvency, killed this tick: skipped, not cancelled). It is read, never changed. When it does
+    not hold every bidder's bid as it stands, the book is rebuilt from the bidders instead, so the
+    clearing is always the one the rebuilt book gives.
+    """
+    if (mechanism is None or isinstance(mechanism, Uniform)) and book is not None:
+        current = bidders if isinstance(bidders, Sequence) else list(bidders)
+        if book_matches(book, current):
+            only = {agent.agent for agent in current}
+            return Uniform().clear_book(book, capacity, reserve, only=only)
+        bidders = current
     ordered = sorted(bidders, key=lambda agent: (agent.bid_seq, agent.agent))
     if mechanism is None or isinstance(mechanism, Uniform):
         book = OrderBook.from_rows((a.agent, a.bid, a.demand, None) for a in ordered)
@@ -257,11 +290,15 @@ def clear_market(
     return mechanism.clear(bids, capacity, reserve, np.random.default_rng(seed))
 
 
-def plan_tick(inputs: TickInput, *, mechanism: Mechanism | None = None) -> TickPlan:
+def plan_tick(
+    inputs: TickInput, *, mechanism: Mechanism | None = None, book: OrderBook | None = None
+) -> TickPlan:
     """This tick's bills, decisions, clearing and enforcement (see the module comment).
 
     `mechanism`: None (or a `Uniform`) clears from an order book; another mechanism clears the
     bid set. A stateful mechanism (posted price) carries its state from tick to tick itself.
+    `book`: the daemon's standing order book, read (never changed) instead of building one from
+    the bids each tick; see `clear_market`. The plan is the same with or without it.
     """
     _check(inputs)
     agents = sorted(inputs.agents, key=lambda agent: agent.agent)
@@ -323,6 +360,7 @@ def plan_tick(inputs: TickInput, *, mechanism: Mechanism | None = None) -> TickP
         reserve=inputs.spot_price,
         mechanism=mechanism,
         seed=inputs.tick,
+        book=book,
     )
 
     events: list[PlannedEvent] = []

@@ -15,6 +15,8 @@ O(k) for the k bids it visits, whatever the size of the book. Both give the same
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 import numpy as np
 
 from maxwell.economy.mechanisms.base import (
@@ -69,7 +71,14 @@ class Uniform(Mechanism):
             extra={"marginal_bid": None if margin is None else bids.agents[int(tied[margin])]},
         )  # fmt: skip
 
-    def clear_book(self, book: OrderBook, capacity: float, reserve: float = 0.0) -> Clearing:
+    def clear_book(
+        self,
+        book: OrderBook,
+        capacity: float,
+        reserve: float = 0.0,
+        *,
+        only: Container[str] | None = None,
+    ) -> Clearing:
         """Clear a standing order book by walking it from the top (the per-tick auctioneer).
 
         The same clearing as `clear(book.to_bidset(), capacity, reserve)`: same cores for every
@@ -80,6 +89,9 @@ class Uniform(Mechanism):
 
         The result's `bids` holds only the visited bids, in book order (the winners and the
         marginal bid); the agents never reached got nothing, which `allocation(agent)` reports.
+
+        `only`: clear just the bids of these agents (the others are skipped, as if cancelled, and
+        keep their place in the book): a standing book holds agents that may not bid this tick.
         """
         capacity, reserve = check_terms(capacity, reserve)
         agents: list[str] = []
@@ -93,6 +105,8 @@ class Uniform(Mechanism):
         for bid in book:
             if bid.price < reserve:
                 break  # book order: every bid after this one is below the reserve too
+            if only is not None and bid.agent not in only:
+                continue
             agents.append(bid.agent)
             prices.append(bid.price)
             demands.append(bid.demand)
