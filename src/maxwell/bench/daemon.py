@@ -25,22 +25,20 @@ Ctrl-C and SIGTERM.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import platform
-import resource
-import signal
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
+
+from maxwell.bench._harness import process_cpu_s, sigterm_as_interrupt
 
 TARGET_AUCTIONEER_FRACTION_AT_1S = 0.001
 AGENT_COUNTS = (100, 1000)
@@ -164,11 +162,6 @@ def _scaled(value: float | None) -> float | None:
 # --- the machine ------------------------------------------------------------------------------
 
 
-def _process_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 class _StepTimer:
     """Wraps a module function so each call's CPU (`thread_time`) is recorded, then restores it."""
 
@@ -196,24 +189,6 @@ class _StepTimer:
         setattr(self.module, self.name, self.original)
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Ctrl-C and SIGTERM both unwind through the `finally` that kills the agents."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _tick_phase(daemon: Any, agents: int, tick_s: float, seconds: float) -> TickPhase:
     """Tick like `run_forever` for `seconds`, timing each tick and its pure steps."""
     from maxwell.node import tick as ticks
@@ -221,7 +196,7 @@ def _tick_phase(daemon: Any, agents: int, tick_s: float, seconds: float) -> Tick
     daemon.tick_s = tick_s
     phase = TickPhase(agents=agents, tick_s=tick_s)
     with _StepTimer(ticks, "clear_market") as clearing, _StepTimer(ticks, "plan_tick") as plan:
-        wall0, cpu0 = time.monotonic(), _process_cpu_s()
+        wall0, cpu0 = time.monotonic(), process_cpu_s()
         deadline = wall0 + seconds
         while time.monotonic() < deadline:
             started = time.monotonic()
@@ -230,7 +205,7 @@ def _tick_phase(daemon: Any, agents: int, tick_s: float, seconds: float) -> Tick
             phase.tick_s_each.append(elapsed)
             time.sleep(max(tick_s - elapsed, 0.0))
         phase.wall_s = time.monotonic() - wall0
-        phase.process_cpu_s = _process_cpu_s() - cpu0
+        phase.process_cpu_s = process_cpu_s() - cpu0
     phase.clearing_cpu_s = list(clearing.samples)
     phase.plan_cpu_s = list(plan.samples)
     return phase
@@ -319,7 +294,7 @@ def run_daemon_bench(
     api_bid_s: list[float] = []
     host: dict[str, object] = {}
     capacity = 0.0
-    with _sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="maxwell-bench-") as tmp:
+    with sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="maxwell-bench-") as tmp:
         for count in counts:
             state_dir = Path(tmp) / f"state-{count}"
 

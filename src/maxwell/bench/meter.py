@@ -25,16 +25,15 @@ import importlib.util
 import json
 import os
 import select
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import IO, Any
 
+from maxwell.bench._harness import process_cpu_s, sigterm_as_interrupt
 from maxwell.errors import UsageError
 from maxwell.meter import LiveMeter
 from maxwell.units import uj_to_joules
@@ -448,20 +447,13 @@ class _MeterLoop:
         self._floor_fds = []
 
 
-def _process_cpu_s() -> float:
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _run_rate(loop: _MeterLoop, hz: float, seconds: float, workloads: int) -> RatePhase:
     """Tick at `hz` for `seconds` on deadlines (no drift); time the work, never the sleeps."""
     phase = RatePhase(hz=hz, workloads=workloads)
     interval = 1.0 / hz
     ticks = max(round(seconds * hz), 1)
     start = time.monotonic()
-    process_before = _process_cpu_s()
+    process_before = process_cpu_s()
     loop.parts_cpu_s = [0.0, 0.0]
     for index in range(1, ticks + 1):
         delay = start + index * interval - time.monotonic()
@@ -476,7 +468,7 @@ def _run_rate(loop: _MeterLoop, hz: float, seconds: float, workloads: int) -> Ra
         phase.baseline_cpu_s += after - middle
         phase.ticks += 1
     phase.wall_s = time.monotonic() - start
-    phase.process_cpu_s = _process_cpu_s() - process_before
+    phase.process_cpu_s = process_cpu_s() - process_before
     phase.sensors_cpu_s, phase.workloads_cpu_s = loop.parts_cpu_s
     return phase
 
@@ -493,24 +485,6 @@ def _floor_path(group: Any) -> str:
             if os.path.exists(candidate):
                 return candidate
     raise RuntimeError(f"no {' or '.join(FLOOR_FILES)} for workload group {group.name!r}")
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Ctrl-C and SIGTERM both unwind through the `finally`s that kill and remove the groups."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run_meter_bench(
@@ -535,7 +509,7 @@ def run_meter_bench(
 
     probes: dict[str, _Probe] = {}
     groups: dict[str, Any] = {}
-    with contextlib.ExitStack() as cleanup, _sigterm_as_interrupt():
+    with contextlib.ExitStack() as cleanup, sigterm_as_interrupt():
         sensors = cleanup.enter_context(Sensors.detect(clock=SystemClock()))
         manager = cleanup.enter_context(CgroupManager.detect(procfs_root="/proc", prefix="maxwell"))
         kind, layout = str(manager.kind), str(manager.layout)
