@@ -31,6 +31,7 @@ from maxwell.node.facade import (
     NodeStatus,
     PriceInfo,
     Principal,
+    Report,
     Role,
     SpawnResult,
     UnknownAgentError,
@@ -164,6 +165,16 @@ class FakeNode:
             info = replace(info, bid=price, demand=info.demand if demand is None else demand)
             self.agents_by_id[agent] = info
             self._event("bid", agent, price=price, demand=info.demand)
+            return info
+
+    def report(self, agent: str, report: Report) -> AgentInfo:
+        with self._lock:
+            info = self._alive(agent)
+            last = info.reported
+            if last is not None and report.cpu_s < last.cpu_s:
+                raise NodeError("reports are cumulative since spawn: cpu_s fell")
+            info = replace(info, reported=report)
+            self.agents_by_id[agent] = info
             return info
 
     def kill(self, agent: str) -> AgentInfo:

@@ -133,6 +133,35 @@ def test_an_agent_token_is_refused_what_it_may_not_do(server: ApiServer, node: F
     assert [agent["id"] for agent in listed["agents"]] == [mine.agent]
 
 
+def test_report_with_the_agent_token_from_the_environment(
+    server: ApiServer, node: FakeNode
+) -> None:
+    mine = node.spawn(["sleep"], fund=Money(1_000_000), bid=0.5)
+    assert server.socket_path is not None
+    env = {
+        **os.environ,
+        "MAXWELL_SOCKET": server.socket_path,
+        "MAXWELL_AGENT_TOKEN": mine.token,
+    }
+    env.pop("MAXWELL_TOKEN", None)
+    done = maxwell(
+        "report", "--cpu", "1.5", "--memory-freed", "4096", "--work", "7", "--json", env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["reported"] == {
+        "cpu_s": 1.5,
+        "memory_freed_bytes": 4096,
+        "work": 7,
+    }
+    before = node.snapshot()
+    fell = maxwell("report", "--cpu", "1.0", env=env)
+    assert fell.returncode == 1
+    assert "cumulative" in one_line_error(fell.stderr, "report")
+    bad = maxwell("report", "--cpu", "-1", env=env)
+    assert bad.returncode == 2 and "--cpu" in one_line_error(bad.stderr, "report")
+    assert node.snapshot() == before
+
+
 def test_price(connection: list[str], node: FakeNode) -> None:
     as_json = maxwell("price", *connection, "--json")
     assert as_json.returncode == 0

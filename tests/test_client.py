@@ -19,12 +19,12 @@ from maxwell.client import (
     Client,
     ClientError,
     NodeUnreachableError,
-    NotSupportedError,
     budget,
+    process_tree_cpu_s,
 )
 from maxwell.errors import UsageError
 from maxwell.node.api import ApiServer, create_app, serve
-from maxwell.node.facade import AgentState, Role
+from maxwell.node.facade import AgentState, Report, Role
 from maxwell.units import Money
 
 
@@ -65,8 +65,18 @@ def test_the_sdk_drives_the_node_over_a_unix_socket(
             agent.fund(spawned.agent, 1.0)
         assert refused.value.status == 403
         assert refused.value.message == "only the admin token may fund agents"
-        with pytest.raises(NotSupportedError):
-            agent.report(tokens=10)
+        claimed = agent.report(0.01, memory_freed_bytes=4096, work=10)
+        assert claimed.reported == Report(0.01, 4096, 10)
+        assert node.agent(spawned.agent).reported == Report(0.01, 4096, 10)
+        with pytest.raises(ClientError) as fell:
+            agent.report(0.0)
+        assert fell.value.status == 400 and "cumulative" in fell.value.message
+        with pytest.raises(ClientError) as not_yours:
+            admin.report(2.0)  # the admin token belongs to no agent
+        assert "admin token" in not_yours.value.message
+        own = agent.report_usage(work=11)  # this test process's own CPU time, > 0.01 s by now
+        assert own.reported is not None and own.reported.work == 11
+        assert 0.01 < own.reported.cpu_s <= process_tree_cpu_s()
     killed = admin.kill(spawned.agent)
     assert killed.state is AgentState.DEAD
     assert [event.kind for event in admin.events()] == ["spawned", "funded", "bid", "killed"]

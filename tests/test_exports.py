@@ -28,8 +28,8 @@ PUBLIC = {
         "Client",
         "ClientError",
         "NodeUnreachableError",
-        "NotSupportedError",
         "budget",
+        "process_tree_cpu_s",
     ],
 }
 

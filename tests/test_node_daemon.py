@@ -31,6 +31,7 @@ from maxwell.node.facade import (
     AgentState,
     NodeError,
     Principal,
+    Report,
     Role,
     UnknownAgentError,
 )
@@ -123,6 +124,43 @@ def test_spawn_fund_bid_kill_and_authentication(plain_daemon: NodeDaemon, tmp_pa
     assert daemon.ledger().verify().ok
     status = daemon.status()
     assert status.ticks == 2 and status.cgroup == "none" and status.mechanism == "uniform"
+
+
+def test_self_reports_are_cumulative_kept_and_survive_a_restart(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    daemon = NodeDaemon(state, tick_s=0.1, detect_cgroups=False)
+    try:
+        spawned = daemon.spawn(BUSY, fund=Money(50 * J), bid=2.0, name="honest")
+        assert daemon.agent(spawned.agent).reported is None
+        first = daemon.report(spawned.agent, Report(cpu_s=0.25, memory_freed_bytes=8192, work=3))
+        assert first.reported == Report(0.25, 8192, 3)
+        with pytest.raises(NodeError, match=r"cumulative.*cpu_s fell from 0\.25 to 0\.1"):
+            daemon.report(spawned.agent, Report(cpu_s=0.1, memory_freed_bytes=8192))
+        with pytest.raises(NodeError, match="memory_freed_bytes fell"):
+            daemon.report(spawned.agent, Report(cpu_s=0.3, memory_freed_bytes=0))
+        for bad in (Report(float("nan")), Report(-1.0), Report(1.0, -5), Report(1.0, 0, -1)):
+            with pytest.raises(NodeError):
+                daemon.report(spawned.agent, bad)
+        with pytest.raises(UnknownAgentError):
+            daemon.report("nobody", Report(1.0))
+        assert daemon.agent(spawned.agent).reported == Report(0.25, 8192, 3)  # refusals kept it
+        tick_until(daemon, lambda: daemon.agent(spawned.agent).cpu_s > 0.05)
+        measured = daemon.agent(spawned.agent)
+        assert measured.cpu_s > 0.05 and measured.to_json()["reported"] == {
+            "cpu_s": 0.25,
+            "memory_freed_bytes": 8192,
+            "work": 3,
+        }
+        daemon.kill(spawned.agent)
+        with pytest.raises(AgentGoneError):
+            daemon.report(spawned.agent, Report(9.0))
+    finally:
+        daemon.shutdown(kill_agents=True)
+    again = NodeDaemon(state, tick_s=0.1, detect_cgroups=False)
+    try:
+        assert again.agent(spawned.agent).reported == Report(0.25, 8192, 3)  # kept in SQLite
+    finally:
+        again.shutdown(kill_agents=True)
 
 
 def test_a_tick_posts_its_entries_in_one_batch_and_a_failed_post_is_retried(

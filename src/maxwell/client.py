@@ -8,6 +8,7 @@ An agent started by `maxwell spawn` finds its daemon and its identity in its env
     with Client() as node:
         print(node.price().spot, node.balance())
         node.bid(0.8, demand=2.0)  # my limit price, $J per J, for 2 cores
+        node.report_usage(work=42)  # my own claim: CPU time so far, 42 units of work
 
 To stop working cleanly when money runs low, check a `budget` at safe points; `check()` raises
 `BudgetExhausted` once the balance seen by a background poll falls below the threshold, and the
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import socket as socket_module
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -63,8 +65,8 @@ __all__ = [
     "Client",
     "ClientError",
     "NodeUnreachableError",
-    "NotSupportedError",
     "budget",
+    "process_tree_cpu_s",
 ]
 
 SOCKET_ENV = "MAXWELL_SOCKET"
@@ -119,10 +121,6 @@ class ClientError(MaxwellError):
 
 class NodeUnreachableError(ClientError):
     """No daemon answers at the socket or address (not running, wrong path, no permission)."""
-
-
-class NotSupportedError(ClientError):
-    """The node does not offer this (yet)."""
 
 
 class BudgetExhausted(MaxwellError):
@@ -236,9 +234,22 @@ class Client:
         target = agent if agent is not None else self.my_id()
         return agent_from_json(self._request("POST", f"/agents/{_quote(target)}/bid", json=body))
 
-    def report(self, **figures: float) -> None:
-        """Self-reporting (work done, tokens produced): not offered by the node yet."""
-        raise NotSupportedError("this node does not accept self-reports yet")
+    def report(
+        self, cpu_s: float, memory_freed_bytes: int = 0, work: int | None = None
+    ) -> AgentInfo:
+        """Claim what this agent has consumed since it was spawned: CPU seconds of its whole
+        process tree, bytes of memory freed, and units of useful work done. Cumulative (a later
+        report may never claim less); the node checks claims against the kernel's counters."""
+        body: dict[str, object] = {"cpu_s": cpu_s, "memory_freed_bytes": memory_freed_bytes}
+        if work is not None:
+            body["work"] = work
+        path = f"/agents/{_quote(self.my_id())}/report"
+        return agent_from_json(self._request("POST", path, json=body))
+
+    def report_usage(self, work: int | None = None) -> AgentInfo:
+        """Report this process's own CPU time and that of the children it has waited for
+        (`getrusage`), which is what an honest agent that is a single process tree claims."""
+        return self.report(process_tree_cpu_s(), work=work)
 
     def agent(self, agent: str) -> AgentInfo:
         return agent_from_json(self._request("GET", f"/agents/{_quote(agent)}"))
@@ -395,6 +406,13 @@ def budget(threshold_j: float, *, poll_s: float = 1.0) -> Iterator[BudgetWatch]:
     """`Client().budget(...)` for the agent this process is (from its environment)."""
     with Client() as client, client.budget(threshold_j, poll_s=poll_s) as watch:
         yield watch
+
+
+def process_tree_cpu_s() -> float:
+    """User + system CPU seconds of this process and of its reaped children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _quote(agent: str) -> str:

@@ -1,5 +1,6 @@
-"""The client commands of the node daemon: `maxwell spawn`, `ps`, `fund`, `bid`, `kill`, `events`
-and `price`. Each talks to the daemon through the SDK (`maxwell.client`).
+"""The client commands of the node daemon: `maxwell spawn`, `ps`, `fund`, `bid`, `kill`,
+`events`, `price`, `top` and `report` (an agent's own). Each talks to the daemon through the
+SDK (`maxwell.client`).
 
 Finding the daemon: `--socket PATH`, else `<state>/maxwell.sock` with `--state DIR`, else
 `$MAXWELL_SOCKET`. The token: `--token`, else `<state>/admin.token` with `--state DIR`, else
@@ -52,6 +53,10 @@ DESCRIPTIONS = {
     "events": "Print the node's events (spawned, funded, bid, frozen, apoptosis, ...).",
     "price": "Show the spot price and what it is made of.",
     "top": "A live view of the market: price, temperature, agents, events as they happen.",
+    "report": (
+        "Report, with the agent's own token ($MAXWELL_AGENT_TOKEN), what the agent has consumed"
+        " since it was spawned: cumulative, so a later report may never claim less."
+    ),
 }
 
 
@@ -73,6 +78,23 @@ def _price(text: str) -> float:
 
 
 _price.__name__ = "price (a number >= 0)"
+
+
+def _non_negative(text: str) -> float:
+    return _price(text)
+
+
+_non_negative.__name__ = "number >= 0"
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+_count.__name__ = "integer >= 0"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,6 +125,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--demand", type=_positive, metavar="CORES", help="cores asked for")
     elif command == "kill":
         parser.add_argument("agent", metavar="AGENT")
+    elif command == "report":
+        parser.add_argument(
+            "--cpu", required=True, type=_non_negative, metavar="SECONDS",
+            help="CPU seconds of the whole process tree since spawn",
+        )  # fmt: skip
+        parser.add_argument(
+            "--memory-freed", type=_count, default=0, metavar="BYTES",
+            help="bytes of memory freed since spawn (default 0)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--work", type=_count, metavar="N", help="units of useful work done since spawn"
+        )
     elif command == "top":
         parser.add_argument(
             "--refresh", type=_positive, default=1.0, metavar="S", help="seconds between polls (1)"
@@ -200,6 +234,11 @@ def _bid(client: Client, args: argparse.Namespace, out: Console) -> None:
     print(json.dumps(info.to_json()) if args.json else _agent_line(info))
 
 
+def _report(client: Client, args: argparse.Namespace, out: Console) -> None:
+    info = client.report(args.cpu, args.memory_freed, args.work)
+    print(json.dumps(info.to_json()) if args.json else _agent_line(info))
+
+
 def _kill(client: Client, args: argparse.Namespace, out: Console) -> None:
     print(_agent_line(client.kill(args.agent)))
 
@@ -265,6 +304,7 @@ HANDLERS: dict[str, Callable[[Client, argparse.Namespace, Console], None]] = {
     "events": _events,
     "price": _price_cmd,
     "top": _top,
+    "report": _report,
 }
 
 

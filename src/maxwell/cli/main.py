@@ -43,11 +43,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "events": ("maxwell.cli.agents_cmd", "print the node's events"),
     "price": ("maxwell.cli.agents_cmd", "show the spot price"),
     "top": ("maxwell.cli.agents_cmd", "a live view of the market"),
+    "report": ("maxwell.cli.agents_cmd", "report an agent's own consumption for an interval"),
+    "infer": ("maxwell.cli.proof_cmd", "run an ONNX model and write a proof of the inference"),
+    "verify": ("maxwell.cli.proof_cmd", "check a proof of inference without re-running the model"),
 }
 BENCHES: dict[str, tuple[str, str]] = {
     "meter": ("maxwell.bench.meter", "the meter's own CPU cost vs CodeCarbon"),
     "market": ("maxwell.bench.market", "mechanisms' clearing cost vs n"),
     "daemon": ("maxwell.bench.daemon", "the node daemon's own cost with 100 and 1,000 agents"),
+    "proof": ("maxwell.bench.proof", "proof of inference: verify vs recompute, detection"),
+    "audit": ("maxwell.bench.audit", "audits: pause per IP sample, auditor cost, detection"),
 }
 
 

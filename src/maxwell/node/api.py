@@ -6,8 +6,9 @@ Rules:
   authorisation, validation) happens before the one `Node` call a request makes.
 - Authentication is `Authorization: Bearer <token>`. The admin token may do everything; an agent
   token may read the price, read its own account (`GET /agents/{own id}`, `GET /agents` lists only
-  itself) and change its own bid, nothing else. A refusal for another agent is a 403 whether or not
-  that agent exists, so an agent cannot probe for other agents' ids.
+  itself), change its own bid and report for itself (`POST /agents/{own id}/report`, which the
+  admin may not do: a report is the agent's own word), nothing else. A refusal for another agent
+  is a 403 whether or not that agent exists, so an agent cannot probe for other agents' ids.
 - Every refusal is a 4xx whose body is `{"error": "<one line>"}`; `NodeError.status` is the status
   of the node's own refusals. A 5xx is a bug (the API fuzz test asserts there are none).
 - Money on the wire is a float of $J, converted once with `tokens_to_money` to integer µ$J;
@@ -42,7 +43,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from maxwell.errors import MaxwellError, UsageError
-from maxwell.node.facade import AgentInfo, Node, NodeError, Principal, Role
+from maxwell.node.facade import (
+    MAX_REPORTED_COUNT,
+    MAX_REPORTED_CPU_S,
+    AgentInfo,
+    Node,
+    NodeError,
+    Principal,
+    Report,
+    Role,
+)
 from maxwell.node.wire import status_to_json
 from maxwell.units import tokens_to_money
 
@@ -110,8 +120,26 @@ class BidRequest(_Request):
     demand: Demand | None = None
 
 
+class ReportRequest(_Request):
+    """Cumulative since the agent was spawned: a later report may never claim less."""
+
+    cpu_s: float = Field(
+        ge=0, le=MAX_REPORTED_CPU_S, allow_inf_nan=False, description="CPU seconds of the tree"
+    )
+    memory_freed_bytes: int = Field(default=0, ge=0, le=MAX_REPORTED_COUNT)
+    work: int | None = Field(
+        default=None, ge=0, le=MAX_REPORTED_COUNT, description="units of useful work done"
+    )
+
+
 class ErrorBody(BaseModel):
     error: str
+
+
+class ReportBody(BaseModel):
+    cpu_s: float
+    memory_freed_bytes: int
+    work: int | None
 
 
 class AgentBody(BaseModel):
@@ -128,6 +156,9 @@ class AgentBody(BaseModel):
     landauer_j: float
     pid: int | None
     exit_code: int | None
+    cpu_s: float
+    memory_freed_bytes: int
+    reported: ReportBody | None
 
 
 class AgentList(BaseModel):
@@ -360,6 +391,15 @@ def create_app(
         """Change the agent's limit price (and, optionally, the cores it asks for)."""
         require_self(caller, agent, "bid for")
         return node.bid(agent, body.price, body.demand).to_json()
+
+    @app.post("/agents/{agent}/report", response_model=AgentBody, tags=["accounts"])
+    def report(agent: AgentId, body: ReportRequest, caller: Caller) -> dict[str, object]:
+        """The agent's own claim of what it consumed since spawn (its own token only: a report
+        is the agent's word, which audits check against the kernel's counters)."""
+        if caller.agent != agent:
+            raise ApiError(403, "only the agent's own token may report for it")
+        claim = Report(body.cpu_s, body.memory_freed_bytes, body.work)
+        return node.report(agent, claim).to_json()
 
     @app.post("/agents/{agent}/kill", response_model=AgentBody, tags=["admin"])
     def kill(agent: AgentId, caller: Caller) -> dict[str, object]:

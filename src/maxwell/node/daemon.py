@@ -82,6 +82,8 @@ from maxwell.meter import LiveMeter
 from maxwell.meter.live import NodeSampler
 from maxwell.node import tick as ticks
 from maxwell.node.facade import (
+    MAX_REPORTED_COUNT,
+    MAX_REPORTED_CPU_S,
     AgentGoneError,
     AgentInfo,
     AgentState,
@@ -90,6 +92,7 @@ from maxwell.node.facade import (
     NodeStatus,
     PriceInfo,
     Principal,
+    Report,
     Role,
     SpawnResult,
     UnknownAgentError,
@@ -98,6 +101,7 @@ from maxwell.node.state import (
     AgentRow,
     NodeState,
     PendingEntry,
+    ReportRow,
     admin_token,
     hash_token,
     new_token,
@@ -125,6 +129,10 @@ DEFAULT_PIDS_MAX = 256
 DEFAULT_GRACE_S = 5.0
 PRIVATE_PREFIX = "maxwell-node"
 _LIVE = (AgentState.RUNNING, AgentState.THROTTLED, AgentState.FROZEN)
+
+
+def _report_of(row: ReportRow) -> Report:
+    return Report(cpu_s=row.cpu_ns / 1e9, memory_freed_bytes=row.freed_bytes, work=row.work)
 
 
 class CommandError(NodeError):
@@ -207,6 +215,7 @@ class _Agent:
     last_quota: float | None = None
     last_weight: int | None = None
     finished: bool = False  # ended: bill its last interval at the next tick, then remove its group
+    reported: ReportRow | None = None  # its latest self-report
 
 
 def _group_record(group: WorkloadGroup) -> dict[str, object]:
@@ -383,6 +392,7 @@ class NodeDaemon:
         at = self._wall()
         self._flush_pending()
         paid = self._paid_totals()
+        reports = self._state.reports()
         catch_up: dict[str, tuple[int, int, int]] = {}  # agent -> (cpu ns, bytes, energy µJ)
         ended: list[_Agent] = []
         for row in self._state.agents():
@@ -395,6 +405,7 @@ class NodeDaemon:
                 freed_bytes=row.freed_bytes, cores=row.cores, burn_per_s=row.burn_per_s,
                 insolvent_since=row.insolvent_since,
                 paid=paid.get((row.id, "grid"), 0), landauer=paid.get((row.id, "landauer"), 0),
+                reported=reports.get(row.id),
             )  # fmt: skip
             self._agents[agent.id] = agent
             self._by_token[agent.token_hash] = agent.id
@@ -967,6 +978,39 @@ class NodeDaemon:
             )
             return self._info(found)
 
+    def report(self, agent: str, report: Report) -> AgentInfo:
+        """Record the agent's self-report (cumulative claims since spawn; see `Report`)."""
+        cpu_s, freed, work = report.cpu_s, report.memory_freed_bytes, report.work
+        if isinstance(cpu_s, bool) or not isinstance(cpu_s, int | float):
+            raise NodeError(f"cpu_s must be a number of seconds, got {cpu_s!r}")
+        if not math.isfinite(cpu_s) or not 0 <= cpu_s <= MAX_REPORTED_CPU_S:
+            raise NodeError(f"cpu_s must be between 0 and {MAX_REPORTED_CPU_S:g}, got {cpu_s!r}")
+        for field_name, value in (("memory_freed_bytes", freed), ("work", work)):
+            if value is None and field_name == "work":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise NodeError(f"{field_name} must be an integer, got {value!r}")
+            if not 0 <= value <= MAX_REPORTED_COUNT:
+                raise NodeError(f"{field_name} must be between 0 and 2**62, got {value}")
+        with self._lock:
+            self._check_open()
+            found = self._live(agent, "report")
+            claim = ReportRow(agent, self._wall(), round(cpu_s * 1e9), freed, work)
+            last = found.reported
+            if last is not None:
+                pairs: list[tuple[str, float, float]] = [
+                    ("cpu_s", last.cpu_ns / 1e9, claim.cpu_ns / 1e9),
+                    ("memory_freed_bytes", last.freed_bytes, claim.freed_bytes),
+                ]
+                if last.work is not None and work is not None:
+                    pairs.append(("work", last.work, work))
+                fell = [f"{name} fell from {a:g} to {b:g}" for name, a, b in pairs if b < a]
+                if fell:
+                    raise NodeError(f"reports are cumulative since spawn: {'; '.join(fell)}")
+            self._state.save_report(claim)
+            found.reported = claim
+            return self._info(found)
+
     def kill(self, agent: str) -> AgentInfo:
         with self._lock:
             self._check_open()
@@ -1021,6 +1065,9 @@ class NodeDaemon:
             landauer=Money(agent.landauer),
             pid=agent.pid,
             exit_code=agent.exit_code,
+            cpu_s=agent.cpu_ns / 1e9,
+            memory_freed_bytes=agent.freed_bytes,
+            reported=None if agent.reported is None else _report_of(agent.reported),
         )
 
     def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:

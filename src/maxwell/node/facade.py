@@ -38,6 +38,30 @@ class Principal:
     agent: str | None = None
 
 
+MAX_REPORTED_CPU_S = 1e9  # ~32 years of one core: more is a malformed report, not a claim
+MAX_REPORTED_COUNT = 2**62  # bytes freed or work units: within SQLite's int64
+
+
+@dataclass(frozen=True)
+class Report:
+    """What an agent claims it has consumed since it was spawned: the CPU time of its whole
+    process tree, the bytes of memory it freed, and optionally the units of useful work it has
+    done (its own unit: inferences, tokens). Cumulative, so a lost report loses nothing and a
+    later one may never claim less; the kernel's counters for the same agent are the truth an
+    audit compares them with."""
+
+    cpu_s: float
+    memory_freed_bytes: int = 0
+    work: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "cpu_s": self.cpu_s,
+            "memory_freed_bytes": self.memory_freed_bytes,
+            "work": self.work,
+        }
+
+
 @dataclass(frozen=True)
 class AgentInfo:
     id: str
@@ -53,6 +77,9 @@ class AgentInfo:
     landauer: Money  # Landauer tax paid
     pid: int | None
     exit_code: int | None = None
+    cpu_s: float = 0.0  # measured: the CPU time of its cgroup since spawn
+    memory_freed_bytes: int = 0  # measured: memory its cgroup freed since spawn (a lower bound)
+    reported: Report | None = None  # its latest self-report, if it ever sent one
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -69,6 +96,9 @@ class AgentInfo:
             "landauer_j": money_to_tokens(self.landauer),
             "pid": self.pid,
             "exit_code": self.exit_code,
+            "cpu_s": self.cpu_s,
+            "memory_freed_bytes": self.memory_freed_bytes,
+            "reported": None if self.reported is None else self.reported.to_json(),
         }
 
 
@@ -178,6 +208,8 @@ class Node(Protocol):
     def fund(self, agent: str, amount: Money) -> AgentInfo: ...
 
     def bid(self, agent: str, price: float, demand: float | None = None) -> AgentInfo: ...
+
+    def report(self, agent: str, report: Report) -> AgentInfo: ...
 
     def kill(self, agent: str) -> AgentInfo: ...
 

@@ -13,6 +13,8 @@ Tables:
   and `freed_bytes` are the group's absolute counters up to which the agent has been billed:
   after a restart, the interval the daemon was down is billed from them, exactly once.
 - `bids`: every bid placed (history); the standing bid is also on the agent's row.
+- `reports`: each agent's latest self-report (cumulative claims since spawn: CPU ns, bytes freed,
+  work units), and when it came.
 - `pending`: ledger entries a tick has planned but may not have posted yet. They are written in
   the same transaction as the counters they bill, and deleted once posted; a daemon that
   crashed in between posts them again on start (same keys, same content: applied once).
@@ -68,6 +70,13 @@ SCHEMA: tuple[str, ...] = (
         price REAL NOT NULL,
         demand REAL NOT NULL,
         at REAL NOT NULL
+    ) STRICT""",
+    """CREATE TABLE IF NOT EXISTS reports (
+        agent TEXT PRIMARY KEY REFERENCES agents (id),
+        at REAL NOT NULL,
+        cpu_ns INTEGER NOT NULL,
+        freed_bytes INTEGER NOT NULL,
+        work INTEGER
     ) STRICT""",
     """CREATE TABLE IF NOT EXISTS pending (
         key TEXT PRIMARY KEY,
@@ -182,6 +191,17 @@ class PendingEntry:
 
 
 @dataclass(frozen=True)
+class ReportRow:
+    """An agent's latest self-report, as stored: cumulative claims since spawn."""
+
+    agent: str
+    at: float
+    cpu_ns: int
+    freed_bytes: int
+    work: int | None
+
+
+@dataclass(frozen=True)
 class JournalEvent:
     seq: int
     at: float
@@ -274,6 +294,7 @@ class NodeState:
     def delete_agent(self, agent: str) -> None:
         with self._transaction() as conn:
             conn.execute("DELETE FROM bids WHERE agent = ?", (agent,))
+            conn.execute("DELETE FROM reports WHERE agent = ?", (agent,))
             conn.execute("DELETE FROM agents WHERE id = ?", (agent,))
 
     def update_agent(self, agent: str, **fields: object) -> None:
@@ -304,6 +325,29 @@ class NodeState:
                 (price, demand, seq, agent),
             )
         return seq
+
+    def save_report(self, report: ReportRow) -> None:
+        """Make `report` the agent's latest (the caller checked that it claims no less)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO reports (agent, at, cpu_ns, freed_bytes, work) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (agent) DO UPDATE SET at = excluded.at, cpu_ns = excluded.cpu_ns, "
+                "freed_bytes = excluded.freed_bytes, work = excluded.work",
+                (report.agent, report.at, report.cpu_ns, report.freed_bytes, report.work),
+            )
+
+    def reports(self) -> dict[str, ReportRow]:
+        with self._transaction("DEFERRED") as conn:
+            rows = conn.execute(
+                "SELECT agent, at, cpu_ns, freed_bytes, work FROM reports"
+            ).fetchall()
+        return {
+            str(agent): ReportRow(
+                str(agent), float(at), int(cpu_ns), int(freed_bytes),
+                None if work is None else int(work),
+            )
+            for agent, at, cpu_ns, freed_bytes, work in rows
+        }  # fmt: skip
 
     # --- ticks ---------------------------------------------------------------------------------
 

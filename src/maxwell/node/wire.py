@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from maxwell.node.facade import AgentInfo, AgentState, Event, NodeStatus, PriceInfo
+from maxwell.node.facade import AgentInfo, AgentState, Event, NodeStatus, PriceInfo, Report
 from maxwell.units import tokens_to_money
 
 
@@ -44,9 +44,21 @@ def _mapping(obj: object, what: str) -> Mapping[str, object]:
     return obj
 
 
+def report_from_json(obj: object) -> Report:
+    """The inverse of `Report.to_json`."""
+    report = _mapping(obj, "a report")
+    return Report(
+        cpu_s=_float(report, "cpu_s"),
+        memory_freed_bytes=_int(report, "memory_freed_bytes"),
+        work=_optional_int(report, "work"),
+    )
+
+
 def agent_from_json(obj: object) -> AgentInfo:
-    """The inverse of `AgentInfo.to_json` (money and energy round to the nearest micro-unit)."""
+    """The inverse of `AgentInfo.to_json` (money and energy round to the nearest micro-unit).
+    The measured counters and the report are read when present (older nodes lack them)."""
     agent = _mapping(obj, "an agent")
+    reported = agent.get("reported")
     return AgentInfo(
         id=_str(agent, "id"),
         name=_str(agent, "name"),
@@ -61,6 +73,11 @@ def agent_from_json(obj: object) -> AgentInfo:
         landauer=tokens_to_money(_float(agent, "landauer_j")),
         pid=_optional_int(agent, "pid"),
         exit_code=_optional_int(agent, "exit_code"),
+        cpu_s=_float(agent, "cpu_s") if "cpu_s" in agent else 0.0,
+        memory_freed_bytes=(
+            _int(agent, "memory_freed_bytes") if "memory_freed_bytes" in agent else 0
+        ),
+        reported=None if reported is None else report_from_json(reported),
     )
 
 
