@@ -5,10 +5,10 @@ BIN := $(VENV)/bin
 DEMO_BUDGET ?= 25J
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test lint typecheck bench clean
+.PHONY: help demo budget-demo test lint typecheck bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,11 +18,14 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
 	touch $@
 
-demo: $(VENV)/.installed ## the main job: a looping workload metered live until apoptosis (exit 0 when it happens)
+demo: $(VENV)/.installed ## the main job: a private market of three agents (useful, looper, bloat); exit 0 on the intended outcomes
+	$(BIN)/maxwell demo
+
+budget-demo: $(VENV)/.installed ## a looping workload metered live on a 25 J budget until apoptosis (exit 0 when it happens)
 	@$(BIN)/maxwell run --budget $(DEMO_BUDGET) -- $(BIN)/python -m maxwell.samples.looper; \
 	status=$$?; \
-	if [ $$status -eq 124 ]; then echo "demo: apoptosis at the budget, as intended"; \
-	else echo "demo: expected exit 124 (apoptosis), got $$status" >&2; exit 1; fi
+	if [ $$status -eq 124 ]; then echo "budget-demo: apoptosis at the budget, as intended"; \
+	else echo "budget-demo: expected exit 124 (apoptosis), got $$status" >&2; exit 1; fi
 
 test: $(VENV)/.installed ## run the whole test suite (root-only cgroup tests skip, saying why, without root)
 	$(BIN)/python -m pytest

@@ -284,6 +284,21 @@ def test_daemon_config_file_and_flags_win(tmp_path: Path) -> None:
     assert options.tick_s == 2.0
 
 
+def test_the_example_config_makes_a_daemon(tmp_path: Path) -> None:
+    example = TESTS.parent / "examples" / "maxwell.toml"
+    state = tmp_path / "state"
+    options = daemon_cmd.options_from(
+        daemon_args("--config", str(example), "--state", str(state))
+    )
+    assert (options.tick_s, options.mechanism) == (1.0, "uniform")
+    _node, daemon = daemon_cmd._make_node(options)
+    try:
+        assert daemon.derate_below_c == 10.0 and daemon.min_capacity_fraction == 0.25
+        assert daemon.grace_s == 5.0
+    finally:
+        daemon.shutdown(kill_agents=True)
+
+
 @pytest.mark.parametrize(
     ("argv", "config", "says"),
     [

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,8 @@ from maxwell.node.facade import (
     Role,
     UnknownAgentError,
 )
+from maxwell.node.tick import DERATE_BELOW_HEADROOM_C, MIN_CAPACITY_FRACTION
+from maxwell.sensors import NodeSample, Sensors
 from maxwell.units import Money
 
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -161,6 +164,44 @@ def test_self_reports_are_cumulative_kept_and_survive_a_restart(tmp_path: Path) 
         assert again.agent(spawned.agent).reported == Report(0.25, 8192, 3)  # kept in SQLite
     finally:
         again.shutdown(kill_agents=True)
+
+
+class HotSensors:
+    """The machine's sensors, with the die `headroom_c` below its limit (a hot node)."""
+
+    def __init__(self, headroom_c: float) -> None:
+        self._sensors = Sensors.detect(nvml=None)
+        self.headroom_c = headroom_c
+
+    def sample(self) -> NodeSample:
+        sample = self._sensors.sample()
+        return replace(sample, temperature_c=sample.critical_c - self.headroom_c)
+
+    def close(self) -> None:
+        self._sensors.close()
+
+
+def test_a_hot_node_sells_fewer_cores(tmp_path: Path) -> None:
+    sensors = HotSensors(headroom_c=DERATE_BELOW_HEADROOM_C / 4)
+    daemon = NodeDaemon(
+        tmp_path / "state", tick_s=0.1, detect_cgroups=False, sensors=sensors, capacity_cores=2.0
+    )
+    try:
+        for name in ("first", "second"):
+            daemon.spawn(["sleep", "30"], fund=Money(100 * J), bid=50.0, demand=1.0, name=name)
+        daemon.tick_once()
+        sold = 2.0 * (MIN_CAPACITY_FRACTION + (1 - MIN_CAPACITY_FRACTION) / 4)
+        assert daemon.status().capacity_cores == pytest.approx(sold)
+        assert sum(info.share for info in daemon.agents()) == pytest.approx(sold)
+        sensors.headroom_c = 30.0  # cooled down: every core is for sale again
+        daemon.tick_once()
+        assert daemon.status().capacity_cores == 2.0
+        assert sum(info.share for info in daemon.agents()) == pytest.approx(2.0)
+    finally:
+        daemon.shutdown(kill_agents=True)
+        sensors.close()
+    with pytest.raises(NodeError, match="fraction"):
+        NodeDaemon(tmp_path / "other", detect_cgroups=False, min_capacity_fraction=2.0)
 
 
 def test_a_tick_posts_its_entries_in_one_batch_and_a_failed_post_is_retried(

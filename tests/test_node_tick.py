@@ -13,11 +13,14 @@ from maxwell.economy.ledger import GRID, LANDAUER, Movement, agent_account
 from maxwell.economy.mechanisms import make_mechanism
 from maxwell.node.facade import AgentState
 from maxwell.node.tick import (
+    DERATE_BELOW_HEADROOM_C,
+    MIN_CAPACITY_FRACTION,
     AgentTickInput,
     Enforcement,
     TickInput,
     bill_key,
     plan_tick,
+    thermal_capacity,
 )
 from maxwell.units import Money
 
@@ -345,3 +348,39 @@ def test_tick_invariants(
     # Deterministic, whatever the order of the input.
     again = plan_tick(replace(inputs, agents=tuple(reversed(agents))))
     assert again == plan
+
+
+# --- capacity when hot ------------------------------------------------------------------------
+
+
+def test_a_cool_node_sells_every_core_and_a_hot_one_fewer() -> None:
+    assert thermal_capacity(2.0, 40.0) == 2.0
+    assert thermal_capacity(2.0, DERATE_BELOW_HEADROOM_C) == 2.0
+    assert thermal_capacity(2.0, DERATE_BELOW_HEADROOM_C / 2) == pytest.approx(
+        2.0 * (MIN_CAPACITY_FRACTION + 1.0) / 2
+    )
+    assert thermal_capacity(2.0, 0.0) == pytest.approx(2.0 * MIN_CAPACITY_FRACTION)
+    assert thermal_capacity(2.0, -7.0) == pytest.approx(2.0 * MIN_CAPACITY_FRACTION)
+    assert thermal_capacity(2.0, float("nan")) == 2.0  # no temperature: no derating
+    with pytest.raises(ValueError, match="fraction"):
+        thermal_capacity(2.0, 5.0, floor=1.5)
+    with pytest.raises(ValueError, match="band"):
+        thermal_capacity(2.0, 5.0, derate_below_c=0.0)
+
+
+@given(
+    cores=st.floats(0.0, 1e4),
+    cooler=st.floats(-50.0, 200.0),
+    hotter=st.floats(-50.0, 200.0),
+    floor=st.floats(0.0, 1.0),
+    band=st.floats(0.1, 50.0),
+)
+def test_capacity_never_rises_as_the_node_heats_and_stays_in_its_bounds(
+    cores: float, cooler: float, hotter: float, floor: float, band: float
+) -> None:
+    cooler, hotter = max(cooler, hotter), min(cooler, hotter)  # headroom: more is cooler
+    high = thermal_capacity(cores, cooler, derate_below_c=band, floor=floor)
+    low = thermal_capacity(cores, hotter, derate_below_c=band, floor=floor)
+    assert low <= high * (1 + 1e-12)
+    for value in (low, high):
+        assert cores * floor * (1 - 1e-12) <= value <= cores * (1 + 1e-12)

@@ -45,7 +45,9 @@ made on first start); the `maxwell` client commands read it with --state DIR.
 
 EPILOG = """\
 config (TOML): a [daemon] table may set state, socket, listen, tick_s, mechanism (flags win),
-grace_s (frozen-while-insolvent grace before apoptosis), landauer_multiplier, capacity_cores;
+grace_s (frozen-while-insolvent grace before apoptosis), landauer_multiplier, capacity_cores,
+derate_below_c and min_capacity_fraction (a node with less headroom than derate_below_c sells
+linearly fewer cores, down to min_capacity_fraction of them at the thermal limit; 10 and 0.25);
 a [model] table sets the power model's parameters (as for `maxwell run`).
 
 exit status: 0 stopped by SIGTERM, SIGINT or SIGHUP; 2 usage error; 125 the daemon failed.
@@ -87,6 +89,8 @@ def _section(config: Mapping[str, object]) -> Mapping[str, object]:
         "grace_s",
         "landauer_multiplier",
         "capacity_cores",
+        "derate_below_c",
+        "min_capacity_fraction",
     }
     unknown = sorted(set(section) - known)
     if unknown:
@@ -161,7 +165,13 @@ def _make_node(options: DaemonOptions) -> tuple[Node, DaemonNode]:
     if not isinstance(model_section, dict):
         raise UsageError("config: [model] must be a table")
     extra: dict[str, Any] = {}
-    for key in ("grace_s", "landauer_multiplier", "capacity_cores"):
+    for key in (
+        "grace_s",
+        "landauer_multiplier",
+        "capacity_cores",
+        "derate_below_c",
+        "min_capacity_fraction",
+    ):
         value = _number(section, key)
         if value is not None:
             extra[key] = value

@@ -208,6 +208,7 @@ class StatusBody(BaseModel):
     ticks: int
     mechanism: str
     cgroup: str
+    capacity_cores: float
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {

@@ -293,6 +293,8 @@ class NodeDaemon:
         landauer_multiplier: float = 1.0,
         grace_s: float = DEFAULT_GRACE_S,
         capacity_cores: float | None = None,
+        derate_below_c: float = ticks.DERATE_BELOW_HEADROOM_C,
+        min_capacity_fraction: float = ticks.MIN_CAPACITY_FRACTION,
         pids_max: int | None = DEFAULT_PIDS_MAX,
         memory_interval_s: float = 1.0,
         model_config: ModelConfig | None = None,
@@ -313,6 +315,15 @@ class NodeDaemon:
         self.landauer_multiplier = landauer_multiplier
         self.grace_s = grace_s
         self.capacity_cores = float(capacity_cores or os.cpu_count() or 1)
+        self.sold_cores = self.capacity_cores  # this tick's capacity: fewer cores when hot
+        self.derate_below_c = derate_below_c
+        self.min_capacity_fraction = min_capacity_fraction
+        try:  # check the derating settings now rather than at the first tick
+            ticks.thermal_capacity(
+                1.0, 0.0, derate_below_c=derate_below_c, floor=min_capacity_fraction
+            )
+        except ValueError as exc:
+            raise NodeError(str(exc)) from exc
         self.pids_max = pids_max
         self._closed = False
         self._ledger = _open_ledger(self.state_dir, wall)
@@ -544,6 +555,12 @@ class NodeDaemon:
         sample = self._meter.node
         self._quote = self._spot.spot(at, sample.temperature_c, max(at - self._last_wall, 0.0))
         balances = self._ledger.balances()
+        self.sold_cores = ticks.thermal_capacity(
+            self.capacity_cores,
+            sample.headroom_c,
+            derate_below_c=self.derate_below_c,
+            floor=self.min_capacity_fraction,
+        )
         inputs: list[ticks.AgentTickInput] = []
         book = self._book
         for agent in self._agents.values():
@@ -578,7 +595,7 @@ class NodeDaemon:
                 tick_s=self.tick_s,
                 spot_price=self._quote.spot,
                 temperature_c=sample.temperature_c,
-                capacity_cores=self.capacity_cores,
+                capacity_cores=self.sold_cores,
                 landauer_multiplier=self.landauer_multiplier,
                 grace_s=self.grace_s,
                 agents=inputs,
@@ -1111,6 +1128,7 @@ class NodeDaemon:
                 ticks=self._tick,
                 mechanism=self.mechanism_name,
                 cgroup=self._cgroups.kind if self._cgroups is not None else "none",
+                capacity_cores=self.sold_cores,
             )
 
     # --- for tests and tools --------------------------------------------------------------------

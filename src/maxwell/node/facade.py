@@ -169,6 +169,7 @@ class NodeStatus:
     ticks: int
     mechanism: str
     cgroup: str  # "v1", "v2" or "none"
+    capacity_cores: float = 0.0  # cores the last clearing sold: all of them, fewer when hot
 
 
 class NodeError(MaxwellError):

@@ -53,6 +53,7 @@ METRIC_NAMES = (
     "maxwell_temperature_celsius",
     "maxwell_headroom_celsius",
     "maxwell_energy_measured",
+    "maxwell_capacity_cores",
     "maxwell_tick_duration_seconds",
     "maxwell_tick_interval_seconds",
     "maxwell_ticks_total",
@@ -160,6 +161,11 @@ def _node_families(status: NodeStatus) -> Iterator[Metric]:
     )
     energy_measured.add_metric([price.energy_source], 1.0 if price.measured else 0.0)
     yield energy_measured
+    yield GaugeMetricFamily(
+        "maxwell_capacity_cores",
+        "Cores the last clearing sold: all of the node's, fewer when it runs out of headroom.",
+        value=status.capacity_cores,
+    )
     yield GaugeMetricFamily(
         "maxwell_tick_duration_seconds",
         "Wall time the last tick took (sense, bill, clear, enforce).",

@@ -50,6 +50,13 @@ from maxwell.economy.orderbook import BidSet, OrderBook
 from maxwell.node.facade import AgentState
 from maxwell.units import Money
 
+# A hot node sells fewer cores (ARCHITECTURE: "capacity (cores x tick, reduced when hot)"): all of
+# them while the headroom to the thermal limit is at least this, then linearly fewer, down to the
+# floor fraction at no headroom. The price controller holds the die 15 °C below the limit, so the
+# derating only starts once the price alone has failed to cool the node.
+DERATE_BELOW_HEADROOM_C = 10.0
+MIN_CAPACITY_FRACTION = 0.25
+
 # Granted cores within this of the demand count as "all it asked for" (float sums in the auction).
 CORES_EPSILON = 1e-9
 DEFAULT_WEIGHT = 100  # cgroup v2 cpu.weight of one core; weights are 100 x granted cores
@@ -158,6 +165,26 @@ class TickPlan:
     @property
     def granted_cores(self) -> float:
         return sum(plan.cores for plan in self.agents.values())
+
+
+def thermal_capacity(
+    cores: float,
+    headroom_c: float,
+    *,
+    derate_below_c: float = DERATE_BELOW_HEADROOM_C,
+    floor: float = MIN_CAPACITY_FRACTION,
+) -> float:
+    """The cores a node with `cores` sells at `headroom_c` degrees below its thermal limit: all
+    of them from `derate_below_c` up, `floor` x cores at no headroom (or less), linear between.
+    A headroom that is not a number (no temperature) sells everything."""
+    if not 0.0 <= floor <= 1.0:
+        raise ValueError(f"the capacity floor must be a fraction in [0, 1], got {floor!r}")
+    if not derate_below_c > 0:
+        raise ValueError(f"the derating band must be positive, got {derate_below_c!r}")
+    if math.isnan(headroom_c) or headroom_c >= derate_below_c:
+        return cores
+    fraction = floor + (1.0 - floor) * max(headroom_c, 0.0) / derate_below_c
+    return cores * fraction
 
 
 def bill_key(tick: int, agent: str) -> str:

@@ -124,13 +124,14 @@ def status_to_json(status: NodeStatus) -> dict[str, object]:
         "ticks": status.ticks,
         "mechanism": status.mechanism,
         "cgroup": status.cgroup,
+        "capacity_cores": status.capacity_cores,
     }
 
 
 def status_from_json(obj: object) -> NodeStatus:
     """A `NodeStatus` from `{"price": {...}, "agents": [...], "tick_s", "last_tick_duration_s",
-    "ticks", "mechanism", "cgroup"}`; the last five default to "unknown" values when absent, so
-    a client can build one from `/price` and `/agents` alone."""
+    "ticks", "mechanism", "cgroup", "capacity_cores"}`; the last six default to "unknown" values
+    when absent, so a client can build one from `/price` and `/agents` alone."""
     status = _mapping(obj, "a node status")
     agents = status["agents"]
     if not isinstance(agents, list):
@@ -145,4 +146,5 @@ def status_from_json(obj: object) -> NodeStatus:
         ticks=_int(status, "ticks") if "ticks" in status else 0,
         mechanism=_str(status, "mechanism") if "mechanism" in status else "unknown",
         cgroup=_str(status, "cgroup") if "cgroup" in status else "unknown",
+        capacity_cores=_float(status, "capacity_cores") if "capacity_cores" in status else 0.0,
     )
