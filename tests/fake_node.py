@@ -26,6 +26,7 @@ from maxwell.node.facade import (
     AgentGoneError,
     AgentInfo,
     AgentState,
+    AuditResult,
     Event,
     NodeError,
     NodeStatus,
@@ -59,6 +60,7 @@ class FakeNode:
         self.log: list[Event] = []
         self._ids = itertools.count(1)
         self.spot = 1.0
+        self.liars: set[str] = set()  # agents whose audits fail
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -176,6 +178,18 @@ class FakeNode:
             info = replace(info, reported=report)
             self.agents_by_id[agent] = info
             return info
+
+    def audit(self, agent: str) -> AuditResult:
+        with self._lock:
+            info = replace(self._alive(agent), audits=self._alive(agent).audits + 1)
+            self.agents_by_id[agent] = info
+            lied = agent in self.liars
+            self._event("slashed" if lied else "audited", agent, honest=not lied)
+            findings = ("claimed 1.000 s of CPU, the kernel counted 9.000 s",) if lied else ()
+            return AuditResult(
+                agent, not lied, findings, ("reports",), info.audits, 0.001, Money(0),
+                modules={"libpython3.11.so.1.0": 0.75, "[vdso]": 0.25},
+            )  # fmt: skip
 
     def kill(self, agent: str) -> AgentInfo:
         with self._lock:

@@ -162,6 +162,23 @@ def test_report_with_the_agent_token_from_the_environment(
     assert node.snapshot() == before
 
 
+def test_audit_prints_the_verdict_and_fails_a_liar(connection: list[str], node: FakeNode) -> None:
+    honest = node.spawn(["sleep"], fund=Money(1_000_000), bid=0.5)
+    liar = node.spawn(["sleep"], fund=Money(1_000_000), bid=0.5)
+    node.liars.add(liar.agent)
+    passed = maxwell("audit", *connection, honest.agent)
+    assert passed.returncode == 0, passed.stderr
+    assert "audit 1 passed (checked: reports)" in passed.stdout
+    assert "75.0% libpython3.11.so.1.0" in passed.stdout
+    failed = maxwell("audit", *connection, liar.agent, "--json")
+    assert failed.returncode == 3, failed.stderr
+    result = json.loads(failed.stdout)
+    assert result["honest"] is False and result["agent"] == liar.agent
+    assert result["findings"] == ["claimed 1.000 s of CPU, the kernel counted 9.000 s"]
+    missing = maxwell("audit", *connection, "zz")
+    assert missing.returncode == 1 and "no agent" in one_line_error(missing.stderr, "audit")
+
+
 def test_price(connection: list[str], node: FakeNode) -> None:
     as_json = maxwell("price", *connection, "--json")
     assert as_json.returncode == 0

@@ -55,6 +55,7 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, tuple[int, int, int, int, in
     ("POST", "/agents/a1/bid", {"price": 0.75}, (200, 200, 403, 401, 401)),
     ("POST", "/agents/a1/report", {"cpu_s": 1.0}, (403, 200, 403, 401, 401)),
     ("POST", "/agents/a1/fund", {"amount": 2.0}, (200, 403, 403, 401, 401)),
+    ("POST", "/agents/a1/audit", None, (200, 403, 403, 401, 401)),
     ("POST", "/agents/a1/kill", None, (200, 403, 403, 401, 401)),
     ("POST", "/agents", SPAWN, (201, 403, 403, 401, 401)),
     ("GET", "/events", None, (200, 403, 403, 401, 401)),

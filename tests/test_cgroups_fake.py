@@ -214,9 +214,17 @@ def test_v2_missing_controller(tmp_path: Path) -> None:
 def test_v2_pids_is_optional(tmp_path: Path) -> None:
     host = FakeV2Host(tmp_path, own_procs=[os.getpid()], controllers="cpu memory")
     with host.detect() as manager:
+        assert manager.missing_controllers == ("pids",)
+        assert manager.degraded == (
+            "cgroup v2 without the pids controller: no limit on the number of tasks"
+        )
         group = manager.create("w")
-        with pytest.raises(CgroupError, match="no such file"):
+        # Not delegated: a limit is refused by cause (the daemon tolerates exactly this error);
+        # no limit is what no controller means.
+        with pytest.raises(CgroupUnavailableError, match="pids controller is not enabled"):
             group.set_pids_max(10)
+        group.set_pids_max(None)
+        assert not (Path(group.path) / "pids.max").exists()
     assert host.leftovers() == []
 
 

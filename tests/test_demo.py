@@ -1,16 +1,21 @@
-"""`maxwell demo` end to end: three real agents, three intended outcomes, a sound ledger."""
+"""`maxwell demo` end to end: four real agents, four intended outcomes, a sound ledger."""
 
 from __future__ import annotations
 
 from helpers import last_json, maxwell
 
 
-def test_demo_ends_with_the_three_intended_outcomes_and_a_sound_ledger() -> None:
+def test_demo_ends_with_the_four_intended_outcomes_and_a_sound_ledger() -> None:
     result = maxwell("demo", "--json", "--duration", "110", timeout=180)
     assert result.returncode == 0, result.stderr
     report = last_json(result.stdout)
     outcomes = {agent["name"]: agent["outcome"] for agent in report["agents"]}
-    assert outcomes == {"useful": "finished", "looper": "apoptosis", "bloat": "apoptosis"}
+    assert outcomes == {
+        "useful": "finished",
+        "looper": "apoptosis",
+        "bloat": "apoptosis",
+        "cheater": "slashed",
+    }
     assert report["ledger_ok"] is True
     assert report["measured"] in (True, False)
     by_name = {agent["name"]: agent for agent in report["agents"]}
@@ -20,3 +25,9 @@ def test_demo_ends_with_the_three_intended_outcomes_and_a_sound_ledger() -> None
     # Physical and taxed figures side by side: the physical one is the taxed over the multiplier.
     assert by_name["bloat"]["landauer_physical_j"] < 1e-6 < by_name["bloat"]["landauer_j"]
     assert report["duration_s"] < 120
+    # The cheater under-reported, was caught by a sampled audit and lost money to slashing; the
+    # useful agent reported honestly and passed every audit it drew.
+    assert report["audit_probability"] == 0.2
+    cheater, useful = by_name["cheater"], by_name["useful"]
+    assert cheater["slashed_j"] > 0 and cheater["slashed_after_audits"] >= 1
+    assert useful["reported"] is True and useful["slashed_j"] == 0

@@ -28,6 +28,7 @@ PUBLIC = {
         "Client",
         "ClientError",
         "NodeUnreachableError",
+        "SelfMeter",
         "budget",
         "process_tree_cpu_s",
     ],

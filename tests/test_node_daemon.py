@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -23,7 +24,7 @@ import pytest
 
 from helpers import maxwell
 from maxwell.cgroups import CgroupManager
-from maxwell.economy.ledger import Entry, EntryRequest
+from maxwell.economy.ledger import Entry, EntryRequest, stake_account
 from maxwell.economy.store import LedgerStoreError
 from maxwell.errors import CgroupUnavailableError
 from maxwell.node.daemon import NodeDaemon, active_w_per_core, private_name
@@ -164,6 +165,88 @@ def test_self_reports_are_cumulative_kept_and_survive_a_restart(tmp_path: Path) 
         assert again.agent(spawned.agent).reported == Report(0.25, 8192, 3)  # kept in SQLite
     finally:
         again.shutdown(kill_agents=True)
+
+
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of one process, as an agent would measure itself."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_optimistic_billing_bonds_reporters_audits_them_and_slashes_a_liar(tmp_path: Path) -> None:
+    daemon = NodeDaemon(
+        tmp_path / "state",
+        tick_s=0.1,
+        detect_cgroups=False,
+        billing="optimistic",
+        audit_probability=0.5,
+        audit_rng=random.Random(4),
+    )
+    try:
+        honest = daemon.spawn(BUSY, fund=Money(500 * J), bid=5.0, demand=1.0, name="honest")
+        liar = daemon.spawn(BUSY, fund=Money(500 * J), bid=5.0, demand=1.0, name="liar")
+        ledger = daemon.ledger()
+        for _ in range(40):
+            time.sleep(0.1)
+            daemon.report(honest.agent, Report(cpu_s=process_cpu_s(honest.pid)))
+            daemon.report(liar.agent, Report(cpu_s=process_cpu_s(liar.pid) * 0.1))
+            daemon.tick_once()
+            if daemon.agent(liar.agent).slashed and daemon.agent(honest.agent).audits >= 2:
+                break
+        told = daemon.agent(honest.agent)
+        caught = daemon.agent(liar.agent)
+        assert told.billing == "reports" and told.bond > 0 and told.slashed == 0
+        assert told.audits >= 2
+        assert caught.billing == "metered" and caught.bond == 0 and caught.slashed > 0
+        slashed = [e for e in daemon.events() if e.kind == "slashed"]
+        assert [e.agent for e in slashed] == [liar.agent]
+        assert "of CPU, the kernel counted" in str(slashed[0].detail["findings"])
+        # Its reports under-billed it against the meter; the audit clawed that back.
+        assert isinstance(slashed[0].detail["clawback"], int) and slashed[0].detail["clawback"] > 0
+        bonded = {e.agent: e.detail["bond"] for e in daemon.events() if e.kind == "bonded"}
+        assert bonded.keys() == {honest.agent, liar.agent}
+        assert ledger.balance("slashing") == bonded[liar.agent]  # the liar's bond, all of it
+        assert ledger.balance(stake_account(honest.agent)) == told.bond
+        audited = [e for e in daemon.events() if e.kind == "audited"]
+        assert audited and all(e.detail["honest"] for e in audited)
+        assert {e.agent for e in audited} <= {honest.agent, liar.agent}
+        # A forced audit: the honest agent passes; a liar without a bond is still named.
+        assert daemon.audit(honest.agent).honest
+        daemon.report(liar.agent, Report(cpu_s=process_cpu_s(liar.pid) * 0.1 + 1e-3))
+        forced = daemon.audit(liar.agent)
+        assert not forced.honest and forced.checked == ("reports",) and forced.slashed == 0
+        # An agent that ends gets its bond back at the next tick.
+        before = daemon.agent(honest.agent).balance
+        daemon.kill(honest.agent)
+        daemon.tick_once()
+        assert ledger.balance(stake_account(honest.agent)) == 0
+        assert daemon.agent(honest.agent).balance >= before + told.bond - 5 * J
+        assert "released" in kinds_for(daemon, honest.agent)
+        assert ledger.verify().ok
+    finally:
+        daemon.shutdown(kill_agents=True)
+
+
+def test_an_agent_that_cannot_afford_the_bond_is_billed_by_the_meter(tmp_path: Path) -> None:
+    daemon = NodeDaemon(
+        tmp_path / "state", tick_s=0.1, detect_cgroups=False, billing="optimistic",
+        audit_probability=0.001,
+    )  # fmt: skip
+    try:
+        poor = daemon.spawn(["sleep", "30"], fund=Money(J), bid=5.0, name="poor")
+        daemon.report(poor.agent, Report(cpu_s=0.0))
+        daemon.tick_once()
+        daemon.tick_once()
+        info = daemon.agent(poor.agent)
+        assert info.billing == "metered" and info.bond == 0
+        said = [e for e in daemon.events() if e.kind == "unbonded"]
+        assert len(said) == 1 and "cannot post the bond" in str(said[0].detail["reason"])
+    finally:
+        daemon.shutdown(kill_agents=True)
+    with pytest.raises(NodeError, match="billing"):
+        NodeDaemon(tmp_path / "x", detect_cgroups=False, billing="honour system")
+    with pytest.raises(NodeError, match="probability"):
+        NodeDaemon(tmp_path / "y", detect_cgroups=False, audit_probability=1.5)
 
 
 class HotSensors:

@@ -41,10 +41,13 @@ import httpcore
 import httpx
 from httpcore._backends.sync import SyncStream
 
+from maxwell.cgroups import V1Group, V2Group, WorkloadGroup
+from maxwell.cgroups.layout import read_layout
 from maxwell.errors import MaxwellError
 from maxwell.node.facade import (
     AgentInfo,
     AgentState,
+    AuditResult,
     Event,
     NodeStatus,
     PriceInfo,
@@ -54,6 +57,7 @@ from maxwell.node.facade import (
 )
 from maxwell.node.wire import (
     agent_from_json,
+    audit_from_json,
     event_from_json,
     price_from_json,
     status_from_json,
@@ -65,6 +69,7 @@ __all__ = [
     "Client",
     "ClientError",
     "NodeUnreachableError",
+    "SelfMeter",
     "budget",
     "process_tree_cpu_s",
 ]
@@ -162,6 +167,7 @@ class Client:
             timeout=timeout_s,
         )
         self._me: str | None = None
+        self._self_meter: SelfMeter | None = None
 
     def _where(self) -> str:
         return self.base_url or f"socket {self.socket}"
@@ -247,9 +253,13 @@ class Client:
         return agent_from_json(self._request("POST", path, json=body))
 
     def report_usage(self, work: int | None = None) -> AgentInfo:
-        """Report this process's own CPU time and that of the children it has waited for
-        (`getrusage`), which is what an honest agent that is a single process tree claims."""
-        return self.report(process_tree_cpu_s(), work=work)
+        """Report what this process has used, as `SelfMeter` reads it: its CPU time and that of
+        the children it has waited for, and the memory its cgroup freed. This is what an honest
+        agent that is a single process tree claims."""
+        if self._self_meter is None:
+            self._self_meter = SelfMeter()
+        cpu_s, freed = self._self_meter.usage()
+        return self.report(cpu_s, freed, work=work)
 
     def agent(self, agent: str) -> AgentInfo:
         return agent_from_json(self._request("GET", f"/agents/{_quote(agent)}"))
@@ -284,6 +294,10 @@ class Client:
         """Move `amount` $J from the treasury to `agent`."""
         path = f"/agents/{_quote(agent)}/fund"
         return agent_from_json(self._request("POST", path, json={"amount": amount}))
+
+    def audit(self, agent: str) -> AuditResult:
+        """Audit `agent` now (admin): reports against counters, threads against its code."""
+        return audit_from_json(self._request("POST", f"/agents/{_quote(agent)}/audit"))
 
     def kill(self, agent: str) -> AgentInfo:
         return agent_from_json(self._request("POST", f"/agents/{_quote(agent)}/kill"))
@@ -406,6 +420,37 @@ def budget(threshold_j: float, *, poll_s: float = 1.0) -> Iterator[BudgetWatch]:
     """`Client().budget(...)` for the agent this process is (from its environment)."""
     with Client() as client, client.budget(threshold_j, poll_s=poll_s) as watch:
         yield watch
+
+
+class SelfMeter:
+    """What an honest agent claims, read the way the node reads it: the CPU time of this process
+    (and its reaped children), and the memory freed as counted by the cgroup this process runs
+    in (the agent's own group when a daemon spawned it; v1: `total_pgpgout`, exact; v2: the lower
+    bound of drops of `memory.current`, read here at least as often as the node reads it).
+    Without a readable memory controller it claims no memory freed."""
+
+    def __init__(self, procfs_root: str = "/proc") -> None:
+        self._group: WorkloadGroup | None = None
+        with contextlib.suppress(MaxwellError, OSError, ValueError):
+            self._group = _own_memory_group(procfs_root)
+
+    def usage(self) -> tuple[float, int]:
+        """(CPU seconds, bytes freed) since this process and its group began."""
+        freed = 0
+        if self._group is not None:
+            with contextlib.suppress(MaxwellError, OSError):
+                freed = self._group.stats().memory_freed_bytes
+        return process_tree_cpu_s(), freed
+
+
+def _own_memory_group(procfs_root: str) -> WorkloadGroup | None:
+    layout = read_layout(procfs_root)
+    memory = layout.v1_for("memory")
+    if memory is not None:
+        return V1Group("self", {"memory": memory.own_dir})
+    if layout.v2 is not None and os.path.exists(os.path.join(layout.v2.own_dir, "memory.current")):
+        return V2Group("self", layout.v2.own_dir)
+    return None
 
 
 def process_tree_cpu_s() -> float:

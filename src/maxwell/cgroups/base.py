@@ -25,7 +25,9 @@ class GroupStats:
     `memory.stat` counts every page uncharged (`total_pgpgout` x page size). Cgroup v2 has no such
     counter; its backend reports a lower bound (see `V2Group.stats`), as does the /proc fallback.
     `pids` counts tasks as the pids controller does (threads included) where one is attached, else
-    processes.
+    processes. `memory_metered` is False where no memory accounting is attached (a cgroup v2 group
+    whose parent did not delegate the memory controller, v1 without the memory hierarchy): the
+    memory figures are then 0 because nothing was measured, not because nothing was used.
     """
 
     cpu_ns: int
@@ -34,6 +36,7 @@ class GroupStats:
     memory_freed_bytes: int
     memory_freed_exact: bool
     pids: int
+    memory_metered: bool = True
 
 
 class WorkloadGroup(Protocol):

@@ -14,6 +14,14 @@ Rules (systemd's delegation contract, Delegate=yes):
   root), so when Maxwell is alone in `<own>` it first moves itself into the leaf
   `<own>/<prefix>-<pid>-daemon`; when other processes are there it refuses with a clear error
   instead of moving them. The same controllers are enabled in the private directory.
+- Degraded v2 (opt-in: `require_controllers=False`): whatever subset of cpu, memory and pids the
+  parent delegated is enabled, none at all included; the rest is listed in `missing_controllers`
+  and described in `degraded`. The no-internal-process rule only binds a group that enables a
+  controller for its children, so with nothing to enable Maxwell stays where it is: `<own>` is
+  then used as the unified hierarchy is on a hybrid host (membership, freeze, kill, cpu.stat).
+- `detect(kind=...)` picks the backend: "auto" (v1 controllers when cpu and memory are mounted
+  there, else v2), "v1" (the v1 controllers, plus the unified hierarchy on a hybrid host), "v2"
+  (the unified hierarchy alone, even on a hybrid host).
 - `close()` undoes all of it: removes the groups (killing what is left), the private subtree,
   disables the controllers it enabled in `<own>` and moves Maxwell back, then removes the leaf.
 - Bookkeeping first: every directory is recorded right after its mkdir returns, before any other
@@ -52,6 +60,17 @@ from maxwell.errors import CgroupError, CgroupUnavailableError, UsageError
 
 REQUIRED_CONTROLLERS = ("cpu", "memory")
 OPTIONAL_V2_CONTROLLERS = ("pids",)
+# The controllers Maxwell enforces with; what a degraded manager lacks is named among these.
+ENFORCING_CONTROLLERS = (*REQUIRED_CONTROLLERS, *OPTIONAL_V2_CONTROLLERS)
+# `detect(kind=...)`: which hierarchies to use.
+DETECT_KINDS = ("auto", "v1", "v2")
+
+# What a missing controller costs, for `degraded`.
+_LOST_WITHOUT = {
+    "cpu": "CPU quotas and weights are not enforced (CPU time is still metered from cpu.stat)",
+    "memory": "no memory limit, memory use and memory freed not metered",
+    "pids": "no limit on the number of tasks",
+}
 
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@+=-]{0,127}$")
 
@@ -93,8 +112,10 @@ class CgroupManager:
         fs: CgroupFs | None = None,
         clock: Clock | None = None,
         private_name: str | None = None,
+        require_controllers: bool = True,
     ) -> None:
         self._fs = fs if fs is not None else CgroupFs()
+        self._require_controllers = require_controllers
         self._private_name = private_name
         self._clock = clock
         self._prefix = prefix
@@ -122,6 +143,13 @@ class CgroupManager:
         self._v2_own: str | None = None
         self._self_move: _SelfMove | None = None
         self._closed = False
+        # What cannot be enforced for lack of a controller: for v2 `_setup_v2` reads it from
+        # `<own>/cgroup.controllers`; v1 has cpu and memory, and pids when it is mounted.
+        self.missing_controllers: tuple[str, ...] = ()
+        if self.kind == "v1":
+            self.missing_controllers = tuple(
+                c for c in ENFORCING_CONTROLLERS if c not in self._v1_dirs
+            )
         try:
             if self.kind == "v2":
                 self._setup_v2(v2_dir or "")
@@ -144,9 +172,17 @@ class CgroupManager:
         fs: CgroupFs | None = None,
         clock: Clock | None = None,
         private_name: str | None = None,
+        kind: str = "auto",
+        require_controllers: bool = True,
     ) -> CgroupManager:
         """Find the hierarchies from `<procfs>/self/mountinfo` and `<procfs>/self/cgroup`, then
-        create the private subtree. Raises `CgroupUnavailableError` with the reason."""
+        create the private subtree. Raises `CgroupUnavailableError` with the reason.
+
+        `kind`: "auto", "v1" or "v2" (see the module). `require_controllers=False` accepts a v2
+        hierarchy whose parent delegated only some of cpu, memory and pids (or none): the
+        manager is then `degraded`, and says so."""
+        if kind not in DETECT_KINDS:
+            raise UsageError(f"cgroup kind {kind!r}: use one of {', '.join(DETECT_KINDS)}")
         layout = read_layout(procfs_root)
         mountinfo = Path(procfs_root) / "self" / "mountinfo"
         if not layout.mounted:
@@ -154,7 +190,12 @@ class CgroupManager:
                 f"no cgroup filesystem is mounted (no cgroup or cgroup2 line in {mountinfo})"
             )
         cpu, memory = layout.v1_for("cpu"), layout.v1_for("memory")
-        if cpu is not None and memory is not None:
+        if kind == "v1" and (cpu is None or memory is None):
+            raise CgroupUnavailableError(
+                f"cgroup v1 asked for, but the v1 cpu and memory controllers are not both "
+                f"mounted (this host's layout: {layout.name})"
+            )
+        if kind != "v2" and cpu is not None and memory is not None:
             for hierarchy in (cpu, memory):
                 if hierarchy.readonly:
                     raise CgroupUnavailableError(
@@ -191,6 +232,12 @@ class CgroupManager:
                 fs=fs,
                 clock=clock,
                 private_name=private_name,
+                require_controllers=require_controllers,
+            )
+        if kind == "v2":
+            reasons = "; ".join(layout.problems) or f"this host's layout is {layout.name}"
+            raise CgroupUnavailableError(
+                f"cgroup v2 asked for, but no cgroup2 hierarchy is usable: {reasons}"
             )
         reasons = "; ".join(layout.problems) or "the cpu and memory controllers are not mounted"
         raise CgroupUnavailableError(f"no usable cgroup hierarchy: {reasons}")
@@ -233,13 +280,14 @@ class CgroupManager:
         self._v2_own = own
         available = set(self._fs.read_text(os.path.join(own, "cgroup.controllers")).split())
         missing = [c for c in REQUIRED_CONTROLLERS if c not in available]
-        if missing:
+        if missing and self._require_controllers:
             raise CgroupUnavailableError(
                 f"cgroup v2 controller {' and '.join(missing)} not available in "
                 f"{own}/cgroup.controllers (the parent did not delegate it); {_DELEGATION_HINT}",
                 path=own,
             )
-        wanted = [*REQUIRED_CONTROLLERS, *(c for c in OPTIONAL_V2_CONTROLLERS if c in available)]
+        wanted = [c for c in ENFORCING_CONTROLLERS if c in available]
+        self.missing_controllers = tuple(c for c in ENFORCING_CONTROLLERS if c not in available)
         enabled = set(self._fs.read_text(os.path.join(own, "cgroup.subtree_control")).split())
         to_enable = [c for c in wanted if c not in enabled]
         # The root (no cgroup.type file) is exempt from the no-internal-process rule.
@@ -258,9 +306,11 @@ class CgroupManager:
             )
         self._setup_private([own])
         private = self._private[own]
-        self._fs.write_text(
-            os.path.join(private, "cgroup.subtree_control"), " ".join(f"+{c}" for c in wanted)
-        )
+        if wanted:  # none delegated: the private directory stays a plain group, as on hybrid
+            self._fs.write_text(
+                os.path.join(private, "cgroup.subtree_control"),
+                " ".join(f"+{c}" for c in wanted),
+            )
 
     def _own_before_self_move(self, own: str) -> str:
         """If another manager of this process already moved us into its leaf, share its move."""
@@ -294,6 +344,17 @@ class CgroupManager:
         with _SELF_MOVES_LOCK:
             _SELF_MOVES[own] = move
             _SELF_MOVES[leaf] = move
+
+    @property
+    def degraded(self) -> str | None:
+        """One line on what cannot be enforced or metered for lack of a controller, or None."""
+        if not self.missing_controllers:
+            return None
+        parts = [
+            f"without {'the ' + c + ' controller' if i == 0 else c}: {_LOST_WITHOUT[c]}"
+            for i, c in enumerate(self.missing_controllers)
+        ]
+        return f"cgroup {self.kind} " + "; ".join(parts)
 
     # -- groups ------------------------------------------------------------------------------
 

@@ -225,4 +225,5 @@ class V1Group(CgroupGroup):
             memory_freed_bytes=freed,
             memory_freed_exact=exact,
             pids=tasks,
+            memory_metered=memory_dir is not None,
         )

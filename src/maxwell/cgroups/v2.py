@@ -5,6 +5,12 @@ Files: `cpu.max` ("$QUOTA $PERIOD" or "max $PERIOD"), `cpu.weight` (1..10000), `
 `cpu.stat` (`usage_usec`), `memory.current`, `memory.peak` (5.19+), `pids.current`.
 The core files (procs, freeze, kill, events, cpu.stat) exist without any controller enabled,
 which is what lets a hybrid host use the unified hierarchy for membership, freeze and kill.
+
+Rules: a group's controllers are the ones its parent enabled for it (its `cgroup.controllers`,
+read once when the object is built). Without one, the matching limits raise
+`CgroupUnavailableError` (asking for no limit, `None`, is granted silently: that is what no
+controller means); without memory, `stats()` reports 0 bytes with `memory_metered` False. CPU time
+(`cpu.stat` `usage_usec`), freezing and killing need no controller.
 """
 
 from __future__ import annotations
@@ -63,6 +69,12 @@ class V2Group(CgroupGroup):
         self.directory = directory
         self.layout = layout
         self.supports_freeze = self._fs.exists(self._file("cgroup.freeze"))
+        # None when the file cannot be found (the group is gone): writes then fail as the kernel
+        # says, rather than blaming a controller.
+        listed = self._fs.read_text_or_none(self._file("cgroup.controllers"))
+        self.controllers: frozenset[str] | None = (
+            None if listed is None else frozenset(listed.split())
+        )
         # State of the memory-freed lower bound (see `stats`).
         self._last_current: int | None = None
         self._drops = 0
@@ -71,6 +83,19 @@ class V2Group(CgroupGroup):
 
     def _file(self, name: str) -> str:
         return os.path.join(self.directory, name)
+
+    def has_controller(self, controller: str) -> bool:
+        """Whether the parent enabled `controller` for this group (True when unknown)."""
+        return self.controllers is None or controller in self.controllers
+
+    def _require(self, controller: str, name: str) -> str:
+        if not self.has_controller(controller):
+            raise CgroupUnavailableError(
+                f"the cgroup v2 {controller} controller is not enabled for {self.directory} "
+                f"(its parent did not delegate it); cannot set {name}",
+                path=self.directory,
+            )
+        return self._file(name)
 
     def membership_dirs(self) -> list[str]:
         return [self.directory]
@@ -81,18 +106,27 @@ class V2Group(CgroupGroup):
     def set_cpu_quota(self, cores: float | None, period_us: int = 100_000) -> None:
         check_period(period_us)
         quota = "max" if cores is None else str(quota_us(cores, period_us))
-        self._fs.write_text(self._file("cpu.max"), f"{quota} {period_us}")
+        if cores is None and not self.has_controller("cpu"):
+            return  # no quota is what no controller means
+        self._fs.write_text(self._require("cpu", "cpu.max"), f"{quota} {period_us}")
 
     def set_cpu_weight(self, weight: int) -> None:
-        self._fs.write_text(self._file("cpu.weight"), str(check_weight(weight)))
+        checked = check_weight(weight)
+        self._fs.write_text(self._require("cpu", "cpu.weight"), str(checked))
 
     def set_memory_max(self, limit_bytes: int | None) -> None:
         limit = check_limit(limit_bytes, "memory limit")
-        self._fs.write_text(self._file("memory.max"), "max" if limit is None else str(limit))
+        if limit is None and not self.has_controller("memory"):
+            return  # unlimited is what no controller means
+        path = self._require("memory", "memory.max")
+        self._fs.write_text(path, "max" if limit is None else str(limit))
 
     def set_pids_max(self, limit: int | None) -> None:
         checked = check_limit(limit, "pids limit")
-        self._fs.write_text(self._file("pids.max"), "max" if checked is None else str(checked))
+        if checked is None and not self.has_controller("pids"):
+            return  # unlimited is what no controller means
+        path = self._require("pids", "pids.max")
+        self._fs.write_text(path, "max" if checked is None else str(checked))
 
     def freeze(self, timeout_s: float = 5.0) -> None:
         self._require_freezer()
@@ -134,9 +168,24 @@ class V2Group(CgroupGroup):
         (b) `memory.peak - memory.current` (all that was freed since the high-water mark must have
         been released). Memory freed and re-allocated repeatedly between readings is missed.
         `memory_freed_exact` is therefore False. CPU is read as `cpu_ns()` reads it, through the
-        same descriptor.
+        same descriptor. Without the memory controller the memory figures are 0 and
+        `memory_metered` is False.
         """
         cpu_ns = self.cpu_ns()
+        pids_raw = self._files.read(self._file("pids.current"))
+        tasks = parse_int(pids_raw) if pids_raw is not None else None
+        if tasks is None:
+            tasks = len(self.pids())
+        if not self.has_controller("memory"):
+            return GroupStats(
+                cpu_ns=cpu_ns,
+                memory_bytes=0,
+                peak_memory_bytes=0,
+                memory_freed_bytes=0,
+                memory_freed_exact=False,
+                pids=tasks,
+                memory_metered=False,
+            )
         current_raw = self._files.read(self._file("memory.current"))
         current = (parse_int(current_raw) if current_raw is not None else None) or 0
         peak_raw = self._files.read(self._file("memory.peak"))
@@ -148,11 +197,6 @@ class V2Group(CgroupGroup):
         self._max_current = max(self._max_current, current)
         peak = max(peak_file or 0, self._max_current)
         self._freed = max(self._freed, self._drops, peak - current)
-
-        pids_raw = self._files.read(self._file("pids.current"))
-        tasks = parse_int(pids_raw) if pids_raw is not None else None
-        if tasks is None:
-            tasks = len(self.pids())
         return GroupStats(
             cpu_ns=cpu_ns,
             memory_bytes=current,

@@ -33,6 +33,7 @@ from maxwell.node.state import ADMIN_TOKEN_FILE
 from maxwell.units import UJ_PER_J, money_to_tokens, parse_energy
 
 EXIT_REFUSED = 1  # the node answered with a 4xx
+EXIT_AUDIT_FAILED = 3  # `maxwell audit`: the agent failed its audit
 
 COMMON_EPILOG = """\
 daemon: --socket PATH, else <state>/maxwell.sock with --state DIR, else $MAXWELL_SOCKET.
@@ -41,7 +42,7 @@ $MAXWELL_AGENT_TOKEN.
 ENERGY: a number with a unit: J, kJ, MJ, mWh, Wh, kWh; 1 J of budget = 1 $J.
 
 exit status: 0 done; 1 the node refused (the message says why); 2 usage error;
-125 the daemon cannot be reached (or failed).
+3 (maxwell audit) the agent failed its audit; 125 the daemon cannot be reached (or failed).
 """
 
 DESCRIPTIONS = {
@@ -53,6 +54,11 @@ DESCRIPTIONS = {
     "events": "Print the node's events (spawned, funded, bid, frozen, apoptosis, ...).",
     "price": "Show the spot price and what it is made of.",
     "top": "A live view of the market: price, temperature, agents, events as they happen.",
+    "audit": (
+        "Audit AGENT now (admin): its latest report against the kernel's counters and, where it"
+        " declared its code, its threads' instruction pointers against the code manifest. A liar"
+        " is slashed. Exit 0 when it passed, 3 when it failed."
+    ),
     "report": (
         "Report, with the agent's own token ($MAXWELL_AGENT_TOKEN), what the agent has consumed"
         " since it was spawned: cumulative, so a later report may never claim less."
@@ -123,7 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("agent", metavar="AGENT")
         parser.add_argument("price", type=_price, metavar="PRICE", help="$J per J")
         parser.add_argument("--demand", type=_positive, metavar="CORES", help="cores asked for")
-    elif command == "kill":
+    elif command in ("kill", "audit"):
         parser.add_argument("agent", metavar="AGENT")
     elif command == "report":
         parser.add_argument(
@@ -239,6 +245,28 @@ def _report(client: Client, args: argparse.Namespace, out: Console) -> None:
     print(json.dumps(info.to_json()) if args.json else _agent_line(info))
 
 
+class AuditFailed(Exception):
+    """`maxwell audit` found the agent lying: exit `EXIT_AUDIT_FAILED` after printing why."""
+
+
+def _audit(client: Client, args: argparse.Namespace, out: Console) -> None:
+    result = client.audit(args.agent)
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        verdict = "passed" if result.honest else "FAILED"
+        checked = ", ".join(result.checked) or "nothing to check (no report, no code manifest)"
+        print(f"{result.agent}: audit {result.audits} {verdict} (checked: {checked})")
+        for finding in result.findings:
+            print(f"  - {finding}")
+        if result.slashed:
+            print(f"  slashed {_j(result.slashed)} $J")
+        for module, share in sorted(result.modules.items(), key=lambda item: -item[1]):
+            print(f"  {share:6.1%} {module}")
+    if not result.honest:
+        raise AuditFailed
+
+
 def _kill(client: Client, args: argparse.Namespace, out: Console) -> None:
     print(_agent_line(client.kill(args.agent)))
 
@@ -305,6 +333,7 @@ HANDLERS: dict[str, Callable[[Client, argparse.Namespace, Console], None]] = {
     "price": _price_cmd,
     "top": _top,
     "report": _report,
+    "audit": _audit,
 }
 
 
@@ -322,6 +351,8 @@ def run(args: argparse.Namespace) -> int:
             HANDLERS[command](client, args, Console())
         except UsageError as exc:
             return fail(prog, str(exc), EXIT_USAGE)
+        except AuditFailed:
+            return EXIT_AUDIT_FAILED
         except NodeUnreachableError as exc:
             return fail(prog, exc.message, EXIT_FAILURE)
         except ClientError as exc:

@@ -1,10 +1,15 @@
 """`maxwell daemon [--state DIR] [--socket PATH] [--listen HOST:PORT] [--tick S] [--mechanism M]
-[--config FILE]`: the node daemon in the foreground.
+[--cgroup {auto,v1,v2}] [--config FILE]`: the node daemon in the foreground.
 
 This module reads the flags and the config, builds the node (`_make_node`, the one place that
 knows `NodeDaemon`'s constructor), serves the API (`maxwell.node.api`) in a thread, and runs the
 tick loop in the main thread until SIGTERM/SIGINT/SIGHUP; then it stops the API (requests in
 flight finish) and closes the node. The daemon itself lives in `maxwell.node.daemon`.
+
+`--cgroup auto` leaves cgroup detection to `NodeDaemon` (process trees when no cgroup is usable);
+`v1` and `v2` are explicit: the manager is built here, with the daemon's stable private name, and
+handed to the daemon, which closes it as it closes its own; a kind that cannot be honoured is an
+error, and `v2` accepts whatever controllers were delegated, reporting what it cannot enforce.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import argparse
 import math
 import os
 import select
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +36,8 @@ DEFAULT_STATE_DIR = "/var/lib/maxwell"
 SOCKET_NAME = "maxwell.sock"  # the API's default socket, in the state directory
 DEFAULT_TICK_S = 1.0
 DEFAULT_MECHANISM = "uniform"
+DEFAULT_CGROUP = "auto"
+CGROUP_KINDS = ("auto", "v1", "v2")  # as `CgroupManager.detect(kind=...)` takes them
 # sun_path is 108 bytes on Linux, NUL included.
 MAX_SOCKET_PATH = 107
 
@@ -44,8 +52,14 @@ made on first start); the `maxwell` client commands read it with --state DIR.
 """
 
 EPILOG = """\
-config (TOML): a [daemon] table may set state, socket, listen, tick_s, mechanism (flags win),
-grace_s (frozen-while-insolvent grace before apoptosis), landauer_multiplier, capacity_cores,
+cgroups: --cgroup auto (the default) uses the v1 controllers where cpu and memory are mounted
+there, else cgroup v2 with cpu and memory delegated, else process trees without limits. v1 insists
+on the v1 controllers. v2 uses the unified hierarchy alone, even on a hybrid host, with whatever
+controllers the parent delegated: without cpu no CPU quota is enforced (CPU time is still
+metered), without memory no memory limit nor memory metering; the daemon says so on start.
+
+config (TOML): a [daemon] table may set state, socket, listen, tick_s, mechanism, cgroup (flags
+win), grace_s (frozen-while-insolvent grace before apoptosis), landauer_multiplier, capacity_cores,
 derate_below_c and min_capacity_fraction (a node with less headroom than derate_below_c sells
 linearly fewer cores, down to min_capacity_fraction of them at the thermal limit; 10 and 0.25);
 a [model] table sets the power model's parameters (as for `maxwell run`).
@@ -63,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", metavar="HOST:PORT", help="also listen on loopback TCP")
     parser.add_argument("--tick", type=float, metavar="S", help=f"tick ({DEFAULT_TICK_S} s)")
     parser.add_argument("--mechanism", metavar="M", help=f"market mechanism ({DEFAULT_MECHANISM})")
+    parser.add_argument(
+        "--cgroup", choices=CGROUP_KINDS, help=f"cgroup hierarchies to use ({DEFAULT_CGROUP})"
+    )
     parser.add_argument("--config", metavar="FILE", help="TOML configuration")
 
 
@@ -74,6 +91,7 @@ class DaemonOptions:
     tick_s: float
     mechanism: str
     config: Mapping[str, object]
+    cgroup: str = DEFAULT_CGROUP
 
 
 def _section(config: Mapping[str, object]) -> Mapping[str, object]:
@@ -86,6 +104,7 @@ def _section(config: Mapping[str, object]) -> Mapping[str, object]:
         "listen",
         "tick_s",
         "mechanism",
+        "cgroup",
         "grace_s",
         "landauer_multiplier",
         "capacity_cores",
@@ -130,7 +149,10 @@ def options_from(args: argparse.Namespace) -> DaemonOptions:
     if mechanism not in MECHANISM_NAMES:
         known = ", ".join(MECHANISM_NAMES)
         raise UsageError(f"--mechanism {mechanism!r}: unknown, use one of {known}")
-    return DaemonOptions(state_dir, socket_path, listen, float(tick), mechanism, config)
+    cgroup = _text(args.cgroup, section, "cgroup") or DEFAULT_CGROUP
+    if cgroup not in CGROUP_KINDS:
+        raise UsageError(f"--cgroup {cgroup!r}: unknown, use one of {', '.join(CGROUP_KINDS)}")
+    return DaemonOptions(state_dir, socket_path, listen, float(tick), mechanism, config, cgroup)
 
 
 class DaemonNode(Protocol):
@@ -156,8 +178,10 @@ def _make_node(options: DaemonOptions) -> tuple[Node, DaemonNode]:
     """Build the daemon: the one place that knows `NodeDaemon`'s constructor.
 
     Returns the same object twice, typed as the API's `Node` and as the loop's `DaemonNode`.
+    What the daemon cannot enforce (`degraded`) is reported on stderr.
     """
-    from maxwell.node.daemon import NodeDaemon
+    from maxwell.cgroups import CgroupManager
+    from maxwell.node.daemon import PRIVATE_PREFIX, NodeDaemon, private_name
     from maxwell.sensors import ModelConfig
 
     section = _section(options.config)
@@ -175,14 +199,36 @@ def _make_node(options: DaemonOptions) -> tuple[Node, DaemonNode]:
         value = _number(section, key)
         if value is not None:
             extra[key] = value
-    daemon = NodeDaemon(
-        options.state_dir,
-        tick_s=options.tick_s,
-        mechanism=options.mechanism,
-        socket_path=options.socket_path,  # what agents get as MAXWELL_SOCKET
-        model_config=ModelConfig.from_mapping(model_section) if model_section else None,
-        **extra,
-    )
+    cgroups: CgroupManager | None = None
+    if options.cgroup != "auto":
+        # As NodeDaemon detects its own (same prefix, same stable name, so a restarted daemon
+        # finds its agents), but with the kind asked for; a v2 parent's partial delegation is
+        # accepted and reported. The daemon closes it as it closes its own (`shutdown`).
+        cgroups = CgroupManager.detect(
+            prefix=PRIVATE_PREFIX,
+            private_name=private_name(options.state_dir),
+            kind=options.cgroup,
+            require_controllers=False,
+        )
+    try:
+        daemon = NodeDaemon(
+            options.state_dir,
+            tick_s=options.tick_s,
+            mechanism=options.mechanism,
+            socket_path=options.socket_path,  # what agents get as MAXWELL_SOCKET
+            model_config=ModelConfig.from_mapping(model_section) if model_section else None,
+            cgroups=cgroups,
+            **extra,
+        )
+    except BaseException as exc:
+        if cgroups is not None:
+            # Removes what it made; a tree holding re-adoptable agents is left (rmdir refuses).
+            cgroups.close(failure=exc)
+        raise
+    if cgroups is not None:
+        daemon.degraded = cgroups.degraded
+    if daemon.degraded:
+        print(f"{PROG}: degraded: {daemon.degraded}", file=sys.stderr, flush=True)
     return daemon, daemon
 
 

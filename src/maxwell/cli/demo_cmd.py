@@ -1,14 +1,18 @@
-"""`maxwell demo [--duration S] [--json]`: a private market with three archetype agents.
+"""`maxwell demo [--duration S] [--json]`: a private market with four archetype agents.
 
-A private daemon (in this process, on a temporary state directory) runs three real agents:
+A private daemon (in this process, on a temporary state directory, billing agents that report
+their own consumption by their reports and auditing them) runs four real agents:
 
 - `useful`: seeded MLP inference that finishes its job; funded generously, bids high;
 - `looper`: a `while True` "hallucination" that ignores SIGTERM; little funding: apoptosis;
 - `bloat`: allocates, writes and frees memory in a loop; the Landauer tax, at the multiplier the
-  demo sets, drains it to apoptosis. Its physical and taxed Landauer figures are shown side by side.
+  demo sets, drains it to apoptosis. Its physical and taxed Landauer figures are shown side by side;
+- `cheater`: a busy loop that reports a fifth of the CPU time it burns; a sampled audit (the demo
+  raises the probability to 0.2 per tick) compares its claims with the kernel's counters and slashes
+  its bond: outcome `slashed`, after the number of audits the summary shows.
 
 The demo ends when every agent has an outcome (or at `--duration`), kills what is left, checks the
-ledger and prints a summary. Exit 0 when the three outcomes are the intended ones.
+ledger and prints a summary. Exit 0 when the four outcomes are the intended ones.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from rich.table import Table
 from maxwell.cli.common import EXIT_FAILURE, StopRequest, fail
 from maxwell.economy.store import LedgerStore
 from maxwell.errors import MaxwellError
+from maxwell.node.api import ApiServer, create_app, serve
 from maxwell.node.daemon import NodeDaemon
 from maxwell.node.facade import AgentInfo, AgentState, Event
 from maxwell.node.top import render
@@ -39,6 +44,9 @@ PROG = "maxwell demo"
 LANDAUER_MULTIPLIER = 1e11  # makes ~1 GiB/s of freed memory cost ~2.5 $J/s at 300 K
 TICK_S = 0.5
 GRACE_S = 2.0
+# Raised from the node's default (0.001) so the cheater is caught within the demo: at 0.2 per
+# tick of 0.5 s, a reporting agent is audited every 2.5 s on average.
+AUDIT_PROBABILITY = 0.2
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,15 @@ ARCHETYPES = (
         0.5,
         "apoptosis",
     ),
+    Archetype(
+        "cheater",
+        "maxwell.samples.cheater",
+        ("--claim", "0.2"),
+        60.0,
+        4.0,
+        0.5,
+        "slashed",
+    ),
 )
 
 
@@ -89,6 +106,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _outcome(info: AgentInfo, events: Sequence[Event]) -> str:
     kinds = {event.kind for event in events if event.agent == info.id}
+    if "slashed" in kinds:
+        return "slashed"
     if info.state is AgentState.EXITED:
         return "finished" if info.exit_code == 0 else f"exited {info.exit_code}"
     if info.state is AgentState.DEAD:
@@ -117,14 +136,23 @@ def run(args: argparse.Namespace) -> int:
 def _demo(
     state: str, args: argparse.Namespace, stderr: Console, stop: StopRequest
 ) -> tuple[dict[str, object], bool]:
+    socket_path = os.path.join(state, "maxwell.sock")  # where the agents report
     node = NodeDaemon(
-        state, tick_s=TICK_S, landauer_multiplier=LANDAUER_MULTIPLIER, grace_s=GRACE_S
+        state,
+        socket_path=socket_path,
+        tick_s=TICK_S,
+        landauer_multiplier=LANDAUER_MULTIPLIER,
+        grace_s=GRACE_S,
+        billing="optimistic",
+        audit_probability=AUDIT_PROBABILITY,
     )
     ticking = threading.Event()
     ticker = threading.Thread(target=node.run_forever, args=(ticking,), daemon=True)
     started = time.monotonic()
     names: dict[str, Archetype] = {}
+    api: ApiServer | None = None
     try:
+        api = serve(create_app(node), socket_path=socket_path, listen=None)
         if node.degraded:
             print(f"{PROG}: degraded: {node.degraded}", file=sys.stderr)
         for archetype in ARCHETYPES:
@@ -142,9 +170,7 @@ def _demo(
             while time.monotonic() - started < args.duration and stop.signum is None:
                 if view is not None:
                     view.update(render(node.status(), node.events()[-10:]), refresh=True)
-                if all(
-                    info.state in (AgentState.DEAD, AgentState.EXITED) for info in node.agents()
-                ):
+                if all(_decided(info) for info in node.agents()):
                     break
                 time.sleep(0.5)
         ticking.set()
@@ -158,6 +184,8 @@ def _demo(
         ticking.set()
         if ticker.is_alive():
             ticker.join()
+        if api is not None:
+            api.stop()
         node.shutdown(kill_agents=True)
     with LedgerStore.open(state, create=False) as ledger:
         ledger_ok = ledger.verify().ok
@@ -167,6 +195,7 @@ def _demo(
         info = final[agent_id]
         outcome = _outcome(info, events)
         ok = ok and outcome == archetype.intended
+        slashing = [e for e in events if e.kind == "slashed" and e.agent == agent_id]
         taxed_j = money_to_tokens(info.landauer)  # paid at 1 $J per taxed J
         agents.append(
             {
@@ -182,6 +211,10 @@ def _demo(
                 "balance_j": money_to_tokens(info.balance),
                 "bid": archetype.bid,
                 "exit_code": info.exit_code,
+                "reported": info.reported is not None,
+                "audits": info.audits,
+                "slashed_j": money_to_tokens(info.slashed),
+                "slashed_after_audits": slashing[0].detail.get("audits") if slashing else None,
             }
         )
     report: dict[str, object] = {
@@ -191,11 +224,17 @@ def _demo(
         "measured": price.measured,
         "duration_s": round(time.monotonic() - started, 3),
         "landauer_multiplier": LANDAUER_MULTIPLIER,
+        "audit_probability": AUDIT_PROBABILITY,
         "cgroup": cgroup,
         "degraded": node.degraded,
         "ok": ok,
     }
     return report, ok
+
+
+def _decided(info: AgentInfo) -> bool:
+    """Has the agent reached an outcome: ended, or caught lying?"""
+    return info.state in (AgentState.DEAD, AgentState.EXITED) or info.slashed > 0
 
 
 class _Null:
@@ -210,7 +249,8 @@ class _Null:
 
 def _print_summary(report: dict[str, object], console: Console) -> None:
     table = Table(title="maxwell demo: outcomes")
-    for column in ("agent", "outcome", "energy J", "paid $J", "Landauer taxed $J", "physical J"):
+    columns = ("agent", "outcome", "energy J", "paid $J", "Landauer taxed $J", "physical J")
+    for column in (*columns, "audits", "slashed $J"):
         table.add_column(column)
     agents = report["agents"]
     assert isinstance(agents, list)
@@ -222,6 +262,8 @@ def _print_summary(report: dict[str, object], console: Console) -> None:
             f"{agent['paid_j']:.3f}",
             f"{agent['landauer_j']:.3f}",
             f"{agent['landauer_physical_j']:.3g}",
+            str(agent["audits"]),
+            f"{agent['slashed_j']:.3f}",
         )
     console.print(table)
     source = "measured" if report["measured"] else "modelled"
@@ -230,5 +272,12 @@ def _print_summary(report: dict[str, object], console: Console) -> None:
         f"{'sound' if report['ledger_ok'] else 'UNSOUND'}; {report['duration_s']} s; "
         f"Landauer multiplier {report['landauer_multiplier']:.0e}"
     )
+    for agent in agents:
+        if agent["slashed_after_audits"] is not None:
+            console.print(
+                f"{agent['name']} under-reported its CPU time and was slashed after "
+                f"{agent['slashed_after_audits']} audit(s), at an audit probability of "
+                f"{report['audit_probability']} per agent per tick"
+            )
     if os.environ.get("MAXWELL_DEMO_DEBUG"):
         console.print(report)

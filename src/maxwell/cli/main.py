@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sensors": ("maxwell.sensors.cli", "list energy and temperature sensors"),
     "ledger": ("maxwell.cli.ledger_cmd", "the $JOULE ledger: verify, balances, fund"),
     "market": ("maxwell.cli.market_cmd", "clear a market of bids with a mechanism"),
-    "demo": ("maxwell.cli.demo_cmd", "a private market of three agents: useful, looper, bloat"),
+    "demo": ("maxwell.cli.demo_cmd", "a private market: useful, looper, bloat, cheater"),
     "daemon": ("maxwell.cli.daemon_cmd", "run the node daemon (agents, market, API)"),
     "spawn": ("maxwell.cli.agents_cmd", "start a command as a funded, bidding agent"),
     "ps": ("maxwell.cli.agents_cmd", "list the node's agents"),
@@ -43,7 +43,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "events": ("maxwell.cli.agents_cmd", "print the node's events"),
     "price": ("maxwell.cli.agents_cmd", "show the spot price"),
     "top": ("maxwell.cli.agents_cmd", "a live view of the market"),
-    "report": ("maxwell.cli.agents_cmd", "report an agent's own consumption for an interval"),
+    "report": ("maxwell.cli.agents_cmd", "report an agent's own consumption since spawn"),
+    "audit": ("maxwell.cli.agents_cmd", "audit an agent now: reports vs counters, code pages"),
     "infer": ("maxwell.cli.proof_cmd", "run an ONNX model and write a proof of the inference"),
     "verify": ("maxwell.cli.proof_cmd", "check a proof of inference without re-running the model"),
 }

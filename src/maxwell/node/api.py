@@ -159,6 +159,23 @@ class AgentBody(BaseModel):
     cpu_s: float
     memory_freed_bytes: int
     reported: ReportBody | None
+    billing: str
+    bond: float
+    audits: int
+    slashed: float
+
+
+class AuditBody(BaseModel):
+    agent: str
+    honest: bool
+    findings: list[str]
+    checked: list[str]
+    audits: int
+    probability: float
+    slashed: float
+    modules: dict[str, float]
+    samples: int
+    pause_us: float | None
 
 
 class AgentList(BaseModel):
@@ -401,6 +418,13 @@ def create_app(
             raise ApiError(403, "only the agent's own token may report for it")
         claim = Report(body.cpu_s, body.memory_freed_bytes, body.work)
         return node.report(agent, claim).to_json()
+
+    @app.post("/agents/{agent}/audit", response_model=AuditBody, tags=["admin"])
+    def audit(agent: AgentId, caller: Caller) -> dict[str, object]:
+        """Audit the agent now (admin): its reports against the kernel's counters, and its
+        threads' instruction pointers against its code manifest. A liar is slashed."""
+        require_admin(caller, "audit agents")
+        return node.audit(agent).to_json()
 
     @app.post("/agents/{agent}/kill", response_model=AgentBody, tags=["admin"])
     def kill(agent: AgentId, caller: Caller) -> dict[str, object]:

@@ -41,6 +41,7 @@ import hashlib
 import math
 import os
 import pwd
+import random
 import secrets
 import shutil
 import signal
@@ -53,10 +54,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from maxwell.audit.policy import (
+    DEFAULT_AUDIT_PROBABILITY,
+    Usage,
+    becker_bond,
+    draw_audits,
+    judge,
+)
 from maxwell.cgroups import CgroupManager, ProcTreeGroup, V1Group, V2Group, WorkloadGroup
 from maxwell.cgroups.base import GroupStats
 from maxwell.clock import Clock, SystemClock
+from maxwell.economy.billing import bill
 from maxwell.economy.ledger import (
+    GRID,
+    SLASHING,
     TREASURY,
     EntryRequest,
     LedgerError,
@@ -65,6 +76,7 @@ from maxwell.economy.ledger import (
     batch_request,
     event_request,
     open_request,
+    stake_account,
     transfer_request,
 )
 from maxwell.economy.mechanisms import Mechanism, make_mechanism
@@ -87,6 +99,7 @@ from maxwell.node.facade import (
     AgentGoneError,
     AgentInfo,
     AgentState,
+    AuditResult,
     Event,
     NodeError,
     NodeStatus,
@@ -124,7 +137,13 @@ EVENT_KINDS = (
     "apoptosis",
     "exited",
     "killed",
+    "bonded",
+    "unbonded",
+    "released",
+    "audited",
+    "slashed",
 )
+BILLING_MODES = ("metered", "optimistic")
 DEFAULT_PIDS_MAX = 256
 DEFAULT_GRACE_S = 5.0
 PRIVATE_PREFIX = "maxwell-node"
@@ -216,6 +235,14 @@ class _Agent:
     last_weight: int | None = None
     finished: bool = False  # ended: bill its last interval at the next tick, then remove its group
     reported: ReportRow | None = None  # its latest self-report
+    # Optimistic billing (see the module comment): the bond posted in stake:<id>, the claim billed
+    # up to, what the reports under-billed against the meter since the last audit (µ$J).
+    bond: int = 0
+    claim_billed: Usage | None = None
+    shadow: int = 0
+    audits: int = 0
+    slashed: int = 0
+    unbonded_said: bool = False
 
 
 def _group_record(group: WorkloadGroup) -> dict[str, object]:
@@ -299,9 +326,20 @@ class NodeDaemon:
         memory_interval_s: float = 1.0,
         model_config: ModelConfig | None = None,
         active_w_per_core_override: float | None = None,
+        billing: str = "metered",
+        audit_probability: float = DEFAULT_AUDIT_PROBABILITY,
+        audit_rng: random.Random | None = None,
     ) -> None:
         if not math.isfinite(tick_s) or tick_s <= 0:
             raise NodeError(f"the tick must be a positive number of seconds, got {tick_s!r}")
+        if billing not in BILLING_MODES:
+            raise NodeError(f"billing must be one of {', '.join(BILLING_MODES)}, got {billing!r}")
+        if not (math.isfinite(audit_probability) and 0.0 <= audit_probability <= 1.0):
+            raise NodeError(f"the audit probability must be in [0, 1], got {audit_probability!r}")
+        self.billing = billing
+        self.audit_probability = audit_probability
+        # Unpredictable to agents: the operating system's randomness, unless a test seeds one.
+        self._audit_rng = audit_rng if audit_rng is not None else random.SystemRandom()
         self._lock = threading.RLock()
         self.state_dir = Path(state_dir)
         self.tick_s = tick_s
@@ -404,6 +442,7 @@ class NodeDaemon:
         self._flush_pending()
         paid = self._paid_totals()
         reports = self._state.reports()
+        balances = self._ledger.balances()
         catch_up: dict[str, tuple[int, int, int]] = {}  # agent -> (cpu ns, bytes, energy µJ)
         ended: list[_Agent] = []
         for row in self._state.agents():
@@ -417,7 +456,10 @@ class NodeDaemon:
                 insolvent_since=row.insolvent_since,
                 paid=paid.get((row.id, "grid"), 0), landauer=paid.get((row.id, "landauer"), 0),
                 reported=reports.get(row.id),
+                bond=balances.get(stake_account(row.id), 0),
             )  # fmt: skip
+            if agent.bond and agent.reported is not None:
+                agent.claim_billed = Usage(agent.reported.cpu_ns, agent.reported.freed_bytes)
             self._agents[agent.id] = agent
             self._by_token[agent.token_hash] = agent.id
             group = _rebuild_group(agent.id, agent.cgroup, self._clock)
@@ -526,7 +568,13 @@ class NodeDaemon:
                     agent.state, agent.ended_at, agent.finished = AgentState.EXITED, at, True
                     events.append(self._exited_event(tick, agent, "its command ended"))
             interval = max(at - self._last_wall, 0.0)
-            self._run_tick(energies, freed, extra_events=events, interval_s=interval)
+            self._run_tick(
+                energies,
+                freed,
+                extra_events=events,
+                interval_s=interval,
+                optimistic=self.billing == "optimistic",
+            )
             self.last_tick_duration_s = self._clock.monotonic() - started
 
     def _has_exited(self, agent: _Agent) -> bool:
@@ -549,12 +597,18 @@ class NodeDaemon:
         *,
         extra_events: Sequence[PendingEntry],
         interval_s: float,
+        optimistic: bool = False,
     ) -> None:
         tick = self._tick + 1
         at = self._wall()
         sample = self._meter.node
         self._quote = self._spot.spot(at, sample.temperature_c, max(at - self._last_wall, 0.0))
-        balances = self._ledger.balances()
+        balances = dict(self._ledger.balances())
+        stakes = self._stakes(tick, balances, optimistic)
+        # What the bills are made of: the meter's figures, or the claims of agents with a bond.
+        billed_energy, billed_freed = energies, freed
+        if optimistic:
+            billed_energy, billed_freed = self._claimed(energies, freed, sample.temperature_c)
         self.sold_cores = ticks.thermal_capacity(
             self.capacity_cores,
             sample.headroom_c,
@@ -580,8 +634,8 @@ class NodeDaemon:
                     balance=balances.get(agent_account(agent.id), Money(0)),
                     bid=agent.bid,
                     demand=agent.demand,
-                    energy_uj=energies.get(agent.id, 0),
-                    bytes_freed=freed.get(agent.id, 0),
+                    energy_uj=billed_energy.get(agent.id, 0),
+                    bytes_freed=billed_freed.get(agent.id, 0),
                     burn_per_s=agent.burn_per_s,
                     insolvent_since_s=agent.insolvent_since,
                     bid_seq=agent.bid_seq,
@@ -617,6 +671,9 @@ class NodeDaemon:
             PendingEntry(event.key, tick, event.kind, (), event.detail) for event in plan.events
         ]
         pending += extra_events
+        pending[:0] = stakes  # bonds and releases first: the bills were capped without the bonds
+        if optimistic and self.audit_probability > 0:
+            pending += self._sampled_audits(tick, plan)
         updates: dict[str, dict[str, object]] = {}
         for agent_id, agent_plan in plan.agents.items():
             agent = self._agents[agent_id]
@@ -657,6 +714,194 @@ class NodeDaemon:
             for agent in self._agents.values():
                 if agent.finished and agent.group is not None:
                     self._finish(agent)
+
+    # --- optimistic billing and audits ----------------------------------------------------------
+
+    def _stakes(
+        self, tick: int, balances: dict[str, Money], optimistic: bool
+    ) -> list[PendingEntry]:
+        """Release the bonds of agents that ended; in optimistic mode, post the bond of each
+        agent that reports and can afford it (`balances` is updated as if posted). The entries."""
+        entries: list[PendingEntry] = []
+        p = self.audit_probability
+        for agent in self._agents.values():
+            account, stake = agent_account(agent.id), stake_account(agent.id)
+            live = agent.state in _LIVE and not agent.finished and agent.group is not None
+            if agent.bond and not live:
+                entries.append(
+                    PendingEntry(
+                        ticks.event_key(tick, agent.id, "released"), tick, "released",
+                        ((stake, account, agent.bond),),
+                        {"agent": agent.id, "bond": agent.bond, "reason": f"it {agent.state}"},
+                    )
+                )  # fmt: skip
+                balances[account] = Money(balances.get(account, 0) + agent.bond)
+                agent.bond, agent.claim_billed = 0, None
+                continue
+            wants = optimistic and live and agent.reported is not None and not agent.bond
+            if not wants or agent.slashed or p <= 0:
+                continue
+            assert agent.reported is not None
+            # The most it could gain in a tick by claiming nothing: its bill at full demand.
+            gain = agent.demand * self._active_w_per_core * self.tick_s * 1e6 * self._quote.spot
+            bond = Money(max(becker_bond(Money(max(math.ceil(gain), 1)), p), 1))
+            balance = balances.get(account, Money(0))
+            if balance < bond:
+                if not agent.unbonded_said:
+                    agent.unbonded_said = True
+                    reason = (
+                        f"its balance {balance / 1e6:.6g} $J cannot post the bond "
+                        f"{bond / 1e6:.6g} $J: billed by the meter"
+                    )
+                    entries.append(
+                        PendingEntry(
+                            ticks.event_key(tick, agent.id, "unbonded"), tick, "unbonded", (),
+                            {"agent": agent.id, "bond": bond, "reason": reason},
+                        )
+                    )  # fmt: skip
+                continue
+            if stake not in self._ledger.accounts():  # an agent spawned by an older daemon
+                self._ledger.submit(open_request(stake), at=self._wall())
+            entries.append(
+                PendingEntry(
+                    ticks.event_key(tick, agent.id, "bonded"), tick, "bonded",
+                    ((account, stake, bond),),
+                    {"agent": agent.id, "bond": bond, "probability": p, "gain_per_tick": gain},
+                )
+            )  # fmt: skip
+            balances[account] = Money(balance - bond)
+            agent.bond = bond
+            agent.claim_billed = Usage(agent.reported.cpu_ns, agent.reported.freed_bytes)
+        return entries
+
+    def _claimed(
+        self, energies: Mapping[str, int], freed: Mapping[str, int], temperature_c: float
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """The energy and bytes freed to bill, by the claims of bonded agents: their claimed CPU
+        time since the last tick at the tick's joules per CPU second (attribution is by CPU time,
+        so that rate is every agent's), their claimed bytes freed. What the claims under-bill
+        against the meter accumulates in `shadow`, for an audit to claw back."""
+        cpu_ns = 0
+        energy_uj = 0
+        for agent in self._agents.values():
+            counted = agent.counted
+            if counted is None or counted.cpu_ns_seen is None or agent.id not in energies:
+                continue
+            cpu_ns += max(counted.cpu_ns_seen - agent.cpu_ns, 0)
+            energy_uj += energies[agent.id]
+        # µJ per ns of CPU; with no CPU used this tick, the model's watts per busy core.
+        rate = energy_uj / cpu_ns if cpu_ns > 0 else self._active_w_per_core / 1000
+        billed_energy, billed_freed = dict(energies), dict(freed)
+        for agent in self._agents.values():
+            if not agent.bond or agent.claim_billed is None or agent.reported is None:
+                continue
+            if agent.id not in energies:
+                continue
+            claim = Usage(agent.reported.cpu_ns, agent.reported.freed_bytes)
+            base = agent.claim_billed
+            billed_energy[agent.id] = round(max(claim.cpu_ns - base.cpu_ns, 0) * rate)
+            billed_freed[agent.id] = max(claim.freed_bytes - base.freed_bytes, 0)
+            agent.claim_billed = Usage(
+                max(claim.cpu_ns, base.cpu_ns), max(claim.freed_bytes, base.freed_bytes)
+            )
+            figures = {
+                "spot_price": self._quote.spot,
+                "temperature_c": temperature_c,
+                "landauer_multiplier": self.landauer_multiplier,
+            }
+            metered = bill(
+                energy_uj=energies[agent.id], bytes_freed=freed.get(agent.id, 0), **figures
+            )
+            claimed = bill(
+                energy_uj=billed_energy[agent.id], bytes_freed=billed_freed[agent.id], **figures
+            )
+            agent.shadow += metered.total - claimed.total
+        return billed_energy, billed_freed
+
+    def _sampled_audits(self, tick: int, plan: ticks.TickPlan) -> list[PendingEntry]:
+        """Audit each bonded agent with the node's probability (unpredictably); entries to post."""
+        candidates = sorted(
+            agent.id
+            for agent in self._agents.values()
+            if agent.bond and agent.state in _LIVE and not agent.finished
+        )
+        entries: list[PendingEntry] = []
+        for agent_id in draw_audits(candidates, self.audit_probability, self._audit_rng):
+            agent = self._agents[agent_id]
+            planned = plan.agents.get(agent_id)
+            balance = planned.balance if planned is not None else Money(0)
+            key = ticks.event_key(tick, agent_id, "audit")
+            _result, entry = self._judge(agent, key, tick, balance, sampled=True)
+            entries.append(entry)
+        return entries
+
+    def _judge(
+        self,
+        agent: _Agent,
+        key: str,
+        tick: int,
+        balance: Money,
+        *,
+        sampled: bool,
+        code_findings: Sequence[str] = (),
+        modules: Mapping[str, float] | None = None,
+        samples: int = 0,
+        pause_us: float | None = None,
+    ) -> tuple[AuditResult, PendingEntry]:
+        """The verdict on an agent's reports (and, when given, its code), and the entry that
+        records it: an `audited` event, or a `slashed` entry that moves its bond to the slashing
+        pool and claws back what its reports under-billed (at most its `balance`)."""
+        agent.audits += 1
+        findings: list[str] = []
+        checked: list[str] = []
+        reported = agent.reported
+        if reported is not None and reported.measured_cpu_ns is not None:
+            measured = Usage(reported.measured_cpu_ns, reported.measured_freed_bytes or 0)
+            verdict = judge(Usage(reported.cpu_ns, reported.freed_bytes), measured)
+            findings += verdict.findings
+            checked.append("reports")
+        if modules is not None:
+            checked.append("code")
+            findings += code_findings
+        detail: dict[str, object] = {
+            "agent": agent.id,
+            "honest": not findings,
+            "audits": agent.audits,
+            "probability": self.audit_probability,
+            "sampled": sampled,
+            "checked": checked,
+        }
+        if modules:
+            detail["modules"] = dict(modules)
+        slashed = 0
+        movements: tuple[tuple[str, str, int], ...] = ()
+        if findings:
+            clawback = min(max(agent.shadow, 0), balance)
+            moves = []
+            if agent.bond:
+                moves.append((stake_account(agent.id), SLASHING, agent.bond))
+            if clawback:
+                moves.append((agent_account(agent.id), GRID, clawback))
+            movements = tuple(moves)
+            slashed = agent.bond + clawback
+            detail.update(findings=findings, bond=agent.bond, clawback=clawback)
+            agent.bond, agent.claim_billed = 0, None
+            agent.slashed += slashed
+        agent.shadow = 0  # an honest audit forgives what the tolerance allowed; a slash settles it
+        kind = "slashed" if findings else "audited"
+        result = AuditResult(
+            agent=agent.id,
+            honest=not findings,
+            findings=tuple(findings),
+            checked=tuple(checked),
+            audits=agent.audits,
+            probability=self.audit_probability,
+            slashed=Money(slashed),
+            modules=dict(modules or {}),
+            samples=samples,
+            pause_us=pause_us,
+        )
+        return result, PendingEntry(key, tick, kind, movements, detail)
 
     def _place(self, agent: _Agent) -> None:
         """Make the agent's bid its standing one in the book, at its arrival number."""
@@ -862,7 +1107,10 @@ class NodeDaemon:
             self._state.update_agent(agent_id, pid=agent.pid)
             self._agents[agent_id] = agent
             self._by_token[agent.token_hash] = agent_id
-            requests = [open_request(agent_account(agent_id))]
+            requests = [
+                open_request(agent_account(agent_id)),
+                open_request(stake_account(agent_id)),
+            ]
             if fund > 0:
                 requests.append(self._funding(agent_id, fund))
             requests.append(
@@ -1012,7 +1260,17 @@ class NodeDaemon:
         with self._lock:
             self._check_open()
             found = self._live(agent, "report")
-            claim = ReportRow(agent, self._wall(), round(cpu_s * 1e9), freed, work)
+            measured_cpu: int | None = None
+            measured_freed: int | None = None
+            if found.group is not None and found.counted is not None:
+                try:  # the truth at the instant of the claim, for a later audit
+                    measured_cpu = found.group.cpu_ns()
+                    measured_freed = found.counted.freed_seen
+                except CgroupError:
+                    pass  # its group is going away: the claim cannot be checked
+            claim = ReportRow(
+                agent, self._wall(), round(cpu_s * 1e9), freed, work, measured_cpu, measured_freed
+            )
             last = found.reported
             if last is not None:
                 pairs: list[tuple[str, float, float]] = [
@@ -1027,6 +1285,22 @@ class NodeDaemon:
             self._state.save_report(claim)
             found.reported = claim
             return self._info(found)
+
+    def audit(self, agent: str) -> AuditResult:
+        """Audit `agent` now: its latest report against the counters read when it was made, and
+        (where it has a code manifest) its threads' instruction pointers. A liar is slashed at
+        once; the result and the journal entry say why."""
+        with self._lock:
+            self._check_open()
+            found = self._live(agent, "audit it")
+            try:
+                balance = self._ledger.balance(agent_account(agent))
+            except LedgerError:
+                balance = Money(0)
+            key = f"audit:{agent}:{secrets.token_hex(8)}"
+            result, entry = self._judge(found, key, self._tick, balance, sampled=False)
+            self._post([entry], self._wall())
+            return result
 
     def kill(self, agent: str) -> AgentInfo:
         with self._lock:
@@ -1085,6 +1359,10 @@ class NodeDaemon:
             cpu_s=agent.cpu_ns / 1e9,
             memory_freed_bytes=agent.freed_bytes,
             reported=None if agent.reported is None else _report_of(agent.reported),
+            billing="reports" if agent.bond else "metered",
+            bond=Money(agent.bond),
+            audits=agent.audits,
+            slashed=Money(agent.slashed),
         )
 
     def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:

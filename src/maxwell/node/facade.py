@@ -38,6 +38,7 @@ class Principal:
     agent: str | None = None
 
 
+NO_MONEY = Money(0)
 MAX_REPORTED_CPU_S = 1e9  # ~32 years of one core: more is a malformed report, not a claim
 MAX_REPORTED_COUNT = 2**62  # bytes freed or work units: within SQLite's int64
 
@@ -80,6 +81,10 @@ class AgentInfo:
     cpu_s: float = 0.0  # measured: the CPU time of its cgroup since spawn
     memory_freed_bytes: int = 0  # measured: memory its cgroup freed since spawn (a lower bound)
     reported: Report | None = None  # its latest self-report, if it ever sent one
+    billing: str = "metered"  # "metered", or "reports" while a bond backs its self-reports
+    bond: Money = NO_MONEY  # posted against its reports (optimistic billing), in stake:<id>
+    audits: int = 0  # audits it has been through
+    slashed: Money = NO_MONEY  # lost to slashing: bonds and claw-backs
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -99,6 +104,40 @@ class AgentInfo:
             "cpu_s": self.cpu_s,
             "memory_freed_bytes": self.memory_freed_bytes,
             "reported": None if self.reported is None else self.reported.to_json(),
+            "billing": self.billing,
+            "bond": money_to_tokens(self.bond),
+            "audits": self.audits,
+            "slashed": money_to_tokens(self.slashed),
+        }
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """One audit of one agent: its claims against the counters, and where its threads were."""
+
+    agent: str
+    honest: bool
+    findings: tuple[str, ...]  # why it failed, one line each; empty when it passed
+    checked: tuple[str, ...]  # what was checked: "reports", "code"
+    audits: int  # audits of this agent so far, this one included
+    probability: float  # the node's audit probability per agent per tick
+    slashed: Money  # taken by this audit: bond and claw-back
+    modules: Mapping[str, float] = field(default_factory=dict)  # share of IP samples per module
+    samples: int = 0  # instruction-pointer samples taken
+    pause_us: float | None = None  # median time a thread was stopped for one sample
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "agent": self.agent,
+            "honest": self.honest,
+            "findings": list(self.findings),
+            "checked": list(self.checked),
+            "audits": self.audits,
+            "probability": self.probability,
+            "slashed": money_to_tokens(self.slashed),
+            "modules": dict(self.modules),
+            "samples": self.samples,
+            "pause_us": self.pause_us,
         }
 
 
@@ -213,6 +252,8 @@ class Node(Protocol):
     def report(self, agent: str, report: Report) -> AgentInfo: ...
 
     def kill(self, agent: str) -> AgentInfo: ...
+
+    def audit(self, agent: str) -> AuditResult: ...
 
     def agent(self, agent: str) -> AgentInfo: ...
 

@@ -14,7 +14,8 @@ Tables:
   after a restart, the interval the daemon was down is billed from them, exactly once.
 - `bids`: every bid placed (history); the standing bid is also on the agent's row.
 - `reports`: each agent's latest self-report (cumulative claims since spawn: CPU ns, bytes freed,
-  work units), and when it came.
+  work units), when it came, and the group's counters read at that instant (what an audit
+  compares the claims with; NULL where the agent has no group to read).
 - `pending`: ledger entries a tick has planned but may not have posted yet. They are written in
   the same transaction as the counters they bill, and deleted once posted; a daemon that
   crashed in between posts them again on start (same keys, same content: applied once).
@@ -76,7 +77,9 @@ SCHEMA: tuple[str, ...] = (
         at REAL NOT NULL,
         cpu_ns INTEGER NOT NULL,
         freed_bytes INTEGER NOT NULL,
-        work INTEGER
+        work INTEGER,
+        measured_cpu_ns INTEGER,
+        measured_freed_bytes INTEGER
     ) STRICT""",
     """CREATE TABLE IF NOT EXISTS pending (
         key TEXT PRIMARY KEY,
@@ -199,6 +202,8 @@ class ReportRow:
     cpu_ns: int
     freed_bytes: int
     work: int | None
+    measured_cpu_ns: int | None = None
+    measured_freed_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -330,23 +335,30 @@ class NodeState:
         """Make `report` the agent's latest (the caller checked that it claims no less)."""
         with self._transaction() as conn:
             conn.execute(
-                "INSERT INTO reports (agent, at, cpu_ns, freed_bytes, work) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (agent) DO UPDATE SET at = excluded.at, cpu_ns = excluded.cpu_ns, "
-                "freed_bytes = excluded.freed_bytes, work = excluded.work",
-                (report.agent, report.at, report.cpu_ns, report.freed_bytes, report.work),
-            )
+                "INSERT OR REPLACE INTO reports (agent, at, cpu_ns, freed_bytes, work, "
+                "measured_cpu_ns, measured_freed_bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    report.agent, report.at, report.cpu_ns, report.freed_bytes, report.work,
+                    report.measured_cpu_ns, report.measured_freed_bytes,
+                ),
+            )  # fmt: skip
 
     def reports(self) -> dict[str, ReportRow]:
         with self._transaction("DEFERRED") as conn:
             rows = conn.execute(
-                "SELECT agent, at, cpu_ns, freed_bytes, work FROM reports"
+                "SELECT agent, at, cpu_ns, freed_bytes, work, measured_cpu_ns, "
+                "measured_freed_bytes FROM reports"
             ).fetchall()
+
+        def optional(value: object) -> int | None:
+            return None if value is None else int(str(value))
+
         return {
-            str(agent): ReportRow(
-                str(agent), float(at), int(cpu_ns), int(freed_bytes),
-                None if work is None else int(work),
+            str(row[0]): ReportRow(
+                str(row[0]), float(row[1]), int(row[2]), int(row[3]), optional(row[4]),
+                optional(row[5]), optional(row[6]),
             )
-            for agent, at, cpu_ns, freed_bytes, work in rows
+            for row in rows
         }  # fmt: skip
 
     # --- ticks ---------------------------------------------------------------------------------

@@ -9,8 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from maxwell.node.facade import AgentInfo, AgentState, Event, NodeStatus, PriceInfo, Report
-from maxwell.units import tokens_to_money
+from maxwell.node.facade import (
+    AgentInfo,
+    AgentState,
+    AuditResult,
+    Event,
+    NodeStatus,
+    PriceInfo,
+    Report,
+)
+from maxwell.units import Money, tokens_to_money
 
 
 def _float(obj: Mapping[str, object], key: str) -> float:
@@ -78,6 +86,38 @@ def agent_from_json(obj: object) -> AgentInfo:
             _int(agent, "memory_freed_bytes") if "memory_freed_bytes" in agent else 0
         ),
         reported=None if reported is None else report_from_json(reported),
+        billing=_str(agent, "billing") if "billing" in agent else "metered",
+        bond=tokens_to_money(_float(agent, "bond")) if "bond" in agent else Money(0),
+        audits=_int(agent, "audits") if "audits" in agent else 0,
+        slashed=tokens_to_money(_float(agent, "slashed")) if "slashed" in agent else Money(0),
+    )
+
+
+def audit_from_json(obj: object) -> AuditResult:
+    """The inverse of `AuditResult.to_json`."""
+    audit = _mapping(obj, "an audit")
+    honest = audit["honest"]
+    if not isinstance(honest, bool):
+        raise ValueError(f"'honest' must be a boolean, got {honest!r}")
+
+    def strings(key: str) -> tuple[str, ...]:
+        values = audit[key]
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ValueError(f"{key!r} must be a list of strings, got {values!r}")
+        return tuple(values)
+
+    modules = _mapping(audit.get("modules", {}), "an audit's modules")
+    return AuditResult(
+        agent=_str(audit, "agent"),
+        honest=honest,
+        findings=strings("findings"),
+        checked=strings("checked"),
+        audits=_int(audit, "audits"),
+        probability=_float(audit, "probability"),
+        slashed=tokens_to_money(_float(audit, "slashed")),
+        modules={name: _float(modules, name) for name in modules},
+        samples=_int(audit, "samples") if "samples" in audit else 0,
+        pause_us=None if audit.get("pause_us") is None else _float(audit, "pause_us"),
     )
 
 

@@ -1,0 +1,48 @@
+"""Self-reporting for the sample agents: when run by a daemon (`MAXWELL_AGENT_TOKEN` is set), tell
+it at most every `period_s` what the process has consumed since it started (`SelfMeter`): its CPU
+time scaled by `claim` (1.0 is the truth; the cheater claims less) and the memory its cgroup
+freed. Outside a daemon it does nothing."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from maxwell.client import AGENT_TOKEN_ENV, Client, ClientError, SelfMeter
+
+
+class Reporter:
+    def __init__(self, *, claim: float = 1.0, period_s: float = 0.25) -> None:
+        self.claim = claim
+        self.period_s = period_s
+        self._next = 0.0
+        self._said = False
+        self._meter = SelfMeter()
+        self._client: Client | None = None
+        if os.environ.get(AGENT_TOKEN_ENV):
+            try:
+                self._client = Client()
+            except ClientError as exc:  # no socket to report to: billed by the meter
+                self._say(exc)
+
+    def maybe(self, work: int | None = None) -> None:
+        """Report now if a period has passed since the last report."""
+        now = time.monotonic()
+        if self._client is None or now < self._next:
+            return
+        self._next = now + self.period_s
+        cpu_s, freed = self._meter.usage()
+        try:
+            self._client.report(cpu_s * self.claim, freed, work=work)
+        except ClientError as exc:  # billed by the meter instead
+            self._say(exc)
+
+    def _say(self, exc: ClientError) -> None:
+        if not self._said:  # once
+            self._said = True
+            print(f"cannot report: {exc}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
