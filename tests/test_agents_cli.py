@@ -280,6 +280,11 @@ def test_daemon_defaults_and_flags() -> None:
     )  # fmt: skip
     assert options.socket_path == "/srv/m/maxwell.sock"
     assert (options.listen, options.tick_s, options.mechanism) == ("127.0.0.1:0", 0.1, "kelly")
+    assert (options.billing, options.audit_probability) == ("metered", 0.001)
+    options = daemon_cmd.options_from(
+        daemon_args("--billing", "optimistic", "--audit-probability", "0.05")
+    )
+    assert (options.billing, options.audit_probability) == ("optimistic", 0.05)
 
 
 def test_daemon_config_file_and_flags_win(tmp_path: Path) -> None:
@@ -325,6 +330,9 @@ def test_the_example_config_makes_a_daemon(tmp_path: Path) -> None:
         (["--listen", "0.0.0.0:80"], None, "non-loopback"),
         (["--socket", "/tmp/" + "x" * 120], None, "longer than 107 bytes"),
         ([], "[daemon]\ntick = 1\n", "unknown key [daemon] tick"),
+        (["--audit-probability", "1.5"], None, "--audit-probability must be between 0 and 1"),
+        ([], "[daemon]\naudit_probability = 'often'\n", "audit_probability must be a number"),
+        ([], "[daemon]\nbilling = 'honour'\n", "--billing 'honour': unknown"),
         ([], "[daemon]\ntick_s = 'fast'\n", "tick_s must be a number"),
         ([], "daemon = 3\n", "[daemon] must be a table"),
         ([], "[daemon\n", "not valid TOML"),

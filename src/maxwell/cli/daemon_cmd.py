@@ -1,5 +1,6 @@
 """`maxwell daemon [--state DIR] [--socket PATH] [--listen HOST:PORT] [--tick S] [--mechanism M]
-[--cgroup {auto,v1,v2}] [--config FILE]`: the node daemon in the foreground.
+[--cgroup {auto,v1,v2}] [--billing {metered,optimistic}] [--audit-probability P] [--config FILE]`:
+the node daemon in the foreground.
 
 This module reads the flags and the config, builds the node (`_make_node`, the one place that
 knows `NodeDaemon`'s constructor), serves the API (`maxwell.node.api`) in a thread, and runs the
@@ -38,6 +39,9 @@ DEFAULT_TICK_S = 1.0
 DEFAULT_MECHANISM = "uniform"
 DEFAULT_CGROUP = "auto"
 CGROUP_KINDS = ("auto", "v1", "v2")  # as `CgroupManager.detect(kind=...)` takes them
+BILLING_MODES = ("metered", "optimistic")  # as `NodeDaemon(billing=...)` takes them
+DEFAULT_BILLING = "metered"
+DEFAULT_AUDIT_PROBABILITY = 0.001
 # sun_path is 108 bytes on Linux, NUL included.
 MAX_SOCKET_PATH = 107
 
@@ -58,10 +62,17 @@ on the v1 controllers. v2 uses the unified hierarchy alone, even on a hybrid hos
 controllers the parent delegated: without cpu no CPU quota is enforced (CPU time is still
 metered), without memory no memory limit nor memory metering; the daemon says so on start.
 
-config (TOML): a [daemon] table may set state, socket, listen, tick_s, mechanism, cgroup (flags
-win), grace_s (frozen-while-insolvent grace before apoptosis), landauer_multiplier, capacity_cores,
-derate_below_c and min_capacity_fraction (a node with less headroom than derate_below_c sells
-linearly fewer cores, down to min_capacity_fraction of them at the thermal limit; 10 and 0.25);
+billing: metered (the default) bills every agent by the meter. optimistic bills an agent that
+reports its own consumption (SDK `report`, `maxwell report`) by its reports once it has posted a
+bond sized by Becker's condition for the audit probability; each tick each such agent is audited
+with that probability (default 0.001): its claims against the kernel's counters. A liar loses its
+bond and pays back what its reports under-billed. `maxwell audit AGENT` forces an audit.
+
+config (TOML): a [daemon] table may set state, socket, listen, tick_s, mechanism, cgroup, billing,
+audit_probability (flags win), grace_s (frozen-while-insolvent grace before apoptosis),
+landauer_multiplier, capacity_cores, derate_below_c and min_capacity_fraction (a node with less
+headroom than derate_below_c sells linearly fewer cores, down to min_capacity_fraction of them at
+the thermal limit; 10 and 0.25);
 a [model] table sets the power model's parameters (as for `maxwell run`).
 
 exit status: 0 stopped by SIGTERM, SIGINT or SIGHUP; 2 usage error; 125 the daemon failed.
@@ -80,6 +91,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cgroup", choices=CGROUP_KINDS, help=f"cgroup hierarchies to use ({DEFAULT_CGROUP})"
     )
+    parser.add_argument(
+        "--billing", choices=BILLING_MODES, help=f"by the meter or by reports ({DEFAULT_BILLING})"
+    )
+    parser.add_argument(
+        "--audit-probability", type=float, metavar="P",
+        help=f"chance per agent per tick of an audit ({DEFAULT_AUDIT_PROBABILITY})",
+    )  # fmt: skip
     parser.add_argument("--config", metavar="FILE", help="TOML configuration")
 
 
@@ -92,6 +110,8 @@ class DaemonOptions:
     mechanism: str
     config: Mapping[str, object]
     cgroup: str = DEFAULT_CGROUP
+    billing: str = DEFAULT_BILLING
+    audit_probability: float = DEFAULT_AUDIT_PROBABILITY
 
 
 def _section(config: Mapping[str, object]) -> Mapping[str, object]:
@@ -105,6 +125,8 @@ def _section(config: Mapping[str, object]) -> Mapping[str, object]:
         "tick_s",
         "mechanism",
         "cgroup",
+        "billing",
+        "audit_probability",
         "grace_s",
         "landauer_multiplier",
         "capacity_cores",
@@ -152,7 +174,22 @@ def options_from(args: argparse.Namespace) -> DaemonOptions:
     cgroup = _text(args.cgroup, section, "cgroup") or DEFAULT_CGROUP
     if cgroup not in CGROUP_KINDS:
         raise UsageError(f"--cgroup {cgroup!r}: unknown, use one of {', '.join(CGROUP_KINDS)}")
-    return DaemonOptions(state_dir, socket_path, listen, float(tick), mechanism, config, cgroup)
+    billing = _text(args.billing, section, "billing") or DEFAULT_BILLING
+    if billing not in BILLING_MODES:
+        raise UsageError(f"--billing {billing!r}: unknown, use one of {', '.join(BILLING_MODES)}")
+    probability: object = (
+        args.audit_probability
+        if args.audit_probability is not None
+        else section.get("audit_probability", DEFAULT_AUDIT_PROBABILITY)
+    )
+    if isinstance(probability, bool) or not isinstance(probability, int | float):
+        raise UsageError("config: [daemon] audit_probability must be a number")
+    if not (math.isfinite(probability) and 0 <= probability <= 1):
+        raise UsageError(f"--audit-probability must be between 0 and 1, got {probability}")
+    return DaemonOptions(
+        state_dir, socket_path, listen, float(tick), mechanism, config, cgroup, billing,
+        float(probability),
+    )  # fmt: skip
 
 
 class DaemonNode(Protocol):
@@ -218,6 +255,8 @@ def _make_node(options: DaemonOptions) -> tuple[Node, DaemonNode]:
             socket_path=options.socket_path,  # what agents get as MAXWELL_SOCKET
             model_config=ModelConfig.from_mapping(model_section) if model_section else None,
             cgroups=cgroups,
+            billing=options.billing,
+            audit_probability=options.audit_probability,
             **extra,
         )
     except BaseException as exc:
@@ -225,8 +264,6 @@ def _make_node(options: DaemonOptions) -> tuple[Node, DaemonNode]:
             # Removes what it made; a tree holding re-adoptable agents is left (rmdir refuses).
             cgroups.close(failure=exc)
         raise
-    if cgroups is not None:
-        daemon.degraded = cgroups.degraded
     if daemon.degraded:
         print(f"{PROG}: degraded: {daemon.degraded}", file=sys.stderr, flush=True)
     return daemon, daemon

@@ -388,6 +388,8 @@ class NodeDaemon:
         self._last_wall = wall()
         self.degraded: str | None = None
         self._cgroups = cgroups
+        if cgroups is not None:
+            self.degraded = cgroups.degraded  # what a partly delegated v2 parent cannot enforce
         if cgroups is None and detect_cgroups:
             try:
                 self._cgroups = CgroupManager.detect(
