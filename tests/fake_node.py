@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import os
 import shutil
 import tempfile
 import threading
@@ -114,8 +115,11 @@ class FakeNode:
         demand: float = 1.0,
         name: str | None = None,
         user: str | None = None,
+        code: Sequence[str] | None = None,
     ) -> SpawnResult:
         with self._lock:
+            if code is not None and any(not os.path.exists(path) for path in code):
+                raise NodeError("declared code does not exist")
             if not argv:
                 raise NodeError("empty command")
             if user is not None and user != "nobody":

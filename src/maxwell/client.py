@@ -275,13 +275,17 @@ class Client:
         demand: float = 1.0,
         name: str | None = None,
         user: str | None = None,
+        code: Sequence[str] | None = None,
     ) -> SpawnResult:
-        """Start `argv` as an agent funded with `fund` $J from the treasury."""
+        """Start `argv` as an agent funded with `fund` $J from the treasury; `code` declares the
+        binaries and libraries (or directories of them) it runs, for audits to check."""
         body: dict[str, object] = {"argv": list(argv), "fund": fund, "bid": bid, "demand": demand}
         if name is not None:
             body["name"] = name
         if user is not None:
             body["user"] = user
+        if code:
+            body["code"] = list(code)
         result = self._request("POST", "/agents", json=body)
         return SpawnResult(
             agent=str(result["agent"]),

@@ -121,6 +121,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
         parser.add_argument("--name", metavar="NAME", help="a name (default: from CMD)")
         parser.add_argument("--user", metavar="USER", help="run CMD as this unprivileged user")
+        parser.add_argument(
+            "--code", action="append", metavar="PATH",
+            help="a binary, library or directory of them that CMD runs (repeatable): the code "
+            "manifest audits check its threads against",
+        )  # fmt: skip
         parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     elif command == "fund":
         parser.add_argument("agent", metavar="AGENT")
@@ -195,9 +200,11 @@ def _spawn(client: Client, args: argparse.Namespace, out: Console) -> None:
     if not command:
         raise UsageError("no command given: maxwell spawn --fund ENERGY --bid PRICE -- CMD...")
     fund_j = parse_energy(args.fund) / UJ_PER_J  # 1 J of budget = 1 $J
+    code = [os.path.abspath(path) for path in args.code or ()]  # the daemon has its own cwd
     result = client.spawn(
-        command, fund=fund_j, bid=args.bid, demand=args.demand, name=args.name, user=args.user
-    )
+        command, fund=fund_j, bid=args.bid, demand=args.demand, name=args.name, user=args.user,
+        code=code or None,
+    )  # fmt: skip
     if args.json:
         print(json.dumps(result.to_json()))
     else:

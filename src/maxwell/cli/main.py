@@ -54,6 +54,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "daemon": ("maxwell.bench.daemon", "the node daemon's own cost with 100 and 1,000 agents"),
     "proof": ("maxwell.bench.proof", "proof of inference: verify vs recompute, detection"),
     "audit": ("maxwell.bench.audit", "audits: pause per IP sample, auditor cost, detection"),
+    "zk": ("maxwell.bench.zk", "a zk-SNARK proof of a tiny model with EZKL (maxwell[zk])"),
 }
 
 

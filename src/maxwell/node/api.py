@@ -109,6 +109,13 @@ class SpawnRequest(_Request):
     demand: Demand = 1.0
     name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME)
     user: str | None = Field(default=None, min_length=1, max_length=MAX_NAME)
+    code: list[Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_ARGV,
+        description="the binaries and libraries (or directories of them) the agent runs: its "
+        "code manifest, which audits check its threads' instruction pointers against",
+    )
 
 
 class FundRequest(_Request):
@@ -380,6 +387,7 @@ def create_app(
             demand=body.demand,
             name=body.name,
             user=body.user,
+            code=body.code,
         )
         return result.to_json()
 

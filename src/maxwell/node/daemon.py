@@ -51,9 +51,11 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from maxwell.audit.ipsample import check, module_histogram, sample_threads
+from maxwell.audit.manifest import CodeManifest, ManifestError
 from maxwell.audit.policy import (
     DEFAULT_AUDIT_PROBABILITY,
     Usage,
@@ -150,6 +152,38 @@ PRIVATE_PREFIX = "maxwell-node"
 _LIVE = (AgentState.RUNNING, AgentState.THROTTLED, AgentState.FROZEN)
 
 
+def _declared_manifest(code: Sequence[str]) -> CodeManifest:
+    """The manifest of the code an agent declares: ELF files, and the ELF files found (walking,
+    symlinks not followed) in declared directories. A `NodeError` names what is unusable."""
+    files: list[str] = []
+    for declared in code:
+        if not isinstance(declared, str) or not declared:
+            raise NodeError("each declared code path must be a non-empty string")
+        if os.path.isdir(declared):
+            for root, _dirs, names in os.walk(declared):
+                files += [p for p in (os.path.join(root, n) for n in sorted(names)) if _is_elf(p)]
+        elif os.path.exists(declared):
+            files.append(declared)
+        else:
+            raise NodeError(f"declared code {declared!r} does not exist")
+    if not files:
+        raise NodeError(f"no ELF file in the declared code {list(code)!r}")
+    try:
+        return CodeManifest.from_files(files)
+    except ManifestError as exc:
+        raise NodeError(f"cannot hash the declared code: {exc}") from exc
+
+
+def _is_elf(path: str) -> bool:
+    if os.path.islink(path) or not os.path.isfile(path):
+        return False
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
 def _report_of(row: ReportRow) -> Report:
     return Report(cpu_s=row.cpu_ns / 1e9, memory_freed_bytes=row.freed_bytes, work=row.work)
 
@@ -200,6 +234,18 @@ class _CountedGroup:
         return stats
 
 
+@dataclass(frozen=True)
+class _CodeAudit:
+    """What the instruction-pointer part of an audit found."""
+
+    checked: bool = False  # against a declared manifest
+    findings: tuple[str, ...] = ()
+    modules: Mapping[str, float] = field(default_factory=dict)
+    samples: int = 0
+    pause_us: float | None = None
+    note: str | None = None  # why nothing was checked
+
+
 @dataclass
 class _Agent:
     """The daemon's live view of one agent (the row is its durable part)."""
@@ -243,6 +289,7 @@ class _Agent:
     audits: int = 0
     slashed: int = 0
     unbonded_said: bool = False
+    manifest: CodeManifest | None = None  # the code it declared at spawn, if any
 
 
 def _group_record(group: WorkloadGroup) -> dict[str, object]:
@@ -444,6 +491,7 @@ class NodeDaemon:
         self._flush_pending()
         paid = self._paid_totals()
         reports = self._state.reports()
+        manifests = self._state.manifests()
         balances = self._ledger.balances()
         catch_up: dict[str, tuple[int, int, int]] = {}  # agent -> (cpu ns, bytes, energy µJ)
         ended: list[_Agent] = []
@@ -462,6 +510,11 @@ class NodeDaemon:
             )  # fmt: skip
             if agent.bond and agent.reported is not None:
                 agent.claim_billed = Usage(agent.reported.cpu_ns, agent.reported.freed_bytes)
+            if row.id in manifests:
+                try:
+                    agent.manifest = CodeManifest.from_json(manifests[row.id])
+                except ManifestError as exc:
+                    self._warn(f"agent {row.id}: its code manifest is unreadable: {exc}")
             self._agents[agent.id] = agent
             self._by_token[agent.token_hash] = agent.id
             group = _rebuild_group(agent.id, agent.cgroup, self._clock)
@@ -845,14 +898,12 @@ class NodeDaemon:
         balance: Money,
         *,
         sampled: bool,
-        code_findings: Sequence[str] = (),
-        modules: Mapping[str, float] | None = None,
-        samples: int = 0,
-        pause_us: float | None = None,
     ) -> tuple[AuditResult, PendingEntry]:
-        """The verdict on an agent's reports (and, when given, its code), and the entry that
-        records it: an `audited` event, or a `slashed` entry that moves its bond to the slashing
-        pool and claws back what its reports under-billed (at most its `balance`)."""
+        """The verdict on an agent's reports and on where its threads are (its code, where it
+        declared it), and the entry that records it: an `audited` event, or a `slashed` entry
+        that moves its bond to the slashing pool and claws back what its reports under-billed
+        (at most its `balance`)."""
+        code = self._sample_code(agent)
         agent.audits += 1
         findings: list[str] = []
         checked: list[str] = []
@@ -862,9 +913,9 @@ class NodeDaemon:
             verdict = judge(Usage(reported.cpu_ns, reported.freed_bytes), measured)
             findings += verdict.findings
             checked.append("reports")
-        if modules is not None:
+        if code.checked:
             checked.append("code")
-            findings += code_findings
+            findings += code.findings
         detail: dict[str, object] = {
             "agent": agent.id,
             "honest": not findings,
@@ -873,8 +924,10 @@ class NodeDaemon:
             "sampled": sampled,
             "checked": checked,
         }
-        if modules:
-            detail["modules"] = dict(modules)
+        if code.modules:
+            detail["modules"] = dict(code.modules)
+        if code.note:
+            detail["code"] = code.note
         slashed = 0
         movements: tuple[tuple[str, str, int], ...] = ()
         if findings:
@@ -899,11 +952,37 @@ class NodeDaemon:
             audits=agent.audits,
             probability=self.audit_probability,
             slashed=Money(slashed),
-            modules=dict(modules or {}),
-            samples=samples,
-            pause_us=pause_us,
+            modules=dict(code.modules),
+            samples=code.samples,
+            pause_us=code.pause_us,
         )
         return result, PendingEntry(key, tick, kind, movements, detail)
+
+    def _sample_code(self, agent: _Agent) -> _CodeAudit:
+        """Stop each of the agent's threads for an instant and read where it is (ptrace): the
+        per-module histogram, and, against the code it declared, which samples fall outside."""
+        if agent.group is None:
+            return _CodeAudit(note="no processes to sample")
+        try:
+            samples = sample_threads(sorted(agent.group.pids()))
+        except (MaxwellError, OSError) as exc:  # not the agent's fault: say why, check nothing
+            return _CodeAudit(note=f"instruction-pointer sampling unavailable: {exc}")
+        pauses = sorted(sample.pause_ns for sample in samples)
+        pause_us = pauses[len(pauses) // 2] / 1000 if pauses else None
+        modules = module_histogram(samples)
+        if agent.manifest is None:
+            return _CodeAudit(
+                modules=modules, samples=len(samples), pause_us=pause_us,
+                note="no code declared at spawn: where its threads were, not checked",
+            )  # fmt: skip
+        verdict = check(samples, agent.manifest)
+        return _CodeAudit(
+            checked=True,
+            findings=() if verdict.passed else (f"code: {verdict.describe()}",),
+            modules=modules,
+            samples=len(samples),
+            pause_us=pause_us,
+        )
 
     def _place(self, agent: _Agent) -> None:
         """Make the agent's bid its standing one in the book, at its arrival number."""
@@ -1058,9 +1137,11 @@ class NodeDaemon:
         demand: float = 1.0,
         name: str | None = None,
         user: str | None = None,
+        code: Sequence[str] | None = None,
     ) -> SpawnResult:
         if not argv or not all(isinstance(arg, str) and arg for arg in argv):
             raise NodeError("the command must be a non-empty list of non-empty strings")
+        manifest = _declared_manifest(code) if code else None
         if isinstance(fund, bool) or not isinstance(fund, int) or fund < 0:
             raise NodeError(f"funding must be an integer of µ$J >= 0, got {fund!r}")
         try:
@@ -1094,6 +1175,9 @@ class NodeDaemon:
                     group.set_cpu_quota(quota)
                 agent.last_quota = quota
                 self._state.insert_agent(self._row(agent))
+                if manifest is not None:
+                    self._state.save_manifest(agent_id, manifest.to_json())
+                    agent.manifest = manifest
                 self._meter.add(agent_id, counted)
                 agent.popen = self._start(agent, command, token)
             except BaseException:

@@ -243,6 +243,7 @@ class Node(Protocol):
         demand: float = 1.0,
         name: str | None = None,
         user: str | None = None,
+        code: Sequence[str] | None = None,  # declared binaries, libraries or directories of them
     ) -> SpawnResult: ...
 
     def fund(self, agent: str, amount: Money) -> AgentInfo: ...

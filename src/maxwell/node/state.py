@@ -16,6 +16,8 @@ Tables:
 - `reports`: each agent's latest self-report (cumulative claims since spawn: CPU ns, bytes freed,
   work units), when it came, and the group's counters read at that instant (what an audit
   compares the claims with; NULL where the agent has no group to read).
+- `manifests`: the code manifest of each agent that declared its code at spawn (JSON,
+  `maxwell.audit.CodeManifest`): the pages an audit's instruction-pointer samples must fall in.
 - `pending`: ledger entries a tick has planned but may not have posted yet. They are written in
   the same transaction as the counters they bill, and deleted once posted; a daemon that
   crashed in between posts them again on start (same keys, same content: applied once).
@@ -80,6 +82,10 @@ SCHEMA: tuple[str, ...] = (
         work INTEGER,
         measured_cpu_ns INTEGER,
         measured_freed_bytes INTEGER
+    ) STRICT""",
+    """CREATE TABLE IF NOT EXISTS manifests (
+        agent TEXT PRIMARY KEY REFERENCES agents (id),
+        manifest TEXT NOT NULL
     ) STRICT""",
     """CREATE TABLE IF NOT EXISTS pending (
         key TEXT PRIMARY KEY,
@@ -300,6 +306,7 @@ class NodeState:
         with self._transaction() as conn:
             conn.execute("DELETE FROM bids WHERE agent = ?", (agent,))
             conn.execute("DELETE FROM reports WHERE agent = ?", (agent,))
+            conn.execute("DELETE FROM manifests WHERE agent = ?", (agent,))
             conn.execute("DELETE FROM agents WHERE id = ?", (agent,))
 
     def update_agent(self, agent: str, **fields: object) -> None:
@@ -342,6 +349,18 @@ class NodeState:
                     report.measured_cpu_ns, report.measured_freed_bytes,
                 ),
             )  # fmt: skip
+
+    def save_manifest(self, agent: str, manifest_json: str) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO manifests (agent, manifest) VALUES (?, ?)",
+                (agent, manifest_json),
+            )
+
+    def manifests(self) -> dict[str, str]:
+        with self._transaction("DEFERRED") as conn:
+            rows = conn.execute("SELECT agent, manifest FROM manifests").fetchall()
+        return {str(agent): str(manifest) for agent, manifest in rows}
 
     def reports(self) -> dict[str, ReportRow]:
         with self._transaction("DEFERRED") as conn:
