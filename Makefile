@@ -36,10 +36,14 @@ lint: $(VENV)/.installed ## ruff
 typecheck: $(VENV)/.installed ## mypy --strict on the package
 	$(BIN)/mypy
 
-bench: $(VENV)/.installed ## the benchmarks (JSON): the meter beside CodeCarbon, then the market
+bench: $(VENV)/.installed ## the benchmarks (JSON): meter (beside CodeCarbon), market, daemon, audit, proof, zk
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/maxwell bench meter --json
 	$(BIN)/maxwell bench market --json
+	$(BIN)/maxwell bench daemon --json
+	$(BIN)/maxwell bench audit --json
+	$(BIN)/maxwell bench proof --json
+	$(BIN)/maxwell bench zk --json
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -24,6 +24,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from maxwell.node.api import ApiServer, create_app, serve
 from maxwell.node.facade import (
+    NO_MONEY,
     AgentGoneError,
     AgentInfo,
     AgentState,
@@ -33,6 +34,7 @@ from maxwell.node.facade import (
     NodeStatus,
     PriceInfo,
     Principal,
+    ProofResult,
     Report,
     Role,
     SpawnResult,
@@ -116,6 +118,8 @@ class FakeNode:
         name: str | None = None,
         user: str | None = None,
         code: Sequence[str] | None = None,
+        bounty: Money = NO_MONEY,
+        model: str | None = None,
     ) -> SpawnResult:
         with self._lock:
             if code is not None and any(not os.path.exists(path) for path in code):
@@ -194,6 +198,11 @@ class FakeNode:
                 agent, not lied, findings, ("reports",), info.audits, 0.001, Money(0),
                 modules={"libpython3.11.so.1.0": 0.75, "[vdso]": 0.25},
             )  # fmt: skip
+
+    def submit_proof(self, agent: str, input: str, output: str, proof: str) -> ProofResult:
+        with self._lock:
+            self._alive(agent)
+            raise NodeError(f"agent {agent} has no bounty: nothing pays for its proofs")
 
     def kill(self, agent: str) -> AgentInfo:
         with self._lock:

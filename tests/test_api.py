@@ -56,6 +56,12 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, tuple[int, int, int, int, in
     ("POST", "/agents/a1/report", {"cpu_s": 1.0}, (403, 200, 403, 401, 401)),
     ("POST", "/agents/a1/fund", {"amount": 2.0}, (200, 403, 403, 401, 401)),
     ("POST", "/agents/a1/audit", None, (200, 403, 403, 401, 401)),
+    (
+        "POST",
+        "/agents/a1/proofs",
+        {"input": "x.npy", "output": "y.npy", "proof": "p.mxp"},
+        (403, 400, 403, 401, 401),  # a1 may submit, but the fake node pays no bounty
+    ),
     ("POST", "/agents/a1/kill", None, (200, 403, 403, 401, 401)),
     ("POST", "/agents", SPAWN, (201, 403, 403, 401, 401)),
     ("GET", "/events", None, (200, 403, 403, 401, 401)),

@@ -31,3 +31,6 @@ def test_demo_ends_with_the_four_intended_outcomes_and_a_sound_ledger() -> None:
     cheater, useful = by_name["cheater"], by_name["useful"]
     assert cheater["slashed_j"] > 0 and cheater["slashed_after_audits"] >= 1
     assert useful["reported"] is True and useful["slashed_j"] == 0
+    # Every 50 of its 400 batches it proved its inference and earned the bounty for it.
+    assert useful["proofs"] == 8
+    assert useful["bounty_j"] == 8 * report["bounty_per_proof_j"]

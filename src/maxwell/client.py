@@ -52,6 +52,7 @@ from maxwell.node.facade import (
     NodeStatus,
     PriceInfo,
     Principal,
+    ProofResult,
     Role,
     SpawnResult,
 )
@@ -60,6 +61,7 @@ from maxwell.node.wire import (
     audit_from_json,
     event_from_json,
     price_from_json,
+    proof_result_from_json,
     status_from_json,
 )
 
@@ -76,6 +78,7 @@ __all__ = [
 
 SOCKET_ENV = "MAXWELL_SOCKET"
 AGENT_TOKEN_ENV = "MAXWELL_AGENT_TOKEN"
+AGENT_DIR_ENV = "MAXWELL_AGENT_DIR"  # the agent's own directory, where it leaves its proofs
 # Requests over a Unix socket still need an absolute URL; the host is never resolved.
 _UDS_BASE_URL = "http://maxwell"
 
@@ -276,9 +279,12 @@ class Client:
         name: str | None = None,
         user: str | None = None,
         code: Sequence[str] | None = None,
+        bounty: float | None = None,
+        model: str | None = None,
     ) -> SpawnResult:
         """Start `argv` as an agent funded with `fund` $J from the treasury; `code` declares the
-        binaries and libraries (or directories of them) it runs, for audits to check."""
+        binaries and libraries (or directories of them) it runs, for audits to check; `bounty`
+        $J is paid per valid proof of inference of `model` (a path on the node) it submits."""
         body: dict[str, object] = {"argv": list(argv), "fund": fund, "bid": bid, "demand": demand}
         if name is not None:
             body["name"] = name
@@ -286,6 +292,10 @@ class Client:
             body["user"] = user
         if code:
             body["code"] = list(code)
+        if bounty is not None:
+            body["bounty"] = bounty
+        if model is not None:
+            body["model"] = model
         result = self._request("POST", "/agents", json=body)
         return SpawnResult(
             agent=str(result["agent"]),
@@ -298,6 +308,13 @@ class Client:
         """Move `amount` $J from the treasury to `agent`."""
         path = f"/agents/{_quote(agent)}/fund"
         return agent_from_json(self._request("POST", path, json={"amount": amount}))
+
+    def submit_proof(self, input: str, output: str, proof: str) -> ProofResult:
+        """Submit a proof of inference this agent left in its directory (`MAXWELL_AGENT_DIR`),
+        the files named relative to it; a valid one earns the bounty its user set."""
+        body = {"input": input, "output": output, "proof": proof}
+        path = f"/agents/{_quote(self.my_id())}/proofs"
+        return proof_result_from_json(self._request("POST", path, json=body))
 
     def audit(self, agent: str) -> AuditResult:
         """Audit `agent` now (admin): reports against counters, threads against its code."""

@@ -126,6 +126,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             help="a binary, library or directory of them that CMD runs (repeatable): the code "
             "manifest audits check its threads against",
         )  # fmt: skip
+        parser.add_argument(
+            "--bounty", metavar="ENERGY",
+            help="paid from the treasury for each valid proof of inference of --model it submits",
+        )  # fmt: skip
+        parser.add_argument(
+            "--model", metavar="MODEL.onnx", help="the model whose proved inference earns --bounty"
+        )
         parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     elif command == "fund":
         parser.add_argument("agent", metavar="AGENT")
@@ -201,9 +208,11 @@ def _spawn(client: Client, args: argparse.Namespace, out: Console) -> None:
         raise UsageError("no command given: maxwell spawn --fund ENERGY --bid PRICE -- CMD...")
     fund_j = parse_energy(args.fund) / UJ_PER_J  # 1 J of budget = 1 $J
     code = [os.path.abspath(path) for path in args.code or ()]  # the daemon has its own cwd
+    bounty_j = parse_energy(args.bounty) / UJ_PER_J if args.bounty is not None else None
+    model = os.path.abspath(args.model) if args.model is not None else None
     result = client.spawn(
         command, fund=fund_j, bid=args.bid, demand=args.demand, name=args.name, user=args.user,
-        code=code or None,
+        code=code or None, bounty=bounty_j, model=model,
     )  # fmt: skip
     if args.json:
         print(json.dumps(result.to_json()))

@@ -3,7 +3,9 @@
 A private daemon (in this process, on a temporary state directory, billing agents that report
 their own consumption by their reports and auditing them) runs four real agents:
 
-- `useful`: seeded MLP inference that finishes its job; funded generously, bids high;
+- `useful`: seeded MLP inference that finishes its job; funded generously, bids high; every 50
+  batches it proves its inference (`maxwell.proof`) and earns the bounty the demo sets per valid
+  proof;
 - `looper`: a `while True` "hallucination" that ignores SIGTERM; little funding: apoptosis;
 - `bloat`: allocates, writes and frees memory in a loop; the Landauer tax, at the multiplier the
   demo sets, drains it to apoptosis. Its physical and taxed Landauer figures are shown side by side;
@@ -38,6 +40,7 @@ from maxwell.node.api import ApiServer, create_app, serve
 from maxwell.node.daemon import NodeDaemon
 from maxwell.node.facade import AgentInfo, AgentState, Event
 from maxwell.node.top import render
+from maxwell.samples import useful
 from maxwell.units import money_to_tokens, tokens_to_money
 
 PROG = "maxwell demo"
@@ -47,6 +50,8 @@ GRACE_S = 2.0
 # Raised from the node's default (0.001) so the cheater is caught within the demo: at 0.2 per
 # tick of 0.5 s, a reporting agent is audited every 2.5 s on average.
 AUDIT_PROBABILITY = 0.2
+# What the user pays the useful agent per valid proof of its model's inference (every 50 batches).
+BOUNTY_J = 1.0
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,13 @@ class Archetype:
 
 ARCHETYPES = (
     Archetype(
-        "useful", "maxwell.samples.useful", ("--batches", "400"), 400.0, 5.0, 1.0, "finished"
+        "useful",
+        "maxwell.samples.useful",
+        ("--batches", "400", "--prove-every", "50"),
+        400.0,
+        5.0,
+        1.0,
+        "finished",
     ),
     Archetype(
         "looper",
@@ -155,13 +166,18 @@ def _demo(
         api = serve(create_app(node), socket_path=socket_path, listen=None)
         if node.degraded:
             print(f"{PROG}: degraded: {node.degraded}", file=sys.stderr)
+        model = os.path.join(state, "useful.onnx")  # the model the user pays proofs of
+        useful.main(["--export-model", model])
         for archetype in ARCHETYPES:
+            paid = archetype.name == "useful"
             spawned = node.spawn(
                 [sys.executable, "-m", archetype.module, *archetype.args],
                 fund=tokens_to_money(archetype.fund_j),
                 bid=archetype.bid,
                 demand=archetype.demand,
                 name=archetype.name,
+                bounty=tokens_to_money(BOUNTY_J) if paid else tokens_to_money(0.0),
+                model=model if paid else None,
             )
             names[spawned.agent] = archetype
         ticker.start()
@@ -215,6 +231,8 @@ def _demo(
                 "audits": info.audits,
                 "slashed_j": money_to_tokens(info.slashed),
                 "slashed_after_audits": slashing[0].detail.get("audits") if slashing else None,
+                "proofs": info.proofs,
+                "bounty_j": money_to_tokens(info.bounties),
             }
         )
     report: dict[str, object] = {
@@ -225,6 +243,7 @@ def _demo(
         "duration_s": round(time.monotonic() - started, 3),
         "landauer_multiplier": LANDAUER_MULTIPLIER,
         "audit_probability": AUDIT_PROBABILITY,
+        "bounty_per_proof_j": BOUNTY_J,
         "cgroup": cgroup,
         "degraded": node.degraded,
         "ok": ok,
@@ -250,7 +269,7 @@ class _Null:
 def _print_summary(report: dict[str, object], console: Console) -> None:
     table = Table(title="maxwell demo: outcomes")
     columns = ("agent", "outcome", "energy J", "paid $J", "Landauer taxed $J", "physical J")
-    for column in (*columns, "audits", "slashed $J"):
+    for column in (*columns, "audits", "slashed $J", "proofs", "bounty $J"):
         table.add_column(column)
     agents = report["agents"]
     assert isinstance(agents, list)
@@ -264,6 +283,8 @@ def _print_summary(report: dict[str, object], console: Console) -> None:
             f"{agent['landauer_physical_j']:.3g}",
             str(agent["audits"]),
             f"{agent['slashed_j']:.3f}",
+            str(agent["proofs"]),
+            f"{agent['bounty_j']:.3f}",
         )
     console.print(table)
     source = "measured" if report["measured"] else "modelled"
@@ -273,6 +294,11 @@ def _print_summary(report: dict[str, object], console: Console) -> None:
         f"Landauer multiplier {report['landauer_multiplier']:.0e}"
     )
     for agent in agents:
+        if agent["proofs"]:
+            console.print(
+                f"{agent['name']} proved {agent['proofs']} batches of inference (Freivalds, "
+                f"checked without re-running the model) and earned {agent['bounty_j']:.3g} $J"
+            )
         if agent["slashed_after_audits"] is not None:
             console.print(
                 f"{agent['name']} under-reported its CPU time and was slashed after "

@@ -46,6 +46,7 @@ from maxwell.errors import MaxwellError, UsageError
 from maxwell.node.facade import (
     MAX_REPORTED_COUNT,
     MAX_REPORTED_CPU_S,
+    NO_MONEY,
     AgentInfo,
     Node,
     NodeError,
@@ -116,6 +117,15 @@ class SpawnRequest(_Request):
         description="the binaries and libraries (or directories of them) the agent runs: its "
         "code manifest, which audits check its threads' instruction pointers against",
     )
+    bounty: Amount | None = Field(
+        default=None, description="$J paid from the treasury per valid proof of `model`"
+    )
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TEXT,
+        description="path (on the node) of the ONNX model whose proved inference earns the bounty",
+    )
 
 
 class FundRequest(_Request):
@@ -137,6 +147,22 @@ class ReportRequest(_Request):
     work: int | None = Field(
         default=None, ge=0, le=MAX_REPORTED_COUNT, description="units of useful work done"
     )
+
+
+class ProofRequest(_Request):
+    """Files in the agent's own directory (`MAXWELL_AGENT_DIR`), named relative to it."""
+
+    input: str = Field(min_length=1, max_length=MAX_TEXT, description="X, a float32 .npy")
+    output: str = Field(min_length=1, max_length=MAX_TEXT, description="Y, a float32 .npy")
+    proof: str = Field(min_length=1, max_length=MAX_TEXT, description="the proof bundle")
+
+
+class ProofBody(BaseModel):
+    agent: str
+    valid: bool
+    reason: str
+    bounty: float
+    proofs: int
 
 
 class ErrorBody(BaseModel):
@@ -170,6 +196,8 @@ class AgentBody(BaseModel):
     bond: float
     audits: int
     slashed: float
+    proofs: int
+    bounties: float
 
 
 class AuditBody(BaseModel):
@@ -388,6 +416,8 @@ def create_app(
             name=body.name,
             user=body.user,
             code=body.code,
+            bounty=tokens_to_money(body.bounty) if body.bounty is not None else NO_MONEY,
+            model=body.model,
         )
         return result.to_json()
 
@@ -426,6 +456,14 @@ def create_app(
             raise ApiError(403, "only the agent's own token may report for it")
         claim = Report(body.cpu_s, body.memory_freed_bytes, body.work)
         return node.report(agent, claim).to_json()
+
+    @app.post("/agents/{agent}/proofs", response_model=ProofBody, tags=["accounts"])
+    def submit_proof(agent: AgentId, body: ProofRequest, caller: Caller) -> dict[str, object]:
+        """Submit a proof of inference from the agent's own directory (its own token only); a
+        valid proof of the model the user set earns the bounty the user set."""
+        if caller.agent != agent:
+            raise ApiError(403, "only the agent's own token may submit its proofs")
+        return node.submit_proof(agent, body.input, body.output, body.proof).to_json()
 
     @app.post("/agents/{agent}/audit", response_model=AuditBody, tags=["admin"])
     def audit(agent: AgentId, caller: Caller) -> dict[str, object]:

@@ -54,6 +54,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from maxwell.audit.ipsample import check, module_histogram, sample_threads
 from maxwell.audit.manifest import CodeManifest, ManifestError
 from maxwell.audit.policy import (
@@ -98,6 +100,7 @@ from maxwell.node import tick as ticks
 from maxwell.node.facade import (
     MAX_REPORTED_COUNT,
     MAX_REPORTED_CPU_S,
+    NO_MONEY,
     AgentGoneError,
     AgentInfo,
     AgentState,
@@ -107,6 +110,7 @@ from maxwell.node.facade import (
     NodeStatus,
     PriceInfo,
     Principal,
+    ProofResult,
     Report,
     Role,
     SpawnResult,
@@ -122,6 +126,9 @@ from maxwell.node.state import (
     new_token,
 )
 from maxwell.procfs import read_cpu_model
+from maxwell.proof import DEFAULT_ROUNDS, Model, ProofInputError, VerifierKey, make_key, verify
+from maxwell.proof.bundle import read_proof
+from maxwell.proof.files import read_model, read_tensor
 from maxwell.sensors import NodeSample, Sensors
 from maxwell.sensors.model import ModelConfig, resolve
 from maxwell.units import Money
@@ -144,6 +151,8 @@ EVENT_KINDS = (
     "released",
     "audited",
     "slashed",
+    "bounty",
+    "rejected",
 )
 BILLING_MODES = ("metered", "optimistic")
 DEFAULT_PIDS_MAX = 256
@@ -182,6 +191,19 @@ def _is_elf(path: str) -> bool:
             return handle.read(4) == b"\x7fELF"
     except OSError:
         return False
+
+
+def _inside(directory: Path, name: str) -> Path:
+    """`directory/name`, refusing names that leave it or are symbolic links."""
+    if not name or "\x00" in name or os.path.isabs(name):
+        raise NodeError(f"{name!r}: name a file in the agent's directory, relative to it")
+    path = directory / name
+    if path.is_symlink():
+        raise NodeError(f"{name}: a symbolic link; the node reads only the agent's own files")
+    real = os.path.realpath(path)
+    if os.path.commonpath([real, os.path.realpath(directory)]) != os.path.realpath(directory):
+        raise NodeError(f"{name}: outside the agent's directory")
+    return path
 
 
 def _report_of(row: ReportRow) -> Report:
@@ -290,6 +312,13 @@ class _Agent:
     slashed: int = 0
     unbonded_said: bool = False
     manifest: CodeManifest | None = None  # the code it declared at spawn, if any
+    # Proofs of inference: the model the user pays `bounty` µ$J per valid proof for, and the
+    # verifier's secret for it (never leaves the daemon).
+    bounty: int = 0
+    model: Model | None = None
+    model_key: VerifierKey | None = None
+    proofs: int = 0
+    bounties: int = 0
 
 
 def _group_record(group: WorkloadGroup) -> dict[str, object]:
@@ -387,6 +416,8 @@ class NodeDaemon:
         self.audit_probability = audit_probability
         # Unpredictable to agents: the operating system's randomness, unless a test seeds one.
         self._audit_rng = audit_rng if audit_rng is not None else random.SystemRandom()
+        # The proof verifier's secret vectors: from the OS, drawn after each proof is committed.
+        self._proof_rng = np.random.default_rng(secrets.randbits(128))
         self._lock = threading.RLock()
         self.state_dir = Path(state_dir)
         self.tick_s = tick_s
@@ -489,9 +520,10 @@ class NodeDaemon:
         bill the interval the daemon was down (one tick)."""
         at = self._wall()
         self._flush_pending()
-        paid = self._paid_totals()
+        paid = self._journal_totals()
         reports = self._state.reports()
         manifests = self._state.manifests()
+        bounties = self._state.bounties()
         balances = self._ledger.balances()
         catch_up: dict[str, tuple[int, int, int]] = {}  # agent -> (cpu ns, bytes, energy µJ)
         ended: list[_Agent] = []
@@ -507,9 +539,23 @@ class NodeDaemon:
                 paid=paid.get((row.id, "grid"), 0), landauer=paid.get((row.id, "landauer"), 0),
                 reported=reports.get(row.id),
                 bond=balances.get(stake_account(row.id), 0),
+                audits=paid.get((row.id, "audits"), 0),
+                slashed=paid.get((row.id, "slashed"), 0),
+                proofs=paid.get((row.id, "proofs"), 0),
+                bounties=paid.get((row.id, "bounty"), 0),
             )  # fmt: skip
             if agent.bond and agent.reported is not None:
                 agent.claim_billed = Usage(agent.reported.cpu_ns, agent.reported.freed_bytes)
+            if row.id in bounties and agent.state in _LIVE:
+                path, digest, amount = bounties[row.id]
+                try:
+                    agent.model, agent.model_key = self._load_model(path)
+                    if agent.model.sha256 != digest:
+                        raise NodeError(f"{path} changed since the agent was spawned")
+                    agent.bounty = amount
+                except NodeError as exc:
+                    agent.model = agent.model_key = None
+                    self._warn(f"agent {row.id}: no more bounties: {exc}")
             if row.id in manifests:
                 try:
                     agent.manifest = CodeManifest.from_json(manifests[row.id])
@@ -583,17 +629,31 @@ class NodeDaemon:
             detail={"agent": agent.id, "exit_code": agent.exit_code, "reason": reason},
         )
 
-    def _paid_totals(self) -> dict[tuple[str, str], int]:
-        """(agent, "grid" | "landauer") -> µ$J paid, from the journal's bills."""
+    def _journal_totals(self) -> dict[tuple[str, str], int]:
+        """Per agent, from the journal: µ$J paid ("grid", "landauer") by its bills, taken by
+        slashing ("slashed"), earned by proofs ("bounty"), and counts of "audits" and
+        "proofs", so a restarted daemon shows what it showed before."""
         totals: dict[tuple[str, str], int] = {}
+
+        def add(agent: str, what: str, amount: int) -> None:
+            totals[(agent, what)] = totals.get((agent, what), 0) + amount
+
         for entry in self._ledger.entries():
-            if entry.kind != "bill":
-                continue
             agent = entry.detail.get("agent")
-            for leg in entry.legs:
-                if leg.account in ("grid", "landauer") and isinstance(agent, str):
-                    key = (agent, leg.account)
-                    totals[key] = totals.get(key, 0) + leg.delta
+            if not isinstance(agent, str):
+                continue
+            if entry.kind == "bill":
+                for leg in entry.legs:
+                    if leg.account in ("grid", "landauer"):
+                        add(agent, leg.account, leg.delta)
+            elif entry.kind in ("audited", "slashed"):
+                add(agent, "audits", 1)
+                if entry.kind == "slashed":
+                    taken = sum(leg.delta for leg in entry.legs if leg.delta > 0)
+                    add(agent, "slashed", taken)
+            elif entry.kind == "bounty":
+                add(agent, "proofs", 1)
+                add(agent, "bounty", sum(leg.delta for leg in entry.legs if leg.delta > 0))
         return totals
 
     # --- the tick -------------------------------------------------------------------------------
@@ -1138,10 +1198,17 @@ class NodeDaemon:
         name: str | None = None,
         user: str | None = None,
         code: Sequence[str] | None = None,
+        bounty: Money = NO_MONEY,
+        model: str | None = None,
     ) -> SpawnResult:
         if not argv or not all(isinstance(arg, str) and arg for arg in argv):
             raise NodeError("the command must be a non-empty list of non-empty strings")
+        if isinstance(bounty, bool) or not isinstance(bounty, int) or bounty < 0:
+            raise NodeError(f"the bounty must be an integer of µ$J >= 0, got {bounty!r}")
+        if bounty and model is None:
+            raise NodeError("a bounty pays for proofs of one model: name it (--model)")
         manifest = _declared_manifest(code) if code else None
+        inference = self._load_model(model) if model is not None else None
         if isinstance(fund, bool) or not isinstance(fund, int) or fund < 0:
             raise NodeError(f"funding must be an integer of µ$J >= 0, got {fund!r}")
         try:
@@ -1178,6 +1245,11 @@ class NodeDaemon:
                 if manifest is not None:
                     self._state.save_manifest(agent_id, manifest.to_json())
                     agent.manifest = manifest
+                if inference is not None and model is not None:
+                    agent.model, agent.model_key = inference
+                    agent.bounty = bounty
+                    path = os.path.abspath(model)
+                    self._state.save_bounty(agent_id, path, agent.model.sha256, bounty)
                 self._meter.add(agent_id, counted)
                 agent.popen = self._start(agent, command, token)
             except BaseException:
@@ -1240,7 +1312,10 @@ class NodeDaemon:
     def _start(self, agent: _Agent, command: list[str], token: str) -> subprocess.Popen[bytes]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAXWELL_")}
         env.update(
-            MAXWELL_SOCKET=self.socket_path, MAXWELL_AGENT_TOKEN=token, MAXWELL_AGENT=agent.id
+            MAXWELL_SOCKET=self.socket_path,
+            MAXWELL_AGENT_TOKEN=token,
+            MAXWELL_AGENT=agent.id,
+            MAXWELL_AGENT_DIR=str(self._work_dir(agent)),
         )
         logs = self.state_dir / "agents"
         logs.mkdir(mode=0o700, exist_ok=True)
@@ -1258,6 +1333,87 @@ class NodeDaemon:
             raise CommandError(f"{command[0]}: is a directory") from exc
         finally:
             os.close(log)  # the child has its own copy
+
+    def _work_dir(self, agent: _Agent) -> Path:
+        """`<state>/work/<id>`: the agent's own directory, where it leaves proofs for the node
+        to read (the node reads nothing of an agent's outside it). Made on first use, owned by
+        the agent's user."""
+        parent = self.state_dir / "work"
+        parent.mkdir(mode=0o711, exist_ok=True)
+        directory = parent / agent.id
+        if not directory.is_dir():
+            directory.mkdir(mode=0o700)
+            if agent.user is not None:
+                entry = pwd.getpwnam(agent.user)
+                os.chown(directory, entry.pw_uid, entry.pw_gid)
+        return directory
+
+    def _load_model(self, path: str) -> tuple[Model, VerifierKey]:
+        """The model a bounty pays for, and the verifier's secret key for it."""
+        try:
+            model = read_model(Path(path))
+        except ProofInputError as exc:
+            raise NodeError(str(exc)) from exc
+        return model, make_key(model, DEFAULT_ROUNDS, self._proof_rng)
+
+    def submit_proof(self, agent: str, input: str, output: str, proof: str) -> ProofResult:
+        """Check a proof of inference the agent left in its directory (`MAXWELL_AGENT_DIR`):
+        `input` and `output` are `.npy` tensors, `proof` a bundle (`maxwell infer --proof`),
+        all named relative to that directory. A valid proof of the model the user set pays the
+        bounty, once per distinct input (the ledger key is the input's digest)."""
+        with self._lock:
+            self._check_open()
+            found = self._live(agent, "submit proofs")
+            if found.model is None or found.model_key is None:
+                raise NodeError(f"agent {agent} has no bounty: nothing pays for its proofs")
+            directory = self._work_dir(found)
+            paths = [_inside(directory, name) for name in (input, output, proof)]
+            try:
+                x = read_tensor(paths[0], "input")
+                y = read_tensor(paths[1], "output")
+                bundle = read_proof(paths[2])
+            except ProofInputError as exc:
+                raise NodeError(str(exc).replace(str(directory) + "/", "")) from exc
+            key = f"bounty:{agent}:{bundle.input_sha256}"
+            if self._ledger.entry(key) is not None:
+                raise NodeError("this input's inference was paid for already")
+            verdict = verify(
+                found.model, x, y, bundle, rng=self._proof_rng, key=found.model_key
+            )
+            at = self._wall()
+            if not verdict.valid:
+                self._ledger.submit(
+                    event_request(
+                        f"rejected:{agent}:{secrets.token_hex(8)}",
+                        "rejected",
+                        {"agent": agent, "reason": verdict.message()},
+                    ),
+                    at=at,
+                )
+                return ProofResult(agent, False, verdict.message(), NO_MONEY, found.proofs)
+            detail = {
+                "agent": agent,
+                "bounty": found.bounty,
+                "input_sha256": bundle.input_sha256,
+                "merkle_root": bundle.merkle_root,
+                "layers_checked": verdict.layers_checked,
+                "rounds": verdict.rounds,
+            }
+            try:
+                self._ledger.submit(
+                    batch_request(
+                        key,
+                        [Movement(TREASURY, agent_account(agent), found.bounty)],
+                        kind="bounty",
+                        detail=detail,
+                    ),
+                    at=at,
+                )
+            except LedgerError as exc:
+                raise NodeError(f"cannot pay the bounty: {exc}") from exc
+            found.proofs += 1
+            found.bounties += found.bounty
+            return ProofResult(agent, True, verdict.message(), Money(found.bounty), found.proofs)
 
     def _row(self, agent: _Agent) -> AgentRow:
         return AgentRow(
@@ -1449,6 +1605,8 @@ class NodeDaemon:
             bond=Money(agent.bond),
             audits=agent.audits,
             slashed=Money(agent.slashed),
+            proofs=agent.proofs,
+            bounties=Money(agent.bounties),
         )
 
     def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:

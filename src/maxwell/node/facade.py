@@ -85,6 +85,8 @@ class AgentInfo:
     bond: Money = NO_MONEY  # posted against its reports (optimistic billing), in stake:<id>
     audits: int = 0  # audits it has been through
     slashed: Money = NO_MONEY  # lost to slashing: bonds and claw-backs
+    proofs: int = 0  # valid proofs of inference it submitted
+    bounties: Money = NO_MONEY  # earned by them
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -108,6 +110,8 @@ class AgentInfo:
             "bond": money_to_tokens(self.bond),
             "audits": self.audits,
             "slashed": money_to_tokens(self.slashed),
+            "proofs": self.proofs,
+            "bounties": money_to_tokens(self.bounties),
         }
 
 
@@ -138,6 +142,27 @@ class AuditResult:
             "modules": dict(self.modules),
             "samples": self.samples,
             "pause_us": self.pause_us,
+        }
+
+
+@dataclass(frozen=True)
+class ProofResult:
+    """A proof of inference an agent submitted, checked by the node without re-running the
+    model: valid proofs of the model the user set earn the bounty the user set."""
+
+    agent: str
+    valid: bool
+    reason: str  # one line: why it is valid, or the first failing layer
+    bounty: Money  # paid for this proof (0 when invalid)
+    proofs: int  # valid proofs of this agent so far
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "agent": self.agent,
+            "valid": self.valid,
+            "reason": self.reason,
+            "bounty": money_to_tokens(self.bounty),
+            "proofs": self.proofs,
         }
 
 
@@ -244,6 +269,8 @@ class Node(Protocol):
         name: str | None = None,
         user: str | None = None,
         code: Sequence[str] | None = None,  # declared binaries, libraries or directories of them
+        bounty: Money = NO_MONEY,  # paid from the treasury for each valid proof of `model`
+        model: str | None = None,  # the ONNX model whose inference the bounty pays for
     ) -> SpawnResult: ...
 
     def fund(self, agent: str, amount: Money) -> AgentInfo: ...
@@ -255,6 +282,8 @@ class Node(Protocol):
     def kill(self, agent: str) -> AgentInfo: ...
 
     def audit(self, agent: str) -> AuditResult: ...
+
+    def submit_proof(self, agent: str, input: str, output: str, proof: str) -> ProofResult: ...
 
     def agent(self, agent: str) -> AgentInfo: ...
 

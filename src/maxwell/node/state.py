@@ -18,6 +18,8 @@ Tables:
   compares the claims with; NULL where the agent has no group to read).
 - `manifests`: the code manifest of each agent that declared its code at spawn (JSON,
   `maxwell.audit.CodeManifest`): the pages an audit's instruction-pointer samples must fall in.
+- `bounties`: for agents the user pays per valid proof of inference: the model (its path and
+  the sha256 of its bytes at spawn) and the bounty in µ$J.
 - `pending`: ledger entries a tick has planned but may not have posted yet. They are written in
   the same transaction as the counters they bill, and deleted once posted; a daemon that
   crashed in between posts them again on start (same keys, same content: applied once).
@@ -86,6 +88,12 @@ SCHEMA: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS manifests (
         agent TEXT PRIMARY KEY REFERENCES agents (id),
         manifest TEXT NOT NULL
+    ) STRICT""",
+    """CREATE TABLE IF NOT EXISTS bounties (
+        agent TEXT PRIMARY KEY REFERENCES agents (id),
+        model_path TEXT NOT NULL,
+        model_sha256 TEXT NOT NULL,
+        bounty INTEGER NOT NULL
     ) STRICT""",
     """CREATE TABLE IF NOT EXISTS pending (
         key TEXT PRIMARY KEY,
@@ -307,6 +315,7 @@ class NodeState:
             conn.execute("DELETE FROM bids WHERE agent = ?", (agent,))
             conn.execute("DELETE FROM reports WHERE agent = ?", (agent,))
             conn.execute("DELETE FROM manifests WHERE agent = ?", (agent,))
+            conn.execute("DELETE FROM bounties WHERE agent = ?", (agent,))
             conn.execute("DELETE FROM agents WHERE id = ?", (agent,))
 
     def update_agent(self, agent: str, **fields: object) -> None:
@@ -356,6 +365,22 @@ class NodeState:
                 "INSERT OR REPLACE INTO manifests (agent, manifest) VALUES (?, ?)",
                 (agent, manifest_json),
             )
+
+    def save_bounty(self, agent: str, model_path: str, model_sha256: str, bounty: int) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO bounties (agent, model_path, model_sha256, bounty) "
+                "VALUES (?, ?, ?, ?)",
+                (agent, model_path, model_sha256, bounty),
+            )
+
+    def bounties(self) -> dict[str, tuple[str, str, int]]:
+        """agent -> (model path, model sha256, bounty µ$J)."""
+        with self._transaction("DEFERRED") as conn:
+            rows = conn.execute(
+                "SELECT agent, model_path, model_sha256, bounty FROM bounties"
+            ).fetchall()
+        return {str(a): (str(path), str(digest), int(b)) for a, path, digest, b in rows}
 
     def manifests(self) -> dict[str, str]:
         with self._transaction("DEFERRED") as conn:

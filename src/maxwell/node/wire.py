@@ -16,6 +16,7 @@ from maxwell.node.facade import (
     Event,
     NodeStatus,
     PriceInfo,
+    ProofResult,
     Report,
 )
 from maxwell.units import Money, tokens_to_money
@@ -90,6 +91,8 @@ def agent_from_json(obj: object) -> AgentInfo:
         bond=tokens_to_money(_float(agent, "bond")) if "bond" in agent else Money(0),
         audits=_int(agent, "audits") if "audits" in agent else 0,
         slashed=tokens_to_money(_float(agent, "slashed")) if "slashed" in agent else Money(0),
+        proofs=_int(agent, "proofs") if "proofs" in agent else 0,
+        bounties=tokens_to_money(_float(agent, "bounties")) if "bounties" in agent else Money(0),
     )
 
 
@@ -118,6 +121,21 @@ def audit_from_json(obj: object) -> AuditResult:
         modules={name: _float(modules, name) for name in modules},
         samples=_int(audit, "samples") if "samples" in audit else 0,
         pause_us=None if audit.get("pause_us") is None else _float(audit, "pause_us"),
+    )
+
+
+def proof_result_from_json(obj: object) -> ProofResult:
+    """The inverse of `ProofResult.to_json`."""
+    result = _mapping(obj, "a proof result")
+    valid = result["valid"]
+    if not isinstance(valid, bool):
+        raise ValueError(f"'valid' must be a boolean, got {valid!r}")
+    return ProofResult(
+        agent=_str(result, "agent"),
+        valid=valid,
+        reason=_str(result, "reason"),
+        bounty=tokens_to_money(_float(result, "bounty")),
+        proofs=_int(result, "proofs"),
     )
 
 

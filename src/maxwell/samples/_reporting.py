@@ -10,6 +10,7 @@ import sys
 import time
 
 from maxwell.client import AGENT_TOKEN_ENV, Client, ClientError, SelfMeter
+from maxwell.node.facade import ProofResult
 
 
 class Reporter:
@@ -38,10 +39,20 @@ class Reporter:
         except ClientError as exc:  # billed by the meter instead
             self._say(exc)
 
+    def submit_proof(self, input: str, output: str, proof: str) -> ProofResult | None:
+        """Submit a proof left in the agent's directory; None outside a daemon or when refused."""
+        if self._client is None:
+            return None
+        try:
+            return self._client.submit_proof(input, output, proof)
+        except ClientError as exc:
+            self._say(exc)
+            return None
+
     def _say(self, exc: ClientError) -> None:
         if not self._said:  # once
             self._said = True
-            print(f"cannot report: {exc}", file=sys.stderr, flush=True)
+            print(f"the node refused or did not answer: {exc}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self._client is not None:

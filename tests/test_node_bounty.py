@@ -1,0 +1,134 @@
+"""Proofs of inference in the daemon: an agent's valid proof of the model its user set earns
+the bounty its user set, once per input; an invalid one earns nothing and is recorded."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from maxwell.node.daemon import NodeDaemon
+from maxwell.node.facade import NodeError
+from maxwell.proof import make_proof, model_from_bytes, run, write_proof
+from maxwell.proof.files import write_tensor
+from maxwell.samples.useful import make_weights, mlp_onnx
+from maxwell.units import Money
+
+J = 1_000_000
+TOKENS, WIDTH = 4, 16
+
+
+@pytest.fixture
+def model_path(tmp_path: Path) -> Path:
+    path = tmp_path / "mlp.onnx"
+    path.write_bytes(mlp_onnx(make_weights(WIDTH, 2, np.random.default_rng(1)), TOKENS))
+    return path
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[NodeDaemon]:
+    node = NodeDaemon(tmp_path / "state", tick_s=0.1, detect_cgroups=False)
+    try:
+        yield node
+    finally:
+        node.shutdown(kill_agents=True)
+
+
+def prove(model_path: Path, directory: Path, seed: int, *, tamper: bool = False) -> None:
+    """What an agent does: run the model on an input, leave X, Y and the proof in its dir."""
+    model = model_from_bytes(model_path.read_bytes())
+    x = np.random.default_rng(seed).standard_normal((TOKENS, WIDTH)).astype(np.float32)
+    activations = run(model, x)
+    y = activations[model.output_layer.index].copy()
+    write_tensor(directory / "x.npy", x)
+    if tamper:  # claims an output it did not compute, with the proof of the real one
+        y[0, 0] += 0.01
+    write_tensor(directory / "y.npy", y)
+    write_proof(directory / "proof.mxp", make_proof(model, activations))
+
+
+def test_a_valid_proof_earns_the_bounty_once_and_an_invalid_one_nothing(
+    daemon: NodeDaemon, model_path: Path, tmp_path: Path
+) -> None:
+    spawned = daemon.spawn(
+        ["sleep", "30"], fund=Money(10 * J), bid=1.0, bounty=Money(2 * J), model=str(model_path)
+    )
+    directory = tmp_path / "state" / "work" / spawned.agent
+    assert directory.is_dir() and (directory.stat().st_mode & 0o777) == 0o700
+    before = daemon.agent(spawned.agent).balance
+    prove(model_path, directory, seed=1)
+    paid = daemon.submit_proof(spawned.agent, "x.npy", "y.npy", "proof.mxp")
+    assert paid.valid and paid.bounty == 2 * J and paid.proofs == 1
+    assert daemon.agent(spawned.agent).balance == before + 2 * J
+    with pytest.raises(NodeError, match="paid for already"):
+        daemon.submit_proof(spawned.agent, "x.npy", "y.npy", "proof.mxp")
+    prove(model_path, directory, seed=2, tamper=True)
+    refused = daemon.submit_proof(spawned.agent, "x.npy", "y.npy", "proof.mxp")
+    assert not refused.valid and refused.bounty == 0 and "invalid" in refused.reason
+    prove(model_path, directory, seed=3)
+    assert daemon.submit_proof(spawned.agent, "x.npy", "y.npy", "proof.mxp").proofs == 2
+    info = daemon.agent(spawned.agent)
+    assert (info.proofs, info.bounties, info.balance) == (2, 4 * J, before + 4 * J)
+    kinds = [e.kind for e in daemon.events() if e.agent == spawned.agent]
+    assert kinds.count("bounty") == 2 and kinds.count("rejected") == 1
+    assert daemon.ledger().verify().ok
+
+
+def test_the_node_reads_only_the_agent_s_own_files(
+    daemon: NodeDaemon, model_path: Path, tmp_path: Path
+) -> None:
+    spawned = daemon.spawn(
+        ["sleep", "30"], fund=Money(J), bid=1.0, bounty=Money(J), model=str(model_path)
+    )
+    directory = tmp_path / "state" / "work" / spawned.agent
+    prove(model_path, directory, seed=1)
+    secret = tmp_path / "secret.npy"
+    secret.write_bytes((directory / "x.npy").read_bytes())
+    os.symlink(secret, directory / "link.npy")
+    for bad, says in (
+        ("../../secret.npy", "outside the agent's directory"),
+        (str(secret), "relative to it"),
+        ("link.npy", "symbolic link"),
+        ("missing.npy", "no such file"),
+    ):
+        with pytest.raises(NodeError, match=says):
+            daemon.submit_proof(spawned.agent, bad, "y.npy", "proof.mxp")
+    assert daemon.agent(spawned.agent).proofs == 0
+
+
+def test_a_bounty_needs_its_model_and_an_agent_without_one_cannot_claim(
+    daemon: NodeDaemon, model_path: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(NodeError, match="--model"):
+        daemon.spawn(["sleep", "30"], fund=Money(J), bid=1.0, bounty=Money(J))
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(NodeError, match=r"bad\.onnx"):
+        daemon.spawn(["sleep", "30"], fund=Money(J), bid=1.0, bounty=Money(J), model=str(bad))
+    assert daemon.agents() == []
+    plain = daemon.spawn(["sleep", "30"], fund=Money(J), bid=1.0)
+    with pytest.raises(NodeError, match="no bounty"):
+        daemon.submit_proof(plain.agent, "x.npy", "y.npy", "proof.mxp")
+
+
+def test_proofs_and_bounties_survive_a_restart(model_path: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    first = NodeDaemon(state, tick_s=0.1, detect_cgroups=False)
+    try:
+        spawned = first.spawn(
+            ["sleep", "30"], fund=Money(J), bid=1.0, bounty=Money(J), model=str(model_path)
+        )
+        prove(model_path, state / "work" / spawned.agent, seed=1)
+        assert first.submit_proof(spawned.agent, "x.npy", "y.npy", "proof.mxp").valid
+        first.kill(spawned.agent)
+    finally:
+        first.shutdown(kill_agents=True)
+    again = NodeDaemon(state, tick_s=0.1, detect_cgroups=False)
+    try:
+        info = again.agent(spawned.agent)
+        assert (info.proofs, info.bounties) == (1, J)
+    finally:
+        again.shutdown(kill_agents=True)
