@@ -1,12 +1,14 @@
-"""What the benchmarks that run real processes share: their own CPU clock and a SIGTERM that
-unwinds like Ctrl-C, so the `finally`s that kill workloads and remove groups always run."""
+"""What the benchmarks share: their own CPU clock, a SIGTERM that unwinds like Ctrl-C (so the
+`finally`s that kill workloads and remove groups always run), and how a report is printed."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import resource
 import signal
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from types import FrameType
 
 
@@ -32,3 +34,30 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def report(
+    name: str,
+    produce: Callable[[], Mapping[str, object]],
+    *,
+    as_json: bool,
+    table: Callable[[Mapping[str, object]], object] | None = None,
+) -> int:
+    """Run benchmark `name` and print its report: one JSON line with `as_json`, else `table`'s
+    rich renderable (indented JSON without one). Ctrl-C or SIGTERM: a line on stderr, exit 130
+    (the benchmark's own clean-up has run by then)."""
+    try:
+        with sigterm_as_interrupt():
+            produced = produce()
+    except KeyboardInterrupt:
+        print(f"maxwell bench {name}: interrupted", file=sys.stderr)
+        return 130
+    if as_json:
+        print(json.dumps(produced))
+    elif table is not None:
+        from rich.console import Console
+
+        Console().print(table(produced))
+    else:
+        print(json.dumps(produced, indent=2))
+    return 0

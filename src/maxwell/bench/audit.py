@@ -33,7 +33,6 @@ computing them in `run_audit_bench` and passing them to `build_report`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -47,7 +46,7 @@ from maxwell.audit.experiment import cheater_profit, detection_curve
 from maxwell.audit.ipsample import IpSample, check, module_histogram, sample_threads
 from maxwell.audit.manifest import CodeManifest
 from maxwell.audit.policy import DEFAULT_AUDIT_PROBABILITY
-from maxwell.bench._harness import sigterm_as_interrupt
+from maxwell.bench._harness import report
 from maxwell.errors import ProcessError
 
 AUDIT_PROBABILITY = 0.001  # per agent per tick
@@ -361,16 +360,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        with sigterm_as_interrupt():
-            report = run_audit_bench(quick=args.quick)
-    except KeyboardInterrupt:
-        print("maxwell bench audit: interrupted")
-        return 130
-    if args.json:
-        print(json.dumps(report))
-    else:
-        from rich.console import Console
-
-        Console().print(render_table(report))
-    return 0
+    return report(
+        "audit", lambda: run_audit_bench(quick=args.quick), as_json=args.json, table=render_table
+    )

@@ -35,13 +35,13 @@ loops below `# --- the machine ---` read the clock.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from maxwell.bench._harness import report
 from maxwell.economy.mechanisms import (
     MECHANISM_NAMES,
     Mechanism,
@@ -432,15 +432,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        report = run_market_bench(quick=args.quick)
-    except KeyboardInterrupt:
-        print("maxwell bench market: interrupted")
-        return 130
-    if args.json:
-        print(json.dumps(report))
-    else:
-        from rich.console import Console
-
-        Console().print(render_table(report))
-    return 0
+    return report(
+        "market", lambda: run_market_bench(quick=args.quick), as_json=args.json, table=render_table
+    )

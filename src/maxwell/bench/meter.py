@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from maxwell.bench._harness import process_cpu_s, sigterm_as_interrupt
+from maxwell.bench._harness import process_cpu_s, report, sigterm_as_interrupt
 from maxwell.errors import UsageError
 from maxwell.meter import LiveMeter
 from maxwell.units import uj_to_joules
@@ -610,19 +610,11 @@ def run(args: argparse.Namespace) -> int:
     if args.workloads < 2 or args.seconds <= 0:
         print("maxwell bench meter: --workloads must be >= 2 and --seconds > 0", file=sys.stderr)
         return 2
-    try:
-        report = run_meter_bench(
+    return report(
+        "meter",
+        lambda: run_meter_bench(
             workloads=args.workloads, seconds=args.seconds, codecarbon=not args.no_codecarbon
-        )
-    except KeyboardInterrupt:
-        print(
-            "maxwell bench meter: interrupted; workloads killed and groups removed", file=sys.stderr
-        )
-        return 130
-    if args.json:
-        print(json.dumps(report))
-    else:
-        from rich.console import Console
-
-        Console().print(render_table(report))
-    return 0
+        ),
+        as_json=args.json,
+        table=render_table,
+    )

@@ -33,7 +33,6 @@ and trial loops below `# --- the machine ---` read the clock.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -42,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from maxwell.bench._harness import report
 from maxwell.proof.bundle import make_proof
 from maxwell.proof.calibration import HONEST_ORDERS
 from maxwell.proof.commitment import tensor_digest
@@ -439,13 +439,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        report = run_proof_bench(quick=args.quick)
-    except KeyboardInterrupt:
-        print("maxwell bench proof: interrupted")
-        return 130
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(json.dumps(report, indent=2))
-    return 0
+    return report("proof", lambda: run_proof_bench(quick=args.quick), as_json=args.json)
