@@ -142,3 +142,36 @@ def test_declared_code_that_is_not_there_or_not_elf_is_refused(
     with pytest.raises(NodeError, match="no ELF file"):
         daemon.spawn(["true"], fund=Money(J), bid=1.0, code=[str(empty)])
     assert daemon.agents() == []
+
+
+TRACES_ITSELF = """
+import ctypes, os, sys, time
+child = os.fork()
+if child == 0:
+    ctypes.CDLL(None, use_errno=True).ptrace(0, 0, None, None)  # PTRACE_TRACEME: parent traces
+    while True:
+        sum(range(10_000))
+open(sys.argv[1], "w").close()
+os.waitpid(child, 0)  # it stops at its first signal, if ever; the parent keeps it traced
+while True:
+    time.sleep(1)
+"""
+
+
+def test_an_agent_that_traces_its_own_threads_fails_the_code_audit(
+    daemon: NodeDaemon, tmp_path: Path
+) -> None:
+    script = tmp_path / "shield.py"
+    script.write_text(TRACES_ITSELF)
+    ready = tmp_path / "ready"
+    spawned = daemon.spawn(
+        [sys.executable, str(script), str(ready)],
+        fund=Money(100 * J),
+        bid=5.0,
+        code=code_python_maps(),
+    )
+    wait_for(ready)
+    time.sleep(0.2)
+    result = daemon.audit(spawned.agent)
+    assert not result.honest
+    assert any("traced by its own process" in finding for finding in result.findings)

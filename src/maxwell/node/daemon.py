@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maxwell.audit.ipsample import check, module_histogram, sample_threads
+from maxwell.audit.ipsample import AlreadyTracedError, check, module_histogram, sample_threads
 from maxwell.audit.manifest import CodeManifest, ManifestError
 from maxwell.audit.policy import (
     DEFAULT_AUDIT_PROBABILITY,
@@ -1023,8 +1023,14 @@ class NodeDaemon:
         per-module histogram, and, against the code it declared, which samples fall outside."""
         if agent.group is None:
             return _CodeAudit(note="no processes to sample")
+        pids = sorted(agent.group.pids())
         try:
-            samples = sample_threads(sorted(agent.group.pids()))
+            samples = sample_threads(pids)
+        except AlreadyTracedError as exc:
+            if exc.tracer_pid in pids:  # it traces itself: a way to keep auditors out
+                finding = f"code: thread {exc.tid} is traced by its own process {exc.tracer_pid}"
+                return _CodeAudit(checked=True, findings=(f"{finding}, so it cannot be sampled",))
+            return _CodeAudit(note=f"instruction-pointer sampling unavailable: {exc}")
         except (MaxwellError, OSError) as exc:  # not the agent's fault: say why, check nothing
             return _CodeAudit(note=f"instruction-pointer sampling unavailable: {exc}")
         pauses = sorted(sample.pause_ns for sample in samples)
