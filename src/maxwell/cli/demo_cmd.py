@@ -29,6 +29,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -267,24 +268,35 @@ class _Null:
 
 
 def _print_summary(report: dict[str, object], console: Console) -> None:
-    table = Table(title="maxwell demo: outcomes")
-    columns = ("agent", "outcome", "energy J", "paid $J", "Landauer taxed $J", "physical J")
-    for column in (*columns, "audits", "slashed $J", "proofs", "bounty $J"):
-        table.add_column(column)
+    # Compact enough for 80 columns: energy, what was paid for it, the Landauer tax (taxed $J and
+    # the physical joules it stands for), then audits, slashing and bounties.
+    table = Table(
+        title="maxwell demo: outcomes",
+        caption="J: energy; paid, tax, slashed, bounty: $J (1 $J buys 1 J at spot 1); "
+        "tax: the Landauer tax, taxed ($J) and physical (J)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for column in ("agent", "outcome"):
+        table.add_column(column, no_wrap=True)
+    numbers = ("J", "paid", "tax", "tax J", "audits", "slashed", "proofs", "bounty")
+    for column in numbers:
+        table.add_column(column, justify="right", no_wrap=True)
     agents = report["agents"]
     assert isinstance(agents, list)
     for agent in agents:
         table.add_row(
             str(agent["name"]),
             str(agent["outcome"]),
-            f"{agent['energy_j']:.2f}",
-            f"{agent['paid_j']:.3f}",
-            f"{agent['landauer_j']:.3f}",
-            f"{agent['landauer_physical_j']:.3g}",
+            f"{agent['energy_j']:.1f}",
+            f"{agent['paid_j']:.1f}",
+            f"{agent['landauer_j']:.2f}",
+            f"{agent['landauer_physical_j']:.1e}",
             str(agent["audits"]),
-            f"{agent['slashed_j']:.3f}",
+            f"{agent['slashed_j']:.1f}",
             str(agent["proofs"]),
-            f"{agent['bounty_j']:.3f}",
+            f"{agent['bounty_j']:.1f}",
         )
     console.print(table)
     source = "measured" if report["measured"] else "modelled"
