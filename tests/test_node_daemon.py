@@ -37,6 +37,7 @@ from maxwell.node.facade import (
     Role,
     UnknownAgentError,
 )
+from maxwell.node.state import NodeState
 from maxwell.node.tick import DERATE_BELOW_HEADROOM_C, MIN_CAPACITY_FRACTION
 from maxwell.sensors import NodeSample, Sensors
 from maxwell.units import Money
@@ -247,6 +248,47 @@ def test_an_agent_that_cannot_afford_the_bond_is_billed_by_the_meter(tmp_path: P
         NodeDaemon(tmp_path / "x", detect_cgroups=False, billing="honour system")
     with pytest.raises(NodeError, match="probability"):
         NodeDaemon(tmp_path / "y", detect_cgroups=False, audit_probability=1.5)
+
+
+def test_a_restart_neither_rebills_a_claim_nor_forgives_an_under_billing(tmp_path: Path) -> None:
+    cgroups_or_skip()
+    state = tmp_path / "state"
+
+    def optimistic() -> NodeDaemon:
+        return NodeDaemon(
+            state, tick_s=0.1, grace_s=30, billing="optimistic", audit_probability=0.001,
+            audit_rng=random.Random(1),  # no sampled audit in these few ticks
+        )  # fmt: skip
+
+    first = optimistic()
+    second: NodeDaemon | None = None
+    spawned = first.spawn(BUSY, fund=Money(2_000 * J), bid=5.0, demand=1.0, name="liar")
+    try:
+        for _ in range(15):
+            time.sleep(0.1)
+            first.report(spawned.agent, Report(cpu_s=process_cpu_s(spawned.pid) * 0.1))
+            first.tick_once()
+        bond = first.agent(spawned.agent).bond
+        assert bond > 0
+        first.shutdown()  # the agent keeps running in its group
+        stored = NodeState.open(state)
+        try:
+            claim = stored.claims()[spawned.agent]
+        finally:
+            stored.close()
+        assert claim.shadow > 0 and claim.cpu_ns > 0  # it has been under-billing
+        second = optimistic()
+        assert second.agent(spawned.agent).billing == "reports"  # re-adopted, still bonded
+        caught = second.audit(spawned.agent)
+        assert not caught.honest
+        # The claw-back is what the reports under-billed before the restart, not forgiven.
+        assert caught.slashed == bond + claim.shadow
+        assert second.ledger().verify().ok
+    finally:
+        (second or first).shutdown(kill_agents=True)
+        popen = first._agents[spawned.agent].popen  # reap the child the first daemon started
+        if popen is not None:
+            popen.wait(timeout=10)
 
 
 class HotSensors:

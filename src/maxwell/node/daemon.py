@@ -118,6 +118,7 @@ from maxwell.node.facade import (
 )
 from maxwell.node.state import (
     AgentRow,
+    ClaimRow,
     NodeState,
     PendingEntry,
     ReportRow,
@@ -488,6 +489,7 @@ class NodeDaemon:
         self.last_tick_duration_s = 0.0
         self.warnings: list[str] = []
         self._pending_left = False
+        self._claims_stored: set[str] = set()  # agents with a row in the claims table
         self._recover()
 
     # --- recovery -------------------------------------------------------------------------------
@@ -524,6 +526,7 @@ class NodeDaemon:
         reports = self._state.reports()
         manifests = self._state.manifests()
         bounties = self._state.bounties()
+        claims = self._state.claims()
         balances = self._ledger.balances()
         catch_up: dict[str, tuple[int, int, int]] = {}  # agent -> (cpu ns, bytes, energy µJ)
         ended: list[_Agent] = []
@@ -544,8 +547,11 @@ class NodeDaemon:
                 proofs=paid.get((row.id, "proofs"), 0),
                 bounties=paid.get((row.id, "bounty"), 0),
             )  # fmt: skip
-            if agent.bond and agent.reported is not None:
-                agent.claim_billed = Usage(agent.reported.cpu_ns, agent.reported.freed_bytes)
+            claim = claims.get(row.id)
+            if agent.bond and claim is not None:  # billed by its claims up to here
+                agent.claim_billed = Usage(claim.cpu_ns, claim.freed_bytes)
+                agent.shadow = claim.shadow
+                self._claims_stored.add(row.id)
             if row.id in bounties and agent.state in _LIVE:
                 path, digest, amount = bounties[row.id]
                 try:
@@ -816,7 +822,17 @@ class NodeDaemon:
                 "exit_code": agent.exit_code,
                 "ended_at": agent.ended_at,
             }
-        self._state.commit_tick(tick, at, updates, pending)
+        claims: dict[str, ClaimRow | None] = {
+            agent.id: (
+                ClaimRow(agent.claim_billed.cpu_ns, agent.claim_billed.freed_bytes, agent.shadow)
+                if agent.claim_billed is not None
+                else None
+            )
+            for agent in self._agents.values()
+            if agent.claim_billed is not None or agent.id in self._claims_stored
+        }
+        self._state.commit_tick(tick, at, updates, pending, claims)
+        self._claims_stored = {a for a, claim in claims.items() if claim is not None}
         self._tick = tick
         self._last_wall = at
         # Committed: from here the tick's entries are posted now, or by the next tick or start.

@@ -20,6 +20,9 @@ Tables:
   `maxwell.audit.CodeManifest`): the pages an audit's instruction-pointer samples must fall in.
 - `bounties`: for agents the user pays per valid proof of inference: the model (its path and
   the sha256 of its bytes at spawn) and the bounty in µ$J.
+- `claims`: for agents billed by their reports, the claim they are billed up to (CPU ns, bytes
+  freed) and what their reports under-billed against the meter since their last audit (µ$J),
+  written with each tick, so a restarted daemon neither bills a claim twice nor forgives it.
 - `pending`: ledger entries a tick has planned but may not have posted yet. They are written in
   the same transaction as the counters they bill, and deleted once posted; a daemon that
   crashed in between posts them again on start (same keys, same content: applied once).
@@ -94,6 +97,12 @@ SCHEMA: tuple[str, ...] = (
         model_path TEXT NOT NULL,
         model_sha256 TEXT NOT NULL,
         bounty INTEGER NOT NULL
+    ) STRICT""",
+    """CREATE TABLE IF NOT EXISTS claims (
+        agent TEXT PRIMARY KEY REFERENCES agents (id),
+        cpu_ns INTEGER NOT NULL,
+        freed_bytes INTEGER NOT NULL,
+        shadow INTEGER NOT NULL
     ) STRICT""",
     """CREATE TABLE IF NOT EXISTS pending (
         key TEXT PRIMARY KEY,
@@ -221,6 +230,16 @@ class ReportRow:
 
 
 @dataclass(frozen=True)
+class ClaimRow:
+    """The claim an agent billed by its reports is billed up to, and its under-billing since its
+    last audit (µ$J)."""
+
+    cpu_ns: int
+    freed_bytes: int
+    shadow: int
+
+
+@dataclass(frozen=True)
 class JournalEvent:
     seq: int
     at: float
@@ -316,6 +335,7 @@ class NodeState:
             conn.execute("DELETE FROM reports WHERE agent = ?", (agent,))
             conn.execute("DELETE FROM manifests WHERE agent = ?", (agent,))
             conn.execute("DELETE FROM bounties WHERE agent = ?", (agent,))
+            conn.execute("DELETE FROM claims WHERE agent = ?", (agent,))
             conn.execute("DELETE FROM agents WHERE id = ?", (agent,))
 
     def update_agent(self, agent: str, **fields: object) -> None:
@@ -382,6 +402,11 @@ class NodeState:
             ).fetchall()
         return {str(a): (str(path), str(digest), int(b)) for a, path, digest, b in rows}
 
+    def claims(self) -> dict[str, ClaimRow]:
+        with self._transaction("DEFERRED") as conn:
+            rows = conn.execute("SELECT agent, cpu_ns, freed_bytes, shadow FROM claims").fetchall()
+        return {str(a): ClaimRow(int(c), int(f), int(s)) for a, c, f, s in rows}
+
     def manifests(self) -> dict[str, str]:
         with self._transaction("DEFERRED") as conn:
             rows = conn.execute("SELECT agent, manifest FROM manifests").fetchall()
@@ -413,9 +438,11 @@ class NodeState:
         at: float,
         updates: Mapping[str, Mapping[str, object]],
         pending: Sequence[PendingEntry],
+        claims: Mapping[str, ClaimRow | None] | None = None,
     ) -> None:
-        """Atomically: the agents' new figures and counters, the tick's entries to post, and
-        `last_tick`. After this, the tick's interval is billed (now or by a restart)."""
+        """Atomically: the agents' new figures and counters, the tick's entries to post, the
+        claims billed (None: no longer billed by claims), and `last_tick`. After this, the tick's
+        interval is billed (now or by a restart)."""
         columns = set(_COLUMNS.split(", "))
         with self._transaction() as conn:
             for agent, fields in updates.items():
@@ -439,6 +466,15 @@ class NodeState:
                     for ordinal, entry in enumerate(pending)
                 ],
             )  # fmt: skip
+            for agent, claim in (claims or {}).items():
+                if claim is None:
+                    conn.execute("DELETE FROM claims WHERE agent = ?", (agent,))
+                else:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO claims (agent, cpu_ns, freed_bytes, shadow) "
+                        "VALUES (?, ?, ?, ?)",
+                        (agent, claim.cpu_ns, claim.freed_bytes, claim.shadow),
+                    )
             conn.executemany(
                 "INSERT INTO node_meta (name, value) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
