@@ -32,6 +32,15 @@ Exactly-once billing, and recovery after SIGKILL (deliverable 6):
 
 Agents started under `user` drop privileges with `setpriv` (util-linux), which execs the command
 in place: the pid the daemon records is the agent's own.
+
+Trust, then verify (`billing="optimistic"`): an agent that reports its consumption (`report`) and
+can post a Becker bond (`maxwell.audit.policy`) is billed by its claims; the meter keeps running,
+and what the claims under-bill accumulates until an audit. Each tick each bonded agent is audited
+with `audit_probability` (the OS's randomness): its claims against the counters read when it made
+them, and its threads' instruction pointers against the code it declared at spawn (ptrace,
+`maxwell.audit`). A liar's bond goes to the slashing pool and the under-billing is clawed back,
+in the tick's own ledger batch. Agents spawned with a bounty are paid from the treasury for each
+valid proof of inference of the user's model (`submit_proof`, checked with `maxwell.proof`).
 """
 
 from __future__ import annotations
