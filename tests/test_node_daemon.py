@@ -30,6 +30,7 @@ from maxwell.errors import CgroupUnavailableError
 from maxwell.node.daemon import NodeDaemon, active_w_per_core, private_name
 from maxwell.node.facade import (
     AgentGoneError,
+    AgentInfo,
     AgentState,
     NodeError,
     Principal,
@@ -536,6 +537,30 @@ daemon.run_forever(threading.Event())
 """
 
 
+def assert_adopted_once(
+    daemon: NodeDaemon,
+    agent: str,
+    pid: int,
+    billed_up_to: int,
+    counter_before: int,
+    cgroup: dict[str, object],
+) -> AgentInfo:
+    """A daemon just restarted re-adopted `agent` (same pid) and billed the interval it was down
+    exactly once: from where billing stopped to where metering resumed. Its view of the agent."""
+    counter_after = group_cpu_ns(cgroup)
+    info = daemon.agent(agent)
+    assert (info.state, info.pid) == (AgentState.RUNNING, pid)
+    adopted = [e for e in daemon.events() if e.kind == "adopted"]
+    assert len(adopted) == 1 and adopted[0].agent == agent
+    down_cpu_ns = int(str(adopted[0].detail["cpu_ns"]))
+    assert counter_before <= billed_up_to + down_cpu_ns <= counter_after
+    assert down_cpu_ns > 0.1e9
+    assert int(str(adopted[0].detail["energy_uj"])) == round(
+        down_cpu_ns * active_w_per_core() / 1000
+    )
+    return info
+
+
 def recorded(state: Path, agent: str) -> tuple[int, dict[str, object]]:
     """The CPU counter an agent is billed up to, and its cgroup record, as the database holds."""
     with sqlite3.connect(state / "maxwell.db") as db:
@@ -586,18 +611,7 @@ def test_a_daemon_killed_with_sigkill_is_recovered(tmp_path: Path) -> None:
         counter_before = group_cpu_ns(cgroup)
 
         daemon = NodeDaemon(state, tick_s=0.1, grace_s=30)
-        counter_after = group_cpu_ns(cgroup)
-        info = daemon.agent(agent)
-        assert (info.state, info.pid) == (AgentState.RUNNING, pid)
-        adopted = [e for e in daemon.events() if e.kind == "adopted"]
-        assert len(adopted) == 1 and adopted[0].agent == agent
-        # The down interval, billed exactly from where billing stopped to where metering resumes.
-        down_cpu_ns = int(str(adopted[0].detail["cpu_ns"]))
-        assert counter_before <= billed_up_to + down_cpu_ns <= counter_after
-        assert down_cpu_ns > 0.1e9
-        assert int(str(adopted[0].detail["energy_uj"])) == round(
-            down_cpu_ns * active_w_per_core() / 1000
-        )
+        info = assert_adopted_once(daemon, agent, pid, billed_up_to, counter_before, cgroup)
         for _ in range(5):
             time.sleep(0.1)
             daemon.tick_once()

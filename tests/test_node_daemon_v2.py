@@ -33,7 +33,6 @@ from maxwell.node.daemon import (
     NodeDaemon,
     _group_record,
     _rebuild_group,
-    active_w_per_core,
     private_name,
 )
 from maxwell.node.facade import AgentState, NodeError
@@ -42,6 +41,7 @@ from test_node_daemon import (
     BUSY,
     J,
     alive,
+    assert_adopted_once,
     group_cpu_ns,
     kinds_for,
     recorded,
@@ -365,18 +365,8 @@ def test_maxwell_daemon_on_v2_killed_with_sigkill_is_recovered(tmp_path: Path) -
         counter_before = group_cpu_ns(cgroup)
 
         daemon = NodeDaemon(state, tick_s=0.1, grace_s=30, cgroups=v2_manager(state))
-        counter_after = group_cpu_ns(cgroup)
-        info = daemon.agent(agent)
-        assert (info.state, info.pid) == (AgentState.RUNNING, pid)
+        info = assert_adopted_once(daemon, agent, pid, billed_up_to, counter_before, cgroup)
         assert daemon.status().cgroup == "v2"
-        adopted = [e for e in daemon.events() if e.kind == "adopted"]
-        assert len(adopted) == 1 and adopted[0].agent == agent
-        down_cpu_ns = int(str(adopted[0].detail["cpu_ns"]))
-        assert counter_before <= billed_up_to + down_cpu_ns <= counter_after
-        assert down_cpu_ns > 0.1e9
-        assert int(str(adopted[0].detail["energy_uj"])) == round(
-            down_cpu_ns * active_w_per_core() / 1000
-        )
         for _ in range(5):
             time.sleep(0.1)
             daemon.tick_once()
