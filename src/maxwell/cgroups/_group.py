@@ -252,7 +252,7 @@ class CgroupGroup(ABC):
                 if end > 0:
                     return int(data[_USAGE_USEC_LEN:end]) * 1000
         except ValueError:
-            pass
+            pass  # not the expected first line: the slow path below reads the whole file
         return self._cpu_ns_slow()
 
     def _cpu_ns_slow(self) -> int:
@@ -452,6 +452,6 @@ def send_signal(pid: int, signum: int) -> None:
     try:
         os.kill(pid, signum)
     except ProcessLookupError:
-        pass
+        pass  # already gone: nothing to signal
     except PermissionError as exc:
         raise ProcessError(f"not allowed to signal process {pid}", pid=pid) from exc

@@ -185,7 +185,7 @@ def _parse_time(text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        pass
+        pass  # not a number: try ISO-8601 below
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:

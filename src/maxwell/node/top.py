@@ -185,4 +185,4 @@ def run_top(
                     )
                 stop.wait(refresh_s)
         except KeyboardInterrupt:
-            pass
+            pass  # Ctrl-C is how a live view is left
