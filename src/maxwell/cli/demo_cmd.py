@@ -45,7 +45,8 @@ from maxwell.samples import useful
 from maxwell.units import money_to_tokens, tokens_to_money
 
 PROG = "maxwell demo"
-LANDAUER_MULTIPLIER = 1e11  # makes ~1 GiB/s of freed memory cost ~2.5 $J/s at 300 K
+LANDAUER_MULTIPLIER = 2e11  # makes ~1 GiB/s of freed memory cost ~5 $J/s at 300 K: the tax, not
+# the energy, is what drains the bloat agent, with a margin even when the cores are contended
 TICK_S = 0.5
 GRACE_S = 2.0
 # Raised from the node's default (0.001) so the cheater is caught within the demo: at 0.2 per
