@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,3 +76,42 @@ def nobody_python() -> Iterator[NobodyPython]:
         yield NobodyPython(python=python, env=env)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+# CI running as root must not go green with the real-cgroup tests silently off: `.ci/run` sets
+# MAXWELL_REQUIRE_ROOT_TESTS=1 there, and then a `root` test that skipped (its own pytest.skip, a
+# skipif, or a fixture's skip such as nobody_python's) fails the session, each listed with why.
+REQUIRE_ROOT_TESTS = "MAXWELL_REQUIRE_ROOT_TESTS"
+_ROOT_SKIPS = pytest.StashKey[list[tuple[str, str]]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if (
+        os.environ.get(REQUIRE_ROOT_TESTS) == "1"
+        and report.skipped
+        and not hasattr(report, "wasxfail")  # an xfail is reported as a skip; it is not one
+        and item.get_closest_marker("root") is not None
+    ):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        item.config.stash.setdefault(_ROOT_SKIPS, []).append((item.nodeid, reason))
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    skipped = terminalreporter.config.stash.get(_ROOT_SKIPS, [])
+    if skipped:
+        title = f"{len(skipped)} root tests skipped with {REQUIRE_ROOT_TESTS}=1: the run fails"
+        terminalreporter.write_sep("=", title, red=True)
+        for nodeid, reason in skipped:
+            terminalreporter.write_line(f"{nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if session.config.stash.get(_ROOT_SKIPS, []) and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

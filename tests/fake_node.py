@@ -40,6 +40,7 @@ from maxwell.node.facade import (
     SpawnResult,
     UnknownAgentError,
 )
+from maxwell.node.tickstats import TickStats
 from maxwell.units import Money
 
 with warnings.catch_warnings():
@@ -64,6 +65,7 @@ class FakeNode:
         self._ids = itertools.count(1)
         self.spot = 1.0
         self.liars: set[str] = set()  # agents whose audits fail
+        self.tick_stats: TickStats | None = None  # set it to show failures, a last error
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -244,6 +246,7 @@ class FakeNode:
             ticks=7,
             mechanism="uniform",
             cgroup="none",
+            tick_stats=self.tick_stats,
         )
 
     # test hooks ---------------------------------------------------------------------------------

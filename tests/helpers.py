@@ -1,4 +1,4 @@
-"""Shared test helpers: running the `maxwell` CLI as a real subprocess, finding leftovers."""
+"""Shared test helpers: running the `maxwell` CLI as a subprocess, finding leftovers, waiting."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 
@@ -31,6 +35,30 @@ def last_json(stdout: str) -> dict[str, Any]:
     value = json.loads(lines[-1])
     assert isinstance(value, dict)
     return value
+
+
+def wait_until(
+    condition: Callable[[], T], *, what: str, timeout_s: float = 20.0, interval_s: float = 0.05
+) -> T:
+    """Poll `condition` until it returns something true, and return that; fail naming `what`.
+
+    Tests wait for an event (a process started, a tick passed, a file appeared) this way, never
+    with a fixed sleep: a sleep long enough for a slow, loaded CI machine wastes time everywhere
+    else, and one short enough to be cheap fails there. Deadlines are generous for that reason.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(interval_s)
+    return value
+
+
+def cpu_ticks(pid: int, tid: int | None = None) -> int:
+    """Clock ticks (of 10 ms) of CPU that process `pid`, or its thread `tid`, has used."""
+    stat = Path(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat")
+    fields = stat.read_text().rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
 
 
 def pids_with_tag(tag: str) -> list[int]:

@@ -10,14 +10,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fake_node import ADMIN_TOKEN, FakeNode, serving
-from helpers import last_json, maxwell
+from helpers import last_json, maxwell, wait_until
 from maxwell.cli import daemon_cmd
 from maxwell.errors import UsageError
 from maxwell.node.api import ApiServer
@@ -315,8 +314,9 @@ def test_the_example_config_makes_a_daemon(tmp_path: Path) -> None:
     assert (options.tick_s, options.mechanism) == (1.0, "uniform")
     _node, daemon = daemon_cmd._make_node(options)
     try:
-        assert daemon.derate_below_c == 10.0 and daemon.min_capacity_fraction == 0.25
-        assert daemon.grace_s == 5.0
+        config = daemon.config
+        assert config.derate_below_c == 10.0 and config.min_capacity_fraction == 0.25
+        assert config.grace_s == 5.0
     finally:
         daemon.shutdown(kill_agents=True)
 
@@ -386,11 +386,13 @@ def test_daemon_serves_until_sigterm(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+    def socket_open() -> bool:
+        assert daemon.poll() is None, daemon.communicate()[1]
+        return socket_path.exists()
+
     try:
-        deadline = time.monotonic() + 20
-        while not socket_path.exists() and time.monotonic() < deadline:
-            assert daemon.poll() is None, daemon.communicate()[1]
-            time.sleep(0.05)
+        wait_until(socket_open, timeout_s=20, what=f"the daemon to open {socket_path}")
         price = maxwell("price", "--socket", str(socket_path), "--token", ADMIN_TOKEN, "--json")
         assert price.returncode == 0, price.stderr
         assert last_json(price.stdout)["spot"] == 1.0

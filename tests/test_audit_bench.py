@@ -29,6 +29,7 @@ def test_extrapolation_to_a_thousand_agents() -> None:
 
 
 def _skip_unless_ptrace_allowed() -> None:
+    # The child's sleep is only there to keep a process alive to sample; it is killed at once.
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as child:
         try:
             sample_threads(child.pid)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import NOBODY, NobodyPython
+from helpers import cpu_ticks, wait_until
 from maxwell.audit import _ptrace, ipsample
 from maxwell.audit.ipsample import (
     UNMAPPED,
@@ -210,7 +211,7 @@ def sample_rounds(pid: int | list[int], rounds: int, gap_s: float = 0.002) -> li
     samples: list[IpSample] = []
     for _ in range(rounds):
         samples.extend(sample_threads(pid))
-        time.sleep(gap_s)
+        time.sleep(gap_s)  # a real gap: the rounds must land at different points of the run
     return samples
 
 
@@ -230,18 +231,14 @@ def assert_released(pid: int) -> None:
         assert tracer.split() == ["TracerPid:", "0"], tid
 
 
-def cpu_ticks(pid: int, tid: int | None = None) -> int:
-    stat = Path(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat")
-    fields = stat.read_text().rpartition(")")[2].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
+def thread_state(tid: int) -> str:
+    """The state letter in /proc/TID/stat: `t` for a tracing stop."""
+    return Path(f"/proc/{tid}/stat").read_text().rpartition(")")[2].split()[0]
 
 
-def wait_until_spinning(pid: int, tid: int, timeout_s: float = 5.0) -> None:
+def wait_until_spinning(pid: int, tid: int) -> None:
     """Until the thread has run 30 ms (3 ticks): past its start-up, into its loop."""
-    deadline = time.monotonic() + timeout_s
-    while cpu_ticks(pid, tid) < 3:
-        assert time.monotonic() < deadline, f"thread {tid} is not spinning"
-        time.sleep(0.005)
+    wait_until(lambda: cpu_ticks(pid, tid) >= 3, interval_s=0.005, what=f"thread {tid} to spin")
 
 
 BUSY_LOOP = "print('ready', flush=True)\nwhile True: pass"
@@ -269,8 +266,7 @@ def test_python_loop_runs_in_libpython_and_keeps_running() -> None:
         assert_released(child.pid)
         assert tracer_of(child.pid) == 0
         before = cpu_ticks(child.pid)
-        time.sleep(0.2)
-        assert cpu_ticks(child.pid) > before  # still running: not left stopped
+        wait_until(lambda: cpu_ticks(child.pid) > before, what="the child to run on, not stopped")
 
 
 @pytest.mark.usefixtures("ptrace_allowed")
@@ -396,8 +392,7 @@ def test_ctrl_c_while_waiting_for_the_stop_still_detaches(
             sample_threads(child.pid)
         assert_released(child.pid)
         before = cpu_ticks(child.pid)
-        time.sleep(0.1)
-        assert cpu_ticks(child.pid) > before
+        wait_until(lambda: cpu_ticks(child.pid) > before, what="the child to run on, not stopped")
 
 
 SIGNALLED = """
@@ -421,7 +416,7 @@ def test_a_signal_that_arrives_while_attached_is_delivered(
         # it (a signal-delivery-stop) and would swallow it unless handed back at the detach.
         real_seize(tid)
         os.kill(tid, signal.SIGUSR1)
-        time.sleep(0.005)
+        wait_until(lambda: thread_state(tid) == "t", interval_s=0.002, what="the signal stop")
 
     monkeypatch.setattr(_ptrace, "seize", seize_then_signal)
     with spawn_python(SIGNALLED) as child:

@@ -9,13 +9,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import NobodyPython
+from helpers import wait_until
 from maxwell.cgroups import ProcTreeGroup, open_workload_group
 from maxwell.cgroups.proctree import parse_stat, parse_status_kib
 from maxwell.errors import CgroupUnavailableError
@@ -24,7 +24,8 @@ FIXTURES = Path(__file__).parent / "fixtures" / "cgroups"
 NOBODY = 65534
 
 # The original forks children in a loop; each child double-forks, so grandchildren are orphaned
-# (re-parented to init: found through the session); all ignore SIGTERM.
+# (re-parented to init: found through the session); all ignore SIGTERM. Its sleeps are its own
+# behaviour: grandchildren that linger, and a loop that keeps forking without flooding the machine.
 FORK_LOOP = """
 import os, signal, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -49,13 +50,6 @@ def tree() -> Iterator[ProcTreeGroup]:
         assert group.pids() == []
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
-
-
 def reap(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.kill()
@@ -78,7 +72,7 @@ def test_members_limits_and_no_freezer(tree: ProcTreeGroup) -> None:
     assert (tree.kind, tree.supports_freeze) == ("none", False)
     process = tree.spawn(["sh", "-c", "sleep 30 & sleep 30 & wait"])
     try:
-        wait_for(lambda: len(tree.pids()) == 3)
+        wait_until(lambda: len(tree.pids()) == 3, interval_s=0.01, what="sh and its two sleeps")
         assert process.pid in tree.pids()
         assert os.getpid() not in tree.pids()
         assert tree.stats().pids == 3
@@ -100,9 +94,11 @@ def test_members_limits_and_no_freezer(tree: ProcTreeGroup) -> None:
 def test_kill_fork_loop_ignoring_sigterm_with_orphans(tree: ProcTreeGroup) -> None:
     process = tree.spawn([sys.executable, "-c", FORK_LOOP])
     try:
-        wait_for(lambda: len(tree.pids()) > 5)
+        wait_until(lambda: len(tree.pids()) > 5, interval_s=0.01, what="the fork loop to fork")
         tree.signal(signal.SIGTERM)
-        time.sleep(0.1)
+        before = set(tree.pids())
+        # Forking again after the SIGTERM shows the original took it and lives on.
+        wait_until(lambda: set(tree.pids()) - before, what="a fork after the SIGTERM")
         seen = tree.pids()
         orphans = [pid for pid in seen if pid != process.pid and os.getsid(pid) == process.pid]
         assert len(seen) > 5 and orphans
@@ -110,7 +106,7 @@ def test_kill_fork_loop_ignoring_sigterm_with_orphans(tree: ProcTreeGroup) -> No
         assert tree.pids() == []
         process.wait(timeout=5)
         for pid in seen:
-            wait_for(lambda: zombie(pid))  # noqa: B023 - called at once, inside the loop
+            wait_until(lambda: zombie(pid), what=f"{pid} to die")  # noqa: B023 - called at once
     finally:
         reap(process)
 
@@ -131,7 +127,7 @@ def test_stats_cpu_includes_reaped_children(tree: ProcTreeGroup) -> None:
         busy = "import time\\nwhile time.process_time() < 0.4: pass"  # 0.4 s of its own CPU
         subprocess.run([sys.executable, "-c", busy])
         print("done", flush=True)
-        time.sleep(30)
+        time.sleep(30)  # stays a member to be measured; reap() kills it
         """
     )
     process = tree.spawn([sys.executable, "-c", code], stdout=subprocess.PIPE)
@@ -158,7 +154,7 @@ def test_stats_memory_and_freed_estimate(tree: ProcTreeGroup) -> None:
         sys.stdin.readline()
         del block
         print("freed", flush=True)
-        time.sleep(30)
+        time.sleep(30)  # stays a member to be measured; reap() kills it
         """
     )
     process = tree.spawn(

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import wait_until
 from maxwell.cgroups import CgroupManager, V1Group, V2Group, open_workload_group, read_layout
 from maxwell.cgroups._fs import CgroupFs
 from maxwell.cgroups._group import CgroupGroup
@@ -38,7 +39,7 @@ signal.signal(signal.SIGTERM, signal.SIG_IGN)
 while True:
     try:
         os.fork()
-    except OSError:
+    except OSError:  # at pids.max: its own back-off, part of the workload
         time.sleep(0.001)
     try:
         os.waitpid(-1, os.WNOHANG)
@@ -95,17 +96,10 @@ def popens() -> Iterator[list[subprocess.Popen[bytes]]]:
                 stream.close()
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
-
-
 def cpu_seconds_over(group: CgroupGroup, seconds: float) -> float:
     """CPU used in a fixed wall window: only for upper bounds (a frozen group uses none)."""
     before = group.stats().cpu_ns
-    time.sleep(seconds)
+    time.sleep(seconds)  # a real sleep: the window is what is measured
     return (group.stats().cpu_ns - before) / 1e9
 
 
@@ -113,7 +107,12 @@ def wait_for_cpu(read_ns: Callable[[], int], cpu_s: float, timeout_s: float = 60
     """Wait until a CPU counter (ns) has grown by `cpu_s` seconds: a busy loop gets there however
     loaded the machine is, only later."""
     start = read_ns()
-    wait_for(lambda: read_ns() - start >= cpu_s * 1e9, timeout_s)
+    wait_until(
+        lambda: read_ns() - start >= cpu_s * 1e9,
+        timeout_s=timeout_s,
+        interval_s=0.01,
+        what=f"{cpu_s:g} s more of CPU",
+    )
 
 
 def cpu_over_window(
@@ -142,7 +141,7 @@ def test_spawn_joins_every_hierarchy(
 ) -> None:
     group = manager.create("sleepers")
     popens.append(group.spawn(SLEEPERS))
-    wait_for(lambda: len(group.pids()) == 3)
+    wait_until(lambda: len(group.pids()) == 3, what="sh and its two sleeps")
     members = group.pids()
     assert popens[0].pid in members
     for directory in group.membership_dirs():
@@ -205,8 +204,8 @@ def test_cpu_ns_grows_for_a_busy_child_and_matches_stats(
     wait_for_cpu(busy.cpu_ns, 0.25)
     idle = manager.create("idle-cpu")
     popens.append(idle.spawn(["sleep", "30"]))
-    wait_for(lambda: len(idle.pids()) == 1)
-    time.sleep(0.05)  # past the exec
+    (sleeper,) = wait_until(idle.pids, what="the sleeper to join")
+    wait_until(lambda: name_and_state(sleeper) == ("sleep", "S"), what="sleep(1) to go to sleep")
     for _ in range(3):
         first, from_stats, last = idle.cpu_ns(), idle.stats().cpu_ns, idle.cpu_ns()
         assert first <= from_stats <= last
@@ -236,7 +235,7 @@ def test_freeze_waits_until_frozen_and_thaw(
     group = manager.create("frozen")
     assert group.supports_freeze
     popens.append(group.spawn(BUSY))
-    time.sleep(0.2)
+    wait_for_cpu(group.cpu_ns, 0.1)  # running: freezing it has something to stop
     group.freeze()
     if isinstance(group, V1Group) and group.unified_dir is not None:
         events = (Path(group.unified_dir) / "cgroup.events").read_text().split()
@@ -255,7 +254,7 @@ def test_v1_freezer_and_signal_kill_without_unified(
     v1_only = V1Group("v1only", group.dirs, layout="v1")
     assert v1_only.freeze_method == "freezer.state"
     popens.append(v1_only.spawn(BUSY))
-    time.sleep(0.2)
+    wait_for_cpu(lambda: v1_only.stats().cpu_ns, 0.1)  # running: freezing it has something to stop
     v1_only.freeze()
     assert (Path(group.dirs["freezer"]) / "freezer.state").read_text().strip() == "FROZEN"
     assert cpu_seconds_over(v1_only, 0.3) < 0.01
@@ -263,7 +262,7 @@ def test_v1_freezer_and_signal_kill_without_unified(
     wait_for_cpu(lambda: v1_only.stats().cpu_ns, 0.1)
     v1_only.set_pids_max(64)
     popens.append(v1_only.spawn([sys.executable, "-c", FORK_LOOP]))
-    time.sleep(0.5)
+    wait_until(lambda: len(v1_only.pids()) > 5, interval_s=0.01, what="the fork loop to fork")
     v1_only.kill()  # freeze, SIGKILL, thaw rounds
     assert v1_only.is_empty()
 
@@ -274,16 +273,22 @@ def test_kill_a_fork_loop_that_ignores_sigterm(
     group = manager.create("forker")
     group.set_pids_max(64)
     popens.append(group.spawn([sys.executable, "-c", FORK_LOOP]))
-    wait_for(lambda: len(group.pids()) > 5)
+    wait_until(lambda: len(group.pids()) > 5, interval_s=0.01, what="the fork loop to fork")
     group.signal(signal.SIGTERM)
-    time.sleep(0.2)
+    time.sleep(0.2)  # a real sleep: what is checked is that nothing dies of the SIGTERM meanwhile
     seen = group.pids()
     assert len(seen) > 5, "SIGTERM is ignored: they are all still there"
     group.kill()
     assert group.pids() == [] and group.is_empty()
     popens[0].wait(timeout=5)
     for pid in seen:
-        wait_for(lambda: is_dead(pid))  # noqa: B023 - called at once, inside the loop
+        wait_until(lambda: is_dead(pid), what=f"{pid} to die")  # noqa: B023 - called at once
+
+
+def name_and_state(pid: int) -> tuple[str, str]:
+    """The command name and state letter in /proc/PID/stat (`S`: asleep)."""
+    name, _, rest = Path(f"/proc/{pid}/stat").read_text().partition(" (")[2].rpartition(")")
+    return name, rest.split()[0]
 
 
 def is_dead(pid: int) -> bool:
@@ -309,7 +314,7 @@ def test_memory_freed_counter(
         "block = b'x' * (64 << 20)\n"
         "del block\n"
         "print('freed', flush=True)\n"
-        "time.sleep(30)\n"
+        "time.sleep(30)\n"  # stays a member to be measured; the popens fixture kills it
     )
     before = group.stats().memory_freed_bytes
     child = group.spawn([sys.executable, "-c", code], stdout=subprocess.PIPE)
@@ -328,7 +333,7 @@ def test_remove_kills_and_leaves_nothing(
 ) -> None:
     group = manager.create("doomed")
     popens.append(group.spawn(SLEEPERS))
-    wait_for(lambda: len(group.pids()) == 3)
+    wait_until(lambda: len(group.pids()) == 3, what="sh and its two sleeps")
     group.remove()
     assert popens[0].wait(timeout=5) == -signal.SIGKILL
     assert all(not Path(d).exists() for d in group.membership_dirs())
@@ -417,7 +422,7 @@ def test_v2_core_files_for_real(
     group = unified_group
     assert group.supports_freeze and group.is_empty()
     popens.append(group.spawn(SLEEPERS))
-    wait_for(lambda: len(group.pids()) == 3)
+    wait_until(lambda: len(group.pids()) == 3, what="sh and its two sleeps")
     assert not group.is_empty()
     group.freeze()
     events = (Path(group.directory) / "cgroup.events").read_text().split()
@@ -436,7 +441,7 @@ def test_v2_core_kill_fork_loop_and_cpu_stat(
     wait_for_cpu(lambda: group.stats().cpu_ns, 0.25)  # core cpu.stat usage_usec
     wait_for_cpu(group.cpu_ns, 0.15)
     popens.append(group.spawn([sys.executable, "-c", FORK_LOOP]))
-    wait_for(lambda: len(group.pids()) > 5)
+    wait_until(lambda: len(group.pids()) > 5, interval_s=0.01, what="the fork loop to fork")
     group.freeze()
     group.kill()  # cgroup.kill works on frozen tasks
     assert group.is_empty()
@@ -555,7 +560,7 @@ if sys.argv[1] == "freeze":
         state.write("FROZEN")
 print(json.dumps({"workload": child.pid, "stale": manager.private_dirs,
                   "groups": group.membership_dirs()}), flush=True)
-time.sleep(300)
+time.sleep(300)  # a live manager, until the test kills it with SIGKILL
 """
 
 
@@ -586,11 +591,11 @@ def test_sweep_stale_after_a_manager_killed_with_sigkill(
             assert set(stale) <= set(removed)
             assert all(Path(d).is_dir() for d in sweeper.private_dirs)  # its own: untouched
         assert [d for d in stale if Path(d).exists()] == []
-        wait_for(lambda: is_dead(workload))
+        wait_until(lambda: is_dead(workload), what="the workload to die")
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(workload, signal.SIGKILL)
-        wait_for(lambda: is_dead(workload))
+        wait_until(lambda: is_dead(workload), what="the workload to die")
         for directory in groups + stale:  # only reached with anything left when the sweep failed
             with contextlib.suppress(FileNotFoundError):
                 os.rmdir(directory)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from fake_node import ADMIN_TOKEN, FakeNode, serving
+from helpers import wait_until
 from maxwell.client import (
     BudgetExhausted,
     Client,
@@ -141,18 +142,29 @@ def test_stop_lets_a_request_in_flight_finish(node: FakeNode) -> None:
     node.price = slow_price  # type: ignore[method-assign]
     results: list[float] = []
     with serving(node) as running:
-        client = Client(socket=running.socket_path, token=ADMIN_TOKEN)
+        path = running.socket_path
+        assert path is not None
+        client = Client(socket=path, token=ADMIN_TOKEN)
         thread = threading.Thread(target=lambda: results.append(client.price().spot))
         thread.start()
         assert entered.wait(5)
         stopper = threading.Thread(target=running.stop)
         stopper.start()
-        time.sleep(0.2)
+        wait_until(lambda: refuses_connections(path), what="stop() to close the listener")
         release.set()
         stopper.join(10)
         thread.join(10)
         client.close()
     assert results == [1.0]
+
+
+def refuses_connections(socket_path: str) -> bool:
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(socket_path)
+        except ConnectionRefusedError:
+            return True
+    return False
 
 
 def test_unreachable_and_unconfigured(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -196,7 +208,7 @@ def test_budget_stops_the_work_loop_cleanly(agent: tuple[Client, str], node: Fak
             done.append(step)
             if step == 5:
                 node.drain(agent_id, Money(7_000_000))  # the node bills it down to 3 $J
-            time.sleep(0.005)
+            time.sleep(0.005)  # a step of the agent's own work: the loop under test, not a wait
         pytest.fail("the budget never ran out")
     after_block = True  # BudgetExhausted was swallowed: the code after the block runs
     assert after_block and watch.exhausted
@@ -218,9 +230,7 @@ def test_budget_ends_when_the_agent_is_killed(agent: tuple[Client, str], node: F
     with client.budget(threshold_j=1.0, poll_s=0.02) as watch:
         assert not watch.exhausted
         node.kill(agent_id)
-        deadline = time.monotonic() + 5
-        while not watch.exhausted and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: watch.exhausted, interval_s=0.01, what="the watch to see the death")
     assert watch.exhausted and watch.reason == "the agent is dead"
 
 

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
-import time
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers import maxwell, pids_with_tag
+from helpers import maxwell, pids_with_tag, wait_until
 
 
 @pytest.fixture
@@ -35,16 +37,39 @@ def daemon(tmp_path: Path) -> Iterator[Path]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 30
-    while not (state / "maxwell.sock").exists() and time.monotonic() < deadline:
+
+    def socket_open() -> bool:
         assert process.poll() is None, process.communicate()
-        time.sleep(0.05)
+        return (state / "maxwell.sock").exists()
+
+    try:
+        wait_until(socket_open, timeout_s=30, what="the daemon to open its socket")
+    except AssertionError:
+        process.kill()
+        process.communicate()
+        raise
     try:
         yield state
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
         assert process.returncode == 0, stderr
+
+
+def read_terminal(screen: int, into: list[bytes]) -> None:
+    """Append what a program writes to its pseudo-terminal, until it closes the terminal."""
+    with contextlib.suppress(OSError):  # EIO once no process has the terminal open
+        while chunk := os.read(screen, 4096):
+            into.append(chunk)
+
+
+def ticks(state: Path) -> int:
+    """The daemon's tick count, from `maxwell status`."""
+    status = maxwell("status", "--state", str(state), "--json")
+    assert status.returncode == 0, status.stderr
+    count = json.loads(status.stdout)["ticks"]
+    assert isinstance(count, int)
+    return count
 
 
 @pytest.mark.root
@@ -74,7 +99,8 @@ def test_spawn_ps_bid_events_price_kill_through_the_socket(daemon: Path) -> None
     agent = json.loads(spawned.stdout)
     assert set(agent) >= {"agent", "name", "pid", "token"}
     try:
-        time.sleep(0.6)  # a few ticks
+        spawned_at = ticks(daemon)
+        wait_until(lambda: ticks(daemon) >= spawned_at + 3, timeout_s=30, what="a few ticks")
         listed = json.loads(maxwell("ps", *state, "--json").stdout)
         mine = next(a for a in listed["agents"] if a["id"] == agent["agent"])
         assert mine["name"] == "sleeper"
@@ -92,17 +118,35 @@ def test_spawn_ps_bid_events_price_kill_through_the_socket(daemon: Path) -> None
         assert refused.returncode == 1
         assert "refused" in refused.stderr
 
+        # On a terminal `top` draws each frame as it goes (into a pipe it prints only the last,
+        # at the Ctrl-C): under a pseudo-terminal the test sees a full frame, then presses Ctrl-C.
+        screen, terminal = pty.openpty()
         top = subprocess.Popen(
             [sys.executable, "-m", "maxwell.cli.main", "top", *state, "--refresh", "0.2"],
-            stdout=subprocess.PIPE,
+            stdout=terminal,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, "TERM": "xterm", "NO_COLOR": "1", "COLUMNS": "120", "LINES": "40"},
         )
-        time.sleep(1.5)
-        top.send_signal(signal.SIGINT)
-        view, errors = top.communicate(timeout=30)
+        os.close(terminal)
+        drawn: list[bytes] = []
+        reader = threading.Thread(target=read_terminal, args=(screen, drawn), daemon=True)
+        reader.start()
+        try:
+            wait_until(
+                lambda: b"sleeper" in b"".join(drawn) and b"spot" in b"".join(drawn),
+                timeout_s=30,
+                what="`maxwell top` to draw the agent and the price",
+            )
+            top.send_signal(signal.SIGINT)
+            _, errors = top.communicate(timeout=30)
+        finally:
+            if top.poll() is None:
+                top.kill()
+                top.communicate()
+            reader.join(10)
+            os.close(screen)
         assert top.returncode == 0, errors
-        assert "sleeper" in view and "spot" in view
 
         killed = maxwell("kill", *state, agent["agent"])
         assert killed.returncode == 0, killed.stderr

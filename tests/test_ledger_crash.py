@@ -87,7 +87,7 @@ def test_sigkill_at_random_points_loses_no_acknowledged_transfer(
     for round_number in range(ROUNDS):
         next_index = len(acked)
         process = start_writer(writer, state, next_index, 1_000_000)
-        time.sleep(rng.uniform(0.0, 0.4))
+        time.sleep(rng.uniform(0.0, 0.4))  # a real sleep: the kill lands at a random point
         process.send_signal(signal.SIGKILL)
         stdout, stderr = process.communicate(timeout=30)
         assert process.returncode == -signal.SIGKILL, f"writer failed by itself: {stderr}"

@@ -2,7 +2,8 @@
 
 Invariants after every step: money is conserved (balances sum to zero), no account without credit
 is negative, and the SQLite store agrees exactly with the in-memory ledger (same entries, same
-balances, same refusals). At the end, `verify` finds the stored journal sound.
+balances, same refusals), compactions included. At the end, `verify` finds the stored journal
+sound.
 """
 
 from __future__ import annotations
@@ -121,6 +122,18 @@ class LedgerMachine(RuleBasedStateMachine):
         """An old key with new content: refused by both (IdempotencyConflictError)."""
         request = data.draw(st.sampled_from(self.sent))
         self.submit(transfer_request(request.key, TREASURY, GRID, amount, memo="conflict"))
+
+    @rule(back=st.floats(min_value=0.0, max_value=15.0))
+    def compact(self, back: float) -> None:
+        """Fold the entries older than a moment ago: both fold the same, no balance moves, and
+        later retries of folded keys (rules above) are answered as before."""
+        before, balances = self.time - back, self.model.balances()
+        plan = self.model.compact(before=before)
+        done = self.store.compact(before)
+        assert (plan is None) == (done.checkpoint is None)
+        assert self.store.entries() == list(self.model.entries())
+        assert self.store.folded_keys() == list(self.model.folded_keys())
+        assert self.model.balances() == balances
 
     @invariant()
     def money_is_conserved(self) -> None:

@@ -99,7 +99,7 @@ def test_open_creates_a_private_state_dir_with_a_wal_database(state: Path) -> No
         meta = dict(connection.execute("SELECT name, value FROM meta").fetchall())
     finally:
         connection.close()
-    assert meta == {"schema": "maxwell-ledger", "version": "1"}
+    assert meta == {"schema": "maxwell-ledger", "version": "2"}
 
 
 def test_writes_survive_reopening_and_retries_apply_once(store: LedgerStore, state: Path) -> None:

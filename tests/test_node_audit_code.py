@@ -7,12 +7,14 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from helpers import cpu_ticks, wait_until
+from maxwell.audit.ipsample import tracer_of
+from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import NodeDaemon
 from maxwell.node.facade import NodeError
 from maxwell.units import Money
@@ -22,6 +24,7 @@ J = 1_000_000
 MINER = """
 import ctypes, mmap, os, sys, threading, time
 trigger = sys.argv[1]
+open(trigger + ".looping", "w").close()
 while not os.path.exists(trigger):
     for _ in range(200):  # mostly in the interpreter, now and then a stat()
         sum(range(10_000))
@@ -31,7 +34,7 @@ page.write(b"\\xeb\\xfe")  # x86-64: jmp to itself, the miner's inner loop
 spin = ctypes.CFUNCTYPE(None)(ctypes.addressof(ctypes.c_char.from_buffer(page)))
 threading.Thread(target=spin, daemon=True).start()
 open(trigger + ".mined", "w").close()
-while True:
+while True:  # the main thread idles; the injected thread is the one to catch
     time.sleep(1)
 """
 
@@ -68,18 +71,27 @@ def code_python_maps() -> list[str]:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[NodeDaemon]:
-    node = NodeDaemon(tmp_path / "state", tick_s=0.1, detect_cgroups=False)
+    node = NodeDaemon(NodeConfig(state_dir=tmp_path / "state", tick_s=0.1, cgroup="none"))
     try:
         yield node
     finally:
         node.shutdown(kill_agents=True)
 
 
-def wait_for(path: Path, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} did not appear"
-        time.sleep(0.02)
+def wait_for(path: Path) -> None:
+    wait_until(path.exists, interval_s=0.02, what=f"{path} to appear")
+
+
+def spinning_thread(pid: int) -> bool:
+    """Whether a thread of `pid` other than its main one has run 30 ms (3 clock ticks)."""
+    threads = [int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid]
+    return any(cpu_ticks(pid, tid) >= 3 for tid in threads)
+
+
+def traced_by(pid: int) -> bool:
+    """Whether a child of `pid` has `pid` for its tracer."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return any(tracer_of(int(child)) == pid for child in children)
 
 
 def test_an_agent_running_its_declared_code_passes_and_a_miner_is_caught(
@@ -95,7 +107,7 @@ def test_an_agent_running_its_declared_code_passes_and_a_miner_is_caught(
         code=code_python_maps(),
         name="miner",
     )
-    time.sleep(0.5)  # its interpreter is up and looping in Python
+    wait_for(Path(f"{trigger}.looping"))  # its interpreter is up and looping in Python
     clean = daemon.audit(spawned.agent)
     assert clean.honest, clean.findings
     assert clean.checked == ("code",) and clean.samples >= 1
@@ -103,7 +115,7 @@ def test_an_agent_running_its_declared_code_passes_and_a_miner_is_caught(
     assert clean.pause_us is not None and clean.pause_us > 0
     trigger.touch()
     wait_for(Path(str(trigger) + ".mined"))
-    time.sleep(0.2)
+    wait_until(lambda: spinning_thread(spawned.pid), what="the injected thread to spin")
     caught = daemon.audit(spawned.agent)
     assert not caught.honest
     assert any("[anon]: anonymous executable memory" in f for f in caught.findings)
@@ -117,10 +129,8 @@ def test_an_agent_running_its_declared_code_passes_and_a_miner_is_caught(
 def test_without_declared_code_an_audit_shows_where_but_checks_nothing(
     daemon: NodeDaemon,
 ) -> None:
-    spawned = daemon.spawn(
-        [sys.executable, "-c", "while True: pass"], fund=Money(100 * J), bid=5.0
-    )
-    time.sleep(0.3)
+    spawned = daemon.spawn([sys.executable, "-c", "while True: pass"], fund=Money(100 * J), bid=5.0)
+    wait_until(lambda: cpu_ticks(spawned.pid) >= 10, what="the agent to loop")
     result = daemon.audit(spawned.agent)
     assert result.honest and result.checked == ()
     assert result.samples >= 1 and result.modules
@@ -153,7 +163,7 @@ if child == 0:
         sum(range(10_000))
 open(sys.argv[1], "w").close()
 os.waitpid(child, 0)  # it stops at its first signal, if ever; the parent keeps it traced
-while True:
+while True:  # the tracer idles, its tracee loops
     time.sleep(1)
 """
 
@@ -171,7 +181,7 @@ def test_an_agent_that_traces_its_own_threads_fails_the_code_audit(
         code=code_python_maps(),
     )
     wait_for(ready)
-    time.sleep(0.2)
+    wait_until(lambda: traced_by(spawned.pid), what="its child to call PTRACE_TRACEME")
     result = daemon.audit(spawned.agent)
     assert not result.honest
     assert any("traced by its own process" in finding for finding in result.findings)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import NodeDaemon
 from maxwell.node.facade import NodeError
 from maxwell.proof import make_proof, model_from_bytes, run, write_proof
@@ -30,7 +31,7 @@ def model_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[NodeDaemon]:
-    node = NodeDaemon(tmp_path / "state", tick_s=0.1, detect_cgroups=False)
+    node = NodeDaemon(NodeConfig(state_dir=tmp_path / "state", tick_s=0.1, cgroup="none"))
     try:
         yield node
     finally:
@@ -116,7 +117,7 @@ def test_a_bounty_needs_its_model_and_an_agent_without_one_cannot_claim(
 
 def test_proofs_and_bounties_survive_a_restart(model_path: Path, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    first = NodeDaemon(state, tick_s=0.1, detect_cgroups=False)
+    first = NodeDaemon(NodeConfig(state_dir=state, tick_s=0.1, cgroup="none"))
     try:
         spawned = first.spawn(
             ["sleep", "30"], fund=Money(J), bid=1.0, bounty=Money(J), model=str(model_path)
@@ -126,7 +127,7 @@ def test_proofs_and_bounties_survive_a_restart(model_path: Path, tmp_path: Path)
         first.kill(spawned.agent)
     finally:
         first.shutdown(kill_agents=True)
-    again = NodeDaemon(state, tick_s=0.1, detect_cgroups=False)
+    again = NodeDaemon(NodeConfig(state_dir=state, tick_s=0.1, cgroup="none"))
     try:
         info = again.agent(spawned.agent)
         assert (info.proofs, info.bounties) == (1, J)

@@ -22,12 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import maxwell
+from helpers import maxwell, wait_until
 from maxwell.cgroups import CgroupManager, V2Group, read_layout
 from maxwell.cgroups._fs import CgroupFs
 from maxwell.cli import daemon_cmd
 from maxwell.clock import SystemClock
 from maxwell.errors import CgroupUnavailableError, UsageError
+from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import (
     PRIVATE_PREFIX,
     NodeDaemon,
@@ -44,10 +45,10 @@ from test_node_daemon import (
     assert_adopted_once,
     group_cpu_ns,
     kinds_for,
+    node_warnings,
     recorded,
     tick_until,
     tree_dirs,
-    wait_until,
 )
 
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -72,7 +73,7 @@ def test_the_cgroup_flag_and_config_key(tmp_path: Path) -> None:
     flag_wins = daemon_args("--config", str(config), "--cgroup", "v2")
     assert daemon_cmd.options_from(flag_wins).cgroup == "v2"
     config.write_text('[daemon]\ncgroup = "v3"\n')
-    with pytest.raises(UsageError, match=r"--cgroup 'v3': unknown, use one of auto, v1, v2"):
+    with pytest.raises(UsageError, match=r"--cgroup 'v3': unknown, use one of auto, v1, v2, none"):
         daemon_cmd.options_from(daemon_args("--config", str(config)))
     config.write_text("[daemon]\ncgroup = 2\n")
     with pytest.raises(UsageError, match="cgroup must be a string"):
@@ -177,20 +178,13 @@ class RecordingFs(CgroupFs):
 def nothing_left(state: Path, pids: list[int]) -> None:
     """No directory of the daemon's tree in any hierarchy, v1 included, and no agent alive."""
     assert tree_dirs(state) == []
-    wait_until(lambda: not any(alive(pid) for pid in pids))
+    wait_until(lambda: not any(alive(pid) for pid in pids), what="the agents to die")
 
 
-def cli_options(state: Path, daemon_table: dict[str, object]) -> daemon_cmd.DaemonOptions:
+def cli_options(state: Path, daemon_table: dict[str, object]) -> NodeConfig:
     """What `maxwell daemon --state STATE --tick 0.2 --cgroup v2` reads, with `[daemon]` keys."""
-    return daemon_cmd.DaemonOptions(
-        state_dir=state,
-        socket_path=str(state / "maxwell.sock"),
-        listen=None,
-        tick_s=0.2,
-        mechanism="uniform",
-        config={"daemon": daemon_table},
-        cgroup="v2",
-    )
+    flags = {"state": str(state), "tick_s": 0.2, "cgroup": "v2"}
+    return NodeConfig.from_sources(flags, {"daemon": daemon_table})
 
 
 @pytest.fixture
@@ -212,17 +206,32 @@ def cli_v2_daemon(
 
 
 @pytest.mark.root
-def test_a_daemon_that_fails_to_start_closes_the_v2_manager_built_for_it(tmp_path: Path) -> None:
+def test_a_daemon_that_fails_to_start_closes_the_v2_manager_built_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     v2_or_skip()
     state = tmp_path / "state"
-    with pytest.raises(NodeError, match="fraction"):
-        daemon_cmd._make_node(cli_options(state, {"min_capacity_fraction": 2.0}))
+    with pytest.raises(UsageError, match="fraction"):  # refused before anything is made
+        cli_options(state, {"min_capacity_fraction": 2.0})
+
+    def recovery_fails(self: NodeDaemon) -> None:
+        raise NodeError("recovery failed on purpose")
+
+    monkeypatch.setattr(NodeDaemon, "_recover", recovery_fails)
+    with pytest.raises(NodeError, match="on purpose"):
+        daemon_cmd._make_node(cli_options(state, {}))
+    assert tree_dirs(state) == []
+    # The state directory's lock went with it: the next daemon starts.
+    monkeypatch.undo()
+    _node, again = daemon_cmd._make_node(cli_options(state, {}))
+    assert isinstance(again, NodeDaemon)
+    again.shutdown(kill_agents=True)
     assert tree_dirs(state) == []
 
 
 @pytest.mark.root
 def test_agents_on_v2_are_metered_frozen_and_thawed(
-    cli_v2_daemon: tuple[NodeDaemon, str],
+    cli_v2_daemon: tuple[NodeDaemon, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     daemon, stderr = cli_v2_daemon
     delegated = v2_or_skip()
@@ -243,8 +252,8 @@ def test_agents_on_v2_are_metered_frozen_and_thawed(
     busy_dir, low_dir = daemon.group_dirs(busy.agent)[0], daemon.group_dirs(low.agent)[0]
     # One directory each, beneath the daemon's tree in the unified hierarchy; none in v1.
     assert daemon.group_dirs(busy.agent) == [busy_dir]
-    assert Path(busy_dir).parent == mount / private_name(daemon.state_dir)
-    assert [str(d) for d in tree_dirs(daemon.state_dir)] == [str(Path(busy_dir).parent)]
+    assert Path(busy_dir).parent == mount / private_name(daemon.config.state_dir)
+    assert [str(d) for d in tree_dirs(daemon.config.state_dir)] == [str(Path(busy_dir).parent)]
     assert str(busy.pid) in (Path(busy_dir) / "cgroup.procs").read_text().split()
     cpu_max = Path(busy_dir) / "cpu.max"
     if "cpu" in delegated:
@@ -268,7 +277,7 @@ def test_agents_on_v2_are_metered_frozen_and_thawed(
     # The v2 freezer parks tasks in an interruptible sleep (not T); they burn no CPU.
     assert proc_state(low.pid) in ("S", "D")
     before = usage_usec(low_dir)
-    time.sleep(0.3)
+    time.sleep(0.3)  # a real sleep: the window in which a frozen group must burn nothing
     assert usage_usec(low_dir) == before
     frozen = [e for e in daemon.events() if e.agent == low.agent and e.kind == "frozen"]
     assert "below the reserve" in str(frozen[0].detail["reason"])
@@ -278,13 +287,13 @@ def test_agents_on_v2_are_metered_frozen_and_thawed(
     assert daemon.agent(low.agent).state is AgentState.RUNNING
     assert events(low_dir)["frozen"] == "0"
     assert "thawed" in kinds_for(daemon, low.agent)
-    wait_until(lambda: usage_usec(low_dir) > before + 50_000)
+    wait_until(lambda: usage_usec(low_dir) > before + 50_000, what="the thawed agent to run")
     # Killed on request: its group goes.
     assert daemon.kill(low.agent).state is AgentState.DEAD
     daemon.tick_once()
-    wait_until(lambda: not alive(low.pid))
+    wait_until(lambda: not alive(low.pid), what="the killed agent to die")
     assert not os.path.exists(low_dir)
-    assert daemon.warnings == []
+    assert node_warnings(caplog) == []
     assert daemon.ledger().verify().ok
 
 
@@ -293,7 +302,9 @@ def test_an_underfunded_agent_on_v2_dies_by_apoptosis_through_cgroup_kill(tmp_pa
     v2_or_skip()
     state = tmp_path / "state"
     fs = RecordingFs()
-    daemon = NodeDaemon(state, tick_s=0.2, grace_s=0.6, cgroups=v2_manager(state, fs))
+    daemon = NodeDaemon(
+        NodeConfig(state_dir=state, tick_s=0.2, grace_s=0.6), cgroups=v2_manager(state, fs)
+    )
     pids: list[int] = []
     try:
         poor = daemon.spawn(BUSY, fund=Money(J // 5), bid=5.0, demand=0.5, name="poor")
@@ -306,7 +317,7 @@ def test_an_underfunded_agent_on_v2_dies_by_apoptosis_through_cgroup_kill(tmp_pa
         tick_until(daemon, lambda: daemon.agent(poor.agent).state is AgentState.DEAD)
         assert kinds_for(daemon, poor.agent)[-1] == "apoptosis"
         assert (os.path.join(group_dir, "cgroup.kill"), "1") in fs.writes
-        wait_until(lambda: not alive(poor.pid))
+        wait_until(lambda: not alive(poor.pid), what="the poor agent to die")
         assert not os.path.exists(group_dir)
         info = daemon.agent(poor.agent)
         assert info.exit_code == -signal.SIGKILL
@@ -319,15 +330,17 @@ def test_an_underfunded_agent_on_v2_dies_by_apoptosis_through_cgroup_kill(tmp_pa
 
 
 def socket_ready(state: Path, daemon: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 30
-    while not (state / "maxwell.sock").exists():
+    def socket_open() -> bool:
         assert daemon.poll() is None, daemon.communicate()
-        assert time.monotonic() < deadline, "the daemon did not open its socket"
-        time.sleep(0.05)
+        return (state / "maxwell.sock").exists()
+
+    wait_until(socket_open, timeout_s=30, what="the daemon to open its socket")
 
 
 @pytest.mark.root
-def test_maxwell_daemon_on_v2_killed_with_sigkill_is_recovered(tmp_path: Path) -> None:
+def test_maxwell_daemon_on_v2_killed_with_sigkill_is_recovered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     delegated = v2_or_skip()
     state = tmp_path / "state"
     env = {**os.environ, "PYTHONPATH": str(SRC)}
@@ -350,7 +363,7 @@ def test_maxwell_daemon_on_v2_killed_with_sigkill_is_recovered(tmp_path: Path) -
         assert spawned.returncode == 0, spawned.stderr
         started = json.loads(spawned.stdout)
         agent, pid = started["agent"], started["pid"]
-        wait_until(lambda: recorded(state, agent)[0] > 0.2e9)  # ticks have billed it
+        wait_until(lambda: recorded(state, agent)[0] > 0.2e9, what="ticks to bill the agent")
         child.send_signal(signal.SIGKILL)
         _, stderr = child.communicate(timeout=10)
         if len(delegated) < len(ENFORCING):
@@ -361,26 +374,29 @@ def test_maxwell_daemon_on_v2_killed_with_sigkill_is_recovered(tmp_path: Path) -
         group_dir = Path(str(cgroup["path"]))
         assert group_dir.parent == v2_mount() / private_name(state)
         assert str(pid) in (group_dir / "cgroup.procs").read_text().split()
-        time.sleep(0.5)  # the agent keeps burning CPU while no daemon watches it
+        wait_until(  # the agent keeps burning CPU while no daemon watches it
+            lambda: group_cpu_ns(cgroup) - billed_up_to > 0.2e9,
+            what="the unwatched agent to burn 0.2 s of CPU",
+        )
         counter_before = group_cpu_ns(cgroup)
 
-        daemon = NodeDaemon(state, tick_s=0.1, grace_s=30, cgroups=v2_manager(state))
+        daemon = NodeDaemon(
+            NodeConfig(state_dir=state, tick_s=0.1, grace_s=30), cgroups=v2_manager(state)
+        )
         info = assert_adopted_once(daemon, agent, pid, billed_up_to, counter_before, cgroup)
         assert daemon.status().cgroup == "v2"
-        for _ in range(5):
-            time.sleep(0.1)
-            daemon.tick_once()
+        tick_until(daemon, lambda: daemon.agent(agent).energy_uj > info.energy_uj)
         after = daemon.agent(agent)
         assert after.state is AgentState.RUNNING and after.energy_uj > info.energy_uj
         bills = [e for e in daemon.ledger().entries() if e.kind == "bill"]
         assert sum(int(str(e.detail["energy_uj"])) for e in bills) == after.energy_uj
-        assert daemon.warnings == []
+        assert node_warnings(caplog) == []
         assert daemon.ledger().verify().ok
     finally:
         if child.poll() is None:
             child.kill()
             child.communicate()
         if daemon is None:
-            daemon = NodeDaemon(state, tick_s=0.1, cgroups=v2_manager(state))
+            daemon = NodeDaemon(NodeConfig(state_dir=state, tick_s=0.1), cgroups=v2_manager(state))
         daemon.shutdown(kill_agents=True)
     nothing_left(state, [pid] if pid else [])

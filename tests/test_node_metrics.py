@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from maxwell.node.facade import AgentInfo, AgentState, NodeStatus, PriceInfo
 from maxwell.node.metrics import CONTENT_TYPE, METRIC_NAMES, render_metrics
+from maxwell.node.tickstats import TickRecorder, TickStats
 from maxwell.units import Money
 
 # Debian's `prometheus` package ships both binaries (`apt-get install prometheus`).
@@ -62,7 +63,11 @@ def _price(**overrides: object) -> PriceInfo:
     return PriceInfo(**fields)  # type: ignore[arg-type]
 
 
-def _status(agents: list[AgentInfo] | None = None, price: PriceInfo | None = None) -> NodeStatus:
+def _status(
+    agents: list[AgentInfo] | None = None,
+    price: PriceInfo | None = None,
+    tick_stats: TickStats | None = None,
+) -> NodeStatus:
     return NodeStatus(
         price=price or _price(),
         agents=[_agent()] if agents is None else agents,
@@ -71,7 +76,18 @@ def _status(agents: list[AgentInfo] | None = None, price: PriceInfo | None = Non
         ticks=17,
         mechanism="uniform",
         cgroup="v2",
+        tick_stats=tick_stats,
     )
+
+
+def _tick_stats() -> TickStats:
+    """Four committed ticks (2 ms, 4 ms, 4 ms, 30 s) and two failures."""
+    recorder = TickRecorder()
+    for duration_s in (0.002, 0.004, 0.004, 30.0):
+        recorder.record_tick(duration_s)
+    recorder.record_failure(OSError("disk full"), at=1_700_000_000.0)
+    recorder.record_failure(RuntimeError("ledger locked"), at=1_700_000_060.0)
+    return recorder.snapshot(ledger_rows=1234)
 
 
 def _samples(text: bytes) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -113,6 +129,38 @@ def test_node_metrics_carry_price_temperature_and_tick() -> None:
     assert _value(text, "maxwell_node_info", mechanism="uniform", cgroup="v2") == 1.0
 
 
+def test_tick_stats_give_a_histogram_failures_and_ledger_rows() -> None:
+    text = render_metrics(_status(tick_stats=_tick_stats()))
+    buckets = {
+        labels["le"]: value
+        for (name, label_set), value in _samples(text).items()
+        if name == "maxwell_tick_duration_seconds_bucket"
+        for labels in [dict(label_set)]
+    }
+    # Cumulative: everything at or below each bound; +Inf holds every tick.
+    assert buckets["0.001"] == 0.0
+    assert buckets["0.0025"] == 1.0
+    assert buckets["0.005"] == 3.0
+    assert buckets["10.0"] == 3.0
+    assert buckets["+Inf"] == 4.0
+    assert len(buckets) == 14
+    assert _value(text, "maxwell_tick_duration_seconds_count") == 4.0
+    assert _value(text, "maxwell_tick_duration_seconds_sum") == 30.01
+    assert _value(text, "maxwell_tick_failures_total") == 2.0
+    assert _value(text, "maxwell_ledger_rows_total") == 1234.0
+    assert _value(text, "maxwell_last_tick_duration_seconds") == 0.0042
+
+
+def test_without_tick_stats_the_duration_stays_the_last_ticks_gauge() -> None:
+    text = render_metrics(_status())
+    assert _value(text, "maxwell_tick_duration_seconds") == 0.0042
+    assert _value(text, "maxwell_last_tick_duration_seconds") == 0.0042
+    names = {name for name, _ in _samples(text)}
+    assert "maxwell_tick_failures_total" not in names
+    assert "maxwell_ledger_rows_total" not in names
+    assert "maxwell_tick_duration_seconds_bucket" not in names
+
+
 def test_measured_sensors_say_so() -> None:
     price = _price(measured=True, energy_source="rapl", temperature_source="hwmon")
     text = render_metrics(_status(price=price))
@@ -142,9 +190,8 @@ def test_agent_state_is_a_state_set_with_one_current_state() -> None:
 
 
 def test_types_and_help_lines() -> None:
-    families = {
-        f.name: f for f in text_string_to_metric_families(render_metrics(_status()).decode())
-    }
+    text = render_metrics(_status(tick_stats=_tick_stats()))
+    families = {f.name: f for f in text_string_to_metric_families(text.decode())}
     counters = {name for name, family in families.items() if family.type == "counter"}
     # The parser names a counter family without its `_total` suffix.
     assert counters == {
@@ -152,8 +199,12 @@ def test_types_and_help_lines() -> None:
         "maxwell_agent_paid_joule_tokens",
         "maxwell_agent_landauer_joule_tokens",
         "maxwell_ticks",
+        "maxwell_tick_failures",
+        "maxwell_ledger_rows",
     }
-    assert all(family.type in {"counter", "gauge"} for family in families.values())
+    histograms = {name for name, family in families.items() if family.type == "histogram"}
+    assert histograms == {"maxwell_tick_duration_seconds"}
+    assert all(family.type in {"counter", "gauge", "histogram"} for family in families.values())
     assert all(family.documentation for family in families.values())
     exposed = {name + "_total" if name in counters else name for name in families}
     assert exposed == set(METRIC_NAMES)
@@ -192,6 +243,8 @@ def test_content_type_is_the_text_format() -> None:
 _PROMTOOL_CASES = {
     "one agent": _status(),
     "no agents": _status(agents=[]),
+    "tick stats": _status(tick_stats=_tick_stats()),
+    "tick stats, no tick yet": _status(tick_stats=TickRecorder().snapshot(ledger_rows=0)),
     "every state, awkward names": _status(
         agents=[
             _agent(f"a{i}", f'agent "{state}"\\\n', state) for i, state in enumerate(AgentState)
@@ -280,7 +333,7 @@ def test_a_real_prometheus_scrapes_the_metrics(metrics_endpoint: str, tmp_path: 
         deadline = time.monotonic() + 60
         while not result and time.monotonic() < deadline:
             assert server.poll() is None, (tmp_path / "prometheus.log").read_text()
-            time.sleep(0.5)
+            time.sleep(0.5)  # already a poll with a deadline: Prometheus scrapes once a second
             try:
                 answer = httpx.get(
                     f"http://127.0.0.1:{port}/api/v1/query", params={"query": query}, timeout=5

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import NobodyPython
-from helpers import last_json, maxwell, maxwell_cgroup_dirs, pids_with_tag
+from helpers import last_json, maxwell, maxwell_cgroup_dirs, pids_with_tag, wait_until
 from maxwell.cgroups import open_workload_group
 from maxwell.clock import SystemClock
 from maxwell.runner.run import BudgetedRun, RunOptions
@@ -203,10 +202,7 @@ def test_maxwell_stopped_by_a_signal_leaves_nothing_behind(tag: str, signum: int
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 20
-    while len(pids_with_tag(tag)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(pids_with_tag(tag)) >= 2, "the workload never started"
+    wait_until(lambda: len(pids_with_tag(tag)) >= 2, what="the workload's two workers to start")
     process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=30)
     assert process.returncode == 128 + signum, stderr

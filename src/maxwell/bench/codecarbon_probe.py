@@ -61,6 +61,49 @@ def _tracker_assumptions(tracker: Any) -> dict[str, object]:
     return found
 
 
+def _build_tracker(country: str) -> Any:
+    """CodeCarbon's offline tracker in process mode, built but not started."""
+    from codecarbon import OfflineEmissionsTracker  # slow (~1 s): part of start-up
+
+    return OfflineEmissionsTracker(
+        country_iso_code=country,
+        tracking_mode="process",
+        measure_power_secs=1,
+        save_to_file=False,
+        log_level="error",
+        allow_multiple_runs=True,
+    )
+
+
+def _measure_window() -> tuple[float, float]:
+    """Wall and CPU seconds between `go` and `stop` on stdin."""
+    _await_line("go")
+    window_wall = time.monotonic()
+    window_cpu = _cpu_s()
+    _await_line("stop")
+    return time.monotonic() - window_wall, _cpu_s() - window_cpu
+
+
+def _tracker_result(tracker: Any) -> dict[str, object]:
+    """Stop the tracker and report what it measured and assumed, energies in joules."""
+    tracker.stop()
+    data = tracker.final_emissions_data
+    return {
+        "version": _codecarbon_version(),
+        "mode": data.tracking_mode,
+        "duration_s": data.duration,
+        "cpu_energy_j": data.cpu_energy * KWH_TO_J,
+        "ram_energy_j": data.ram_energy * KWH_TO_J,
+        "energy_j": data.energy_consumed * KWH_TO_J,
+        "cpu_power_w": data.cpu_power,
+        "ram_power_w": data.ram_power,
+        "cpu_model": data.cpu_model,
+        "cpu_count": data.cpu_count,
+        "on_cloud": data.on_cloud,
+        **_tracker_assumptions(tracker),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m maxwell.bench.codecarbon_probe")
     parser.add_argument("--tracker", action="store_true", help="run CodeCarbon's tracker")
@@ -69,18 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started_wall = time.monotonic()
     started_cpu = _cpu_s()
-    tracker: Any = None
-    if args.tracker:
-        from codecarbon import OfflineEmissionsTracker  # slow (~1 s): part of start-up
-
-        tracker = OfflineEmissionsTracker(
-            country_iso_code=args.country,
-            tracking_mode="process",
-            measure_power_secs=1,
-            save_to_file=False,
-            log_level="error",
-            allow_multiple_runs=True,
-        )
+    tracker: Any = _build_tracker(args.country) if args.tracker else None
     busy = subprocess.Popen(BUSY_LOOP_ARGV)
     try:
         if tracker is not None:
@@ -93,12 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 "busy_pid": busy.pid,
             }
         )
-        _await_line("go")
-        window_wall = time.monotonic()
-        window_cpu = _cpu_s()
-        _await_line("stop")
-        window_wall_s = time.monotonic() - window_wall
-        window_cpu_s = _cpu_s() - window_cpu
+        window_wall_s, window_cpu_s = _measure_window()
         result: dict[str, object] = {
             "event": "result",
             "tracker": tracker is not None,
@@ -106,24 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             "window_cpu_s": window_cpu_s,
         }
         if tracker is not None:
-            tracker.stop()
-            data = tracker.final_emissions_data
-            result.update(
-                {
-                    "version": _codecarbon_version(),
-                    "mode": data.tracking_mode,
-                    "duration_s": data.duration,
-                    "cpu_energy_j": data.cpu_energy * KWH_TO_J,
-                    "ram_energy_j": data.ram_energy * KWH_TO_J,
-                    "energy_j": data.energy_consumed * KWH_TO_J,
-                    "cpu_power_w": data.cpu_power,
-                    "ram_power_w": data.ram_power,
-                    "cpu_model": data.cpu_model,
-                    "cpu_count": data.cpu_count,
-                    "on_cloud": data.on_cloud,
-                    **_tracker_assumptions(tracker),
-                }
-            )
+            result.update(_tracker_result(tracker))
         _emit(result)
     finally:
         busy.kill()

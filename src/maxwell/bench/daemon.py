@@ -25,6 +25,7 @@ Ctrl-C and SIGTERM.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -193,7 +194,7 @@ def _tick_phase(daemon: Any, agents: int, tick_s: float, seconds: float) -> Tick
     """Tick like `run_forever` for `seconds`, timing each tick and its pure steps."""
     from maxwell.node import tick as ticks
 
-    daemon.tick_s = tick_s
+    daemon.config = dataclasses.replace(daemon.config, tick_s=tick_s)
     phase = TickPhase(agents=agents, tick_s=tick_s)
     with _StepTimer(ticks, "clear_market") as clearing, _StepTimer(ticks, "plan_tick") as plan:
         wall0, cpu0 = time.monotonic(), process_cpu_s()
@@ -267,9 +268,10 @@ def _host(daemon: Any) -> dict[str, object]:
 
 
 def _with_daemon(state_dir: Path, use: Callable[[Any], _T]) -> _T:
+    from maxwell.node.config import NodeConfig
     from maxwell.node.daemon import NodeDaemon
 
-    daemon = NodeDaemon(state_dir, tick_s=TICK_S, grace_s=3600.0)
+    daemon = NodeDaemon(NodeConfig(state_dir=state_dir, tick_s=TICK_S, grace_s=3600.0))
     try:
         if daemon.degraded:
             from maxwell.errors import CgroupUnavailableError
@@ -310,7 +312,7 @@ def run_daemon_bench(
                 if count == max(counts):
                     progress(f"auction phase: {count} agents at a {AUCTION_TICK_S:g} s tick")
                     auction = _tick_phase(daemon, count, AUCTION_TICK_S, auction_seconds)
-                    daemon.tick_s = TICK_S
+                    daemon.config = dataclasses.replace(daemon.config, tick_s=TICK_S)
                 if count == min(counts):
                     progress("API latency")
                     agent, token = spawned[0]

@@ -111,45 +111,13 @@ def build_report(
     "rebid_share" (updates of `AUCTION_REBID_SHARE` of them + `clear_book`), "all_rebid" and
     "no_rebid" (`clear_book` alone).
     """
-    exponents: dict[str, float | None] = {}
-    for mechanism in MECHANISM_NAMES:
-        rows = [r for r in machine if r["mechanism"] == mechanism]
-        exponents[mechanism] = growth_exponent(
-            [int(str(r["n"])) for r in rows], [float(str(r["clear_ms"])) for r in rows]
-        )
+    exponents = _growth_exponents(machine)
     sizes = sorted({int(str(r["n"])) for r in machine})
     reference = nlogn_exponent(sizes)
-
-    def row(mechanism: str, n: int) -> Mapping[str, object] | None:
-        return next((r for r in machine if r["mechanism"] == mechanism and r["n"] == n), None)
-
-    fractions: dict[str, float] = {}
-    all_rebid: dict[str, float] = {}
-    for mechanism in MECHANISM_NAMES:
-        at = row(mechanism, AUCTION_AGENTS)
-        if at is not None:
-            clear_ms = float(str(at["clear_ms"]))
-            fractions[mechanism] = auctioneer_fraction(clear_ms, export_ms)
-            all_rebid[mechanism] = auctioneer_fraction(
-                clear_ms, export_ms, float(str(at["update_us"])), AUCTION_AGENTS
-            )
+    fractions, all_rebid = _vectorised_fractions(machine, export_ms)
     budget_ms = MACHINE_CORES * TICK_S * 1e3
     headline = tick_ms["rebid_share"] / budget_ms
-    update_at_agents = _field(row("uniform", AUCTION_AGENTS), "update_us")
-    rebids_in_budget = (
-        None
-        if update_at_agents is None
-        else max(0, int((TARGETS["auctioneer_fraction"] * budget_ms - tick_ms["no_rebid"])
-                        * 1e3 / update_at_agents))
-    )  # fmt: skip
-    largest = max(sizes) if sizes else 0
-    measured = {
-        "uniform_clear_ms_at_1e4": _field(row("uniform", 10_000), "clear_ms"),
-        "uniform_clear_ms_at_1e6": _field(row("uniform", 1_000_000), "clear_ms"),
-        "update_us": _field(row("uniform", largest), "update_us"),
-        "draw_us": _field(row("lottery", largest), "draw_us"),
-        "auctioneer_fraction": headline,
-    }
+    measured = _measured(machine, largest=max(sizes) if sizes else 0, headline=headline)
     met: dict[str, bool | None] = {
         key: None if value is None else value <= TARGETS[key] for key, value in measured.items()
     }
@@ -166,40 +134,100 @@ def build_report(
         "auctioneer_fraction_all_rebid": tick_ms["all_rebid"] / budget_ms,
         "auctioneer_fraction_no_rebid": tick_ms["no_rebid"] / budget_ms,
         "auctioneer_rebid_share": AUCTION_REBID_SHARE,
-        "auctioneer_rebids_in_budget": rebids_in_budget,
+        "auctioneer_rebids_in_budget": _rebids_in_budget(
+            _field(_row(machine, "uniform", AUCTION_AGENTS), "update_us"),
+            no_rebid_ms=tick_ms["no_rebid"],
+            budget_ms=budget_ms,
+        ),
         "auctioneer_tick_ms": {key: round(value, 6) for key, value in tick_ms.items()},
         "auctioneer_fraction_vectorised_by_mechanism": fractions,
         "auctioneer_fraction_vectorised_all_rebid_by_mechanism": all_rebid,
         "export_ms_at_1000": round(export_ms, 4),
         "results_fraction": list(fraction),
-        "growth_exponent_fraction": {
-            mechanism: growth_exponent(
-                [int(str(r["n"])) for r in fraction if r["mechanism"] == mechanism],
-                [float(str(r["clear_ms"])) for r in fraction if r["mechanism"] == mechanism],
-            )
-            for mechanism in MECHANISM_NAMES
-        },
+        "growth_exponent_fraction": _growth_exponents(fraction),
         "targets": TARGETS,
         "measured": measured,
         "met": met,
-        "setup": {
-            "quick": quick,
-            "timer": "process CPU time (process_time_ns); clear_wall_ms beside it",
-            "machine_capacity_cores": MACHINE_CORES,
-            "fraction_capacity": "half the total demand",
-            "prices": "uniform [0, 1) $J/J",
-            "demands": "uniform [0.01, 2] cores",
-            "lottery_quantum": "0.01 core (machine); capacity / 1e4 (fraction)",
-            "lottery_fraction_max_n": LOTTERY_FRACTION_MAX_N,
-            "tick_s": TICK_S,
-            "auctioneer_agents": AUCTION_AGENTS,
-            "auctioneer_tick": (
-                f"{AUCTION_REBID_SHARE:.0%} of the agents re-price (OrderBook.update), then "
-                "Uniform.clear_book on the standing book; CPU time of whole ticks, median"
-            ),
-            "update_us": "OrderBook price change (remove + insert) in a book of n bids",
-            "draw_us": "SumTree draw over n weights",
-        },
+        "setup": _setup(quick),
+    }
+
+
+def _growth_exponents(rows: Sequence[Mapping[str, object]]) -> dict[str, float | None]:
+    """Each mechanism's growth exponent over its rows' (n, clear_ms)."""
+    exponents: dict[str, float | None] = {}
+    for mechanism in MECHANISM_NAMES:
+        own = [r for r in rows if r["mechanism"] == mechanism]
+        exponents[mechanism] = growth_exponent(
+            [int(str(r["n"])) for r in own], [float(str(r["clear_ms"])) for r in own]
+        )
+    return exponents
+
+
+def _row(
+    rows: Sequence[Mapping[str, object]], mechanism: str, n: int
+) -> Mapping[str, object] | None:
+    return next((r for r in rows if r["mechanism"] == mechanism and r["n"] == n), None)
+
+
+def _vectorised_fractions(
+    machine: Sequence[Mapping[str, object]], export_ms: float
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Per mechanism, the auctioneer's fraction at `AUCTION_AGENTS` when it exports the book and
+    clears it vectorised: with no re-bids, and with every agent re-bidding."""
+    fractions: dict[str, float] = {}
+    all_rebid: dict[str, float] = {}
+    for mechanism in MECHANISM_NAMES:
+        at = _row(machine, mechanism, AUCTION_AGENTS)
+        if at is not None:
+            clear_ms = float(str(at["clear_ms"]))
+            fractions[mechanism] = auctioneer_fraction(clear_ms, export_ms)
+            all_rebid[mechanism] = auctioneer_fraction(
+                clear_ms, export_ms, float(str(at["update_us"])), AUCTION_AGENTS
+            )
+    return fractions, all_rebid
+
+
+def _rebids_in_budget(
+    update_us: float | None, *, no_rebid_ms: float, budget_ms: float
+) -> int | None:
+    """How many bid updates a tick affords beside the clearing within the auctioneer target."""
+    if update_us is None:
+        return None
+    return max(0, int((TARGETS["auctioneer_fraction"] * budget_ms - no_rebid_ms) * 1e3 / update_us))
+
+
+def _measured(
+    machine: Sequence[Mapping[str, object]], *, largest: int, headline: float
+) -> dict[str, float | None]:
+    """The figures `TARGETS` names, as measured (None where the run did not reach that size)."""
+    return {
+        "uniform_clear_ms_at_1e4": _field(_row(machine, "uniform", 10_000), "clear_ms"),
+        "uniform_clear_ms_at_1e6": _field(_row(machine, "uniform", 1_000_000), "clear_ms"),
+        "update_us": _field(_row(machine, "uniform", largest), "update_us"),
+        "draw_us": _field(_row(machine, "lottery", largest), "draw_us"),
+        "auctioneer_fraction": headline,
+    }
+
+
+def _setup(quick: bool) -> dict[str, object]:
+    """How the run was set up, so a reader of the report knows what its figures mean."""
+    return {
+        "quick": quick,
+        "timer": "process CPU time (process_time_ns); clear_wall_ms beside it",
+        "machine_capacity_cores": MACHINE_CORES,
+        "fraction_capacity": "half the total demand",
+        "prices": "uniform [0, 1) $J/J",
+        "demands": "uniform [0.01, 2] cores",
+        "lottery_quantum": "0.01 core (machine); capacity / 1e4 (fraction)",
+        "lottery_fraction_max_n": LOTTERY_FRACTION_MAX_N,
+        "tick_s": TICK_S,
+        "auctioneer_agents": AUCTION_AGENTS,
+        "auctioneer_tick": (
+            f"{AUCTION_REBID_SHARE:.0%} of the agents re-price (OrderBook.update), then "
+            "Uniform.clear_book on the standing book; CPU time of whole ticks, median"
+        ),
+        "update_us": "OrderBook price change (remove + insert) in a book of n bids",
+        "draw_us": "SumTree draw over n weights",
     }
 
 

@@ -300,6 +300,15 @@ def render_table(report: Mapping[str, Any]) -> Any:
     else:
         reason = codecarbon.get("skipped") or codecarbon.get("failed")
         table.caption = f"codecarbon: {reason}"
+    lines = _comparison_lines(report)
+    if lines:
+        caption = table.caption if isinstance(table.caption, str) else ""
+        table.caption = escape("\n".join(filter(None, [caption, *lines])))
+    return table
+
+
+def _comparison_lines(report: Mapping[str, Any]) -> list[str]:
+    """The caption's lines comparing Maxwell with CodeCarbon: CPU per sample, then joules."""
     ratio = report.get("ratio_codecarbon_to_maxwell_per_workload_sample")
     attribution = report["attribution"]
     lines: list[str] = []
@@ -315,10 +324,7 @@ def render_table(report: Mapping[str, Any]) -> Any:
         if theirs and theirs.get("energy_j_scaled_to_window") is not None:
             line += f"; CodeCarbon {theirs['energy_j_scaled_to_window']:.2f} J"
         lines.append(line)
-    if lines:
-        caption = table.caption if isinstance(table.caption, str) else ""
-        table.caption = escape("\n".join(filter(None, [caption, *lines])))
-    return table
+    return lines
 
 
 def _fmt(value: object, scale: float, template: str) -> str:
@@ -499,7 +505,6 @@ def run_meter_bench(
         raise UsageError("the benchmark needs at least 2 workloads (two of them busy)")
     from maxwell.cgroups import CgroupManager
     from maxwell.clock import SystemClock
-    from maxwell.procfs import read_cpu_model
     from maxwell.sensors import Sensors
 
     version = codecarbon_version() if codecarbon else None
@@ -514,46 +519,24 @@ def run_meter_bench(
         manager = cleanup.enter_context(CgroupManager.detect(procfs_root="/proc", prefix="maxwell"))
         kind, layout = str(manager.kind), str(manager.layout)
         cleanup.callback(_remove_groups, groups)
-        for name in idle_names:
-            group = manager.create(name)
-            groups[name] = group
-            group.spawn(list(IDLE_ARGV), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for name in busy_names:
-            group = manager.create(name)
-            groups[name] = group
-            group.set_cpu_quota(BUSY_QUOTA_CORES)
-            if use_codecarbon:
-                probe = _Probe(group, tracker=name == TRACKED)
-                cleanup.callback(probe.close)
-                probes[name] = probe
-            else:
-                group.spawn(list(BUSY_ARGV), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _start_idle_workloads(manager, idle_names, groups)
+        _start_busy_workloads(manager, busy_names, groups, probes, cleanup, use_codecarbon)
         codecarbon_failure = _await_probes(probes)
         if codecarbon_failure is not None:  # keep the workloads busy without the probes
-            for name in list(probes):
-                probes.pop(name).close()
-                groups[name].spawn(
-                    list(BUSY_ARGV), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-                )
+            _replace_probes_with_busy_loops(probes, groups)
 
         loop = _MeterLoop(sensors, groups, [_floor_path(g) for g in groups.values()])
         cleanup.callback(loop.close)
-        for probe in probes.values():
-            probe.send("go")
-        loop.tick()  # the window's first reading: attribution starts here
-        phases = [_run_rate(loop, hz, seconds, workloads) for hz in rates_hz]
-        for probe in probes.values():
-            probe.send("stop")
-        results = {name: probe.read_message(timeout_s=30.0) for name, probe in probes.items()}
+        phases, results = _measure_window(loop, probes, rates_hz, seconds, workloads)
 
-    codecarbon_report: dict[str, object]
-    if codecarbon_failure is not None:
-        codecarbon_report = {"failed": codecarbon_failure, "version": version}
-    elif use_codecarbon:
-        tracked = {**probes[TRACKED].ready, **results[TRACKED]}
-        codecarbon_report = codecarbon_summary(tracked, results[UNTRACKED])
-    else:
-        codecarbon_report = {"skipped": CODECARBON_SKIPPED if codecarbon else "--no-codecarbon"}
+    codecarbon_report = _codecarbon_report(
+        probes,
+        results,
+        failure=codecarbon_failure,
+        version=version,
+        use_codecarbon=use_codecarbon,
+        requested=codecarbon,
+    )
     attribution = attribution_summary(
         loop.ledger,
         workload=busy_names[0],
@@ -561,7 +544,19 @@ def run_meter_bench(
         measured=loop.measured,
         codecarbon=codecarbon_report if "energy_j" in codecarbon_report else None,
     )
-    host = {
+    return build_report(
+        host=_host_summary(kind, layout, loop),
+        rates=phases,
+        codecarbon=codecarbon_report,
+        attribution=attribution,
+    )
+
+
+def _host_summary(kind: str, layout: str, loop: _MeterLoop) -> dict[str, object]:
+    """The machine the benchmark ran on: CPUs, cgroup kind and layout, the energy source."""
+    from maxwell.procfs import read_cpu_model
+
+    return {
         "cpus": os.cpu_count(),
         "cpu_model": read_cpu_model("/proc"),
         "cgroup": kind,
@@ -569,9 +564,80 @@ def run_meter_bench(
         "energy_source": loop.energy_source,
         "measured": loop.measured,
     }
-    return build_report(
-        host=host, rates=phases, codecarbon=codecarbon_report, attribution=attribution
-    )
+
+
+def _measure_window(
+    loop: _MeterLoop,
+    probes: Mapping[str, _Probe],
+    rates_hz: Sequence[float],
+    seconds: float,
+    workloads: int,
+) -> tuple[list[RatePhase], dict[str, dict[str, Any]]]:
+    """The measured window: the probes and the meter start together, the meter runs every rate,
+    then the probes stop and report; returns the rate phases and the probes' results."""
+    for probe in probes.values():
+        probe.send("go")
+    loop.tick()  # the window's first reading: attribution starts here
+    phases = [_run_rate(loop, hz, seconds, workloads) for hz in rates_hz]
+    for probe in probes.values():
+        probe.send("stop")
+    results = {name: probe.read_message(timeout_s=30.0) for name, probe in probes.items()}
+    return phases, results
+
+
+def _start_idle_workloads(manager: Any, names: Sequence[str], groups: dict[str, Any]) -> None:
+    """One group per name, each holding one sleeping process, recorded in `groups`."""
+    for name in names:
+        group = manager.create(name)
+        groups[name] = group
+        group.spawn(list(IDLE_ARGV), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _start_busy_workloads(
+    manager: Any,
+    names: Sequence[str],
+    groups: dict[str, Any],
+    probes: dict[str, _Probe],
+    cleanup: contextlib.ExitStack,
+    use_codecarbon: bool,
+) -> None:
+    """One quota-capped group per name, busy with a CodeCarbon probe (tracked or not) when
+    CodeCarbon is in use, else with a plain busy loop; each probe is closed by `cleanup`."""
+    for name in names:
+        group = manager.create(name)
+        groups[name] = group
+        group.set_cpu_quota(BUSY_QUOTA_CORES)
+        if use_codecarbon:
+            probe = _Probe(group, tracker=name == TRACKED)
+            cleanup.callback(probe.close)
+            probes[name] = probe
+        else:
+            group.spawn(list(BUSY_ARGV), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _replace_probes_with_busy_loops(probes: dict[str, _Probe], groups: Mapping[str, Any]) -> None:
+    """Close every probe and put a plain busy loop in its group, so the workloads stay busy."""
+    for name in list(probes):
+        probes.pop(name).close()
+        groups[name].spawn(list(BUSY_ARGV), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _codecarbon_report(
+    probes: Mapping[str, _Probe],
+    results: Mapping[str, Mapping[str, Any]],
+    *,
+    failure: str | None,
+    version: str | None,
+    use_codecarbon: bool,
+    requested: bool,
+) -> dict[str, object]:
+    """CodeCarbon's side of the report: its cost, or why it failed or was skipped."""
+    if failure is not None:
+        return {"failed": failure, "version": version}
+    if use_codecarbon:
+        tracked = {**probes[TRACKED].ready, **results[TRACKED]}
+        return codecarbon_summary(tracked, results[UNTRACKED])
+    return {"skipped": CODECARBON_SKIPPED if requested else "--no-codecarbon"}
 
 
 def _await_probes(probes: Mapping[str, _Probe]) -> str | None:

@@ -172,41 +172,9 @@ def build_report(
     quick: bool,
     rounds: int,
 ) -> dict[str, object]:
-    def ratio(slow: float, fast: float) -> float | None:
-        return None if fast <= 0 else round(slow / fast, 1)
-
-    layers = [
-        {
-            "width": t.width,
-            "tokens": t.tokens,
-            "recompute_ms": round(t.recompute_ms, 4),
-            "verify_ms": round(t.verify_ms, 4),
-            "ratio": ratio(t.recompute_ms, t.verify_ms),
-            "rounds": rounds,
-            "verify_ms_one_round": round(t.verify_ms_one_round, 4),
-            "ratio_one_round": ratio(t.recompute_ms, t.verify_ms_one_round),
-            "commitment_ms": round(t.commitment_ms, 4),
-            "verify_with_commitment_ms": round(t.verify_ms + t.commitment_ms, 4),
-            "ratio_with_commitment": ratio(t.recompute_ms, t.verify_ms + t.commitment_ms),
-            "precompute_ms": round(t.precompute_ms, 3),
-            "detection_floor_rms": round(detection_floor_rms(t.width), 6),
-        }
-        for t in timings
-    ]
+    layers = [_layer_row(timing, rounds) for timing in timings]
     detection = tampered.rate()
     false_alarms = honest.rate()
-    ratios = [row["ratio"] for row in layers]
-    met = {
-        "ratio": all(isinstance(r, float) and r >= TARGETS["ratio"] for r in ratios),
-        "ratio_one_round": all(
-            isinstance(row["ratio_one_round"], float)
-            and float(str(row["ratio_one_round"])) >= TARGETS["ratio"]
-            for row in layers
-        ),
-        "detection_rate": detection is not None and detection >= TARGETS["detection_rate"],
-        "false_alarm_rate": false_alarms is not None
-        and false_alarms <= TARGETS["false_alarm_rate"],
-    }
     by_width_kind = tampered.rates()
     return {
         "layers": layers,
@@ -225,28 +193,76 @@ def build_report(
         "rounds": rounds,
         "tolerance": DEFAULT_TOLERANCE.as_json(),
         "targets": TARGETS,
-        "met": met,
-        "setup": {
-            "quick": quick,
-            "layer": "Gemm: Y = A W + b, A ReLU'd standard normal, W normal (var 1/N), float32",
-            "timer": (
-                "wall clock (perf_counter_ns): median of a block of 21 calls, the quietest of "
-                "10 blocks, blocks of recompute, check and hash alternating; numpy's BLAS on "
-                "every core"
-            ),
-            "verify_ms": (
-                f"Freivalds check of one layer, {rounds} rounds, float64; the secret W r and "
-                "b r made beforehand (precompute_ms, once per model and secret: not counted)"
-            ),
-            "commitment_ms": "SHA-256 digest of Y (a Merkle leaf): not in verify_ms",
-            "recompute_ms": "A W + b in float32 with numpy's BLAS",
-            "trials": (
-                "every tampered and honest proof is checked by the full verifier (digests, "
-                "Merkle root, chain, Freivalds) with fresh secret vectors"
-            ),
-            "tamper_kinds": {kind: TAMPER_DESCRIPTIONS[kind] for kind in TAMPER_KINDS},
-            "honest_orders": sorted(HONEST_ORDERS),
-        },
+        "met": _met(layers, detection, false_alarms),
+        "setup": _setup(quick, rounds),
+    }
+
+
+def _speedup(slow: float, fast: float) -> float | None:
+    return None if fast <= 0 else round(slow / fast, 1)
+
+
+def _layer_row(timing: LayerTiming, rounds: int) -> dict[str, object]:
+    """One layer width's timings, rounded, with recompute-over-check speed-ups beside them."""
+    return {
+        "width": timing.width,
+        "tokens": timing.tokens,
+        "recompute_ms": round(timing.recompute_ms, 4),
+        "verify_ms": round(timing.verify_ms, 4),
+        "ratio": _speedup(timing.recompute_ms, timing.verify_ms),
+        "rounds": rounds,
+        "verify_ms_one_round": round(timing.verify_ms_one_round, 4),
+        "ratio_one_round": _speedup(timing.recompute_ms, timing.verify_ms_one_round),
+        "commitment_ms": round(timing.commitment_ms, 4),
+        "verify_with_commitment_ms": round(timing.verify_ms + timing.commitment_ms, 4),
+        "ratio_with_commitment": _speedup(
+            timing.recompute_ms, timing.verify_ms + timing.commitment_ms
+        ),
+        "precompute_ms": round(timing.precompute_ms, 3),
+        "detection_floor_rms": round(detection_floor_rms(timing.width), 6),
+    }
+
+
+def _met(
+    layers: Sequence[Mapping[str, object]], detection: float | None, false_alarms: float | None
+) -> dict[str, bool]:
+    """Which of `TARGETS` the run met: every layer's speed-ups, detection and false alarms."""
+    ratios = [row["ratio"] for row in layers]
+    return {
+        "ratio": all(isinstance(r, float) and r >= TARGETS["ratio"] for r in ratios),
+        "ratio_one_round": all(
+            isinstance(row["ratio_one_round"], float)
+            and float(str(row["ratio_one_round"])) >= TARGETS["ratio"]
+            for row in layers
+        ),
+        "detection_rate": detection is not None and detection >= TARGETS["detection_rate"],
+        "false_alarm_rate": false_alarms is not None
+        and false_alarms <= TARGETS["false_alarm_rate"],
+    }
+
+
+def _setup(quick: bool, rounds: int) -> dict[str, object]:
+    """How the run was set up, so a reader of the report knows what its figures mean."""
+    return {
+        "quick": quick,
+        "layer": "Gemm: Y = A W + b, A ReLU'd standard normal, W normal (var 1/N), float32",
+        "timer": (
+            "wall clock (perf_counter_ns): median of a block of 21 calls, the quietest of "
+            "10 blocks, blocks of recompute, check and hash alternating; numpy's BLAS on "
+            "every core"
+        ),
+        "verify_ms": (
+            f"Freivalds check of one layer, {rounds} rounds, float64; the secret W r and "
+            "b r made beforehand (precompute_ms, once per model and secret: not counted)"
+        ),
+        "commitment_ms": "SHA-256 digest of Y (a Merkle leaf): not in verify_ms",
+        "recompute_ms": "A W + b in float32 with numpy's BLAS",
+        "trials": (
+            "every tampered and honest proof is checked by the full verifier (digests, "
+            "Merkle root, chain, Freivalds) with fresh secret vectors"
+        ),
+        "tamper_kinds": {kind: TAMPER_DESCRIPTIONS[kind] for kind in TAMPER_KINDS},
+        "honest_orders": sorted(HONEST_ORDERS),
     }
 
 

@@ -52,7 +52,7 @@ from types import TracebackType
 
 from maxwell.cgroups._fs import CgroupFs
 from maxwell.cgroups._group import CgroupGroup, parse_pids
-from maxwell.cgroups.layout import read_layout
+from maxwell.cgroups.layout import CgroupLayout, Hierarchy, read_layout
 from maxwell.cgroups.v1 import V1_GROUP_CONTROLLERS, V1Group
 from maxwell.cgroups.v2 import V2Group
 from maxwell.clock import Clock
@@ -184,33 +184,11 @@ class CgroupManager:
         if kind not in DETECT_KINDS:
             raise UsageError(f"cgroup kind {kind!r}: use one of {', '.join(DETECT_KINDS)}")
         layout = read_layout(procfs_root)
-        mountinfo = Path(procfs_root) / "self" / "mountinfo"
-        if not layout.mounted:
-            raise CgroupUnavailableError(
-                f"no cgroup filesystem is mounted (no cgroup or cgroup2 line in {mountinfo})"
-            )
-        cpu, memory = layout.v1_for("cpu"), layout.v1_for("memory")
-        if kind == "v1" and (cpu is None or memory is None):
-            raise CgroupUnavailableError(
-                f"cgroup v1 asked for, but the v1 cpu and memory controllers are not both "
-                f"mounted (this host's layout: {layout.name})"
-            )
-        if kind != "v2" and cpu is not None and memory is not None:
-            for hierarchy in (cpu, memory):
-                if hierarchy.readonly:
-                    raise CgroupUnavailableError(
-                        f"the cgroup hierarchy at {hierarchy.mountpoint} is mounted read-only",
-                        path=hierarchy.mountpoint,
-                    )
-            v1_dirs: dict[str, str] = {}
-            for controller in V1_GROUP_CONTROLLERS:
-                found = layout.v1_for(controller)
-                if found is not None and not found.readonly:
-                    v1_dirs[controller] = found.own_dir
-            unified = layout.v2 if layout.v2 is not None and not layout.v2.readonly else None
+        if _uses_v1(layout, kind, procfs_root):
+            v1_dirs, unified_dir = _v1_own_dirs(layout)
             return cls(
                 v1_dirs=v1_dirs,
-                v2_dir=unified.own_dir if unified is not None else None,
+                v2_dir=unified_dir,
                 layout=layout.name,
                 prefix=prefix,
                 procfs_root=procfs_root,
@@ -219,13 +197,8 @@ class CgroupManager:
                 private_name=private_name,
             )
         if layout.v2 is not None:
-            if layout.v2.readonly:
-                raise CgroupUnavailableError(
-                    f"the cgroup2 hierarchy at {layout.v2.mountpoint} is mounted read-only",
-                    path=layout.v2.mountpoint,
-                )
             return cls(
-                v2_dir=layout.v2.own_dir,
+                v2_dir=_writable(layout.v2, "cgroup2 hierarchy").own_dir,
                 layout=layout.name,
                 prefix=prefix,
                 procfs_root=procfs_root,
@@ -574,6 +547,49 @@ def _attempt(errors: list[BaseException], step: Callable[..., object], *args: ob
         errors.append(exc)
         return False
     return True
+
+
+def _uses_v1(layout: CgroupLayout, kind: str, procfs_root: str) -> bool:
+    """Whether `detect(kind=...)` uses the v1 controllers on this layout: they must be mounted
+    for "v1", and are preferred by "auto". Raises when nothing is mounted or "v1" cannot be."""
+    if not layout.mounted:
+        mountinfo = Path(procfs_root) / "self" / "mountinfo"
+        raise CgroupUnavailableError(
+            f"no cgroup filesystem is mounted (no cgroup or cgroup2 line in {mountinfo})"
+        )
+    both_mounted = layout.v1_for("cpu") is not None and layout.v1_for("memory") is not None
+    if kind == "v1" and not both_mounted:
+        raise CgroupUnavailableError(
+            f"cgroup v1 asked for, but the v1 cpu and memory controllers are not both "
+            f"mounted (this host's layout: {layout.name})"
+        )
+    return kind != "v2" and both_mounted
+
+
+def _v1_own_dirs(layout: CgroupLayout) -> tuple[dict[str, str], str | None]:
+    """This process's directory in each writable v1 controller hierarchy, and in the unified
+    hierarchy when a hybrid host mounts it writable. Raises if cpu's or memory's is read-only."""
+    for controller in REQUIRED_CONTROLLERS:
+        hierarchy = layout.v1_for(controller)
+        if hierarchy is not None:  # always, once `_uses_v1` has said yes
+            _writable(hierarchy, "cgroup hierarchy")
+    v1_dirs: dict[str, str] = {}
+    for controller in V1_GROUP_CONTROLLERS:
+        found = layout.v1_for(controller)
+        if found is not None and not found.readonly:
+            v1_dirs[controller] = found.own_dir
+    unified = layout.v2 if layout.v2 is not None and not layout.v2.readonly else None
+    return v1_dirs, unified.own_dir if unified is not None else None
+
+
+def _writable(hierarchy: Hierarchy, what: str) -> Hierarchy:
+    """`hierarchy`, or `CgroupUnavailableError` naming it (`what`) when it is mounted read-only."""
+    if hierarchy.readonly:
+        raise CgroupUnavailableError(
+            f"the {what} at {hierarchy.mountpoint} is mounted read-only",
+            path=hierarchy.mountpoint,
+        )
+    return hierarchy
 
 
 def _add_notes(exc: BaseException, cleanup_errors: list[BaseException]) -> None:

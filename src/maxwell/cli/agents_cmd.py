@@ -1,6 +1,6 @@
 """The client commands of the node daemon: `maxwell spawn`, `ps`, `fund`, `bid`, `kill`,
-`events`, `price`, `top` and `report` (an agent's own). Each talks to the daemon through the
-SDK (`maxwell.client`).
+`events`, `price`, `top`, `status`, `audit` and `report` (an agent's own). Each talks to the
+daemon through the SDK (`maxwell.client`).
 
 Finding the daemon: `--socket PATH`, else `<state>/maxwell.sock` with `--state DIR`, else
 `$MAXWELL_SOCKET`. The token: `--token`, else `<state>/admin.token` with `--state DIR`, else
@@ -17,19 +17,21 @@ import json
 import math
 import os
 import select
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, StopRequest, fail
-from maxwell.cli.daemon_cmd import SOCKET_NAME
 from maxwell.client import Client, ClientError, NodeUnreachableError
 from maxwell.errors import UsageError
-from maxwell.node.facade import AgentInfo, Event
-from maxwell.node.state import ADMIN_TOKEN_FILE
+from maxwell.node.facade import AgentInfo, AgentState, Event, NodeStatus
+from maxwell.node.paths import ADMIN_TOKEN_FILE, SOCKET_NAME
+from maxwell.node.wire import status_to_json
 from maxwell.units import UJ_PER_J, money_to_tokens, parse_energy
 
 EXIT_REFUSED = 1  # the node answered with a 4xx
@@ -54,6 +56,11 @@ DESCRIPTIONS = {
     "events": "Print the node's events (spawned, funded, bid, frozen, apoptosis, ...).",
     "price": "Show the spot price and what it is made of.",
     "top": "A live view of the market: price, temperature, agents, events as they happen.",
+    "status": (
+        "The node's health (admin): ticks and how long they take (median and p99 over the"
+        " recent ticks), failed ticks and the last error, ledger rows, capacity, mechanism,"
+        " cgroup layout, spot price and agents by state. --json prints GET /status."
+    ),
     "audit": (
         "Audit AGENT now (admin): its latest report against the kernel's counters and, where it"
         " declared its code, its threads' instruction pointers against the code manifest. A liar"
@@ -113,58 +120,90 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", metavar="TOKEN", help="admin or agent token")
     if command not in ("kill", "top"):
         parser.add_argument("--json", action="store_true", help="JSON for scripts")
-    if command == "spawn":
-        parser.add_argument("--fund", required=True, metavar="ENERGY", help="initial budget")
-        parser.add_argument("--bid", required=True, type=_price, metavar="PRICE", help="$J per J")
-        parser.add_argument(
-            "--demand", type=_positive, default=1.0, metavar="CORES", help="cores (default 1)"
-        )
-        parser.add_argument("--name", metavar="NAME", help="a name (default: from CMD)")
-        parser.add_argument("--user", metavar="USER", help="run CMD as this unprivileged user")
-        parser.add_argument(
-            "--code", action="append", metavar="PATH",
-            help="a binary, library or directory of them that CMD runs (repeatable): the code "
-            "manifest audits check its threads against",
-        )  # fmt: skip
-        parser.add_argument(
-            "--bounty", metavar="ENERGY",
-            help="paid from the treasury for each valid proof of inference of --model it submits",
-        )  # fmt: skip
-        parser.add_argument(
-            "--model", metavar="MODEL.onnx", help="the model whose proved inference earns --bounty"
-        )
-        parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
-    elif command == "fund":
-        parser.add_argument("agent", metavar="AGENT")
-        parser.add_argument("energy", metavar="ENERGY")
-    elif command == "bid":
-        parser.add_argument("agent", metavar="AGENT")
-        parser.add_argument("price", type=_price, metavar="PRICE", help="$J per J")
-        parser.add_argument("--demand", type=_positive, metavar="CORES", help="cores asked for")
-    elif command in ("kill", "audit"):
-        parser.add_argument("agent", metavar="AGENT")
-    elif command == "report":
-        parser.add_argument(
-            "--cpu", required=True, type=_non_negative, metavar="SECONDS",
-            help="CPU seconds of the whole process tree since spawn",
-        )  # fmt: skip
-        parser.add_argument(
-            "--memory-freed", type=_count, default=0, metavar="BYTES",
-            help="bytes of memory freed since spawn (default 0)",
-        )  # fmt: skip
-        parser.add_argument(
-            "--work", type=_count, metavar="N", help="units of useful work done since spawn"
-        )
-    elif command == "top":
-        parser.add_argument(
-            "--refresh", type=_positive, default=1.0, metavar="S", help="seconds between polls (1)"
-        )
-    elif command == "events":
-        parser.add_argument("--follow", action="store_true", help="keep printing new events")
-        parser.add_argument("--after", type=int, default=0, metavar="SEQ", help="skip up to SEQ")
-        parser.add_argument(
-            "--poll", type=_positive, default=1.0, metavar="S", help="--follow poll (1 s)"
-        )
+    add_own_arguments = _COMMAND_ARGUMENTS.get(command)
+    if add_own_arguments is not None:
+        add_own_arguments(parser)
+
+
+def _spawn_arguments(parser: argparse.ArgumentParser) -> None:
+    """CMD and what it may spend, bid, run as and be paid for."""
+    parser.add_argument("--fund", required=True, metavar="ENERGY", help="initial budget")
+    parser.add_argument("--bid", required=True, type=_price, metavar="PRICE", help="$J per J")
+    parser.add_argument(
+        "--demand", type=_positive, default=1.0, metavar="CORES", help="cores (default 1)"
+    )
+    parser.add_argument("--name", metavar="NAME", help="a name (default: from CMD)")
+    parser.add_argument("--user", metavar="USER", help="run CMD as this unprivileged user")
+    parser.add_argument(
+        "--code", action="append", metavar="PATH",
+        help="a binary, library or directory of them that CMD runs (repeatable): the code "
+        "manifest audits check its threads against",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bounty", metavar="ENERGY",
+        help="paid from the treasury for each valid proof of inference of --model it submits",
+    )  # fmt: skip
+    parser.add_argument(
+        "--model", metavar="MODEL.onnx", help="the model whose proved inference earns --bounty"
+    )
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+
+
+def _fund_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("agent", metavar="AGENT")
+    parser.add_argument("energy", metavar="ENERGY")
+
+
+def _bid_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("agent", metavar="AGENT")
+    parser.add_argument("price", type=_price, metavar="PRICE", help="$J per J")
+    parser.add_argument("--demand", type=_positive, metavar="CORES", help="cores asked for")
+
+
+def _agent_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("agent", metavar="AGENT")
+
+
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    """An agent's own account of its work since spawn."""
+    parser.add_argument(
+        "--cpu", required=True, type=_non_negative, metavar="SECONDS",
+        help="CPU seconds of the whole process tree since spawn",
+    )  # fmt: skip
+    parser.add_argument(
+        "--memory-freed", type=_count, default=0, metavar="BYTES",
+        help="bytes of memory freed since spawn (default 0)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--work", type=_count, metavar="N", help="units of useful work done since spawn"
+    )
+
+
+def _top_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--refresh", type=_positive, default=1.0, metavar="S", help="seconds between polls (1)"
+    )
+
+
+def _events_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--follow", action="store_true", help="keep printing new events")
+    parser.add_argument("--after", type=int, default=0, metavar="SEQ", help="skip up to SEQ")
+    parser.add_argument(
+        "--poll", type=_positive, default=1.0, metavar="S", help="--follow poll (1 s)"
+    )
+
+
+# Each command's own arguments, after the common ones; a command not listed has none.
+_COMMAND_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "spawn": _spawn_arguments,
+    "fund": _fund_arguments,
+    "bid": _bid_arguments,
+    "kill": _agent_argument,
+    "audit": _agent_argument,
+    "report": _report_arguments,
+    "top": _top_arguments,
+    "events": _events_arguments,
+}
 
 
 def connect(args: argparse.Namespace) -> Client:
@@ -328,6 +367,55 @@ def _price_cmd(client: Client, args: argparse.Namespace, out: Console) -> None:
     out.print(table)
 
 
+def _agents_by_state(status: NodeStatus) -> str:
+    counts = Counter(agent.state for agent in status.agents)
+    parts = [f"{counts[state]} {state}" for state in AgentState if counts[state]]
+    return f"{len(status.agents)}" + (f": {', '.join(parts)}" if parts else "")
+
+
+def status_rows(status: NodeStatus) -> list[tuple[str, str]]:
+    """The `maxwell status` block as (label, value) rows."""
+    stats = status.tick_stats
+    rows = [
+        ("ticks", f"{status.ticks} (every {status.tick_s:g} s)"),
+        ("last tick", f"{status.last_tick_duration_s * 1e3:.3g} ms"),
+    ]
+    if stats is None:
+        rows.append(("tick stats", "not kept by this node"))
+    else:
+        error = stats.last_error or "none"
+        if stats.last_error is not None and stats.last_error_at is not None:
+            at = datetime.fromtimestamp(stats.last_error_at).strftime("%Y-%m-%d %H:%M:%S")
+            error = f"{error} (at {at})"
+        rows += [
+            ("tick median", f"{stats.median_ms:.3g} ms, p99 {stats.p99_ms:.3g} ms"),
+            ("failures", str(stats.failures)),
+            ("last error", error),
+            ("ledger rows", str(stats.ledger_rows)),
+        ]
+    rows += [
+        ("capacity", f"{status.capacity_cores:g} cores"),
+        ("mechanism", status.mechanism),
+        ("cgroup", status.cgroup),
+        ("spot price", f"{status.price.spot:.6g} $J/J"),
+        ("agents", _agents_by_state(status)),
+    ]
+    return rows
+
+
+def _status(client: Client, args: argparse.Namespace, out: Console) -> None:
+    status = client.status()
+    if args.json:
+        print(json.dumps(status_to_json(status)))
+        return
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    for label, value in status_rows(status):
+        table.add_row(label, Text(value))  # Text: an error message is not rich markup
+    out.print(table)
+
+
 def _top(client: Client, args: argparse.Namespace, out: Console) -> None:
     from maxwell.node.top import run_top
 
@@ -348,6 +436,7 @@ HANDLERS: dict[str, Callable[[Client, argparse.Namespace, Console], None]] = {
     "events": _events,
     "price": _price_cmd,
     "top": _top,
+    "status": _status,
     "report": _report,
     "audit": _audit,
 }

@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich import box
 from rich.console import Console
@@ -38,8 +39,9 @@ from maxwell.cli.common import EXIT_FAILURE, StopRequest, fail
 from maxwell.economy.store import LedgerStore
 from maxwell.errors import MaxwellError
 from maxwell.node.api import ApiServer, create_app, serve
+from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import NodeDaemon
-from maxwell.node.facade import AgentInfo, AgentState, Event
+from maxwell.node.facade import AgentInfo, AgentState, Event, PriceInfo
 from maxwell.node.top import render
 from maxwell.samples import useful
 from maxwell.units import money_to_tokens, tokens_to_money
@@ -150,8 +152,8 @@ def _demo(
     state: str, args: argparse.Namespace, stderr: Console, stop: StopRequest
 ) -> tuple[dict[str, object], bool]:
     socket_path = os.path.join(state, "maxwell.sock")  # where the agents report
-    node = NodeDaemon(
-        state,
+    config = NodeConfig(
+        state_dir=Path(state),
         socket_path=socket_path,
         tick_s=TICK_S,
         landauer_multiplier=LANDAUER_MULTIPLIER,
@@ -159,45 +161,19 @@ def _demo(
         billing="optimistic",
         audit_probability=AUDIT_PROBABILITY,
     )
+    node = NodeDaemon(config)
     ticking = threading.Event()
     ticker = threading.Thread(target=node.run_forever, args=(ticking,), daemon=True)
     started = time.monotonic()
-    names: dict[str, Archetype] = {}
     api: ApiServer | None = None
     try:
         api = serve(create_app(node), socket_path=socket_path, listen=None)
         if node.degraded:
             print(f"{PROG}: degraded: {node.degraded}", file=sys.stderr)
-        model = os.path.join(state, "useful.onnx")  # the model the user pays proofs of
-        useful.main(["--export-model", model])
-        for archetype in ARCHETYPES:
-            paid = archetype.name == "useful"
-            spawned = node.spawn(
-                [sys.executable, "-m", archetype.module, *archetype.args],
-                fund=tokens_to_money(archetype.fund_j),
-                bid=archetype.bid,
-                demand=archetype.demand,
-                name=archetype.name,
-                bounty=tokens_to_money(BOUNTY_J) if paid else tokens_to_money(0.0),
-                model=model if paid else None,
-            )
-            names[spawned.agent] = archetype
+        names = _spawn_archetypes(node, state)
         ticker.start()
-        live = stderr.is_terminal and not args.no_live and not args.json
-        with Live(console=stderr, auto_refresh=False, transient=False) if live else _Null() as view:
-            while time.monotonic() - started < args.duration and stop.signum is None:
-                if view is not None:
-                    view.update(render(node.status(), node.events()[-10:]), refresh=True)
-                if all(_decided(info) for info in node.agents()):
-                    break
-                time.sleep(0.5)
-        ticking.set()
-        ticker.join()
-        node.tick_once()  # bill the last interval of whoever is still alive
-        final = {info.id: info for info in node.agents()}
-        events = node.events(limit=100_000)
-        price = node.price()
-        cgroup = node.status().cgroup
+        _watch(node, args, stderr, stop, started)
+        ending = _end_ticking(node, ticking, ticker)
     finally:
         ticking.set()
         if ticker.is_alive():
@@ -207,50 +183,123 @@ def _demo(
         node.shutdown(kill_agents=True)
     with LedgerStore.open(state, create=False) as ledger:
         ledger_ok = ledger.verify().ok
+    return _summarise(names, ending, ledger_ok=ledger_ok, started=started, degraded=node.degraded)
+
+
+def _spawn_archetypes(node: NodeDaemon, state: str) -> dict[str, Archetype]:
+    """Spawn the four archetypes; the useful one earns a bounty per proof of its model."""
+    model = os.path.join(state, "useful.onnx")  # the model the user pays proofs of
+    useful.main(["--export-model", model])
+    names: dict[str, Archetype] = {}
+    for archetype in ARCHETYPES:
+        paid = archetype.name == "useful"
+        spawned = node.spawn(
+            [sys.executable, "-m", archetype.module, *archetype.args],
+            fund=tokens_to_money(archetype.fund_j),
+            bid=archetype.bid,
+            demand=archetype.demand,
+            name=archetype.name,
+            bounty=tokens_to_money(BOUNTY_J) if paid else tokens_to_money(0.0),
+            model=model if paid else None,
+        )
+        names[spawned.agent] = archetype
+    return names
+
+
+def _watch(
+    node: NodeDaemon, args: argparse.Namespace, stderr: Console, stop: StopRequest, started: float
+) -> None:
+    """Wait for every agent's outcome, the end of `--duration` or a signal; live on a terminal."""
+    live = stderr.is_terminal and not args.no_live and not args.json
+    with Live(console=stderr, auto_refresh=False, transient=False) if live else _Null() as view:
+        while time.monotonic() - started < args.duration and stop.signum is None:
+            if view is not None:
+                view.update(render(node.status(), node.events()[-10:]), refresh=True)
+            if all(_decided(info) for info in node.agents()):
+                break
+            time.sleep(0.5)
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """The node at the end of the demo: each agent's account, the journal, the price, the cgroup."""
+
+    agents: dict[str, AgentInfo]
+    events: list[Event]
+    price: PriceInfo
+    cgroup: str
+
+
+def _end_ticking(node: NodeDaemon, ticking: threading.Event, ticker: threading.Thread) -> _Ending:
+    """Stop the tick loop, bill the last interval of whoever is still alive, read the outcome."""
+    ticking.set()
+    ticker.join()
+    node.tick_once()
+    return _Ending(
+        agents={info.id: info for info in node.agents()},
+        events=node.events(limit=100_000),
+        price=node.price(),
+        cgroup=node.status().cgroup,
+    )
+
+
+def _summarise(
+    names: dict[str, Archetype],
+    ending: _Ending,
+    *,
+    ledger_ok: bool,
+    started: float,
+    degraded: str | None,
+) -> tuple[dict[str, object], bool]:
+    """The report: each agent's outcome and figures, and whether all went as intended."""
     agents = []
     ok = ledger_ok
     for agent_id, archetype in names.items():
-        info = final[agent_id]
-        outcome = _outcome(info, events)
-        ok = ok and outcome == archetype.intended
-        slashing = [e for e in events if e.kind == "slashed" and e.agent == agent_id]
-        taxed_j = money_to_tokens(info.landauer)  # paid at 1 $J per taxed J
-        agents.append(
-            {
-                "name": archetype.name,
-                "agent": agent_id,
-                "outcome": outcome,
-                "intended": archetype.intended,
-                "energy_j": info.energy_uj / 1e6,
-                "paid_j": money_to_tokens(info.paid),
-                "landauer_j": taxed_j,
-                "landauer_physical_j": taxed_j / LANDAUER_MULTIPLIER,
-                "funded_j": archetype.fund_j,
-                "balance_j": money_to_tokens(info.balance),
-                "bid": archetype.bid,
-                "exit_code": info.exit_code,
-                "reported": info.reported is not None,
-                "audits": info.audits,
-                "slashed_j": money_to_tokens(info.slashed),
-                "slashed_after_audits": slashing[0].detail.get("audits") if slashing else None,
-                "proofs": info.proofs,
-                "bounty_j": money_to_tokens(info.bounties),
-            }
-        )
+        summary = _agent_summary(agent_id, archetype, ending.agents[agent_id], ending.events)
+        ok = ok and summary["outcome"] == archetype.intended
+        agents.append(summary)
     report: dict[str, object] = {
         "agents": agents,
         "ledger_ok": ledger_ok,
-        "energy_source": price.energy_source,
-        "measured": price.measured,
+        "energy_source": ending.price.energy_source,
+        "measured": ending.price.measured,
         "duration_s": round(time.monotonic() - started, 3),
         "landauer_multiplier": LANDAUER_MULTIPLIER,
         "audit_probability": AUDIT_PROBABILITY,
         "bounty_per_proof_j": BOUNTY_J,
-        "cgroup": cgroup,
-        "degraded": node.degraded,
+        "cgroup": ending.cgroup,
+        "degraded": degraded,
         "ok": ok,
     }
     return report, ok
+
+
+def _agent_summary(
+    agent_id: str, archetype: Archetype, info: AgentInfo, events: Sequence[Event]
+) -> dict[str, object]:
+    outcome = _outcome(info, events)
+    slashing = [e for e in events if e.kind == "slashed" and e.agent == agent_id]
+    taxed_j = money_to_tokens(info.landauer)  # paid at 1 $J per taxed J
+    return {
+        "name": archetype.name,
+        "agent": agent_id,
+        "outcome": outcome,
+        "intended": archetype.intended,
+        "energy_j": info.energy_uj / 1e6,
+        "paid_j": money_to_tokens(info.paid),
+        "landauer_j": taxed_j,
+        "landauer_physical_j": taxed_j / LANDAUER_MULTIPLIER,
+        "funded_j": archetype.fund_j,
+        "balance_j": money_to_tokens(info.balance),
+        "bid": archetype.bid,
+        "exit_code": info.exit_code,
+        "reported": info.reported is not None,
+        "audits": info.audits,
+        "slashed_j": money_to_tokens(info.slashed),
+        "slashed_after_audits": slashing[0].detail.get("audits") if slashing else None,
+        "proofs": info.proofs,
+        "bounty_j": money_to_tokens(info.bounties),
+    }
 
 
 def _decided(info: AgentInfo) -> bool:

@@ -31,7 +31,7 @@ class CommandModule(Protocol):
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("maxwell.cli.run_cmd", "run a command on an energy budget"),
     "sensors": ("maxwell.sensors.cli", "list energy and temperature sensors"),
-    "ledger": ("maxwell.cli.ledger_cmd", "the $JOULE ledger: verify, balances, fund"),
+    "ledger": ("maxwell.cli.ledger_cmd", "the $JOULE ledger: verify, balances, fund, compact"),
     "market": ("maxwell.cli.market_cmd", "clear a market of bids with a mechanism"),
     "demo": ("maxwell.cli.demo_cmd", "a private market: useful, looper, bloat, cheater"),
     "daemon": ("maxwell.cli.daemon_cmd", "run the node daemon (agents, market, API)"),
@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "events": ("maxwell.cli.agents_cmd", "print the node's events"),
     "price": ("maxwell.cli.agents_cmd", "show the spot price"),
     "top": ("maxwell.cli.agents_cmd", "a live view of the market"),
+    "status": ("maxwell.cli.agents_cmd", "the node's health: ticks, failures, last error"),
     "report": ("maxwell.cli.agents_cmd", "report an agent's own consumption since spawn"),
     "audit": ("maxwell.cli.agents_cmd", "audit an agent now: reports vs counters, code pages"),
     "infer": ("maxwell.cli.proof_cmd", "run an ONNX model and write a proof of the inference"),

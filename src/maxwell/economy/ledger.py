@@ -22,16 +22,35 @@ Rules and invariants (the store in `maxwell.economy.store` persists exactly what
   entry; different content under that key raises `IdempotencyConflictError`.
 - No balance leaves SQLite's signed 64-bit range.
 
+Compaction (`fold`) keeps the journal bounded without losing a proof:
+
+- A checkpoint (kind `checkpoint`, key `checkpoint:<seq>`) replaces the journal's longest prefix of
+  entries whose `at` is before a given time; it takes the number of the last entry it folds, so
+  the entries after it keep theirs. Only compaction writes one: the kind and the key prefix are
+  refused in requests. A checkpoint is only ever the journal's first entry.
+- Its legs are, per account, the net of the folded legs (zero nets dropped): it is balanced, and
+  the balances after it are exactly those after the prefix, so replaying the rest decides the
+  same. Its detail opens the accounts the prefix opened (`accounts`: name -> allow_credit), counts
+  the entries folded (`entries`, which equals its number), and keeps a `summary`: per (agent,
+  kind), how many entries and, per account, how many legs and the sum of their positive and of
+  their negative deltas; it adds up, account by account, to the checkpoint's legs. Totals over the
+  journal (`tallies`) are the same before and after compaction. Compacting again folds the
+  checkpoint with the entries after it; a prefix that is only the checkpoint folds nothing.
+- Idempotency survives: each folded entry leaves a `FoldedKey` (key, number, kind, time and a
+  digest of its content). A retry with the same content returns the entry rebuilt; other content
+  under that key raises `IdempotencyConflictError`. So a folded key never applies twice.
+
 `decide` is the one function that applies these rules; `Ledger` keeps a journal in memory with it,
 and `audit` replays a journal read back from storage and names its first violation.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -39,6 +58,7 @@ from maxwell.errors import MaxwellError
 from maxwell.units import Money, money_to_tokens
 
 __all__ = [
+    "CHECKPOINT_KIND",
     "GRID",
     "HOUSE",
     "LANDAUER",
@@ -49,10 +69,14 @@ __all__ = [
     "TREASURY",
     "Account",
     "AccountExistsError",
+    "AccountTally",
     "Audit",
+    "Checkpoint",
     "Effect",
     "Entry",
     "EntryRequest",
+    "Fold",
+    "FoldedKey",
     "IdempotencyConflictError",
     "InsufficientFundsError",
     "InvalidEntryError",
@@ -63,17 +87,24 @@ __all__ = [
     "Leg",
     "Movement",
     "StoredAccount",
+    "Tally",
     "UnknownAccountError",
     "Violation",
     "agent_account",
     "audit",
     "batch_request",
     "canonical_json",
+    "checkpoint_key",
+    "checkpoint_of",
+    "content_digest",
     "decide",
     "event_request",
+    "fold",
     "genesis_requests",
     "open_request",
+    "parse_checkpoint",
     "stake_account",
+    "tallies",
     "transfer_request",
 ]
 
@@ -94,6 +125,9 @@ SYSTEM_ACCOUNTS: tuple[tuple[str, bool], ...] = (
 )
 
 OPEN_KIND = "open"
+# Written only by compaction (`fold`); refused in requests, kind and key prefix alike.
+CHECKPOINT_KIND = "checkpoint"
+_CHECKPOINT_KEY_PREFIX = "checkpoint:"
 # SQLite stores integers as signed 64-bit; no balance or delta may leave that range.
 MAX_MONEY = 2**63 - 1
 
@@ -243,6 +277,11 @@ class EntryRequest:
             raise InvalidEntryError(f"idempotency key {self.key!r} has control characters")
         if not isinstance(self.kind, str) or not _KIND_RE.match(self.kind):
             raise InvalidEntryError(f"entry kind {self.kind!r} must match {_KIND_RE.pattern}")
+        if self.kind == CHECKPOINT_KIND or self.key.startswith(_CHECKPOINT_KEY_PREFIX):
+            raise InvalidEntryError(
+                f"kind {CHECKPOINT_KIND!r} and keys {_CHECKPOINT_KEY_PREFIX + '*'!r} are "
+                "reserved for compaction"
+            )
         asked_to_move_money = bool(self.legs)
         merged: dict[str, int] = {}
         for leg in self.legs:
@@ -325,6 +364,36 @@ class Entry:
             "legs": [{"account": leg.account, "delta": leg.delta} for leg in self.legs],
             "detail": self.detail,
         }
+
+
+def content_digest(kind: str, legs: Iterable[Leg], detail_json: str) -> str:
+    """SHA-256 (hex) of an entry's content: what a retry of a folded entry is judged by."""
+    content = [kind, [[leg.account, leg.delta] for leg in legs], detail_json]
+    text = json.dumps(content, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class FoldedKey:
+    """The idempotency key of an entry folded into a checkpoint, kept so it never applies twice."""
+
+    key: str
+    seq: int
+    kind: str
+    at: float
+    digest: str  # `content_digest` of the folded entry
+
+    @classmethod
+    def of(cls, entry: Entry) -> FoldedKey:
+        digest = content_digest(entry.kind, entry.legs, entry.detail_json)
+        return cls(entry.key, entry.seq, entry.kind, entry.at, digest)
+
+    def same_content(self, request: EntryRequest) -> bool:
+        return self.digest == content_digest(request.kind, request.legs, request.detail_json)
+
+    def entry_for(self, request: EntryRequest) -> Entry:
+        """The folded entry, rebuilt from a retry whose content matches it."""
+        return Entry(self.seq, self.key, self.kind, self.at, request.legs, request.detail_json)
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,12 +487,18 @@ def decide(
     at: float,
     accounts: Mapping[str, Account],
     existing: Entry | None,
+    folded: FoldedKey | None = None,
 ) -> Effect:
     """Apply the rules to one request. Pure: raises, or returns what to write.
 
     `accounts` must hold (at least) every account in `request.accounts()` that exists;
-    `existing` is the journal's entry under `request.key`, if any; `seq` is the next number.
+    `existing` is the journal's entry under `request.key`, if any, and `folded` the key as kept by
+    a checkpoint, if its entry was folded; `seq` is the next number.
     """
+    if existing is None and folded is not None:
+        if folded.same_content(request):
+            return Effect(entry=folded.entry_for(request), repeated=True)
+        raise IdempotencyConflictError(request.key, folded.seq)
     if existing is not None:
         if existing.same_content(request):
             return Effect(entry=existing, repeated=True)
@@ -452,6 +527,299 @@ def decide(
     return Effect(entry=entry, repeated=False, balances=balances)
 
 
+# --- compaction: checkpoints that fold a journal's prefix, and the totals they keep ------------
+
+
+class _Broken(LedgerError):
+    """A journal (or a checkpoint in it) breaks a rule; `account` names the account, if one."""
+
+    def __init__(self, reason: str, account: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.account = account
+
+
+def checkpoint_key(seq: int) -> str:
+    """The key of the checkpoint numbered `seq` (the number of the last entry it folds)."""
+    return f"{_CHECKPOINT_KEY_PREFIX}{seq}"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountTally:
+    """One account's legs in a group of entries: how many, and the sums of their deltas above
+    zero (`credited`, >= 0) and below zero (`debited`, <= 0)."""
+
+    legs: int = 0
+    credited: int = 0
+    debited: int = 0
+
+    @property
+    def net(self) -> int:
+        return self.credited + self.debited
+
+    def __add__(self, other: AccountTally) -> AccountTally:
+        return AccountTally(
+            self.legs + other.legs, self.credited + other.credited, self.debited + other.debited
+        )
+
+
+@dataclass(slots=True)
+class Tally:
+    """A group of entries (one agent, one kind): how many, and per account their legs."""
+
+    entries: int = 0
+    legs: dict[str, AccountTally] = field(default_factory=dict)
+
+    def add(self, legs: Iterable[Leg]) -> None:
+        """Count one more entry with these legs."""
+        self.entries += 1
+        for leg in legs:
+            one = AccountTally(1, max(leg.delta, 0), min(leg.delta, 0))
+            self.legs[leg.account] = self.legs.get(leg.account, AccountTally()) + one
+
+    def merge(self, other: Tally) -> None:
+        self.entries += other.entries
+        for account, moved in other.legs.items():
+            self.legs[account] = self.legs.get(account, AccountTally()) + moved
+
+
+# (agent, kind): the agent is the entry's detail["agent"] when that is a string, else None.
+TallyKey: TypeAlias = tuple[str | None, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A checkpoint entry's detail, checked: the accounts it opens, the count and the summary of
+    the entries it folds, and the time they were folded before."""
+
+    accounts: Mapping[str, bool]
+    entries: int
+    before: float
+    summary: Mapping[TallyKey, Tally]
+
+
+def _tally_entry(summary: dict[TallyKey, Tally], entry: Entry) -> None:
+    agent = entry.detail.get("agent")
+    group = (agent if isinstance(agent, str) else None, entry.kind)
+    summary.setdefault(group, Tally()).add(entry.legs)
+
+
+def _merge_tallies(summary: dict[TallyKey, Tally], more: Mapping[TallyKey, Tally]) -> None:
+    for group, tally in more.items():
+        summary.setdefault(group, Tally()).merge(tally)
+
+
+def tallies(journal: Iterable[Entry]) -> dict[TallyKey, Tally]:
+    """Per (agent, kind) over a journal, a checkpoint's summary included: the same before and
+    after compaction. Raises `LedgerError` on a malformed checkpoint."""
+    summary: dict[TallyKey, Tally] = {}
+    for entry in journal:
+        if entry.kind == CHECKPOINT_KIND:
+            _merge_tallies(summary, checkpoint_of(entry).summary)
+        else:
+            _tally_entry(summary, entry)
+    return summary
+
+
+def _summary_json(summary: Mapping[TallyKey, Tally]) -> list[JSONValue]:
+    rows: list[JSONValue] = []
+
+    def order(group: TallyKey) -> tuple[bool, str, str]:
+        return (group[0] is not None, group[0] or "", group[1])
+
+    for (agent, kind), tally in sorted(summary.items(), key=lambda item: order(item[0])):
+        legs: dict[str, JSONValue] = {
+            account: [moved.legs, moved.credited, moved.debited]
+            for account, moved in sorted(tally.legs.items())
+        }
+        rows.append({"agent": agent, "kind": kind, "entries": tally.entries, "legs": legs})
+    return rows
+
+
+def _int_at_least(value: object, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _summary_row(row: object) -> tuple[TallyKey, Tally]:
+    if not isinstance(row, dict) or set(row) != {"agent", "kind", "entries", "legs"}:
+        raise _Broken(f"checkpoint summary row {row!r} is not {{agent, kind, entries, legs}}")
+    agent, kind, entries, legs = row["agent"], row["kind"], row["entries"], row["legs"]
+    if not (agent is None or isinstance(agent, str)):
+        raise _Broken(f"checkpoint summary names agent {agent!r}, not a string or null")
+    if not isinstance(kind, str) or not _KIND_RE.match(kind) or kind == CHECKPOINT_KIND:
+        raise _Broken(f"checkpoint summary names kind {kind!r}")
+    if not _int_at_least(entries, 1) or not isinstance(legs, dict):
+        raise _Broken(f"checkpoint summary row for {(agent, kind)!r} is malformed")
+    tally = Tally(entries)
+    for account, moved in legs.items():
+        ok = isinstance(moved, list) and len(moved) == 3 and all(_is_int(n) for n in moved)
+        if not ok or not 1 <= moved[0] <= entries or moved[1] < 0 or moved[2] > 0:
+            raise _Broken(f"checkpoint summary of {(agent, kind)!r} on {account!r} is malformed")
+        if moved[1] - moved[2] < moved[0]:
+            raise _Broken(f"checkpoint summary of {(agent, kind)!r} has a zero leg on {account!r}")
+        tally.legs[_check_name(account)] = AccountTally(*moved)
+    return (agent, kind), tally
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not _ACCOUNT_RE.match(name):
+        raise _Broken(f"checkpoint names account {name!r}, not an account name")
+    return name
+
+
+def _checkpoint_summary(rows: object) -> dict[TallyKey, Tally]:
+    if not isinstance(rows, list):
+        raise _Broken("checkpoint summary is not a list")
+    summary: dict[TallyKey, Tally] = {}
+    for row in rows:
+        group, tally = _summary_row(row)
+        if group in summary:
+            raise _Broken(f"checkpoint summary has {group!r} twice")
+        summary[group] = tally
+    return summary
+
+
+def _apply_legs(
+    legs: Iterable[tuple[object, object]], accounts: Mapping[str, Account]
+) -> dict[str, Money]:
+    """The balances after `legs` (raw, as stored), or `_Broken` naming the first broken rule:
+    a leg on an account not open, two legs on one account, a zero or non-integer delta, legs not
+    summing to zero, an account without credit below zero or one beyond the 64-bit range."""
+    total = 0
+    new_balances: dict[str, Money] = {}
+    for account_name, delta in legs:
+        if not isinstance(account_name, str):
+            raise _Broken(f"a leg names account {account_name!r}, not a string")
+        if account_name in new_balances:
+            raise _Broken(f"two legs on account {account_name!r}", account_name)
+        if not _is_int(delta):
+            raise _Broken(
+                f"leg on {account_name!r} has delta {delta!r}, not an integer", account_name
+            )
+        assert isinstance(delta, int)
+        if delta == 0:
+            raise _Broken(f"leg on {account_name!r} moves nothing (delta 0)", account_name)
+        total += delta
+        account = accounts.get(account_name)
+        if account is None:
+            raise _Broken(f"leg on account {account_name!r}, which is not open", account_name)
+        new_balances[account_name] = Money(account.balance + delta)
+    if total != 0:
+        raise _Broken(f"unbalanced: legs sum to {total} µ$J, not 0")
+    for account_name, balance in new_balances.items():
+        if balance < 0 and not accounts[account_name].allow_credit:
+            raise _Broken(
+                f"account {account_name!r} goes negative ({balance} µ$J) without credit",
+                account_name,
+            )
+        if abs(balance) > MAX_MONEY:
+            raise _Broken(f"account {account_name!r} leaves the 64-bit range", account_name)
+    return new_balances
+
+
+def parse_checkpoint(
+    seq: int, key: object, detail: object, legs: Sequence[tuple[object, object]]
+) -> tuple[Checkpoint, dict[str, Account]]:
+    """Check a checkpoint (as stored) and return it with the accounts it leaves: those it opens,
+    at the balances its legs give. Raises `LedgerError` naming the first broken rule."""
+    if key != checkpoint_key(seq):
+        raise _Broken(f"checkpoint {seq} has key {key!r}, not {checkpoint_key(seq)!r}")
+    if not isinstance(detail, dict) or set(detail) != {"accounts", "before", "entries", "summary"}:
+        raise _Broken("checkpoint detail is not {accounts, before, entries, summary}")
+    opened, before = detail["accounts"], detail["before"]
+    if not isinstance(opened, dict) or not all(isinstance(c, bool) for c in opened.values()):
+        raise _Broken("checkpoint accounts are not a map of account name to allow_credit")
+    if isinstance(before, bool) or not isinstance(before, int | float) or not math.isfinite(before):
+        raise _Broken(f"checkpoint time {before!r} is not a finite number")
+    if detail["entries"] != seq or not _is_int(detail["entries"]):
+        raise _Broken(f"checkpoint {seq} says it folds {detail['entries']!r} entries, not {seq}")
+    accounts = {_check_name(n): Account(n, credit, Money(0)) for n, credit in opened.items()}
+    summary = _checkpoint_summary(detail["summary"])
+    if sum(tally.entries for tally in summary.values()) != seq:
+        raise _Broken(f"checkpoint {seq} summarises another number of entries than {seq}")
+    if sum(t.entries for (_, kind), t in summary.items() if kind == OPEN_KIND) != len(accounts):
+        raise _Broken(f"checkpoint {seq} opens another number of accounts than it folds openings")
+    balances = _apply_legs(legs, accounts)
+    nets: dict[str, int] = {}
+    for tally in summary.values():
+        for account, moved in tally.legs.items():
+            nets[account] = nets.get(account, 0) + moved.net
+    for account in sorted(set(nets) | set(balances)):
+        if nets.get(account, 0) != balances.get(account, 0):
+            raise _Broken(f"checkpoint summary of {account!r} does not add up to its leg", account)
+    for name, balance in balances.items():
+        accounts[name] = Account(name, accounts[name].allow_credit, balance)
+    return Checkpoint(opened, seq, float(before), summary), accounts
+
+
+def checkpoint_of(entry: Entry) -> Checkpoint:
+    """A checkpoint entry's detail, checked (raises `LedgerError` if it is malformed)."""
+    legs = [(leg.account, leg.delta) for leg in entry.legs]
+    return parse_checkpoint(entry.seq, entry.key, entry.detail, legs)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Fold:
+    """A compaction decided: `checkpoint` replaces the journal's first `replaced` entries (an
+    earlier checkpoint among them); `folded` are the keys it folds for the first time."""
+
+    checkpoint: Entry
+    replaced: int
+    folded: tuple[FoldedKey, ...]
+
+
+def fold(journal: Iterable[Entry], *, before: float) -> Fold | None:
+    """Fold the journal's longest prefix of entries with `at` < `before` into one checkpoint.
+
+    None when there is nothing to fold: no such prefix, or it is only an earlier checkpoint. The
+    journal must be sound (audit it first); a checkpoint past its first entry raises.
+    """
+    if isinstance(before, bool) or not isinstance(before, int | float) or not math.isfinite(before):
+        raise InvalidEntryError(f"compaction needs a finite time, got {before!r}")
+    prefix: list[Entry] = []
+    for entry in journal:
+        if not entry.at < before:
+            break
+        prefix.append(entry)
+    if not prefix or (len(prefix) == 1 and prefix[0].kind == CHECKPOINT_KIND):
+        return None
+    accounts: dict[str, bool] = {}
+    summary: dict[TallyKey, Tally] = {}
+    nets: dict[str, int] = {}
+    folded: list[FoldedKey] = []
+    for index, entry in enumerate(prefix):
+        if entry.kind == CHECKPOINT_KIND:
+            if index:
+                raise LedgerError(f"entry {entry.seq} is a checkpoint after the journal's first")
+            checkpoint = checkpoint_of(entry)
+            accounts.update(checkpoint.accounts)
+            _merge_tallies(summary, checkpoint.summary)
+        else:
+            if entry.kind == OPEN_KIND:
+                opened = EntryRequest(entry.key, entry.kind, entry.legs, entry.detail_json).opens
+                assert opened is not None
+                accounts[opened.name] = opened.allow_credit
+            _tally_entry(summary, entry)
+            folded.append(FoldedKey.of(entry))
+        for leg in entry.legs:
+            nets[leg.account] = nets.get(leg.account, 0) + leg.delta
+    last = prefix[-1].seq
+    opened_json: dict[str, JSONValue] = dict(sorted(accounts.items()))
+    detail: dict[str, JSONValue] = {
+        "accounts": opened_json,
+        "before": before,
+        "entries": last,
+        "summary": _summary_json(summary),
+    }
+    legs = tuple(Leg(name, Money(delta)) for name, delta in sorted(nets.items()) if delta)
+    at = max(entry.at for entry in prefix)
+    checkpoint_entry = Entry(
+        last, checkpoint_key(last), CHECKPOINT_KIND, at, legs, canonical_json(detail)
+    )
+    checkpoint_of(checkpoint_entry)  # what verify will check, checked before anyone writes it
+    return Fold(checkpoint_entry, len(prefix), tuple(folded))
+
+
 class Ledger:
     """A journal and its balances, in memory. The reference the store is tested against."""
 
@@ -459,6 +827,7 @@ class Ledger:
         self._accounts: dict[str, Account] = {}
         self._entries: list[Entry] = []
         self._by_key: dict[str, Entry] = {}
+        self._folded: dict[str, FoldedKey] = {}
 
     @classmethod
     def genesis(cls, *, at: float) -> Ledger:
@@ -469,12 +838,19 @@ class Ledger:
         return ledger
 
     @classmethod
-    def replay(cls, entries: Iterable[Entry]) -> Ledger:
-        """Rebuild a ledger from a journal, re-deciding every entry (raises on a broken rule)."""
+    def replay(cls, entries: Iterable[Entry], *, folded: Iterable[FoldedKey] = ()) -> Ledger:
+        """Rebuild a ledger from a journal, re-deciding every entry (raises on a broken rule).
+
+        A compacted journal starts with its checkpoint; `folded` are the keys it folded.
+        """
         ledger = cls()
+        ledger._folded = {folded_key.key: folded_key for folded_key in folded}
         for entry in entries:
-            if entry.seq != len(ledger._entries) + 1:
-                raise LedgerError(f"entry {len(ledger._entries) + 1} is missing from the journal")
+            if not ledger._entries and entry.kind == CHECKPOINT_KIND:
+                ledger._restore(entry)
+                continue
+            if entry.seq != ledger._next_seq():
+                raise LedgerError(f"entry {ledger._next_seq()} is missing from the journal")
             request = EntryRequest(entry.key, entry.kind, entry.legs, entry.detail_json)
             effect = ledger._decide(request, at=entry.at)
             if effect.repeated:
@@ -482,14 +858,40 @@ class Ledger:
             ledger._apply(effect)
         return ledger
 
+    def _restore(self, checkpoint: Entry) -> None:
+        legs = [(leg.account, leg.delta) for leg in checkpoint.legs]
+        _, accounts = parse_checkpoint(checkpoint.seq, checkpoint.key, checkpoint.detail, legs)
+        self._accounts = accounts
+        self._entries = [checkpoint]
+        self._by_key = {checkpoint.key: checkpoint}
+
+    def _next_seq(self) -> int:
+        return self._entries[-1].seq + 1 if self._entries else 1
+
     def _decide(self, request: EntryRequest, *, at: float) -> Effect:
         return decide(
             request,
-            seq=len(self._entries) + 1,
+            seq=self._next_seq(),
             at=at,
             accounts=self._accounts,
             existing=self._by_key.get(request.key),
+            folded=self._folded.get(request.key),
         )
+
+    def compact(self, *, before: float) -> Fold | None:
+        """Fold the entries before `before` into a checkpoint (see `fold`); None: nothing to fold.
+
+        Balances do not change; folded keys stay idempotent (`folded`).
+        """
+        plan = fold(self._entries, before=before)
+        if plan is None:
+            return None
+        for entry in self._entries[: plan.replaced]:
+            del self._by_key[entry.key]
+        self._entries[: plan.replaced] = [plan.checkpoint]
+        self._by_key[plan.checkpoint.key] = plan.checkpoint
+        self._folded.update((folded_key.key, folded_key) for folded_key in plan.folded)
+        return plan
 
     def _apply(self, effect: Effect) -> None:
         if effect.repeated:
@@ -559,7 +961,16 @@ class Ledger:
         return tuple(self._entries)
 
     def entry(self, key: str) -> Entry | None:
+        """The journal's entry under `key`; None also for a key folded into the checkpoint."""
         return self._by_key.get(key)
+
+    def folded(self, key: str) -> FoldedKey | None:
+        """The key as the checkpoint keeps it, if its entry was folded."""
+        return self._folded.get(key)
+
+    def folded_keys(self) -> tuple[FoldedKey, ...]:
+        """Every folded key, in entry order."""
+        return tuple(sorted(self._folded.values(), key=lambda folded_key: folded_key.seq))
 
     def __iter__(self) -> Iterator[Entry]:
         return iter(self._entries)
@@ -622,6 +1033,7 @@ class Audit:
     to_grid: Money
     to_landauer: Money
     to_slashing: Money
+    folded: int = 0  # entries folded into the journal's checkpoint (0: none)
 
     @property
     def ok(self) -> bool:
@@ -637,6 +1049,7 @@ class Audit:
             "legs": self.legs,
             "transfers": self.transfers,
             "events": self.events,
+            "folded": self.folded,
         }
         for name, amount in (
             ("minted", self.minted),
@@ -653,19 +1066,12 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _record_violation(
-    record: JournalRecord,
-    expected_seq: int,
-    first_seq_of_key: Mapping[str, int],
-    replayed: Mapping[str, Account],
-) -> tuple[Violation | None, dict[str, Money], Account | None]:
-    """Check one record against the replay so far; return (violation, new balances, opening)."""
-
-    def bad(reason: str, account: str | None = None) -> tuple[Violation, dict[str, Money], None]:
-        return Violation(expected_seq, reason, account), {}, None
-
+def _checked_header(
+    record: JournalRecord, expected_seq: int, first_seq_of_key: Mapping[str, int]
+) -> dict[str, JSONValue]:
+    """A record's number, key, kind, time and detail, checked; its detail; or `_Broken`."""
     if not _is_int(record.seq):
-        return bad(f"sequence number {record.seq!r} is not an integer")
+        raise _Broken(f"sequence number {record.seq!r} is not an integer")
     assert isinstance(record.seq, int)
     if record.seq > expected_seq:
         gap = (
@@ -673,72 +1079,144 @@ def _record_violation(
             if record.seq == expected_seq + 1
             else f"{expected_seq}-{record.seq - 1}"
         )
-        return bad(
+        raise _Broken(
             f"entry {gap} missing: the journal jumps from {expected_seq - 1} to {record.seq}"
         )
     if record.seq < expected_seq:
-        return bad(f"entry {record.seq} appears again, out of order")
+        raise _Broken(f"entry {record.seq} appears again, out of order")
     if not isinstance(record.key, str) or not record.key:
-        return bad(f"idempotency key {record.key!r} is not a non-empty string")
+        raise _Broken(f"idempotency key {record.key!r} is not a non-empty string")
     if record.key in first_seq_of_key:
-        return bad(
+        raise _Broken(
             f"idempotency key {record.key!r} is used again (first by entry "
             f"{first_seq_of_key[record.key]})"
         )
     if not isinstance(record.kind, str) or not _KIND_RE.match(record.kind):
-        return bad(f"kind {record.kind!r} is not a valid kind")
+        raise _Broken(f"kind {record.kind!r} is not a valid kind")
     if not isinstance(record.at, int | float) or isinstance(record.at, bool):
-        return bad(f"time {record.at!r} is not a number")
+        raise _Broken(f"time {record.at!r} is not a number")
     if not math.isfinite(record.at):
-        return bad(f"time {record.at!r} is not finite")
+        raise _Broken(f"time {record.at!r} is not finite")
     try:
         detail = json.loads(record.detail) if isinstance(record.detail, str) else None
     except ValueError:
         detail = None
     if not isinstance(detail, dict):
-        return bad("detail is not a JSON object")
-    total = 0
+        raise _Broken("detail is not a JSON object")
+    return detail
+
+
+def _opened_account(
+    record: JournalRecord, detail: Mapping[str, JSONValue], replayed: Mapping[str, Account]
+) -> Account | None:
+    if record.kind != OPEN_KIND:
+        return None
+    name, credit = detail.get("account"), detail.get("allow_credit")
+    if record.legs:
+        raise _Broken("an open entry moves money")
+    if not isinstance(name, str) or not _ACCOUNT_RE.match(name):
+        raise _Broken(f"opens account {name!r}, not an account name")
+    if not isinstance(credit, bool):
+        raise _Broken(f"opens {name!r} with allow_credit {credit!r}, not a boolean", name)
+    if name in replayed:
+        raise _Broken(f"opens account {name!r} a second time", name)
+    return Account(name, credit, Money(0))
+
+
+def _record_violation(
+    record: JournalRecord,
+    expected_seq: int,
+    first_seq_of_key: Mapping[str, int],
+    replayed: Mapping[str, Account],
+) -> tuple[Violation | None, dict[str, Money], Account | None]:
+    """Check one record against the replay so far; return (violation, new balances, opening)."""
+    try:
+        detail = _checked_header(record, expected_seq, first_seq_of_key)
+        if record.kind == CHECKPOINT_KIND:
+            raise _Broken("a checkpoint that is not the journal's first entry")
+        balances = _apply_legs(record.legs, replayed)
+        opened = _opened_account(record, detail, replayed)
+    except _Broken as broken:
+        return Violation(expected_seq, broken.reason, broken.account), {}, None
+    return None, balances, opened
+
+
+@dataclass(slots=True)
+class _Replay:
+    """An audit's replay so far: the accounts, where each key was first used, the next number."""
+
+    accounts: dict[str, Account] = field(default_factory=dict)
+    first_seq_of_key: dict[str, int] = field(default_factory=dict)
+    next_seq: int = 1
+    checkpoint: int | None = None
+
+    def step(self, record: JournalRecord, *, first: bool) -> Violation | None:
+        if first and record.kind == CHECKPOINT_KIND and _int_at_least(record.seq, 1):
+            return self._restore(record)
+        violation, balances, opened = _record_violation(
+            record, self.next_seq, self.first_seq_of_key, self.accounts
+        )
+        if violation is not None:
+            return violation
+        assert isinstance(record.key, str)
+        self.first_seq_of_key[record.key] = self.next_seq
+        for name, balance in balances.items():
+            self.accounts[name] = Account(name, self.accounts[name].allow_credit, balance)
+        if opened is not None:
+            self.accounts[opened.name] = opened
+        self.next_seq += 1
+        return None
+
+    def _restore(self, record: JournalRecord) -> Violation | None:
+        """The journal starts with a checkpoint: the replay starts from the state it keeps."""
+        assert isinstance(record.seq, int)
+        seq = record.seq
+        try:
+            detail = _checked_header(record, seq, {})
+            _, self.accounts = parse_checkpoint(seq, record.key, detail, record.legs)
+        except _Broken as broken:
+            return Violation(seq, broken.reason, broken.account)
+        assert isinstance(record.key, str)
+        self.first_seq_of_key[record.key] = seq
+        self.checkpoint, self.next_seq = seq, seq + 1
+        return None
+
+
+def _folded_keys_violation(
+    folded_keys: Iterable[tuple[object, object]],
+    checkpoint: int | None,
+    first_seq_of_key: Mapping[str, int],
+) -> Violation | None:
+    """The keys kept for folded entries (in entry order) must be exactly one per entry the
+    checkpoint folds (1 to its number), and none may be used again by the journal."""
+    expected = 1
     seen: set[str] = set()
-    new_balances: dict[str, Money] = {}
-    for account_name, delta in record.legs:
-        if not isinstance(account_name, str):
-            return bad(f"a leg names account {account_name!r}, not a string")
-        if account_name in seen:
-            return bad(f"two legs on account {account_name!r}", account_name)
-        seen.add(account_name)
-        if not _is_int(delta):
-            return bad(f"leg on {account_name!r} has delta {delta!r}, not an integer", account_name)
-        assert isinstance(delta, int)
-        if delta == 0:
-            return bad(f"leg on {account_name!r} moves nothing (delta 0)", account_name)
-        total += delta
-        account = replayed.get(account_name)
-        if account is None:
-            return bad(f"leg on account {account_name!r}, which is not open", account_name)
-        new_balances[account_name] = Money(account.balance + delta)
-    if total != 0:
-        return bad(f"unbalanced: legs sum to {total} µ$J, not 0")
-    for account_name, balance in new_balances.items():
-        if balance < 0 and not replayed[account_name].allow_credit:
-            return bad(
-                f"account {account_name!r} goes negative ({balance} µ$J) without credit",
-                account_name,
+    for key, seq in folded_keys:
+        if not isinstance(key, str) or not key:
+            return Violation(None, f"a folded key {key!r} is not a non-empty string")
+        if checkpoint is None:
+            return Violation(None, f"key {key!r} is kept as folded, but no checkpoint folds it")
+        if seq != expected or not _is_int(seq) or expected > checkpoint:
+            return Violation(
+                None,
+                f"folded key {key!r} is kept for entry {seq!r}; the checkpoint folds entries "
+                f"1-{checkpoint}, the next to account for is {expected}",
             )
-        if abs(balance) > MAX_MONEY:
-            return bad(f"account {account_name!r} leaves the 64-bit range", account_name)
-    opened: Account | None = None
-    if record.kind == OPEN_KIND:
-        name, credit = detail.get("account"), detail.get("allow_credit")
-        if record.legs:
-            return bad("an open entry moves money")
-        if not isinstance(name, str) or not _ACCOUNT_RE.match(name):
-            return bad(f"opens account {name!r}, not an account name")
-        if not isinstance(credit, bool):
-            return bad(f"opens {name!r} with allow_credit {credit!r}, not a boolean", name)
-        if name in replayed:
-            return bad(f"opens account {name!r} a second time", name)
-        opened = Account(name, credit, Money(0))
-    return None, new_balances, opened
+        if key in seen:
+            return Violation(None, f"folded key {key!r} is kept twice")
+        if key in first_seq_of_key:
+            return Violation(
+                first_seq_of_key[key],
+                f"idempotency key {key!r} is used again (first by entry {seq}, folded)",
+            )
+        seen.add(key)
+        expected += 1
+    if checkpoint is not None and expected - 1 != checkpoint:
+        return Violation(
+            None,
+            f"the checkpoint folds entries 1-{checkpoint}, but {expected - 1} folded keys are kept",
+        )
+    return None
 
 
 def audit(
@@ -746,18 +1224,21 @@ def audit(
     stored: Iterable[StoredAccount],
     *,
     orphan_legs: Iterable[object] = (),
+    folded_keys: Iterable[tuple[object, object]] = (),
 ) -> Audit:
     """Replay `records` (in storage order) from nothing and compare with the `stored` accounts.
 
-    Checks, in this order, stopping at the first violation: sequence numbers contiguous from 1;
-    keys unique; every entry well formed and balanced, its accounts open, no account without
+    Checks, in this order, stopping at the first violation: sequence numbers contiguous from 1
+    (or from a checkpoint, which only the first record may be, and whose detail must hold and add
+    up); keys unique; every entry well formed and balanced, its accounts open, no account without
     credit below zero; no leg belongs to a missing entry (`orphan_legs`: their entry numbers);
-    the stored accounts are exactly the replayed ones, with the same credit and balance; and
-    stored balances sum to zero. Counts cover every record even past a violation.
+    the `folded_keys` ((key, entry number) in entry order) are one per entry the checkpoint
+    folds, none used again; the stored accounts are exactly the replayed ones, with the same
+    credit and balance; and stored balances sum to zero. Counts cover every record even past a
+    violation.
     """
     violation: Violation | None = None
-    replayed: dict[str, Account] = {}
-    first_seq_of_key: dict[str, int] = {}
+    replay = _Replay()
     entries = legs = transfers = events = 0
     for record in records:
         entries += 1
@@ -766,17 +1247,8 @@ def audit(
             transfers += 1
         else:
             events += 1
-        if violation is not None:
-            continue
-        violation, balances, opened = _record_violation(record, entries, first_seq_of_key, replayed)
-        if violation is not None:
-            continue
-        assert isinstance(record.key, str)
-        first_seq_of_key[record.key] = entries
-        for name, balance in balances.items():
-            replayed[name] = Account(name, replayed[name].allow_credit, balance)
-        if opened is not None:
-            replayed[opened.name] = opened
+        if violation is None:
+            violation = replay.step(record, first=entries == 1)
     stored_rows = list(stored)
     if violation is None:
         for seq in orphan_legs:
@@ -784,10 +1256,12 @@ def audit(
             violation = Violation(entry, "legs belong to an entry that is not in the journal")
             break
     if violation is None:
-        violation = _stored_violation(stored_rows, replayed)
+        violation = _folded_keys_violation(folded_keys, replay.checkpoint, replay.first_seq_of_key)
+    if violation is None:
+        violation = _stored_violation(stored_rows, replay.accounts)
 
     def final(name: str) -> Money:
-        account = replayed.get(name)
+        account = replay.accounts.get(name)
         return account.balance if account is not None else Money(0)
 
     return Audit(
@@ -801,6 +1275,7 @@ def audit(
         to_grid=final(GRID),
         to_landauer=final(LANDAUER),
         to_slashing=final(SLASHING),
+        folded=replay.checkpoint or 0,
     )
 
 

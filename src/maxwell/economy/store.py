@@ -13,6 +13,14 @@ A write returns only after COMMIT: returned means acknowledged and durable. A wr
 may or may not have committed (COMMIT itself can fail); retrying with the same key is always safe,
 which is what idempotency keys are for. Triggers refuse UPDATE and DELETE on the journal.
 
+`compact` folds the journal's entries before a time into one checkpoint (the rules are
+`maxwell.economy.ledger.fold`'s) in one such transaction: it audits the journal first and refuses
+an unsound one (folding would hide the damage), deletes the folded rows, writes the checkpoint and
+the folded keys (table `folded_keys`, append-only: a retry of a folded key must never apply
+again), and audits again before COMMIT. Balances never change; a crash leaves all of it or none.
+
+Schema versions, upgraded in place on open: 1, the journal and accounts; 2, `folded_keys`.
+
 sqlite3 and OS errors are translated into `LedgerStoreError` (one line, naming the path) here and
 nowhere deeper.
 """
@@ -24,8 +32,9 @@ import sqlite3
 import stat
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -36,6 +45,8 @@ from maxwell.economy.ledger import (
     Effect,
     Entry,
     EntryRequest,
+    Fold,
+    FoldedKey,
     JournalRecord,
     Ledger,
     LedgerError,
@@ -48,6 +59,7 @@ from maxwell.economy.ledger import (
     batch_request,
     decide,
     event_request,
+    fold,
     genesis_requests,
     open_request,
     transfer_request,
@@ -57,20 +69,48 @@ from maxwell.units import Money
 
 __all__ = [
     "DB_NAME",
+    "MIGRATIONS",
     "SCHEMA",
     "SCHEMA_VERSION",
     "BatchRefusedError",
+    "Compaction",
     "LedgerBusyError",
     "LedgerSchemaError",
     "LedgerStore",
     "LedgerStoreError",
+    "LedgerUnsoundError",
     "NotALedgerError",
     "StateDirError",
 ]
 
 DB_NAME = "maxwell.db"
 SCHEMA_NAME = "maxwell-ledger"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+_APPEND_ONLY = "BEGIN SELECT RAISE(ABORT, 'the ledger journal is append-only'); END"
+
+
+def _append_only(table: str, verb: str) -> str:
+    return (
+        f"CREATE TRIGGER {table}_append_only_{verb.lower()} BEFORE {verb} ON {table} {_APPEND_ONLY}"
+    )
+
+
+# Version 2: the keys of entries folded into a checkpoint, what their retries are judged by.
+_FOLDED_KEYS_SCHEMA: tuple[str, ...] = (
+    """CREATE TABLE folded_keys (
+        key TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        at REAL NOT NULL,
+        digest TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID""",
+    _append_only("folded_keys", "UPDATE"),
+    _append_only("folded_keys", "DELETE"),
+)
+
+# The statements that take a database of version N-1 to version N.
+MIGRATIONS: Mapping[int, tuple[str, ...]] = {2: _FOLDED_KEYS_SCHEMA}
 
 # One statement per item: DDL runs inside the creating transaction (executescript would commit).
 SCHEMA: tuple[str, ...] = (
@@ -95,12 +135,8 @@ SCHEMA: tuple[str, ...] = (
         delta INTEGER NOT NULL CHECK (delta <> 0),
         PRIMARY KEY (entry_seq, account)
     ) STRICT, WITHOUT ROWID""",
-    *(
-        f"""CREATE TRIGGER {table}_append_only_{verb.lower()} BEFORE {verb} ON {table}
-        BEGIN SELECT RAISE(ABORT, 'the ledger journal is append-only'); END"""
-        for table in ("entries", "legs")
-        for verb in ("UPDATE", "DELETE")
-    ),
+    *(_append_only(table, verb) for table in ("entries", "legs") for verb in ("UPDATE", "DELETE")),
+    *_FOLDED_KEYS_SCHEMA,
 )
 
 
@@ -143,6 +179,30 @@ class LedgerSchemaError(LedgerStoreError):
 
 class LedgerBusyError(LedgerStoreError):
     """Another writer held the ledger's lock for longer than the busy timeout."""
+
+
+class LedgerUnsoundError(LedgerError):
+    """The stored journal fails `verify`, so it was not compacted; `violation` is the first."""
+
+    def __init__(self, violation: Violation) -> None:
+        super().__init__(f"the ledger is unsound, so nothing was compacted: {violation}")
+        self.violation = violation
+
+
+@dataclass(frozen=True, slots=True)
+class Compaction:
+    """What `LedgerStore.compact` did: `checkpoint` is None when there was nothing to fold."""
+
+    before: float
+    checkpoint: Entry | None
+    replaced: int  # journal entries the checkpoint replaced (an earlier checkpoint included)
+    folded_keys: int  # keys kept for the first time
+    entries: int  # journal entries after compaction
+
+    @property
+    def folded(self) -> int:
+        """Entries folded into the checkpoint since the first compaction (its number)."""
+        return 0 if self.checkpoint is None else self.checkpoint.seq
 
 
 def _reason(exc: BaseException) -> str:
@@ -319,18 +379,31 @@ class LedgerStore:
             raise NotALedgerError(
                 f"{where} is an SQLite database, not a Maxwell ledger", path=where
             )
-        if meta.get("version") != str(SCHEMA_VERSION):
-            raise LedgerSchemaError(
-                f"{where} is a Maxwell ledger of schema version {meta.get('version')}; this "
-                f"Maxwell reads version {SCHEMA_VERSION}",
-                path=where,
-            )
-        missing = {"entries", "legs", "accounts"} - tables
+        version = meta.get("version")
+        if version != str(SCHEMA_VERSION):
+            if version not in {str(old) for old in range(1, SCHEMA_VERSION)}:
+                raise LedgerSchemaError(
+                    f"{where} is a Maxwell ledger of schema version {version}; this "
+                    f"Maxwell reads versions 1-{SCHEMA_VERSION}",
+                    path=where,
+                )
+            self._migrate()
+            tables = self._tables()
+        missing = {"entries", "legs", "accounts", "folded_keys"} - tables
         if missing:
             raise NotALedgerError(
                 f"{where} is a damaged Maxwell ledger: no table {', '.join(sorted(missing))}",
                 path=where,
             )
+
+    def _migrate(self) -> None:
+        """Upgrade an older ledger in place, in one transaction (another process may have)."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE name = 'version'").fetchone()
+            for version in range(int(row[0]) + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version]:
+                    conn.execute(statement)
+            conn.execute("UPDATE meta SET value = ? WHERE name = 'version'", (str(SCHEMA_VERSION),))
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -371,9 +444,12 @@ class LedgerStore:
 
     def _submit_locked(self, request: EntryRequest, at: float) -> Effect:
         existing = self._entry_by_key(request.key)
+        folded = None if existing is not None else self._folded_by_key(request.key)
         accounts = self._load_accounts(request.accounts())
         (seq,) = self._conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM entries").fetchone()
-        effect = decide(request, seq=seq, at=at, accounts=accounts, existing=existing)
+        effect = decide(
+            request, seq=seq, at=at, accounts=accounts, existing=existing, folded=folded
+        )
         if not effect.repeated:
             self._write(effect)
         return effect
@@ -447,7 +523,89 @@ class LedgerStore:
         """Journal a decision that moves no money (`frozen`, `apoptosis`, ...)."""
         return self.submit(event_request(key, kind, detail), at=at)
 
+    # --- compaction ----------------------------------------------------------------------------
+
+    def compact(self, before: float, *, on_step: Callable[[str], None] | None = None) -> Compaction:
+        """Fold the journal's entries before `before` into one checkpoint, in one transaction.
+
+        See `maxwell.economy.ledger.fold` for which entries and what the checkpoint keeps. Refuses
+        an unsound journal (`LedgerUnsoundError`, nothing written); returns a `Compaction` whose
+        checkpoint is None when there was nothing to fold. Balances never change. `on_step` is
+        called with each stage's name ("planned", "deleted", "written", "audited") inside the
+        transaction: a seam for tests, where raising from it must leave the journal untouched.
+        """
+        step = on_step if on_step is not None else (lambda _stage: None)
+        with self._transaction() as conn:
+            result = self._audit_locked()
+            if result.violation is not None:
+                raise LedgerUnsoundError(result.violation)
+            with closing(self._journal_entries()) as journal:  # fold reads only the prefix
+                plan = fold(journal, before=before)
+            if plan is None:
+                return Compaction(before, None, 0, 0, result.entries)
+            step("planned")
+            self._replace_prefix(conn, plan, step)
+            after = self._audit_locked()
+            if after.violation is not None:  # a bug in fold: roll back rather than commit it
+                raise LedgerError(f"compaction would break the ledger: {after.violation}")
+            step("audited")
+        return Compaction(before, plan.checkpoint, plan.replaced, len(plan.folded), after.entries)
+
+    def _replace_prefix(
+        self, conn: sqlite3.Connection, plan: Fold, step: Callable[[str], None]
+    ) -> None:
+        """Delete the folded rows and write the checkpoint and the folded keys.
+
+        The journal's delete triggers are dropped and created again inside the transaction, so
+        no other connection ever sees the journal without them; foreign keys (accounts opened by
+        a folded entry point at the checkpoint afterwards) are checked at COMMIT.
+        """
+        last = plan.checkpoint.seq
+        conn.execute("PRAGMA defer_foreign_keys = ON")
+        for table in ("entries", "legs"):
+            conn.execute(f"DROP TRIGGER IF EXISTS {table}_append_only_delete")
+        conn.execute("DELETE FROM legs WHERE entry_seq <= ?", (last,))
+        conn.execute("DELETE FROM entries WHERE seq <= ?", (last,))
+        step("deleted")
+        self._write(Effect(entry=plan.checkpoint, repeated=False))
+        conn.execute("UPDATE accounts SET opened_by = ? WHERE opened_by < ?", (last, last))
+        conn.executemany(
+            "INSERT INTO folded_keys (key, seq, kind, at, digest) VALUES (?, ?, ?, ?, ?)",
+            [(f.key, f.seq, f.kind, f.at, f.digest) for f in plan.folded],
+        )
+        step("written")
+        for table in ("entries", "legs"):
+            conn.execute(_append_only(table, "DELETE"))
+
     # --- reads -------------------------------------------------------------------------------
+
+    def _folded_by_key(self, key: str) -> FoldedKey | None:
+        row = self._conn.execute(
+            "SELECT key, seq, kind, at, digest FROM folded_keys WHERE key = ?", (key,)
+        ).fetchone()
+        return None if row is None else FoldedKey(*row)
+
+    def folded(self, key: str) -> FoldedKey | None:
+        """The key as the checkpoint keeps it, if its entry was folded by `compact`.
+
+        `entry(key)` is None for such a key, yet it is used: a retry with the same content
+        returns the entry rebuilt, other content is an `IdempotencyConflictError`.
+        """
+        with self._transaction("DEFERRED"):
+            return self._folded_by_key(key)
+
+    def key_used(self, key: str) -> bool:
+        """Whether `key` is taken: by an entry in the journal, or one folded into the checkpoint."""
+        with self._transaction("DEFERRED"):
+            return self._entry_by_key(key) is not None or self._folded_by_key(key) is not None
+
+    def folded_keys(self) -> list[FoldedKey]:
+        """Every key folded into the checkpoint, in entry order."""
+        with self._transaction("DEFERRED") as conn:
+            rows = conn.execute(
+                "SELECT key, seq, kind, at, digest FROM folded_keys ORDER BY seq"
+            ).fetchall()
+        return [FoldedKey(*row) for row in rows]
 
     def _load_accounts(self, names: Iterable[str]) -> dict[str, Account]:
         accounts: dict[str, Account] = {}
@@ -474,9 +632,16 @@ class LedgerStore:
 
     def _journal_rows(
         self,
-    ) -> Iterator[tuple[Any, Any, Any, Any, Any, tuple[tuple[Any, Any], ...]]]:
+    ) -> Generator[tuple[Any, Any, Any, Any, Any, tuple[tuple[Any, Any], ...]], None, None]:
         """The journal in sequence order: (seq, key, kind, at, detail, legs) as stored."""
-        rows = self._conn.execute(
+        with closing(self._conn.cursor()) as cursor:  # closed early when a reader stops early
+            yield from self._grouped_rows(cursor)
+
+    @staticmethod
+    def _grouped_rows(
+        cursor: sqlite3.Cursor,
+    ) -> Iterator[tuple[Any, Any, Any, Any, Any, tuple[tuple[Any, Any], ...]]]:
+        rows = cursor.execute(
             """SELECT e.seq, e.key, e.kind, e.at, e.detail, l.account, l.delta
                FROM entries AS e LEFT JOIN legs AS l ON l.entry_seq = e.seq
                ORDER BY e.seq, l.account"""
@@ -493,18 +658,26 @@ class LedgerStore:
         if current is not None:
             yield (*current, tuple(legs))
 
+    def _journal_entries(self) -> Generator[Entry, None, None]:
+        with closing(self._journal_rows()) as rows:
+            for seq, key, kind, at, detail, legs in rows:
+                yield Entry(seq, key, kind, at, tuple(Leg(a, Money(d)) for a, d in legs), detail)
+
     def entries(self) -> list[Entry]:
-        """The whole journal, in sequence order."""
+        """The whole journal, in sequence order (a compacted one starts with its checkpoint)."""
         with self._transaction("DEFERRED"):
-            return [
-                Entry(seq, key, kind, at, tuple(Leg(a, Money(d)) for a, d in legs), detail)
-                for seq, key, kind, at, detail, legs in self._journal_rows()
-            ]
+            return list(self._journal_entries())
 
     def entry(self, key: str) -> Entry | None:
-        """The journal's entry under idempotency key `key`, if any."""
+        """The journal's entry under idempotency key `key`, if any (see `key_used`)."""
         with self._transaction("DEFERRED"):
             return self._entry_by_key(key)
+
+    def entries_written(self) -> int:
+        """How many entries the journal has taken since it began (compaction keeps numbering)."""
+        with self._transaction("DEFERRED") as conn:
+            row = conn.execute("SELECT coalesce(max(seq), 0) FROM entries").fetchone()
+        return int(row[0])
 
     def accounts(self) -> dict[str, Account]:
         with self._transaction("DEFERRED") as conn:
@@ -525,32 +698,45 @@ class LedgerStore:
 
     def replay(self) -> Ledger:
         """The journal re-decided in memory from nothing (raises `LedgerError` on a broken rule)."""
-        return Ledger.replay(self.entries())
+        with self._transaction("DEFERRED"):
+            entries = list(self._journal_entries())
+            folded = [FoldedKey(*row) for row in self._folded_rows(full=True)]
+        return Ledger.replay(entries, folded=folded)
 
     def verify(self) -> Audit:
         """Replay the stored journal from scratch and check it against the stored balances.
 
-        Reads one consistent snapshot (writers may go on meanwhile, in WAL mode).
+        Reads one consistent snapshot (writers may go on meanwhile, in WAL mode). A compacted
+        journal starts from its checkpoint, and the folded keys are checked against it.
         """
-        with self._transaction("DEFERRED") as conn:
-            checks = [str(row[0]) for row in conn.execute("PRAGMA quick_check")]
-            if checks != ["ok"]:
-                return _damaged(f"SQLite quick_check: {checks[0]}")
-            stored = [
-                StoredAccount(*row)
-                for row in conn.execute(
-                    "SELECT name, allow_credit, balance FROM accounts ORDER BY name"
-                )
-            ]
-            orphans = [
-                row[0]
-                for row in conn.execute(
-                    """SELECT DISTINCT entry_seq FROM legs
-                       WHERE entry_seq NOT IN (SELECT seq FROM entries) ORDER BY entry_seq"""
-                )
-            ]
-            records = (JournalRecord(*row[:5], legs=row[5]) for row in self._journal_rows())
-            return audit(records, stored, orphan_legs=orphans)
+        with self._transaction("DEFERRED"):
+            return self._audit_locked()
+
+    def _audit_locked(self) -> Audit:
+        conn = self._conn
+        checks = [str(row[0]) for row in conn.execute("PRAGMA quick_check")]
+        if checks != ["ok"]:
+            return _damaged(f"SQLite quick_check: {checks[0]}")
+        stored = [
+            StoredAccount(*row)
+            for row in conn.execute(
+                "SELECT name, allow_credit, balance FROM accounts ORDER BY name"
+            )
+        ]
+        orphans = [
+            row[0]
+            for row in conn.execute(
+                """SELECT DISTINCT entry_seq FROM legs
+                   WHERE entry_seq NOT IN (SELECT seq FROM entries) ORDER BY entry_seq"""
+            )
+        ]
+        records = (JournalRecord(*row[:5], legs=row[5]) for row in self._journal_rows())
+        folded = ((row[0], row[1]) for row in self._folded_rows(full=False))
+        return audit(records, stored, orphan_legs=orphans, folded_keys=folded)
+
+    def _folded_rows(self, *, full: bool) -> Iterator[tuple[Any, ...]]:
+        columns = "key, seq, kind, at, digest" if full else "key, seq"
+        yield from self._conn.execute(f"SELECT {columns} FROM folded_keys ORDER BY seq")
 
 
 def _damaged(reason: str) -> Audit:

@@ -8,4 +8,7 @@
 - `daemon`: `NodeDaemon`, the adapter that runs the tick on real sensors, cgroups and the ledger.
 - `api`: the HTTP API (FastAPI) on a Unix socket, tokens and roles; `serve` runs it.
 - `metrics`: Prometheus text from a status snapshot; `top`: the live terminal view.
+- `policy`: pure policies that decide money (e.g. `policy.journal`: per-agent totals from the
+  journal, compacted or not); no clock, file or database.
+- `tickstats`: the tick loop's health (failures, last error, durations) the daemon records.
 """

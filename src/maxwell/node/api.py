@@ -261,6 +261,14 @@ class StatusBody(BaseModel):
     mechanism: str
     cgroup: str
     capacity_cores: float
+    tick_failures: int = Field(description="ticks that failed since the daemon started")
+    last_error: str | None = Field(description="the last failed tick's error, one line")
+    last_error_at: float | None = Field(description="when it failed, Unix seconds")
+    tick_ms_median: float | None = Field(
+        description="median tick duration over the recent ticks; null: the node keeps no stats"
+    )
+    tick_ms_p99: float | None = Field(description="99th percentile of the same")
+    ledger_rows: int = Field(description="rows the ledger's journal holds")
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -331,6 +339,18 @@ def _known_query(request: Request) -> None:
         raise ApiError(422, f"query.{unknown[0]}: unknown parameter")
 
 
+def _require_admin(caller: Principal, action: str) -> None:
+    if caller.role is not Role.ADMIN:
+        raise ApiError(403, f"only the admin token may {action}")
+
+
+def _require_self(caller: Principal, agent: str, action: str) -> None:
+    if caller.role is Role.ADMIN:
+        return
+    if caller.agent != agent:
+        raise ApiError(403, f"an agent token may {action} only its own agent")
+
+
 def create_app(
     node: Node,
     *,
@@ -348,16 +368,18 @@ def create_app(
         dependencies=[Depends(_known_query)],
     )
     app.state.node = node
+    _add_error_handlers(app)
+    # Registered in this order, which is the order of the paths in the OpenAPI document.
+    _add_account_routes(app, node)
+    _add_agent_word_routes(app, node)
+    _add_admin_routes(app, node)
+    _add_read_routes(app, node)
+    _add_metrics_route(app, metrics, public_metrics=public_metrics)
+    return app
 
-    def require_admin(caller: Principal, action: str) -> None:
-        if caller.role is not Role.ADMIN:
-            raise ApiError(403, f"only the admin token may {action}")
 
-    def require_self(caller: Principal, agent: str, action: str) -> None:
-        if caller.role is Role.ADMIN:
-            return
-        if caller.agent != agent:
-            raise ApiError(403, f"an agent token may {action} only its own agent")
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every refusal as `{"error": "<one line>"}` with its status (see the module comment)."""
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -401,13 +423,18 @@ def create_app(
         # The daemon failed (not the caller): a 500 that still says why in one line.
         return _error(500, f"node error: {exc}")
 
-    # Plain `def` endpoints: `Node` calls block (SQLite, cgroup writes), so they run in
-    # FastAPI's thread pool; the facade promises thread safety.
+
+# The endpoints are plain `def`s: `Node` calls block (SQLite, cgroup writes), so they run in
+# FastAPI's thread pool; the facade promises thread safety.
+
+
+def _add_account_routes(app: FastAPI, node: Node) -> None:
+    """Agents' accounts: spawn and fund them (admin), read them and bid (the admin or their own)."""
 
     @app.post("/agents", status_code=201, response_model=SpawnBody, tags=["admin"])
     def spawn(body: SpawnRequest, caller: Caller) -> dict[str, object]:
         """Start a command as a new agent, funded from the treasury (admin)."""
-        require_admin(caller, "spawn agents")
+        _require_admin(caller, "spawn agents")
         result = node.spawn(
             body.argv,
             fund=tokens_to_money(body.fund),
@@ -433,20 +460,24 @@ def create_app(
     @app.get("/agents/{agent}", response_model=AgentBody, tags=["accounts"])
     def get_agent(agent: AgentId, caller: Caller) -> dict[str, object]:
         """One agent's account and state."""
-        require_self(caller, agent, "read")
+        _require_self(caller, agent, "read")
         return node.agent(agent).to_json()
 
     @app.post("/agents/{agent}/fund", response_model=AgentBody, tags=["admin"])
     def fund(agent: AgentId, body: FundRequest, caller: Caller) -> dict[str, object]:
         """Move `amount` $J from the treasury to the agent (admin)."""
-        require_admin(caller, "fund agents")
+        _require_admin(caller, "fund agents")
         return node.fund(agent, tokens_to_money(body.amount)).to_json()
 
     @app.post("/agents/{agent}/bid", response_model=AgentBody, tags=["accounts"])
     def bid(agent: AgentId, body: BidRequest, caller: Caller) -> dict[str, object]:
         """Change the agent's limit price (and, optionally, the cores it asks for)."""
-        require_self(caller, agent, "bid for")
+        _require_self(caller, agent, "bid for")
         return node.bid(agent, body.price, body.demand).to_json()
+
+
+def _add_agent_word_routes(app: FastAPI, node: Node) -> None:
+    """What only the agent's own token may say: its reports and its proofs (not even the admin)."""
 
     @app.post("/agents/{agent}/report", response_model=AgentBody, tags=["accounts"])
     def report(agent: AgentId, body: ReportRequest, caller: Caller) -> dict[str, object]:
@@ -465,17 +496,21 @@ def create_app(
             raise ApiError(403, "only the agent's own token may submit its proofs")
         return node.submit_proof(agent, body.input, body.output, body.proof).to_json()
 
+
+def _add_admin_routes(app: FastAPI, node: Node) -> None:
+    """The admin acting on an agent (audit, kill) and reading the event log."""
+
     @app.post("/agents/{agent}/audit", response_model=AuditBody, tags=["admin"])
     def audit(agent: AgentId, caller: Caller) -> dict[str, object]:
         """Audit the agent now (admin): its reports against the kernel's counters, and its
         threads' instruction pointers against its code manifest. A liar is slashed."""
-        require_admin(caller, "audit agents")
+        _require_admin(caller, "audit agents")
         return node.audit(agent).to_json()
 
     @app.post("/agents/{agent}/kill", response_model=AgentBody, tags=["admin"])
     def kill(agent: AgentId, caller: Caller) -> dict[str, object]:
         """Kill the agent's whole process group (admin)."""
-        require_admin(caller, "kill agents")
+        _require_admin(caller, "kill agents")
         return node.kill(agent).to_json()
 
     @app.get("/events", response_model=EventList, tags=["admin"])
@@ -485,8 +520,12 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=MAX_EVENTS)] = 1000,
     ) -> dict[str, object]:
         """Events with a sequence number above `after`, oldest first (admin)."""
-        require_admin(caller, "read the event log")
+        _require_admin(caller, "read the event log")
         return {"events": [event.to_json() for event in node.events(after, limit)]}
+
+
+def _add_read_routes(app: FastAPI, node: Node) -> None:
+    """Read-only views: the price (any token), whose token it is, the node's status (admin)."""
 
     @app.get("/price", response_model=PriceBody, tags=["market"])
     def price(caller: Caller) -> dict[str, object]:
@@ -501,8 +540,14 @@ def create_app(
     @app.get("/status", response_model=StatusBody, tags=["admin"])
     def status(caller: Caller) -> dict[str, object]:
         """A snapshot of the node: price, agents, tick figures (admin)."""
-        require_admin(caller, "read the node's status")
+        _require_admin(caller, "read the node's status")
         return status_to_json(node.status())
+
+
+def _add_metrics_route(
+    app: FastAPI, metrics: Callable[[], bytes] | None, *, public_metrics: bool
+) -> None:
+    """`GET /metrics`: the Prometheus page, public or for the admin (see the module comment)."""
 
     def render() -> Response:
         if metrics is None:
@@ -527,10 +572,8 @@ def create_app(
         @metrics_route
         def admin_prometheus(caller: Caller) -> Response:
             """Prometheus text format (admin)."""
-            require_admin(caller, "read metrics")
+            _require_admin(caller, "read metrics")
             return render()
-
-    return app
 
 
 # --- serving -----------------------------------------------------------------------------------

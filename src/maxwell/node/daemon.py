@@ -46,7 +46,9 @@ valid proof of inference of the user's model (`submit_proof`, checked with `maxw
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
+import logging
 import math
 import os
 import pwd
@@ -68,19 +70,14 @@ import numpy as np
 from maxwell.audit.ipsample import AlreadyTracedError, check, module_histogram, sample_threads
 from maxwell.audit.manifest import CodeManifest, ManifestError
 from maxwell.audit.policy import (
-    DEFAULT_AUDIT_PROBABILITY,
     Usage,
-    becker_bond,
     draw_audits,
     judge,
 )
 from maxwell.cgroups import CgroupManager, ProcTreeGroup, V1Group, V2Group, WorkloadGroup
 from maxwell.cgroups.base import GroupStats
 from maxwell.clock import Clock, SystemClock
-from maxwell.economy.billing import bill
 from maxwell.economy.ledger import (
-    GRID,
-    SLASHING,
     TREASURY,
     EntryRequest,
     LedgerError,
@@ -106,6 +103,7 @@ from maxwell.errors import CgroupError, CgroupUnavailableError, MaxwellError
 from maxwell.meter import LiveMeter
 from maxwell.meter.live import NodeSampler
 from maxwell.node import tick as ticks
+from maxwell.node.config import NodeConfig
 from maxwell.node.facade import (
     MAX_REPORTED_COUNT,
     MAX_REPORTED_CPU_S,
@@ -125,6 +123,17 @@ from maxwell.node.facade import (
     SpawnResult,
     UnknownAgentError,
 )
+from maxwell.node.paths import StateLock
+from maxwell.node.policy.audit import judge_audit
+from maxwell.node.policy.journal import journal_totals
+from maxwell.node.policy.optimistic import (
+    TickPrices,
+    bill_claim,
+    bond_for,
+    gain_per_tick,
+    joules_per_cpu_ns,
+)
+from maxwell.node.policy.recovery import DownInterval, down_interval
 from maxwell.node.state import (
     AgentRow,
     ClaimRow,
@@ -135,6 +144,7 @@ from maxwell.node.state import (
     hash_token,
     new_token,
 )
+from maxwell.node.tickstats import TickRecorder
 from maxwell.procfs import read_cpu_model
 from maxwell.proof import DEFAULT_ROUNDS, Model, ProofInputError, VerifierKey, make_key, verify
 from maxwell.proof.bundle import read_proof
@@ -164,10 +174,8 @@ EVENT_KINDS = (
     "bounty",
     "rejected",
 )
-BILLING_MODES = ("metered", "optimistic")
-DEFAULT_PIDS_MAX = 256
-DEFAULT_GRACE_S = 5.0
 PRIVATE_PREFIX = "maxwell-node"
+log = logging.getLogger(__name__)
 _LIVE = (AgentState.RUNNING, AgentState.THROTTLED, AgentState.FROZEN)
 
 
@@ -387,106 +395,118 @@ def _open_ledger(state_dir: Path, now: Callable[[], float]) -> LedgerStore:
     return LedgerStore(connection, path, now)
 
 
+def _agent_from_row(row: AgentRow, paid: Mapping[tuple[str, str], int], bond: int) -> _Agent:
+    """An agent as its row and the journal's totals (`journal_totals`) left it."""
+    return _Agent(
+        id=row.id, name=row.name, argv=row.argv, user=row.user,
+        token_hash=row.token_hash, created_at=row.created_at, cgroup=row.cgroup,
+        state=AgentState(row.state), bid=row.bid, demand=row.demand,
+        bid_seq=row.bid_seq, pid=row.pid, exit_code=row.exit_code,
+        ended_at=row.ended_at, energy_uj=row.energy_uj, cpu_ns=row.cpu_ns,
+        freed_bytes=row.freed_bytes, cores=row.cores, burn_per_s=row.burn_per_s,
+        insolvent_since=row.insolvent_since,
+        paid=paid.get((row.id, "grid"), 0), landauer=paid.get((row.id, "landauer"), 0),
+        bond=bond,
+        audits=paid.get((row.id, "audits"), 0),
+        slashed=paid.get((row.id, "slashed"), 0),
+        proofs=paid.get((row.id, "proofs"), 0),
+        bounties=paid.get((row.id, "bounty"), 0),
+    )  # fmt: skip
+
+
+def _plan_entries(tick: int, plan: ticks.TickPlan) -> list[PendingEntry]:
+    """The ledger entries a tick's plan posts: its bills, then its events."""
+    entries = [
+        PendingEntry(
+            post.key,
+            tick,
+            post.kind,
+            tuple((m.debit, m.credit, m.amount) for m in post.movements),
+            post.detail,
+        )
+        for post in plan.posts
+    ]
+    entries += [PendingEntry(e.key, tick, e.kind, (), e.detail) for e in plan.events]
+    return entries
+
+
+def _check_spawn(argv: Sequence[str], fund: object, bounty: object, model: str | None) -> None:
+    """Refuse a spawn's malformed arguments before anything is made (a `NodeError` says why)."""
+    if not argv or not all(isinstance(arg, str) and arg for arg in argv):
+        raise NodeError("the command must be a non-empty list of non-empty strings")
+    if isinstance(bounty, bool) or not isinstance(bounty, int) or bounty < 0:
+        raise NodeError(f"the bounty must be an integer of µ$J >= 0, got {bounty!r}")
+    if bounty and model is None:
+        raise NodeError("a bounty pays for proofs of one model: name it (--model)")
+    if isinstance(fund, bool) or not isinstance(fund, int) or fund < 0:
+        raise NodeError(f"funding must be an integer of µ$J >= 0, got {fund!r}")
+
+
 class NodeDaemon:
     """Runs agents as real processes in cgroups and clears the market every tick (see module)."""
 
     def __init__(
         self,
-        state_dir: str | os.PathLike[str],
+        config: NodeConfig,
         *,
-        tick_s: float = 1.0,
-        mechanism: str = "uniform",
         clock: Clock | None = None,
         wall: Callable[[], float] = time.time,
         sensors: NodeSampler | None = None,
         cgroups: CgroupManager | None = None,
-        detect_cgroups: bool = True,
-        socket_path: str = "",
         grid: GridPrice | None = None,
-        landauer_multiplier: float = 1.0,
-        grace_s: float = DEFAULT_GRACE_S,
-        capacity_cores: float | None = None,
-        derate_below_c: float = ticks.DERATE_BELOW_HEADROOM_C,
-        min_capacity_fraction: float = ticks.MIN_CAPACITY_FRACTION,
-        pids_max: int | None = DEFAULT_PIDS_MAX,
-        memory_interval_s: float = 1.0,
-        model_config: ModelConfig | None = None,
-        active_w_per_core_override: float | None = None,
-        billing: str = "metered",
-        audit_probability: float = DEFAULT_AUDIT_PROBABILITY,
         audit_rng: random.Random | None = None,
     ) -> None:
-        if not math.isfinite(tick_s) or tick_s <= 0:
-            raise NodeError(f"the tick must be a positive number of seconds, got {tick_s!r}")
-        if billing not in BILLING_MODES:
-            raise NodeError(f"billing must be one of {', '.join(BILLING_MODES)}, got {billing!r}")
-        if not (math.isfinite(audit_probability) and 0.0 <= audit_probability <= 1.0):
-            raise NodeError(f"the audit probability must be in [0, 1], got {audit_probability!r}")
-        self.billing = billing
-        self.audit_probability = audit_probability
+        """Lock the state directory first (one daemon per directory: a refused start touches
+        nothing else), then open the store, the sensors and the cgroups, and recover."""
+        self.config = config
+        self.paths = config.paths
+        try:
+            self.paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise NodeError(f"--state {self.paths.root}: {exc.strerror}") from exc
+        self._state_lock = StateLock.acquire(self.paths)
+        self._closed = True  # until everything below is open
+        self._cgroups = cgroups
+        try:
+            self._setup(clock, wall, sensors, grid, audit_rng)
+        except BaseException as exc:
+            if self._cgroups is not None:
+                # Removes what it made; a tree holding re-adoptable agents stays (rmdir refuses).
+                self._cgroups.close(failure=exc)
+            self._close_parts()
+            raise
+        self._closed = False
+
+    def _setup(
+        self,
+        clock: Clock | None,
+        wall: Callable[[], float],
+        sensors: NodeSampler | None,
+        grid: GridPrice | None,
+        audit_rng: random.Random | None,
+    ) -> None:
+        config = self.config
         # Unpredictable to agents: the operating system's randomness, unless a test seeds one.
         self._audit_rng = audit_rng if audit_rng is not None else random.SystemRandom()
         # The proof verifier's secret vectors: from the OS, drawn after each proof is committed.
         self._proof_rng = np.random.default_rng(secrets.randbits(128))
         self._lock = threading.RLock()
-        self.state_dir = Path(state_dir)
-        self.tick_s = tick_s
-        self.mechanism_name = mechanism
         self._mechanism: Mechanism | None = (
-            None if mechanism == "uniform" else make_mechanism(mechanism)
+            None if config.mechanism == "uniform" else make_mechanism(config.mechanism)
         )
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._wall = wall
-        self.socket_path = socket_path
-        self.landauer_multiplier = landauer_multiplier
-        self.grace_s = grace_s
-        self.capacity_cores = float(capacity_cores or os.cpu_count() or 1)
+        self.capacity_cores = float(config.capacity_cores or os.cpu_count() or 1)
         self.sold_cores = self.capacity_cores  # this tick's capacity: fewer cores when hot
-        self.derate_below_c = derate_below_c
-        self.min_capacity_fraction = min_capacity_fraction
-        try:  # check the derating settings now rather than at the first tick
-            ticks.thermal_capacity(
-                1.0, 0.0, derate_below_c=derate_below_c, floor=min_capacity_fraction
-            )
-        except ValueError as exc:
-            raise NodeError(str(exc)) from exc
-        self.pids_max = pids_max
-        self._closed = False
-        self._ledger = _open_ledger(self.state_dir, wall)
-        self._state = NodeState.open(self.state_dir)
-        self._admin_token = admin_token(self.state_dir)
         self._owns_sensors = sensors is None
-        self._sensors: NodeSampler = (
-            sensors
-            if sensors is not None
-            else Sensors.detect(clock=self._clock, model_config=model_config)
-        )
-        self._active_w_per_core = (
-            active_w_per_core_override
-            if active_w_per_core_override is not None
-            else active_w_per_core(model_config)
-        )
-        self._meter = LiveMeter(self._sensors, memory_interval_s=memory_interval_s)
-        first = self._meter.node
-        self._spot = SpotPrice(
-            grid if grid is not None else ConstantPrice(1.0),
-            ThermalPriceController(setpoint_c=first.critical_c - 15.0),
-        )
-        self._quote = self._spot.spot(wall(), first.temperature_c, 0.0)
-        self._last_wall = wall()
-        self.degraded: str | None = None
-        self._cgroups = cgroups
-        if cgroups is not None:
-            self.degraded = cgroups.degraded  # what a partly delegated v2 parent cannot enforce
-        if cgroups is None and detect_cgroups:
-            try:
-                self._cgroups = CgroupManager.detect(
-                    prefix=PRIVATE_PREFIX, clock=self._clock, private_name=private_name(state_dir)
-                )
-            except CgroupUnavailableError as exc:
-                self.degraded = f"no usable cgroups ({exc}): process trees, no limits"
-        elif cgroups is None:
-            self.degraded = "cgroups disabled: process trees, no limits"
+        self._sensors: NodeSampler | None = sensors
+        self._ledger = _open_ledger(self.paths.root, wall)
+        self._state = NodeState.open(self.paths.root)
+        self._admin_token = admin_token(self.paths.root)
+        self._open_meter(wall, grid)
+        self.degraded = self._open_cgroups()
+        if self.degraded:
+            log.info("degraded: %s", self.degraded)
         self._agents: dict[str, _Agent] = {}
         # The standing order book: one bid per live agent that has a group, numbered by its
         # `bid_seq` (its arrival). A bid places it (`bid`); the tick adds agents it lacks (spawned,
@@ -496,10 +516,56 @@ class NodeDaemon:
         self._by_token: dict[str, str] = {}
         self._tick, _ = self._state.last_tick()
         self.last_tick_duration_s = 0.0
-        self.warnings: list[str] = []
+        self._tick_stats = TickRecorder()
+        # The meter's energy of the tick in flight, and what failed ticks metered and did not
+        # bill (µJ per agent): the next tick bills it (see `_roll_back`).
+        self._metered: dict[str, int] = {}
+        self._unbilled: dict[str, int] = {}
         self._pending_left = False
         self._claims_stored: set[str] = set()  # agents with a row in the claims table
         self._recover()
+
+    def _open_meter(self, wall: Callable[[], float], grid: GridPrice | None) -> None:
+        """The sensors (detected unless given), the meter over them, and the spot price."""
+        config = self.config
+        if self._sensors is None:
+            self._sensors = Sensors.detect(clock=self._clock, model_config=config.model)
+        self._active_w_per_core = (
+            config.active_w_per_core
+            if config.active_w_per_core is not None
+            else active_w_per_core(config.model)
+        )
+        self._meter = LiveMeter(self._sensors, memory_interval_s=config.memory_interval_s)
+        first = self._meter.node
+        self._spot = SpotPrice(
+            grid if grid is not None else ConstantPrice(1.0),
+            ThermalPriceController(setpoint_c=first.critical_c - 15.0),
+        )
+        self._quote = self._spot.spot(wall(), first.temperature_c, 0.0)
+        self._last_wall = wall()
+
+    def _open_cgroups(self) -> str | None:
+        """The cgroup manager the config asks for (unless one was given); what it cannot do."""
+        kind = self.config.cgroup
+        if self._cgroups is not None:
+            return self._cgroups.degraded  # what a partly delegated v2 parent cannot enforce
+        if kind == "none":
+            return "cgroups disabled: process trees, no limits"
+        # A stable private name, so a restarted daemon finds its agents' groups. An explicit kind
+        # accepts a v2 parent's partial delegation and reports it; a kind it cannot honour fails.
+        try:
+            self._cgroups = CgroupManager.detect(
+                prefix=PRIVATE_PREFIX,
+                clock=self._clock,
+                private_name=private_name(self.paths.root),
+                kind=kind,
+                require_controllers=kind == "auto",
+            )
+        except CgroupUnavailableError as exc:
+            if kind != "auto":
+                raise
+            return f"no usable cgroups ({exc}): process trees, no limits"
+        return self._cgroups.degraded
 
     # --- recovery -------------------------------------------------------------------------------
 
@@ -531,109 +597,110 @@ class NodeDaemon:
         bill the interval the daemon was down (one tick)."""
         at = self._wall()
         self._flush_pending()
-        paid = self._journal_totals()
-        reports = self._state.reports()
-        manifests = self._state.manifests()
-        bounties = self._state.bounties()
-        claims = self._state.claims()
-        balances = self._ledger.balances()
-        catch_up: dict[str, tuple[int, int, int]] = {}  # agent -> (cpu ns, bytes, energy µJ)
+        down: dict[str, DownInterval] = {}
         ended: list[_Agent] = []
+        for agent in self._load_agents():
+            self._agents[agent.id] = agent
+            self._by_token[agent.token_hash] = agent.id
+            was_live = agent.state in _LIVE
+            interval = self._readopt(agent, at)
+            if interval is not None:
+                down[agent.id] = interval
+            elif was_live:  # its group is gone: it ended while the daemon was down
+                ended.append(agent)
+        if down or ended:
+            self._bill_down_interval(down, ended)
+
+    def _load_agents(self) -> list[_Agent]:
+        """Every agent of the node's tables, with what the journal and the ledger say of it."""
+        paid = journal_totals(self._ledger.entries())
+        reports, claims = self._state.reports(), self._state.claims()
+        manifests, bounties = self._state.manifests(), self._state.bounties()
+        balances = self._ledger.balances()
+        agents = []
         for row in self._state.agents():
-            agent = _Agent(
-                id=row.id, name=row.name, argv=row.argv, user=row.user,
-                token_hash=row.token_hash, created_at=row.created_at, cgroup=row.cgroup,
-                state=AgentState(row.state), bid=row.bid, demand=row.demand,
-                bid_seq=row.bid_seq, pid=row.pid, exit_code=row.exit_code,
-                ended_at=row.ended_at, energy_uj=row.energy_uj, cpu_ns=row.cpu_ns,
-                freed_bytes=row.freed_bytes, cores=row.cores, burn_per_s=row.burn_per_s,
-                insolvent_since=row.insolvent_since,
-                paid=paid.get((row.id, "grid"), 0), landauer=paid.get((row.id, "landauer"), 0),
-                reported=reports.get(row.id),
-                bond=balances.get(stake_account(row.id), 0),
-                audits=paid.get((row.id, "audits"), 0),
-                slashed=paid.get((row.id, "slashed"), 0),
-                proofs=paid.get((row.id, "proofs"), 0),
-                bounties=paid.get((row.id, "bounty"), 0),
-            )  # fmt: skip
+            agent = _agent_from_row(row, paid, balances.get(stake_account(row.id), 0))
+            agent.reported = reports.get(row.id)
             claim = claims.get(row.id)
             if agent.bond and claim is not None:  # billed by its claims up to here
                 agent.claim_billed = Usage(claim.cpu_ns, claim.freed_bytes)
                 agent.shadow = claim.shadow
                 self._claims_stored.add(row.id)
             if row.id in bounties and agent.state in _LIVE:
-                path, digest, amount = bounties[row.id]
-                try:
-                    agent.model, agent.model_key = self._load_model(path)
-                    if agent.model.sha256 != digest:
-                        raise NodeError(f"{path} changed since the agent was spawned")
-                    agent.bounty = amount
-                except NodeError as exc:
-                    agent.model = agent.model_key = None
-                    self._warn(f"agent {row.id}: no more bounties: {exc}")
+                self._restore_bounty(agent, *bounties[row.id])
             if row.id in manifests:
                 try:
                     agent.manifest = CodeManifest.from_json(manifests[row.id])
-                except ManifestError as exc:
-                    self._warn(f"agent {row.id}: its code manifest is unreadable: {exc}")
-            self._agents[agent.id] = agent
-            self._by_token[agent.token_hash] = agent.id
-            group = _rebuild_group(agent.id, agent.cgroup, self._clock)
-            if agent.state not in _LIVE:
-                if group is not None:  # ended just before a crash, its group not yet removed
-                    try:
-                        group.remove()
-                    except MaxwellError as exc:
-                        self._warn(f"agent {agent.id}: cannot remove its group: {exc}")
-                continue
-            if group is None:
-                # Its group is gone (removed by hand, or a reboot): nothing left to bill or run.
-                agent.state, agent.ended_at = AgentState.EXITED, at
-                self._state.update_agent(agent.id, state=str(agent.state), ended_at=at)
-                ended.append(agent)
-                continue
-            agent.group = group
-            agent.counted = _CountedGroup(group)
-            self._meter.add(agent.id, agent.counted)
-            usage = self._meter.usage(agent.id)
-            agent.freed_metered = usage.memory_freed_bytes
-            now_cpu = agent.counted.cpu_ns_seen or 0
-            down_cpu = max(now_cpu - agent.cpu_ns, 0)
-            down_freed = max(agent.counted.freed_seen - agent.freed_bytes, 0)
-            energy = round(down_cpu * self._active_w_per_core / 1000)  # ns x W = nJ
-            catch_up[agent.id] = (down_cpu, down_freed, energy)
-            if group.is_empty():
-                agent.state, agent.ended_at = AgentState.EXITED, at
-                agent.finished = True
-        if catch_up or ended:
-            events: list[PendingEntry] = []
-            tick = self._tick + 1
-            for agent_id, (cpu, freed, energy) in sorted(catch_up.items()):
-                agent = self._agents[agent_id]
-                events.append(
-                    PendingEntry(
-                        key=ticks.event_key(tick, agent_id, "adopted"),
-                        tick=tick,
-                        kind="adopted",
-                        movements=(),
-                        detail={
-                            "agent": agent_id,
-                            "pid": agent.pid,
-                            "cpu_ns": cpu,
-                            "bytes_freed": freed,
-                            "energy_uj": energy,
-                            "energy_source": "modelled from CPU time while the daemon was down",
-                            "alive": not agent.finished,
-                        },
-                    )
-                )
-            for agent in [*ended, *(a for a in self._agents.values() if a.finished)]:
-                events.append(
-                    self._exited_event(tick, agent, "its process ended while the daemon was down")
-                )
-            energies = {a: e for a, (_, _, e) in catch_up.items()}
-            freed_by = {a: f for a, (_, f, _) in catch_up.items()}
-            self._run_tick(energies, freed_by, extra_events=events, interval_s=0.0)
+                except ManifestError:
+                    log.warning("agent %s: its code manifest is unreadable", row.id, exc_info=True)
+            agents.append(agent)
+        return agents
+
+    def _restore_bounty(self, agent: _Agent, path: str, digest: str, amount: int) -> None:
+        try:
+            agent.model, agent.model_key = self._load_model(path)
+            if agent.model.sha256 != digest:
+                raise NodeError(f"{path} changed since the agent was spawned")
+            agent.bounty = amount
+        except NodeError as exc:
+            agent.model = agent.model_key = None
+            log.warning("agent %s: no more bounties: %s", agent.id, exc, exc_info=True)
+
+    def _readopt(self, agent: _Agent, at: float) -> DownInterval | None:
+        """Take a live agent back into its group, metered again; what it used while the daemon
+        was down. An agent whose group is gone has ended (`EXITED` at `at`), and one that ended
+        before the crash only loses its leftover group."""
+        group = _rebuild_group(agent.id, agent.cgroup, self._clock)
+        if agent.state not in _LIVE:
+            if group is not None:  # ended just before a crash, its group not yet removed
+                try:
+                    group.remove()
+                except MaxwellError:
+                    log.warning("agent %s: cannot remove its group", agent.id, exc_info=True)
+            return None
+        if group is None:
+            # Its group is gone (removed by hand, or a reboot): nothing left to bill or run.
+            agent.state, agent.ended_at = AgentState.EXITED, at
+            self._state.update_agent(agent.id, state=str(agent.state), ended_at=at)
+            return None
+        agent.group, agent.counted = group, _CountedGroup(group)
+        self._meter.add(agent.id, agent.counted)
+        agent.freed_metered = self._meter.usage(agent.id).memory_freed_bytes
+        if group.is_empty():
+            agent.state, agent.ended_at, agent.finished = AgentState.EXITED, at, True
+        return down_interval(
+            billed_cpu_ns=agent.cpu_ns,
+            billed_freed_bytes=agent.freed_bytes,
+            now_cpu_ns=agent.counted.cpu_ns_seen or 0,
+            now_freed_bytes=agent.counted.freed_seen,
+            active_w_per_core=self._active_w_per_core,
+        )
+
+    def _bill_down_interval(self, down: Mapping[str, DownInterval], ended: list[_Agent]) -> None:
+        """The restarted daemon's first tick: the interval it was down, with an `adopted` event
+        per live agent and an `exited` one per agent that ended meanwhile."""
+        tick = self._tick + 1
+        events: list[PendingEntry] = []
+        for agent_id, interval in sorted(down.items()):
+            agent = self._agents[agent_id]
+            detail = {
+                "agent": agent_id,
+                "pid": agent.pid,
+                "cpu_ns": interval.cpu_ns,
+                "bytes_freed": interval.bytes_freed,
+                "energy_uj": interval.energy_uj,
+                "energy_source": "modelled from CPU time while the daemon was down",
+                "alive": not agent.finished,
+            }
+            key = ticks.event_key(tick, agent_id, "adopted")
+            events.append(PendingEntry(key, tick, "adopted", (), detail))
+        for agent in [*ended, *(a for a in self._agents.values() if a.finished)]:
+            events.append(
+                self._exited_event(tick, agent, "its process ended while the daemon was down")
+            )
+        energies = {agent: interval.energy_uj for agent, interval in down.items()}
+        freed_by = {agent: interval.bytes_freed for agent, interval in down.items()}
+        self._run_tick(energies, freed_by, extra_events=events, interval_s=0.0)
 
     def _exited_event(self, tick: int, agent: _Agent, reason: str) -> PendingEntry:
         return PendingEntry(
@@ -644,68 +711,67 @@ class NodeDaemon:
             detail={"agent": agent.id, "exit_code": agent.exit_code, "reason": reason},
         )
 
-    def _journal_totals(self) -> dict[tuple[str, str], int]:
-        """Per agent, from the journal: µ$J paid ("grid", "landauer") by its bills, taken by
-        slashing ("slashed"), earned by proofs ("bounty"), and counts of "audits" and
-        "proofs", so a restarted daemon shows what it showed before."""
-        totals: dict[tuple[str, str], int] = {}
-
-        def add(agent: str, what: str, amount: int) -> None:
-            totals[(agent, what)] = totals.get((agent, what), 0) + amount
-
-        for entry in self._ledger.entries():
-            agent = entry.detail.get("agent")
-            if not isinstance(agent, str):
-                continue
-            if entry.kind == "bill":
-                for leg in entry.legs:
-                    if leg.account in ("grid", "landauer"):
-                        add(agent, leg.account, leg.delta)
-            elif entry.kind in ("audited", "slashed"):
-                add(agent, "audits", 1)
-                if entry.kind == "slashed":
-                    taken = sum(leg.delta for leg in entry.legs if leg.delta > 0)
-                    add(agent, "slashed", taken)
-            elif entry.kind == "bounty":
-                add(agent, "proofs", 1)
-                add(agent, "bounty", sum(leg.delta for leg in entry.legs if leg.delta > 0))
-        return totals
-
     # --- the tick -------------------------------------------------------------------------------
 
     def tick_once(self) -> None:
-        """Meter, bill, decide, clear and enforce: one tick (see the module comment)."""
+        """Meter, bill, decide, clear and enforce: one tick (see the module comment). A failure
+        is counted (`status().tick_stats`) and raised; the next tick retries."""
         with self._lock:
             if self._closed:
                 return
             started = self._clock.monotonic()
-            if self._pending_left:
-                self._flush_pending()
-            energies = dict(self._meter.tick())
-            freed: dict[str, int] = {}
-            for agent in self._agents.values():
-                if agent.counted is None or agent.id not in energies:
-                    continue
-                usage = self._meter.usage(agent.id)
-                freed[agent.id] = max(usage.memory_freed_bytes - agent.freed_metered, 0)
-                agent.freed_metered = usage.memory_freed_bytes
-                agent.power_w = usage.power_w
-            tick = self._tick + 1
-            events: list[PendingEntry] = []
-            at = self._wall()
-            for agent in self._agents.values():
-                if agent.state in _LIVE and agent.group is not None and self._has_exited(agent):
-                    agent.state, agent.ended_at, agent.finished = AgentState.EXITED, at, True
-                    events.append(self._exited_event(tick, agent, "its command ended"))
-            interval = max(at - self._last_wall, 0.0)
-            self._run_tick(
-                energies,
-                freed,
-                extra_events=events,
-                interval_s=interval,
-                optimistic=self.billing == "optimistic",
-            )
+            committed, views = self._tick, {a.id: copy.copy(a) for a in self._agents.values()}
+            try:
+                self._tick_now()
+            except Exception as exc:
+                self._tick_stats.record_failure(exc, self._wall())
+                if self._tick == committed:
+                    self._roll_back(views)
+                raise
             self.last_tick_duration_s = self._clock.monotonic() - started
+            self._tick_stats.record_tick(self.last_tick_duration_s)
+
+    def _roll_back(self, views: Mapping[str, _Agent]) -> None:
+        """A tick failed before it committed: the agents' live views go back to what they were,
+        and the energy the meter attributed (read once: its interval is consumed) waits for the
+        next tick, which bills it with its own. Nothing is billed twice, nothing never."""
+        for agent_id, view in views.items():
+            vars(self._agents[agent_id]).update(vars(view))
+        for agent_id, energy in self._metered.items():
+            self._unbilled[agent_id] = self._unbilled.get(agent_id, 0) + energy
+        self._metered = {}
+
+    def _tick_now(self) -> None:
+        """Read the meter and the exits, then run the tick on what was read."""
+        if self._pending_left:
+            self._flush_pending()
+        self._metered = dict(self._meter.tick())
+        energies = dict(self._metered)
+        for agent_id, energy in self._unbilled.items():  # metered by a tick that failed
+            energies[agent_id] = energies.get(agent_id, 0) + energy
+        freed: dict[str, int] = {}
+        for agent in self._agents.values():
+            if agent.counted is None or agent.id not in energies:
+                continue
+            usage = self._meter.usage(agent.id)
+            freed[agent.id] = max(usage.memory_freed_bytes - agent.freed_metered, 0)
+            agent.freed_metered = usage.memory_freed_bytes
+            agent.power_w = usage.power_w
+        tick = self._tick + 1
+        events: list[PendingEntry] = []
+        at = self._wall()
+        for agent in self._agents.values():
+            if agent.state in _LIVE and agent.group is not None and self._has_exited(agent):
+                agent.state, agent.ended_at, agent.finished = AgentState.EXITED, at, True
+                events.append(self._exited_event(tick, agent, "its command ended"))
+        interval = max(at - self._last_wall, 0.0)
+        self._run_tick(
+            energies,
+            freed,
+            extra_events=events,
+            interval_s=interval,
+            optimistic=self.config.billing == "optimistic",
+        )
 
     def _has_exited(self, agent: _Agent) -> bool:
         if agent.popen is not None:
@@ -729,6 +795,7 @@ class NodeDaemon:
         interval_s: float,
         optimistic: bool = False,
     ) -> None:
+        """Plan the tick on what was metered, commit it, post its entries, enforce it."""
         tick = self._tick + 1
         at = self._wall()
         sample = self._meter.node
@@ -742,20 +809,57 @@ class NodeDaemon:
         self.sold_cores = ticks.thermal_capacity(
             self.capacity_cores,
             sample.headroom_c,
-            derate_below_c=self.derate_below_c,
-            floor=self.min_capacity_fraction,
+            derate_below_c=self.config.derate_below_c,
+            floor=self.config.min_capacity_fraction,
         )
+        inputs = self._tick_inputs(energies, billed_energy, billed_freed, balances)
+        tick_input = ticks.TickInput(
+            tick=tick,
+            now_s=at,
+            interval_s=interval_s,
+            tick_s=self.config.tick_s,
+            spot_price=self._quote.spot,
+            temperature_c=sample.temperature_c,
+            capacity_cores=self.sold_cores,
+            landauer_multiplier=self.config.landauer_multiplier,
+            grace_s=self.config.grace_s,
+            agents=inputs,
+        )
+        plan = ticks.plan_tick(tick_input, mechanism=self._mechanism, book=self._book)
+        # Bonds and releases first: the bills were capped without the bonds.
+        pending = [*stakes, *_plan_entries(tick, plan), *extra_events]
+        if optimistic and self.config.audit_probability > 0:
+            pending += self._sampled_audits(tick, plan)
+        updates = self._apply_plan(plan, energies, at)
+        self._commit(tick, at, updates, pending)
+        try:
+            self._post(pending, at)
+        finally:  # the plan is committed: enforce it even if posting failed (retried later)
+            for agent_id, agent_plan in plan.agents.items():
+                self._enforce(self._agents[agent_id], agent_plan)
+            for agent in self._agents.values():
+                if agent.finished and agent.group is not None:
+                    self._finish(agent)
+
+    def _tick_inputs(
+        self,
+        energies: Mapping[str, int],
+        billed_energy: Mapping[str, int],
+        billed_freed: Mapping[str, int],
+        balances: Mapping[str, Money],
+    ) -> list[ticks.AgentTickInput]:
+        """Each agent the tick decides about, with the book brought up to date: live agents with
+        a group stand in it, the others leave it."""
         inputs: list[ticks.AgentTickInput] = []
         book = self._book
         for agent in self._agents.values():
-            if agent.state in _LIVE and agent.group is not None:
+            live = agent.state in _LIVE
+            if live and agent.group is not None:
                 if agent.id not in book:
                     self._place(agent)
             elif agent.id in book:
                 book.cancel(agent.id)
-            if agent.id not in energies and agent.state not in _LIVE:
-                continue
-            if agent.state in _LIVE and agent.group is None:
+            if (agent.id not in energies and not live) or (live and agent.group is None):
                 continue
             inputs.append(
                 ticks.AgentTickInput(
@@ -771,39 +875,12 @@ class NodeDaemon:
                     bid_seq=agent.bid_seq,
                 )
             )
-        plan = ticks.plan_tick(
-            ticks.TickInput(
-                tick=tick,
-                now_s=at,
-                interval_s=interval_s,
-                tick_s=self.tick_s,
-                spot_price=self._quote.spot,
-                temperature_c=sample.temperature_c,
-                capacity_cores=self.sold_cores,
-                landauer_multiplier=self.landauer_multiplier,
-                grace_s=self.grace_s,
-                agents=inputs,
-            ),
-            mechanism=self._mechanism,
-            book=book,
-        )
-        pending = [
-            PendingEntry(
-                post.key,
-                tick,
-                post.kind,
-                tuple((m.debit, m.credit, m.amount) for m in post.movements),
-                post.detail,
-            )
-            for post in plan.posts
-        ]
-        pending += [
-            PendingEntry(event.key, tick, event.kind, (), event.detail) for event in plan.events
-        ]
-        pending += extra_events
-        pending[:0] = stakes  # bonds and releases first: the bills were capped without the bonds
-        if optimistic and self.audit_probability > 0:
-            pending += self._sampled_audits(tick, plan)
+        return inputs
+
+    def _apply_plan(
+        self, plan: ticks.TickPlan, energies: Mapping[str, int], at: float
+    ) -> dict[str, dict[str, object]]:
+        """Update each planned agent's live view; the row fields the tick commits for it."""
         updates: dict[str, dict[str, object]] = {}
         for agent_id, agent_plan in plan.agents.items():
             agent = self._agents[agent_id]
@@ -831,6 +908,16 @@ class NodeDaemon:
                 "exit_code": agent.exit_code,
                 "ended_at": agent.ended_at,
             }
+        return updates
+
+    def _commit(
+        self,
+        tick: int,
+        at: float,
+        updates: Mapping[str, Mapping[str, object]],
+        pending: Sequence[PendingEntry],
+    ) -> None:
+        """Commit the tick's counters, claims and planned entries in one transaction."""
         claims: dict[str, ClaimRow | None] = {
             agent.id: (
                 ClaimRow(agent.claim_billed.cpu_ns, agent.claim_billed.freed_bytes, agent.shadow)
@@ -844,16 +931,9 @@ class NodeDaemon:
         self._claims_stored = {a for a, claim in claims.items() if claim is not None}
         self._tick = tick
         self._last_wall = at
+        self._metered, self._unbilled = {}, {}  # billed by this tick's entries
         # Committed: from here the tick's entries are posted now, or by the next tick or start.
         self._pending_left = True
-        try:
-            self._post(pending, at)
-        finally:  # the plan is committed: enforce it even if posting failed (retried later)
-            for agent_id, agent_plan in plan.agents.items():
-                self._enforce(self._agents[agent_id], agent_plan)
-            for agent in self._agents.values():
-                if agent.finished and agent.group is not None:
-                    self._finish(agent)
 
     # --- optimistic billing and audits ----------------------------------------------------------
 
@@ -863,7 +943,7 @@ class NodeDaemon:
         """Release the bonds of agents that ended; in optimistic mode, post the bond of each
         agent that reports and can afford it (`balances` is updated as if posted). The entries."""
         entries: list[PendingEntry] = []
-        p = self.audit_probability
+        p = self.config.audit_probability
         for agent in self._agents.values():
             account, stake = agent_account(agent.id), stake_account(agent.id)
             live = agent.state in _LIVE and not agent.finished and agent.group is not None
@@ -882,9 +962,10 @@ class NodeDaemon:
             if not wants or agent.slashed or p <= 0:
                 continue
             assert agent.reported is not None
-            # The most it could gain in a tick by claiming nothing: its bill at full demand.
-            gain = agent.demand * self._active_w_per_core * self.tick_s * 1e6 * self._quote.spot
-            bond = Money(max(becker_bond(Money(max(math.ceil(gain), 1)), p), 1))
+            gain = gain_per_tick(
+                agent.demand, self._active_w_per_core, self.config.tick_s, self._quote.spot
+            )
+            bond = bond_for(gain, p)
             balance = balances.get(account, Money(0))
             if balance < bond:
                 if not agent.unbonded_said:
@@ -921,16 +1002,14 @@ class NodeDaemon:
         time since the last tick at the tick's joules per CPU second (attribution is by CPU time,
         so that rate is every agent's), their claimed bytes freed. What the claims under-bill
         against the meter accumulates in `shadow`, for an audit to claw back."""
-        cpu_ns = 0
-        energy_uj = 0
+        cpu_ns: dict[str, int] = {}
         for agent in self._agents.values():
             counted = agent.counted
             if counted is None or counted.cpu_ns_seen is None or agent.id not in energies:
                 continue
-            cpu_ns += max(counted.cpu_ns_seen - agent.cpu_ns, 0)
-            energy_uj += energies[agent.id]
-        # µJ per ns of CPU; with no CPU used this tick, the model's watts per busy core.
-        rate = energy_uj / cpu_ns if cpu_ns > 0 else self._active_w_per_core / 1000
+            cpu_ns[agent.id] = max(counted.cpu_ns_seen - agent.cpu_ns, 0)
+        rate = joules_per_cpu_ns(cpu_ns, energies, self._active_w_per_core)
+        prices = TickPrices(self._quote.spot, temperature_c, self.config.landauer_multiplier)
         billed_energy, billed_freed = dict(energies), dict(freed)
         for agent in self._agents.values():
             if not agent.bond or agent.claim_billed is None or agent.reported is None:
@@ -938,24 +1017,13 @@ class NodeDaemon:
             if agent.id not in energies:
                 continue
             claim = Usage(agent.reported.cpu_ns, agent.reported.freed_bytes)
-            base = agent.claim_billed
-            billed_energy[agent.id] = round(max(claim.cpu_ns - base.cpu_ns, 0) * rate)
-            billed_freed[agent.id] = max(claim.freed_bytes - base.freed_bytes, 0)
-            agent.claim_billed = Usage(
-                max(claim.cpu_ns, base.cpu_ns), max(claim.freed_bytes, base.freed_bytes)
+            metered = Usage(cpu_ns.get(agent.id, 0), freed.get(agent.id, 0))
+            billed = bill_claim(
+                claim, agent.claim_billed, rate, metered, energies[agent.id], prices
             )
-            figures = {
-                "spot_price": self._quote.spot,
-                "temperature_c": temperature_c,
-                "landauer_multiplier": self.landauer_multiplier,
-            }
-            metered = bill(
-                energy_uj=energies[agent.id], bytes_freed=freed.get(agent.id, 0), **figures
-            )
-            claimed = bill(
-                energy_uj=billed_energy[agent.id], bytes_freed=billed_freed[agent.id], **figures
-            )
-            agent.shadow += metered.total - claimed.total
+            billed_energy[agent.id], billed_freed[agent.id] = billed.energy_uj, billed.bytes_freed
+            agent.claim_billed = billed.billed_up_to
+            agent.shadow += billed.under_billed
         return billed_energy, billed_freed
 
     def _sampled_audits(self, tick: int, plan: ticks.TickPlan) -> list[PendingEntry]:
@@ -966,7 +1034,7 @@ class NodeDaemon:
             if agent.bond and agent.state in _LIVE and not agent.finished
         )
         entries: list[PendingEntry] = []
-        for agent_id in draw_audits(candidates, self.audit_probability, self._audit_rng):
+        for agent_id in draw_audits(candidates, self.config.audit_probability, self._audit_rng):
             agent = self._agents[agent_id]
             planned = plan.agents.get(agent_id)
             balance = planned.balance if planned is not None else Money(0)
@@ -1005,7 +1073,7 @@ class NodeDaemon:
             "agent": agent.id,
             "honest": not findings,
             "audits": agent.audits,
-            "probability": self.audit_probability,
+            "probability": self.config.audit_probability,
             "sampled": sampled,
             "checked": checked,
         }
@@ -1013,20 +1081,13 @@ class NodeDaemon:
             detail["modules"] = dict(code.modules)
         if code.note:
             detail["code"] = code.note
-        slashed = 0
-        movements: tuple[tuple[str, str, int], ...] = ()
-        if findings:
-            clawback = min(max(agent.shadow, 0), balance)
-            moves = []
-            if agent.bond:
-                moves.append((stake_account(agent.id), SLASHING, agent.bond))
-            if clawback:
-                moves.append((agent_account(agent.id), GRID, clawback))
-            movements = tuple(moves)
-            slashed = agent.bond + clawback
-            detail.update(findings=findings, bond=agent.bond, clawback=clawback)
+        judgement = judge_audit(
+            agent.id, findings, bond=agent.bond, shadow=agent.shadow, balance=balance
+        )
+        if not judgement.honest:
+            detail.update(findings=findings, bond=agent.bond, clawback=judgement.clawback)
             agent.bond, agent.claim_billed = 0, None
-            agent.slashed += slashed
+            agent.slashed += judgement.slashed
         agent.shadow = 0  # an honest audit forgives what the tolerance allowed; a slash settles it
         kind = "slashed" if findings else "audited"
         result = AuditResult(
@@ -1035,13 +1096,13 @@ class NodeDaemon:
             findings=tuple(findings),
             checked=tuple(checked),
             audits=agent.audits,
-            probability=self.audit_probability,
-            slashed=Money(slashed),
+            probability=self.config.audit_probability,
+            slashed=Money(judgement.slashed),
             modules=dict(code.modules),
             samples=code.samples,
             pause_us=code.pause_us,
         )
-        return result, PendingEntry(key, tick, kind, movements, detail)
+        return result, PendingEntry(key, tick, kind, judgement.movements, detail)
 
     def _sample_code(self, agent: _Agent) -> _CodeAudit:
         """Stop each of the agent's threads for an instant and read where it is (ptrace): the
@@ -1107,7 +1168,7 @@ class NodeDaemon:
             elif plan.enforcement is ticks.Enforcement.THAW:
                 self._freeze(group, False)
         except MaxwellError as exc:
-            self._warn(f"agent {agent.id}: {exc}")
+            log.warning("agent %s: cannot enforce its plan: %s", agent.id, exc, exc_info=True)
 
     def _freeze(self, group: WorkloadGroup, frozen: bool) -> None:
         if group.supports_freeze:
@@ -1135,8 +1196,8 @@ class NodeDaemon:
         if group is not None:
             try:
                 group.remove()
-            except MaxwellError as exc:
-                self._warn(f"agent {agent.id}: cannot remove its group: {exc}")
+            except MaxwellError:
+                log.warning("agent %s: cannot remove its group", agent.id, exc_info=True)
         if agent.popen is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 code = agent.popen.wait(timeout=5)
@@ -1146,20 +1207,16 @@ class NodeDaemon:
         agent.finished = False
         self._state.update_agent(agent.id, exit_code=agent.exit_code, state=str(agent.state))
 
-    def _warn(self, message: str) -> None:
-        self.warnings.append(message)
-        del self.warnings[:-100]
-
     def run_forever(self, stop: threading.Event) -> None:
         """Tick every `tick_s` until `stop` is set (the caller then calls `shutdown`)."""
         while not stop.is_set():
             started = self._clock.monotonic()
             try:
                 self.tick_once()
-            except Exception as exc:  # a failed tick is reported; the next one retries it
-                self._warn(f"tick {self._tick + 1} failed: {exc!r}")
+            except Exception:  # logged and counted; the next tick retries it
+                log.exception("tick %d failed", self._tick + 1)
             elapsed = self._clock.monotonic() - started
-            stop.wait(max(self.tick_s - elapsed, 0.0))
+            stop.wait(max(self.config.tick_s - elapsed, 0.0))
 
     def shutdown(self, *, kill_agents: bool = False) -> None:
         """Stop. By default the agents keep running in their groups, for a restarted daemon to
@@ -1199,10 +1256,18 @@ class NodeDaemon:
                         self._finish(agent)
                 self._cgroups.close()
             self._closed = True
-            if self._owns_sensors and isinstance(self._sensors, Sensors):
-                self._sensors.close()
-            self._ledger.close()
-            self._state.close()
+            self._close_parts()
+
+    def _close_parts(self) -> None:
+        """Close what is open (also after a start that failed half-way), then let the next
+        daemon start. Agents and their groups are not touched: `shutdown` decides about them."""
+        sensors = getattr(self, "_sensors", None)
+        if getattr(self, "_owns_sensors", False) and isinstance(sensors, Sensors):
+            sensors.close()
+        for part in (getattr(self, "_ledger", None), getattr(self, "_state", None)):
+            if part is not None:
+                part.close()
+        self._state_lock.release()
 
     # --- the Node protocol -------------------------------------------------------------------
 
@@ -1232,23 +1297,14 @@ class NodeDaemon:
         bounty: Money = NO_MONEY,
         model: str | None = None,
     ) -> SpawnResult:
-        if not argv or not all(isinstance(arg, str) and arg for arg in argv):
-            raise NodeError("the command must be a non-empty list of non-empty strings")
-        if isinstance(bounty, bool) or not isinstance(bounty, int) or bounty < 0:
-            raise NodeError(f"the bounty must be an integer of µ$J >= 0, got {bounty!r}")
-        if bounty and model is None:
-            raise NodeError("a bounty pays for proofs of one model: name it (--model)")
+        _check_spawn(argv, fund, bounty, model)
         manifest = _declared_manifest(code) if code else None
         inference = self._load_model(model) if model is not None else None
-        if isinstance(fund, bool) or not isinstance(fund, int) or fund < 0:
-            raise NodeError(f"funding must be an integer of µ$J >= 0, got {fund!r}")
         try:
             bid, demand = check_price(bid), check_demand(demand)
         except InvalidBidError as exc:
             raise NodeError(str(exc)) from exc
-        command = list(argv)
-        if user is not None:
-            command = self._as_user(user, command)
+        command = list(argv) if user is None else self._as_user(user, list(argv))
         with self._lock:
             self._check_open()
             agent_id = secrets.token_hex(4)
@@ -1257,70 +1313,74 @@ class NodeDaemon:
             token = new_token()
             at = self._wall()
             group = self._make_group(agent_id)
-            counted = _CountedGroup(group)
             agent = _Agent(
                 id=agent_id, name=name or agent_id, argv=tuple(argv), user=user,
                 token_hash=hash_token(token), created_at=at, cgroup=_group_record(group),
                 state=AgentState.RUNNING, bid=bid, demand=demand, bid_seq=0, pid=None,
-                group=group, counted=counted,
+                group=group, counted=_CountedGroup(group),
             )  # fmt: skip
-            try:
-                if self.pids_max is not None:
-                    with contextlib.suppress(CgroupUnavailableError):
-                        group.set_pids_max(self.pids_max)
-                quota = min(demand, self.capacity_cores)
-                with contextlib.suppress(CgroupUnavailableError):
-                    group.set_cpu_quota(quota)
-                agent.last_quota = quota
-                self._state.insert_agent(self._row(agent))
-                if manifest is not None:
-                    self._state.save_manifest(agent_id, manifest.to_json())
-                    agent.manifest = manifest
-                if inference is not None and model is not None:
-                    agent.model, agent.model_key = inference
-                    agent.bounty = bounty
-                    path = os.path.abspath(model)
-                    self._state.save_bounty(agent_id, path, agent.model.sha256, bounty)
-                self._meter.add(agent_id, counted)
-                agent.popen = self._start(agent, command, token)
-            except BaseException:
-                with contextlib.suppress(KeyError):
-                    self._meter.discard(agent_id)
-                with contextlib.suppress(MaxwellError):
-                    group.remove()
-                with contextlib.suppress(MaxwellError):
-                    self._state.delete_agent(agent_id)
-                raise
-            agent.pid = agent.popen.pid
+            if manifest is not None:
+                agent.manifest = manifest
+            if inference is not None and model is not None:
+                agent.model, agent.model_key = inference
+                agent.bounty = bounty
+            self._launch(agent, command, token, model)
             agent.bid_seq = self._state.place_bid(agent_id, bid, demand, at)
             self._state.update_agent(agent_id, pid=agent.pid)
             self._agents[agent_id] = agent
             self._by_token[agent.token_hash] = agent_id
-            requests = [
-                open_request(agent_account(agent_id)),
-                open_request(stake_account(agent_id)),
-            ]
-            if fund > 0:
-                requests.append(self._funding(agent_id, fund))
-            requests.append(
-                event_request(
-                    f"spawned:{agent_id}",
-                    "spawned",
-                    {
-                        "agent": agent_id,
-                        "name": agent.name,
-                        "argv": list(argv),
-                        "pid": agent.pid,
-                        "user": user,
-                        "bid": bid,
-                        "demand": demand,
-                        "fund": int(fund),
-                        "cgroup": group.path,
-                    },
-                )
-            )
-            self._ledger.submit_many(requests, at=at)
+            self._ledger.submit_many(self._spawn_entries(agent, fund, group.path), at=at)
+            assert agent.pid is not None
             return SpawnResult(agent=agent_id, name=agent.name, pid=agent.pid, token=token)
+
+    def _launch(self, agent: _Agent, command: list[str], token: str, model: str | None) -> None:
+        """Limit the agent's group, record it, start its command; on any failure, undo all."""
+        group = agent.group
+        assert group is not None and agent.counted is not None
+        try:
+            if self.config.pids_max is not None:
+                with contextlib.suppress(CgroupUnavailableError):
+                    group.set_pids_max(self.config.pids_max)
+            quota = min(agent.demand, self.capacity_cores)
+            with contextlib.suppress(CgroupUnavailableError):
+                group.set_cpu_quota(quota)
+            agent.last_quota = quota
+            self._state.insert_agent(self._row(agent))
+            if agent.manifest is not None:
+                self._state.save_manifest(agent.id, agent.manifest.to_json())
+            if agent.model is not None and model is not None:
+                path = os.path.abspath(model)
+                self._state.save_bounty(agent.id, path, agent.model.sha256, agent.bounty)
+            self._meter.add(agent.id, agent.counted)
+            agent.popen = self._start(agent, command, token)
+        except BaseException:
+            with contextlib.suppress(KeyError):
+                self._meter.discard(agent.id)
+            with contextlib.suppress(MaxwellError):
+                group.remove()
+            with contextlib.suppress(MaxwellError):
+                self._state.delete_agent(agent.id)
+            raise
+        agent.pid = agent.popen.pid
+
+    def _spawn_entries(self, agent: _Agent, fund: int, cgroup: str) -> list[EntryRequest]:
+        """The ledger entries of a spawn: its accounts, its funding, the `spawned` event."""
+        requests = [open_request(agent_account(agent.id)), open_request(stake_account(agent.id))]
+        if fund > 0:
+            requests.append(self._funding(agent.id, fund))
+        detail = {
+            "agent": agent.id,
+            "name": agent.name,
+            "argv": list(agent.argv),
+            "pid": agent.pid,
+            "user": agent.user,
+            "bid": agent.bid,
+            "demand": agent.demand,
+            "fund": int(fund),
+            "cgroup": cgroup,
+        }
+        requests.append(event_request(f"spawned:{agent.id}", "spawned", detail))
+        return requests
 
     def _as_user(self, user: str, command: list[str]) -> list[str]:
         try:
@@ -1343,18 +1403,18 @@ class NodeDaemon:
     def _start(self, agent: _Agent, command: list[str], token: str) -> subprocess.Popen[bytes]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAXWELL_")}
         env.update(
-            MAXWELL_SOCKET=self.socket_path,
+            MAXWELL_SOCKET=self.config.socket,
             MAXWELL_AGENT_TOKEN=token,
             MAXWELL_AGENT=agent.id,
             MAXWELL_AGENT_DIR=str(self._work_dir(agent)),
         )
-        logs = self.state_dir / "agents"
-        logs.mkdir(mode=0o700, exist_ok=True)
-        log = os.open(logs / f"{agent.id}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.paths.logs.mkdir(mode=0o700, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+        output = os.open(self.paths.agent_log(agent.id), flags, 0o600)
         assert agent.group is not None
         try:
             return agent.group.spawn(
-                command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+                command, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output
             )
         except FileNotFoundError as exc:
             raise CommandError(f"{command[0]}: command not found") from exc
@@ -1363,15 +1423,14 @@ class NodeDaemon:
         except IsADirectoryError as exc:
             raise CommandError(f"{command[0]}: is a directory") from exc
         finally:
-            os.close(log)  # the child has its own copy
+            os.close(output)  # the child has its own copy
 
     def _work_dir(self, agent: _Agent) -> Path:
         """`<state>/work/<id>`: the agent's own directory, where it leaves proofs for the node
         to read (the node reads nothing of an agent's outside it). Made on first use, owned by
         the agent's user."""
-        parent = self.state_dir / "work"
-        parent.mkdir(mode=0o711, exist_ok=True)
-        directory = parent / agent.id
+        self.paths.work.mkdir(mode=0o711, exist_ok=True)
+        directory = self.paths.agent_work(agent.id)
         if not directory.is_dir():
             directory.mkdir(mode=0o700)
             if agent.user is not None:
@@ -1406,11 +1465,9 @@ class NodeDaemon:
             except ProofInputError as exc:
                 raise NodeError(str(exc).replace(str(directory) + "/", "")) from exc
             key = f"bounty:{agent}:{bundle.input_sha256}"
-            if self._ledger.entry(key) is not None:
+            if self._ledger.key_used(key):
                 raise NodeError("this input's inference was paid for already")
-            verdict = verify(
-                found.model, x, y, bundle, rng=self._proof_rng, key=found.model_key
-            )
+            verdict = verify(found.model, x, y, bundle, rng=self._proof_rng, key=found.model_key)
             at = self._wall()
             if not verdict.valid:
                 self._ledger.submit(
@@ -1676,12 +1733,13 @@ class NodeDaemon:
             return NodeStatus(
                 price=self._price(self._meter.node),
                 agents=[self._info(agent, balances) for agent in self._agents.values()],
-                tick_s=self.tick_s,
+                tick_s=self.config.tick_s,
                 last_tick_duration_s=self.last_tick_duration_s,
                 ticks=self._tick,
-                mechanism=self.mechanism_name,
+                mechanism=self.config.mechanism,
                 cgroup=self._cgroups.kind if self._cgroups is not None else "none",
                 capacity_cores=self.sold_cores,
+                tick_stats=self._tick_stats.snapshot(self._ledger.entries_written()),
             )
 
     # --- for tests and tools --------------------------------------------------------------------

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from maxwell.errors import MaxwellError
+from maxwell.node.tickstats import TickStats
 from maxwell.units import Money, money_to_tokens
 
 
@@ -224,7 +225,7 @@ class SpawnResult:
 
 @dataclass(frozen=True)
 class NodeStatus:
-    """A snapshot for metrics and `top`."""
+    """A snapshot for `/status`, metrics, `top` and `maxwell status`."""
 
     price: PriceInfo
     agents: Sequence[AgentInfo]
@@ -234,6 +235,7 @@ class NodeStatus:
     mechanism: str
     cgroup: str  # "v1", "v2" or "none"
     capacity_cores: float = 0.0  # cores the last clearing sold: all of them, fewer when hot
+    tick_stats: TickStats | None = None  # failures, last error, durations; None: not kept
 
 
 class NodeError(MaxwellError):

@@ -12,6 +12,11 @@ float; the ledger's integer µ$J are converted here) so it cannot be read as ene
 
 Every agent the snapshot lists is exported, dead and exited ones included, so their counters
 stay readable until the daemon forgets them; `maxwell_agent_state` says which are still alive.
+
+Tick health comes from the snapshot's `TickStats` when the node keeps them: failed ticks, the
+ledger's rows, and `maxwell_tick_duration_seconds` as a histogram of committed ticks' durations.
+A node without them still exports that name as it always did, a gauge of the last tick's
+duration; `maxwell_last_tick_duration_seconds` is that gauge under a name that never changes type.
 """
 
 from __future__ import annotations
@@ -21,10 +26,16 @@ from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from maxwell.node.facade import AgentInfo, AgentState, NodeStatus
+from maxwell.node.tickstats import TickStats
 from maxwell.units import money_to_tokens, uj_to_joules
 
 __all__ = ["CONTENT_TYPE", "METRIC_NAMES", "render_metrics"]
@@ -54,9 +65,12 @@ METRIC_NAMES = (
     "maxwell_headroom_celsius",
     "maxwell_energy_measured",
     "maxwell_capacity_cores",
-    "maxwell_tick_duration_seconds",
+    "maxwell_tick_duration_seconds",  # a histogram with tick stats, else a gauge (the last tick)
+    "maxwell_last_tick_duration_seconds",
     "maxwell_tick_interval_seconds",
     "maxwell_ticks_total",
+    "maxwell_tick_failures_total",  # with tick stats
+    "maxwell_ledger_rows_total",  # with tick stats
     "maxwell_node_info",
 )
 
@@ -166,11 +180,7 @@ def _node_families(status: NodeStatus) -> Iterator[Metric]:
         "Cores the last clearing sold: all of the node's, fewer when it runs out of headroom.",
         value=status.capacity_cores,
     )
-    yield GaugeMetricFamily(
-        "maxwell_tick_duration_seconds",
-        "Wall time the last tick took (sense, bill, clear, enforce).",
-        value=status.last_tick_duration_s,
-    )
+    yield from _tick_families(status)
     yield GaugeMetricFamily(
         "maxwell_tick_interval_seconds",
         "Configured interval between ticks.",
@@ -186,6 +196,47 @@ def _node_families(status: NodeStatus) -> Iterator[Metric]:
     )
     info.add_metric([status.mechanism, status.cgroup], 1.0)
     yield info
+
+
+def _duration_histogram(stats: TickStats) -> HistogramMetricFamily:
+    cumulative = 0
+    buckets: list[tuple[str, float]] = []
+    bounds = [repr(float(bound)) for bound in stats.duration_bounds_s]  # "0.0025", "1.0"
+    for bound, count in zip([*bounds, "+Inf"], stats.duration_counts, strict=True):
+        cumulative += count
+        buckets.append((bound, float(cumulative)))
+    return HistogramMetricFamily(
+        "maxwell_tick_duration_seconds",
+        "Wall time committed ticks took (sense, bill, clear, enforce).",
+        buckets=buckets,
+        sum_value=stats.duration_sum_s,
+    )
+
+
+def _tick_families(status: NodeStatus) -> Iterator[Metric]:
+    stats = status.tick_stats
+    if stats is not None and stats.duration_counts:
+        yield _duration_histogram(stats)
+    else:
+        yield GaugeMetricFamily(
+            "maxwell_tick_duration_seconds",
+            "Wall time the last tick took (sense, bill, clear, enforce).",
+            value=status.last_tick_duration_s,
+        )
+    yield GaugeMetricFamily(
+        "maxwell_last_tick_duration_seconds",
+        "Wall time the last tick took (sense, bill, clear, enforce).",
+        value=status.last_tick_duration_s,
+    )
+    if stats is not None:
+        yield CounterMetricFamily(
+            "maxwell_tick_failures",
+            "Ticks that raised an error since the daemon started (the last one is in /status).",
+            value=stats.failures,
+        )
+        yield CounterMetricFamily(
+            "maxwell_ledger_rows", "Rows the ledger's journal holds.", value=stats.ledger_rows
+        )
 
 
 class _SnapshotCollector(Collector):

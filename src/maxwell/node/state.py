@@ -44,8 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from maxwell.economy.store import DB_NAME, LedgerStoreError
-
-ADMIN_TOKEN_FILE = "admin.token"
+from maxwell.node.paths import ADMIN_TOKEN_FILE
 
 SCHEMA: tuple[str, ...] = (
     "CREATE TABLE IF NOT EXISTS node_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT",

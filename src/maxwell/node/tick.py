@@ -30,13 +30,17 @@ Rules and invariants:
 - Agents already dead or exited are billed for their last interval (their final energy) and get
   no decision, no cores and no enforcement.
 - Determinism: the plan is a function of the arguments only; agents are handled in id order.
+
+`plan_tick` takes the steps above in order, one pure function each: bills (`_bill_agents`),
+apoptosis (`_apoptosis_decisions`, `_insolvent_since`), market (`_clear_solvent`, over
+`clear_market`), then per agent enforcement (`_enforce`) and its journal events (`_agent_events`).
 """
 
 from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -329,148 +333,29 @@ def plan_tick(
     """
     _check(inputs)
     agents = sorted(inputs.agents, key=lambda agent: agent.agent)
-    posts: list[LedgerPost] = []
-    settled: dict[str, tuple[Bill | None, Money, Money, Money]] = {}
-    balances: dict[str, Money] = {}
-    burns: dict[str, float] = {}
-    for agent in agents:
-        charged, paid_energy, paid_landauer, shortfall, post = _settle(agent, inputs)
-        settled[agent.agent] = (charged, paid_energy, paid_landauer, shortfall)
-        if post is not None:
-            posts.append(post)
-        balances[agent.agent] = Money(agent.balance - paid_energy - paid_landauer)
-        ran = agent.state in (AgentState.RUNNING, AgentState.THROTTLED)
-        # A frozen agent keeps the burn it had when it last ran (apoptosis needs that rate).
-        if ran and inputs.interval_s > 0:
-            total = charged.total if charged is not None else 0
-            burns[agent.agent] = total / inputs.interval_s
-        else:
-            burns[agent.agent] = agent.burn_per_s
-
+    settled, posts = _bill_agents(agents, inputs)
     live = [agent for agent in agents if agent.state in _LIVE]
-    policy_states = [
-        apoptosis.AgentState(
-            agent=agent.agent,
-            balance=balances[agent.agent],
-            burn_per_s=burns[agent.agent],
-            phase=apoptosis.Phase.FROZEN
-            if agent.insolvent_since_s is not None
-            else apoptosis.Phase.RUNNING,
-            frozen_since_s=agent.insolvent_since_s,
-        )
-        for agent in live
-    ]
-    decisions = apoptosis.decide(
-        policy_states, now_s=inputs.now_s, tick_s=inputs.tick_s, grace_s=inputs.grace_s
-    )
+    decisions = _apoptosis_decisions(live, settled, inputs)
     by_agent = {decision.agent: decision for decision in decisions}
-    insolvent_since: dict[str, float | None] = {}
-    for agent in live:
-        since = agent.insolvent_since_s
-        decision = by_agent.get(agent.agent)
-        if decision is not None:
-            if decision.action is apoptosis.Action.FREEZE:
-                since = decision.at_s
-            elif decision.action is apoptosis.Action.THAW:
-                since = None
-        insolvent_since[agent.agent] = since
-
+    insolvent_since = _insolvent_since(live, by_agent)
     killed = {a for a, d in by_agent.items() if d.action is apoptosis.Action.KILL}
-    bidders = [
-        agent
-        for agent in live
-        if agent.agent not in killed and insolvent_since[agent.agent] is None
-    ]
-    clearing = clear_market(
-        bidders,
-        capacity=inputs.capacity_cores,
-        reserve=inputs.spot_price,
-        mechanism=mechanism,
-        seed=inputs.tick,
-        book=book,
-    )
-
+    clearing = _clear_solvent(live, killed, insolvent_since, inputs, mechanism=mechanism, book=book)
     events: list[PlannedEvent] = []
     plans: dict[str, AgentPlan] = {}
     for agent in agents:
-        charged, paid_energy, paid_landauer, shortfall = settled[agent.agent]
+        settlement = settled[agent.agent]
         decision = by_agent.get(agent.agent)
-        cores = 0.0
-        quota: float | None = None
-        weight: int | None = None
-        enforcement = Enforcement.NONE
-        reason = ""
-        if agent.state not in _LIVE:
-            state = agent.state
-        elif agent.agent in killed:
-            state, enforcement = AgentState.DEAD, Enforcement.KILL
-        else:
-            if insolvent_since[agent.agent] is None:
-                cores = min(clearing.allocation(agent.agent).cores, agent.demand)
-            if cores > 0:
-                full = cores >= agent.demand - CORES_EPSILON
-                state = AgentState.RUNNING if full else AgentState.THROTTLED
-                quota, weight = cores, weight_for(cores)
-                if agent.state is AgentState.FROZEN:
-                    enforcement = Enforcement.THAW
-            else:
-                cores = 0.0
-                state = AgentState.FROZEN
-                if agent.state is not AgentState.FROZEN:
-                    enforcement = Enforcement.FREEZE
-                if insolvent_since[agent.agent] is not None:
-                    reason = decision.reason if decision is not None else "insolvent"
-                elif agent.bid < inputs.spot_price:
-                    reason = f"bid {agent.bid:g} is below the reserve {inputs.spot_price:g}"
-                else:
-                    reason = f"no capacity left at clearing price {clearing.clearing_price:g}"
-        detail: dict[str, object] = {
-            "agent": agent.agent,
-            "tick": inputs.tick,
-            "balance": int(balances[agent.agent]),
-            "cores": cores,
-            "demand": agent.demand,
-            "bid": agent.bid,
-            "spot_price": inputs.spot_price,
-        }
-        if decision is not None:
-            detail["apoptosis"] = decision.to_journal()[1]
-        kinds: list[tuple[str, dict[str, object]]] = []
-        if state is AgentState.DEAD and enforcement is Enforcement.KILL:
-            assert decision is not None
-            kinds.append(("apoptosis", {**detail, "reason": decision.reason}))
-        elif agent.state in _LIVE and state is not agent.state:
-            if state is AgentState.FROZEN:
-                kinds.append(("frozen", {**detail, "reason": reason}))
-            elif agent.state is AgentState.FROZEN:
-                kinds.append(("thawed", {**detail, "state": str(state)}))
-            elif state is AgentState.THROTTLED:
-                kinds.append(("throttled", detail))
-            else:
-                kinds.append(("running", detail))
-        if shortfall > 0:
-            kinds.append(("insolvent", {**detail, "shortfall": int(shortfall)}))
-        for kind, event_detail in kinds:
-            events.append(
-                PlannedEvent(
-                    event_key(inputs.tick, agent.agent, kind), kind, agent.agent, event_detail
-                )
-            )
-        plans[agent.agent] = AgentPlan(
-            agent=agent.agent,
-            state=state,
-            balance=balances[agent.agent],
-            bill=charged,
-            paid_energy=paid_energy,
-            paid_landauer=paid_landauer,
-            shortfall=shortfall,
-            burn_per_s=burns[agent.agent],
-            insolvent_since_s=insolvent_since.get(agent.agent) if state in _LIVE else None,
-            cores=cores,
-            quota_cores=quota,
-            weight=weight,
-            enforcement=enforcement,
+        enforced = _enforce(
+            agent,
+            killed=agent.agent in killed,
+            insolvent=insolvent_since.get(agent.agent) is not None,
+            decision=decision,
+            clearing=clearing,
+            spot_price=inputs.spot_price,
         )
+        events += _agent_events(agent, settlement, enforced, decision, inputs)
+        since = insolvent_since.get(agent.agent) if enforced.state in _LIVE else None
+        plans[agent.agent] = _agent_plan(agent, settlement, enforced, since)
     return TickPlan(
         tick=inputs.tick,
         now_s=inputs.now_s,
@@ -481,4 +366,224 @@ def plan_tick(
         posts=tuple(posts),
         events=tuple(events),
         decisions=tuple(decisions),
+    )
+
+
+@dataclass(frozen=True)
+class _Settlement:
+    """One agent after this tick's bill: charged, paid of each part, owed, left, burning."""
+
+    bill: Bill | None
+    paid_energy: Money
+    paid_landauer: Money
+    shortfall: Money
+    balance: Money  # after the bill
+    burn_per_s: float
+
+
+def _bill_agents(
+    agents: Sequence[AgentTickInput], inputs: TickInput
+) -> tuple[dict[str, _Settlement], list[LedgerPost]]:
+    """Bills: every agent's settlement (ended ones too) and the entries to post."""
+    posts: list[LedgerPost] = []
+    settled: dict[str, _Settlement] = {}
+    for agent in agents:
+        charged, paid_energy, paid_landauer, shortfall, post = _settle(agent, inputs)
+        if post is not None:
+            posts.append(post)
+        ran = agent.state in (AgentState.RUNNING, AgentState.THROTTLED)
+        # A frozen agent keeps the burn it had when it last ran (apoptosis needs that rate).
+        if ran and inputs.interval_s > 0:
+            total = charged.total if charged is not None else 0
+            burn_per_s = total / inputs.interval_s
+        else:
+            burn_per_s = agent.burn_per_s
+        settled[agent.agent] = _Settlement(
+            bill=charged,
+            paid_energy=paid_energy,
+            paid_landauer=paid_landauer,
+            shortfall=shortfall,
+            balance=Money(agent.balance - paid_energy - paid_landauer),
+            burn_per_s=burn_per_s,
+        )
+    return settled, posts
+
+
+def _apoptosis_decisions(
+    live: Sequence[AgentTickInput], settled: Mapping[str, _Settlement], inputs: TickInput
+) -> list[apoptosis.Decision]:
+    """Apoptosis: the policy's transitions for the live agents, on their new balances."""
+    policy_states = [
+        apoptosis.AgentState(
+            agent=agent.agent,
+            balance=settled[agent.agent].balance,
+            burn_per_s=settled[agent.agent].burn_per_s,
+            phase=apoptosis.Phase.FROZEN
+            if agent.insolvent_since_s is not None
+            else apoptosis.Phase.RUNNING,
+            frozen_since_s=agent.insolvent_since_s,
+        )
+        for agent in live
+    ]
+    return apoptosis.decide(
+        policy_states, now_s=inputs.now_s, tick_s=inputs.tick_s, grace_s=inputs.grace_s
+    )
+
+
+def _insolvent_since(
+    live: Sequence[AgentTickInput], by_agent: Mapping[str, apoptosis.Decision]
+) -> dict[str, float | None]:
+    """Since when each live agent is held frozen for insolvency after the decisions (None: not)."""
+    insolvent_since: dict[str, float | None] = {}
+    for agent in live:
+        since = agent.insolvent_since_s
+        decision = by_agent.get(agent.agent)
+        if decision is not None:
+            if decision.action is apoptosis.Action.FREEZE:
+                since = decision.at_s
+            elif decision.action is apoptosis.Action.THAW:
+                since = None
+        insolvent_since[agent.agent] = since
+    return insolvent_since
+
+
+def _clear_solvent(
+    live: Sequence[AgentTickInput],
+    killed: Set[str],
+    insolvent_since: Mapping[str, float | None],
+    inputs: TickInput,
+    *,
+    mechanism: Mechanism | None,
+    book: OrderBook | None,
+) -> Clearing:
+    """Market: clear the live agents neither killed nor frozen for insolvency, reserve = spot."""
+    bidders = [
+        agent
+        for agent in live
+        if agent.agent not in killed and insolvent_since[agent.agent] is None
+    ]
+    return clear_market(
+        bidders,
+        capacity=inputs.capacity_cores,
+        reserve=inputs.spot_price,
+        mechanism=mechanism,
+        seed=inputs.tick,
+        book=book,
+    )
+
+
+@dataclass(frozen=True)
+class _Enforced:
+    """One agent's state for the next tick and what the daemon does to its cgroup."""
+
+    state: AgentState
+    enforcement: Enforcement = Enforcement.NONE
+    cores: float = 0.0
+    quota_cores: float | None = None
+    weight: int | None = None
+    reason: str = ""  # why a live agent is frozen
+
+
+def _enforce(
+    agent: AgentTickInput,
+    *,
+    killed: bool,
+    insolvent: bool,
+    decision: apoptosis.Decision | None,
+    clearing: Clearing,
+    spot_price: float,
+) -> _Enforced:
+    """Enforcement: run (with a quota of the cores granted), freeze, thaw or kill."""
+    if agent.state not in _LIVE:
+        return _Enforced(agent.state)
+    if killed:
+        return _Enforced(AgentState.DEAD, Enforcement.KILL)
+    cores = 0.0
+    if not insolvent:
+        cores = min(clearing.allocation(agent.agent).cores, agent.demand)
+    if cores > 0:
+        full = cores >= agent.demand - CORES_EPSILON
+        thaw = agent.state is AgentState.FROZEN
+        return _Enforced(
+            state=AgentState.RUNNING if full else AgentState.THROTTLED,
+            enforcement=Enforcement.THAW if thaw else Enforcement.NONE,
+            cores=cores,
+            quota_cores=cores,
+            weight=weight_for(cores),
+        )
+    if insolvent:
+        reason = decision.reason if decision is not None else "insolvent"
+    elif agent.bid < spot_price:
+        reason = f"bid {agent.bid:g} is below the reserve {spot_price:g}"
+    else:
+        reason = f"no capacity left at clearing price {clearing.clearing_price:g}"
+    frozen_already = agent.state is AgentState.FROZEN
+    return _Enforced(
+        state=AgentState.FROZEN,
+        enforcement=Enforcement.NONE if frozen_already else Enforcement.FREEZE,
+        reason=reason,
+    )
+
+
+def _agent_events(
+    agent: AgentTickInput,
+    settlement: _Settlement,
+    enforced: _Enforced,
+    decision: apoptosis.Decision | None,
+    inputs: TickInput,
+) -> list[PlannedEvent]:
+    """The journal events of the agent's tick: its change of state, and its insolvency."""
+    state = enforced.state
+    detail: dict[str, object] = {
+        "agent": agent.agent,
+        "tick": inputs.tick,
+        "balance": int(settlement.balance),
+        "cores": enforced.cores,
+        "demand": agent.demand,
+        "bid": agent.bid,
+        "spot_price": inputs.spot_price,
+    }
+    if decision is not None:
+        detail["apoptosis"] = decision.to_journal()[1]
+    kinds: list[tuple[str, dict[str, object]]] = []
+    if state is AgentState.DEAD and enforced.enforcement is Enforcement.KILL:
+        assert decision is not None
+        kinds.append(("apoptosis", {**detail, "reason": decision.reason}))
+    elif agent.state in _LIVE and state is not agent.state:
+        if state is AgentState.FROZEN:
+            kinds.append(("frozen", {**detail, "reason": enforced.reason}))
+        elif agent.state is AgentState.FROZEN:
+            kinds.append(("thawed", {**detail, "state": str(state)}))
+        elif state is AgentState.THROTTLED:
+            kinds.append(("throttled", detail))
+        else:
+            kinds.append(("running", detail))
+    if settlement.shortfall > 0:
+        kinds.append(("insolvent", {**detail, "shortfall": int(settlement.shortfall)}))
+    return [
+        PlannedEvent(event_key(inputs.tick, agent.agent, kind), kind, agent.agent, event_detail)
+        for kind, event_detail in kinds
+    ]
+
+
+def _agent_plan(
+    agent: AgentTickInput,
+    settlement: _Settlement,
+    enforced: _Enforced,
+    insolvent_since_s: float | None,
+) -> AgentPlan:
+    return AgentPlan(
+        agent=agent.agent,
+        state=enforced.state,
+        balance=settlement.balance,
+        bill=settlement.bill,
+        paid_energy=settlement.paid_energy,
+        paid_landauer=settlement.paid_landauer,
+        shortfall=settlement.shortfall,
+        burn_per_s=settlement.burn_per_s,
+        insolvent_since_s=insolvent_since_s,
+        cores=enforced.cores,
+        quota_cores=enforced.quota_cores,
+        weight=enforced.weight,
+        enforcement=enforced.enforcement,
     )

@@ -19,6 +19,7 @@ from maxwell.node.facade import (
     ProofResult,
     Report,
 )
+from maxwell.node.tickstats import TickStats
 from maxwell.units import Money, tokens_to_money
 
 
@@ -38,6 +39,14 @@ def _int(obj: Mapping[str, object], key: str) -> int:
 
 def _optional_int(obj: Mapping[str, object], key: str) -> int | None:
     return None if obj.get(key) is None else _int(obj, key)
+
+
+def _optional_float(obj: Mapping[str, object], key: str) -> float | None:
+    return None if obj.get(key) is None else _float(obj, key)
+
+
+def _optional_str(obj: Mapping[str, object], key: str) -> str | None:
+    return None if obj.get(key) is None else _str(obj, key)
 
 
 def _str(obj: Mapping[str, object], key: str) -> str:
@@ -172,6 +181,47 @@ def event_from_json(obj: object) -> Event:
     )
 
 
+def _tick_stats_to_json(stats: TickStats | None) -> dict[str, object]:
+    """The tick figures `/status` carries at its top level: null (and 0) without stats."""
+    if stats is None:
+        return {
+            "tick_failures": 0,
+            "last_error": None,
+            "last_error_at": None,
+            "tick_ms_median": None,
+            "tick_ms_p99": None,
+            "ledger_rows": 0,
+        }
+    return {
+        "tick_failures": stats.failures,
+        "last_error": stats.last_error,
+        "last_error_at": stats.last_error_at,
+        "tick_ms_median": stats.median_ms,
+        "tick_ms_p99": stats.p99_ms,
+        "ledger_rows": stats.ledger_rows,
+    }
+
+
+def _tick_stats_from_json(status: Mapping[str, object]) -> TickStats | None:
+    """The inverse of `_tick_stats_to_json`, without the histogram (the wire carries none) and
+    with the node's tick count; None when the node keeps no stats (or predates them)."""
+    median_ms = _optional_float(status, "tick_ms_median")
+    if median_ms is None:
+        return None
+    return TickStats(
+        ticks=_int(status, "ticks") if "ticks" in status else 0,
+        failures=_int(status, "tick_failures"),
+        last_error=_optional_str(status, "last_error"),
+        last_error_at=_optional_float(status, "last_error_at"),
+        duration_bounds_s=(),
+        duration_counts=(),
+        duration_sum_s=0.0,
+        median_ms=median_ms,
+        p99_ms=_float(status, "tick_ms_p99"),
+        ledger_rows=_int(status, "ledger_rows"),
+    )
+
+
 def status_to_json(status: NodeStatus) -> dict[str, object]:
     """The JSON shape `status_from_json` reads (the facade's types have no `to_json` for it)."""
     return {
@@ -183,13 +233,15 @@ def status_to_json(status: NodeStatus) -> dict[str, object]:
         "mechanism": status.mechanism,
         "cgroup": status.cgroup,
         "capacity_cores": status.capacity_cores,
+        **_tick_stats_to_json(status.tick_stats),
     }
 
 
 def status_from_json(obj: object) -> NodeStatus:
     """A `NodeStatus` from `{"price": {...}, "agents": [...], "tick_s", "last_tick_duration_s",
-    "ticks", "mechanism", "cgroup", "capacity_cores"}`; the last six default to "unknown" values
-    when absent, so a client can build one from `/price` and `/agents` alone."""
+    "ticks", "mechanism", "cgroup", "capacity_cores", tick figures}`; the last six default to
+    "unknown" values when absent, so a client can build one from `/price` and `/agents` alone.
+    `tick_stats` is None unless `tick_ms_median` is a number (see `_tick_stats_from_json`)."""
     status = _mapping(obj, "a node status")
     agents = status["agents"]
     if not isinstance(agents, list):
@@ -205,4 +257,5 @@ def status_from_json(obj: object) -> NodeStatus:
         mechanism=_str(status, "mechanism") if "mechanism" in status else "unknown",
         cgroup=_str(status, "cgroup") if "cgroup" in status else "unknown",
         capacity_cores=_float(status, "capacity_cores") if "capacity_cores" in status else 0.0,
+        tick_stats=_tick_stats_from_json(status),
     )

@@ -102,6 +102,30 @@ def model_from_proto(proto: onnx.ModelProto, *, sha256: str) -> Model:
     )
     if opset <= 0:
         raise ModelFormatError("not an ONNX model (no opset for the default domain)")
+    initializers = _float32_initializers(graph)
+    input_name = _float32_input(graph, initializers)
+    if len(graph.output) != 1:
+        raise UnsupportedModelError(
+            f"unsupported model: {len(graph.output)} graph outputs; Maxwell's runtime takes one"
+        )
+    output_name = graph.output[0].name
+    nodes = _nodes_in_execution_order(graph, known={input_name, *initializers})
+    if output_name not in {node.output for node in nodes}:
+        raise UnsupportedModelError(
+            f"unsupported model: the graph output '{output_name}' is not produced by a layer"
+        )
+    return Model(
+        sha256=sha256,
+        input_name=input_name,
+        output_name=output_name,
+        nodes=tuple(nodes),
+        initializers=initializers,
+        opset=opset,
+    )
+
+
+def _float32_initializers(graph: onnx.GraphProto) -> dict[str, Tensor]:
+    """The graph's weights by name; any that is not float32 is refused."""
     initializers: dict[str, Tensor] = {}
     for tensor in graph.initializer:
         if tensor.data_type != onnx.TensorProto.FLOAT:
@@ -111,6 +135,11 @@ def model_from_proto(proto: onnx.ModelProto, *, sha256: str) -> Model:
                 "Maxwell's runtime runs float32 models"
             )
         initializers[tensor.name] = np.asarray(numpy_helper.to_array(tensor), dtype=np.float32)
+    return initializers
+
+
+def _float32_input(graph: onnx.GraphProto, initializers: Mapping[str, Tensor]) -> str:
+    """The name of X, the one graph input that is not an initializer, which must be float32."""
     inputs = [value for value in graph.input if value.name not in initializers]
     if len(inputs) != 1:
         raise UnsupportedModelError(
@@ -123,13 +152,13 @@ def model_from_proto(proto: onnx.ModelProto, *, sha256: str) -> Model:
             f"unsupported model: input '{inputs[0].name}' is {kind}; "
             "Maxwell's runtime runs float32 models"
         )
-    if len(graph.output) != 1:
-        raise UnsupportedModelError(
-            f"unsupported model: {len(graph.output)} graph outputs; Maxwell's runtime takes one"
-        )
-    input_name = inputs[0].name
-    output_name = graph.output[0].name
-    known = {input_name, *initializers}
+    input_name: str = inputs[0].name
+    return input_name
+
+
+def _nodes_in_execution_order(graph: onnx.GraphProto, *, known: set[str]) -> list[Node]:
+    """The layers, checked to read only `known` tensors (X and the weights) or earlier layers'
+    outputs, and to produce each tensor once."""
     nodes: list[Node] = []
     for position, proto_node in enumerate(graph.node, start=1):
         node = _node(position, proto_node)
@@ -143,18 +172,7 @@ def model_from_proto(proto: onnx.ModelProto, *, sha256: str) -> Model:
             raise ModelFormatError(f"not a valid model: tensor '{node.output}' is produced twice")
         known.add(node.output)
         nodes.append(node)
-    if output_name not in {node.output for node in nodes}:
-        raise UnsupportedModelError(
-            f"unsupported model: the graph output '{output_name}' is not produced by a layer"
-        )
-    return Model(
-        sha256=sha256,
-        input_name=input_name,
-        output_name=output_name,
-        nodes=tuple(nodes),
-        initializers=initializers,
-        opset=opset,
-    )
+    return nodes
 
 
 def _node(position: int, proto_node: onnx.NodeProto) -> Node:

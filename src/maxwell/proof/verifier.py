@@ -152,35 +152,77 @@ def verify(
     ) -> Verdict:
         return Verdict(False, reason, layer, checked, rounds, tolerance, dict(stats or {}))
 
-    input_ref = LayerRef(0, model.input_name, "input")
     if proof.model_sha256 != model.sha256:
         return invalid(
             f"the proof is for another model (sha256 {proof.model_sha256[:16]}..., "
             f"this file is {model.sha256[:16]}...)",
             None,
         )
-    mismatch = _structure_mismatch(model, proof)
+    mismatch = (
+        _structure_mismatch(model, proof)
+        or _commitment_mismatch(model, proof)
+        or _ends_mismatch(model, proof, x, y)
+    )
     if mismatch is not None:
         return invalid(mismatch[1], mismatch[0])
 
+    # The commitment is read and checked: only now are the secret vectors drawn.
+    secret_key = key if key is not None else make_key(model, rounds, rng)
+    statistics, failure = _check_layers(model, proof, secret_key, rng, rounds, tolerance)
+    if failure is not None:
+        node, reason = failure
+        return invalid(reason, LayerRef.of(node), node.index - 1, statistics)
+    return Verdict(
+        True,
+        f"{len(model.nodes)} layers checked ({_summary(model, rounds)})",
+        None,
+        len(model.nodes),
+        rounds,
+        tolerance,
+        statistics,
+    )
+
+
+def _input_ref(model: Model) -> LayerRef:
+    return LayerRef(0, model.input_name, "input")
+
+
+def _commitment_mismatch(model: Model, proof: Proof) -> tuple[LayerRef | None, str] | None:
+    """Step 2: every activation hashes to its listed digest, and the digests to the root."""
     digests = [tensor_digest(activation) for activation in proof.activations]
     for leaf, (digest, listed) in enumerate(zip(digests, proof.leaf_digests, strict=True)):
         if digest.hex() != listed:
-            where = input_ref if leaf == 0 else LayerRef.of(model.nodes[leaf - 1])
-            return invalid("the activation does not match its committed sha256", where)
+            where = _input_ref(model) if leaf == 0 else LayerRef.of(model.nodes[leaf - 1])
+            return where, "the activation does not match its committed sha256"
     if merkle_root(digests).hex() != proof.merkle_root:
-        return invalid("the Merkle root does not match the committed leaves", None)
+        return None, "the Merkle root does not match the committed leaves"
+    return None
 
+
+def _ends_mismatch(
+    model: Model, proof: Proof, x: Tensor, y: Tensor
+) -> tuple[LayerRef | None, str] | None:
+    """Step 3: leaf 0 is this X, and the graph output's leaf is this Y."""
     x_digest = tensor_digest(x).hex()
     if x_digest != proof.input_sha256 or x_digest != proof.leaf_digests[0]:
-        return invalid("the proof is for another input (its X does not match)", input_ref)
+        return _input_ref(model), "the proof is for another input (its X does not match)"
     output_node = model.output_layer
     y_digest = tensor_digest(y).hex()
     if y_digest != proof.output_sha256 or y_digest != proof.leaf_digests[output_node.index]:
-        return invalid("the output Y does not match the committed output", LayerRef.of(output_node))
+        return LayerRef.of(output_node), "the output Y does not match the committed output"
+    return None
 
-    # The commitment is read and checked: only now are the secret vectors drawn.
-    secret_key = key if key is not None else make_key(model, rounds, rng)
+
+def _check_layers(
+    model: Model,
+    proof: Proof,
+    secret_key: VerifierKey,
+    rng: np.random.Generator,
+    rounds: int,
+    tolerance: Tolerance,
+) -> tuple[dict[int, float], tuple[Node, str] | None]:
+    """Step 4: each layer in order against its producers' committed outputs. Returns each
+    checked layer's z and, if one fails, that layer and why (no later layer is checked)."""
     tensors: dict[str, NDArray[np.float32]] = {
         model.input_name: proof.activations[0],
         **model.initializers,
@@ -205,17 +247,9 @@ def verify(
                 if np.isfinite(z)
                 else "shapes do not fit or values are not finite"
             )
-            return invalid(f"{what}: {detail}", LayerRef.of(node), node.index - 1, statistics)
+            return statistics, (node, f"{what}: {detail}")
         tensors[node.output] = output
-    return Verdict(
-        True,
-        f"{len(model.nodes)} layers checked ({_summary(model, rounds)})",
-        None,
-        len(model.nodes),
-        rounds,
-        tolerance,
-        statistics,
-    )
+    return statistics, None
 
 
 def _summary(model: Model, rounds: int) -> str:

@@ -340,73 +340,15 @@ def prove_model(
     """
     ezkl = load_ezkl()
     chosen = options if options is not None else ZkOptions()
-    try:
-        model_bytes = model.read_bytes()
-    except OSError as exc:
-        raise ModelFormatError(f"model {model}: {exc.strerror}", path=str(model)) from exc
-    workdir.mkdir(parents=True, exist_ok=True)
-    files = ZkArtifacts.in_dir(workdir, srs)
-    files.model.write_bytes(model_bytes)
-    files.data.write_text(json.dumps(input_document(x)))
-
-    _step(
-        "gen_settings",
-        ezkl.gen_settings,
-        model=files.model,
-        output=files.settings,
-        py_run_args=_run_args(ezkl, chosen),
-    )
-    calibrate_s = _step(
-        "calibrate_settings",
-        ezkl.calibrate_settings,
-        data=files.data,
-        model=files.model,
-        settings=files.settings,
-        target=chosen.calibration_target,
-        lookup_safety_margin=chosen.lookup_safety_margin,
-        scales=None if chosen.scales is None else list(chosen.scales),
-        scale_rebase_multiplier=[1],
-        max_logrows=None,
-    )
-    circuit = CircuitSettings.from_document(_read_json(files.settings))
-    compile_s = _step(
-        "compile_circuit",
-        ezkl.compile_circuit,
-        model=files.model,
-        compiled_circuit=files.compiled,
-        settings_path=files.settings,
-    )
+    files = _stage_inputs(model, x, workdir, srs)
+    circuit, calibrate_s = _calibrated_settings(ezkl, files, chosen)
+    compile_s = _compile_circuit(ezkl, files)
     srs_s = 0.0
     if srs is None:
         srs_s = _step("gen_srs", ezkl.gen_srs, srs_path=files.srs, logrows=circuit.logrows)
-    witness_s = _step(
-        "gen_witness",
-        ezkl.gen_witness,
-        data=files.data,
-        model=files.compiled,
-        output=files.witness,
-        vk_path=None,
-        srs_path=None,
-    )
-    setup_s = _step(
-        "setup",
-        ezkl.setup,
-        model=files.compiled,
-        vk_path=files.vk,
-        pk_path=files.pk,
-        srs_path=files.srs,
-        witness_path=None,
-        disable_selector_compression=False,
-    )
-    prove_s = _step(
-        "prove",
-        ezkl.prove,
-        witness=files.witness,
-        model=files.compiled,
-        pk_path=files.pk,
-        proof_path=files.proof,
-        srs_path=files.srs,
-    )
+    witness_s = _gen_witness(ezkl, files)
+    setup_s = _setup_keys(ezkl, files)
+    prove_s = _prove(ezkl, files)
     verdict, verify_s = _timed_verdict(ezkl, files, files.proof, "its own public values")
     return ZkResult(
         artifacts=files,
@@ -430,6 +372,97 @@ def prove_model(
         vk_bytes=files.vk.stat().st_size,
         srs_bytes=files.srs.stat().st_size,
         verified=verdict.valid,
+    )
+
+
+def _stage_inputs(model: Path, x: ArrayLike, workdir: Path, srs: Path | None) -> ZkArtifacts:
+    """Copy the model file and write the input into `workdir`, where every step reads them."""
+    try:
+        model_bytes = model.read_bytes()
+    except OSError as exc:
+        raise ModelFormatError(f"model {model}: {exc.strerror}", path=str(model)) from exc
+    workdir.mkdir(parents=True, exist_ok=True)
+    files = ZkArtifacts.in_dir(workdir, srs)
+    files.model.write_bytes(model_bytes)
+    files.data.write_text(json.dumps(input_document(x)))
+    return files
+
+
+def _calibrated_settings(
+    ezkl: ModuleType, files: ZkArtifacts, chosen: ZkOptions
+) -> tuple[CircuitSettings, float]:
+    """Step 1: the settings from Maxwell's run arguments, calibrated on the input; the circuit
+    they describe and the calibration's wall seconds."""
+    _step(
+        "gen_settings",
+        ezkl.gen_settings,
+        model=files.model,
+        output=files.settings,
+        py_run_args=_run_args(ezkl, chosen),
+    )
+    calibrate_s = _step(
+        "calibrate_settings",
+        ezkl.calibrate_settings,
+        data=files.data,
+        model=files.model,
+        settings=files.settings,
+        target=chosen.calibration_target,
+        lookup_safety_margin=chosen.lookup_safety_margin,
+        scales=None if chosen.scales is None else list(chosen.scales),
+        scale_rebase_multiplier=[1],
+        max_logrows=None,
+    )
+    return CircuitSettings.from_document(_read_json(files.settings)), calibrate_s
+
+
+def _compile_circuit(ezkl: ModuleType, files: ZkArtifacts) -> float:
+    """Step 2: the circuit, with the weights fixed in it; its wall seconds."""
+    return _step(
+        "compile_circuit",
+        ezkl.compile_circuit,
+        model=files.model,
+        compiled_circuit=files.compiled,
+        settings_path=files.settings,
+    )
+
+
+def _gen_witness(ezkl: ModuleType, files: ZkArtifacts) -> float:
+    """Step 4: the quantised inference; its wall seconds."""
+    return _step(
+        "gen_witness",
+        ezkl.gen_witness,
+        data=files.data,
+        model=files.compiled,
+        output=files.witness,
+        vk_path=None,
+        srs_path=None,
+    )
+
+
+def _setup_keys(ezkl: ModuleType, files: ZkArtifacts) -> float:
+    """Step 5: the proving and verifying keys from the circuit and the SRS; its wall seconds."""
+    return _step(
+        "setup",
+        ezkl.setup,
+        model=files.compiled,
+        vk_path=files.vk,
+        pk_path=files.pk,
+        srs_path=files.srs,
+        witness_path=None,
+        disable_selector_compression=False,
+    )
+
+
+def _prove(ezkl: ModuleType, files: ZkArtifacts) -> float:
+    """Step 6: the proof of the witness; its wall seconds."""
+    return _step(
+        "prove",
+        ezkl.prove,
+        witness=files.witness,
+        model=files.compiled,
+        pk_path=files.pk,
+        proof_path=files.proof,
+        srs_path=files.srs,
     )
 
 

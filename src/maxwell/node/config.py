@@ -1,0 +1,203 @@
+"""`NodeConfig`: every setting of the node daemon, in one frozen value, validated once.
+
+The CLI builds it from flags and the TOML `[daemon]` table (`from_sources`: a flag wins over the
+file, the file over the default); the demo, the benchmarks and the tests build it directly. A
+bad value is a `NodeConfigError` (a `UsageError`: the CLI's exit status 2) naming the setting by
+its config key, whichever way it came in. Nothing here touches the machine: the state directory is
+created and locked by the daemon, the cgroup kind honoured by `CgroupManager`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from maxwell.economy.mechanisms import MECHANISM_NAMES
+from maxwell.errors import UsageError
+from maxwell.node.paths import StatePaths
+from maxwell.node.tick import DERATE_BELOW_HEADROOM_C, MIN_CAPACITY_FRACTION
+from maxwell.sensors.model import ModelConfig
+
+DEFAULT_STATE_DIR = "/var/lib/maxwell"
+CGROUP_KINDS = ("auto", "v1", "v2", "none")  # "none": process trees, no limits (tests, no root)
+BILLING_MODES = ("metered", "optimistic")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, NUL included
+DEFAULT_AUDIT_PROBABILITY = 0.001
+
+
+class NodeConfigError(UsageError):
+    """A daemon setting that cannot be used; the message names its config key."""
+
+
+# The [daemon] table's keys: each a field of `NodeConfig` (state is `state_dir`, socket is
+# `socket_path`; the power model has a table of its own, [model]).
+_TOML_KEYS = {"state": "state_dir", "socket": "socket_path"}
+_NOT_IN_TOML = ("model", "active_w_per_core")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """The daemon's settings (see `maxwell daemon --help` for what each one does)."""
+
+    state_dir: Path = Path(DEFAULT_STATE_DIR)
+    socket_path: str | None = None  # None: <state>/maxwell.sock
+    listen: str | None = None  # HOST:PORT on loopback, beside the socket
+    tick_s: float = 1.0
+    mechanism: str = "uniform"
+    cgroup: str = "auto"
+    billing: str = "metered"
+    audit_probability: float = DEFAULT_AUDIT_PROBABILITY
+    grace_s: float = 5.0  # frozen while insolvent this long, then killed
+    landauer_multiplier: float = 1.0
+    capacity_cores: float | None = None  # None: the CPUs of the machine
+    derate_below_c: float = DERATE_BELOW_HEADROOM_C
+    min_capacity_fraction: float = MIN_CAPACITY_FRACTION
+    pids_max: int | None = 256  # per agent; None: no limit
+    memory_interval_s: float = 1.0  # how often memory counters are read
+    settlement_s: float = 1.0  # the ledger takes an agent's accrued bills at most this often
+    log_level: str = "info"
+    log_format: str = "text"
+    model: ModelConfig | None = field(default=None, compare=False)  # the power model
+    active_w_per_core: float | None = None  # None: the power model's (max - idle) per vCPU
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state_dir", Path(self.state_dir))
+        _check_choices(self)
+        _check_numbers(self)
+        if self.socket_path is not None and len(os.fsencode(self.socket_path)) > MAX_SOCKET_PATH:
+            raise NodeConfigError(
+                f"--socket {self.socket_path}: longer than {MAX_SOCKET_PATH} bytes"
+            )
+
+    @property
+    def paths(self) -> StatePaths:
+        return StatePaths(self.state_dir)
+
+    @property
+    def socket(self) -> str:
+        """The API's Unix socket (what agents get as MAXWELL_SOCKET)."""
+        return self.socket_path if self.socket_path is not None else str(self.paths.socket)
+
+    @classmethod
+    def from_sources(cls, flags: Mapping[str, object], config: Mapping[str, object]) -> NodeConfig:
+        """From flags (keyed as the [daemon] table; None: not given) over the TOML config."""
+        section = daemon_table(config)
+        values: dict[str, object] = {}
+        for key in {*section, *flags}:
+            value = flags.get(key)
+            if value is None:
+                value = section.get(key)
+            if value is not None:
+                values[_TOML_KEYS.get(key, key)] = value
+        model = config.get("model", {})
+        if not isinstance(model, dict):
+            raise NodeConfigError("config: [model] must be a table")
+        if model:
+            values["model"] = ModelConfig.from_mapping(model)
+        _check_types(values)
+        return cls(**values)  # type: ignore[arg-type]  # each value's type checked just above
+
+
+def daemon_table(config: Mapping[str, object]) -> Mapping[str, object]:
+    """The config's [daemon] table, refusing keys that are not settings."""
+    section = config.get("daemon", {})
+    if not isinstance(section, dict):
+        raise NodeConfigError("config: [daemon] must be a table")
+    known = {_toml_key(f.name) for f in fields(NodeConfig) if f.name not in _NOT_IN_TOML}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise NodeConfigError(f"config: unknown key [daemon] {unknown[0]}")
+    return section
+
+
+def _toml_key(name: str) -> str:
+    return {field_name: key for key, field_name in _TOML_KEYS.items()}.get(name, name)
+
+
+_FLAGS = {
+    "socket_path": "--socket", "listen": "--listen", "tick_s": "--tick",
+    "mechanism": "--mechanism", "cgroup": "--cgroup", "billing": "--billing",
+    "audit_probability": "--audit-probability", "log_level": "--log-level",
+    "log_format": "--log-format",
+}  # fmt: skip
+
+
+def _label(name: str) -> str:
+    """How an error names a setting: its flag where it has one, else its [daemon] key."""
+    return _FLAGS.get(name, f"[daemon] {_toml_key(name)}")
+
+
+_TEXT = ("state_dir", "socket_path", "listen", "mechanism", "cgroup", "billing", "log_level",
+         "log_format")  # fmt: skip
+_INTEGER = ("pids_max",)
+
+
+def _check_types(values: Mapping[str, object]) -> None:
+    """Values from a TOML file have whatever type the file gave them: check before building."""
+    for name, value in values.items():
+        if name == "model":
+            continue
+        key = _toml_key(name)
+        if name in _TEXT and not isinstance(value, str | os.PathLike):
+            raise NodeConfigError(f"config: [daemon] {key} must be a string")
+        if name in _INTEGER and (isinstance(value, bool) or not isinstance(value, int)):
+            raise NodeConfigError(f"config: [daemon] {key} must be an integer")
+        if (
+            name not in _TEXT
+            and name not in _INTEGER
+            and (isinstance(value, bool) or not isinstance(value, int | float))
+        ):
+            raise NodeConfigError(f"config: [daemon] {key} must be a number")
+
+
+def _check_choices(config: NodeConfig) -> None:
+    choices = {
+        "mechanism": MECHANISM_NAMES,
+        "cgroup": CGROUP_KINDS,
+        "billing": BILLING_MODES,
+        "log_level": LOG_LEVELS,
+        "log_format": LOG_FORMATS,
+    }
+    for name, allowed in choices.items():
+        value = getattr(config, name)
+        if value not in allowed:
+            known = ", ".join(allowed)
+            raise NodeConfigError(f"{_label(name)} {value!r}: unknown, use one of {known}")
+    if config.listen is not None:
+        from maxwell.node.api import parse_listen  # the API owns what it may bind
+
+        parse_listen(config.listen)
+
+
+def _check_numbers(config: NodeConfig) -> None:
+    def finite(name: str, value: float, low: float, *, above: bool = False) -> None:
+        ok = math.isfinite(value) and (value > low if above else value >= low)
+        if not ok:
+            bound = f"above {low:g}" if above else f"{low:g} or more"
+            raise NodeConfigError(f"{_label(name)} must be a finite number {bound}, got {value!r}")
+
+    if not (math.isfinite(config.tick_s) and config.tick_s > 0):
+        raise NodeConfigError(f"--tick must be a positive number of seconds, got {config.tick_s}")
+    finite("grace_s", config.grace_s, 0.0)
+    finite("landauer_multiplier", config.landauer_multiplier, 0.0)
+    finite("derate_below_c", config.derate_below_c, 0.0, above=True)
+    finite("memory_interval_s", config.memory_interval_s, 0.0, above=True)
+    finite("settlement_s", config.settlement_s, 0.0)
+    if config.capacity_cores is not None:
+        finite("capacity_cores", config.capacity_cores, 0.0, above=True)
+    if config.active_w_per_core is not None:
+        finite("active_w_per_core", config.active_w_per_core, 0.0)
+    fractions = {
+        "audit_probability": config.audit_probability,
+        "min_capacity_fraction": config.min_capacity_fraction,
+    }
+    for name, value in fractions.items():
+        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise NodeConfigError(f"{_label(name)} must be between 0 and 1, got {value!r}")
+    if config.pids_max is not None and config.pids_max < 1:
+        raise NodeConfigError(f"[daemon] pids_max must be 1 or more, got {config.pids_max!r}")
