@@ -22,6 +22,15 @@ PUBLIC = {
         "read_sched_ext_state",
     ],
     "maxwell.meter": ["Attribution", "LiveMeter", "WorkloadUsage", "attribute"],
+    "maxwell.store": [
+        "Migration",
+        "MigrationError",
+        "MigrationHistoryError",
+        "SchemaTooNewError",
+        "apply_missing",
+        "migrate",
+        "missing",
+    ],
     "maxwell.audit": [
         "ANONYMOUS",
         "AlreadyTracedError",

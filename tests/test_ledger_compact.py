@@ -449,12 +449,14 @@ def test_verify_catches_entries_restored_before_the_checkpoint(compacted: Path) 
 
 
 def test_an_old_ledger_upgrades_in_place(store: LedgerStore, state: Path) -> None:
-    """A version 1 ledger is version 2 without `folded_keys`: opened, it gains the table."""
+    """A version 1 ledger is version 2 without `folded_keys` (and, made before the migrations
+    table, without `schema_migrations`): opened, it gains the table."""
     before = snapshot(store)
     store.close()
     connection = sqlite3.connect(state / DB_NAME, isolation_level=None)
     try:
         connection.execute("DROP TABLE folded_keys")  # its triggers go with it
+        connection.execute("DROP TABLE schema_migrations")
         connection.execute("UPDATE meta SET value = '1' WHERE name = 'version'")
         with LedgerStore.open(state, create=False) as upgraded:
             assert snapshot(upgraded) == before and upgraded.verify().ok

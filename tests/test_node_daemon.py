@@ -30,7 +30,7 @@ from maxwell.economy.store import LedgerStoreError
 from maxwell.errors import CgroupUnavailableError
 from maxwell.node import tick as ticks_module
 from maxwell.node.config import NodeConfig, NodeConfigError
-from maxwell.node.daemon import NodeDaemon, active_w_per_core, private_name
+from maxwell.node.daemon import NodeDaemon, active_w_per_core
 from maxwell.node.facade import (
     AgentGoneError,
     AgentInfo,
@@ -43,7 +43,9 @@ from maxwell.node.facade import (
 )
 from maxwell.node.metrics import render_metrics
 from maxwell.node.state import NodeState
+from maxwell.node.supervisor import private_name
 from maxwell.node.tick import DERATE_BELOW_HEADROOM_C, MIN_CAPACITY_FRACTION
+from maxwell.node.wire import to_json
 from maxwell.sensors import NodeSample, Sensors
 from maxwell.units import Money
 
@@ -151,7 +153,7 @@ def test_self_reports_are_cumulative_kept_and_survive_a_restart(tmp_path: Path) 
         assert daemon.agent(spawned.agent).reported == Report(0.25, 8192, 3)  # refusals kept it
         tick_until(daemon, lambda: daemon.agent(spawned.agent).cpu_s > 0.05)
         measured = daemon.agent(spawned.agent)
-        assert measured.cpu_s > 0.05 and measured.to_json()["reported"] == {
+        assert measured.cpu_s > 0.05 and to_json(measured)["reported"] == {
             "cpu_s": 0.25,
             "memory_freed_bytes": 8192,
             "work": 3,
@@ -345,9 +347,12 @@ def test_a_hot_node_sells_fewer_cores(tmp_path: Path) -> None:
         NodeConfig(state_dir=tmp_path / "other", cgroup="none", min_capacity_fraction=2.0)
 
 
-def test_a_tick_posts_its_entries_in_one_batch_and_a_failed_post_is_retried(
+def test_a_tick_is_one_transaction_and_a_failed_one_is_retried_whole(
     plain_daemon: NodeDaemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A tick writes its rows and its ledger entries in one transaction: when the ledger's part
+    fails, nothing of the tick is written (no row, no entry, no outbox), its plan is not carried
+    out, and the next tick does it all again under the same keys, once."""
     daemon = plain_daemon
     ledger = daemon.ledger()
     # Bids below the reserve (spot 1 $J/J): the first tick freezes all three, three events.
@@ -357,26 +362,22 @@ def test_a_tick_posts_its_entries_in_one_batch_and_a_failed_post_is_retried(
 
     def failing(requests: Sequence[EntryRequest], *, at: float | None = None) -> list[Entry]:
         batches.append([request.key for request in requests])
-        raise LedgerStoreError("disk I/O error", path=str(ledger.path))
+        real_submit_many(requests, at=at)  # written inside the tick's transaction...
+        raise LedgerStoreError("disk I/O error", path=str(ledger.path))  # ...which then fails
 
+    def rows() -> list[tuple[object, ...]]:
+        with sqlite3.connect(daemon.config.state_dir / "maxwell.db") as db:
+            return db.execute("SELECT id, state FROM agents ORDER BY id").fetchall()
+
+    before = rows()
     monkeypatch.setattr(ledger, "submit_many", failing)
     with pytest.raises(LedgerStoreError):
         daemon.tick_once()
     frozen_keys = sorted(f"event:1:{agent}:frozen" for agent in agents)
     assert sorted(batches[0]) == frozen_keys  # the whole tick in one call
-    # Committed but not posted: in `pending`, and none of it in the journal.
-    assert all(ledger.entry(key) is None for key in frozen_keys)
-    state = sqlite3.connect(daemon.config.state_dir / "maxwell.db")
-    try:
-        pending = sorted(row[0] for row in state.execute("SELECT key FROM pending"))
-    finally:
-        state.close()
-    assert pending == frozen_keys
-    # The committed plan is enforced all the same: the agents are stopped.
-    wait_until(
-        lambda: all(process_state(daemon, agent) == "T" for agent in agents),
-        what="every agent to stop",
-    )
+    assert all(ledger.entry(key) is None for key in frozen_keys)  # rolled back
+    assert rows() == before and daemon.ticks == 0
+    assert all(daemon.agent(agent).state is AgentState.RUNNING for agent in agents)
 
     posted: list[list[str]] = []
 
@@ -385,9 +386,14 @@ def test_a_tick_posts_its_entries_in_one_batch_and_a_failed_post_is_retried(
         return real_submit_many(requests, at=at)
 
     monkeypatch.setattr(ledger, "submit_many", counting)
-    daemon.tick_once()  # posts tick 1's entries, then its own (none: nothing changed)
-    assert sorted(posted[0]) == frozen_keys
-    assert len(posted) == 2 and not set(posted[1]) & set(frozen_keys)
+    daemon.tick_once()  # tick 1 again, whole
+    assert [sorted(batch) for batch in posted] == [frozen_keys]
+    wait_until(
+        lambda: all(process_state(daemon, agent) == "T" for agent in agents),
+        what="every agent to stop",
+    )
+    daemon.tick_once()  # nothing changed: nothing to write, no call
+    assert len(posted) == 1
     assert [kinds_for(daemon, agent).count("frozen") for agent in agents] == [1, 1, 1]
     assert ledger.verify().ok
 
@@ -488,6 +494,7 @@ def test_agents_in_cgroups_are_metered_billed_and_enforced(cgroup_daemon: NodeDa
     tick_until(daemon, lambda: daemon.agent(busy.agent).energy_uj > 500_000)
     tick_until(daemon, lambda: daemon.agent(ends.agent).state is AgentState.EXITED)
     # Bills are posted, the busy agent used more than the idle one, the ledger verifies.
+    daemon.tick_once(settle_all=True)  # the ledger takes what the ticks accrued
     bills = [e for e in daemon.ledger().entries() if e.kind == "bill"]
     assert {e.detail["agent"] for e in bills} >= {busy.agent}
     busy_info, idle_info = daemon.agent(busy.agent), daemon.agent(idle.agent)
@@ -547,7 +554,8 @@ DAEMON_SCRIPT = """
 import json, sys, threading
 from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import NodeDaemon
-daemon = NodeDaemon(NodeConfig(state_dir=sys.argv[1], tick_s=0.1, grace_s=30))
+config = NodeConfig(state_dir=sys.argv[1], tick_s=0.1, grace_s=30, settlement_s=float(sys.argv[2]))
+daemon = NodeDaemon(config)
 spawned = daemon.spawn(
     [sys.executable, "-c", "while True: pass"], fund=1000 * 10**6, bid=5.0, demand=0.5
 )
@@ -602,12 +610,18 @@ def group_cpu_ns(cgroup: dict[str, object]) -> int:
 
 
 @pytest.mark.root
-def test_a_daemon_killed_with_sigkill_is_recovered(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "settlement_s", [1.0, 60.0], ids=["settling-each-second", "killed-between-settlements"]
+)
+def test_a_daemon_killed_with_sigkill_is_recovered(tmp_path: Path, settlement_s: float) -> None:
+    """Killed while it runs, the daemon leaves the counters it last settled up to; the next one
+    bills from them to now exactly once. With a 60 s settlement the kill lands between two
+    settlements: everything the ticks accrued in memory is billed again from the counters."""
     cgroups_or_skip()
     state = tmp_path / "state"
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     child = subprocess.Popen(
-        [sys.executable, "-c", DAEMON_SCRIPT, str(state)],
+        [sys.executable, "-c", DAEMON_SCRIPT, str(state), str(settlement_s)],
         stdout=subprocess.PIPE,
         env=env,
     )
@@ -617,7 +631,13 @@ def test_a_daemon_killed_with_sigkill_is_recovered(tmp_path: Path) -> None:
         assert child.stdout is not None
         started = json.loads(child.stdout.readline())
         agent, pid = started["agent"], started["pid"]
-        wait_until(lambda: recorded(state, agent)[0] > 0.2e9, what="ticks to bill the agent")
+        if settlement_s < 10:
+            wait_until(lambda: recorded(state, agent)[0] > 0.2e9, what="a settlement of 0.2 s")
+        else:
+            wait_until(
+                lambda: group_cpu_ns(recorded(state, agent)[1]) - recorded(state, agent)[0] > 0.3e9,
+                what="0.3 s of CPU accrued and not settled",
+            )
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=10)
         assert alive(pid), "the agent outlives its daemon"
@@ -639,6 +659,8 @@ def test_a_daemon_killed_with_sigkill_is_recovered(tmp_path: Path) -> None:
         assert after.state is AgentState.RUNNING
         assert after.energy_uj > info.energy_uj
         # Energy continuity: the agent is credited with exactly what was billed, once.
+        daemon.tick_once(settle_all=True)
+        after = daemon.agent(agent)
         bills = [e for e in daemon.ledger().entries() if e.kind == "bill"]
         assert sum(int(str(e.detail["energy_uj"])) for e in bills) == after.energy_uj
         to_grid = sum(leg.delta for e in bills for leg in e.legs if leg.account == "grid")
@@ -784,10 +806,11 @@ def test_a_tick_that_fails_before_it_commits_bills_its_energy_at_the_next(
     monkeypatch.setattr(target, failing, fails_once)
     time.sleep(daemon.config.tick_s)
     with pytest.raises(OSError, match="on purpose"):
-        daemon.tick_once()
+        daemon.tick_once(settle_all=True)  # a tick that settles: it writes, so it can fail
     for _ in range(3):
         time.sleep(daemon.config.tick_s)
         daemon.tick_once()
+    daemon.tick_once(settle_all=True)
     metered = daemon._meter.usage(busy).energy_uj
     bills = [e for e in daemon.ledger().entries() if e.kind == "bill" and e.detail["agent"] == busy]
     billed = sum(int(str(e.detail["energy_uj"])) for e in bills)

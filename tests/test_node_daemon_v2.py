@@ -29,14 +29,9 @@ from maxwell.cli import daemon_cmd
 from maxwell.clock import SystemClock
 from maxwell.errors import CgroupUnavailableError, UsageError
 from maxwell.node.config import NodeConfig
-from maxwell.node.daemon import (
-    PRIVATE_PREFIX,
-    NodeDaemon,
-    _group_record,
-    _rebuild_group,
-    private_name,
-)
+from maxwell.node.daemon import NodeDaemon
 from maxwell.node.facade import AgentState, NodeError
+from maxwell.node.supervisor import PRIVATE_PREFIX, group_record, private_name, rebuild_group
 from maxwell.units import Money
 from test_node_daemon import (
     BUSY,
@@ -84,7 +79,7 @@ def test_the_cgroup_flag_and_config_key(tmp_path: Path) -> None:
 
 def test_a_v2_group_is_rebuilt_from_its_record_with_its_controllers(tmp_path: Path) -> None:
     """What a restarted daemon does with the record kept at spawn (plain files stand in for the
-    group: `_rebuild_group` reads its directory through the real filesystem)."""
+    group: `rebuild_group` reads its directory through the real filesystem)."""
     directory = tmp_path / "maxwell-node-x" / "agent"
     directory.mkdir(parents=True)
     for name, text in {
@@ -95,9 +90,9 @@ def test_a_v2_group_is_rebuilt_from_its_record_with_its_controllers(tmp_path: Pa
     }.items():
         (directory / name).write_text(text)
     group = V2Group("agent", str(directory), layout="hybrid")
-    record = _group_record(group)
+    record = group_record(group)
     assert record == {"kind": "v2", "layout": "hybrid", "path": str(directory)}
-    rebuilt = _rebuild_group("agent", json.loads(json.dumps(record)), SystemClock())
+    rebuilt = rebuild_group("agent", json.loads(json.dumps(record)), SystemClock())
     assert isinstance(rebuilt, V2Group)
     assert (rebuilt.path, rebuilt.layout) == (str(directory), "hybrid")
     assert rebuilt.controllers == frozenset({"memory", "pids"}) and rebuilt.supports_freeze
@@ -107,7 +102,7 @@ def test_a_v2_group_is_rebuilt_from_its_record_with_its_controllers(tmp_path: Pa
     for file in list(directory.iterdir()):
         file.unlink()
     directory.rmdir()
-    assert _rebuild_group("agent", record, SystemClock()) is None  # gone: not re-adopted
+    assert rebuild_group("agent", record, SystemClock()) is None  # gone: not re-adopted
 
 
 # --- root: the unified hierarchy of this host -----------------------------------------------
@@ -388,6 +383,8 @@ def test_maxwell_daemon_on_v2_killed_with_sigkill_is_recovered(
         tick_until(daemon, lambda: daemon.agent(agent).energy_uj > info.energy_uj)
         after = daemon.agent(agent)
         assert after.state is AgentState.RUNNING and after.energy_uj > info.energy_uj
+        daemon.tick_once(settle_all=True)  # the ledger takes what the ticks accrued
+        after = daemon.agent(agent)
         bills = [e for e in daemon.ledger().entries() if e.kind == "bill"]
         assert sum(int(str(e.detail["energy_uj"])) for e in bills) == after.energy_uj
         assert node_warnings(caplog) == []

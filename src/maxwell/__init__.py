@@ -13,6 +13,8 @@ A map of the package (each folder is one layer of shared/ARCHITECTURE.md):
 - `runner`: `maxwell run --budget`: a pure budget policy and the loop that enforces it.
 - `economy`: the $JOULE ledger (and its SQLite store), order book, mechanisms, spot price,
   billing by the core equation, and the apoptosis policy. Pure but for the store.
+- `store`: the state database's named, versioned migrations, per owner of its tables (the
+  ledger's, the node's), and the runner that applies them in place.
 - `node`: the daemon: a pure tick plan, `NodeDaemon` (agents in cgroups, billed every tick), its
   HTTP API, Prometheus metrics and the `top` view, all behind the `facade` contract.
 - `client`: the SDK an agent (or an admin) uses to talk to a node.

@@ -68,6 +68,11 @@ bond and pays back what its reports under-billed. `maxwell audit AGENT` forces a
 one daemon per state directory: the daemon locks <state>/daemon.lock before it touches anything;
 a second daemon on the same directory is refused (exit status 2) and changes nothing.
 
+settlement: each tick accrues every agent's bill in memory and decides apoptosis on the accrued
+balance; the ledger takes an agent's bills at most every --settlement seconds (1), at once on an
+event (funding, a bid, a kill, apoptosis, an exit, an audit, a bounty, shutdown), and never for an
+agent that used nothing. After a crash the unsettled interval is billed once from the counters.
+
 logs: on stderr, as text or (--log-format json) one JSON object per line; failures carry their
 traceback.
 
@@ -76,7 +81,7 @@ audit_probability, log_level, log_format (flags win), grace_s (frozen-while-inso
 before apoptosis), landauer_multiplier, capacity_cores, derate_below_c and
 min_capacity_fraction (a node with less headroom than derate_below_c sells linearly fewer cores,
 down to min_capacity_fraction of them at the thermal limit; 10 and 0.25), pids_max (per agent,
-256) and memory_interval_s (1);
+256), memory_interval_s (1) and settlement_s (1);
 a [model] table sets the power model's parameters (as for `maxwell run`).
 
 exit status: 0 stopped by SIGTERM, SIGINT or SIGHUP; 2 usage error; 125 the daemon failed.
@@ -105,6 +110,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"chance per agent per tick of an audit ({DEFAULT_AUDIT_PROBABILITY})",
     )  # fmt: skip
     parser.add_argument(
+        "--settlement", type=float, metavar="S",
+        help=f"the ledger takes each agent's accrued bills at most every S s "
+        f"({_DEFAULTS.settlement_s:g}; 0: every tick)",
+    )  # fmt: skip
+    parser.add_argument(
         "--log-level", choices=LOG_LEVELS,
         help=f"least severe log record shown ({_DEFAULTS.log_level})",
     )  # fmt: skip
@@ -128,6 +138,7 @@ def options_from(args: argparse.Namespace) -> NodeConfig:
         "cgroup": args.cgroup,
         "billing": args.billing,
         "audit_probability": args.audit_probability,
+        "settlement_s": args.settlement,
         "log_level": args.log_level,
         "log_format": args.log_format,
     }

@@ -19,7 +19,10 @@ an unsound one (folding would hide the damage), deletes the folded rows, writes 
 the folded keys (table `folded_keys`, append-only: a retry of a folded key must never apply
 again), and audits again before COMMIT. Balances never change; a crash leaves all of it or none.
 
-Schema versions, upgraded in place on open: 1, the journal and accounts; 2, `folded_keys`.
+The schema is `MIGRATIONS` (owner `ledger` in `schema_migrations`; see `maxwell.store.migrations`),
+brought up to date in place on open: 1 `initial`, the journal and accounts; 2 `folded_keys`. `meta`
+keeps the version too, as every Maxwell before the migrations table reads it: such a ledger is
+recognised by it and its migrations recorded as applied, none run again.
 
 sqlite3 and OS errors are translated into `LedgerStoreError` (one line, naming the path) here and
 nowhere deeper.
@@ -65,12 +68,13 @@ from maxwell.economy.ledger import (
     transfer_request,
 )
 from maxwell.errors import MaxwellError
+from maxwell.store.migrations import Migration, MigrationError, apply_missing, migrate
 from maxwell.units import Money
 
 __all__ = [
     "DB_NAME",
     "MIGRATIONS",
-    "SCHEMA",
+    "OWNER",
     "SCHEMA_VERSION",
     "BatchRefusedError",
     "Compaction",
@@ -85,7 +89,7 @@ __all__ = [
 
 DB_NAME = "maxwell.db"
 SCHEMA_NAME = "maxwell-ledger"
-SCHEMA_VERSION = 2
+OWNER = "ledger"  # the ledger's name in `schema_migrations` (see `maxwell.store.migrations`)
 
 _APPEND_ONLY = "BEGIN SELECT RAISE(ABORT, 'the ledger journal is append-only'); END"
 
@@ -109,12 +113,19 @@ _FOLDED_KEYS_SCHEMA: tuple[str, ...] = (
     _append_only("folded_keys", "DELETE"),
 )
 
-# The statements that take a database of version N-1 to version N.
-MIGRATIONS: Mapping[int, tuple[str, ...]] = {2: _FOLDED_KEYS_SCHEMA}
 
-# One statement per item: DDL runs inside the creating transaction (executescript would commit).
-SCHEMA: tuple[str, ...] = (
+def _ledger_migration(version: int, name: str, *statements: str) -> Migration:
+    """A ledger migration that also sets `meta`'s version, the record a Maxwell from before
+    `schema_migrations` reads: so such a Maxwell refuses a newer ledger rather than misread it."""
+    mirror = f"UPDATE meta SET value = '{version}' WHERE name = 'version'"
+    return Migration(version, name, (*statements, mirror))
+
+
+# Version 1 (Maxwell 0.1.0): the journal and the accounts. One statement per item: DDL runs
+# inside the creating transaction (executescript would commit).
+_INITIAL_SCHEMA: tuple[str, ...] = (
     "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT",
+    f"INSERT INTO meta (name, value) VALUES ('schema', '{SCHEMA_NAME}'), ('version', '1')",
     """CREATE TABLE entries (
         seq INTEGER PRIMARY KEY,
         key TEXT NOT NULL UNIQUE,
@@ -136,8 +147,14 @@ SCHEMA: tuple[str, ...] = (
         PRIMARY KEY (entry_seq, account)
     ) STRICT, WITHOUT ROWID""",
     *(_append_only(table, verb) for table in ("entries", "legs") for verb in ("UPDATE", "DELETE")),
-    *_FOLDED_KEYS_SCHEMA,
 )
+
+# The ledger's schema, in order; released ones never change (add a new one at the end).
+MIGRATIONS: tuple[Migration, ...] = (
+    _ledger_migration(1, "initial", *_INITIAL_SCHEMA),
+    _ledger_migration(2, "folded_keys", *_FOLDED_KEYS_SCHEMA),
+)
+SCHEMA_VERSION = MIGRATIONS[-1].version
 
 
 class BatchRefusedError(LedgerError):
@@ -288,7 +305,11 @@ class LedgerStore:
 
     @contextmanager
     def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
-        """One SQLite transaction; COMMIT when the block ends, ROLLBACK if it raises."""
+        """One SQLite transaction; COMMIT when the block ends, ROLLBACK if it raises. Inside a
+        transaction the connection's owner opened (`unit_of_work`), the block joins it."""
+        if self._conn.in_transaction:
+            yield self._conn
+            return
         try:
             self._conn.execute(f"BEGIN {mode}")
         except sqlite3.Error as exc:
@@ -309,6 +330,18 @@ class LedgerStore:
                 with suppress(sqlite3.Error):
                     self._conn.execute("ROLLBACK")
             raise self._error(exc, "cannot commit to") from exc
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The connection this store writes through (for a unit of work that spans stores)."""
+        return self._conn
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[sqlite3.Connection]:
+        """One transaction (BEGIN IMMEDIATE) that every write through this connection joins,
+        the node's tables included: all of it commits, or none."""
+        with self._transaction("IMMEDIATE") as conn:
+            yield conn
 
     def _configure(self, *, create: bool, busy_timeout_s: float) -> None:
         try:
@@ -352,16 +385,12 @@ class LedgerStore:
         return {str(row[0]) for row in rows}
 
     def _initialise(self) -> None:
+        """Create the ledger in one transaction: every migration, recorded, and the genesis."""
         with self._transaction() as conn:
             if self._tables():
                 return  # another process created it while we waited for the lock
-            for statement in SCHEMA:
-                conn.execute(statement)
-            conn.executemany(
-                "INSERT INTO meta (name, value) VALUES (?, ?)",
-                [("schema", SCHEMA_NAME), ("version", str(SCHEMA_VERSION))],
-            )
             at = self._now()
+            apply_missing(conn, OWNER, MIGRATIONS, lambda: at)
             for request in genesis_requests():
                 self._submit_locked(request, at)
 
@@ -380,16 +409,14 @@ class LedgerStore:
                 f"{where} is an SQLite database, not a Maxwell ledger", path=where
             )
         version = meta.get("version")
-        if version != str(SCHEMA_VERSION):
-            if version not in {str(old) for old in range(1, SCHEMA_VERSION)}:
-                raise LedgerSchemaError(
-                    f"{where} is a Maxwell ledger of schema version {version}; this "
-                    f"Maxwell reads versions 1-{SCHEMA_VERSION}",
-                    path=where,
-                )
-            self._migrate()
-            tables = self._tables()
-        missing = {"entries", "legs", "accounts", "folded_keys"} - tables
+        if version not in {str(known) for known in range(1, SCHEMA_VERSION + 1)}:
+            raise LedgerSchemaError(
+                f"{where} is a Maxwell ledger of schema version {version}; this "
+                f"Maxwell reads versions 1-{SCHEMA_VERSION}",
+                path=where,
+            )
+        self._migrate()
+        missing = {"entries", "legs", "accounts", "folded_keys"} - self._tables()
         if missing:
             raise NotALedgerError(
                 f"{where} is a damaged Maxwell ledger: no table {', '.join(sorted(missing))}",
@@ -397,13 +424,14 @@ class LedgerStore:
             )
 
     def _migrate(self) -> None:
-        """Upgrade an older ledger in place, in one transaction (another process may have)."""
-        with self._transaction() as conn:
-            row = conn.execute("SELECT value FROM meta WHERE name = 'version'").fetchone()
-            for version in range(int(row[0]) + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[version]:
-                    conn.execute(statement)
-            conn.execute("UPDATE meta SET value = ? WHERE name = 'version'", (str(SCHEMA_VERSION),))
+        """Upgrade the ledger in place (`maxwell.store.migrations`); a ledger from before the
+        migrations table is recognised by its `meta` version, and nothing it has is run again."""
+        try:
+            migrate(self._conn, OWNER, MIGRATIONS, self._now, legacy=_meta_version)
+        except MigrationError as exc:
+            raise LedgerSchemaError(str(exc), path=str(self.path)) from exc
+        except sqlite3.Error as exc:
+            raise self._error(exc, "cannot upgrade") from exc
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -742,6 +770,12 @@ class LedgerStore:
 def _damaged(reason: str) -> Audit:
     zero = Money(0)
     return Audit(Violation(None, reason), 0, 0, 0, 0, 0, zero, zero, zero, zero)
+
+
+def _meta_version(connection: sqlite3.Connection) -> int:
+    """The ledger's version as recorded before `schema_migrations`: `meta`'s `version` row."""
+    row = connection.execute("SELECT value FROM meta WHERE name = 'version'").fetchone()
+    return 0 if row is None else int(row[0])
 
 
 def _check_state_dir(state: Path, *, create: bool) -> None:

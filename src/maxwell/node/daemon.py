@@ -10,15 +10,23 @@ Threads: one lock (`threading.RLock`) guards everything; the API calls the publi
 its threads while `run_forever` ticks in another. The ledger and the node tables use
 connections shared across threads, which the lock serialises.
 
-Exactly-once billing, and recovery after SIGKILL (deliverable 6):
+Settlement and exactly-once billing (`maxwell.node.policy.settlement`):
 
-- A tick first commits, in one SQLite transaction, the agents' new counters (the absolute CPU
-  time and bytes freed they are now billed up to) together with the ledger entries it plans
-  (`pending`), then posts those entries (idempotency keys `bill:<tick>:<agent>`) and clears them.
-  The posting is one ledger transaction (`LedgerStore.submit_many`): a tick costs three commits
-  (counters, entries, clearing), whatever the number of agents. A daemon killed between the
-  commits posts the pending entries again on start, or the next tick does after a failed post:
-  applied once, since the batch is all or nothing and every entry's key is idempotent.
+- Each tick accrues every agent's bill in memory and decides apoptosis on the accrued balance
+  (ledger balance less what it has accrued). The ledger takes an agent's accrual as one `bill`
+  entry at most once per `settlement_s` (1 s), at once when an event needs it (funding, a bid,
+  a kill, apoptosis, an exit, an audit, a bond, a bounty, shutdown), and never for an agent that
+  used nothing. A tick with nothing to write writes nothing.
+- A tick that settles commits, in one SQLite transaction, the settled agents' counters (the
+  absolute CPU time and bytes freed they are now billed up to), their claims, the state of every
+  agent whose state changed, and the ledger entries it plans (`pending`); it then posts those
+  entries (idempotency keys `bill:<tick>:<agent>`, `event:<tick>:<agent>:<kind>`) in one ledger
+  transaction and clears them. A daemon killed between the commits posts the pending entries
+  again on start, or the next tick does after a failed post: applied once.
+- A tick that fails before it commits rolls the agents' live views back and keeps the energy the
+  meter attributed (its interval is consumed) for the next tick: billed once, never lost.
+- After a SIGKILL, what was accrued and not settled is billed again from the kernel's counters,
+  which are cumulative: from the counters of the last settlement to the current ones.
 - The cgroup tree has a stable name, `maxwell-node-<hash of the state dir>` (never matched by
   `maxwell run`'s stale sweep, which only touches `maxwell-<pid>...`), so a restarted daemon finds
   its agents' groups, rebuilds them from the directories recorded at spawn, and re-adopts them
@@ -47,21 +55,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import logging
 import math
 import os
 import pwd
 import random
 import secrets
-import shutil
-import signal
-import sqlite3
-import subprocess
 import threading
 import time
-import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,10 +76,12 @@ from maxwell.audit.policy import (
     draw_audits,
     judge,
 )
-from maxwell.cgroups import CgroupManager, ProcTreeGroup, V1Group, V2Group, WorkloadGroup
+from maxwell.cgroups import CgroupManager, WorkloadGroup
 from maxwell.cgroups.base import GroupStats
 from maxwell.clock import Clock, SystemClock
 from maxwell.economy.ledger import (
+    GRID,
+    LANDAUER,
     TREASURY,
     EntryRequest,
     LedgerError,
@@ -98,7 +102,7 @@ from maxwell.economy.orderbook import (
     check_price,
 )
 from maxwell.economy.price import ConstantPrice, GridPrice, SpotPrice, ThermalPriceController
-from maxwell.economy.store import DB_NAME, LedgerStore
+from maxwell.economy.store import LedgerStore
 from maxwell.errors import CgroupError, CgroupUnavailableError, MaxwellError
 from maxwell.meter import LiveMeter
 from maxwell.meter.live import NodeSampler
@@ -134,15 +138,22 @@ from maxwell.node.policy.optimistic import (
     joules_per_cpu_ns,
 )
 from maxwell.node.policy.recovery import DownInterval, down_interval
+from maxwell.node.policy.settlement import Accrual, accrue, due, settlement_entry
 from maxwell.node.state import (
     AgentRow,
     ClaimRow,
-    NodeState,
     PendingEntry,
     ReportRow,
     admin_token,
     hash_token,
     new_token,
+)
+from maxwell.node.store import NodeStore
+from maxwell.node.supervisor import (
+    AgentProcess,
+    CgroupSupervisor,
+    Supervisor,
+    as_user,
 )
 from maxwell.node.tickstats import TickRecorder
 from maxwell.procfs import read_cpu_model
@@ -174,8 +185,8 @@ EVENT_KINDS = (
     "bounty",
     "rejected",
 )
-PRIVATE_PREFIX = "maxwell-node"
 log = logging.getLogger(__name__)
+_UNSET = object()  # a row field not yet written by this daemon
 _LIVE = (AgentState.RUNNING, AgentState.THROTTLED, AgentState.FROZEN)
 
 
@@ -226,17 +237,6 @@ def _inside(directory: Path, name: str) -> Path:
 
 def _report_of(row: ReportRow) -> Report:
     return Report(cpu_s=row.cpu_ns / 1e9, memory_freed_bytes=row.freed_bytes, work=row.work)
-
-
-class CommandError(NodeError):
-    """The agent's command cannot be started (not found, not executable)."""
-
-
-def private_name(state_dir: str | os.PathLike[str]) -> str:
-    """The daemon's stable cgroup directory name for `state_dir`: the same after a restart,
-    distinct for two daemons, and never one `maxwell run`'s sweep (`maxwell-<pid>`) matches."""
-    digest = hashlib.sha256(os.fsencode(Path(state_dir).resolve())).hexdigest()[:12]
-    return f"{PRIVATE_PREFIX}-{digest}"
 
 
 def active_w_per_core(config: ModelConfig | None = None, procfs_root: str = "/proc") -> float:
@@ -304,7 +304,7 @@ class _Agent:
     pid: int | None
     group: WorkloadGroup | None = None
     counted: _CountedGroup | None = None
-    popen: subprocess.Popen[bytes] | None = None
+    popen: AgentProcess | None = None
     exit_code: int | None = None
     ended_at: float | None = None
     energy_uj: int = 0
@@ -320,6 +320,13 @@ class _Agent:
     last_quota: float | None = None
     last_weight: int | None = None
     finished: bool = False  # ended: bill its last interval at the next tick, then remove its group
+    # Settlement (`maxwell.node.policy.settlement`): bills accrued since the ledger last took
+    # them, when that was (wall time), whether an event wants the next tick to settle it, and the
+    # row fields last written (a tick writes only what changed).
+    accrual: Accrual = field(default_factory=Accrual)
+    settled_at: float = 0.0
+    settle_next: bool = False
+    written: dict[str, object] = field(default_factory=dict)
     reported: ReportRow | None = None  # its latest self-report
     # Optimistic billing (see the module comment): the bond posted in stake:<id>, the claim billed
     # up to, what the reports under-billed against the meter since the last audit (µ$J).
@@ -339,60 +346,18 @@ class _Agent:
     bounties: int = 0
 
 
-def _group_record(group: WorkloadGroup) -> dict[str, object]:
-    if isinstance(group, V1Group):
-        return {
-            "kind": "v1",
-            "layout": group.layout,
-            "dirs": dict(group.dirs),
-            "unified": group.unified_dir,
-        }
-    if isinstance(group, V2Group):
-        return {"kind": "v2", "layout": group.layout, "path": group.path}
-    return {"kind": "none"}
-
-
-def _rebuild_group(name: str, record: Mapping[str, object], clock: Clock) -> WorkloadGroup | None:
-    """The group recorded at spawn, if its directories still exist (else None)."""
-    kind = record.get("kind")
-    layout = str(record.get("layout", kind))
-    if kind == "v1":
-        dirs = record.get("dirs")
-        unified = record.get("unified")
-        if not isinstance(dirs, dict) or not dirs:
-            return None
-        if not all(os.path.isdir(str(d)) for d in dirs.values()):
-            return None
-        return V1Group(
-            name,
-            {str(c): str(d) for c, d in dirs.items()},
-            unified_dir=str(unified) if isinstance(unified, str) else None,
-            layout=layout,
-            clock=clock,
-        )
-    if kind == "v2":
-        path = record.get("path")
-        if not isinstance(path, str) or not os.path.isdir(path):
-            return None
-        return V2Group(name, path, layout=layout, clock=clock)
-    return None
-
-
-def _open_ledger(state_dir: Path, now: Callable[[], float]) -> LedgerStore:
-    """The state dir's ledger over a connection the daemon's threads share under its lock.
-
-    `LedgerStore.open` creates and checks it; the shared connection is then configured as
-    `open` configures its own (WAL is a property of the file, already set).
-    """
-    LedgerStore.open(state_dir, now=now).close()
-    path = state_dir / DB_NAME
-    uri = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=rw"
-    connection = sqlite3.connect(
-        uri, uri=True, isolation_level=None, timeout=30.0, check_same_thread=False
-    )
-    connection.execute("PRAGMA foreign_keys = ON")
-    connection.execute("PRAGMA synchronous = FULL")
-    return LedgerStore(connection, path, now)
+def _requests(entries: Sequence[PendingEntry]) -> list[EntryRequest]:
+    """The ledger requests of planned entries: batches where money moves, events elsewhere."""
+    requests: list[EntryRequest] = []
+    for entry in entries:
+        if entry.movements:
+            movements = [Movement(d, c, a) for d, c, a in entry.movements]
+            requests.append(
+                batch_request(entry.key, movements, kind=entry.kind, detail=entry.detail)
+            )
+        else:
+            requests.append(event_request(entry.key, entry.kind, entry.detail))
+    return requests
 
 
 def _agent_from_row(row: AgentRow, paid: Mapping[tuple[str, str], int], bond: int) -> _Agent:
@@ -453,6 +418,7 @@ class NodeDaemon:
         wall: Callable[[], float] = time.time,
         sensors: NodeSampler | None = None,
         cgroups: CgroupManager | None = None,
+        supervisor: Supervisor | None = None,
         grid: GridPrice | None = None,
         audit_rng: random.Random | None = None,
     ) -> None:
@@ -466,20 +432,22 @@ class NodeDaemon:
             raise NodeError(f"--state {self.paths.root}: {exc.strerror}") from exc
         self._state_lock = StateLock.acquire(self.paths)
         self._closed = True  # until everything below is open
-        self._cgroups = cgroups
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._supervisor: Supervisor | None = supervisor
+        if supervisor is None and cgroups is not None:
+            self._supervisor = CgroupSupervisor(cgroups, self._clock, None)
         try:
-            self._setup(clock, wall, sensors, grid, audit_rng)
+            self._setup(wall, sensors, grid, audit_rng)
         except BaseException as exc:
-            if self._cgroups is not None:
+            if self._supervisor is not None:
                 # Removes what it made; a tree holding re-adoptable agents stays (rmdir refuses).
-                self._cgroups.close(failure=exc)
+                self._supervisor.close(failure=exc)
             self._close_parts()
             raise
         self._closed = False
 
     def _setup(
         self,
-        clock: Clock | None,
         wall: Callable[[], float],
         sensors: NodeSampler | None,
         grid: GridPrice | None,
@@ -494,17 +462,18 @@ class NodeDaemon:
         self._mechanism: Mechanism | None = (
             None if config.mechanism == "uniform" else make_mechanism(config.mechanism)
         )
-        self._clock: Clock = clock if clock is not None else SystemClock()
         self._wall = wall
         self.capacity_cores = float(config.capacity_cores or os.cpu_count() or 1)
         self.sold_cores = self.capacity_cores  # this tick's capacity: fewer cores when hot
         self._owns_sensors = sensors is None
         self._sensors: NodeSampler | None = sensors
-        self._ledger = _open_ledger(self.paths.root, wall)
-        self._state = NodeState.open(self.paths.root)
+        self._store = NodeStore.open(self.paths.root, wall)
+        self._ledger, self._state = self._store.ledger, self._store.state
         self._admin_token = admin_token(self.paths.root)
         self._open_meter(wall, grid)
-        self.degraded = self._open_cgroups()
+        if self._supervisor is None:
+            self._supervisor = CgroupSupervisor.open(config.cgroup, self.paths.root, self._clock)
+        self.degraded = self._supervisor.degraded
         if self.degraded:
             log.info("degraded: %s", self.degraded)
         self._agents: dict[str, _Agent] = {}
@@ -521,9 +490,13 @@ class NodeDaemon:
         # bill (µJ per agent): the next tick bills it (see `_roll_back`).
         self._metered: dict[str, int] = {}
         self._unbilled: dict[str, int] = {}
-        self._pending_left = False
         self._claims_stored: set[str] = set()  # agents with a row in the claims table
         self._recover()
+
+    @property
+    def _supervised(self) -> Supervisor:
+        assert self._supervisor is not None, "the supervisor is made in __init__"
+        return self._supervisor
 
     def _open_meter(self, wall: Callable[[], float], grid: GridPrice | None) -> None:
         """The sensors (detected unless given), the meter over them, and the spot price."""
@@ -544,59 +517,23 @@ class NodeDaemon:
         self._quote = self._spot.spot(wall(), first.temperature_c, 0.0)
         self._last_wall = wall()
 
-    def _open_cgroups(self) -> str | None:
-        """The cgroup manager the config asks for (unless one was given); what it cannot do."""
-        kind = self.config.cgroup
-        if self._cgroups is not None:
-            return self._cgroups.degraded  # what a partly delegated v2 parent cannot enforce
-        if kind == "none":
-            return "cgroups disabled: process trees, no limits"
-        # A stable private name, so a restarted daemon finds its agents' groups. An explicit kind
-        # accepts a v2 parent's partial delegation and reports it; a kind it cannot honour fails.
-        try:
-            self._cgroups = CgroupManager.detect(
-                prefix=PRIVATE_PREFIX,
-                clock=self._clock,
-                private_name=private_name(self.paths.root),
-                kind=kind,
-                require_controllers=kind == "auto",
-            )
-        except CgroupUnavailableError as exc:
-            if kind != "auto":
-                raise
-            return f"no usable cgroups ({exc}): process trees, no limits"
-        return self._cgroups.degraded
-
     # --- recovery -------------------------------------------------------------------------------
 
-    def _post(self, entries: Sequence[PendingEntry], at: float) -> None:
-        """Post a tick's entries in one ledger transaction (all or none), then clear them."""
-        requests: list[EntryRequest] = []
-        for entry in entries:
-            if entry.movements:
-                requests.append(
-                    batch_request(
-                        entry.key,
-                        [Movement(d, c, a) for d, c, a in entry.movements],
-                        kind=entry.kind,
-                        detail=entry.detail,
-                    )
-                )
-            else:
-                requests.append(event_request(entry.key, entry.kind, entry.detail))
-        self._ledger.submit_many(requests, at=at)
-        self._state.clear_pending([entry.key for entry in entries])
-        self._pending_left = False
-
-    def _flush_pending(self) -> None:
-        """Post the entries a committed tick left unposted (idempotent: same keys, same content)."""
-        self._post(self._state.pending(), self._wall())
+    def _flush_outbox(self) -> None:
+        """Post what a daemon of release 0.1.0 committed to its `pending` outbox and had not
+        posted when it died (same keys, same content: applied once). This release writes a
+        tick's rows and entries in one transaction and leaves the outbox empty."""
+        left = self._state.pending()
+        if left:
+            with self._store.unit_of_work():
+                self._ledger.submit_many(_requests(left), at=self._wall())
+                self._state.clear_pending([entry.key for entry in left])
 
     def _recover(self) -> None:
         """Post what a killed daemon left pending, reload the agents, re-adopt the live ones and
         bill the interval the daemon was down (one tick)."""
         at = self._wall()
-        self._flush_pending()
+        self._flush_outbox()
         down: dict[str, DownInterval] = {}
         ended: list[_Agent] = []
         for agent in self._load_agents():
@@ -650,7 +587,7 @@ class NodeDaemon:
         """Take a live agent back into its group, metered again; what it used while the daemon
         was down. An agent whose group is gone has ended (`EXITED` at `at`), and one that ended
         before the crash only loses its leftover group."""
-        group = _rebuild_group(agent.id, agent.cgroup, self._clock)
+        group = self._supervised.rebuild(agent.id, agent.cgroup)
         if agent.state not in _LIVE:
             if group is not None:  # ended just before a crash, its group not yet removed
                 try:
@@ -700,7 +637,7 @@ class NodeDaemon:
             )
         energies = {agent: interval.energy_uj for agent, interval in down.items()}
         freed_by = {agent: interval.bytes_freed for agent, interval in down.items()}
-        self._run_tick(energies, freed_by, extra_events=events, interval_s=0.0)
+        self._run_tick(energies, freed_by, extra_events=events, interval_s=0.0, force_all=True)
 
     def _exited_event(self, tick: int, agent: _Agent, reason: str) -> PendingEntry:
         return PendingEntry(
@@ -713,16 +650,17 @@ class NodeDaemon:
 
     # --- the tick -------------------------------------------------------------------------------
 
-    def tick_once(self) -> None:
+    def tick_once(self, *, settle_all: bool = False) -> None:
         """Meter, bill, decide, clear and enforce: one tick (see the module comment). A failure
-        is counted (`status().tick_stats`) and raised; the next tick retries."""
+        is counted (`status().tick_stats`) and raised; the next tick retries. `settle_all`
+        settles every agent's accrued bills whatever the settlement interval."""
         with self._lock:
             if self._closed:
                 return
             started = self._clock.monotonic()
             committed, views = self._tick, {a.id: copy.copy(a) for a in self._agents.values()}
             try:
-                self._tick_now()
+                self._tick_now(settle_all)
             except Exception as exc:
                 self._tick_stats.record_failure(exc, self._wall())
                 if self._tick == committed:
@@ -741,10 +679,8 @@ class NodeDaemon:
             self._unbilled[agent_id] = self._unbilled.get(agent_id, 0) + energy
         self._metered = {}
 
-    def _tick_now(self) -> None:
+    def _tick_now(self, settle_all: bool = False) -> None:
         """Read the meter and the exits, then run the tick on what was read."""
-        if self._pending_left:
-            self._flush_pending()
         self._metered = dict(self._meter.tick())
         energies = dict(self._metered)
         for agent_id, energy in self._unbilled.items():  # metered by a tick that failed
@@ -771,6 +707,7 @@ class NodeDaemon:
             extra_events=events,
             interval_s=interval,
             optimistic=self.config.billing == "optimistic",
+            force_all=settle_all,
         )
 
     def _has_exited(self, agent: _Agent) -> bool:
@@ -794,13 +731,15 @@ class NodeDaemon:
         extra_events: Sequence[PendingEntry],
         interval_s: float,
         optimistic: bool = False,
+        force_all: bool = False,
     ) -> None:
-        """Plan the tick on what was metered, commit it, post its entries, enforce it."""
+        """Plan the tick on what was metered, accrue its bills, settle what is due, commit,
+        post, enforce. `force_all` settles every agent (recovery, shutdown)."""
         tick = self._tick + 1
         at = self._wall()
         sample = self._meter.node
         self._quote = self._spot.spot(at, sample.temperature_c, max(at - self._last_wall, 0.0))
-        balances = dict(self._ledger.balances())
+        balances = self._available(self._ledger.balances())
         stakes = self._stakes(tick, balances, optimistic)
         # What the bills are made of: the meter's figures, or the claims of agents with a bond.
         billed_energy, billed_freed = energies, freed
@@ -826,20 +765,24 @@ class NodeDaemon:
             agents=inputs,
         )
         plan = ticks.plan_tick(tick_input, mechanism=self._mechanism, book=self._book)
-        # Bonds and releases first: the bills were capped without the bonds.
-        pending = [*stakes, *_plan_entries(tick, plan), *extra_events]
+        audits: list[PendingEntry] = []
         if optimistic and self.config.audit_probability > 0:
-            pending += self._sampled_audits(tick, plan)
-        updates = self._apply_plan(plan, energies, at)
-        self._commit(tick, at, updates, pending)
-        try:
-            self._post(pending, at)
-        finally:  # the plan is committed: enforce it even if posting failed (retried later)
-            for agent_id, agent_plan in plan.agents.items():
-                self._enforce(self._agents[agent_id], agent_plan)
-            for agent in self._agents.values():
-                if agent.finished and agent.group is not None:
-                    self._finish(agent)
+            audits = self._sampled_audits(tick, plan)
+        events = [PendingEntry(e.key, tick, e.kind, (), e.detail) for e in plan.events]
+        forced = {e.detail.get("agent") for e in (*stakes, *events, *extra_events, *audits)}
+        self._apply_plan(plan, energies, at)
+        settled = self._settle(tick, at, plan, forced, force_all)
+        # Bonds and releases first (the bills were capped without the bonds), then the
+        # settlements, the events, and the audits (their claw-backs read settled balances).
+        pending = [*stakes, *settled, *events, *extra_events, *audits]
+        settled_ids = {str(entry.detail["agent"]) for entry in settled}
+        self._commit(tick, at, self._row_updates(plan, settled_ids), pending, settled_ids)
+        # Committed: carry the plan out on the cgroups.
+        for agent_id, agent_plan in plan.agents.items():
+            self._enforce(self._agents[agent_id], agent_plan)
+        for agent in self._agents.values():
+            if agent.finished and agent.group is not None:
+                self._finish(agent)
 
     def _tick_inputs(
         self,
@@ -877,11 +820,50 @@ class NodeDaemon:
             )
         return inputs
 
-    def _apply_plan(
-        self, plan: ticks.TickPlan, energies: Mapping[str, int], at: float
-    ) -> dict[str, dict[str, object]]:
-        """Update each planned agent's live view; the row fields the tick commits for it."""
-        updates: dict[str, dict[str, object]] = {}
+    def _available(self, balances: Mapping[str, Money]) -> dict[str, Money]:
+        """The ledger's balances less what each agent has accrued and not yet settled."""
+        available = dict(balances)
+        for agent in self._agents.values():
+            if agent.accrual.owed:
+                account = agent_account(agent.id)
+                available[account] = Money(available.get(account, 0) - agent.accrual.owed)
+        return available
+
+    def _settle(
+        self,
+        tick: int,
+        at: float,
+        plan: ticks.TickPlan,
+        forced: Set[object],
+        force_all: bool,
+    ) -> list[PendingEntry]:
+        """Accrue the tick's bills; the entries that settle the agents that are due."""
+        for post in plan.posts:
+            agent = self._agents[str(post.detail["agent"])]
+            paid = (
+                sum(m.amount for m in post.movements if m.credit == GRID),
+                sum(m.amount for m in post.movements if m.credit == LANDAUER),
+            )
+            agent.accrual = accrue(agent.accrual, tick, dict(post.detail), paid)
+        entries: list[PendingEntry] = []
+        for agent in self._agents.values():
+            must = force_all or agent.settle_next or agent.id in forced or agent.finished
+            if not due(
+                agent.accrual,
+                now_s=at,
+                settled_at_s=agent.settled_at,
+                interval_s=self.config.settlement_s,
+                forced=must or agent.state not in _LIVE,
+            ):
+                continue
+            key, movements, detail = settlement_entry(agent.id, agent.accrual, tick)
+            moves = tuple((m.debit, m.credit, m.amount) for m in movements)
+            entries.append(PendingEntry(key, tick, "bill", moves, detail))
+            agent.accrual, agent.settled_at, agent.settle_next = Accrual(), at, False
+        return entries
+
+    def _apply_plan(self, plan: ticks.TickPlan, energies: Mapping[str, int], at: float) -> None:
+        """Update each planned agent's live view."""
         for agent_id, agent_plan in plan.agents.items():
             agent = self._agents[agent_id]
             agent.energy_uj += energies.get(agent_id, 0)
@@ -896,18 +878,29 @@ class NodeDaemon:
             if agent_plan.state is AgentState.DEAD and agent.state is not AgentState.DEAD:
                 agent.ended_at = at
             agent.state = agent_plan.state
-            updates[agent_id] = {
+
+    def _row_updates(self, plan: ticks.TickPlan, settled: Set[str]) -> dict[str, dict[str, object]]:
+        """The row fields to write: an agent's state when it changed; its counters (billed up to)
+        and figures only with its settlement, so that a restart bills from them exactly once."""
+        updates: dict[str, dict[str, object]] = {}
+        for agent_id in plan.agents:
+            agent = self._agents[agent_id]
+            fields: dict[str, object] = {
                 "state": str(agent.state),
-                "energy_uj": agent.energy_uj,
-                "cpu_ns": agent.cpu_ns,
-                "freed_bytes": agent.freed_bytes,
-                "cores": agent.cores,
-                "power_w": agent.power_w,
-                "burn_per_s": agent.burn_per_s,
                 "insolvent_since": agent.insolvent_since,
                 "exit_code": agent.exit_code,
                 "ended_at": agent.ended_at,
             }
+            if agent_id in settled:
+                fields.update(
+                    energy_uj=agent.energy_uj, cpu_ns=agent.cpu_ns,
+                    freed_bytes=agent.freed_bytes, cores=agent.cores, power_w=agent.power_w,
+                    burn_per_s=agent.burn_per_s,
+                )  # fmt: skip
+            changed = {k: v for k, v in fields.items() if agent.written.get(k, _UNSET) != v}
+            if changed:
+                updates[agent_id] = changed
+                agent.written = {**agent.written, **changed}  # a new dict: a rollback keeps the old
         return updates
 
     def _commit(
@@ -916,24 +909,26 @@ class NodeDaemon:
         at: float,
         updates: Mapping[str, Mapping[str, object]],
         pending: Sequence[PendingEntry],
+        settled: Set[str],
     ) -> None:
-        """Commit the tick's counters, claims and planned entries in one transaction."""
-        claims: dict[str, ClaimRow | None] = {
-            agent.id: (
-                ClaimRow(agent.claim_billed.cpu_ns, agent.claim_billed.freed_bytes, agent.shadow)
-                if agent.claim_billed is not None
-                else None
-            )
-            for agent in self._agents.values()
-            if agent.claim_billed is not None or agent.id in self._claims_stored
-        }
-        self._state.commit_tick(tick, at, updates, pending, claims)
-        self._claims_stored = {a for a, claim in claims.items() if claim is not None}
+        """Commit the tick's rows, the claims of the agents it settled and its ledger entries,
+        in one transaction (all or none); a tick with nothing to write writes nothing."""
+        claims: dict[str, ClaimRow | None] = {}
+        for agent in self._agents.values():
+            if agent.claim_billed is not None and agent.id in settled:
+                billed = agent.claim_billed
+                claims[agent.id] = ClaimRow(billed.cpu_ns, billed.freed_bytes, agent.shadow)
+            elif agent.claim_billed is None and agent.id in self._claims_stored:
+                claims[agent.id] = None
+        if updates or pending or claims:
+            with self._store.unit_of_work():
+                self._state.commit_tick(tick, at, updates, (), claims)
+                self._ledger.submit_many(_requests(pending), at=at)
+        self._claims_stored |= {a for a, claim in claims.items() if claim is not None}
+        self._claims_stored -= {a for a, claim in claims.items() if claim is None}
         self._tick = tick
         self._last_wall = at
         self._metered, self._unbilled = {}, {}  # billed by this tick's entries
-        # Committed: from here the tick's entries are posted now, or by the next tick or start.
-        self._pending_left = True
 
     # --- optimistic billing and audits ----------------------------------------------------------
 
@@ -1164,29 +1159,17 @@ class NodeDaemon:
                     group.set_cpu_weight(plan.weight)
                 agent.last_weight = plan.weight
             if plan.enforcement is ticks.Enforcement.FREEZE:
-                self._freeze(group, True)
+                self._supervised.freeze(group, True)
             elif plan.enforcement is ticks.Enforcement.THAW:
-                self._freeze(group, False)
+                self._supervised.freeze(group, False)
         except MaxwellError as exc:
             log.warning("agent %s: cannot enforce its plan: %s", agent.id, exc, exc_info=True)
 
-    def _freeze(self, group: WorkloadGroup, frozen: bool) -> None:
-        if group.supports_freeze:
-            if frozen:
-                group.freeze()
-            else:
-                group.thaw()
-        else:  # the /proc fallback: stop and continue the processes themselves
-            group.signal(signal.SIGSTOP if frozen else signal.SIGCONT)
-
     def _kill_group(self, agent: _Agent) -> None:
-        group = agent.group
-        if group is None:
-            return
-        group.kill()
-        if agent.popen is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                agent.exit_code = agent.popen.wait(timeout=5)
+        if agent.group is not None:
+            code = self._supervised.kill(agent.group, agent.popen)
+            if code is not None:
+                agent.exit_code = code
 
     def _finish(self, agent: _Agent) -> None:
         """Stop metering an agent that ended, remove its group, reap its process."""
@@ -1194,16 +1177,10 @@ class NodeDaemon:
             self._meter.discard(agent.id)
         group, agent.group, agent.counted = agent.group, None, None
         if group is not None:
-            try:
-                group.remove()
-            except MaxwellError:
-                log.warning("agent %s: cannot remove its group", agent.id, exc_info=True)
-        if agent.popen is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                code = agent.popen.wait(timeout=5)
-                if agent.exit_code is None:
-                    agent.exit_code = code
-            agent.popen = None
+            code = self._supervised.finish(group, agent.popen)
+            if agent.exit_code is None:
+                agent.exit_code = code
+        agent.popen = None
         agent.finished = False
         self._state.update_agent(agent.id, exit_code=agent.exit_code, state=str(agent.state))
 
@@ -1219,12 +1196,14 @@ class NodeDaemon:
             stop.wait(max(self.config.tick_s - elapsed, 0.0))
 
     def shutdown(self, *, kill_agents: bool = False) -> None:
-        """Stop. By default the agents keep running in their groups, for a restarted daemon to
-        re-adopt (with none alive, the daemon's cgroup tree is removed); with `kill_agents`, a
-        last tick bills them, then they and the tree are removed."""
+        """Stop. By default a last tick settles every agent and the agents keep running in their
+        groups, for a restarted daemon to re-adopt (with none alive, the daemon's cgroup tree is
+        removed); with `kill_agents`, a last tick bills them, then they and the tree go."""
         with self._lock:
             if self._closed:
                 return
+            if not kill_agents:
+                self._settle_before_leaving()
             if kill_agents:
                 at = self._wall()
                 killed: list[EntryRequest] = []
@@ -1241,22 +1220,27 @@ class NodeDaemon:
                             )
                         )
                 self._ledger.submit_many(killed, at=at)
-                self.tick_once()  # bills their last interval and removes their groups
+                self.tick_once(settle_all=True)  # their last interval; removes their groups
                 for agent in self._agents.values():
                     if agent.group is not None:
                         self._finish(agent)
-                if self._cgroups is not None:
-                    self._cgroups.close()
-            elif self._cgroups is not None and not any(
-                agent.state in _LIVE for agent in self._agents.values()
-            ):
+                self._supervised.close()
+            elif not any(agent.state in _LIVE for agent in self._agents.values()):
                 # Nothing left to re-adopt: leave no empty tree behind.
                 for agent in self._agents.values():
                     if agent.group is not None:
                         self._finish(agent)
-                self._cgroups.close()
+                self._supervised.close()
             self._closed = True
             self._close_parts()
+
+    def _settle_before_leaving(self) -> None:
+        """A last tick that settles every agent, so the ledger is exact while no daemon runs. If
+        it fails, nothing is lost: a restart bills the interval from the kernel's counters."""
+        try:
+            self.tick_once(settle_all=True)
+        except Exception:
+            log.exception("the last settlement failed: the next start bills it from the counters")
 
     def _close_parts(self) -> None:
         """Close what is open (also after a start that failed half-way), then let the next
@@ -1264,9 +1248,9 @@ class NodeDaemon:
         sensors = getattr(self, "_sensors", None)
         if getattr(self, "_owns_sensors", False) and isinstance(sensors, Sensors):
             sensors.close()
-        for part in (getattr(self, "_ledger", None), getattr(self, "_state", None)):
-            if part is not None:
-                part.close()
+        store = getattr(self, "_store", None)
+        if store is not None:
+            store.close()
         self._state_lock.release()
 
     # --- the Node protocol -------------------------------------------------------------------
@@ -1304,7 +1288,8 @@ class NodeDaemon:
             bid, demand = check_price(bid), check_demand(demand)
         except InvalidBidError as exc:
             raise NodeError(str(exc)) from exc
-        command = list(argv) if user is None else self._as_user(user, list(argv))
+        if user is not None:
+            as_user(user, argv)  # refuse an unknown user before anything is made
         with self._lock:
             self._check_open()
             agent_id = secrets.token_hex(4)
@@ -1312,29 +1297,27 @@ class NodeDaemon:
                 agent_id = secrets.token_hex(4)
             token = new_token()
             at = self._wall()
-            group = self._make_group(agent_id)
+            group = self._supervised.create(agent_id)
             agent = _Agent(
                 id=agent_id, name=name or agent_id, argv=tuple(argv), user=user,
-                token_hash=hash_token(token), created_at=at, cgroup=_group_record(group),
+                token_hash=hash_token(token), created_at=at, cgroup=self._supervised.record(group),
                 state=AgentState.RUNNING, bid=bid, demand=demand, bid_seq=0, pid=None,
-                group=group, counted=_CountedGroup(group),
+                group=group, counted=_CountedGroup(group), settled_at=at,
             )  # fmt: skip
             if manifest is not None:
                 agent.manifest = manifest
             if inference is not None and model is not None:
                 agent.model, agent.model_key = inference
                 agent.bounty = bounty
-            self._launch(agent, command, token, model)
-            agent.bid_seq = self._state.place_bid(agent_id, bid, demand, at)
-            self._state.update_agent(agent_id, pid=agent.pid)
+            self._launch(agent, token)
+            self._record_spawn(agent, fund, model, at)
             self._agents[agent_id] = agent
             self._by_token[agent.token_hash] = agent_id
-            self._ledger.submit_many(self._spawn_entries(agent, fund, group.path), at=at)
             assert agent.pid is not None
             return SpawnResult(agent=agent_id, name=agent.name, pid=agent.pid, token=token)
 
-    def _launch(self, agent: _Agent, command: list[str], token: str, model: str | None) -> None:
-        """Limit the agent's group, record it, start its command; on any failure, undo all."""
+    def _launch(self, agent: _Agent, token: str) -> None:
+        """Limit the agent's group and start its command in it; on any failure, undo all."""
         group = agent.group
         assert group is not None and agent.counted is not None
         try:
@@ -1345,23 +1328,38 @@ class NodeDaemon:
             with contextlib.suppress(CgroupUnavailableError):
                 group.set_cpu_quota(quota)
             agent.last_quota = quota
-            self._state.insert_agent(self._row(agent))
-            if agent.manifest is not None:
-                self._state.save_manifest(agent.id, agent.manifest.to_json())
-            if agent.model is not None and model is not None:
-                path = os.path.abspath(model)
-                self._state.save_bounty(agent.id, path, agent.model.sha256, agent.bounty)
-            self._meter.add(agent.id, agent.counted)
-            agent.popen = self._start(agent, command, token)
+            self._meter.add(agent.id, agent.counted)  # before it runs: all its CPU is metered
+            agent.popen = self._start(agent, token)
         except BaseException:
             with contextlib.suppress(KeyError):
                 self._meter.discard(agent.id)
             with contextlib.suppress(MaxwellError):
                 group.remove()
-            with contextlib.suppress(MaxwellError):
-                self._state.delete_agent(agent.id)
             raise
         agent.pid = agent.popen.pid
+
+    def _record_spawn(self, agent: _Agent, fund: int, model: str | None, at: float) -> None:
+        """One unit of work: the agent's row, code, bounty and bid, its accounts, funding and
+        `spawned` event. If it fails, the agent started for it is killed and its group removed:
+        nothing of the spawn is left."""
+        assert agent.group is not None
+        try:
+            with self._store.unit_of_work():
+                self._state.insert_agent(self._row(agent))
+                if agent.manifest is not None:
+                    self._state.save_manifest(agent.id, agent.manifest.to_json())
+                if agent.model is not None and model is not None:
+                    path = os.path.abspath(model)
+                    self._state.save_bounty(agent.id, path, agent.model.sha256, agent.bounty)
+                agent.bid_seq = self._state.place_bid(agent.id, agent.bid, agent.demand, at)
+                self._ledger.submit_many(self._spawn_entries(agent, fund, agent.group.path), at=at)
+        except BaseException:
+            with contextlib.suppress(KeyError):
+                self._meter.discard(agent.id)
+            with contextlib.suppress(MaxwellError):
+                self._supervised.kill(agent.group, agent.popen)
+            self._supervised.finish(agent.group, agent.popen)
+            raise
 
     def _spawn_entries(self, agent: _Agent, fund: int, cgroup: str) -> list[EntryRequest]:
         """The ledger entries of a spawn: its accounts, its funding, the `spawned` event."""
@@ -1382,25 +1380,8 @@ class NodeDaemon:
         requests.append(event_request(f"spawned:{agent.id}", "spawned", detail))
         return requests
 
-    def _as_user(self, user: str, command: list[str]) -> list[str]:
-        try:
-            entry = pwd.getpwnam(user)
-        except KeyError:
-            raise NodeError(f"no such user {user!r}") from None
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            raise NodeError("cannot run agents as another user: setpriv (util-linux) is missing")
-        return [
-            setpriv, f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups",
-            "--", *command,
-        ]  # fmt: skip
-
-    def _make_group(self, agent_id: str) -> WorkloadGroup:
-        if self._cgroups is None:
-            return ProcTreeGroup(agent_id, clock=self._clock)
-        return self._cgroups.create(agent_id)
-
-    def _start(self, agent: _Agent, command: list[str], token: str) -> subprocess.Popen[bytes]:
+    def _start(self, agent: _Agent, token: str) -> AgentProcess:
+        """Start the agent's command in its group, with its own environment and log."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAXWELL_")}
         env.update(
             MAXWELL_SOCKET=self.config.socket,
@@ -1409,21 +1390,14 @@ class NodeDaemon:
             MAXWELL_AGENT_DIR=str(self._work_dir(agent)),
         )
         self.paths.logs.mkdir(mode=0o700, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
-        output = os.open(self.paths.agent_log(agent.id), flags, 0o600)
         assert agent.group is not None
-        try:
-            return agent.group.spawn(
-                command, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output
-            )
-        except FileNotFoundError as exc:
-            raise CommandError(f"{command[0]}: command not found") from exc
-        except PermissionError as exc:
-            raise CommandError(f"{command[0]}: permission denied (not executable)") from exc
-        except IsADirectoryError as exc:
-            raise CommandError(f"{command[0]}: is a directory") from exc
-        finally:
-            os.close(output)  # the child has its own copy
+        return self._supervised.start(
+            agent.group,
+            agent.argv,
+            user=agent.user,
+            env=env,
+            log_path=self.paths.agent_log(agent.id),
+        )
 
     def _work_dir(self, agent: _Agent) -> Path:
         """`<state>/work/<id>`: the agent's own directory, where it leaves proofs for the node
@@ -1500,6 +1474,7 @@ class NodeDaemon:
             except LedgerError as exc:
                 raise NodeError(f"cannot pay the bounty: {exc}") from exc
             found.proofs += 1
+            found.settle_next = True
             found.bounties += found.bounty
             return ProofResult(agent, True, verdict.message(), Money(found.bounty), found.proofs)
 
@@ -1542,12 +1517,13 @@ class NodeDaemon:
             raise NodeError(f"funding must be a positive integer of µ$J, got {amount!r}")
         with self._lock:
             self._check_open()
-            self._live(agent, "fund it")
+            found = self._live(agent, "fund it")
             try:
                 self._ledger.submit(self._funding(agent, amount), at=self._wall())
             except LedgerError as exc:
                 raise NodeError(str(exc)) from exc
-            return self._info(self._agents[agent])
+            found.settle_next = True
+            return self._info(found)
 
     def bid(self, agent: str, price: float, demand: float | None = None) -> AgentInfo:
         with self._lock:
@@ -1559,18 +1535,13 @@ class NodeDaemon:
             except InvalidBidError as exc:
                 raise NodeError(str(exc)) from exc
             at = self._wall()
-            found.bid_seq = self._state.place_bid(agent, price, demand, at)
-            found.bid, found.demand = price, demand
+            with self._store.unit_of_work():  # the standing bid and its event, together
+                seq = self._state.place_bid(agent, price, demand, at)
+                detail = {"agent": agent, "price": price, "demand": demand}
+                self._ledger.submit(event_request(f"bid:{agent}:{seq}", "bid", detail), at=at)
+            found.bid_seq, found.bid, found.demand, found.settle_next = seq, price, demand, True
             if found.group is not None:
                 self._place(found)
-            self._ledger.submit(
-                event_request(
-                    f"bid:{agent}:{found.bid_seq}",
-                    "bid",
-                    {"agent": agent, "price": price, "demand": demand},
-                ),
-                at=at,
-            )
             return self._info(found)
 
     def report(self, agent: str, report: Report) -> AgentInfo:
@@ -1623,13 +1594,14 @@ class NodeDaemon:
         with self._lock:
             self._check_open()
             found = self._live(agent, "audit it")
-            try:
-                balance = self._ledger.balance(agent_account(agent))
+            try:  # what it holds once its accrued bills are settled (at the next tick)
+                balance = Money(self._ledger.balance(agent_account(agent)) - found.accrual.owed)
             except LedgerError:
                 balance = Money(0)
+            found.settle_next = True
             key = f"audit:{agent}:{secrets.token_hex(8)}"
             result, entry = self._judge(found, key, self._tick, balance, sampled=False)
-            self._post([entry], self._wall())
+            self._ledger.submit_many(_requests([entry]), at=self._wall())
             return result
 
     def kill(self, agent: str) -> AgentInfo:
@@ -1643,15 +1615,12 @@ class NodeDaemon:
                 except MaxwellError as exc:
                     raise NodeError(f"cannot kill agent {agent}: {exc}") from exc
             found.state, found.ended_at, found.finished = AgentState.DEAD, at, True
-            self._state.update_agent(
-                agent, state=str(found.state), ended_at=at, exit_code=found.exit_code
-            )
-            self._ledger.submit(
-                event_request(
-                    f"killed:{agent}", "killed", {"agent": agent, "reason": "killed on request"}
-                ),
-                at=at,
-            )
+            reason = {"agent": agent, "reason": "killed on request"}
+            with self._store.unit_of_work():  # its state and the event, together
+                self._state.update_agent(
+                    agent, state=str(found.state), ended_at=at, exit_code=found.exit_code
+                )
+                self._ledger.submit(event_request(f"killed:{agent}", "killed", reason), at=at)
             return self._info(found)
 
     def agent(self, agent: str) -> AgentInfo:
@@ -1668,7 +1637,7 @@ class NodeDaemon:
             balance = balances.get(account, Money(0))
         else:
             try:
-                balance = self._ledger.balance(account)
+                balance = Money(self._ledger.balance(account) - agent.accrual.owed)
             except LedgerError:
                 balance = Money(0)
         live = agent.state in _LIVE
@@ -1729,7 +1698,7 @@ class NodeDaemon:
 
     def status(self) -> NodeStatus:
         with self._lock:
-            balances = self._ledger.balances()
+            balances = self._available(self._ledger.balances())
             return NodeStatus(
                 price=self._price(self._meter.node),
                 agents=[self._info(agent, balances) for agent in self._agents.values()],
@@ -1737,7 +1706,7 @@ class NodeDaemon:
                 last_tick_duration_s=self.last_tick_duration_s,
                 ticks=self._tick,
                 mechanism=self.config.mechanism,
-                cgroup=self._cgroups.kind if self._cgroups is not None else "none",
+                cgroup=self._supervised.kind,
                 capacity_cores=self.sold_cores,
                 tick_stats=self._tick_stats.snapshot(self._ledger.entries_written()),
             )
@@ -1762,7 +1731,7 @@ class NodeDaemon:
 
     @property
     def private_dirs(self) -> list[str]:
-        return self._cgroups.private_dirs if self._cgroups is not None else []
+        return self._supervised.private_dirs
 
     def ledger(self) -> LedgerStore:
         return self._ledger

@@ -27,6 +27,9 @@ Tables:
   the same transaction as the counters they bill, and deleted once posted; a daemon that
   crashed in between posts them again on start (same keys, same content: applied once).
 
+The schema is `MIGRATIONS` (owner `node` in `schema_migrations`; see `maxwell.store.migrations`),
+brought up to date in place on open: 1 `initial`, the tables above as Maxwell 0.1.0 made them.
+
 Tokens are random (`secrets.token_urlsafe`); only their SHA-256 is stored. The admin token lives
 in `<state>/admin.token`, mode 0600, created on first start.
 """
@@ -39,14 +42,20 @@ import json
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from maxwell.economy.store import DB_NAME, LedgerStoreError
+from maxwell.economy.store import DB_NAME, LedgerSchemaError, LedgerStoreError
 from maxwell.node.paths import ADMIN_TOKEN_FILE
+from maxwell.store.migrations import Migration, MigrationError, migrate
 
-SCHEMA: tuple[str, ...] = (
+OWNER = "node"  # the node's name in `schema_migrations` (see `maxwell.store.migrations`)
+
+# Version 1 is the schema Maxwell 0.1.0 created on every open, verbatim: IF NOT EXISTS, so that on
+# a database from before the migrations table it creates only what is missing, as 0.1.0 did.
+_INITIAL_SCHEMA: tuple[str, ...] = (
     "CREATE TABLE IF NOT EXISTS node_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT",
     """CREATE TABLE IF NOT EXISTS agents (
         id TEXT PRIMARY KEY,
@@ -112,6 +121,9 @@ SCHEMA: tuple[str, ...] = (
         detail TEXT NOT NULL
     ) STRICT""",
 )
+
+# The node's schema, in order; released ones never change (add a new one at the end).
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial", _INITIAL_SCHEMA),)
 
 
 def hash_token(token: str) -> str:
@@ -254,8 +266,15 @@ class NodeState:
         self.path = path
 
     @classmethod
-    def open(cls, state_dir: str | os.PathLike[str], *, busy_timeout_s: float = 30.0) -> NodeState:
-        """Open the node's tables in `<state_dir>/maxwell.db` (the ledger must exist already)."""
+    def open(
+        cls,
+        state_dir: str | os.PathLike[str],
+        *,
+        busy_timeout_s: float = 30.0,
+        now: Callable[[], float] = time.time,
+    ) -> NodeState:
+        """Open the node's tables in `<state_dir>/maxwell.db` (the ledger must exist already),
+        upgraded in place (`MIGRATIONS`); `now` stamps the migrations applied."""
         path = Path(state_dir) / DB_NAME
         try:
             connection = sqlite3.connect(
@@ -268,19 +287,40 @@ class NodeState:
             connection.execute("PRAGMA foreign_keys = ON")
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = FULL")
-            with state._transaction() as conn:
-                for statement in SCHEMA:
-                    conn.execute(statement)
+            state._migrate(now)
         except BaseException:
             connection.close()
             raise
         return state
 
+    def _migrate(self, now: Callable[[], float]) -> None:
+        try:
+            migrate(self._conn, OWNER, MIGRATIONS, now)
+        except MigrationError as exc:
+            raise LedgerSchemaError(str(exc), path=str(self.path)) from exc
+        except sqlite3.Error as exc:
+            raise LedgerStoreError(
+                f"cannot upgrade {self.path}: {exc}", path=str(self.path)
+            ) from exc
+
     def close(self) -> None:
         self._conn.close()
 
+    @classmethod
+    def attach(
+        cls, connection: sqlite3.Connection, path: Path, now: Callable[[], float] = time.time
+    ) -> NodeState:
+        """The node's tables over a connection the caller owns (the node's one store), upgraded
+        in place like `open`'s."""
+        state = cls(connection, path)
+        state._migrate(now)
+        return state
+
     @contextlib.contextmanager
     def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
+        if self._conn.in_transaction:  # part of the caller's unit of work: it commits
+            yield self._conn
+            return
         try:
             self._conn.execute(f"BEGIN {mode}")
         except sqlite3.Error as exc:

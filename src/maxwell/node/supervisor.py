@@ -1,0 +1,254 @@
+"""The agents' processes: where they run, how they start, stop, freeze and end.
+
+`Supervisor` is what the daemon needs of the machine's processes and cgroups; `CgroupSupervisor`
+is the real one (cgroups through `CgroupManager` where they are usable, process trees without
+limits where not), and `maxwell.testing.FakeSupervisor` keeps everything in memory, so the
+daemon's bookkeeping is tested without real processes.
+
+Rules:
+
+- Each agent runs in its own group, made under the daemon's private cgroup directory (its name
+  is stable for a state directory, so a restarted daemon finds its agents' groups again through
+  the record kept at spawn: `record` then `rebuild`).
+- An agent started under a `user` drops its privileges with `setpriv` (util-linux), which execs
+  the command in place: the pid the supervisor returns is the agent's own.
+- The agent's standard output and error go to its log file, opened without following links.
+- Freezing uses the cgroup freezer where the group has one, else SIGSTOP/SIGCONT to its
+  processes; killing kills the whole group (a frozen task still dies on SIGKILL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from maxwell.cgroups import CgroupManager, ProcTreeGroup, V1Group, V2Group, WorkloadGroup
+from maxwell.clock import Clock
+from maxwell.errors import CgroupUnavailableError, MaxwellError
+from maxwell.node.facade import NodeError
+
+log = logging.getLogger(__name__)
+
+PRIVATE_PREFIX = "maxwell-node"
+_WAIT_S = 5.0  # for a killed or ended process to be reaped
+
+
+class CommandError(NodeError):
+    """The agent's command cannot be started (not found, not executable)."""
+
+
+class AgentProcess(Protocol):
+    """A started agent's main process (`subprocess.Popen` is one)."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+class Supervisor(Protocol):
+    kind: str  # "v1", "v2" or "none"
+    degraded: str | None  # what it cannot enforce, if anything
+
+    @property
+    def private_dirs(self) -> list[str]: ...
+
+    def create(self, agent: str) -> WorkloadGroup: ...
+
+    def record(self, group: WorkloadGroup) -> dict[str, object]: ...
+
+    def rebuild(self, agent: str, record: Mapping[str, object]) -> WorkloadGroup | None: ...
+
+    def start(
+        self,
+        group: WorkloadGroup,
+        argv: Sequence[str],
+        *,
+        user: str | None,
+        env: Mapping[str, str],
+        log_path: Path,
+    ) -> AgentProcess: ...
+
+    def freeze(self, group: WorkloadGroup, frozen: bool) -> None: ...
+
+    def kill(self, group: WorkloadGroup, process: AgentProcess | None) -> int | None: ...
+
+    def finish(self, group: WorkloadGroup, process: AgentProcess | None) -> int | None: ...
+
+    def close(self, failure: BaseException | None = None) -> None: ...
+
+
+def private_name(state_dir: str | os.PathLike[str]) -> str:
+    """The daemon's stable cgroup directory name for `state_dir`: the same after a restart,
+    distinct for two daemons, and never one `maxwell run`'s sweep (`maxwell-<pid>`) matches."""
+    digest = hashlib.sha256(os.fsencode(Path(state_dir).resolve())).hexdigest()[:12]
+    return f"{PRIVATE_PREFIX}-{digest}"
+
+
+def as_user(user: str, argv: Sequence[str]) -> list[str]:
+    """`argv` run as `user` through setpriv (a `NodeError` when the user or setpriv is missing)."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise NodeError(f"no such user {user!r}") from None
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        raise NodeError("cannot run agents as another user: setpriv (util-linux) is missing")
+    return [
+        setpriv, f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups",
+        "--", *argv,
+    ]  # fmt: skip
+
+
+class CgroupSupervisor:
+    """Agents in cgroups (`manager`), or in process trees without limits when it is None."""
+
+    def __init__(self, manager: CgroupManager | None, clock: Clock, degraded: str | None) -> None:
+        self._manager = manager
+        self._clock = clock
+        self.degraded = degraded if manager is None else manager.degraded
+        self.kind = manager.kind if manager is not None else "none"
+
+    @classmethod
+    def open(cls, kind: str, state_dir: Path, clock: Clock) -> CgroupSupervisor:
+        """The supervisor `kind` asks for ("auto", "v1", "v2", "none"). An explicit kind accepts a
+        v2 parent's partial delegation and reports it; a kind it cannot honour fails."""
+        if kind == "none":
+            return cls(None, clock, "cgroups disabled: process trees, no limits")
+        try:
+            manager = CgroupManager.detect(
+                prefix=PRIVATE_PREFIX,
+                clock=clock,
+                private_name=private_name(state_dir),
+                kind=kind,
+                require_controllers=kind == "auto",
+            )
+        except CgroupUnavailableError as exc:
+            if kind != "auto":
+                raise
+            return cls(None, clock, f"no usable cgroups ({exc}): process trees, no limits")
+        return cls(manager, clock, None)
+
+    @property
+    def private_dirs(self) -> list[str]:
+        return self._manager.private_dirs if self._manager is not None else []
+
+    def create(self, agent: str) -> WorkloadGroup:
+        if self._manager is None:
+            return ProcTreeGroup(agent, clock=self._clock)
+        return self._manager.create(agent)
+
+    def record(self, group: WorkloadGroup) -> dict[str, object]:
+        return group_record(group)
+
+    def rebuild(self, agent: str, record: Mapping[str, object]) -> WorkloadGroup | None:
+        return rebuild_group(agent, record, self._clock)
+
+    def start(
+        self,
+        group: WorkloadGroup,
+        argv: Sequence[str],
+        *,
+        user: str | None,
+        env: Mapping[str, str],
+        log_path: Path,
+    ) -> AgentProcess:
+        command = list(argv) if user is None else as_user(user, argv)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+        output = os.open(log_path, flags, 0o600)
+        try:
+            return group.spawn(
+                command, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output
+            )
+        except FileNotFoundError as exc:
+            raise CommandError(f"{command[0]}: command not found") from exc
+        except PermissionError as exc:
+            raise CommandError(f"{command[0]}: permission denied (not executable)") from exc
+        except IsADirectoryError as exc:
+            raise CommandError(f"{command[0]}: is a directory") from exc
+        finally:
+            os.close(output)  # the child has its own copy
+
+    def freeze(self, group: WorkloadGroup, frozen: bool) -> None:
+        if group.supports_freeze:
+            if frozen:
+                group.freeze()
+            else:
+                group.thaw()
+        else:  # the /proc fallback: stop and continue the processes themselves
+            group.signal(signal.SIGSTOP if frozen else signal.SIGCONT)
+
+    def kill(self, group: WorkloadGroup, process: AgentProcess | None) -> int | None:
+        """Kill the whole group; the main process's exit status, once reaped (None if not)."""
+        group.kill()
+        return _reap(process)
+
+    def finish(self, group: WorkloadGroup, process: AgentProcess | None) -> int | None:
+        """Remove an ended agent's group (logged if it cannot be) and reap its process."""
+        try:
+            group.remove()
+        except MaxwellError:
+            log.warning("group %s: cannot remove it", group.name, exc_info=True)
+        return _reap(process)
+
+    def close(self, failure: BaseException | None = None) -> None:
+        if self._manager is not None:
+            self._manager.close(failure=failure)
+
+
+def _reap(process: AgentProcess | None) -> int | None:
+    if process is None:
+        return None
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        return process.wait(timeout=_WAIT_S)
+    return None
+
+
+def group_record(group: WorkloadGroup) -> dict[str, object]:
+    """What a restarted daemon needs to find `group` again (JSON)."""
+    if isinstance(group, V1Group):
+        return {
+            "kind": "v1",
+            "layout": group.layout,
+            "dirs": dict(group.dirs),
+            "unified": group.unified_dir,
+        }
+    if isinstance(group, V2Group):
+        return {"kind": "v2", "layout": group.layout, "path": group.path}
+    return {"kind": "none"}
+
+
+def rebuild_group(name: str, record: Mapping[str, object], clock: Clock) -> WorkloadGroup | None:
+    """The group recorded at spawn, if its directories still exist (else None)."""
+    kind = record.get("kind")
+    layout = str(record.get("layout", kind))
+    if kind == "v1":
+        dirs = record.get("dirs")
+        unified = record.get("unified")
+        if not isinstance(dirs, dict) or not dirs:
+            return None
+        if not all(os.path.isdir(str(d)) for d in dirs.values()):
+            return None
+        return V1Group(
+            name,
+            {str(c): str(d) for c, d in dirs.items()},
+            unified_dir=str(unified) if isinstance(unified, str) else None,
+            layout=layout,
+            clock=clock,
+        )
+    if kind == "v2":
+        path = record.get("path")
+        if not isinstance(path, str) or not os.path.isdir(path):
+            return None
+        return V2Group(name, path, layout=layout, clock=clock)
+    return None
