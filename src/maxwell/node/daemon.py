@@ -286,6 +286,15 @@ class _CodeAudit:
     note: str | None = None  # why nothing was checked
 
 
+@dataclass(frozen=True)
+class _Now:
+    """A tick's one reading of the clocks: wall time for what is recorded (journal, rows),
+    monotonic time for intervals (billing, price, settlement)."""
+
+    wall: float
+    mono: float
+
+
 @dataclass
 class _Agent:
     """The daemon's live view of one agent (the row is its durable part)."""
@@ -324,7 +333,7 @@ class _Agent:
     # them, when that was (wall time), whether an event wants the next tick to settle it, and the
     # row fields last written (a tick writes only what changed).
     accrual: Accrual = field(default_factory=Accrual)
-    settled_at: float = 0.0
+    settled_at: float = 0.0  # monotonic
     settle_next: bool = False
     written: dict[str, object] = field(default_factory=dict)
     reported: ReportRow | None = None  # its latest self-report
@@ -515,7 +524,7 @@ class NodeDaemon:
             ThermalPriceController(setpoint_c=first.critical_c - 15.0),
         )
         self._quote = self._spot.spot(wall(), first.temperature_c, 0.0)
-        self._last_wall = wall()
+        self._last_mono = self._clock.monotonic()
 
     # --- recovery -------------------------------------------------------------------------------
 
@@ -637,7 +646,9 @@ class NodeDaemon:
             )
         energies = {agent: interval.energy_uj for agent, interval in down.items()}
         freed_by = {agent: interval.bytes_freed for agent, interval in down.items()}
-        self._run_tick(energies, freed_by, extra_events=events, interval_s=0.0, force_all=True)
+        self._run_tick(
+            energies, freed_by, self._now(), extra_events=events, interval_s=0.0, force_all=True
+        )
 
     def _exited_event(self, tick: int, agent: _Agent, reason: str) -> PendingEntry:
         return PendingEntry(
@@ -695,20 +706,23 @@ class NodeDaemon:
             agent.power_w = usage.power_w
         tick = self._tick + 1
         events: list[PendingEntry] = []
-        at = self._wall()
+        now = self._now()  # the tick's one "now"
         for agent in self._agents.values():
             if agent.state in _LIVE and agent.group is not None and self._has_exited(agent):
-                agent.state, agent.ended_at, agent.finished = AgentState.EXITED, at, True
+                agent.state, agent.ended_at, agent.finished = AgentState.EXITED, now.wall, True
                 events.append(self._exited_event(tick, agent, "its command ended"))
-        interval = max(at - self._last_wall, 0.0)
         self._run_tick(
             energies,
             freed,
+            now,
             extra_events=events,
-            interval_s=interval,
+            interval_s=max(now.mono - self._last_mono, 0.0),
             optimistic=self.config.billing == "optimistic",
             force_all=settle_all,
         )
+
+    def _now(self) -> _Now:
+        return _Now(wall=self._wall(), mono=self._clock.monotonic())
 
     def _has_exited(self, agent: _Agent) -> bool:
         if agent.popen is not None:
@@ -727,6 +741,7 @@ class NodeDaemon:
         self,
         energies: Mapping[str, int],
         freed: Mapping[str, int],
+        now: _Now,
         *,
         extra_events: Sequence[PendingEntry],
         interval_s: float,
@@ -735,10 +750,10 @@ class NodeDaemon:
     ) -> None:
         """Plan the tick on what was metered, accrue its bills, settle what is due, commit,
         post, enforce. `force_all` settles every agent (recovery, shutdown)."""
-        tick = self._tick + 1
-        at = self._wall()
+        tick, at = self._tick + 1, now.wall
         sample = self._meter.node
-        self._quote = self._spot.spot(at, sample.temperature_c, max(at - self._last_wall, 0.0))
+        elapsed_s = max(now.mono - self._last_mono, 0.0)
+        self._quote = self._spot.spot(at, sample.temperature_c, elapsed_s)
         balances = self._available(self._ledger.balances())
         stakes = self._stakes(tick, balances, optimistic)
         # What the bills are made of: the meter's figures, or the claims of agents with a bond.
@@ -746,11 +761,9 @@ class NodeDaemon:
         if optimistic:
             billed_energy, billed_freed = self._claimed(energies, freed, sample.temperature_c)
         self.sold_cores = ticks.thermal_capacity(
-            self.capacity_cores,
-            sample.headroom_c,
-            derate_below_c=self.config.derate_below_c,
-            floor=self.config.min_capacity_fraction,
-        )
+            self.capacity_cores, sample.headroom_c,
+            derate_below_c=self.config.derate_below_c, floor=self.config.min_capacity_fraction,
+        )  # fmt: skip
         inputs = self._tick_inputs(energies, billed_energy, billed_freed, balances)
         tick_input = ticks.TickInput(
             tick=tick,
@@ -771,12 +784,12 @@ class NodeDaemon:
         events = [PendingEntry(e.key, tick, e.kind, (), e.detail) for e in plan.events]
         forced = {e.detail.get("agent") for e in (*stakes, *events, *extra_events, *audits)}
         self._apply_plan(plan, energies, at)
-        settled = self._settle(tick, at, plan, forced, force_all)
+        settled = self._settle(tick, now.mono, plan, forced, force_all)
         # Bonds and releases first (the bills were capped without the bonds), then the
         # settlements, the events, and the audits (their claw-backs read settled balances).
         pending = [*stakes, *settled, *events, *extra_events, *audits]
         settled_ids = {str(entry.detail["agent"]) for entry in settled}
-        self._commit(tick, at, self._row_updates(plan, settled_ids), pending, settled_ids)
+        self._commit(tick, now, self._row_updates(plan, settled_ids), pending, settled_ids)
         # Committed: carry the plan out on the cgroups.
         for agent_id, agent_plan in plan.agents.items():
             self._enforce(self._agents[agent_id], agent_plan)
@@ -832,7 +845,7 @@ class NodeDaemon:
     def _settle(
         self,
         tick: int,
-        at: float,
+        mono: float,
         plan: ticks.TickPlan,
         forced: Set[object],
         force_all: bool,
@@ -850,7 +863,7 @@ class NodeDaemon:
             must = force_all or agent.settle_next or agent.id in forced or agent.finished
             if not due(
                 agent.accrual,
-                now_s=at,
+                now_s=mono,
                 settled_at_s=agent.settled_at,
                 interval_s=self.config.settlement_s,
                 forced=must or agent.state not in _LIVE,
@@ -859,7 +872,7 @@ class NodeDaemon:
             key, movements, detail = settlement_entry(agent.id, agent.accrual, tick)
             moves = tuple((m.debit, m.credit, m.amount) for m in movements)
             entries.append(PendingEntry(key, tick, "bill", moves, detail))
-            agent.accrual, agent.settled_at, agent.settle_next = Accrual(), at, False
+            agent.accrual, agent.settled_at, agent.settle_next = Accrual(), mono, False
         return entries
 
     def _apply_plan(self, plan: ticks.TickPlan, energies: Mapping[str, int], at: float) -> None:
@@ -906,7 +919,7 @@ class NodeDaemon:
     def _commit(
         self,
         tick: int,
-        at: float,
+        now: _Now,
         updates: Mapping[str, Mapping[str, object]],
         pending: Sequence[PendingEntry],
         settled: Set[str],
@@ -922,12 +935,12 @@ class NodeDaemon:
                 claims[agent.id] = None
         if updates or pending or claims:
             with self._store.unit_of_work():
-                self._state.commit_tick(tick, at, updates, (), claims)
-                self._ledger.submit_many(_requests(pending), at=at)
+                self._state.commit_tick(tick, now.wall, updates, (), claims)
+                self._ledger.submit_many(_requests(pending), at=now.wall)
         self._claims_stored |= {a for a, claim in claims.items() if claim is not None}
         self._claims_stored -= {a for a, claim in claims.items() if claim is None}
         self._tick = tick
-        self._last_wall = at
+        self._last_mono = now.mono
         self._metered, self._unbilled = {}, {}  # billed by this tick's entries
 
     # --- optimistic billing and audits ----------------------------------------------------------
@@ -1302,7 +1315,7 @@ class NodeDaemon:
                 id=agent_id, name=name or agent_id, argv=tuple(argv), user=user,
                 token_hash=hash_token(token), created_at=at, cgroup=self._supervised.record(group),
                 state=AgentState.RUNNING, bid=bid, demand=demand, bid_seq=0, pid=None,
-                group=group, counted=_CountedGroup(group), settled_at=at,
+                group=group, counted=_CountedGroup(group), settled_at=self._clock.monotonic(),
             )  # fmt: skip
             if manifest is not None:
                 agent.manifest = manifest

@@ -26,6 +26,7 @@ from maxwell.economy.ledger import GRID, LANDAUER, Movement, agent_account
 __all__ = ["Accrual", "accrue", "due", "settlement_entry"]
 
 DEFAULT_SETTLEMENT_S = 1.0
+_SLACK_S = 1e-9
 
 
 @dataclass(frozen=True)
@@ -87,10 +88,11 @@ def due(
     accrual: Accrual, *, now_s: float, settled_at_s: float, interval_s: float, forced: bool
 ) -> bool:
     """Whether to settle `accrual` now: never when it is empty, at once when forced, else once
-    `interval_s` has passed since the agent was last settled."""
+    `interval_s` has passed since the agent was last settled (to within a nanosecond: a clock
+    advanced in tick steps adds up in floating point, 5 x 0.1 < 0.5)."""
     if accrual.empty:
         return False
-    return forced or now_s - settled_at_s >= interval_s
+    return forced or now_s - settled_at_s >= interval_s - _SLACK_S
 
 
 def settlement_entry(
