@@ -22,6 +22,7 @@ PUBLIC = {
         "read_sched_ext_state",
     ],
     "maxwell.meter": ["Attribution", "LiveMeter", "WorkloadUsage", "attribute"],
+    "maxwell.testing": ["FakeGroup", "FakeProcess", "FakeSensors", "FakeSupervisor"],
     "maxwell.store": [
         "Migration",
         "MigrationError",

@@ -9,7 +9,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maxwell.economy.billing import bill
-from maxwell.economy.ledger import GRID, LANDAUER, Movement, agent_account
+from maxwell.economy.ledger import (
+    GRID,
+    LANDAUER,
+    TREASURY,
+    Ledger,
+    Movement,
+    agent_account,
+    batch_request,
+    open_request,
+    transfer_request,
+)
 from maxwell.economy.mechanisms import make_mechanism
 from maxwell.node.facade import AgentState
 from maxwell.node.tick import (
@@ -348,6 +358,38 @@ def test_tick_invariants(
     # Deterministic, whatever the order of the input.
     again = plan_tick(replace(inputs, agents=tuple(reversed(agents))))
     assert again == plan
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    agents=agents_strategy(),
+    spot=st.floats(0.0, 5.0),
+    multiplier=st.sampled_from([0.0, 1.0, 1e9, 1e12]),
+)
+def test_the_planned_movements_apply_to_a_ledger_holding_the_input_balances(
+    agents: list[AgentTickInput], spot: float, multiplier: float
+) -> None:
+    """Not the sum of a list against itself: a real ledger, funded with each agent's input
+    balance, takes every planned entry (no overdraft, no refusal), and each agent's account then
+    holds exactly its input balance less what its plan says it paid."""
+    plan = plan_tick(tick_input(*agents, spot_price=spot, landauer_multiplier=multiplier))
+    ledger = Ledger.genesis(at=0.0)
+    for source in agents:
+        ledger.submit(open_request(agent_account(source.agent)), at=0.0)
+        if source.balance:
+            fund = transfer_request(
+                f"fund:{source.agent}", TREASURY, agent_account(source.agent), source.balance
+            )
+            ledger.submit(fund, at=0.0)
+    for post in plan.posts:
+        ledger.submit(batch_request(post.key, post.movements, kind=post.kind), at=1.0)
+    for source in agents:
+        planned = plan.agents[source.agent]
+        held = ledger.balance(agent_account(source.agent))
+        assert held == source.balance - planned.paid == planned.balance
+        assert planned.paid == planned.paid_energy + planned.paid_landauer
+    assert ledger.balance(GRID) == sum(p.paid_energy for p in plan.agents.values())
+    assert ledger.balance(LANDAUER) == sum(p.paid_landauer for p in plan.agents.values())
 
 
 # --- capacity when hot ------------------------------------------------------------------------
