@@ -3,6 +3,12 @@
 Rules it keeps (and `check_invariants` asserts): money is conserved (treasury + balances ==
 the initial treasury), no balance is negative, event sequence numbers are 1, 2, 3, ..., every
 agent has exactly one token, and a dead agent can be neither funded nor bid for.
+
+It answers as `NodeDaemon` does wherever a client can tell (`test_contract.py` runs the same
+tests against both): an agent's default name is its id, a spawn logs `funded` then `spawned`,
+every event's detail names its agent, a killed agent keeps its pid and exits by SIGKILL, an
+audit checks reports only once there is one, and refusals say what the daemon's say. Where it
+still differs (ids `a1`, `a2`, ...; a bounded treasury; unique names), no contract test looks.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import itertools
 import math
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -70,7 +77,8 @@ class FakeNode:
     # --- helpers ------------------------------------------------------------------------------
 
     def _event(self, kind: str, agent: str | None, **detail: object) -> None:
-        self.log.append(Event(len(self.log) + 1, time.time(), kind, agent, detail))
+        named = detail if agent is None else {"agent": agent, **detail}
+        self.log.append(Event(len(self.log) + 1, time.time(), kind, agent, named))
 
     def _get(self, agent: str) -> AgentInfo:
         try:
@@ -78,10 +86,10 @@ class FakeNode:
         except KeyError:
             raise UnknownAgentError(f"no agent {agent!r}") from None
 
-    def _alive(self, agent: str) -> AgentInfo:
+    def _alive(self, agent: str, doing: str) -> AgentInfo:
         info = self._get(agent)
         if info.state in (AgentState.DEAD, AgentState.EXITED):
-            raise AgentGoneError(f"agent {agent} is {info.state}")
+            raise AgentGoneError(f"agent {agent} is {info.state}: cannot {doing}")
         return info
 
     def token_of(self, agent: str) -> str:
@@ -134,7 +142,7 @@ class FakeNode:
                 raise NodeError("the treasury cannot fund that much")
             number = next(self._ids)
             agent = f"a{number}"
-            name = name or f"{argv[0].rsplit('/', 1)[-1]}-{number}"
+            name = name or agent
             if any(info.name == name for info in self.agents_by_id.values()):
                 raise NodeError(f"an agent is already named {name!r}")
             self.treasury = Money(self.treasury - fund)
@@ -155,12 +163,16 @@ class FakeNode:
             )
             token = f"agent-token-{number}"
             self.tokens[token] = Principal(Role.AGENT, agent)
-            self._event("spawned", agent, argv=list(argv), fund=fund)
+            self._event("funded", agent, amount=fund)
+            self._event(
+                "spawned", agent, name=name, argv=list(argv), pid=pid, user=user, bid=bid,
+                demand=demand, fund=fund, cgroup="none",
+            )  # fmt: skip
             return SpawnResult(agent, name, pid, token)
 
     def fund(self, agent: str, amount: Money) -> AgentInfo:
         with self._lock:
-            info = self._alive(agent)
+            info = self._alive(agent, "fund it")
             if amount <= 0:
                 raise NodeError("amount must be positive")
             if amount > self.treasury:
@@ -173,7 +185,7 @@ class FakeNode:
 
     def bid(self, agent: str, price: float, demand: float | None = None) -> AgentInfo:
         with self._lock:
-            info = self._alive(agent)
+            info = self._alive(agent, "bid")
             info = replace(info, bid=price, demand=info.demand if demand is None else demand)
             self.agents_by_id[agent] = info
             self._event("bid", agent, price=price, demand=info.demand)
@@ -181,36 +193,50 @@ class FakeNode:
 
     def report(self, agent: str, report: Report) -> AgentInfo:
         with self._lock:
-            info = self._alive(agent)
+            info = self._alive(agent, "report")
             last = info.reported
-            if last is not None and report.cpu_s < last.cpu_s:
-                raise NodeError("reports are cumulative since spawn: cpu_s fell")
+            if last is not None:
+                pairs = [
+                    ("cpu_s", last.cpu_s, report.cpu_s),
+                    ("memory_freed_bytes", last.memory_freed_bytes, report.memory_freed_bytes),
+                ]
+                if last.work is not None and report.work is not None:
+                    pairs.append(("work", last.work, report.work))
+                fell = [f"{name} fell from {a:g} to {b:g}" for name, a, b in pairs if b < a]
+                if fell:
+                    raise NodeError(f"reports are cumulative since spawn: {'; '.join(fell)}")
             info = replace(info, reported=report)
             self.agents_by_id[agent] = info
             return info
 
     def audit(self, agent: str) -> AuditResult:
         with self._lock:
-            info = replace(self._alive(agent), audits=self._alive(agent).audits + 1)
+            found = self._alive(agent, "audit it")
+            info = replace(found, audits=found.audits + 1)
             self.agents_by_id[agent] = info
             lied = agent in self.liars
-            self._event("slashed" if lied else "audited", agent, honest=not lied)
+            checked = ("reports",) if info.reported is not None else ()
+            modules = {"libpython3.11.so.1.0": 0.75, "[vdso]": 0.25}
+            self._event(
+                "slashed" if lied else "audited", agent, honest=not lied, audits=info.audits,
+                probability=0.001, sampled=False, checked=list(checked), modules=modules,
+            )  # fmt: skip
             findings = ("claimed 1.000 s of CPU, the kernel counted 9.000 s",) if lied else ()
             return AuditResult(
-                agent, not lied, findings, ("reports",), info.audits, 0.001, Money(0),
-                modules={"libpython3.11.so.1.0": 0.75, "[vdso]": 0.25},
-            )  # fmt: skip
+                agent, not lied, findings, checked, info.audits, 0.001, Money(0), modules=modules
+            )
 
     def submit_proof(self, agent: str, input: str, output: str, proof: str) -> ProofResult:
         with self._lock:
-            self._alive(agent)
+            self._alive(agent, "submit proofs")
             raise NodeError(f"agent {agent} has no bounty: nothing pays for its proofs")
 
     def kill(self, agent: str) -> AgentInfo:
         with self._lock:
-            info = replace(self._alive(agent), state=AgentState.DEAD, pid=None, share=0.0)
+            found = self._alive(agent, "kill it")
+            info = replace(found, state=AgentState.DEAD, exit_code=-signal.SIGKILL, share=0.0)
             self.agents_by_id[agent] = info
-            self._event("killed", agent)
+            self._event("killed", agent, reason="killed on request")
             return info
 
     def agent(self, agent: str) -> AgentInfo:

@@ -20,6 +20,8 @@ from helpers import last_json, maxwell, wait_until
 from maxwell.cli import daemon_cmd
 from maxwell.errors import UsageError
 from maxwell.node.api import ApiServer
+from maxwell.node.facade import Report
+from maxwell.node.wire import to_json
 from maxwell.units import Money
 
 TESTS = Path(__file__).resolve().parent
@@ -165,6 +167,7 @@ def test_audit_prints_the_verdict_and_fails_a_liar(connection: list[str], node: 
     honest = node.spawn(["sleep"], fund=Money(1_000_000), bid=0.5)
     liar = node.spawn(["sleep"], fund=Money(1_000_000), bid=0.5)
     node.liars.add(liar.agent)
+    node.report(honest.agent, Report(0.5))  # an audit checks reports once there is one
     passed = maxwell("audit", *connection, honest.agent)
     assert passed.returncode == 0, passed.stderr
     assert "audit 1 passed (checked: reports)" in passed.stdout
@@ -181,7 +184,7 @@ def test_audit_prints_the_verdict_and_fails_a_liar(connection: list[str], node: 
 def test_price(connection: list[str], node: FakeNode) -> None:
     as_json = maxwell("price", *connection, "--json")
     assert as_json.returncode == 0
-    assert last_json(as_json.stdout) == node.price().to_json()
+    assert last_json(as_json.stdout) == to_json(node.price())
     human = maxwell("price", *connection)
     for words in ("spot", "grid", "thermal factor", "55.0 °C", "headroom", "modelled"):
         assert words in human.stdout
@@ -193,8 +196,12 @@ def test_events_json_lines(connection: list[str], node: FakeNode) -> None:
     result = maxwell("events", *connection, "--json")
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [(event["seq"], event["kind"]) for event in events] == [(1, "spawned"), (2, "funded")]
-    human = maxwell("events", *connection, "--after", "1")
+    assert [(event["seq"], event["kind"]) for event in events] == [
+        (1, "funded"),  # a spawn funds, then starts
+        (2, "spawned"),
+        (3, "funded"),
+    ]
+    human = maxwell("events", *connection, "--after", "2")
     assert "funded" in human.stdout and "spawned" not in human.stdout
 
 
@@ -209,6 +216,7 @@ def test_events_follow_until_interrupted(connection: list[str], node: FakeNode) 
         try:
             node.spawn(["sleep"], fund=Money(1_000_000), bid=0.5)
             assert follower.stdout is not None
+            assert json.loads(follower.stdout.readline())["kind"] == "funded"
             assert json.loads(follower.stdout.readline())["kind"] == "spawned"
             node.bid("a1", 2.0)
             assert json.loads(follower.stdout.readline())["kind"] == "bid"

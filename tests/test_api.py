@@ -11,6 +11,7 @@ from fake_node import ADMIN_TOKEN, FakeNode, TestClient
 from maxwell.errors import UsageError
 from maxwell.node.api import create_app, parse_listen
 from maxwell.node.facade import AgentState
+from maxwell.node.wire import to_json
 from maxwell.units import Money
 
 
@@ -245,7 +246,7 @@ def test_a_dead_agent_can_be_read_but_not_funded_or_bid_for(
     assert http.post("/agents/a1/fund", json={"amount": 1}, headers=admin).status_code == 409
     bid = http.post("/agents/a1/bid", json={"price": 1}, headers=auth(node.token_of("a1")))
     assert bid.status_code == 409
-    assert bid.json() == {"error": "agent a1 is dead"}
+    assert bid.json() == {"error": "agent a1 is dead: cannot bid"}
     assert http.post("/agents/a1/kill", headers=admin).status_code == 409
     assert node.snapshot() == before
     assert http.get("/agents/a1", headers=auth(node.token_of("a1"))).status_code == 200
@@ -255,16 +256,17 @@ def test_events_page_by_sequence_number(http: TestClient, node: FakeNode) -> Non
     admin = auth(ADMIN_TOKEN)
     http.post("/agents/a1/fund", json={"amount": 1}, headers=admin)
     every = http.get("/events", headers=admin).json()["events"]
-    assert [event["kind"] for event in every] == ["spawned", "spawned", "funded"]
-    assert [event["seq"] for event in every] == [1, 2, 3]
+    kinds = ["funded", "spawned", "funded", "spawned", "funded"]  # a spawn funds, then starts
+    assert [event["kind"] for event in every] == kinds
+    assert [event["seq"] for event in every] == [1, 2, 3, 4, 5]
     page = http.get("/events?after=1&limit=1", headers=admin).json()["events"]
     assert [event["seq"] for event in page] == [2]
-    assert http.get("/events?after=3", headers=admin).json() == {"events": []}
+    assert http.get("/events?after=5", headers=admin).json() == {"events": []}
 
 
 def test_price_status_and_openapi(http: TestClient, node: FakeNode) -> None:
     price = http.get("/price", headers=auth(node.token_of("a1"))).json()
-    assert price == node.price().to_json()
+    assert price == to_json(node.price())
     status = http.get("/status", headers=auth(ADMIN_TOKEN)).json()
     assert status["ticks"] == 7 and len(status["agents"]) == 2
     document = http.get("/openapi.json").json()

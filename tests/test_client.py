@@ -80,8 +80,9 @@ def test_the_sdk_drives_the_node_over_a_unix_socket(
         assert 0.01 < own.reported.cpu_s <= process_tree_cpu_s()
     killed = admin.kill(spawned.agent)
     assert killed.state is AgentState.DEAD
-    assert [event.kind for event in admin.events()] == ["spawned", "funded", "bid", "killed"]
-    assert [event.seq for event in admin.events(after=2)] == [3, 4]
+    kinds = ["funded", "spawned", "funded", "bid", "killed"]  # a spawn funds, then starts
+    assert [event.kind for event in admin.events()] == kinds
+    assert [event.seq for event in admin.events(after=3)] == [4, 5]
     node.check_invariants()
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import threading
+from collections.abc import Callable
 from datetime import UTC
+from functools import partial
 
 import pytest
 from hypothesis import given
@@ -12,15 +15,17 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from maxwell.errors import MaxwellError
-from maxwell.node.facade import AgentInfo, AgentState, Event, NodeStatus, PriceInfo
-from maxwell.node.top import STATE_STYLES, render, run_top
-from maxwell.node.wire import (
-    agent_from_json,
-    event_from_json,
-    price_from_json,
-    status_from_json,
-    status_to_json,
+from maxwell.node.facade import (
+    AgentInfo,
+    AgentState,
+    AuditResult,
+    Event,
+    NodeStatus,
+    PriceInfo,
+    Report,
 )
+from maxwell.node.top import STATE_STYLES, render, run_top
+from maxwell.node.wire import from_json, status_from_json, status_to_json, to_json
 from maxwell.units import Money
 
 PRICE = PriceInfo(
@@ -202,12 +207,18 @@ def test_run_top_returns_when_stopped_before_starting() -> None:
     run_top(lambda: STATUS, lambda after_seq: [], refresh_s=10.0, stop=stop, console=console)
 
 
-# --- JSON readers: the inverse of the facade's `to_json` ---
+# --- the wire: `from_json` reads back what `to_json` writes ---
 
 _money = st.integers(min_value=0, max_value=10**15).map(Money)
 _finite = st.floats(min_value=-1e9, max_value=1e9, allow_nan=False)
 _text_st = st.text(max_size=20)
 
+_reports = st.builds(
+    Report,
+    cpu_s=st.floats(min_value=0, max_value=1e9),
+    memory_freed_bytes=st.integers(min_value=0, max_value=2**62),
+    work=st.none() | st.integers(min_value=0, max_value=2**62),
+)
 _agents = st.builds(
     AgentInfo,
     id=_text_st,
@@ -223,6 +234,10 @@ _agents = st.builds(
     landauer=_money,
     pid=st.none() | st.integers(min_value=1, max_value=2**22),
     exit_code=st.none() | st.integers(min_value=-64, max_value=255),
+    reported=st.none() | _reports,
+    bond=_money,
+    slashed=_money,
+    bounties=_money,
 )
 _prices = st.builds(
     PriceInfo,
@@ -235,55 +250,102 @@ _prices = st.builds(
     energy_source=_text_st,
     temperature_source=_text_st,
 )
+_audits = st.builds(
+    AuditResult,
+    agent=_text_st,
+    honest=st.booleans(),
+    findings=st.lists(_text_st, max_size=3).map(tuple),
+    checked=st.lists(_text_st, max_size=3).map(tuple),
+    audits=st.integers(min_value=0, max_value=10**6),
+    probability=st.floats(min_value=0, max_value=1),
+    slashed=_money,
+    modules=st.dictionaries(_text_st, st.floats(min_value=0, max_value=1), max_size=3),
+    samples=st.integers(min_value=0, max_value=10**6),
+    pause_us=st.none() | st.floats(min_value=0, max_value=1e6),
+)
+
+
+def _sent(document: object) -> str:
+    """`document` as the API sends it: JSON text."""
+    return json.dumps(document)
 
 
 @given(_agents)
 def test_agent_json_round_trips(agent: AgentInfo) -> None:
-    assert agent_from_json(agent.to_json()) == agent
+    assert from_json(AgentInfo, _sent(to_json(agent))) == agent
 
 
 @given(_prices)
 def test_price_json_round_trips(price: PriceInfo) -> None:
-    assert price_from_json(price.to_json()) == price
+    assert from_json(PriceInfo, _sent(to_json(price))) == price
+
+
+@given(_audits)
+def test_audit_json_round_trips(audit: AuditResult) -> None:
+    assert from_json(AuditResult, _sent(to_json(audit))) == audit
 
 
 def test_event_json_round_trips() -> None:
     for event in [*EVENTS, Event(seq=3, at=1.5, kind="tick", agent=None)]:
-        assert event_from_json(event.to_json()) == event
+        assert from_json(Event, _sent(to_json(event))) == event
 
 
 @given(st.lists(_agents, max_size=4), _prices)
 def test_status_json_round_trips(agents: list[AgentInfo], price: PriceInfo) -> None:
     status = NodeStatus(price, agents, 0.1, 0.002, 9, "vickrey", "v1")
-    back = status_from_json(status_to_json(status))
+    back = status_from_json(_sent(status_to_json(status)))
     assert back == NodeStatus(price, list(agents), 0.1, 0.002, 9, "vickrey", "v1")
+
+
+def test_the_wire_names_and_units() -> None:
+    """Money in $J, energy in J, and the names scripts depend on (`paid_j`, not `paid`)."""
+    document = to_json(AGENTS[0])
+    assert document["balance"] == AGENTS[0].balance / 1e6
+    assert document["energy_j"] == AGENTS[0].energy_uj / 1e6
+    assert {"paid_j", "landauer_j", "energy_j"} <= set(document)
+    assert not {"paid", "landauer", "energy_uj"} & set(document)
+    assert document["state"] == str(AGENTS[0].state)
+
+
+def test_an_older_nodes_agent_reads_with_defaults() -> None:
+    document = to_json(AGENTS[0])
+    for added_later in ("cpu_s", "reported", "billing", "bond", "audits", "proofs", "bounties"):
+        del document[added_later]
+    document["added_by_a_newer_node"] = 1
+    assert from_json(AgentInfo, _sent(document)) == AGENTS[0]
 
 
 def test_status_from_price_and_agents_alone() -> None:
     status = status_from_json(
-        {"price": PRICE.to_json(), "agents": [agent.to_json() for agent in AGENTS]}
+        _sent({"price": to_json(PRICE), "agents": [to_json(agent) for agent in AGENTS]})
     )
     assert status.agents == AGENTS
     assert status.price == PRICE
     assert (status.mechanism, status.cgroup, status.ticks) == ("unknown", "unknown", 0)
 
 
+_AGENT = to_json(AGENTS[0])
+
+
 @pytest.mark.parametrize(
-    ("reader", "obj", "complaint"),
+    ("reader", "document", "complaint"),
     [
-        (agent_from_json, [], "an agent must be a JSON object"),
-        (agent_from_json, {**AGENTS[0].to_json(), "bid": "high"}, "'bid' must be a number"),
-        (agent_from_json, {**AGENTS[0].to_json(), "share": True}, "'share' must be a number"),
-        (agent_from_json, {**AGENTS[0].to_json(), "state": "zombie"}, "zombie"),
-        (price_from_json, {**PRICE.to_json(), "measured": 1}, "'measured' must be a boolean"),
-        (event_from_json, {"seq": 1.5, "at": 0, "kind": "x"}, "'seq' must be an integer"),
-        (event_from_json, {"seq": 1, "at": 0, "kind": "x", "agent": 3}, "'agent' must be"),
-        (status_from_json, {"price": PRICE.to_json(), "agents": {}}, "'agents' must be a list"),
+        (partial(from_json, AgentInfo), [], "malformed AgentInfo: Input should be a valid dict"),
+        (partial(from_json, AgentInfo), {**_AGENT, "bid": "high"}, "bid: Input should be a valid"),
+        (partial(from_json, AgentInfo), {**_AGENT, "share": True}, "share: Input should be a"),
+        (partial(from_json, AgentInfo), {**_AGENT, "pid": 1.0}, "pid: Input should be a valid int"),
+        (partial(from_json, AgentInfo), {**_AGENT, "state": "zombie"}, "state: Input should be"),
+        (partial(from_json, AgentInfo), {**_AGENT, "balance": 1e400}, "balance: Input should be"),
+        (partial(from_json, AgentInfo), {"id": "a1"}, r"name: Field required \(and \d+ more\)"),
+        (partial(from_json, PriceInfo), {**to_json(PRICE), "measured": 1}, "measured: Input"),
+        (partial(from_json, Event), {"seq": 1.5, "at": 0, "kind": "x"}, "seq: Input should be"),
+        (partial(from_json, Event), {"seq": 1, "at": 0, "kind": "x", "agent": 3}, "agent: Input"),
+        (status_from_json, {"price": to_json(PRICE), "agents": {}}, "agents: Input should be"),
     ],
 )
 def test_malformed_json_is_refused_with_a_reason(
-    reader: object, obj: object, complaint: str
+    reader: Callable[[str], object], document: object, complaint: str
 ) -> None:
-    assert callable(reader)
-    with pytest.raises(ValueError, match=complaint):
-        reader(obj)
+    with pytest.raises(ValueError, match=complaint) as refused:
+        reader(_sent(document))
+    assert "\n" not in str(refused.value)

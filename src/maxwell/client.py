@@ -53,16 +53,19 @@ from maxwell.node.facade import (
     PriceInfo,
     Principal,
     ProofResult,
-    Role,
     SpawnResult,
 )
 from maxwell.node.wire import (
-    agent_from_json,
-    audit_from_json,
-    event_from_json,
-    price_from_json,
-    proof_result_from_json,
+    AgentList,
+    BidRequest,
+    EventList,
+    FundRequest,
+    ProofRequest,
+    ReportRequest,
+    SpawnRequest,
+    from_json,
     status_from_json,
+    to_json,
 )
 
 __all__ = [
@@ -180,22 +183,25 @@ class Client:
         method: str,
         path: str,
         *,
-        json: Mapping[str, object] | None = None,
+        body: object | None = None,
         params: Mapping[str, int] | None = None,
-    ) -> Any:
+    ) -> bytes:
+        """The answer's JSON text (for `from_json`); `body` is one of the wire's request types,
+        sent without its absent optional fields."""
+        json = None if body is None else to_json(body, exclude_none=True)
         try:
             response = self._http.request(method, path, json=json, params=params)
         except httpx.TransportError as exc:
             raise NodeUnreachableError(
                 f"cannot reach the daemon at {self._where()}: {exc}"
             ) from exc
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
         if response.is_success:
-            return body
-        message = body.get("error") if isinstance(body, dict) else None
+            return response.content
+        try:
+            error = response.json()
+        except ValueError:
+            error = None
+        message = error.get("error") if isinstance(error, dict) else None
         if not isinstance(message, str):
             message = response.reason_phrase or "error"
         raise ClientError(message, response.status_code)
@@ -204,16 +210,14 @@ class Client:
 
     def price(self) -> PriceInfo:
         """The spot price and what it is made of."""
-        return price_from_json(self._request("GET", "/price"))
+        return from_json(PriceInfo, self._request("GET", "/price"))
 
     def status(self) -> NodeStatus:
         """A snapshot of the whole node: price, agents, tick figures (admin)."""
         return status_from_json(self._request("GET", "/status"))
 
     def whoami(self) -> Principal:
-        body = self._request("GET", "/whoami")
-        agent = body.get("agent")
-        return Principal(Role(body["role"]), None if agent is None else str(agent))
+        return from_json(Principal, self._request("GET", "/whoami"))
 
     def my_id(self) -> str:
         """This agent's id (an agent token only)."""
@@ -237,11 +241,9 @@ class Client:
     ) -> AgentInfo:
         """Set the limit price ($J per J) and optionally the cores asked for; `agent` is for the
         admin (an agent bids for itself)."""
-        body: dict[str, object] = {"price": price}
-        if demand is not None:
-            body["demand"] = demand
         target = agent if agent is not None else self.my_id()
-        return agent_from_json(self._request("POST", f"/agents/{_quote(target)}/bid", json=body))
+        path = f"/agents/{_quote(target)}/bid"
+        return from_json(AgentInfo, self._request("POST", path, body=BidRequest(price, demand)))
 
     def report(
         self, cpu_s: float, memory_freed_bytes: int = 0, work: int | None = None
@@ -249,11 +251,9 @@ class Client:
         """Claim what this agent has consumed since it was spawned: CPU seconds of its whole
         process tree, bytes of memory freed, and units of useful work done. Cumulative (a later
         report may never claim less); the node checks claims against the kernel's counters."""
-        body: dict[str, object] = {"cpu_s": cpu_s, "memory_freed_bytes": memory_freed_bytes}
-        if work is not None:
-            body["work"] = work
+        body = ReportRequest(cpu_s, memory_freed_bytes, work)
         path = f"/agents/{_quote(self.my_id())}/report"
-        return agent_from_json(self._request("POST", path, json=body))
+        return from_json(AgentInfo, self._request("POST", path, body=body))
 
     def report_usage(self, work: int | None = None) -> AgentInfo:
         """Report what this process has used, as `SelfMeter` reads it: its CPU time and that of
@@ -265,7 +265,7 @@ class Client:
         return self.report(cpu_s, freed, work=work)
 
     def agent(self, agent: str) -> AgentInfo:
-        return agent_from_json(self._request("GET", f"/agents/{_quote(agent)}"))
+        return from_json(AgentInfo, self._request("GET", f"/agents/{_quote(agent)}"))
 
     # --- the admin token ------------------------------------------------------------------------
 
@@ -285,52 +285,39 @@ class Client:
         """Start `argv` as an agent funded with `fund` $J from the treasury; `code` declares the
         binaries and libraries (or directories of them) it runs, for audits to check; `bounty`
         $J is paid per valid proof of inference of `model` (a path on the node) it submits."""
-        body: dict[str, object] = {"argv": list(argv), "fund": fund, "bid": bid, "demand": demand}
-        if name is not None:
-            body["name"] = name
-        if user is not None:
-            body["user"] = user
-        if code:
-            body["code"] = list(code)
-        if bounty is not None:
-            body["bounty"] = bounty
-        if model is not None:
-            body["model"] = model
-        result = self._request("POST", "/agents", json=body)
-        return SpawnResult(
-            agent=str(result["agent"]),
-            name=str(result["name"]),
-            pid=int(result["pid"]),
-            token=str(result["token"]),
-        )
+        body = SpawnRequest(
+            argv=list(argv), fund=fund, bid=bid, demand=demand, name=name, user=user,
+            code=list(code) if code else None, bounty=bounty, model=model,
+        )  # fmt: skip
+        return from_json(SpawnResult, self._request("POST", "/agents", body=body))
 
     def fund(self, agent: str, amount: float) -> AgentInfo:
         """Move `amount` $J from the treasury to `agent`."""
         path = f"/agents/{_quote(agent)}/fund"
-        return agent_from_json(self._request("POST", path, json={"amount": amount}))
+        return from_json(AgentInfo, self._request("POST", path, body=FundRequest(amount)))
 
     def submit_proof(self, input: str, output: str, proof: str) -> ProofResult:
         """Submit a proof of inference this agent left in its directory (`MAXWELL_AGENT_DIR`),
         the files named relative to it; a valid one earns the bounty its user set."""
-        body = {"input": input, "output": output, "proof": proof}
+        body = ProofRequest(input, output, proof)
         path = f"/agents/{_quote(self.my_id())}/proofs"
-        return proof_result_from_json(self._request("POST", path, json=body))
+        return from_json(ProofResult, self._request("POST", path, body=body))
 
     def audit(self, agent: str) -> AuditResult:
         """Audit `agent` now (admin): reports against counters, threads against its code."""
-        return audit_from_json(self._request("POST", f"/agents/{_quote(agent)}/audit"))
+        return from_json(AuditResult, self._request("POST", f"/agents/{_quote(agent)}/audit"))
 
     def kill(self, agent: str) -> AgentInfo:
-        return agent_from_json(self._request("POST", f"/agents/{_quote(agent)}/kill"))
+        return from_json(AgentInfo, self._request("POST", f"/agents/{_quote(agent)}/kill"))
 
     def agents(self) -> list[AgentInfo]:
         """Every agent (admin), or only this agent (an agent token)."""
-        return [agent_from_json(item) for item in self._request("GET", "/agents")["agents"]]
+        return list(from_json(AgentList, self._request("GET", "/agents")).agents)
 
     def events(self, after: int = 0, limit: int = 1000) -> list[Event]:
         """Events with a sequence number above `after`, oldest first."""
-        body = self._request("GET", "/events", params={"after": after, "limit": limit})
-        return [event_from_json(item) for item in body["events"]]
+        page = self._request("GET", "/events", params={"after": after, "limit": limit})
+        return list(from_json(EventList, page).events)
 
     # --- stopping cleanly -----------------------------------------------------------------------
 

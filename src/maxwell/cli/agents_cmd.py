@@ -31,7 +31,7 @@ from maxwell.client import Client, ClientError, NodeUnreachableError
 from maxwell.errors import UsageError
 from maxwell.node.facade import AgentInfo, AgentState, Event, NodeStatus
 from maxwell.node.paths import ADMIN_TOKEN_FILE, SOCKET_NAME
-from maxwell.node.wire import status_to_json
+from maxwell.node.wire import AgentList, status_to_json, to_json
 from maxwell.units import UJ_PER_J, money_to_tokens, parse_energy
 
 EXIT_REFUSED = 1  # the node answered with a 4xx
@@ -254,7 +254,7 @@ def _spawn(client: Client, args: argparse.Namespace, out: Console) -> None:
         code=code or None, bounty=bounty_j, model=model,
     )  # fmt: skip
     if args.json:
-        print(json.dumps(result.to_json()))
+        print(json.dumps(to_json(result)))
     else:
         print(result.agent)
 
@@ -262,7 +262,7 @@ def _spawn(client: Client, args: argparse.Namespace, out: Console) -> None:
 def _ps(client: Client, args: argparse.Namespace, out: Console) -> None:
     agents = client.agents()
     if args.json:
-        print(json.dumps({"agents": [info.to_json() for info in agents]}))
+        print(json.dumps(to_json(AgentList(agents))))
         return
     table = Table(box=None, header_style="bold")
     for heading in ("ID", "NAME", "STATE", "BALANCE $J", "BID $J/J", "DEMAND", "SHARE", "W"):
@@ -287,17 +287,17 @@ def _ps(client: Client, args: argparse.Namespace, out: Console) -> None:
 
 def _fund(client: Client, args: argparse.Namespace, out: Console) -> None:
     info = client.fund(args.agent, parse_energy(args.energy) / UJ_PER_J)
-    print(json.dumps(info.to_json()) if args.json else _agent_line(info))
+    print(json.dumps(to_json(info)) if args.json else _agent_line(info))
 
 
 def _bid(client: Client, args: argparse.Namespace, out: Console) -> None:
     info = client.bid(args.price, args.demand, agent=args.agent)
-    print(json.dumps(info.to_json()) if args.json else _agent_line(info))
+    print(json.dumps(to_json(info)) if args.json else _agent_line(info))
 
 
 def _report(client: Client, args: argparse.Namespace, out: Console) -> None:
     info = client.report(args.cpu, args.memory_freed, args.work)
-    print(json.dumps(info.to_json()) if args.json else _agent_line(info))
+    print(json.dumps(to_json(info)) if args.json else _agent_line(info))
 
 
 class AuditFailed(Exception):
@@ -307,7 +307,7 @@ class AuditFailed(Exception):
 def _audit(client: Client, args: argparse.Namespace, out: Console) -> None:
     result = client.audit(args.agent)
     if args.json:
-        print(json.dumps(result.to_json()))
+        print(json.dumps(to_json(result)))
     else:
         verdict = "passed" if result.honest else "FAILED"
         checked = ", ".join(result.checked) or "nothing to check (no report, no code manifest)"
@@ -340,7 +340,7 @@ def _events(client: Client, args: argparse.Namespace, out: Console) -> None:
         while stop.signum is None:
             page = client.events(after)
             for event in page:
-                print(json.dumps(event.to_json()) if args.json else _event_line(event), flush=True)
+                print(json.dumps(to_json(event)) if args.json else _event_line(event), flush=True)
                 after = max(after, event.seq)
             if page:
                 continue  # there may be more than one page
@@ -352,7 +352,7 @@ def _events(client: Client, args: argparse.Namespace, out: Console) -> None:
 def _price_cmd(client: Client, args: argparse.Namespace, out: Console) -> None:
     price = client.price()
     if args.json:
-        print(json.dumps(price.to_json()))
+        print(json.dumps(to_json(price)))
         return
     source = "measured" if price.measured else "modelled"
     table = Table(box=None, show_header=False)

@@ -1,8 +1,10 @@
 """The node: the daemon that runs agents as real processes and clears the market every tick.
 
-- `facade`: the `Node` protocol and the value types the API, the CLI, metrics and `top` use;
-  the one contract between the daemon and everything that talks to it.
-- `wire`: those values as the API's JSON, and back (checked field by field).
+- `facade`: the `Node` protocol and the value types the API, the SDK, the CLI, metrics and `top`
+  use; the one contract between the daemon and everything that talks to it, and the one
+  definition of the API's answers (their fields say how they travel as JSON).
+- `wire`: the rest of the wire contract (request bodies, envelopes, the shape of `/status`) and
+  `to_json` / `from_json`, which pydantic derives from those definitions (checked field by field).
 - `tick`: the pure plan of one tick: bills, apoptosis, the clearing, the enforcement to apply.
 - `state`: the node's tables (agents, bids, pending entries) beside the ledger in one database.
 - `daemon`: `NodeDaemon`, the adapter that runs the tick on real sensors, cgroups and the ledger.

@@ -39,34 +39,38 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from maxwell.errors import MaxwellError, UsageError
 from maxwell.node.facade import (
-    MAX_REPORTED_COUNT,
-    MAX_REPORTED_CPU_S,
     NO_MONEY,
     AgentInfo,
+    AuditResult,
     Node,
     NodeError,
+    PriceInfo,
     Principal,
-    Report,
+    ProofResult,
     Role,
+    SpawnResult,
 )
-from maxwell.node.wire import status_to_json
+from maxwell.node.wire import (
+    AgentList,
+    BidRequest,
+    ErrorBody,
+    EventList,
+    FundRequest,
+    ProofRequest,
+    ReportRequest,
+    SpawnRequest,
+    StatusBody,
+    validation_message,
+)
 from maxwell.units import tokens_to_money
 
-# Bounds that keep every figure representable downstream (SQLite integers are int64: 1e12 $J
-# is 1e18 µ$J < 2**63) and reject nonsense with a clear message rather than an overflow.
-MAX_AMOUNT_J = 1e12
-MAX_PRICE = 1e9  # $J per J; the spot price is around 1
-MAX_DEMAND_CORES = 1e6
+# The bodies' bounds are the wire's (`maxwell.node.wire`); these bound the query and the path.
 MAX_SEQ = 2**63 - 1
 MAX_EVENTS = 10_000
-MAX_ARGV = 1024
-MAX_TEXT = 4096  # one argv element
-MAX_NAME = 64
 MAX_AGENT_ID = 128
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -81,195 +85,12 @@ class ApiError(Exception):
         self.message = message
 
 
-# --- wire models -------------------------------------------------------------------------------
+# --- the wire ---------------------------------------------------------------------------------
+# The bodies and answers are `maxwell.node.wire`'s and the facade's types, defined once: each
+# endpoint takes its request type and returns its answer type, which FastAPI turns into JSON and
+# into the OpenAPI document.
 
-
-class _Request(BaseModel):
-    # strict: "10" is not a number; forbid: a misspelt field is an error, not silently ignored.
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-# At least one µ$J, the ledger's unit, so that every amount the schema admits is one it can book.
-MIN_AMOUNT_J = 1e-6
-Amount = Annotated[
-    float, Field(ge=MIN_AMOUNT_J, le=MAX_AMOUNT_J, allow_inf_nan=False, description="$J")
-]
-Price = Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False, description="$J per J")]
-Demand = Annotated[
-    float, Field(gt=0, le=MAX_DEMAND_CORES, allow_inf_nan=False, description="cores")
-]
 AgentId = Annotated[str, Path(min_length=1, max_length=MAX_AGENT_ID)]
-
-
-class SpawnRequest(_Request):
-    argv: list[Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]] = Field(
-        min_length=1, max_length=MAX_ARGV, description="the command and its arguments"
-    )
-    fund: Amount = Field(description="initial funding from the treasury, $J")
-    bid: Price = Field(description="limit price, $J per J")
-    demand: Demand = 1.0
-    name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME)
-    user: str | None = Field(default=None, min_length=1, max_length=MAX_NAME)
-    code: list[Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]] | None = Field(
-        default=None,
-        min_length=1,
-        max_length=MAX_ARGV,
-        description="the binaries and libraries (or directories of them) the agent runs: its "
-        "code manifest, which audits check its threads' instruction pointers against",
-    )
-    bounty: Amount | None = Field(
-        default=None, description="$J paid from the treasury per valid proof of `model`"
-    )
-    model: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=MAX_TEXT,
-        description="path (on the node) of the ONNX model whose proved inference earns the bounty",
-    )
-
-
-class FundRequest(_Request):
-    amount: Amount
-
-
-class BidRequest(_Request):
-    price: Price
-    demand: Demand | None = None
-
-
-class ReportRequest(_Request):
-    """Cumulative since the agent was spawned: a later report may never claim less."""
-
-    cpu_s: float = Field(
-        ge=0, le=MAX_REPORTED_CPU_S, allow_inf_nan=False, description="CPU seconds of the tree"
-    )
-    memory_freed_bytes: int = Field(default=0, ge=0, le=MAX_REPORTED_COUNT)
-    work: int | None = Field(
-        default=None, ge=0, le=MAX_REPORTED_COUNT, description="units of useful work done"
-    )
-
-
-class ProofRequest(_Request):
-    """Files in the agent's own directory (`MAXWELL_AGENT_DIR`), named relative to it."""
-
-    input: str = Field(min_length=1, max_length=MAX_TEXT, description="X, a float32 .npy")
-    output: str = Field(min_length=1, max_length=MAX_TEXT, description="Y, a float32 .npy")
-    proof: str = Field(min_length=1, max_length=MAX_TEXT, description="the proof bundle")
-
-
-class ProofBody(BaseModel):
-    agent: str
-    valid: bool
-    reason: str
-    bounty: float
-    proofs: int
-
-
-class ErrorBody(BaseModel):
-    error: str
-
-
-class ReportBody(BaseModel):
-    cpu_s: float
-    memory_freed_bytes: int
-    work: int | None
-
-
-class AgentBody(BaseModel):
-    id: str
-    name: str
-    state: str
-    balance: float
-    bid: float
-    demand: float
-    share: float
-    power_w: float
-    energy_j: float
-    paid_j: float
-    landauer_j: float
-    pid: int | None
-    exit_code: int | None
-    cpu_s: float
-    memory_freed_bytes: int
-    reported: ReportBody | None
-    billing: str
-    bond: float
-    audits: int
-    slashed: float
-    proofs: int
-    bounties: float
-
-
-class AuditBody(BaseModel):
-    agent: str
-    honest: bool
-    findings: list[str]
-    checked: list[str]
-    audits: int
-    probability: float
-    slashed: float
-    modules: dict[str, float]
-    samples: int
-    pause_us: float | None
-
-
-class AgentList(BaseModel):
-    agents: list[AgentBody]
-
-
-class SpawnBody(BaseModel):
-    agent: str
-    name: str
-    pid: int
-    token: str
-
-
-class PriceBody(BaseModel):
-    spot: float
-    grid: float
-    thermal_factor: float
-    temperature_c: float
-    headroom_c: float
-    measured: bool
-    energy_source: str
-    temperature_source: str
-
-
-class EventBody(BaseModel):
-    seq: int
-    at: float
-    kind: str
-    agent: str | None
-    detail: dict[str, Any]
-
-
-class EventList(BaseModel):
-    events: list[EventBody]
-
-
-class WhoAmI(BaseModel):
-    role: str
-    agent: str | None
-
-
-class StatusBody(BaseModel):
-    price: PriceBody
-    agents: list[AgentBody]
-    tick_s: float
-    last_tick_duration_s: float
-    ticks: int
-    mechanism: str
-    cgroup: str
-    capacity_cores: float
-    tick_failures: int = Field(description="ticks that failed since the daemon started")
-    last_error: str | None = Field(description="the last failed tick's error, one line")
-    last_error_at: float | None = Field(description="when it failed, Unix seconds")
-    tick_ms_median: float | None = Field(
-        description="median tick duration over the recent ticks; null: the node keeps no stats"
-    )
-    tick_ms_p99: float | None = Field(description="99th percentile of the same")
-    ledger_rows: int = Field(description="rows the ledger's journal holds")
-
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": why}
@@ -285,19 +106,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 # --- the app -----------------------------------------------------------------------------------
-
-
-def _validation_message(exc: RequestValidationError) -> str:
-    errors = exc.errors()
-    if not errors:
-        return "malformed request"
-    first = errors[0]
-    where = ".".join(str(part) for part in first.get("loc", ()))
-    message = str(first.get("msg", "invalid"))
-    line = f"{where}: {message}" if where else message
-    if len(errors) > 1:
-        line += f" (and {len(errors) - 1} more)"
-    return " ".join(line.split())  # one line, whatever the message holds
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -396,7 +204,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(422, _validation_message(exc))
+        return _error(422, validation_message(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -431,8 +239,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 def _add_account_routes(app: FastAPI, node: Node) -> None:
     """Agents' accounts: spawn and fund them (admin), read them and bid (the admin or their own)."""
 
-    @app.post("/agents", status_code=201, response_model=SpawnBody, tags=["admin"])
-    def spawn(body: SpawnRequest, caller: Caller) -> dict[str, object]:
+    @app.post("/agents", status_code=201, tags=["admin"])
+    def spawn(body: SpawnRequest, caller: Caller) -> SpawnResult:
         """Start a command as a new agent, funded from the treasury (admin)."""
         _require_admin(caller, "spawn agents")
         result = node.spawn(
@@ -446,102 +254,101 @@ def _add_account_routes(app: FastAPI, node: Node) -> None:
             bounty=tokens_to_money(body.bounty) if body.bounty is not None else NO_MONEY,
             model=body.model,
         )
-        return result.to_json()
+        return result
 
-    @app.get("/agents", response_model=AgentList, tags=["accounts"])
-    def list_agents(caller: Caller) -> dict[str, object]:
+    @app.get("/agents", tags=["accounts"])
+    def list_agents(caller: Caller) -> AgentList:
         """All agents (admin), or only the caller's own agent (an agent token)."""
         if caller.role is Role.ADMIN:
             found: Sequence[AgentInfo] = node.agents()
         else:
             found = [node.agent(caller.agent)] if caller.agent is not None else []
-        return {"agents": [info.to_json() for info in found]}
+        return AgentList(found)
 
-    @app.get("/agents/{agent}", response_model=AgentBody, tags=["accounts"])
-    def get_agent(agent: AgentId, caller: Caller) -> dict[str, object]:
+    @app.get("/agents/{agent}", tags=["accounts"])
+    def get_agent(agent: AgentId, caller: Caller) -> AgentInfo:
         """One agent's account and state."""
         _require_self(caller, agent, "read")
-        return node.agent(agent).to_json()
+        return node.agent(agent)
 
-    @app.post("/agents/{agent}/fund", response_model=AgentBody, tags=["admin"])
-    def fund(agent: AgentId, body: FundRequest, caller: Caller) -> dict[str, object]:
+    @app.post("/agents/{agent}/fund", tags=["admin"])
+    def fund(agent: AgentId, body: FundRequest, caller: Caller) -> AgentInfo:
         """Move `amount` $J from the treasury to the agent (admin)."""
         _require_admin(caller, "fund agents")
-        return node.fund(agent, tokens_to_money(body.amount)).to_json()
+        return node.fund(agent, tokens_to_money(body.amount))
 
-    @app.post("/agents/{agent}/bid", response_model=AgentBody, tags=["accounts"])
-    def bid(agent: AgentId, body: BidRequest, caller: Caller) -> dict[str, object]:
+    @app.post("/agents/{agent}/bid", tags=["accounts"])
+    def bid(agent: AgentId, body: BidRequest, caller: Caller) -> AgentInfo:
         """Change the agent's limit price (and, optionally, the cores it asks for)."""
         _require_self(caller, agent, "bid for")
-        return node.bid(agent, body.price, body.demand).to_json()
+        return node.bid(agent, body.price, body.demand)
 
 
 def _add_agent_word_routes(app: FastAPI, node: Node) -> None:
     """What only the agent's own token may say: its reports and its proofs (not even the admin)."""
 
-    @app.post("/agents/{agent}/report", response_model=AgentBody, tags=["accounts"])
-    def report(agent: AgentId, body: ReportRequest, caller: Caller) -> dict[str, object]:
+    @app.post("/agents/{agent}/report", tags=["accounts"])
+    def report(agent: AgentId, body: ReportRequest, caller: Caller) -> AgentInfo:
         """The agent's own claim of what it consumed since spawn (its own token only: a report
         is the agent's word, which audits check against the kernel's counters)."""
         if caller.agent != agent:
             raise ApiError(403, "only the agent's own token may report for it")
-        claim = Report(body.cpu_s, body.memory_freed_bytes, body.work)
-        return node.report(agent, claim).to_json()
+        return node.report(agent, body.claim())
 
-    @app.post("/agents/{agent}/proofs", response_model=ProofBody, tags=["accounts"])
-    def submit_proof(agent: AgentId, body: ProofRequest, caller: Caller) -> dict[str, object]:
+    @app.post("/agents/{agent}/proofs", tags=["accounts"])
+    def submit_proof(agent: AgentId, body: ProofRequest, caller: Caller) -> ProofResult:
         """Submit a proof of inference from the agent's own directory (its own token only); a
         valid proof of the model the user set earns the bounty the user set."""
         if caller.agent != agent:
             raise ApiError(403, "only the agent's own token may submit its proofs")
-        return node.submit_proof(agent, body.input, body.output, body.proof).to_json()
+        return node.submit_proof(agent, body.input, body.output, body.proof)
 
 
 def _add_admin_routes(app: FastAPI, node: Node) -> None:
     """The admin acting on an agent (audit, kill) and reading the event log."""
 
-    @app.post("/agents/{agent}/audit", response_model=AuditBody, tags=["admin"])
-    def audit(agent: AgentId, caller: Caller) -> dict[str, object]:
+    @app.post("/agents/{agent}/audit", tags=["admin"])
+    def audit(agent: AgentId, caller: Caller) -> AuditResult:
         """Audit the agent now (admin): its reports against the kernel's counters, and its
         threads' instruction pointers against its code manifest. A liar is slashed."""
         _require_admin(caller, "audit agents")
-        return node.audit(agent).to_json()
+        return node.audit(agent)
 
-    @app.post("/agents/{agent}/kill", response_model=AgentBody, tags=["admin"])
-    def kill(agent: AgentId, caller: Caller) -> dict[str, object]:
+    @app.post("/agents/{agent}/kill", tags=["admin"])
+    def kill(agent: AgentId, caller: Caller) -> AgentInfo:
         """Kill the agent's whole process group (admin)."""
         _require_admin(caller, "kill agents")
-        return node.kill(agent).to_json()
+        return node.kill(agent)
 
-    @app.get("/events", response_model=EventList, tags=["admin"])
+    @app.get("/events", tags=["admin"])
     def events(
         caller: Caller,
         after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="last seq already seen")] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_EVENTS)] = 1000,
-    ) -> dict[str, object]:
+    ) -> EventList:
         """Events with a sequence number above `after`, oldest first (admin)."""
         _require_admin(caller, "read the event log")
-        return {"events": [event.to_json() for event in node.events(after, limit)]}
+        return EventList(node.events(after, limit))
 
 
 def _add_read_routes(app: FastAPI, node: Node) -> None:
     """Read-only views: the price (any token), whose token it is, the node's status (admin)."""
 
-    @app.get("/price", response_model=PriceBody, tags=["market"])
-    def price(caller: Caller) -> dict[str, object]:
+    @app.get("/price", tags=["market"])
+    def price(caller: Caller) -> PriceInfo:
         """The spot price and what it is made of (any valid token)."""
-        return node.price().to_json()
+        return node.price()
 
-    @app.get("/whoami", response_model=WhoAmI, tags=["accounts"])
-    def whoami(caller: Caller) -> dict[str, object]:
+    @app.get("/whoami", tags=["accounts"])
+    def whoami(caller: Caller) -> Principal:
         """Whose token this is: how an agent learns its own id."""
-        return {"role": str(caller.role), "agent": caller.agent}
+        return caller
 
-    @app.get("/status", response_model=StatusBody, tags=["admin"])
-    def status(caller: Caller) -> dict[str, object]:
+    @app.get("/status", tags=["admin"])
+    def status(caller: Caller) -> StatusBody:
         """A snapshot of the node: price, agents, tick figures (admin)."""
         _require_admin(caller, "read the node's status")
-        return status_to_json(node.status())
+        return StatusBody.of(node.status())
 
 
 def _add_metrics_route(

@@ -1,21 +1,74 @@
-"""The contract between the node daemon and its clients (HTTP API, CLI, metrics, `top`).
+"""The contract between the node daemon and its clients (HTTP API, SDK, CLI, metrics, `top`).
 
 Rules: every value crossing this boundary is one of the frozen types below, with money as integer
-µ$J (`Money`) and JSON renderings in $J; an implementation is thread-safe (the API serves
-requests while the tick runs); errors are the `NodeError` subclasses, each mapped to one HTTP
-status by the API. Nothing here does I/O.
+µ$J (`Money`) and energy as integer µJ; an implementation is thread-safe (the API serves requests
+while the tick runs); errors are the `NodeError` subclasses, each mapped to one HTTP status by the
+API. Nothing here does I/O.
+
+These types are also the one definition of the API's JSON (`maxwell.node.wire` derives the JSON,
+the checks on reading it and the OpenAPI schemas from them with pydantic): a field's annotation
+says how it travels. `WireMoney` and `WireEnergy` fields travel as floats of $J and J, read back
+to the nearest micro-unit; an `alias` is the field's name on the wire (`paid` is `paid_j`).
+On the wire, fields are added, never renamed: scripts depend on the names.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Annotated, Any, Protocol
+
+from pydantic import ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, Strict
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
 
 from maxwell.errors import MaxwellError
 from maxwell.node.tickstats import TickStats
-from maxwell.units import Money, money_to_tokens
+from maxwell.units import (
+    Money,
+    joules_to_uj,
+    money_to_tokens,
+    tokens_to_money,
+    uj_to_joules,
+)
+
+
+class _MicroUnits:
+    """A field held in integer micro-units that travels as a float of the whole unit: the
+    float is finite, and reads back rounded to the nearest micro-unit."""
+
+    def __init__(
+        self, unit: str, to_whole: Callable[[int], float], from_whole: Callable[[float], int]
+    ) -> None:
+        self.unit = unit
+        self.to_whole = to_whole
+        self.from_whole = from_whole
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            self.from_whole,
+            core_schema.float_schema(allow_inf_nan=False),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                self.to_whole, return_schema=core_schema.float_schema()
+            ),
+        )
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {**handler(schema), "description": self.unit}
+
+
+WireMoney = Annotated[Money, _MicroUnits("$J", money_to_tokens, tokens_to_money)]
+WireEnergy = Annotated[int, _MicroUnits("J", uj_to_joules, joules_to_uj)]
+
+# Every wire type: strict (a number is never a string or a boolean, an integer never 1.0), unknown
+# fields ignored (a newer node may add some), and every field in the schema of an answer, since the
+# node always sends them all (a default only serves reading an older node's answers).
+WIRE_CONFIG = ConfigDict(strict=True, json_schema_serialization_defaults_required=True)
 
 
 class AgentState(enum.StrEnum):
@@ -33,7 +86,9 @@ class Role(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a token belongs to: the admin, or one agent (`agent` is its id)."""
+    """Who a token belongs to: the admin, or one agent (`agent` is its id). `/whoami`."""
+
+    __pydantic_config__ = WIRE_CONFIG
 
     role: Role
     agent: str | None = None
@@ -50,75 +105,61 @@ class Report:
     process tree, the bytes of memory it freed, and optionally the units of useful work it has
     done (its own unit: inferences, tokens). Cumulative, so a lost report loses nothing and a
     later one may never claim less; the kernel's counters for the same agent are the truth an
-    audit compares them with."""
+    audit compares them with. The bounds are those of a well-formed report."""
 
-    cpu_s: float
-    memory_freed_bytes: int = 0
-    work: int | None = None
+    __pydantic_config__ = WIRE_CONFIG
 
-    def to_json(self) -> dict[str, object]:
-        return {
-            "cpu_s": self.cpu_s,
-            "memory_freed_bytes": self.memory_freed_bytes,
-            "work": self.work,
-        }
+    cpu_s: Annotated[
+        float,
+        Strict(),
+        Field(
+            ge=0, le=MAX_REPORTED_CPU_S, allow_inf_nan=False, description="CPU seconds of the tree"
+        ),
+    ]
+    memory_freed_bytes: Annotated[int, Strict(), Field(ge=0, le=MAX_REPORTED_COUNT)] = 0
+    work: Annotated[
+        int | None,
+        Strict(),
+        Field(ge=0, le=MAX_REPORTED_COUNT, description="units of useful work done"),
+    ] = None
 
 
 @dataclass(frozen=True)
 class AgentInfo:
+    """One agent's account and state: `GET /agents/{id}`, and what fund, bid, report and kill
+    answer with."""
+
+    __pydantic_config__ = WIRE_CONFIG
+
     id: str
     name: str
     state: AgentState
-    balance: Money
+    balance: WireMoney
     bid: float  # limit price, $J per J
     demand: float  # cores asked for
     share: float  # cores granted by the last clearing
     power_w: float  # attributed power over the last tick
-    energy_uj: int  # attributed energy since spawn
-    paid: Money  # energy bills paid (to the grid)
-    landauer: Money  # Landauer tax paid
+    energy_uj: Annotated[WireEnergy, Field(alias="energy_j")]  # attributed energy since spawn
+    paid: Annotated[WireMoney, Field(alias="paid_j")]  # energy bills paid (to the grid)
+    landauer: Annotated[WireMoney, Field(alias="landauer_j")]  # Landauer tax paid
     pid: int | None
     exit_code: int | None = None
     cpu_s: float = 0.0  # measured: the CPU time of its cgroup since spawn
     memory_freed_bytes: int = 0  # measured: memory its cgroup freed since spawn (a lower bound)
     reported: Report | None = None  # its latest self-report, if it ever sent one
     billing: str = "metered"  # "metered", or "reports" while a bond backs its self-reports
-    bond: Money = NO_MONEY  # posted against its reports (optimistic billing), in stake:<id>
+    bond: WireMoney = NO_MONEY  # posted against its reports (optimistic billing), in stake:<id>
     audits: int = 0  # audits it has been through
-    slashed: Money = NO_MONEY  # lost to slashing: bonds and claw-backs
+    slashed: WireMoney = NO_MONEY  # lost to slashing: bonds and claw-backs
     proofs: int = 0  # valid proofs of inference it submitted
-    bounties: Money = NO_MONEY  # earned by them
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "state": str(self.state),
-            "balance": money_to_tokens(self.balance),
-            "bid": self.bid,
-            "demand": self.demand,
-            "share": self.share,
-            "power_w": self.power_w,
-            "energy_j": self.energy_uj / 1e6,
-            "paid_j": money_to_tokens(self.paid),
-            "landauer_j": money_to_tokens(self.landauer),
-            "pid": self.pid,
-            "exit_code": self.exit_code,
-            "cpu_s": self.cpu_s,
-            "memory_freed_bytes": self.memory_freed_bytes,
-            "reported": None if self.reported is None else self.reported.to_json(),
-            "billing": self.billing,
-            "bond": money_to_tokens(self.bond),
-            "audits": self.audits,
-            "slashed": money_to_tokens(self.slashed),
-            "proofs": self.proofs,
-            "bounties": money_to_tokens(self.bounties),
-        }
+    bounties: WireMoney = NO_MONEY  # earned by them
 
 
 @dataclass(frozen=True)
 class AuditResult:
     """One audit of one agent: its claims against the counters, and where its threads were."""
+
+    __pydantic_config__ = WIRE_CONFIG
 
     agent: str
     honest: bool
@@ -126,24 +167,10 @@ class AuditResult:
     checked: tuple[str, ...]  # what was checked: "reports", "code"
     audits: int  # audits of this agent so far, this one included
     probability: float  # the node's audit probability per agent per tick
-    slashed: Money  # taken by this audit: bond and claw-back
+    slashed: WireMoney  # taken by this audit: bond and claw-back
     modules: Mapping[str, float] = field(default_factory=dict)  # share of IP samples per module
     samples: int = 0  # instruction-pointer samples taken
     pause_us: float | None = None  # median time a thread was stopped for one sample
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "agent": self.agent,
-            "honest": self.honest,
-            "findings": list(self.findings),
-            "checked": list(self.checked),
-            "audits": self.audits,
-            "probability": self.probability,
-            "slashed": money_to_tokens(self.slashed),
-            "modules": dict(self.modules),
-            "samples": self.samples,
-            "pause_us": self.pause_us,
-        }
 
 
 @dataclass(frozen=True)
@@ -151,24 +178,19 @@ class ProofResult:
     """A proof of inference an agent submitted, checked by the node without re-running the
     model: valid proofs of the model the user set earn the bounty the user set."""
 
+    __pydantic_config__ = WIRE_CONFIG
+
     agent: str
     valid: bool
     reason: str  # one line: why it is valid, or the first failing layer
-    bounty: Money  # paid for this proof (0 when invalid)
+    bounty: WireMoney  # paid for this proof (0 when invalid)
     proofs: int  # valid proofs of this agent so far
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "agent": self.agent,
-            "valid": self.valid,
-            "reason": self.reason,
-            "bounty": money_to_tokens(self.bounty),
-            "proofs": self.proofs,
-        }
 
 
 @dataclass(frozen=True)
 class PriceInfo:
+    __pydantic_config__ = WIRE_CONFIG
+
     spot: float  # $J per J
     grid: float
     thermal_factor: float
@@ -178,23 +200,13 @@ class PriceInfo:
     energy_source: str
     temperature_source: str
 
-    def to_json(self) -> dict[str, object]:
-        return {
-            "spot": self.spot,
-            "grid": self.grid,
-            "thermal_factor": self.thermal_factor,
-            "temperature_c": self.temperature_c,
-            "headroom_c": self.headroom_c,
-            "measured": self.measured,
-            "energy_source": self.energy_source,
-            "temperature_source": self.temperature_source,
-        }
-
 
 @dataclass(frozen=True)
 class Event:
     """One line of the node's event log, named in the vision's terms: `spawned`, `funded`,
     `bid`, `throttled`, `frozen`, `thawed`, `apoptosis`, `exited`, `killed`, ..."""
+
+    __pydantic_config__ = WIRE_CONFIG
 
     seq: int
     at: float  # Unix seconds
@@ -202,25 +214,15 @@ class Event:
     agent: str | None
     detail: Mapping[str, object] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, object]:
-        return {
-            "seq": self.seq,
-            "at": self.at,
-            "kind": self.kind,
-            "agent": self.agent,
-            "detail": dict(self.detail),
-        }
-
 
 @dataclass(frozen=True)
 class SpawnResult:
+    __pydantic_config__ = WIRE_CONFIG
+
     agent: str
     name: str
     pid: int
     token: str
-
-    def to_json(self) -> dict[str, object]:
-        return {"agent": self.agent, "name": self.name, "pid": self.pid, "token": self.token}
 
 
 @dataclass(frozen=True)

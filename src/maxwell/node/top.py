@@ -2,8 +2,7 @@
 
 `render` is a pure function of a `NodeStatus` snapshot and the latest events; `run_top` polls two
 callables and redraws, and knows nothing of HTTP (the CLI passes functions that ask the daemon
-through the SDK). `status_from_json` and friends read the API's JSON shapes (the `to_json` of the
-facade's types) back into those types for the client side.
+through the SDK, which reads the API's JSON back into the facade's types with `maxwell.node.wire`).
 """
 
 from __future__ import annotations

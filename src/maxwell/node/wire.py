@@ -1,261 +1,325 @@
-"""The facade's value types on the wire: the JSON the API serves, read back into values.
+"""The wire contract: the JSON the API serves and the SDK reads, defined once.
 
-`AgentInfo.to_json()`, `PriceInfo.to_json()` and `Event.to_json()` write; the readers here check
-every field's type and raise `ValueError` naming the field, so a client never builds a value from
-a malformed answer. `status_to_json` is the shape of the API's `/status`.
+The answers are the facade's frozen types (`AgentInfo`, `PriceInfo`, `Event`, ...): their
+annotations say how each field travels (see `maxwell.node.facade`), and pydantic derives from
+them the JSON the API writes, the checks the SDK reads it back with, and the OpenAPI schemas.
+This module adds what only the wire has: the request bodies, the envelopes of lists, the flat
+shape of `/status`, and the functions the API, the SDK, the CLI and the tests share: `to_json`
+(a value as the API's JSON) and `from_json` (JSON text read back into a value).
+
+Rules:
+- A request body is strict (`"10"` is not a number, `true` is not 1) and closed (a misspelt
+  field is an error). An answer is strict and open: a newer node may add fields, and an older
+  node's answer that lacks a field with a default reads as that default.
+- The request bodies are frozen dataclasses, like the answers: the SDK builds one with its typed
+  constructor, which checks nothing, so the node's 422 stays the one judge of a request.
+- Reading never builds a value from a malformed answer: `from_json` raises `ValueError`, one
+  line that names the field.
+- Money travels as a float of $J; the bounds below keep every figure representable downstream
+  (SQLite integers are int64: 1e12 $J is 1e18 µ$J < 2**63) and reject nonsense with a clear
+  message rather than an overflow. Nothing here does I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
 
-from maxwell.node.facade import (
-    AgentInfo,
-    AgentState,
-    AuditResult,
-    Event,
-    NodeStatus,
-    PriceInfo,
-    ProofResult,
-    Report,
-)
+from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError
+
+from maxwell.node.facade import WIRE_CONFIG, AgentInfo, Event, NodeStatus, PriceInfo, Report
 from maxwell.node.tickstats import TickStats
-from maxwell.units import Money, tokens_to_money
+
+__all__ = [
+    "AgentList",
+    "BidRequest",
+    "ErrorBody",
+    "EventList",
+    "FundRequest",
+    "ProofRequest",
+    "ReportRequest",
+    "SpawnRequest",
+    "StatusBody",
+    "from_json",
+    "status_from_json",
+    "status_to_json",
+    "to_json",
+    "validation_message",
+]
+
+WireValue = TypeVar("WireValue")
+
+MAX_AMOUNT_J = 1e12
+MIN_AMOUNT_J = 1e-6  # one µ$J, the ledger's unit: every amount the schema admits can be booked
+MAX_PRICE = 1e9  # $J per J; the spot price is around 1
+MAX_DEMAND_CORES = 1e6
+MAX_ARGV = 1024
+MAX_TEXT = 4096  # one argv element, one path
+MAX_NAME = 64
+
+# Strict field by field: a request arrives as parsed JSON, which a strict dataclass would refuse
+# for not being an instance of itself.
+Amount = Annotated[
+    float,
+    Strict(),
+    Field(ge=MIN_AMOUNT_J, le=MAX_AMOUNT_J, allow_inf_nan=False, description="$J"),
+]
+Price = Annotated[
+    float, Strict(), Field(ge=0, le=MAX_PRICE, allow_inf_nan=False, description="$J per J")
+]
+Demand = Annotated[
+    float, Strict(), Field(gt=0, le=MAX_DEMAND_CORES, allow_inf_nan=False, description="cores")
+]
+Text = Annotated[str, Strict(), Field(min_length=1, max_length=MAX_TEXT)]
+Name = Annotated[str, Strict(), Field(min_length=1, max_length=MAX_NAME)]
+
+REQUEST_CONFIG = ConfigDict(extra="forbid")
 
 
-def _float(obj: Mapping[str, object], key: str) -> float:
-    value = obj[key]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{key!r} must be a number, got {value!r}")
-    return float(value)
+# --- requests ----------------------------------------------------------------------------------
 
 
-def _int(obj: Mapping[str, object], key: str) -> int:
-    value = obj[key]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{key!r} must be an integer, got {value!r}")
-    return value
+@dataclass(frozen=True)
+class SpawnRequest:
+    __pydantic_config__ = REQUEST_CONFIG
 
-
-def _optional_int(obj: Mapping[str, object], key: str) -> int | None:
-    return None if obj.get(key) is None else _int(obj, key)
-
-
-def _optional_float(obj: Mapping[str, object], key: str) -> float | None:
-    return None if obj.get(key) is None else _float(obj, key)
-
-
-def _optional_str(obj: Mapping[str, object], key: str) -> str | None:
-    return None if obj.get(key) is None else _str(obj, key)
-
-
-def _str(obj: Mapping[str, object], key: str) -> str:
-    value = obj[key]
-    if not isinstance(value, str):
-        raise ValueError(f"{key!r} must be a string, got {value!r}")
-    return value
-
-
-def _mapping(obj: object, what: str) -> Mapping[str, object]:
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{what} must be a JSON object, got {type(obj).__name__}")
-    return obj
-
-
-def report_from_json(obj: object) -> Report:
-    """The inverse of `Report.to_json`."""
-    report = _mapping(obj, "a report")
-    return Report(
-        cpu_s=_float(report, "cpu_s"),
-        memory_freed_bytes=_int(report, "memory_freed_bytes"),
-        work=_optional_int(report, "work"),
-    )
-
-
-def agent_from_json(obj: object) -> AgentInfo:
-    """The inverse of `AgentInfo.to_json` (money and energy round to the nearest micro-unit).
-    The measured counters and the report are read when present (older nodes lack them)."""
-    agent = _mapping(obj, "an agent")
-    reported = agent.get("reported")
-    return AgentInfo(
-        id=_str(agent, "id"),
-        name=_str(agent, "name"),
-        state=AgentState(_str(agent, "state")),
-        balance=tokens_to_money(_float(agent, "balance")),
-        bid=_float(agent, "bid"),
-        demand=_float(agent, "demand"),
-        share=_float(agent, "share"),
-        power_w=_float(agent, "power_w"),
-        energy_uj=round(_float(agent, "energy_j") * 1e6),
-        paid=tokens_to_money(_float(agent, "paid_j")),
-        landauer=tokens_to_money(_float(agent, "landauer_j")),
-        pid=_optional_int(agent, "pid"),
-        exit_code=_optional_int(agent, "exit_code"),
-        cpu_s=_float(agent, "cpu_s") if "cpu_s" in agent else 0.0,
-        memory_freed_bytes=(
-            _int(agent, "memory_freed_bytes") if "memory_freed_bytes" in agent else 0
+    argv: Annotated[
+        list[Text],
+        Field(min_length=1, max_length=MAX_ARGV, description="the command and its arguments"),
+    ]
+    fund: Annotated[Amount, Field(description="initial funding from the treasury, $J")]
+    bid: Annotated[Price, Field(description="limit price, $J per J")]
+    demand: Demand = 1.0
+    name: Name | None = None
+    user: Name | None = None
+    code: Annotated[
+        list[Text] | None,
+        Field(
+            min_length=1,
+            max_length=MAX_ARGV,
+            description="the binaries and libraries (or directories of them) the agent runs: its "
+            "code manifest, which audits check its threads' instruction pointers against",
         ),
-        reported=None if reported is None else report_from_json(reported),
-        billing=_str(agent, "billing") if "billing" in agent else "metered",
-        bond=tokens_to_money(_float(agent, "bond")) if "bond" in agent else Money(0),
-        audits=_int(agent, "audits") if "audits" in agent else 0,
-        slashed=tokens_to_money(_float(agent, "slashed")) if "slashed" in agent else Money(0),
-        proofs=_int(agent, "proofs") if "proofs" in agent else 0,
-        bounties=tokens_to_money(_float(agent, "bounties")) if "bounties" in agent else Money(0),
-    )
-
-
-def audit_from_json(obj: object) -> AuditResult:
-    """The inverse of `AuditResult.to_json`."""
-    audit = _mapping(obj, "an audit")
-    honest = audit["honest"]
-    if not isinstance(honest, bool):
-        raise ValueError(f"'honest' must be a boolean, got {honest!r}")
-
-    def strings(key: str) -> tuple[str, ...]:
-        values = audit[key]
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise ValueError(f"{key!r} must be a list of strings, got {values!r}")
-        return tuple(values)
-
-    modules = _mapping(audit.get("modules", {}), "an audit's modules")
-    return AuditResult(
-        agent=_str(audit, "agent"),
-        honest=honest,
-        findings=strings("findings"),
-        checked=strings("checked"),
-        audits=_int(audit, "audits"),
-        probability=_float(audit, "probability"),
-        slashed=tokens_to_money(_float(audit, "slashed")),
-        modules={name: _float(modules, name) for name in modules},
-        samples=_int(audit, "samples") if "samples" in audit else 0,
-        pause_us=None if audit.get("pause_us") is None else _float(audit, "pause_us"),
-    )
-
-
-def proof_result_from_json(obj: object) -> ProofResult:
-    """The inverse of `ProofResult.to_json`."""
-    result = _mapping(obj, "a proof result")
-    valid = result["valid"]
-    if not isinstance(valid, bool):
-        raise ValueError(f"'valid' must be a boolean, got {valid!r}")
-    return ProofResult(
-        agent=_str(result, "agent"),
-        valid=valid,
-        reason=_str(result, "reason"),
-        bounty=tokens_to_money(_float(result, "bounty")),
-        proofs=_int(result, "proofs"),
-    )
-
-
-def price_from_json(obj: object) -> PriceInfo:
-    """The inverse of `PriceInfo.to_json`."""
-    price = _mapping(obj, "a price")
-    measured = price["measured"]
-    if not isinstance(measured, bool):
-        raise ValueError(f"'measured' must be a boolean, got {measured!r}")
-    return PriceInfo(
-        spot=_float(price, "spot"),
-        grid=_float(price, "grid"),
-        thermal_factor=_float(price, "thermal_factor"),
-        temperature_c=_float(price, "temperature_c"),
-        headroom_c=_float(price, "headroom_c"),
-        measured=measured,
-        energy_source=_str(price, "energy_source"),
-        temperature_source=_str(price, "temperature_source"),
-    )
-
-
-def event_from_json(obj: object) -> Event:
-    """The inverse of `Event.to_json`."""
-    event = _mapping(obj, "an event")
-    agent = event.get("agent")
-    if agent is not None and not isinstance(agent, str):
-        raise ValueError(f"'agent' must be a string or null, got {agent!r}")
-    return Event(
-        seq=_int(event, "seq"),
-        at=_float(event, "at"),
-        kind=_str(event, "kind"),
-        agent=agent,
-        detail=dict(_mapping(event.get("detail", {}), "an event's detail")),
-    )
-
-
-def _tick_stats_to_json(stats: TickStats | None) -> dict[str, object]:
-    """The tick figures `/status` carries at its top level: null (and 0) without stats."""
-    if stats is None:
-        return {
-            "tick_failures": 0,
-            "last_error": None,
-            "last_error_at": None,
-            "tick_ms_median": None,
-            "tick_ms_p99": None,
-            "ledger_rows": 0,
-        }
-    return {
-        "tick_failures": stats.failures,
-        "last_error": stats.last_error,
-        "last_error_at": stats.last_error_at,
-        "tick_ms_median": stats.median_ms,
-        "tick_ms_p99": stats.p99_ms,
-        "ledger_rows": stats.ledger_rows,
-    }
-
-
-def _tick_stats_from_json(status: Mapping[str, object]) -> TickStats | None:
-    """The inverse of `_tick_stats_to_json`, without the histogram (the wire carries none) and
-    with the node's tick count; None when the node keeps no stats (or predates them)."""
-    median_ms = _optional_float(status, "tick_ms_median")
-    if median_ms is None:
-        return None
-    return TickStats(
-        ticks=_int(status, "ticks") if "ticks" in status else 0,
-        failures=_int(status, "tick_failures"),
-        last_error=_optional_str(status, "last_error"),
-        last_error_at=_optional_float(status, "last_error_at"),
-        duration_bounds_s=(),
-        duration_counts=(),
-        duration_sum_s=0.0,
-        median_ms=median_ms,
-        p99_ms=_float(status, "tick_ms_p99"),
-        ledger_rows=_int(status, "ledger_rows"),
-    )
-
-
-def status_to_json(status: NodeStatus) -> dict[str, object]:
-    """The JSON shape `status_from_json` reads (the facade's types have no `to_json` for it)."""
-    return {
-        "price": status.price.to_json(),
-        "agents": [agent.to_json() for agent in status.agents],
-        "tick_s": status.tick_s,
-        "last_tick_duration_s": status.last_tick_duration_s,
-        "ticks": status.ticks,
-        "mechanism": status.mechanism,
-        "cgroup": status.cgroup,
-        "capacity_cores": status.capacity_cores,
-        **_tick_stats_to_json(status.tick_stats),
-    }
-
-
-def status_from_json(obj: object) -> NodeStatus:
-    """A `NodeStatus` from `{"price": {...}, "agents": [...], "tick_s", "last_tick_duration_s",
-    "ticks", "mechanism", "cgroup", "capacity_cores", tick figures}`; the last six default to
-    "unknown" values when absent, so a client can build one from `/price` and `/agents` alone.
-    `tick_stats` is None unless `tick_ms_median` is a number (see `_tick_stats_from_json`)."""
-    status = _mapping(obj, "a node status")
-    agents = status["agents"]
-    if not isinstance(agents, list):
-        raise ValueError(f"'agents' must be a list, got {type(agents).__name__}")
-    return NodeStatus(
-        price=price_from_json(status["price"]),
-        agents=[agent_from_json(agent) for agent in agents],
-        tick_s=_float(status, "tick_s") if "tick_s" in status else 0.0,
-        last_tick_duration_s=(
-            _float(status, "last_tick_duration_s") if "last_tick_duration_s" in status else 0.0
+    ] = None
+    bounty: Annotated[
+        Amount | None, Field(description="$J paid from the treasury per valid proof of `model`")
+    ] = None
+    model: Annotated[
+        Text | None,
+        Field(
+            description="path (on the node) of the ONNX model whose proved inference earns the "
+            "bounty"
         ),
-        ticks=_int(status, "ticks") if "ticks" in status else 0,
-        mechanism=_str(status, "mechanism") if "mechanism" in status else "unknown",
-        cgroup=_str(status, "cgroup") if "cgroup" in status else "unknown",
-        capacity_cores=_float(status, "capacity_cores") if "capacity_cores" in status else 0.0,
-        tick_stats=_tick_stats_from_json(status),
+    ] = None
+
+
+@dataclass(frozen=True)
+class FundRequest:
+    __pydantic_config__ = REQUEST_CONFIG
+
+    amount: Amount
+
+
+@dataclass(frozen=True)
+class BidRequest:
+    __pydantic_config__ = REQUEST_CONFIG
+
+    price: Price
+    demand: Demand | None = None
+
+
+@dataclass(frozen=True)
+class ReportRequest(Report):
+    """Cumulative since the agent was spawned: a later report may never claim less."""
+
+    __pydantic_config__ = REQUEST_CONFIG
+
+    def claim(self) -> Report:
+        """The claim as the facade's `Report`, which the node keeps."""
+        return Report(self.cpu_s, self.memory_freed_bytes, self.work)
+
+
+@dataclass(frozen=True)
+class ProofRequest:
+    """Files in the agent's own directory (`MAXWELL_AGENT_DIR`), named relative to it."""
+
+    __pydantic_config__ = REQUEST_CONFIG
+
+    input: Annotated[Text, Field(description="X, a float32 .npy")]
+    output: Annotated[Text, Field(description="Y, a float32 .npy")]
+    proof: Annotated[Text, Field(description="the proof bundle")]
+
+
+# --- answers that only the wire has --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErrorBody:
+    """Every refusal: one line that says why."""
+
+    __pydantic_config__ = WIRE_CONFIG
+
+    error: str
+
+
+@dataclass(frozen=True)
+class AgentList:
+    __pydantic_config__ = WIRE_CONFIG
+
+    agents: Sequence[AgentInfo]
+
+
+@dataclass(frozen=True)
+class EventList:
+    __pydantic_config__ = WIRE_CONFIG
+
+    events: Sequence[Event]
+
+
+@dataclass(frozen=True)
+class StatusBody:
+    """`/status`: a `NodeStatus` with its tick figures at the top level (null, and 0, when the
+    node keeps no stats). Read back, absent figures take "unknown" values (an older node, or a
+    status built from `/price` and `/agents` alone)."""
+
+    __pydantic_config__ = WIRE_CONFIG
+
+    price: PriceInfo
+    agents: Sequence[AgentInfo]
+    tick_s: float = 0.0
+    last_tick_duration_s: float = 0.0
+    ticks: int = 0
+    mechanism: str = "unknown"
+    cgroup: str = "unknown"
+    capacity_cores: float = 0.0
+    tick_failures: Annotated[
+        int, Field(description="ticks that failed since the daemon started")
+    ] = 0
+    last_error: Annotated[
+        str | None, Field(description="the last failed tick's error, one line")
+    ] = None
+    last_error_at: Annotated[float | None, Field(description="when it failed, Unix seconds")] = None
+    tick_ms_median: Annotated[
+        float | None,
+        Field(
+            description="median tick duration over the recent ticks; null: the node keeps no stats"
+        ),
+    ] = None
+    tick_ms_p99: Annotated[float | None, Field(description="99th percentile of the same")] = None
+    ledger_rows: Annotated[int, Field(description="rows the ledger's journal holds")] = 0
+
+    @classmethod
+    def of(cls, status: NodeStatus) -> StatusBody:
+        stats = status.tick_stats
+        return cls(
+            price=status.price,
+            agents=status.agents,
+            tick_s=status.tick_s,
+            last_tick_duration_s=status.last_tick_duration_s,
+            ticks=status.ticks,
+            mechanism=status.mechanism,
+            cgroup=status.cgroup,
+            capacity_cores=status.capacity_cores,
+            tick_failures=0 if stats is None else stats.failures,
+            last_error=None if stats is None else stats.last_error,
+            last_error_at=None if stats is None else stats.last_error_at,
+            tick_ms_median=None if stats is None else stats.median_ms,
+            tick_ms_p99=None if stats is None else stats.p99_ms,
+            ledger_rows=0 if stats is None else stats.ledger_rows,
+        )
+
+    def status(self) -> NodeStatus:
+        """The `NodeStatus` back; its `tick_stats` is None unless `tick_ms_median` is a number,
+        and then has no histogram (the wire carries none) and the node's tick count."""
+        return NodeStatus(
+            price=self.price,
+            agents=list(self.agents),
+            tick_s=self.tick_s,
+            last_tick_duration_s=self.last_tick_duration_s,
+            ticks=self.ticks,
+            mechanism=self.mechanism,
+            cgroup=self.cgroup,
+            capacity_cores=self.capacity_cores,
+            tick_stats=self._tick_stats(),
+        )
+
+    def _tick_stats(self) -> TickStats | None:
+        if self.tick_ms_median is None:
+            return None
+        if self.tick_ms_p99 is None:
+            raise ValueError("malformed StatusBody: tick_ms_p99: must be a number with a median")
+        return TickStats(
+            ticks=self.ticks,
+            failures=self.tick_failures,
+            last_error=self.last_error,
+            last_error_at=self.last_error_at,
+            duration_bounds_s=(),
+            duration_counts=(),
+            duration_sum_s=0.0,
+            median_ms=self.tick_ms_median,
+            p99_ms=self.tick_ms_p99,
+            ledger_rows=self.ledger_rows,
+        )
+
+
+# --- to and from JSON ----------------------------------------------------------------------------
+
+_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
+
+
+def _adapter(kind: type[WireValue]) -> TypeAdapter[WireValue]:
+    adapter = _ADAPTERS.get(kind)
+    if adapter is None:  # two threads may both build one: the same, and only once per type
+        adapter = _ADAPTERS[kind] = TypeAdapter(kind)
+    return adapter
+
+
+def to_json(value: object, *, exclude_none: bool = False) -> dict[str, Any]:
+    """`value` (one of the wire types) as the API's JSON: names and units as on the wire.
+    `exclude_none` leaves out absent optional fields (how the SDK writes a request)."""
+    document: dict[str, Any] = _adapter(type(value)).dump_python(
+        value, mode="json", by_alias=True, exclude_none=exclude_none
     )
+    return document
+
+
+def from_json(kind: type[WireValue], document: str | bytes) -> WireValue:
+    """`document`, JSON text, read as a `kind`, every field checked; `ValueError` otherwise."""
+    try:
+        return _adapter(kind).validate_json(document)
+    except ValidationError as exc:
+        message = validation_message(exc.errors(include_url=False))
+        raise ValueError(f"malformed {kind.__name__}: {message}") from None
+
+
+# Pydantic words two errors about a dataclass in Python's terms (keyword arguments, the class's
+# name); a request body is one, and the API says them as it did when the bodies were models.
+_WIRE_WORDS = {
+    "unexpected_keyword_argument": "Extra inputs are not permitted",
+    "dataclass_type": "Input should be a valid dictionary or object to extract fields from",
+}
+
+
+def validation_message(errors: Iterable[Mapping[str, Any]]) -> str:
+    """Pydantic's errors as one line: the first, where it is (`body.amount`), and how many more."""
+    found = list(errors)
+    if not found:
+        return "malformed request"
+    first = found[0]
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    message = _WIRE_WORDS.get(str(first.get("type")), str(first.get("msg", "invalid")))
+    line = f"{where}: {message}" if where else message
+    if len(found) > 1:
+        line += f" (and {len(found) - 1} more)"
+    return " ".join(line.split())  # one line, whatever the message holds
+
+
+def status_to_json(status: NodeStatus) -> dict[str, Any]:
+    """The JSON of `/status` (`StatusBody`)."""
+    return to_json(StatusBody.of(status))
+
+
+def status_from_json(document: str | bytes) -> NodeStatus:
+    """A `NodeStatus` from the JSON of `/status` (`StatusBody`)."""
+    return from_json(StatusBody, document).status()
