@@ -45,7 +45,8 @@ unique, every entry balanced (its legs sum to zero), no account without credit b
 stored balances equal to the replay, and all accounts summing to zero. A compacted journal
 starts with its checkpoint: its summary must add up to its legs, the replay starts from the
 accounts and balances it keeps, and the keys it folded must be one per folded entry and never
-used again. Prints the first violation, or the counts when the ledger is sound.
+used again. Prints the first violation, or the counts when the ledger is sound. SQLite's own
+check of the file (quick_check) comes first: a damaged file is a failure (125), not a violation.
 """
 
 EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: try again later
@@ -89,7 +90,8 @@ exit status:
   0    the ledger is sound
   1    the ledger is unsound; the first violation is named (entry number and reason)
   2    usage error: no such state directory, or it holds no Maxwell ledger
-  125  Maxwell itself failed (e.g. the database is damaged or unreadable)
+  125  Maxwell itself failed (e.g. the database is damaged, SQLite's quick_check fails, or
+       unreadable); nothing was written
 """
 
 # Status for the commands that change or read the ledger (not verify).

@@ -52,7 +52,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 BENCHES: dict[str, tuple[str, str]] = {
     "meter": ("maxwell.bench.meter", "the meter's own CPU cost vs CodeCarbon"),
     "market": ("maxwell.bench.market", "mechanisms' clearing cost vs n"),
-    "daemon": ("maxwell.bench.daemon", "the node daemon's own cost with 100 and 1,000 agents"),
+    "daemon": ("maxwell.bench.daemon", "the node daemon's own cost with 100 to 5,000 agents"),
     "proof": ("maxwell.bench.proof", "proof of inference: verify vs recompute, detection"),
     "audit": ("maxwell.bench.audit", "audits: pause per IP sample, auditor cost, detection"),
     "zk": ("maxwell.bench.zk", "a zk-SNARK proof of a tiny model with EZKL (maxwell[zk])"),

@@ -25,19 +25,21 @@ keeps the version too, as every Maxwell before the migrations table reads it: su
 recognised by it and its migrations recorded as applied, none run again.
 
 sqlite3 and OS errors are translated into `LedgerStoreError` (one line, naming the path) here and
-nowhere deeper.
+nowhere deeper: `LedgerBusyError` when another writer held the lock past the busy timeout,
+`LedgerDamagedError` when the file itself is damaged (SQLite's quick_check, or a malformed page).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import stat
 import time
 import urllib.parse
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -79,6 +81,7 @@ __all__ = [
     "BatchRefusedError",
     "Compaction",
     "LedgerBusyError",
+    "LedgerDamagedError",
     "LedgerSchemaError",
     "LedgerStore",
     "LedgerStoreError",
@@ -198,6 +201,11 @@ class LedgerBusyError(LedgerStoreError):
     """Another writer held the ledger's lock for longer than the busy timeout."""
 
 
+class LedgerDamagedError(LedgerStoreError):
+    """The database file is damaged: SQLite's own check of it (`PRAGMA quick_check`) fails, or a
+    read met a malformed page. Nothing was written; restore the file from a backup."""
+
+
 class LedgerUnsoundError(LedgerError):
     """The stored journal fails `verify`, so it was not compacted; `violation` is the first."""
 
@@ -226,6 +234,20 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def sqlite_error(exc: sqlite3.Error, doing: str, path: Path) -> LedgerStoreError:
+    """`exc` as the store's named error, in one line naming `path` (`doing` says what failed):
+    the one translation of sqlite3 errors, the node's tables' (`maxwell.node.state`) included."""
+    reason = _reason(exc)
+    where = str(path)
+    if "not a database" in reason:
+        return NotALedgerError(f"{where} is not a Maxwell ledger ({reason})", path=where)
+    if "malformed" in reason:  # SQLITE_CORRUPT
+        return LedgerDamagedError(f"{doing} {where}: {reason}", path=where)
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in reason or "busy" in reason):
+        return LedgerBusyError(f"{doing} {where}: {reason} (another writer?)", path=where)
+    return LedgerStoreError(f"{doing} {where}: {reason}", path=where)
 
 
 class LedgerStore:
@@ -295,13 +317,7 @@ class LedgerStore:
     # --- boundary: sqlite3 errors become LedgerStoreError here ---------------------------------
 
     def _error(self, exc: sqlite3.Error, doing: str) -> LedgerStoreError:
-        reason = _reason(exc)
-        where = str(self.path)
-        if "not a database" in reason:
-            return NotALedgerError(f"{where} is not a Maxwell ledger ({reason})", path=where)
-        if isinstance(exc, sqlite3.OperationalError) and ("locked" in reason or "busy" in reason):
-            return LedgerBusyError(f"{doing} {where}: {reason} (another writer?)", path=where)
-        return LedgerStoreError(f"{doing} {where}: {reason}", path=where)
+        return sqlite_error(exc, doing, self.path)
 
     @contextmanager
     def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
@@ -735,16 +751,33 @@ class LedgerStore:
         """Replay the stored journal from scratch and check it against the stored balances.
 
         Reads one consistent snapshot (writers may go on meanwhile, in WAL mode). A compacted
-        journal starts from its checkpoint, and the folded keys are checked against it.
+        journal starts from its checkpoint, and the folded keys are checked against it. SQLite's
+        own check of the file (`PRAGMA quick_check`) comes first: a damaged file raises
+        `LedgerDamagedError` rather than returning a verdict on rows that cannot be trusted. A row
+        that only breaks a CHECK constraint (tampering, not damage) is left to the audit, which
+        names it; the CHECK is the violation only where the audit finds nothing.
         """
         with self._transaction("DEFERRED"):
             return self._audit_locked()
 
     def _audit_locked(self) -> Audit:
         conn = self._conn
-        checks = [str(row[0]) for row in conn.execute("PRAGMA quick_check")]
-        if checks != ["ok"]:
-            return _damaged(f"SQLite quick_check: {checks[0]}")
+        problems = _quick_check(conn)
+        damage = [problem for problem in problems if not _ROW_RULE.match(problem)]
+        if damage:
+            more = f" (and {len(damage) - 1} more)" if len(damage) > 1 else ""
+            raise LedgerDamagedError(
+                f"{self.path} is damaged: SQLite's quick_check says {damage[0]}{more}",
+                path=str(self.path),
+            )
+        result = self._audit_rows()
+        if result.ok and problems:  # a row breaks a rule of the schema that audit does not judge
+            violation = Violation(None, f"SQLite's quick_check: {problems[0]}")
+            return replace(result, violation=violation)
+        return result
+
+    def _audit_rows(self) -> Audit:
+        conn = self._conn
         stored = [
             StoredAccount(*row)
             for row in conn.execute(
@@ -767,9 +800,19 @@ class LedgerStore:
         yield from self._conn.execute(f"SELECT {columns} FROM folded_keys ORDER BY seq")
 
 
-def _damaged(reason: str) -> Audit:
-    zero = Money(0)
-    return Audit(Violation(None, reason), 0, 0, 0, 0, 0, zero, zero, zero, zero)
+# quick_check's problems that are a row breaking a rule of the schema (a CHECK, NOT NULL, a STRICT
+# type), as tampering leaves it, rather than a damaged file: the audit judges such rows itself.
+_ROW_RULE = re.compile(r"^(?:CHECK constraint failed in|NULL value in|non-\w+ value in) ")
+
+
+def _quick_check(connection: sqlite3.Connection) -> list[str]:
+    """SQLite's `PRAGMA quick_check`, one problem a line; [] when it says ok. (A row of its
+    answer may hold several lines, the first of them a heading.)"""
+    rows = [str(row[0]) for row in connection.execute("PRAGMA quick_check")]
+    if rows == ["ok"]:
+        return []
+    lines = [line for row in rows for line in row.splitlines()]
+    return [line for line in lines if line and not line.startswith("***")] or ["no answer"]
 
 
 def _meta_version(connection: sqlite3.Connection) -> int:

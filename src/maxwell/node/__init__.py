@@ -7,7 +7,12 @@
   `to_json` / `from_json`, which pydantic derives from those definitions (checked field by field).
 - `tick`: the pure plan of one tick: bills, apoptosis, the clearing, the enforcement to apply.
 - `state`: the node's tables (agents, bids, pending entries) beside the ledger in one database.
-- `daemon`: `NodeDaemon`, the adapter that runs the tick on real sensors, cgroups and the ledger.
+- `daemon`: `NodeDaemon`, orchestration only: start-up, the `Node` methods handed to the parts
+  below, shut-down. Its parts: `agents` (the live agent records and the `AgentRegistry` they share),
+  `processes` (spawn, kill and finish the agents' processes in their groups), `ticker` (the tick
+  on real sensors, cgroups and the ledger; roll-back of a failed one), `claims` (self-reports,
+  bonds and claims), `audits` (sampled and on-demand audits, code sampling), `bounties` (proofs
+  of inference), `recovery` (re-adoption, the down interval billed once), `views` (read models).
 - `api`: the HTTP API (FastAPI) on a Unix socket, tokens and roles; `serve` runs it.
 - `metrics`: Prometheus text from a status snapshot; `top`: the live terminal view.
 - `policy`: pure policies that decide money (e.g. `policy.journal`: per-agent totals from the

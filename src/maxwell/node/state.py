@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from maxwell.economy.store import DB_NAME, LedgerSchemaError, LedgerStoreError
+from maxwell.economy.store import DB_NAME, LedgerSchemaError, LedgerStoreError, sqlite_error
 from maxwell.node.paths import ADMIN_TOKEN_FILE
 from maxwell.store.migrations import Migration, MigrationError, migrate
 
@@ -131,7 +131,11 @@ def hash_token(token: str) -> str:
 
 
 def new_token() -> str:
-    return secrets.token_urlsafe(32)
+    """A random token (256 bits, URL-safe) that never starts with "-", so that a command line
+    `--token TOKEN` never reads it as a flag."""
+    while (token := secrets.token_urlsafe(32)).startswith("-"):
+        pass  # one chance in 64: draw again
+    return token
 
 
 def admin_token(state_dir: str | os.PathLike[str]) -> str:
@@ -324,7 +328,7 @@ class NodeState:
         try:
             self._conn.execute(f"BEGIN {mode}")
         except sqlite3.Error as exc:
-            raise LedgerStoreError(f"cannot use {self.path}: {exc}", path=str(self.path)) from exc
+            raise sqlite_error(exc, "cannot use", self.path) from exc
         try:
             yield self._conn
         except BaseException as exc:
@@ -332,18 +336,14 @@ class NodeState:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise LedgerStoreError(
-                    f"cannot use {self.path}: {exc}", path=str(self.path)
-                ) from exc
+                raise sqlite_error(exc, "cannot use", self.path) from exc
             raise
         try:
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
-            raise LedgerStoreError(
-                f"cannot commit to {self.path}: {exc}", path=str(self.path)
-            ) from exc
+            raise sqlite_error(exc, "cannot commit to", self.path) from exc
 
     # --- meta ----------------------------------------------------------------------------------
 

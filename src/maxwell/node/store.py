@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import sqlite3
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from maxwell.economy.ledger import EntryRequest, Movement, batch_request, event_request
 from maxwell.economy.store import DB_NAME, LedgerStore, LedgerStoreError
-from maxwell.node.state import NodeState
+from maxwell.node.state import NodeState, PendingEntry
 
 __all__ = ["NodeStore"]
 
@@ -33,15 +34,22 @@ class NodeStore:
         self.state = state
 
     @classmethod
-    def open(cls, state_dir: Path, now: Callable[[], float]) -> NodeStore:
+    def open(
+        cls, state_dir: Path, now: Callable[[], float], *, busy_timeout_s: float = 30.0
+    ) -> NodeStore:
         """Create or check the ledger (`LedgerStore.open`), then open the one connection the
-        node works through, configured as `LedgerStore.open` configures its own."""
-        LedgerStore.open(state_dir, now=now).close()
+        node works through, configured as `LedgerStore.open` configures its own. A unit of work
+        waits `busy_timeout_s` for another writer's lock, then raises `LedgerBusyError`."""
+        LedgerStore.open(state_dir, now=now, busy_timeout_s=busy_timeout_s).close()
         path = state_dir / DB_NAME
         uri = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=rw"
         try:
             connection = sqlite3.connect(
-                uri, uri=True, isolation_level=None, timeout=30.0, check_same_thread=False
+                uri,
+                uri=True,
+                isolation_level=None,
+                timeout=busy_timeout_s,
+                check_same_thread=False,
             )
             connection.execute("PRAGMA foreign_keys = ON")
             connection.execute("PRAGMA synchronous = FULL")
@@ -58,6 +66,20 @@ class NodeStore:
         """One transaction that the ledger's and the node tables' writes inside it join."""
         with self.ledger.unit_of_work():
             yield
+
+    def post(self, entries: Sequence[PendingEntry], *, at: float) -> None:
+        """Post planned entries to the ledger in one call (inside a unit of work, they join it):
+        batches where money moves, events elsewhere."""
+        requests: list[EntryRequest] = []
+        for entry in entries:
+            if entry.movements:
+                movements = [Movement(d, c, a) for d, c, a in entry.movements]
+                requests.append(
+                    batch_request(entry.key, movements, kind=entry.kind, detail=entry.detail)
+                )
+            else:
+                requests.append(event_request(entry.key, entry.kind, entry.detail))
+        self.ledger.submit_many(requests, at=at)
 
     def close(self) -> None:
         self.ledger.close()  # the one connection: the node's tables go with it

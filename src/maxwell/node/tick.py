@@ -1,7 +1,8 @@
 """One tick of one node, as a plan of effects. Pure: no clock, no file, no database, no cgroup.
 
-The daemon (`maxwell.node.daemon`) reads the sensors and the cgroup counters, calls `plan_tick`
-with what it read, then carries the plan out: ledger entries, journal events, cgroup writes.
+The daemon's ticker (`maxwell.node.ticker`) reads the sensors and the cgroup counters, calls
+`plan_tick` with what it read, then carries the plan out: ledger entries, journal events, cgroup
+writes.
 
 Rules and invariants:
 

@@ -1,0 +1,228 @@
+"""Self-reports, and the bonds and claims of optimistic billing: an adapter over
+`maxwell.node.policy.optimistic`, which decides the money.
+
+Rules:
+
+- A report is an agent's cumulative claim since spawn (CPU time, bytes freed, work): numbers in
+  range, never falling. It is stored with the kernel's counters read at that instant, which a
+  later audit compares it with.
+- In optimistic mode (`billing="optimistic"`, audits on) an agent that has reported and can
+  afford it posts a Becker bond (`bond_for`) from its account to `stake:<id>`, once; one that
+  cannot is told so once (`unbonded`) and stays billed by the meter. A slashed agent never
+  bonds again. An agent that ended gets its bond back (`released`), in every mode.
+- A bonded agent is billed by its claims since the last tick at the tick's joules per CPU
+  second; what its claims under-bill against the meter accumulates in its `shadow`, for an
+  audit to claw back (`maxwell.node.audits`).
+- The claim an agent is billed up to is stored with its settlement (a row in the claims table),
+  and the row goes when its bond does, so a restart bills from it exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Set
+
+from maxwell.audit.policy import Usage
+from maxwell.economy.ledger import agent_account, open_request, stake_account
+from maxwell.errors import CgroupError
+from maxwell.node import tick as ticks
+from maxwell.node.agents import LIVE, AgentRecord, AgentRegistry
+from maxwell.node.config import NodeConfig
+from maxwell.node.facade import MAX_REPORTED_COUNT, MAX_REPORTED_CPU_S, NodeError, Report
+from maxwell.node.policy.optimistic import (
+    TickPrices,
+    bill_claim,
+    bond_for,
+    gain_per_tick,
+    joules_per_cpu_ns,
+)
+from maxwell.node.state import ClaimRow, PendingEntry, ReportRow
+from maxwell.node.store import NodeStore
+from maxwell.units import Money
+
+
+def check_report(report: Report) -> None:
+    """Refuse a malformed report before anything is read (a `NodeError` says why)."""
+    cpu_s, freed, work = report.cpu_s, report.memory_freed_bytes, report.work
+    if isinstance(cpu_s, bool) or not isinstance(cpu_s, int | float):
+        raise NodeError(f"cpu_s must be a number of seconds, got {cpu_s!r}")
+    if not math.isfinite(cpu_s) or not 0 <= cpu_s <= MAX_REPORTED_CPU_S:
+        raise NodeError(f"cpu_s must be between 0 and {MAX_REPORTED_CPU_S:g}, got {cpu_s!r}")
+    for field_name, value in (("memory_freed_bytes", freed), ("work", work)):
+        if value is None and field_name == "work":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise NodeError(f"{field_name} must be an integer, got {value!r}")
+        if not 0 <= value <= MAX_REPORTED_COUNT:
+            raise NodeError(f"{field_name} must be between 0 and 2**62, got {value}")
+
+
+class OptimisticBilling:
+    """Records reports; posts and releases bonds and bills claims each tick (see the module)."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        wall: Callable[[], float],
+        store: NodeStore,
+        registry: AgentRegistry,
+        active_w_per_core: float,
+    ) -> None:
+        self._config = config
+        self._wall = wall
+        self._store = store
+        self._ledger = store.ledger
+        self._agents = registry
+        self._active_w_per_core = active_w_per_core
+        self._stored: set[str] = set()  # agents with a row in the claims table
+
+    def record_report(self, agent: AgentRecord, report: Report) -> None:
+        """Store a checked report (`check_report`) as the agent's latest claim, with the kernel's
+        counters read now; a report that falls below the last one is refused."""
+        cpu_s, freed, work = report.cpu_s, report.memory_freed_bytes, report.work
+        measured_cpu: int | None = None
+        measured_freed: int | None = None
+        if agent.group is not None and agent.counted is not None:
+            try:  # the truth at the instant of the claim, for a later audit
+                measured_cpu = agent.group.cpu_ns()
+                measured_freed = agent.counted.freed_seen
+            except CgroupError:
+                pass  # its group is going away: the claim cannot be checked
+        claim = ReportRow(
+            agent.id, self._wall(), round(cpu_s * 1e9), freed, work, measured_cpu, measured_freed
+        )
+        last = agent.reported
+        if last is not None:
+            pairs: list[tuple[str, float, float]] = [
+                ("cpu_s", last.cpu_ns / 1e9, claim.cpu_ns / 1e9),
+                ("memory_freed_bytes", last.freed_bytes, claim.freed_bytes),
+            ]
+            if last.work is not None and work is not None:
+                pairs.append(("work", last.work, work))
+            fell = [f"{name} fell from {a:g} to {b:g}" for name, a, b in pairs if b < a]
+            if fell:
+                raise NodeError(f"reports are cumulative since spawn: {'; '.join(fell)}")
+        self._store.state.save_report(claim)
+        agent.reported = claim
+
+    def restore(self, agent: AgentRecord, claim: ClaimRow | None) -> None:
+        """A reloaded agent with a bond is billed by its claims up to its stored claim."""
+        if agent.bond and claim is not None:
+            agent.claim_billed = Usage(claim.cpu_ns, claim.freed_bytes)
+            agent.shadow = claim.shadow
+            self._stored.add(agent.id)
+
+    def stakes(
+        self, tick: int, balances: dict[str, Money], optimistic: bool, spot: float
+    ) -> list[PendingEntry]:
+        """Release the bonds of agents that ended; in optimistic mode, post the bond of each
+        agent that reports and can afford it (`balances` is updated as if posted). The entries."""
+        entries: list[PendingEntry] = []
+        p = self._config.audit_probability
+        for agent in self._agents:
+            account, stake = agent_account(agent.id), stake_account(agent.id)
+            live = agent.state in LIVE and not agent.finished and agent.group is not None
+            if agent.bond and not live:
+                entries.append(
+                    PendingEntry(
+                        ticks.event_key(tick, agent.id, "released"), tick, "released",
+                        ((stake, account, agent.bond),),
+                        {"agent": agent.id, "bond": agent.bond, "reason": f"it {agent.state}"},
+                    )
+                )  # fmt: skip
+                balances[account] = Money(balances.get(account, 0) + agent.bond)
+                agent.bond, agent.claim_billed = 0, None
+                continue
+            wants = optimistic and live and agent.reported is not None and not agent.bond
+            if not wants or agent.slashed or p <= 0:
+                continue
+            entry = self._bond(tick, agent, balances, spot)
+            if entry is not None:
+                entries.append(entry)
+        return entries
+
+    def _bond(
+        self, tick: int, agent: AgentRecord, balances: dict[str, Money], spot: float
+    ) -> PendingEntry | None:
+        """The entry that posts an agent's bond, or says once that it cannot afford it."""
+        assert agent.reported is not None
+        p = self._config.audit_probability
+        account, stake = agent_account(agent.id), stake_account(agent.id)
+        gain = gain_per_tick(agent.demand, self._active_w_per_core, self._config.tick_s, spot)
+        bond = bond_for(gain, p)
+        balance = balances.get(account, Money(0))
+        if balance < bond:
+            if agent.unbonded_said:
+                return None
+            agent.unbonded_said = True
+            reason = (
+                f"its balance {balance / 1e6:.6g} $J cannot post the bond "
+                f"{bond / 1e6:.6g} $J: billed by the meter"
+            )
+            return PendingEntry(
+                ticks.event_key(tick, agent.id, "unbonded"), tick, "unbonded", (),
+                {"agent": agent.id, "bond": bond, "reason": reason},
+            )  # fmt: skip
+        if stake not in self._ledger.accounts():  # an agent spawned by an older daemon
+            self._ledger.submit(open_request(stake), at=self._wall())
+        balances[account] = Money(balance - bond)
+        agent.bond = bond
+        agent.claim_billed = Usage(agent.reported.cpu_ns, agent.reported.freed_bytes)
+        return PendingEntry(
+            ticks.event_key(tick, agent.id, "bonded"), tick, "bonded",
+            ((account, stake, bond),),
+            {"agent": agent.id, "bond": bond, "probability": p, "gain_per_tick": gain},
+        )  # fmt: skip
+
+    def claimed(
+        self,
+        energies: Mapping[str, int],
+        freed: Mapping[str, int],
+        temperature_c: float,
+        spot: float,
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """The energy and bytes freed to bill, by the claims of bonded agents: their claimed CPU
+        time since the last tick at the tick's joules per CPU second (attribution is by CPU time,
+        so that rate is every agent's), their claimed bytes freed. What the claims under-bill
+        against the meter accumulates in `shadow`, for an audit to claw back."""
+        cpu_ns: dict[str, int] = {}
+        for agent in self._agents:
+            counted = agent.counted
+            if counted is None or counted.cpu_ns_seen is None or agent.id not in energies:
+                continue
+            cpu_ns[agent.id] = max(counted.cpu_ns_seen - agent.cpu_ns, 0)
+        rate = joules_per_cpu_ns(cpu_ns, energies, self._active_w_per_core)
+        prices = TickPrices(spot, temperature_c, self._config.landauer_multiplier)
+        billed_energy, billed_freed = dict(energies), dict(freed)
+        for agent in self._agents:
+            if not agent.bond or agent.claim_billed is None or agent.reported is None:
+                continue
+            if agent.id not in energies:
+                continue
+            claim = Usage(agent.reported.cpu_ns, agent.reported.freed_bytes)
+            metered = Usage(cpu_ns.get(agent.id, 0), freed.get(agent.id, 0))
+            billed = bill_claim(
+                claim, agent.claim_billed, rate, metered, energies[agent.id], prices
+            )
+            billed_energy[agent.id], billed_freed[agent.id] = billed.energy_uj, billed.bytes_freed
+            agent.claim_billed = billed.billed_up_to
+            agent.shadow += billed.under_billed
+        return billed_energy, billed_freed
+
+    def claim_rows(self, settled: Set[str]) -> dict[str, ClaimRow | None]:
+        """The claims rows a tick writes: the claim of each bonded agent it settles, and `None`
+        (delete) for each stored one whose bond is gone."""
+        claims: dict[str, ClaimRow | None] = {}
+        for agent in self._agents:
+            if agent.claim_billed is not None and agent.id in settled:
+                billed = agent.claim_billed
+                claims[agent.id] = ClaimRow(billed.cpu_ns, billed.freed_bytes, agent.shadow)
+            elif agent.claim_billed is None and agent.id in self._stored:
+                claims[agent.id] = None
+        return claims
+
+    def committed(self, claims: Mapping[str, ClaimRow | None]) -> None:
+        """The tick that wrote `claims` (`claim_rows`) committed."""
+        self._stored |= {a for a, claim in claims.items() if claim is not None}
+        self._stored -= {a for a, claim in claims.items() if claim is None}

@@ -1,0 +1,345 @@
+"""The agents' processes and groups, from spawn to finish: an adapter over the `Supervisor`.
+
+Rules:
+
+- A spawn's arguments are refused, its declared code hashed and its bounty's model loaded
+  before anything is made (`spawn_request`).
+- A spawn is all or nothing: the group is limited (pids, a CPU quota of its demand capped at the
+  node's cores) and metered before the command starts, so all its CPU is billed; its row, code,
+  bounty, bid, accounts, funding and `spawned` event are one unit of work. If any step fails,
+  the process started for it is killed and its group removed: nothing of the spawn is left.
+- Each agent runs with its own environment (`MAXWELL_SOCKET`, its token, its id, its directory),
+  none of the daemon's other `MAXWELL_*` variables, and its own log. An agent started under
+  `user` drops privileges with `setpriv` (util-linux), which execs the command in place: the
+  pid the daemon records is the agent's own.
+- `work_dir` is the agent's own directory, `<state>/work/<id>`, owned by its user: the only
+  place the node reads an agent's files from.
+- An agent that ended is finished once: it leaves the meter, its group is removed and its
+  process reaped; its row keeps its state and exit code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from maxwell.audit.manifest import CodeManifest
+from maxwell.clock import Clock
+from maxwell.economy.ledger import (
+    TREASURY,
+    EntryRequest,
+    agent_account,
+    event_request,
+    open_request,
+    stake_account,
+    transfer_request,
+)
+from maxwell.economy.orderbook import InvalidBidError, check_demand, check_price
+from maxwell.errors import CgroupError, CgroupUnavailableError, MaxwellError
+from maxwell.meter import LiveMeter
+from maxwell.node.agents import LIVE, AgentRecord, AgentRegistry, CountedGroup, agent_row
+from maxwell.node.audits import declared_manifest
+from maxwell.node.config import NodeConfig
+from maxwell.node.facade import AgentState, NodeError, SpawnResult
+from maxwell.node.paths import StatePaths
+from maxwell.node.state import hash_token, new_token
+from maxwell.node.store import NodeStore
+from maxwell.node.supervisor import AgentProcess, Supervisor, as_user
+from maxwell.proof import Model, VerifierKey
+
+
+@dataclass(frozen=True)
+class SpawnRequest:
+    """A spawn, its arguments checked (`spawn_request`)."""
+
+    argv: Sequence[str]
+    fund: int
+    bid: float
+    demand: float
+    name: str | None
+    user: str | None
+    manifest: CodeManifest | None  # the code it declares
+    inference: tuple[Model, VerifierKey] | None  # the model a bounty pays for, and its key
+    model: str | None  # that model's path, as given
+    bounty: int
+
+
+def _check_spawn(argv: Sequence[str], fund: object, bounty: object, model: str | None) -> None:
+    """Refuse a spawn's malformed arguments before anything is made (a `NodeError` says why)."""
+    if not argv or not all(isinstance(arg, str) and arg for arg in argv):
+        raise NodeError("the command must be a non-empty list of non-empty strings")
+    if isinstance(bounty, bool) or not isinstance(bounty, int) or bounty < 0:
+        raise NodeError(f"the bounty must be an integer of µ$J >= 0, got {bounty!r}")
+    if bounty and model is None:
+        raise NodeError("a bounty pays for proofs of one model: name it (--model)")
+    if isinstance(fund, bool) or not isinstance(fund, int) or fund < 0:
+        raise NodeError(f"funding must be an integer of µ$J >= 0, got {fund!r}")
+
+
+def spawn_request(
+    argv: Sequence[str],
+    *,
+    fund: int,
+    bid: float,
+    demand: float,
+    name: str | None,
+    user: str | None,
+    code: Sequence[str] | None,
+    bounty: int,
+    model: str | None,
+    load_model: Callable[[str], tuple[Model, VerifierKey]],
+) -> SpawnRequest:
+    """A spawn's arguments checked, its declared code hashed and its bounty's model loaded,
+    before anything is made (a `NodeError` says what is refused)."""
+    _check_spawn(argv, fund, bounty, model)
+    manifest = declared_manifest(code) if code else None
+    inference = load_model(model) if model is not None else None
+    try:
+        bid, demand = check_price(bid), check_demand(demand)
+    except InvalidBidError as exc:
+        raise NodeError(str(exc)) from exc
+    if user is not None:
+        as_user(user, argv)  # refuse an unknown user before anything is made
+    return SpawnRequest(argv, fund, bid, demand, name, user, manifest, inference, model, bounty)
+
+
+def funding_request(agent_id: str, amount: int) -> EntryRequest:
+    """The ledger entry that funds an agent from the treasury (a fresh key each time)."""
+    return transfer_request(
+        f"fund:{agent_id}:{secrets.token_hex(8)}",
+        TREASURY,
+        agent_account(agent_id),
+        amount,
+        kind="funded",
+        detail={"agent": agent_id, "amount": int(amount)},
+    )
+
+
+def work_dir(paths: StatePaths, agent: AgentRecord) -> Path:
+    """`<state>/work/<id>`: the agent's own directory, where it leaves proofs for the node
+    to read (the node reads nothing of an agent's outside it). Made on first use, owned by
+    the agent's user."""
+    paths.work.mkdir(mode=0o711, exist_ok=True)
+    directory = paths.agent_work(agent.id)
+    if not directory.is_dir():
+        directory.mkdir(mode=0o700)
+        if agent.user is not None:
+            entry = pwd.getpwnam(agent.user)
+            os.chown(directory, entry.pw_uid, entry.pw_gid)
+    return directory
+
+
+class AgentProcesses:
+    """Starts, kills and finishes the agents' processes in their groups (see the module)."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        clock: Clock,
+        wall: Callable[[], float],
+        store: NodeStore,
+        meter: LiveMeter,
+        supervisor: Supervisor,
+        registry: AgentRegistry,
+        capacity_cores: float,
+    ) -> None:
+        self._config = config
+        self._paths = config.paths
+        self._clock = clock
+        self._wall = wall
+        self._store = store
+        self._meter = meter
+        self._supervisor = supervisor
+        self._agents = registry
+        self._capacity_cores = capacity_cores
+
+    def spawn(self, request: SpawnRequest) -> SpawnResult:
+        """Make the agent's group, start its command in it and record the spawn."""
+        agent_id = secrets.token_hex(4)
+        while agent_id in self._agents:
+            agent_id = secrets.token_hex(4)
+        token = new_token()
+        at = self._wall()
+        group = self._supervisor.create(agent_id)
+        agent = AgentRecord(
+            id=agent_id, name=request.name or agent_id, argv=tuple(request.argv),
+            user=request.user, token_hash=hash_token(token), created_at=at,
+            cgroup=self._supervisor.record(group), state=AgentState.RUNNING, bid=request.bid,
+            demand=request.demand, bid_seq=0, pid=None, group=group, counted=CountedGroup(group),
+            settled_at=self._clock.monotonic(),
+        )  # fmt: skip
+        if request.manifest is not None:
+            agent.manifest = request.manifest
+        if request.inference is not None and request.model is not None:
+            agent.model, agent.model_key = request.inference
+            agent.bounty = request.bounty
+        self._launch(agent, token)
+        self._record_spawn(agent, request.fund, request.model, at)
+        self._agents.add(agent)
+        assert agent.pid is not None
+        return SpawnResult(agent=agent_id, name=agent.name, pid=agent.pid, token=token)
+
+    def _launch(self, agent: AgentRecord, token: str) -> None:
+        """Limit the agent's group and start its command in it; on any failure, undo all."""
+        group = agent.group
+        assert group is not None and agent.counted is not None
+        try:
+            if self._config.pids_max is not None:
+                with contextlib.suppress(CgroupUnavailableError):
+                    group.set_pids_max(self._config.pids_max)
+            quota = min(agent.demand, self._capacity_cores)
+            with contextlib.suppress(CgroupUnavailableError):
+                group.set_cpu_quota(quota)
+            agent.last_quota = quota
+            self._meter.add(agent.id, agent.counted)  # before it runs: all its CPU is metered
+            agent.popen = self._start(agent, token)
+        except BaseException:
+            with contextlib.suppress(KeyError):
+                self._meter.discard(agent.id)
+            with contextlib.suppress(MaxwellError):
+                group.remove()
+            raise
+        agent.pid = agent.popen.pid
+
+    def _record_spawn(self, agent: AgentRecord, fund: int, model: str | None, at: float) -> None:
+        """One unit of work: the agent's row, code, bounty and bid, its accounts, funding and
+        `spawned` event. If it fails, the agent started for it is killed and its group removed:
+        nothing of the spawn is left."""
+        assert agent.group is not None
+        state, ledger = self._store.state, self._store.ledger
+        try:
+            with self._store.unit_of_work():
+                state.insert_agent(agent_row(agent))
+                if agent.manifest is not None:
+                    state.save_manifest(agent.id, agent.manifest.to_json())
+                if agent.model is not None and model is not None:
+                    path = os.path.abspath(model)
+                    state.save_bounty(agent.id, path, agent.model.sha256, agent.bounty)
+                agent.bid_seq = state.place_bid(agent.id, agent.bid, agent.demand, at)
+                ledger.submit_many(self._spawn_entries(agent, fund, agent.group.path), at=at)
+        except BaseException:
+            with contextlib.suppress(KeyError):
+                self._meter.discard(agent.id)
+            with contextlib.suppress(MaxwellError):
+                self._supervisor.kill(agent.group, agent.popen)
+            self._supervisor.finish(agent.group, agent.popen)
+            raise
+
+    def _spawn_entries(self, agent: AgentRecord, fund: int, cgroup: str) -> list[EntryRequest]:
+        """The ledger entries of a spawn: its accounts, its funding, the `spawned` event."""
+        requests = [open_request(agent_account(agent.id)), open_request(stake_account(agent.id))]
+        if fund > 0:
+            requests.append(funding_request(agent.id, fund))
+        detail = {
+            "agent": agent.id,
+            "name": agent.name,
+            "argv": list(agent.argv),
+            "pid": agent.pid,
+            "user": agent.user,
+            "bid": agent.bid,
+            "demand": agent.demand,
+            "fund": int(fund),
+            "cgroup": cgroup,
+        }
+        requests.append(event_request(f"spawned:{agent.id}", "spawned", detail))
+        return requests
+
+    def _start(self, agent: AgentRecord, token: str) -> AgentProcess:
+        """Start the agent's command in its group, with its own environment and log."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MAXWELL_")}
+        env.update(
+            MAXWELL_SOCKET=self._config.socket,
+            MAXWELL_AGENT_TOKEN=token,
+            MAXWELL_AGENT=agent.id,
+            MAXWELL_AGENT_DIR=str(work_dir(self._paths, agent)),
+        )
+        self._paths.logs.mkdir(mode=0o700, exist_ok=True)
+        assert agent.group is not None
+        return self._supervisor.start(
+            agent.group,
+            agent.argv,
+            user=agent.user,
+            env=env,
+            log_path=self._paths.agent_log(agent.id),
+        )
+
+    def has_exited(self, agent: AgentRecord) -> bool:
+        """Whether a live agent's command has ended (its group is empty, or unreadable)."""
+        if agent.popen is not None:
+            code = agent.popen.poll()
+            if code is None:
+                return False
+            agent.exit_code = code
+            return True
+        assert agent.group is not None
+        try:
+            return agent.group.is_empty()
+        except CgroupError:
+            return True
+
+    def kill_group(self, agent: AgentRecord) -> None:
+        if agent.group is not None:
+            code = self._supervisor.kill(agent.group, agent.popen)
+            if code is not None:
+                agent.exit_code = code
+
+    def kill(self, agent: AgentRecord) -> None:
+        """Kill a live agent on request: its processes, then its state and the `killed` event
+        in one unit of work (its last interval is billed by the next tick)."""
+        at = self._wall()
+        if agent.group is not None:
+            try:
+                self.kill_group(agent)
+            except MaxwellError as exc:
+                raise NodeError(f"cannot kill agent {agent.id}: {exc}") from exc
+        agent.state, agent.ended_at, agent.finished = AgentState.DEAD, at, True
+        reason = {"agent": agent.id, "reason": "killed on request"}
+        with self._store.unit_of_work():  # its state and the event, together
+            self._store.state.update_agent(
+                agent.id, state=str(agent.state), ended_at=at, exit_code=agent.exit_code
+            )
+            self._store.ledger.submit(event_request(f"killed:{agent.id}", "killed", reason), at=at)
+
+    def kill_all(self) -> None:
+        """Kill every live agent as the daemon shuts down, with a `killed` event each; the
+        caller's last tick then bills their last interval."""
+        at = self._wall()
+        killed: list[EntryRequest] = []
+        for agent in self._agents:
+            if agent.state in LIVE and agent.group is not None:
+                with contextlib.suppress(MaxwellError):
+                    self.kill_group(agent)
+                agent.state, agent.ended_at, agent.finished = AgentState.DEAD, at, True
+                killed.append(
+                    event_request(
+                        f"killed:{agent.id}",
+                        "killed",
+                        {"agent": agent.id, "reason": "the daemon shut down"},
+                    )
+                )
+        self._store.ledger.submit_many(killed, at=at)
+
+    def finish(self, agent: AgentRecord) -> None:
+        """Stop metering an agent that ended, remove its group, reap its process."""
+        with contextlib.suppress(KeyError):
+            self._meter.discard(agent.id)
+        group, agent.group, agent.counted = agent.group, None, None
+        if group is not None:
+            code = self._supervisor.finish(group, agent.popen)
+            if agent.exit_code is None:
+                agent.exit_code = code
+        agent.popen = None
+        agent.finished = False
+        self._store.state.update_agent(agent.id, exit_code=agent.exit_code, state=str(agent.state))
+
+    def finish_all(self) -> None:
+        """Finish every agent that still has a group."""
+        for agent in self._agents:
+            if agent.group is not None:
+                self.finish(agent)
