@@ -75,8 +75,12 @@ def becker_bond(gain: Money, p: float, q: float = DETECTION_PROBABILITY) -> Mone
     pq = p * q
     if not (0.0 < p <= 1.0 and 0.0 < q <= 1.0):
         raise ValueError(f"p and q must be probabilities in (0, 1], got p={p!r}, q={q!r}")
-    # (1 - pq) / pq in exact-ish float, then rounded up so the condition holds for integers.
-    return Money(math.ceil(gain * (1.0 - pq) / pq))
+    # (1 - pq) / pq in float, rounded up; then nudged until `deterred` (the same float
+    # condition) holds, since at p q near 1e-8 the rounding can land a µ$J or two short.
+    fine = math.ceil(gain * (1.0 - pq) / pq)
+    while not deterred(fine, gain, p, q):
+        fine += 1 + fine // 10**12
+    return Money(fine)
 
 
 def deterred(fine: int, gain: int, p: float, q: float = DETECTION_PROBABILITY) -> bool:

@@ -46,6 +46,7 @@ and `audit` replays a journal read back from storage and names its first violati
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -186,11 +187,13 @@ class IdempotencyConflictError(LedgerError):
         self.seq = seq
 
 
+@functools.lru_cache(maxsize=1 << 16)  # the node asks for every agent's every tick
 def agent_account(agent_id: str) -> str:
     """The account of an agent: `agent:<id>`."""
     return f"agent:{_checked_id(agent_id)}"
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def stake_account(agent_id: str) -> str:
     """The account holding an agent's bonds: `stake:<id>`."""
     return f"stake:{_checked_id(agent_id)}"

@@ -121,6 +121,8 @@ class OptimisticBilling:
         entries: list[PendingEntry] = []
         p = self._config.audit_probability
         for agent in self._agents:
+            if not agent.bond and not optimistic:
+                continue  # nothing to release, nothing to bond
             account, stake = agent_account(agent.id), stake_account(agent.id)
             live = agent.state in LIVE and not agent.finished and agent.group is not None
             if agent.bond and not live:

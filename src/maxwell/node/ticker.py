@@ -30,7 +30,6 @@ Rules:
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
@@ -168,7 +167,9 @@ class Ticker:
         """Meter, bill, decide, clear and enforce: one tick. A failure is counted and raised; the
         next tick retries. `settle_all` settles every agent whatever the settlement interval."""
         started = self._clock.monotonic()
-        committed, views = self.tick, {a.id: copy.copy(a) for a in self._agents}
+        # The live views as they were (their fields; a tick replaces values, never mutates
+        # one in place), for a roll-back.
+        committed, views = self.tick, {a.id: dict(vars(a)) for a in self._agents}
         try:
             self._tick_now(settle_all)
         except Exception as exc:
@@ -179,12 +180,12 @@ class Ticker:
         self.last_tick_duration_s = self._clock.monotonic() - started
         self.stats.record_tick(self.last_tick_duration_s)
 
-    def _roll_back(self, views: Mapping[str, AgentRecord]) -> None:
+    def _roll_back(self, views: Mapping[str, dict[str, object]]) -> None:
         """A tick failed before it committed: the agents' live views go back to what they were,
         and the energy the meter attributed (read once: its interval is consumed) waits for the
         next tick, which bills it with its own. Nothing is billed twice, nothing never."""
         for agent_id, view in views.items():
-            vars(self._agents[agent_id]).update(vars(view))
+            vars(self._agents[agent_id]).update(view)
         for agent_id, energy in self._metered.items():
             self._unbilled[agent_id] = self._unbilled.get(agent_id, 0) + energy
         self._metered = {}
