@@ -31,7 +31,6 @@ from ledger_journals import (
     times,
 )
 from maxwell.cli import ledger_cmd
-from maxwell.cli.common import OneLineParser
 from maxwell.economy.ledger import (
     CHECKPOINT_KIND,
     GRID,
@@ -59,6 +58,7 @@ from maxwell.economy.store import (
     LedgerUnsoundError,
 )
 from maxwell.errors import MaxwellError
+from test_ledger_cli import json_out, ledger
 
 ALICE = agent_account("alice")
 BOB = agent_account("bob")
@@ -481,25 +481,6 @@ def test_checkpoint_of_reads_back_what_fold_wrote(store: LedgerStore) -> None:
 # --- the CLI ------------------------------------------------------------------------------------
 
 
-def ledger(*argv: str) -> int:
-    """Parse `argv` as `maxwell ledger ARGV` would and run it; the exit status."""
-    root = OneLineParser(prog="maxwell")
-    commands = root.add_subparsers(dest="command_name", required=True)
-    ledger_cmd.add_arguments(commands.add_parser("ledger"))
-    try:
-        args = root.parse_args(["ledger", *argv])
-    except SystemExit as exc:
-        assert isinstance(exc.code, int)
-        return exc.code
-    return ledger_cmd.run(args)
-
-
-def one_json(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 1, lines
-    value = json.loads(lines[0])
-    assert isinstance(value, dict)
-    return value
 
 
 def test_cli_help_documents_time_formats_and_exit_statuses(
@@ -556,7 +537,7 @@ def test_cli_compacts_then_verify_and_balances_agree(
     store: LedgerStore, state: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert ledger("balances", "--state", str(state), "--json") == 0
-    balances = one_json(capsys)
+    balances = json_out(capsys)
     assert ledger("compact", "--state", str(state), "--before", "5") == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out == [
@@ -567,10 +548,10 @@ def test_cli_compacts_then_verify_and_balances_agree(
     assert ledger("verify", "--state", str(state)) == 0
     assert "the first, a checkpoint, folds 12" in capsys.readouterr().out
     assert ledger("balances", "--state", str(state), "--json") == 0
-    assert one_json(capsys) == balances
+    assert json_out(capsys) == balances
     iso = "1970-01-01T00:00:05Z"  # the same time again, in ISO-8601: nothing more to fold
     assert ledger("compact", "--state", str(state), "--before", iso, "--json") == 0
-    assert one_json(capsys) == {
+    assert json_out(capsys) == {
         "compacted": False,
         "before": 5.0,
         "before_iso": "1970-01-01T00:00:05+00:00",
@@ -583,11 +564,11 @@ def test_cli_compacts_then_verify_and_balances_agree(
     assert ledger("compact", "--state", str(state), "--before", "1") == 0
     assert capsys.readouterr().out.startswith("nothing to compact: no entry before 1970")
     assert ledger("compact", "--state", str(state), "--before", "2099-01-01", "--json") == 0
-    report = one_json(capsys)
+    report = json_out(capsys)
     assert report["compacted"] is True and report["checkpoint"] == 17
     assert (report["replaced"], report["folded"], report["folded_keys"]) == (6, 17, 5)
     assert ledger("verify", "--state", str(state), "--json") == 0
-    verdict = one_json(capsys)
+    verdict = json_out(capsys)
     assert verdict["ok"] is True and verdict["folded"] == 17 and verdict["entries"] == 1
 
 

@@ -4,6 +4,7 @@ the accrued balance."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from maxwell.clock import FakeClock
 from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import NodeDaemon
 from maxwell.node.facade import AgentState
+from maxwell.sensors import NodeSample
 from maxwell.testing import FakeSensors, FakeSupervisor
 from maxwell.units import Money
 
@@ -114,4 +116,46 @@ def test_apoptosis_reads_the_accrued_balance_and_the_ledger_never_overdraws(
         assert daemon.agent(poor).balance == 0
         assert daemon.ledger().verify().ok
     finally:
+        daemon.shutdown(kill_agents=True)
+
+
+class SlowSensors(FakeSensors):
+    """Sensors whose reading blocks until the test lets it go (a slow read of many counters)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.reading, self.go = threading.Event(), threading.Event()
+        self.blocking = False
+
+    def sample(self) -> NodeSample:
+        if self.blocking:
+            self.reading.set()
+            assert self.go.wait(30), "the test never let the reading finish"
+        return super().sample()
+
+
+def test_api_calls_are_served_while_the_tick_reads_the_meter(tmp_path: Path) -> None:
+    clock, supervisor = FakeClock(), FakeSupervisor()
+    sensors = SlowSensors(clock, supervisor)
+    daemon = NodeDaemon(
+        NodeConfig(state_dir=tmp_path / "s", tick_s=TICK_S), clock=clock, sensors=sensors,
+        supervisor=supervisor,
+    )  # fmt: skip
+    try:
+        agent = daemon.spawn(["work"], fund=Money(J), bid=2.0).agent
+        sensors.blocking = True
+        ticking = threading.Thread(target=daemon.tick_once)
+        ticking.start()
+        assert sensors.reading.wait(30), "the tick never started reading"
+        # The tick is in the middle of its reading: a bid, a funding and a status still answer.
+        assert daemon.bid(agent, 3.0).bid == 3.0
+        assert daemon.fund(agent, Money(J)).balance == 2 * J
+        assert daemon.status().ticks == 0
+        assert ticking.is_alive()  # still reading
+        sensors.go.set()
+        ticking.join(30)
+        assert not ticking.is_alive() and daemon.ticks == 1
+    finally:
+        sensors.blocking = False
+        sensors.go.set()
         daemon.shutdown(kill_agents=True)

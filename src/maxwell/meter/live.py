@@ -14,6 +14,7 @@ from its first reading on. Nothing here reads the clock: time comes from the nod
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -77,6 +78,9 @@ class LiveMeter:
         self._sensors = sensors
         self._memory_interval_s = memory_interval_s
         self._workloads: dict[str, _Tracked] = {}
+        # add, discard and tick may come from different threads (the node's API spawns while
+        # its tick reads the counters outside the node's own lock).
+        self._lock = threading.Lock()
         self.node = sensors.sample()
         self._memory_read_at_s = self.node.at_s
         self.started_at_s = self.node.at_s
@@ -87,13 +91,15 @@ class LiveMeter:
 
     def add(self, name: str, group: MeteredGroup) -> None:
         """Start metering `group` from now on (its baseline is read immediately)."""
-        if name in self._workloads:
-            raise ValueError(f"workload {name!r} is already metered")
-        self._workloads[name] = _Tracked(group, group.stats())
+        with self._lock:
+            if name in self._workloads:
+                raise ValueError(f"workload {name!r} is already metered")
+            self._workloads[name] = _Tracked(group, group.stats())
 
     def discard(self, name: str) -> WorkloadUsage:
         """Stop metering `name`; returns its final totals (memory figures read one last time)."""
-        tracked = self._workloads.pop(name)
+        with self._lock:
+            tracked = self._workloads.pop(name)
         _read_group_memory(tracked, self.node.temperature_c)
         return tracked.usage
 
@@ -105,6 +111,10 @@ class LiveMeter:
 
     def tick(self, *, read_memory: bool = False) -> Mapping[str, int]:
         """One interval: returns the energy (µJ) attributed to each workload in it."""
+        with self._lock:
+            return self._tick(read_memory)
+
+    def _tick(self, read_memory: bool) -> Mapping[str, int]:
         node = self._sensors.sample()
         workloads = self._workloads
         # One pass over the groups: this loop is the meter's hot path (10 Hz x every workload).

@@ -11,8 +11,8 @@ parts, hands each call to the part that owns it (each part's module states its r
 Start-up (docs/node.md): the state directory is locked first (a refused start touches nothing
 else), then the store, sensors, meter and supervisor open, and recovery runs. A start that fails
 closes what it opened and removes the cgroups it made (a tree holding live agents stays).
-Threads: one `threading.RLock` guards everything; the API calls in from its threads while
-`run_forever` ticks in another, and every part is called under it.
+Threads: one `threading.RLock` guards the parts (the API calls in from its threads, `run_forever`
+ticks in another); a tick reads the meter before taking it, so that reading holds no call up.
 Shutdown: `shutdown()` (SIGTERM) settles every agent in a last tick and leaves them running in
 their groups for the next daemon to re-adopt; `shutdown(kill_agents=True)` kills them, bills
 their last tick and removes the whole tree.
@@ -115,6 +115,8 @@ class NodeDaemon:
         """Open the store, the meter and the supervisor, make the parts, and recover."""
         config = self.config
         self._lock = threading.RLock()
+        # A whole tick and shutdown hold it; the meter is read under it alone (the API goes on).
+        self._tick_lock = threading.RLock()
         self._wall = wall
         self.capacity_cores = float(config.capacity_cores or os.cpu_count() or 1)
         self._owns_sensors = sensors is None
@@ -194,10 +196,13 @@ class NodeDaemon:
         """Meter, bill, decide, clear and enforce: one tick (`maxwell.node.ticker`). A failure
         is counted (`status().tick_stats`) and raised; the next tick retries. `settle_all`
         settles every agent's accrued bills whatever the settlement interval."""
-        with self._lock:
+        with self._tick_lock:
             if self._closed:
                 return
-            self._ticker.tick_once(settle_all)
+            started = self._clock.monotonic()
+            reading = self._ticker.read()  # outside `_lock`: the API goes on meanwhile
+            with self._lock:
+                self._ticker.tick_once(settle_all, reading, started)
 
     def run_forever(self, stop: threading.Event) -> None:
         """Tick every `tick_s` until `stop` is set (the caller then calls `shutdown`)."""
@@ -214,7 +219,7 @@ class NodeDaemon:
         """Stop. By default a last tick settles every agent and the agents keep running in their
         groups, for a restarted daemon to re-adopt (with none alive, the daemon's cgroup tree is
         removed); with `kill_agents`, a last tick bills them, then they and the tree go."""
-        with self._lock:
+        with self._tick_lock, self._lock:
             if self._closed:
                 return
             if not kill_agents:

@@ -163,15 +163,34 @@ class Ticker:
         self._metered: dict[str, int] = {}
         self._unbilled: dict[str, int] = {}
 
-    def tick_once(self, settle_all: bool = False) -> None:
-        """Meter, bill, decide, clear and enforce: one tick. A failure is counted and raised; the
-        next tick retries. `settle_all` settles every agent whatever the settlement interval."""
-        started = self._clock.monotonic()
+    def read(self) -> dict[str, int]:
+        """The meter's interval: every group's counters and the node's energy, attributed (µJ
+        per agent). The daemon calls it outside its lock, so the API is served meanwhile; the
+        interval is consumed, so `tick_once` must follow with what it returns."""
+        try:
+            return dict(self._meter.tick())
+        except Exception as exc:
+            self.stats.record_failure(exc, self._wall())
+            raise
+
+    def tick_once(
+        self,
+        settle_all: bool = False,
+        reading: Mapping[str, int] | None = None,
+        started: float | None = None,
+    ) -> None:
+        """Bill, decide, clear and enforce on `reading` (`read()` when None): one tick. A failure
+        is counted and raised; the next tick retries. `settle_all` settles every agent whatever
+        the settlement interval. `started`: when the tick began (its reading included)."""
+        if started is None:
+            started = self._clock.monotonic()
+        if reading is None:
+            reading = self.read()
         # The live views as they were (their fields; a tick replaces values, never mutates
         # one in place), for a roll-back.
         committed, views = self.tick, {a.id: dict(vars(a)) for a in self._agents}
         try:
-            self._tick_now(settle_all)
+            self._tick_now(settle_all, reading)
         except Exception as exc:
             self.stats.record_failure(exc, self._wall())
             if self.tick == committed:
@@ -190,9 +209,9 @@ class Ticker:
             self._unbilled[agent_id] = self._unbilled.get(agent_id, 0) + energy
         self._metered = {}
 
-    def _tick_now(self, settle_all: bool = False) -> None:
-        """Read the meter and the exits, then run the tick on what was read."""
-        self._metered = dict(self._meter.tick())
+    def _tick_now(self, settle_all: bool, reading: Mapping[str, int]) -> None:
+        """Read the exits, then run the tick on the meter's reading."""
+        self._metered = dict(reading)
         energies = dict(self._metered)
         for agent_id, energy in self._unbilled.items():  # metered by a tick that failed
             energies[agent_id] = energies.get(agent_id, 0) + energy
