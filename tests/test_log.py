@@ -56,3 +56,16 @@ def test_bad_level_or_format_is_refused() -> None:
         log.configure("loud")
     with pytest.raises(ValueError, match="log format"):
         log.configure("info", "xml")
+
+
+def test_logged_keeps_an_expected_failure_visible(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("maxwell.test")
+    with caplog.at_level(logging.DEBUG, logger="maxwell"):
+        with log.logged(logger, "agent a1: no CPU quota", KeyError):
+            raise KeyError("cpu")
+        with log.logged(logger, "never", KeyError):
+            pass
+    [record] = [r for r in caplog.records if r.name == "maxwell.test"]
+    assert record.getMessage() == "agent a1: no CPU quota" and record.exc_info is not None
+    with pytest.raises(ValueError), log.logged(logger, "only KeyError", KeyError):
+        raise ValueError("not swallowed")

@@ -9,9 +9,11 @@ Fields passed through `extra=` (e.g. `agent`, `tick`) appear in JSON as keys of 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TextIO
 
@@ -57,3 +59,16 @@ def configure(level: str = "info", fmt: str = "text", stream: TextIO | None = No
     handler._maxwell = True  # type: ignore[attr-defined]  # marks the handler as ours
     root.addHandler(handler)
     root.setLevel(level.upper())
+
+
+@contextlib.contextmanager
+def logged(
+    logger: logging.Logger, what: str, *errors: type[BaseException], level: int = logging.DEBUG
+) -> Iterator[None]:
+    """Like `contextlib.suppress(*errors)`, but the failure is logged (with its traceback) at
+    `level`, as `what`: a failure that is expected (a limit a degraded cgroup cannot hold, a
+    clean-up after another failure) is still seen."""
+    try:
+        yield
+    except errors:
+        logger.log(level, "%s", what, exc_info=True)

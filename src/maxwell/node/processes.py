@@ -21,6 +21,7 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pwd
 import secrets
@@ -41,6 +42,7 @@ from maxwell.economy.ledger import (
 )
 from maxwell.economy.orderbook import InvalidBidError, check_demand, check_price
 from maxwell.errors import CgroupError, CgroupUnavailableError, MaxwellError
+from maxwell.log import logged
 from maxwell.meter import LiveMeter
 from maxwell.node.agents import LIVE, AgentRecord, AgentRegistry, CountedGroup, agent_row
 from maxwell.node.audits import declared_manifest
@@ -51,6 +53,8 @@ from maxwell.node.state import hash_token, new_token
 from maxwell.node.store import NodeStore
 from maxwell.node.supervisor import AgentProcess, Supervisor, as_user
 from maxwell.proof import Model, VerifierKey
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -191,18 +195,19 @@ class AgentProcesses:
         assert group is not None and agent.counted is not None
         try:
             if self._config.pids_max is not None:
-                with contextlib.suppress(CgroupUnavailableError):
+                with logged(log, f"agent {agent.id}: no pids limit", CgroupUnavailableError):
                     group.set_pids_max(self._config.pids_max)
             quota = min(agent.demand, self._capacity_cores)
-            with contextlib.suppress(CgroupUnavailableError):
+            with logged(log, f"agent {agent.id}: no CPU quota", CgroupUnavailableError):
                 group.set_cpu_quota(quota)
             agent.last_quota = quota
             self._meter.add(agent.id, agent.counted)  # before it runs: all its CPU is metered
             agent.popen = self._start(agent, token)
         except BaseException:
-            with contextlib.suppress(KeyError):
+            with contextlib.suppress(KeyError):  # not metered yet: nothing to undo
                 self._meter.discard(agent.id)
-            with contextlib.suppress(MaxwellError):
+            with logged(log, f"agent {agent.id}: cannot remove its group", MaxwellError,
+                        level=logging.WARNING):  # fmt: skip
                 group.remove()
             raise
         agent.pid = agent.popen.pid
@@ -224,9 +229,10 @@ class AgentProcesses:
                 agent.bid_seq = state.place_bid(agent.id, agent.bid, agent.demand, at)
                 ledger.submit_many(self._spawn_entries(agent, fund, agent.group.path), at=at)
         except BaseException:
-            with contextlib.suppress(KeyError):
+            with contextlib.suppress(KeyError):  # not metered: nothing to undo
                 self._meter.discard(agent.id)
-            with contextlib.suppress(MaxwellError):
+            with logged(log, f"agent {agent.id}: cannot kill it", MaxwellError,
+                        level=logging.WARNING):  # fmt: skip
                 self._supervisor.kill(agent.group, agent.popen)
             self._supervisor.finish(agent.group, agent.popen)
             raise
@@ -313,7 +319,8 @@ class AgentProcesses:
         killed: list[EntryRequest] = []
         for agent in self._agents:
             if agent.state in LIVE and agent.group is not None:
-                with contextlib.suppress(MaxwellError):
+                with logged(log, f"agent {agent.id}: cannot kill it", MaxwellError,
+                            level=logging.WARNING):  # fmt: skip
                     self.kill_group(agent)
                 agent.state, agent.ended_at, agent.finished = AgentState.DEAD, at, True
                 killed.append(

@@ -19,7 +19,6 @@ Rules:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -34,6 +33,7 @@ from typing import Protocol
 from maxwell.cgroups import CgroupManager, ProcTreeGroup, V1Group, V2Group, WorkloadGroup
 from maxwell.clock import Clock
 from maxwell.errors import CgroupUnavailableError, MaxwellError
+from maxwell.log import logged
 from maxwell.node.facade import NodeError
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,8 @@ class CgroupSupervisor:
 def _reap(process: AgentProcess | None) -> int | None:
     if process is None:
         return None
-    with contextlib.suppress(subprocess.TimeoutExpired):
+    with logged(log, f"process {process.pid}: not reaped within {_WAIT_S:g} s",
+                subprocess.TimeoutExpired, level=logging.WARNING):  # fmt: skip
         return process.wait(timeout=_WAIT_S)
     return None
 

@@ -52,6 +52,7 @@ from maxwell.economy.price import (
     ThermalPriceController,
 )
 from maxwell.errors import CgroupUnavailableError, MaxwellError
+from maxwell.log import logged
 from maxwell.meter import LiveMeter
 from maxwell.node import tick as ticks
 from maxwell.node.agents import LIVE, AgentRecord, AgentRegistry
@@ -476,11 +477,11 @@ class Ticker:
                 agent.finished = True
                 return
             if plan.quota_cores is not None and plan.quota_cores != agent.last_quota:
-                with contextlib.suppress(CgroupUnavailableError):
+                with logged(log, f"agent {agent.id}: no CPU quota", CgroupUnavailableError):
                     group.set_cpu_quota(plan.quota_cores)
                 agent.last_quota = plan.quota_cores
             if plan.weight is not None and plan.weight != agent.last_weight:
-                with contextlib.suppress(CgroupUnavailableError):
+                with logged(log, f"agent {agent.id}: no CPU weight", CgroupUnavailableError):
                     group.set_cpu_weight(plan.weight)
                 agent.last_weight = plan.weight
             if plan.enforcement is ticks.Enforcement.FREEZE:
