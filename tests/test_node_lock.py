@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -102,10 +103,15 @@ def test_maxwell_daemon_twice_on_one_state_is_refused_with_status_2(tmp_path: Pa
             f"{state}"
         ]
         spawned = maxwell("spawn", "--state", str(state), "--fund", "1J", "--bid", "1",
-                          "--", "sleep", "30")  # fmt: skip
+                          "--json", "--", "sleep", "30")  # fmt: skip
         assert spawned.returncode == 0, spawned.stderr
+        agent = json.loads(spawned.stdout.strip().splitlines()[-1])["agent"]
         assert socket_path.exists()
+        # The running daemon still serves its own agents: kill this one (so the daemon, with
+        # none left to re-adopt, removes its tree when it stops).
+        assert maxwell("kill", "--state", str(state), agent).returncode == 0
     finally:
         daemon.terminate()
         _, errors = daemon.communicate(timeout=30)
     assert daemon.returncode == 0, errors
+    assert tree_dirs(state) == []
