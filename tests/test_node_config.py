@@ -54,6 +54,8 @@ def test_flags_win_over_the_file_and_the_file_over_the_defaults() -> None:
         ({}, {"grace_s": -1}, "[daemon] grace_s must be a finite number 0 or more"),
         ({}, {"capacity_cores": 0}, "[daemon] capacity_cores must be a finite number above 0"),
         ({}, {"pids_max": 0}, "[daemon] pids_max must be 1 or more"),
+        ({"settlement_s": -1.0}, {}, "[daemon] settlement_s must be a finite number 0 or more"),
+        ({}, {"settlement_s": float("nan")}, "[daemon] settlement_s must be a finite number"),
         ({}, {"pids_max": 2.5}, "[daemon] pids_max must be an integer"),
         ({}, {"tick_s": "fast"}, "config: [daemon] tick_s must be a number"),
         ({}, {"cgroup": 2}, "config: [daemon] cgroup must be a string"),
