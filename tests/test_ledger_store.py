@@ -381,3 +381,23 @@ def test_verify_catches_an_overdraft_and_a_forged_credit_flag(
     assert verify_fresh(state) == (
         f"entry 10: account {BOB!r} goes negative (-1000000 µ$J) without credit"
     )
+
+
+def test_balances_are_read_again_whenever_the_database_may_have_changed(
+    store: LedgerStore, state: Path
+) -> None:
+    first = store.balances()
+    assert store.balances() == first  # nothing changed: the same balances
+    store.transfer("pay-cache-1", ALICE, BOB, 7)  # through this connection
+    assert store.balances()[BOB] == first[BOB] + 7
+    with LedgerStore.open(state) as other:  # another connection commits
+        other.transfer("pay-cache-2", ALICE, BOB, 5)
+    assert store.balances()[BOB] == first[BOB] + 12
+    with pytest.raises(RuntimeError), store.unit_of_work():  # a write rolled back
+        store.transfer("pay-cache-3", ALICE, BOB, 100)
+        assert store.balances()[BOB] == first[BOB] + 112  # inside it: what it wrote
+        raise RuntimeError("abandon")
+    assert store.balances()[BOB] == first[BOB] + 12
+    mine = store.balances()
+    mine[BOB] = -1  # a caller's copy: the store's own stays as it was
+    assert store.balances()[BOB] == first[BOB] + 12

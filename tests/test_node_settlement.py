@@ -5,7 +5,7 @@ the accrued balance."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from maxwell.clock import FakeClock
 from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import NodeDaemon
 from maxwell.node.facade import AgentState
+from maxwell.node.supervisor import AgentProcess
 from maxwell.sensors import NodeSample
 from maxwell.testing import FakeSensors, FakeSupervisor
 from maxwell.units import Money
@@ -159,3 +160,54 @@ def test_api_calls_are_served_while_the_tick_reads_the_meter(tmp_path: Path) -> 
         sensors.blocking = False
         sensors.go.set()
         daemon.shutdown(kill_agents=True)
+
+
+class ReapingSupervisor(FakeSupervisor):
+    """Names an ended process once, as the kernel names a child waiting to be reaped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.named: set[int] = set()
+
+    def ended(self, processes: Mapping[str, AgentProcess]) -> list[str]:
+        found = [
+            a for a, p in processes.items() if p.poll() is not None and p.pid not in self.named
+        ]
+        self.named.update(processes[agent].pid for agent in found)
+        return found
+
+
+def test_an_exit_found_by_a_tick_that_fails_is_found_again_by_the_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = Node(tmp_path / "state")
+    node.supervisor = supervisor = ReapingSupervisor()
+    node.daemon.shutdown(kill_agents=True)
+    node.daemon = NodeDaemon(
+        NodeConfig(state_dir=tmp_path / "state", tick_s=TICK_S), clock=node.clock,
+        wall=lambda: node.wall[0], sensors=FakeSensors(node.clock, supervisor),
+        supervisor=supervisor,
+    )  # fmt: skip
+    try:
+        agent = node.daemon.spawn(["work"], fund=Money(10 * J), bid=2.0).agent
+        node.ticks(2)
+        supervisor.exit(agent, 3)
+        store = node.daemon._store.state  # the tick's own commit fails, once
+        commit = store.commit_tick
+        failures = iter([OSError(28, "No space left on device")])
+
+        def failing(*args: object, **kwargs: object) -> object:
+            failure = next(failures, None)
+            if failure is not None:
+                raise failure
+            return commit(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(store, "commit_tick", failing)
+        with pytest.raises(OSError):
+            node.ticks(1)
+        assert node.daemon.agent(agent).state == AgentState.RUNNING  # rolled back
+        node.ticks(1)
+        info = node.daemon.agent(agent)
+        assert info.state == AgentState.EXITED and info.exit_code == 3
+    finally:
+        node.daemon.shutdown(kill_agents=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 from maxwell.cgroups.base import GroupStats
 from maxwell.clock import Clock
 from maxwell.errors import CgroupError
+from maxwell.node.supervisor import AgentProcess, ended_each
 from maxwell.procfs import CpuTimes
 from maxwell.sensors import NodeSample
 from maxwell.sensors._types import Source
@@ -161,6 +162,9 @@ class FakeSupervisor:
     def freeze(self, group: object, frozen: bool) -> None:
         assert isinstance(group, FakeGroup)
         group.frozen = frozen
+
+    def ended(self, processes: Mapping[str, AgentProcess]) -> list[str]:
+        return ended_each(processes)
 
     def kill(self, group: object, process: object) -> int | None:
         assert isinstance(group, FakeGroup)

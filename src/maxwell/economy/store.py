@@ -260,6 +260,8 @@ class LedgerStore:
         self._conn = connection
         self.path = path
         self._now = now
+        # `balances()` as last read, and the database's version then (see `_version`).
+        self._balances: tuple[tuple[int, int], dict[str, Money]] | None = None
 
     @classmethod
     def open(
@@ -731,9 +733,28 @@ class LedgerStore:
         return {name: Account(name, bool(credit), Money(balance)) for name, credit, balance in rows}
 
     def balances(self) -> dict[str, Money]:
-        """Every account's balance (one query: the node reads them every tick)."""
+        """Every account's balance: one query, or none while the database is as it was at the
+        last one (the node reads them every tick, and an idle node changes nothing). Inside a
+        transaction it always queries (what it reads may yet be rolled back)."""
+        if self._conn.in_transaction:
+            return dict(self._conn.execute("SELECT name, balance FROM accounts ORDER BY name"))
+        version = self._version()
+        if self._balances is not None and self._balances[0] == version:
+            return dict(self._balances[1])
         with self._transaction("DEFERRED") as conn:
-            return dict(conn.execute("SELECT name, balance FROM accounts ORDER BY name"))
+            balances = dict(conn.execute("SELECT name, balance FROM accounts ORDER BY name"))
+        self._balances = (version, balances)
+        return dict(balances)
+
+    def _version(self) -> tuple[int, int]:
+        """What changes whenever the database may have: the rows this connection changed so
+        far (`total_changes`, rolled back ones included) and SQLite's `data_version`, which
+        changes when another connection commits."""
+        try:
+            row = self._conn.execute("PRAGMA data_version").fetchone()
+        except sqlite3.Error as exc:
+            raise self._error(exc, "cannot read") from exc
+        return self._conn.total_changes, int(row[0])
 
     def balance(self, name: str) -> Money:
         with self._transaction("DEFERRED") as conn:

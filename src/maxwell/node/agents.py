@@ -37,6 +37,7 @@ from maxwell.node.facade import (
 from maxwell.node.policy.settlement import Accrual
 from maxwell.node.state import AgentRow, ReportRow
 from maxwell.node.supervisor import AgentProcess
+from maxwell.node.tick import AgentTickInput
 from maxwell.proof import Model, VerifierKey
 from maxwell.units import Money
 
@@ -110,6 +111,7 @@ class AgentRecord:
     settled_at: float = 0.0  # monotonic
     settle_next: bool = False
     written: dict[str, object] = field(default_factory=dict)
+    tick_input: AgentTickInput | None = None  # as the last tick saw it (reused while unchanged)
     reported: ReportRow | None = None  # its latest self-report
     # Optimistic billing (`maxwell.node.claims`): the bond posted in stake:<id>, the claim billed
     # up to, what the reports under-billed against the meter since the last audit (µ$J).

@@ -25,7 +25,7 @@ import logging
 import os
 import pwd
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,6 +160,7 @@ class AgentProcesses:
         self._store = store
         self._meter = meter
         self._supervisor = supervisor
+        self._ended: set[str] = set()  # agents whose started process has ended (`exited`)
         self._agents = registry
         self._capacity_cores = capacity_cores
 
@@ -274,6 +275,30 @@ class AgentProcesses:
             env=env,
             log_path=self._paths.agent_log(agent.id),
         )
+
+    def exited(self, agents: Iterable[AgentRecord]) -> list[AgentRecord]:
+        """The live agents among `agents` whose command has ended, with its exit code: those
+        started here as the supervisor finds them (`Supervisor.ended`), those adopted from an
+        earlier daemon by their empty (or unreadable) group."""
+        started: dict[str, AgentProcess] = {}
+        running: list[AgentRecord] = []
+        for agent in agents:
+            if agent.state in LIVE and agent.group is not None:
+                running.append(agent)
+                if agent.popen is not None:
+                    started[agent.id] = agent.popen
+        # Reaped processes are not found again: one found ended stays so while its agent is live
+        # (a tick that fails after finding it leaves it live, and the retry must find it too).
+        ended = set(self._supervisor.ended(started)) if started else set()
+        ended |= self._ended & started.keys()
+        self._ended = ended
+        exited = []
+        for agent in running:
+            if agent.id in ended or (agent.popen is None and self.has_exited(agent)):
+                if agent.popen is not None:
+                    agent.exit_code = agent.popen.poll()
+                exited.append(agent)
+        return exited
 
     def has_exited(self, agent: AgentRecord) -> bool:
         """Whether a live agent's command has ended (its group is empty, or unreadable)."""

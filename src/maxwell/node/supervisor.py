@@ -15,6 +15,10 @@ Rules:
 - The agent's standard output and error go to its log file, opened without following links.
 - Freezing uses the cgroup freezer where the group has one, else SIGSTOP/SIGCONT to its
   processes; killing kills the whole group (a frozen task still dies on SIGKILL).
+- Which started processes ended (`ended`) is asked once a tick for all of them. The real
+  supervisor asks the kernel which children wait to be reaped (`waitid` with `WNOWAIT`, which
+  reaps nothing), so a tick of a thousand running agents costs one call, not a thousand polls;
+  a child it does not know (not an agent's) makes it poll each process instead.
 """
 
 from __future__ import annotations
@@ -80,6 +84,8 @@ class Supervisor(Protocol):
     ) -> AgentProcess: ...
 
     def freeze(self, group: WorkloadGroup, frozen: bool) -> None: ...
+
+    def ended(self, processes: Mapping[str, AgentProcess]) -> list[str]: ...
 
     def kill(self, group: WorkloadGroup, process: AgentProcess | None) -> int | None: ...
 
@@ -188,6 +194,10 @@ class CgroupSupervisor:
         else:  # the /proc fallback: stop and continue the processes themselves
             group.signal(signal.SIGSTOP if frozen else signal.SIGCONT)
 
+    def ended(self, processes: Mapping[str, AgentProcess]) -> list[str]:
+        """Which of `processes` (by agent) have ended, reaped (`poll` gives their status)."""
+        return ended_children(processes)
+
     def kill(self, group: WorkloadGroup, process: AgentProcess | None) -> int | None:
         """Kill the whole group; the main process's exit status, once reaped (None if not)."""
         group.kill()
@@ -204,6 +214,31 @@ class CgroupSupervisor:
     def close(self, failure: BaseException | None = None) -> None:
         if self._manager is not None:
             self._manager.close(failure=failure)
+
+
+def ended_each(processes: Mapping[str, AgentProcess]) -> list[str]:
+    """Which of `processes` have ended, polling each (and so reaping those that have)."""
+    return [agent for agent, process in processes.items() if process.poll() is not None]
+
+
+def ended_children(processes: Mapping[str, AgentProcess]) -> list[str]:
+    """Which of `processes`, children of this process, have ended: the kernel names each child
+    waiting to be reaped (`waitid(WNOWAIT)` reaps nothing), and only those are polled (reaped).
+    A waiting child that is none of them (or one its poll leaves unreaped) is not ours to reap:
+    then each process is polled, as `ended_each` does."""
+    by_pid = {process.pid: agent for agent, process in processes.items()}
+    ended: list[str] = []
+    while True:
+        try:
+            child = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # no children at all
+            return ended
+        if child is None:
+            return ended
+        agent = by_pid.pop(child.si_pid, None)
+        if agent is None or processes[agent].poll() is None:
+            return ended_each(processes)  # those reaped already answer their status again
+        ended.append(agent)
 
 
 def _reap(process: AgentProcess | None) -> int | None:

@@ -31,9 +31,16 @@ Rules and invariants:
 - Agents already dead or exited are billed for their last interval (their final energy) and get
   no decision, no cores and no enforcement.
 - Determinism: the plan is a function of the arguments only; agents are handled in id order.
+- Quiet agents (`is_quiet`: live, not held for insolvency, nothing to bill, a burn this tick
+  leaves as it is, solvent) get no bill, no decision, no event and keep their state, so long as
+  the market clears as it did: then they are left out of the plan. A uniform clearing depends
+  only on its `MarketKey` (capacity, reserve and the bidders' terms), so the plan leaves the
+  clearing `Standing` for the next tick; given it back and finding the same key, `plan_tick`
+  reuses it and plans only the agents that are not quiet. The plan is then the full plan less
+  the quiet agents' entries, which would change nothing. Any other mechanism plans everyone.
 
 `plan_tick` takes the steps above in order, one pure function each: bills (`_bill_agents`),
-apoptosis (`_apoptosis_decisions`, `_insolvent_since`), market (`_clear_solvent`, over
+apoptosis (`_apoptosis_decisions`, `_insolvent_since`), market (`_Market.clear`, over
 `clear_market`), then per agent enforcement (`_enforce`) and its journal events (`_agent_events`).
 """
 
@@ -98,6 +105,11 @@ class AgentTickInput:
     burn_per_s: float = 0.0
     insolvent_since_s: float | None = None
     bid_seq: int = 0
+
+    @property
+    def terms(self) -> tuple[str, float, float, int]:
+        """What the market clears of this agent: its id, bid, demand and arrival number."""
+        return (self.agent, self.bid, self.demand, self.bid_seq)
 
 
 @dataclass(frozen=True)
@@ -166,10 +178,30 @@ class TickPlan:
     posts: tuple[LedgerPost, ...]
     events: tuple[PlannedEvent, ...]
     decisions: tuple[apoptosis.Decision, ...] = field(default=())
+    # The clearing to give the next tick (None: not reusable, a mechanism other than uniform).
+    standing: Standing | None = field(default=None, compare=False)
 
     @property
     def granted_cores(self) -> float:
+        """The cores granted to the agents planned (all of them unless some were quiet)."""
         return sum(plan.cores for plan in self.agents.values())
+
+
+@dataclass(frozen=True)
+class MarketKey:
+    """What a uniform clearing is a function of: capacity, reserve, the bidders' terms."""
+
+    capacity: float
+    reserve: float
+    bidders: frozenset[tuple[str, float, float, int]]
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A tick's uniform clearing with its key, for the next tick to reuse while it holds."""
+
+    key: MarketKey
+    clearing: Clearing
 
 
 def thermal_capacity(
@@ -198,6 +230,20 @@ def bill_key(tick: int, agent: str) -> str:
 
 def event_key(tick: int, agent: str, kind: str) -> str:
     return f"event:{tick}:{agent}:{kind}"
+
+
+def is_quiet(agent: AgentTickInput, tick_s: float) -> bool:
+    """Whether the tick leaves `agent` as it is when the market clears as before: live and not
+    held for insolvency, nothing to bill, a burn the tick keeps (frozen, or already 0), and a
+    balance that covers the next tick (no apoptosis decision)."""
+    return (
+        agent.energy_uj == 0
+        and agent.bytes_freed == 0
+        and agent.insolvent_since_s is None
+        and agent.state in _LIVE
+        and (agent.burn_per_s == 0.0 or agent.state is AgentState.FROZEN)
+        and agent.balance >= apoptosis.required_balance(agent.burn_per_s, tick_s)
+    )
 
 
 def weight_for(cores: float) -> int:
@@ -323,7 +369,11 @@ def clear_market(
 
 
 def plan_tick(
-    inputs: TickInput, *, mechanism: Mechanism | None = None, book: OrderBook | None = None
+    inputs: TickInput,
+    *,
+    mechanism: Mechanism | None = None,
+    book: OrderBook | None = None,
+    standing: Standing | None = None,
 ) -> TickPlan:
     """This tick's bills, decisions, clearing and enforcement (see the module comment).
 
@@ -331,32 +381,33 @@ def plan_tick(
     bid set. A stateful mechanism (posted price) carries its state from tick to tick itself.
     `book`: the daemon's standing order book, read (never changed) instead of building one from
     the bids each tick; see `clear_market`. The plan is the same with or without it.
+    `standing`: the last plan's `standing`; while its key holds, the quiet agents are left out
+    of the plan (see the module comment).
     """
     _check(inputs)
     agents = sorted(inputs.agents, key=lambda agent: agent.agent)
-    settled, posts = _bill_agents(agents, inputs)
-    live = [agent for agent in agents if agent.state in _LIVE]
+    market = _Market(inputs, mechanism, book)
+    quiet = market.quiet(agents, standing)
+    planned = agents
+    if quiet:
+        quiet_ids = {agent.agent for agent in quiet}
+        planned = [agent for agent in agents if agent.agent not in quiet_ids]
+    settled, posts = _bill_agents(planned, inputs)
+    live = [agent for agent in planned if agent.state in _LIVE]
     decisions = _apoptosis_decisions(live, settled, inputs)
     by_agent = {decision.agent: decision for decision in decisions}
     insolvent_since = _insolvent_since(live, by_agent)
     killed = {a for a, d in by_agent.items() if d.action is apoptosis.Action.KILL}
-    clearing = _clear_solvent(live, killed, insolvent_since, inputs, mechanism=mechanism, book=book)
-    events: list[PlannedEvent] = []
-    plans: dict[str, AgentPlan] = {}
-    for agent in agents:
-        settlement = settled[agent.agent]
-        decision = by_agent.get(agent.agent)
-        enforced = _enforce(
-            agent,
-            killed=agent.agent in killed,
-            insolvent=insolvent_since.get(agent.agent) is not None,
-            decision=decision,
-            clearing=clearing,
-            spot_price=inputs.spot_price,
-        )
-        events += _agent_events(agent, settlement, enforced, decision, inputs)
-        since = insolvent_since.get(agent.agent) if enforced.state in _LIVE else None
-        plans[agent.agent] = _agent_plan(agent, settlement, enforced, since)
+    bidders = [a for a in live if a.agent not in killed and insolvent_since[a.agent] is None]
+    clearing, next_standing = market.clear([*bidders, *quiet], standing)
+    if quiet and next_standing is not standing:
+        # The market moved: the quiet agents' grants may change, so they are planned too.
+        settled.update(_bill_agents(quiet, inputs)[0])
+        insolvent_since.update((agent.agent, None) for agent in quiet)
+        planned = agents
+    plans, events = _plan_agents(
+        planned, inputs, settled, by_agent, insolvent_since, killed, clearing
+    )
     return TickPlan(
         tick=inputs.tick,
         now_s=inputs.now_s,
@@ -367,7 +418,80 @@ def plan_tick(
         posts=tuple(posts),
         events=tuple(events),
         decisions=tuple(decisions),
+        standing=next_standing,
     )
+
+
+def _plan_agents(
+    planned: Sequence[AgentTickInput],
+    inputs: TickInput,
+    settled: Mapping[str, _Settlement],
+    by_agent: Mapping[str, apoptosis.Decision],
+    insolvent_since: Mapping[str, float | None],
+    killed: Set[str],
+    clearing: Clearing,
+) -> tuple[dict[str, AgentPlan], list[PlannedEvent]]:
+    """Each planned agent's enforcement, plan and journal events, in id order."""
+    events: list[PlannedEvent] = []
+    plans: dict[str, AgentPlan] = {}
+    for agent in planned:
+        decision = by_agent.get(agent.agent)
+        enforced = _enforce(
+            agent,
+            killed=agent.agent in killed,
+            insolvent=insolvent_since.get(agent.agent) is not None,
+            decision=decision,
+            clearing=clearing,
+            spot_price=inputs.spot_price,
+        )
+        events += _agent_events(agent, settled[agent.agent], enforced, decision, inputs)
+        since = insolvent_since.get(agent.agent) if enforced.state in _LIVE else None
+        plans[agent.agent] = _agent_plan(agent, settled[agent.agent], enforced, since)
+    return plans, events
+
+
+@dataclass(frozen=True)
+class _Market:
+    """How this tick clears: against its capacity at reserve = spot, by `mechanism`."""
+
+    inputs: TickInput
+    mechanism: Mechanism | None
+    book: OrderBook | None
+
+    @property
+    def uniform(self) -> bool:
+        return self.mechanism is None or isinstance(self.mechanism, Uniform)
+
+    def quiet(
+        self, agents: Sequence[AgentTickInput], standing: Standing | None
+    ) -> list[AgentTickInput]:
+        """The agents to leave out if `standing` still holds (none if it cannot be reused)."""
+        if standing is None or not self.uniform:
+            return []
+        tick_s = self.inputs.tick_s
+        return [agent for agent in agents if is_quiet(agent, tick_s)]
+
+    def clear(
+        self, bidders: Sequence[AgentTickInput], standing: Standing | None
+    ) -> tuple[Clearing, Standing | None]:
+        """The clearing of `bidders` and the standing to leave: `standing` itself when its key
+        holds (a uniform clearing is a function of its key), else a new one."""
+        inputs = self.inputs
+        key = None
+        if self.uniform:
+            terms = frozenset(agent.terms for agent in bidders)
+            key = MarketKey(inputs.capacity_cores, inputs.spot_price, terms)
+            if standing is not None and standing.key == key:
+                return standing.clearing, standing
+        clearing = clear_market(
+            bidders,
+            capacity=inputs.capacity_cores,
+            reserve=inputs.spot_price,
+            mechanism=self.mechanism,
+            seed=inputs.tick,
+            book=self.book,
+        )
+        return clearing, None if key is None else Standing(key, clearing)
 
 
 @dataclass(frozen=True)
@@ -446,31 +570,6 @@ def _insolvent_since(
                 since = None
         insolvent_since[agent.agent] = since
     return insolvent_since
-
-
-def _clear_solvent(
-    live: Sequence[AgentTickInput],
-    killed: Set[str],
-    insolvent_since: Mapping[str, float | None],
-    inputs: TickInput,
-    *,
-    mechanism: Mechanism | None,
-    book: OrderBook | None,
-) -> Clearing:
-    """Market: clear the live agents neither killed nor frozen for insolvency, reserve = spot."""
-    bidders = [
-        agent
-        for agent in live
-        if agent.agent not in killed and insolvent_since[agent.agent] is None
-    ]
-    return clear_market(
-        bidders,
-        capacity=inputs.capacity_cores,
-        reserve=inputs.spot_price,
-        mechanism=mechanism,
-        seed=inputs.tick,
-        book=book,
-    )
 
 
 @dataclass(frozen=True)

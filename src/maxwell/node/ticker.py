@@ -131,6 +131,21 @@ def exited_event(tick: int, agent: AgentRecord, reason: str) -> PendingEntry:
     )
 
 
+def _unchanged(last: ticks.AgentTickInput, agent: AgentRecord, balance: Money) -> bool:
+    """Whether `last`, an input with nothing to bill, is the agent as it stands now."""
+    return (
+        last.energy_uj == 0
+        and last.bytes_freed == 0
+        and last.balance == balance
+        and last.state is agent.state
+        and last.bid == agent.bid
+        and last.demand == agent.demand
+        and last.bid_seq == agent.bid_seq
+        and last.burn_per_s == agent.burn_per_s
+        and last.insolvent_since_s == agent.insolvent_since
+    )
+
+
 class Ticker:
     """Runs the node's ticks (see the module); called under the daemon's lock."""
 
@@ -163,6 +178,8 @@ class Ticker:
         # bill (µJ per agent): the next tick bills it (see `_roll_back`).
         self._metered: dict[str, int] = {}
         self._unbilled: dict[str, int] = {}
+        # The clearing the last committed tick left standing (`maxwell.node.tick.Standing`).
+        self._standing: ticks.Standing | None = None
 
     def read(self) -> dict[str, int]:
         """The meter's interval: every group's counters and the node's energy, attributed (µJ
@@ -227,11 +244,9 @@ class Ticker:
         tick = self.tick + 1
         events: list[PendingEntry] = []
         now = self.now()  # the tick's one "now"
-        for agent in self._agents:
-            running = agent.state in LIVE and agent.group is not None
-            if running and self._parts.processes.has_exited(agent):
-                agent.state, agent.ended_at, agent.finished = AgentState.EXITED, now.wall, True
-                events.append(exited_event(tick, agent, "its command ended"))
+        for agent in self._parts.processes.exited(self._agents):
+            agent.state, agent.ended_at, agent.finished = AgentState.EXITED, now.wall, True
+            events.append(exited_event(tick, agent, "its command ended"))
         self.run_tick(
             energies,
             freed,
@@ -287,7 +302,9 @@ class Ticker:
             grace_s=config.grace_s,
             agents=self._tick_inputs(energies, billed_energy, billed_freed, balances),
         )
-        plan = ticks.plan_tick(tick_input, mechanism=self._mechanism, book=self._book)
+        plan = ticks.plan_tick(
+            tick_input, mechanism=self._mechanism, book=self._book, standing=self._standing
+        )
         audits: list[PendingEntry] = []
         if optimistic and config.audit_probability > 0:
             audits = self._parts.auditor.sampled(tick, plan)
@@ -300,6 +317,7 @@ class Ticker:
         pending = [*stakes, *settled, *events, *extra_events, *audits]
         settled_ids = {str(entry.detail["agent"]) for entry in settled}
         self._commit(tick, now, self._row_updates(plan, settled_ids), pending, settled_ids)
+        self._standing = plan.standing
         self._carry_out(plan)
 
     def _tick_inputs(
@@ -310,7 +328,8 @@ class Ticker:
         balances: Mapping[str, Money],
     ) -> list[ticks.AgentTickInput]:
         """Each agent the tick decides about, with the book brought up to date: live agents with
-        a group stand in it, the others leave it."""
+        a group stand in it, the others leave it. An agent's input is made again only when it
+        differs from the last one (most agents, idle, are the same from tick to tick)."""
         inputs: list[ticks.AgentTickInput] = []
         book = self._book
         for agent in self._agents:
@@ -322,20 +341,23 @@ class Ticker:
                 book.cancel(agent.id)
             if (agent.id not in energies and not live) or (live and agent.group is None):
                 continue
-            inputs.append(
-                ticks.AgentTickInput(
+            balance = balances.get(agent_account(agent.id), Money(0))
+            energy, freed = billed_energy.get(agent.id, 0), billed_freed.get(agent.id, 0)
+            last = agent.tick_input
+            if last is None or energy or freed or not _unchanged(last, agent, balance):
+                last = agent.tick_input = ticks.AgentTickInput(
                     agent=agent.id,
                     state=agent.state,
-                    balance=balances.get(agent_account(agent.id), Money(0)),
+                    balance=balance,
                     bid=agent.bid,
                     demand=agent.demand,
-                    energy_uj=billed_energy.get(agent.id, 0),
-                    bytes_freed=billed_freed.get(agent.id, 0),
+                    energy_uj=energy,
+                    bytes_freed=freed,
                     burn_per_s=agent.burn_per_s,
                     insolvent_since_s=agent.insolvent_since,
                     bid_seq=agent.bid_seq,
                 )
-            )
+            inputs.append(last)
         return inputs
 
     def _settle(
