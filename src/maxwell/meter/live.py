@@ -143,6 +143,9 @@ class LiveMeter:
         for name, energy_uj in share.workloads_uj.items():
             usage = workloads[name].usage
             delta_ns = cpu_deltas[name]
+            idle = not energy_uj and not delta_ns and not usage.last_interval_uj
+            if idle and not usage.power_w and not usage.cpu_cores:
+                continue  # idle, and idle last interval too: nothing changes
             usage.energy_uj += energy_uj
             usage.cpu_ns += delta_ns
             usage.last_interval_uj = energy_uj

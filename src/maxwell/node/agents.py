@@ -18,6 +18,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -129,6 +130,11 @@ class AgentRecord:
     model_key: VerifierKey | None = None
     proofs: int = 0
     bounties: int = 0
+
+    @functools.cached_property
+    def account(self) -> str:
+        """Its ledger account (`agent:<id>`)."""
+        return agent_account(self.id)
 
 
 def agent_from_row(row: AgentRow, paid: Mapping[tuple[str, str], int], bond: int) -> AgentRecord:

@@ -277,9 +277,10 @@ class AgentProcesses:
         )
 
     def exited(self, agents: Iterable[AgentRecord]) -> list[AgentRecord]:
-        """The live agents among `agents` whose command has ended, with its exit code: those
-        started here as the supervisor finds them (`Supervisor.ended`), those adopted from an
-        earlier daemon by their empty (or unreadable) group."""
+        """The live agents among `agents` whose command has ended (those started here reaped:
+        `popen.poll()` gives the exit code): those started here as the supervisor finds them
+        (`Supervisor.ended`), those adopted from an earlier daemon by their empty (or
+        unreadable) group."""
         started: dict[str, AgentProcess] = {}
         running: list[AgentRecord] = []
         for agent in agents:
@@ -295,8 +296,6 @@ class AgentProcesses:
         exited = []
         for agent in running:
             if agent.id in ended or (agent.popen is None and self.has_exited(agent)):
-                if agent.popen is not None:
-                    agent.exit_code = agent.popen.poll()
                 exited.append(agent)
         return exited
 

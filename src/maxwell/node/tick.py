@@ -47,6 +47,7 @@ apoptosis (`_apoptosis_decisions`, `_insolvent_since`), market (`_Market.clear`,
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
@@ -106,7 +107,7 @@ class AgentTickInput:
     insolvent_since_s: float | None = None
     bid_seq: int = 0
 
-    @property
+    @functools.cached_property
     def terms(self) -> tuple[str, float, float, int]:
         """What the market clears of this agent: its id, bid, demand and arrival number."""
         return (self.agent, self.bid, self.demand, self.bid_seq)

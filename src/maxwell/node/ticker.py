@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from maxwell.clock import Clock
-from maxwell.economy.ledger import GRID, LANDAUER, agent_account, event_request
+from maxwell.economy.ledger import GRID, LANDAUER, event_request
 from maxwell.economy.mechanisms import make_mechanism
 from maxwell.economy.orderbook import (
     BookError,
@@ -146,6 +146,20 @@ def _unchanged(last: ticks.AgentTickInput, agent: AgentRecord, balance: Money) -
     )
 
 
+class Undo:
+    """The live views a tick changed, as they were before (their fields: a tick replaces
+    values, never mutates one in place), for a roll-back if it fails before it commits."""
+
+    def __init__(self) -> None:
+        self.views: dict[str, dict[str, object]] = {}
+
+    def keep(self, agent: AgentRecord) -> AgentRecord:
+        """Keep `agent` as it is now, unless this tick already kept it; returns it."""
+        if agent.id not in self.views:
+            self.views[agent.id] = dict(vars(agent))
+        return agent
+
+
 class Ticker:
     """Runs the node's ticks (see the module); called under the daemon's lock."""
 
@@ -180,6 +194,7 @@ class Ticker:
         self._unbilled: dict[str, int] = {}
         # The clearing the last committed tick left standing (`maxwell.node.tick.Standing`).
         self._standing: ticks.Standing | None = None
+        self._undo = Undo()  # the tick in flight's: the live views it changed, as they were
 
     def read(self) -> dict[str, int]:
         """The meter's interval: every group's counters and the node's energy, attributed (µJ
@@ -204,15 +219,17 @@ class Ticker:
             started = self._clock.monotonic()
         if reading is None:
             reading = self.read()
-        # The live views as they were (their fields; a tick replaces values, never mutates
-        # one in place), for a roll-back.
-        committed, views = self.tick, {a.id: dict(vars(a)) for a in self._agents}
+        committed, self._undo = self.tick, Undo()
+        optimistic = self._config.billing == "optimistic"
+        for agent in self._agents:  # claims and audits change these too (bonds, audits)
+            if optimistic or agent.bond:
+                self._undo.keep(agent)
         try:
             self._tick_now(settle_all, reading)
         except Exception as exc:
             self.stats.record_failure(exc, self._wall())
             if self.tick == committed:
-                self._roll_back(views)
+                self._roll_back(self._undo.views)
             raise
         self.last_tick_duration_s = self._clock.monotonic() - started
         self.stats.record_tick(self.last_tick_duration_s)
@@ -239,12 +256,16 @@ class Ticker:
                 continue
             usage = self._meter.usage(agent.id)
             freed[agent.id] = max(usage.memory_freed_bytes - agent.freed_metered, 0)
-            agent.freed_metered = usage.memory_freed_bytes
-            agent.power_w = usage.power_w
+            if (agent.freed_metered, agent.power_w) != (usage.memory_freed_bytes, usage.power_w):
+                self._undo.keep(agent)
+                agent.freed_metered = usage.memory_freed_bytes
+                agent.power_w = usage.power_w
         tick = self.tick + 1
         events: list[PendingEntry] = []
         now = self.now()  # the tick's one "now"
         for agent in self._parts.processes.exited(self._agents):
+            self._undo.keep(agent)
+            agent.exit_code = agent.popen.poll() if agent.popen is not None else None
             agent.state, agent.ended_at, agent.finished = AgentState.EXITED, now.wall, True
             events.append(exited_event(tick, agent, "its command ended"))
         self.run_tick(
@@ -341,10 +362,10 @@ class Ticker:
                 book.cancel(agent.id)
             if (agent.id not in energies and not live) or (live and agent.group is None):
                 continue
-            balance = balances.get(agent_account(agent.id), Money(0))
+            balance = balances.get(agent.account, Money(0))
             energy, freed = billed_energy.get(agent.id, 0), billed_freed.get(agent.id, 0)
             last = agent.tick_input
-            if last is None or energy or freed or not _unchanged(last, agent, balance):
+            if energy or freed or last is None or not _unchanged(last, agent, balance):
                 last = agent.tick_input = ticks.AgentTickInput(
                     agent=agent.id,
                     state=agent.state,
@@ -370,7 +391,7 @@ class Ticker:
     ) -> list[PendingEntry]:
         """Accrue the tick's bills; the entries that settle the agents that are due."""
         for post in plan.posts:
-            agent = self._agents[str(post.detail["agent"])]
+            agent = self._undo.keep(self._agents[str(post.detail["agent"])])
             paid = (
                 sum(m.amount for m in post.movements if m.credit == GRID),
                 sum(m.amount for m in post.movements if m.credit == LANDAUER),
@@ -378,6 +399,8 @@ class Ticker:
             agent.accrual = accrue(agent.accrual, tick, dict(post.detail), paid)
         entries: list[PendingEntry] = []
         for agent in self._agents:
+            if agent.accrual.empty:  # nothing to settle (`due` says so too, at more cost)
+                continue
             must = force_all or agent.settle_next or agent.id in forced or agent.finished
             if not due(
                 agent.accrual,
@@ -390,13 +413,14 @@ class Ticker:
             key, movements, detail = settlement_entry(agent.id, agent.accrual, tick)
             moves = tuple((m.debit, m.credit, m.amount) for m in movements)
             entries.append(PendingEntry(key, tick, "bill", moves, detail))
+            self._undo.keep(agent)
             agent.accrual, agent.settled_at, agent.settle_next = Accrual(), mono, False
         return entries
 
     def _apply_plan(self, plan: ticks.TickPlan, energies: Mapping[str, int], at: float) -> None:
         """Update each planned agent's live view."""
         for agent_id, agent_plan in plan.agents.items():
-            agent = self._agents[agent_id]
+            agent = self._undo.keep(self._agents[agent_id])
             agent.energy_uj += energies.get(agent_id, 0)
             if agent.counted is not None and agent.counted.cpu_ns_seen is not None:
                 agent.cpu_ns = agent.counted.cpu_ns_seen
