@@ -219,6 +219,15 @@ def test_the_report_adds_the_idle_and_busy_figures_and_the_targets() -> None:
     assert met[("bid_ms_median", 1000)] == (4.0, False)
 
 
+def test_a_target_measured_at_fewer_agents_than_it_names_is_not_called_met() -> None:
+    cut = _phase(3750, requested=5000, tick_s_each=[0.05] * 100, ledger_rows=0)
+    report = build_report([cut], auction=None, capacity_cores=2.0, api_bid_s=[], host={})
+    checked = {(t["figure"], t["agents"]): t for t in check_targets(report)}
+    five = checked[("tick_ms_p99", 5000)]
+    assert (five["measured"], five["measured_agents"], five["met"]) == (50.0, 3750, None)
+    assert checked[("idle_ledger_rows_per_agent_per_min", None)]["measured_agents"] is None
+
+
 def test_targets_not_measured_are_neither_met_nor_missed() -> None:
     report = build_report(
         [_phase(100, ledger_rows=0)], auction=None, capacity_cores=2.0, api_bid_s=[], host={}

@@ -247,16 +247,21 @@ def _rounded(value: float | None, digits: int = 8) -> float | None:
 
 
 def check_targets(report: Mapping[str, Any]) -> list[dict[str, object]]:
-    """Each of the issue's `TARGETS` against the report: measured (None: not measured), met."""
+    """Each of the issue's `TARGETS` against the report: measured (None: not measured), at how
+    many agents (`measured_agents`: fewer than asked where a limit stopped the spawning), met
+    (None: not measured, or measured at fewer agents than the target names)."""
     by_count = {row.get("requested", row["n"]): row for row in report.get("agents", [])}
     checked: list[dict[str, object]] = []
     for figure, agents, most in TARGETS:
         row = report if agents is None else by_count.get(agents, {})
-        measured = row.get(figure)
+        measured, measured_agents = row.get(figure), row.get("n") if agents is not None else None
         met = None if not isinstance(measured, int | float) else measured <= most
+        if agents is not None and isinstance(measured_agents, int) and measured_agents < agents:
+            met = None
         checked.append(
-            {"figure": figure, "agents": agents, "max": most, "measured": measured, "met": met}
-        )
+            {"figure": figure, "agents": agents, "max": most, "measured": measured,
+             "measured_agents": measured_agents, "met": met}
+        )  # fmt: skip
     return checked
 
 
