@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_BUDGET ?= 25J
 
 .DEFAULT_GOAL := help
-.PHONY: help demo budget-demo test lint typecheck bench clean
+.PHONY: help demo budget-demo test test-v2 lint typecheck bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ budget-demo: $(VENV)/.installed ## a looping workload metered live on a 25 J bud
 
 test: $(VENV)/.installed ## run the whole test suite (root-only cgroup tests skip, saying why, without root)
 	$(BIN)/python -m pytest
+
+test-v2: $(VENV)/.installed ## the real-cgroup suites in a pure cgroup v2 kernel under qemu (root; ~15 min)
+	$(BIN)/python -m pytest -m v2vm tests/test_v2vm.py
 
 lint: $(VENV)/.installed ## ruff
 	$(BIN)/ruff check src tests benchmarks

@@ -14,6 +14,9 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 SRC = Path(__file__).resolve().parent.parent / "src"
+# Deadlines and subprocess time limits are multiplied by this: the pure-v2 VM (`tests/v2vm`)
+# emulates its CPU in software, some ten times slower than this machine, and sets it there.
+TIME_SCALE = float(os.environ.get("MAXWELL_TEST_TIME_SCALE", "1"))
 
 
 def maxwell(*args: str, timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -22,7 +25,7 @@ def maxwell(*args: str, timeout: float = 60, **kwargs: Any) -> subprocess.Comple
         [sys.executable, "-m", "maxwell.cli.main", *args],
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=timeout * TIME_SCALE,
         check=False,
         **kwargs,
     )
@@ -44,8 +47,10 @@ def wait_until(
 
     Tests wait for an event (a process started, a tick passed, a file appeared) this way, never
     with a fixed sleep: a sleep long enough for a slow, loaded CI machine wastes time everywhere
-    else, and one short enough to be cheap fails there. Deadlines are generous for that reason.
+    else, and one short enough to be cheap fails there. Deadlines are generous for that reason,
+    and scaled by `MAXWELL_TEST_TIME_SCALE` where the CPU is emulated.
     """
+    timeout_s *= TIME_SCALE
     deadline = time.monotonic() + timeout_s
     while not (value := condition()):
         if time.monotonic() >= deadline:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import maxwell, pids_with_tag, wait_until
+from helpers import TIME_SCALE, maxwell, pids_with_tag, wait_until
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def test_spawn_ps_bid_events_price_kill_through_the_socket(daemon: Path) -> None
         "--",
         "sh",
         "-c",
-        f"sleep 60 # {tag}",
+        f"sleep {60 * TIME_SCALE:g} # {tag}",
     )
     assert spawned.returncode == 0, spawned.stderr
     agent = json.loads(spawned.stdout)

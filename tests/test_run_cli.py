@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from conftest import NobodyPython
-from helpers import last_json, maxwell, maxwell_cgroup_dirs, pids_with_tag, wait_until
+from helpers import (
+    TIME_SCALE,
+    last_json,
+    maxwell,
+    maxwell_cgroup_dirs,
+    pids_with_tag,
+    wait_until,
+)
 from maxwell.cgroups import open_workload_group
 from maxwell.clock import SystemClock
 from maxwell.runner.run import BudgetedRun, RunOptions
@@ -134,7 +141,7 @@ def test_grace_period_delays_the_kill_of_a_sigterm_ignorer(tag: str) -> None:
     result = maxwell(
         "run",
         "--budget",
-        "1J",
+        f"{TIME_SCALE:g}J",  # outlasts the looper's start (its SIGTERM is ignored from then on)
         "--interval",
         "0.1",
         "--grace",
