@@ -117,7 +117,7 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Run:
             pytest.fail(f"the v2 VM must run here (MAXWELL_REQUIRE_V2VM=1): {why}")
         pytest.skip(why)
     out = tmp_path_factory.mktemp("v2vm")
-    result = boot(Kernel.ensure(), script(SELECTION), out, timeout_s=TIMEOUT_S)
+    result = boot(Kernel.ensure(), script(SELECTION), out, timeout_s=TIMEOUT_S, keep=REPO)
     log = out / "pytest.log"
     cases = tuple(case for junit in sorted(out.glob("junit-*.xml")) for case in parse_junit(junit))
     return Run(result, cases, log.read_text(errors="replace") if log.is_file() else "")

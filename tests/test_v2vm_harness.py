@@ -138,3 +138,10 @@ def test_the_vms_command_runs_the_selection_one_run_per_marker(tmp_path: Path) -
     runnable = runnable.replace(f"cd {Path(__file__).resolve().parents[1]}", f"cd {tmp_path}")
     done = subprocess.run(["sh", "-c", runnable], check=False)
     assert done.returncode == 3 and first.exists()
+
+
+def test_a_changed_init_or_module_list_gets_its_own_cache_entry() -> None:
+    name = harness.build_name("linux-image-6.1.0-test-amd64")
+    assert name.startswith("linux-image-6.1.0-test-amd64-")
+    assert name == harness.build_name("linux-image-6.1.0-test-amd64")
+    assert name != harness.build_name("linux-image-6.1.0-test-amd64", init=b"#!/bin/sh\n")

@@ -3,8 +3,8 @@ included) visible read-only, to run the real-cgroup tests where most users run M
 
 - `Kernel.ensure()` builds the kernel and initramfs from Debian packages (`apt-get download` of
   `linux-image-amd64`'s kernel and of `busybox-static`, nothing else from the network) into a
-  cache outside the checkout (`$MAXWELL_V2VM_CACHE`, default `~/.cache/maxwell/v2vm`), once; a
-  cache with a file missing is rebuilt.
+  cache outside the checkout (`$MAXWELL_V2VM_CACHE`, default `~/.cache/maxwell/v2vm`), once, under
+  a name that changes with the initramfs's recipe; a cache with a file missing is rebuilt.
 - `boot(kernel, command, out_dir)` runs qemu (software emulation: these machines have no KVM;
   `-cpu max`, or numpy's builds die of an illegal instruction) with the host's `/` over
   virtio-9p read-only and `out_dir` writable at `/tmp/v2vm-out`; the VM's `/init` (`init.sh`)
@@ -17,6 +17,7 @@ included) visible read-only, to run the real-cgroup tests where most users run M
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -72,6 +73,13 @@ def kernel_package() -> str:
     raise HarnessError("apt-cache names no kernel package for linux-image-amd64")
 
 
+def build_name(package: str, init: bytes | None = None) -> str:
+    """The cache entry's name: the kernel package and a digest of what the harness puts in the
+    initramfs (its /init, the modules), so a changed /init is never booted from an old cache."""
+    recipe = (INIT.read_bytes() if init is None else init) + "\n".join(MODULES).encode()
+    return f"{package}-{hashlib.sha256(recipe).hexdigest()[:12]}"
+
+
 @dataclass(frozen=True)
 class Kernel:
     """A kernel and its initramfs, cached."""
@@ -90,7 +98,7 @@ class Kernel:
     def ensure(cls, cache: Path | None = None) -> Kernel:
         """The cached kernel for the package `linux-image-amd64` names, built if missing."""
         package = kernel_package()
-        kernel = cls((cache or cache_dir()) / package)
+        kernel = cls((cache or cache_dir()) / build_name(package))
         if not (kernel.vmlinuz.is_file() and kernel.initramfs.is_file()):
             kernel.build(package)
         return kernel
@@ -177,14 +185,20 @@ def boot(
     timeout_s: float = 1200.0,
     memory_mb: int = 2048,
     cpus: int = 2,
+    keep: Path | None = None,
 ) -> Boot:
-    """Run `command` (a shell script) as root in the VM; `out_dir` is `/tmp/v2vm-out` there."""
+    """Run `command` (a shell script) as root in the VM; `out_dir` is `/tmp/v2vm-out` there.
+    `keep`: a directory (no spaces) to show as it is on the host even below the VM's scratch
+    mounts (a checkout under /tmp)."""
     (out_dir / "command").write_text(command)
+    append = "console=ttyS0 quiet panic=-1 cgroup_no_v1=all"
+    if keep is not None:
+        append += f" v2vm.keep={keep}"
     argv = [
         "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", str(memory_mb),
         "-smp", str(cpus),
         "-kernel", str(kernel.vmlinuz), "-initrd", str(kernel.initramfs),
-        "-append", "console=ttyS0 quiet panic=-1 cgroup_no_v1=all",
+        "-append", append,
         "-nographic", "-no-reboot",
         "-virtfs", "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap",
         "-virtfs", f"local,path={out_dir},mount_tag=out,security_model=none",
