@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import maxwell, wait_until
+from helpers import TIME_SCALE, maxwell, wait_until
 from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import NodeDaemon
 from maxwell.node.paths import StateLock, StateLockError, StatePaths
@@ -102,8 +102,9 @@ def test_maxwell_daemon_twice_on_one_state_is_refused_with_status_2(tmp_path: Pa
             f"maxwell daemon: error: another maxwell daemon (pid {daemon.pid}) is running on "
             f"{state}"
         ]
-        spawned = maxwell("spawn", "--state", str(state), "--fund", "1J", "--bid", "1",
-                          "--json", "--", "sleep", "30")  # fmt: skip
+        # Funded to outlive the test whatever its start costs (an emulated CPU's is dear).
+        spawned = maxwell("spawn", "--state", str(state), "--fund", "100J", "--bid", "1",
+                          "--json", "--", "sleep", f"{30 * TIME_SCALE:g}")  # fmt: skip
         assert spawned.returncode == 0, spawned.stderr
         agent = json.loads(spawned.stdout.strip().splitlines()[-1])["agent"]
         assert socket_path.exists()
