@@ -85,6 +85,14 @@ def pids_with_tag(tag: str) -> list[int]:
     return found
 
 
+def process_state(pid: int) -> str | None:
+    """The state letter of process `pid` in /proc (R, S, T, Z, ...); None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
 def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 

@@ -6,25 +6,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
 
+from helpers import process_state, wait_until
 from maxwell.node.supervisor import ended_children, ended_each
 
 SLEEP = [sys.executable, "-c", "import time; time.sleep(60)"]
 
 
-def wait_for_zombie(pid: int, deadline_s: float = 10.0) -> None:
+def wait_for_zombie(pid: int) -> None:
     """Until `pid` has exited and waits to be reaped (state Z)."""
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        with open(f"/proc/{pid}/stat") as stat:
-            if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
-                return
-        time.sleep(0.01)
-    raise AssertionError(f"process {pid} did not exit within {deadline_s} s")
+    wait_until(lambda: process_state(pid) == "Z", what=f"process {pid} to exit")
 
 
 @pytest.fixture
@@ -58,8 +52,7 @@ def test_a_child_that_is_not_an_agents_makes_it_poll_each(
         wait_for_zombie(children["c"].pid)
         assert ended_children(children) == ["c"]
         assert stranger.returncode is None  # not reaped: it is not ours
-        with open(f"/proc/{stranger.pid}/stat") as stat:
-            assert stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+        assert process_state(stranger.pid) == "Z"
     finally:
         stranger.wait()
 

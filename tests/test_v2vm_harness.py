@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import wait_until
+from helpers import process_state, wait_until
 from test_v2vm import parse_junit, script
 from v2vm import harness
 from v2vm.harness import MODULES, Kernel, boot
@@ -89,16 +89,7 @@ def test_a_vm_past_its_time_is_killed_with_all_it_started(
     assert result.timed_out and result.exit_status is None
     assert time.monotonic() - started < 30
     for pid in map(int, pids.read_text().split()):
-        wait_until(lambda pid=pid: not running(pid), what=f"process {pid} to die")
-
-
-def running(pid: int) -> bool:
-    """Whether `pid` exists and is not a zombie (a killed grandchild waits for init)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+        wait_until(lambda pid=pid: process_state(pid) in (None, "Z"), what=f"{pid} to die")
 
 
 def test_results_come_back_per_file_with_their_outcome(tmp_path: Path) -> None:
