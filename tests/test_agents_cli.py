@@ -316,9 +316,7 @@ def test_daemon_config_file_and_flags_win(tmp_path: Path) -> None:
 def test_the_example_config_makes_a_daemon(tmp_path: Path) -> None:
     example = TESTS.parent / "examples" / "maxwell.toml"
     state = tmp_path / "state"
-    options = daemon_cmd.options_from(
-        daemon_args("--config", str(example), "--state", str(state))
-    )
+    options = daemon_cmd.options_from(daemon_args("--config", str(example), "--state", str(state)))
     assert (options.tick_s, options.mechanism) == (1.0, "uniform")
     _node, daemon = daemon_cmd._make_node(options)
     try:

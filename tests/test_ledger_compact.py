@@ -481,8 +481,6 @@ def test_checkpoint_of_reads_back_what_fold_wrote(store: LedgerStore) -> None:
 # --- the CLI ------------------------------------------------------------------------------------
 
 
-
-
 def test_cli_help_documents_time_formats_and_exit_statuses(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -30,7 +30,7 @@ from maxwell.economy.store import LedgerStoreError
 from maxwell.errors import CgroupUnavailableError
 from maxwell.node import tick as ticks_module
 from maxwell.node.config import NodeConfig, NodeConfigError
-from maxwell.node.daemon import NodeDaemon, active_w_per_core
+from maxwell.node.daemon import NodeDaemon
 from maxwell.node.facade import (
     AgentGoneError,
     AgentInfo,
@@ -47,6 +47,7 @@ from maxwell.node.supervisor import private_name
 from maxwell.node.tick import DERATE_BELOW_HEADROOM_C, MIN_CAPACITY_FRACTION
 from maxwell.node.wire import to_json
 from maxwell.sensors import NodeSample, Sensors
+from maxwell.sensors.model import active_w_per_core
 from maxwell.units import Money
 
 SRC = Path(__file__).resolve().parent.parent / "src"

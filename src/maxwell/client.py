@@ -28,18 +28,13 @@ subclass `NodeUnreachableError` (`.status` is None) when there is no daemon to t
 from __future__ import annotations
 
 import contextlib
+import json as jsonlib
 import os
 import resource
-import socket as socket_module
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any
 from urllib.parse import quote
-
-import httpcore
-import httpx
-from httpcore._backends.sync import SyncStream
 
 from maxwell.cgroups import V1Group, V2Group, WorkloadGroup
 from maxwell.cgroups.layout import read_layout
@@ -65,8 +60,9 @@ from maxwell.node.wire import (
     SpawnRequest,
     from_json,
     status_from_json,
-    to_json,
+    to_json_bytes,
 )
+from maxwell.transport import NodeConnection, UnreachableError
 
 __all__ = [
     "BudgetExhausted",
@@ -82,43 +78,6 @@ __all__ = [
 SOCKET_ENV = "MAXWELL_SOCKET"
 AGENT_TOKEN_ENV = "MAXWELL_AGENT_TOKEN"
 AGENT_DIR_ENV = "MAXWELL_AGENT_DIR"  # the agent's own directory, where it leaves its proofs
-# Requests over a Unix socket still need an absolute URL; the host is never resolved.
-_UDS_BASE_URL = "http://maxwell"
-
-
-class _ClosingUnixBackend(httpcore.SyncBackend):
-    """httpcore 1.0's Unix-socket connect, except that a failed connect closes its socket.
-
-    httpcore leaves it to the garbage collector (a ResourceWarning per failed attempt, and an
-    open descriptor for as long as the exception lives), which a long-lived agent polling a
-    restarting daemon would feel.
-    """
-
-    def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        sock = socket_module.socket(socket_module.AF_UNIX, socket_module.SOCK_STREAM)
-        try:
-            for option in socket_options or ():
-                sock.setsockopt(*option)
-            sock.settimeout(timeout)
-            sock.connect(path)
-        except TimeoutError as exc:
-            sock.close()
-            raise httpcore.ConnectTimeout(str(exc)) from exc
-        except OSError as exc:
-            sock.close()
-            raise httpcore.ConnectError(str(exc)) from exc
-        return SyncStream(sock)
-
-
-def _unix_transport(path: str) -> httpx.HTTPTransport:
-    transport = httpx.HTTPTransport(uds=path)
-    transport._pool = httpcore.ConnectionPool(uds=path, network_backend=_ClosingUnixBackend())
-    return transport
 
 
 class ClientError(MaxwellError):
@@ -164,13 +123,12 @@ class Client:
         self.base_url = base_url
         self.token = token if token is not None else os.environ.get(AGENT_TOKEN_ENV)
         self.timeout_s = timeout_s
-        transport = _unix_transport(socket) if socket is not None and base_url is None else None
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        self._http = httpx.Client(
-            base_url=base_url or _UDS_BASE_URL,
-            transport=transport,
+        self._http = NodeConnection(
+            socket_path=socket if base_url is None else None,
+            base_url=base_url,
             headers=headers,
-            timeout=timeout_s,
+            timeout_s=timeout_s,
         )
         self._me: str | None = None
         self._self_meter: SelfMeter | None = None
@@ -188,23 +146,23 @@ class Client:
     ) -> bytes:
         """The answer's JSON text (for `from_json`); `body` is one of the wire's request types,
         sent without its absent optional fields."""
-        json = None if body is None else to_json(body, exclude_none=True)
+        json = None if body is None else to_json_bytes(body, exclude_none=True)
         try:
             response = self._http.request(method, path, json=json, params=params)
-        except httpx.TransportError as exc:
+        except UnreachableError as exc:
             raise NodeUnreachableError(
                 f"cannot reach the daemon at {self._where()}: {exc}"
             ) from exc
-        if response.is_success:
-            return response.content
+        if 200 <= response.status < 300:
+            return response.body
         try:
-            error = response.json()
+            error = jsonlib.loads(response.body)
         except ValueError:
             error = None
         message = error.get("error") if isinstance(error, dict) else None
         if not isinstance(message, str):
-            message = response.reason_phrase or "error"
-        raise ClientError(message, response.status_code)
+            message = response.reason or "error"
+        raise ClientError(message, response.status)
 
     # --- anyone with a token --------------------------------------------------------------------
 

@@ -324,9 +324,7 @@ def deterrence_report(*, quick: bool) -> dict[str, Mapping[str, object]]:
             "bond_j": bonded.bond / 1e6,
             "ticks": ticks,
             "mean_profit_j": [round(value / 1e6, 3) for value in bonded.mean_profit],
-            "without_bond_mean_profit_j": [
-                round(value / 1e6, 3) for value in unbonded.mean_profit
-            ],
+            "without_bond_mean_profit_j": [round(value / 1e6, 3) for value in unbonded.mean_profit],
             "negative_from_tick": next(
                 (t for t, v in zip(ticks, bonded.mean_profit, strict=True) if v < 0), None
             ),

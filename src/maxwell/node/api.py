@@ -125,7 +125,7 @@ def _authenticate(node: Node, credentials: HTTPAuthorizationCredentials | None) 
     return found
 
 
-def _caller(request: Request, credentials: Credentials) -> Principal:
+async def _caller(request: Request, credentials: Credentials) -> Principal:
     node: Node = request.app.state.node
     return _authenticate(node, credentials)
 
@@ -134,7 +134,7 @@ def _caller(request: Request, credentials: Credentials) -> Principal:
 Caller = Annotated[Principal, Depends(_caller)]
 
 
-def _known_query(request: Request) -> None:
+async def _known_query(request: Request) -> None:
     """Refuse query parameters the endpoint does not take (a misspelt `?afer=` is an error)."""
     route = request.scope.get("route")
     known = (
@@ -233,7 +233,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 # The endpoints are plain `def`s: `Node` calls block (SQLite, cgroup writes), so they run in
-# FastAPI's thread pool; the facade promises thread safety.
+# FastAPI's thread pool; the facade promises thread safety. The dependencies every request
+# runs (`_known_query`, `_caller`) and the bid are `async`: `Node.authenticate` and `Node.bid`
+# never block, and a thread-pool hop would cost a bid more than its own work.
 
 
 def _add_account_routes(app: FastAPI, node: Node) -> None:
@@ -278,7 +280,7 @@ def _add_account_routes(app: FastAPI, node: Node) -> None:
         return node.fund(agent, tokens_to_money(body.amount))
 
     @app.post("/agents/{agent}/bid", tags=["accounts"])
-    def bid(agent: AgentId, body: BidRequest, caller: Caller) -> AgentInfo:
+    async def bid(agent: AgentId, body: BidRequest, caller: Caller) -> AgentInfo:
         """Change the agent's limit price (and, optionally, the cores it asks for)."""
         _require_self(caller, agent, "bid for")
         return node.bid(agent, body.price, body.demand)

@@ -20,13 +20,14 @@ their last tick and removes the whole tree.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from maxwell.cgroups import CgroupManager
 from maxwell.clock import Clock, SystemClock
@@ -49,21 +50,11 @@ from maxwell.node.store import NodeStore
 from maxwell.node.supervisor import CgroupSupervisor, Supervisor
 from maxwell.node.ticker import OpeningPrice, Ticker, TickParts
 from maxwell.node.views import NodeViews
-from maxwell.procfs import read_cpu_model
 from maxwell.sensors import Sensors
-from maxwell.sensors.model import ModelConfig, resolve
+from maxwell.sensors.model import active_w_per_core
 from maxwell.units import Money
 
 log = logging.getLogger(__name__)
-
-
-def active_w_per_core(config: ModelConfig | None = None, procfs_root: str = "/proc") -> float:
-    """The power model's active watts per busy core (max - idle per vCPU)."""
-    parameters = resolve(
-        config or ModelConfig(), cpu_model=read_cpu_model(procfs_root), cpus=os.cpu_count() or 1
-    )
-    c = parameters.coefficients
-    return max(c.max_w_per_vcpu - c.idle_w_per_vcpu, 0.0)
 
 
 class NodeDaemon:
@@ -254,9 +245,15 @@ class NodeDaemon:
             store.close()
         self._state_lock.release()
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise facade.NodeError("the node is shutting down")
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """The lock, for a call that changes the node: refused once closed; the bids queued
+        before it are stored first, so that the journal keeps the order things happened in."""
+        with self._lock:
+            if self._closed:
+                raise facade.NodeError("the node is shutting down")
+            self._ticker.take_bids()
+            yield
 
     # --- the Node protocol -------------------------------------------------------------------
 
@@ -269,8 +266,7 @@ class NodeDaemon:
             return None
         if secrets.compare_digest(token.encode(), self._admin_token.encode()):
             return facade.Principal(facade.Role.ADMIN)
-        with self._lock:
-            agent = self._registry.by_token.get(hash_token(token))
+        agent = self._registry.by_token.get(hash_token(token))  # one dict read: no lock
         return facade.Principal(facade.Role.AGENT, agent) if agent is not None else None
 
     def spawn(
@@ -290,35 +286,37 @@ class NodeDaemon:
             argv, fund=fund, bid=bid, demand=demand, name=name, user=user, code=code,
             bounty=bounty, model=model, load_model=self._bounties.load_model,
         )  # fmt: skip
-        with self._lock:
-            self._check_open()
-            return self._processes.spawn(request)
+        with self._changing():
+            spawned = self._processes.spawn(request)
+            self._ticker.see_balance(self._registry.get(spawned.agent).account)
+            return spawned
 
     def fund(self, agent: str, amount: Money) -> facade.AgentInfo:
         if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
             raise facade.NodeError(f"funding must be a positive integer of µ$J, got {amount!r}")
-        with self._lock:
-            self._check_open()
+        with self._changing():
             found = self._registry.live(agent, "fund it")
             try:
                 self._ledger.submit(funding_request(agent, amount), at=self._wall())
             except LedgerError as exc:
                 raise facade.NodeError(str(exc)) from exc
             found.settle_next = True
+            self._ticker.see_balance(found.account)
             return self._views.info(found)
 
     def bid(self, agent: str, price: float, demand: float | None = None) -> facade.AgentInfo:
-        with self._lock:
-            self._check_open()
-            found = self._registry.live(agent, "bid")
-            self._ticker.bid(found, price, demand)
-            return self._views.info(found)
+        """Never waits for a tick: checked and queued, stored and cleared by the next tick
+        (`maxwell.node.bids`); the answer shows the new bid, the rest as the last tick left it."""
+        if self._closed:
+            raise facade.NodeError("the node is shutting down")
+        found = self._registry.live(agent, "bid")
+        self._ticker.queue_bid(found, price, demand)
+        return self._views.info_seen(found)
 
     def report(self, agent: str, report: facade.Report) -> facade.AgentInfo:
         """Record the agent's self-report (cumulative claims since spawn; see `Report`)."""
         check_report(report)
-        with self._lock:
-            self._check_open()
+        with self._changing():
             found = self._registry.live(agent, "report")
             self._billing.record_report(found, report)
             return self._views.info(found)
@@ -327,24 +325,25 @@ class NodeDaemon:
         """Audit `agent` now: its latest report against the counters read when it was made, and
         (where it has a code manifest) its threads' instruction pointers. A liar is slashed at
         once; the result and the journal entry say why."""
-        with self._lock:
-            self._check_open()
+        with self._changing():
             found = self._registry.live(agent, "audit it")
-            return self._auditor.audit_now(found, self._ticker.tick)
+            audited = self._auditor.audit_now(found, self._ticker.tick)
+            self._ticker.see_balance(found.account)
+            return audited
 
     def submit_proof(self, agent: str, input: str, output: str, proof: str) -> facade.ProofResult:
         """Check a proof of inference the agent left in its directory (`MAXWELL_AGENT_DIR`):
         `input` and `output` are `.npy` tensors, `proof` a bundle (`maxwell infer --proof`),
         all named relative to that directory. A valid proof of the model the user set pays the
         bounty, once per distinct input (the ledger key is the input's digest)."""
-        with self._lock:
-            self._check_open()
+        with self._changing():
             found = self._registry.live(agent, "submit proofs")
-            return self._bounties.submit_proof(found, input, output, proof)
+            checked = self._bounties.submit_proof(found, input, output, proof)
+            self._ticker.see_balance(found.account)
+            return checked
 
     def kill(self, agent: str) -> facade.AgentInfo:
-        with self._lock:
-            self._check_open()
+        with self._changing():
             found = self._registry.live(agent, "kill it")
             self._processes.kill(found)
             return self._views.info(found)

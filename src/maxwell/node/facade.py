@@ -261,6 +261,10 @@ class AgentGoneError(NodeError):
 
 
 class Node(Protocol):
+    """What the API serves. Every method is thread-safe. `authenticate` and `bid` never wait
+    for a tick or for I/O: the API calls them on its event loop, so that a bid is answered
+    while a tick runs; the others may block and run in the API's thread pool."""
+
     def authenticate(self, token: str) -> Principal | None: ...
 
     def spawn(

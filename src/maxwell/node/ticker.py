@@ -23,8 +23,9 @@ Rules:
 - The plan is carried out on the cgroups only once committed; quotas and weights are written
   only when they change. An agent that ended is finished after its last interval is billed.
 - The standing order book holds one bid per live agent with a group, at its arrival number: a
-  bid places it at once (`bid`); the tick adds the agents it lacks (spawned, recovered) and
-  cancels the dead and exited (insolvent agents keep their place: the plan skips them).
+  tick first stores the bids queued since the last one and places them (`maxwell.node.bids`),
+  adds the agents it lacks (spawned, recovered) and cancels the dead and exited (insolvent
+  agents keep their place: the plan skips them).
 """
 
 from __future__ import annotations
@@ -35,15 +36,9 @@ from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from maxwell.clock import Clock
-from maxwell.economy.ledger import GRID, LANDAUER, event_request
+from maxwell.economy.ledger import GRID, LANDAUER, LedgerError
 from maxwell.economy.mechanisms import make_mechanism
-from maxwell.economy.orderbook import (
-    BookError,
-    InvalidBidError,
-    OrderBook,
-    check_demand,
-    check_price,
-)
+from maxwell.economy.orderbook import BookError, InvalidBidError, OrderBook
 from maxwell.economy.price import (
     ConstantPrice,
     GridPrice,
@@ -57,9 +52,10 @@ from maxwell.meter import LiveMeter
 from maxwell.node import tick as ticks
 from maxwell.node.agents import LIVE, AgentRecord, AgentRegistry
 from maxwell.node.audits import Auditor
+from maxwell.node.bids import BidQueue, QueuedBid, checked_bid, store_bids
 from maxwell.node.claims import OptimisticBilling
 from maxwell.node.config import NodeConfig
-from maxwell.node.facade import AgentState, NodeError, PriceInfo
+from maxwell.node.facade import AgentState, PriceInfo
 from maxwell.node.policy.settlement import Accrual, accrue, due, settlement_entry
 from maxwell.node.processes import AgentProcesses
 from maxwell.node.state import PendingEntry
@@ -195,6 +191,10 @@ class Ticker:
         # The clearing the last committed tick left standing (`maxwell.node.tick.Standing`).
         self._standing: ticks.Standing | None = None
         self._undo = Undo()  # the tick in flight's: the live views it changed, as they were
+        self.bids = BidQueue()  # bids since the last tick (`maxwell.node.bids`)
+        # The ledger's balances as the last committed tick left them, for answers that must
+        # not wait for a tick (a bid's).
+        self.balances_seen: dict[str, Money] = parts.store.ledger.balances()
 
     def read(self) -> dict[str, int]:
         """The meter's interval: every group's counters and the node's energy, attributed (µJ
@@ -219,6 +219,11 @@ class Ticker:
             started = self._clock.monotonic()
         if reading is None:
             reading = self.read()
+        try:  # stored for good before the tick's own unit of work: a roll-back keeps them
+            self.take_bids()
+        except Exception as exc:
+            self.stats.record_failure(exc, self._wall())
+            raise
         committed, self._undo = self.tick, Undo()
         optimistic = self._config.billing == "optimistic"
         for agent in self._agents:  # claims and audits change these too (bonds, audits)
@@ -477,6 +482,7 @@ class Ticker:
         self.tick = tick
         self._last_mono = now.mono
         self._metered, self._unbilled = {}, {}  # billed by this tick's entries
+        self.balances_seen = self._store.ledger.balances()
 
     def _carry_out(self, plan: ticks.TickPlan) -> None:
         """The committed plan, on the cgroups; then finish the agents that ended."""
@@ -486,22 +492,35 @@ class Ticker:
             if agent.finished and agent.group is not None:
                 self._parts.processes.finish(agent)
 
-    def bid(self, agent: AgentRecord, price: float, demand: float | None) -> None:
-        """A bid placed between ticks: checked, stored with its `bid` event in one unit of work,
-        and at once the agent's standing bid in the book; its next tick settles the agent."""
+    def queue_bid(self, agent: AgentRecord, price: float, demand: float | None) -> QueuedBid:
+        """Check a bid and queue it for the next tick (`maxwell.node.bids`); never waits."""
+        bid = checked_bid(agent, price, demand, self._wall(), self.bids.queued(agent.id))
+        self.bids.put(bid)
+        return bid
+
+    def see_balance(self, account: str) -> None:
+        """Refresh one account in `balances_seen` after a write between ticks (a spawn, a
+        funding, an audit, a bounty); one key's assignment, safe for readers without a lock."""
+        with contextlib.suppress(LedgerError):  # no such account: nothing to show
+            self.balances_seen[account] = self._store.ledger.balance(account)
+
+    def take_bids(self) -> None:
+        """Store the queued bids and make them stand (before a tick plans, or a call that
+        changes the node): the agents' bids, the book, a settlement at the next tick. Failing,
+        they stay queued."""
+        bids = self.bids.take()
+        if not bids:
+            return
         try:
-            price = check_price(price)
-            demand = agent.demand if demand is None else check_demand(demand)
-        except InvalidBidError as exc:
-            raise NodeError(str(exc)) from exc
-        at = self._wall()
-        with self._store.unit_of_work():  # the standing bid and its event, together
-            seq = self._store.state.place_bid(agent.id, price, demand, at)
-            detail = {"agent": agent.id, "price": price, "demand": demand}
-            self._store.ledger.submit(event_request(f"bid:{agent.id}:{seq}", "bid", detail), at=at)
-        agent.bid_seq, agent.bid, agent.demand, agent.settle_next = seq, price, demand, True
-        if agent.group is not None:
-            self.place(agent)
+            stored = store_bids(self._store, self._agents.agents, bids)
+        except Exception:
+            self.bids.put_back(bids)
+            raise
+        for agent, bid, seq in stored:
+            agent.bid_seq, agent.bid, agent.demand = seq, bid.price, bid.demand
+            agent.settle_next = True
+            if agent.group is not None:
+                self.place(agent)
 
     def place(self, agent: AgentRecord) -> None:
         """Make the agent's bid its standing one in the book, at its arrival number."""

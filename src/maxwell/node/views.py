@@ -6,12 +6,12 @@ Rules:
 - An agent's balance is the ledger's less what it has accrued and not yet settled, so that what
   the API shows is what the agent could spend now.
 - The event log is the ledger's journal, filtered to the kinds in `EVENT_KINDS`, oldest first.
-- Called under the daemon's lock.
+- Called under the daemon's lock, but for `info_seen`, which must not wait for a tick.
+- A bid waiting for the next tick (`maxwell.node.bids`) shows as the agent's bid.
 """
 
 from __future__ import annotations
 
-from maxwell.economy.ledger import agent_account
 from maxwell.economy.store import LedgerStore
 from maxwell.node.agents import AgentRecord, AgentRegistry, agent_info, settled_balance
 from maxwell.node.config import NodeConfig
@@ -49,7 +49,17 @@ class NodeViews:
         self._supervisor = supervisor
 
     def info(self, agent: AgentRecord) -> AgentInfo:
-        return agent_info(agent, settled_balance(self._ledger, agent))
+        return agent_info(agent, settled_balance(self._ledger, agent), self._queued(agent))
+
+    def info_seen(self, agent: AgentRecord) -> AgentInfo:
+        """`info` without the store, so without waiting for a tick: the agent as it stands, its
+        balance as the last tick left it (called without the daemon's lock)."""
+        seen = self._ticker.balances_seen.get(agent.account, Money(0))
+        return agent_info(agent, Money(seen - agent.accrual.owed), self._queued(agent))
+
+    def _queued(self, agent: AgentRecord) -> tuple[float, float] | None:
+        bid = self._ticker.bids.queued(agent.id)
+        return None if bid is None else (bid.price, bid.demand)
 
     def events(self, after_seq: int, limit: int) -> list[Event]:
         found = self._state.journal_events(EVENT_KINDS, max(after_seq, 0), max(limit, 0))
@@ -70,7 +80,7 @@ class NodeViews:
         return NodeStatus(
             price=ticker.price(),
             agents=[
-                agent_info(agent, balances.get(agent_account(agent.id), Money(0)))
+                agent_info(agent, balances.get(agent.account, Money(0)), self._queued(agent))
                 for agent in self._agents
             ],
             tick_s=self._config.tick_s,

@@ -45,6 +45,7 @@ __all__ = [
     "status_from_json",
     "status_to_json",
     "to_json",
+    "to_json_bytes",
     "validation_message",
 ]
 
@@ -282,6 +283,11 @@ def to_json(value: object, *, exclude_none: bool = False) -> dict[str, Any]:
         value, mode="json", by_alias=True, exclude_none=exclude_none
     )
     return document
+
+
+def to_json_bytes(value: object, *, exclude_none: bool = False) -> bytes:
+    """`to_json`, encoded: the body of a request."""
+    return _adapter(type(value)).dump_json(value, by_alias=True, exclude_none=exclude_none)
 
 
 def from_json(kind: type[WireValue], document: str | bytes) -> WireValue:

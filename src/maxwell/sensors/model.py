@@ -20,6 +20,7 @@ This module does no I/O: the facade reads /proc and the clock and passes them in
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -27,7 +28,7 @@ from typing import Any
 
 from maxwell.errors import UsageError
 from maxwell.physics import ThermalRC
-from maxwell.procfs import CpuTimes
+from maxwell.procfs import CpuTimes, read_cpu_model
 from maxwell.units import UJ_PER_J
 
 
@@ -219,6 +220,15 @@ def resolve(config: ModelConfig, *, cpu_model: str, cpus: int) -> ModelParameter
     return ModelParameters(
         cpu_model=cpu_model, coefficients=coefficients, vcpus=vcpus, thermal=thermal
     )
+
+
+def active_w_per_core(config: ModelConfig | None = None, procfs_root: str = "/proc") -> float:
+    """The power model's active watts per busy core on this machine (max - idle per vCPU)."""
+    parameters = resolve(
+        config or ModelConfig(), cpu_model=read_cpu_model(procfs_root), cpus=os.cpu_count() or 1
+    )
+    c = parameters.coefficients
+    return max(c.max_w_per_vcpu - c.idle_w_per_vcpu, 0.0)
 
 
 def utilisation(previous: CpuTimes, current: CpuTimes) -> float | None:

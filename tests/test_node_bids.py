@@ -1,0 +1,184 @@
+"""Bids between ticks (`maxwell.node.bids`): checked and queued at once, never waiting for a
+tick; stored, each with its event, by the next tick or the next call that changes the node."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from maxwell.clock import FakeClock
+from maxwell.node.bids import BidQueue, QueuedBid, checked_bid
+from maxwell.node.config import NodeConfig
+from maxwell.node.daemon import NodeDaemon
+from maxwell.node.facade import AgentGoneError, NodeError
+from maxwell.node.supervisor import AgentProcess
+from maxwell.testing import FakeSensors, FakeSupervisor
+from maxwell.units import Money
+
+J = 1_000_000
+TICK_S = 0.1
+
+
+def _bid(agent: str, price: float, demand: float = 1.0) -> QueuedBid:
+    return QueuedBid(agent, price, demand, at=0.0)
+
+
+def test_the_queue_keeps_each_agents_latest_bid_in_the_order_they_last_arrived() -> None:
+    queue = BidQueue()
+    queue.put(_bid("a", 1.0))
+    queue.put(_bid("b", 2.0))
+    queue.put(_bid("a", 3.0))
+    assert queue.queued("a") == _bid("a", 3.0) and len(queue) == 2
+    assert queue.take() == [_bid("b", 2.0), _bid("a", 3.0)]
+    assert queue.take() == [] and queue.queued("a") is None
+
+
+def test_bids_put_back_go_ahead_of_newer_ones_unless_the_agent_bid_again() -> None:
+    queue = BidQueue()
+    queue.put(_bid("a", 1.0))
+    queue.put(_bid("b", 2.0))
+    taken = queue.take()
+    queue.put(_bid("c", 4.0))
+    queue.put(_bid("b", 5.0))  # b bid again while the first were being stored
+    queue.put_back(taken)
+    assert queue.take() == [_bid("a", 1.0), _bid("c", 4.0), _bid("b", 5.0)]
+
+
+def test_a_bid_without_a_demand_keeps_the_last_one_asked_for(tmp_path: Path) -> None:
+    node = _Node(tmp_path)
+    try:
+        agent = node.daemon.spawn(["work"], fund=Money(J), bid=1.0, demand=0.5).agent
+        record = node.daemon._registry.get(agent)
+        assert checked_bid(record, 2.0, None, 0.0, None).demand == 0.5
+        assert checked_bid(record, 2.0, None, 0.0, _bid(agent, 1.5, 1.5)).demand == 1.5
+        for price, demand in ((-1.0, None), (float("nan"), None), (1.0, 0.0), (1.0, -2.0)):
+            with pytest.raises(NodeError):
+                node.daemon.bid(agent, price, demand)
+        assert node.daemon.agent(agent).bid == 1.0  # nothing was queued
+    finally:
+        node.daemon.shutdown(kill_agents=True)
+
+
+class BlockingSupervisor(FakeSupervisor):
+    """Its exit poll (made under the daemon's lock, mid-tick) waits for the test's word."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocking, self.inside, self.go = False, threading.Event(), threading.Event()
+
+    def ended(self, processes: Mapping[str, AgentProcess]) -> list[str]:
+        if self.blocking:
+            self.inside.set()
+            assert self.go.wait(30), "the test never let the tick go on"
+        return super().ended(processes)
+
+
+class _Node:
+    def __init__(self, tmp_path: Path) -> None:
+        self.clock, self.supervisor = FakeClock(), BlockingSupervisor()
+        self.daemon = NodeDaemon(
+            NodeConfig(state_dir=tmp_path / "state", tick_s=TICK_S), clock=self.clock,
+            sensors=FakeSensors(self.clock, self.supervisor), supervisor=self.supervisor,
+        )  # fmt: skip
+
+    def tick(self) -> None:
+        self.clock.advance(TICK_S)
+        self.daemon.tick_once()
+
+    def bid_events(self, agent: str) -> list[float]:
+        return [
+            float(e.detail["price"])
+            for e in self.daemon.events()
+            if e.kind == "bid" and e.agent == agent
+        ]
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[_Node]:
+    made = _Node(tmp_path)
+    try:
+        yield made
+    finally:
+        made.supervisor.blocking = False
+        made.supervisor.go.set()
+        made.daemon.shutdown(kill_agents=True)
+
+
+def test_a_bid_is_answered_while_a_tick_holds_the_lock(node: _Node) -> None:
+    agent = node.daemon.spawn(["work"], fund=Money(J), bid=1.0).agent
+    node.tick()
+    node.supervisor.blocking = True
+    ticking = threading.Thread(target=node.daemon.tick_once)
+    ticking.start()
+    assert node.supervisor.inside.wait(30), "the tick never reached its exit poll"
+    answered: list[float] = []
+    bidding = threading.Thread(target=lambda: answered.append(node.daemon.bid(agent, 3.0).bid))
+    bidding.start()
+    bidding.join(10)
+    assert answered == [3.0], "the bid waited for the tick"
+    assert ticking.is_alive()  # the tick still holds the lock
+    node.supervisor.go.set()
+    ticking.join(30)
+    node.supervisor.blocking = False
+    # Queued during that tick, the bid is stored by the next one, and stands in it.
+    assert node.bid_events(agent) == []
+    node.tick()
+    assert node.bid_events(agent) == [3.0]
+    assert node.daemon._registry.get(agent).bid == 3.0
+    assert node.daemon.ledger().verify().ok
+
+
+def test_only_the_last_of_several_bids_between_ticks_is_stored(node: _Node) -> None:
+    first = node.daemon.spawn(["work"], fund=Money(J), bid=1.0).agent
+    second = node.daemon.spawn(["work"], fund=Money(J), bid=1.0).agent
+    for price in (1.5, 2.0, 2.5):
+        assert node.daemon.bid(first, price).bid == price
+        assert node.daemon.agent(first).bid == price  # shown before it is stored
+    node.daemon.bid(second, 2.5)
+    node.daemon.bid(first, 2.5, 0.5)
+    node.tick()
+    assert node.bid_events(first) == [2.5] and node.bid_events(second) == [2.5]
+    records = node.daemon._registry
+    # Arrival order: the second agent's bid came before the first's last one.
+    assert records.get(second).bid_seq < records.get(first).bid_seq
+    assert node.daemon.agent(first).demand == 0.5
+
+
+def test_a_call_that_changes_the_node_stores_the_bids_before_it(node: _Node) -> None:
+    agent = node.daemon.spawn(["work"], fund=Money(10 * J), bid=1.0).agent
+    node.daemon.bid(agent, 2.0)
+    node.daemon.kill(agent)
+    kinds = [e.kind for e in node.daemon.events() if e.agent == agent]
+    assert kinds[-2:] == ["bid", "killed"]
+    with pytest.raises(AgentGoneError):
+        node.daemon.bid(agent, 3.0)
+
+
+def test_bids_that_fail_to_be_stored_wait_for_the_next_tick(
+    node: _Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = node.daemon.spawn(["work"], fund=Money(10 * J), bid=1.0).agent
+    node.tick()
+    state = node.daemon._store.state
+    place = state.place_bid
+    failures = iter([OSError(28, "No space left on device")])
+
+    def failing(*args: object, **kwargs: object) -> int:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return place(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(state, "place_bid", failing)
+    node.daemon.bid(agent, 2.0)
+    with pytest.raises(OSError):
+        node.tick()
+    assert node.daemon.status().tick_stats.failures == 1  # type: ignore[union-attr]
+    assert node.bid_events(agent) == [] and node.daemon.agent(agent).bid == 2.0  # still queued
+    node.tick()
+    assert node.bid_events(agent) == [2.0]
+    assert node.daemon._registry.get(agent).bid == 2.0
+    assert node.daemon.ledger().verify().ok
