@@ -28,6 +28,7 @@ import ipaddress
 import os
 import socket
 import stat
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -467,6 +468,12 @@ def _bind_tcp(address: TcpAddress) -> socket.socket:
     return listener
 
 
+# The API shares its process, and so the GIL, with the tick: a thread that wants the GIL waits up
+# to the switch interval (5 ms by default) for a busy tick to let it go. At 1 ms a bid's p99 at
+# 1,000 agents, bidding 160 times a second, fell from 20 ms to 5 ms for about the same CPU.
+API_SWITCH_INTERVAL_S = 0.001
+
+
 class ApiServer:
     """uvicorn serving an app on already-bound sockets, in a thread of its own.
 
@@ -514,7 +521,9 @@ class ApiServer:
             self._failure = exc
 
     def start(self, timeout_s: float = 10.0) -> ApiServer:
-        """Start serving; returns once the server accepts requests."""
+        """Start serving; returns once the server accepts requests. The process's switch
+        interval is lowered to `API_SWITCH_INTERVAL_S` for good (it is the process's)."""
+        sys.setswitchinterval(min(sys.getswitchinterval(), API_SWITCH_INTERVAL_S))
         self._thread.start()
         deadline = threading.Event()
         waited = 0.0
