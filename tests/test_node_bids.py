@@ -1,8 +1,10 @@
-"""Bids between ticks (`maxwell.node.bids`): checked and queued at once, never waiting for a
-tick; stored, each with its event, by the next tick or the next call that changes the node."""
+"""Calls that never wait for a tick: bids (`maxwell.node.bids`), checked and queued at once and
+stored, each with its event, by the next tick or the next call that changes the node; and reads
+of the published answers (`maxwell.node.views`)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from maxwell.clock import FakeClock
+from maxwell.economy.ledger import LedgerError
 from maxwell.node.bids import BidQueue, QueuedBid, checked_bid
 from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import NodeDaemon
@@ -107,18 +110,27 @@ def node(tmp_path: Path) -> Iterator[_Node]:
         made.daemon.shutdown(kill_agents=True)
 
 
-def test_a_bid_is_answered_while_a_tick_holds_the_lock(node: _Node) -> None:
+def test_bids_and_reads_are_answered_while_a_tick_holds_the_lock(node: _Node) -> None:
     agent = node.daemon.spawn(["work"], fund=Money(J), bid=1.0).agent
     node.tick()
     node.supervisor.blocking = True
     ticking = threading.Thread(target=node.daemon.tick_once)
     ticking.start()
     assert node.supervisor.inside.wait(30), "the tick never reached its exit poll"
-    answered: list[float] = []
-    bidding = threading.Thread(target=lambda: answered.append(node.daemon.bid(agent, 3.0).bid))
-    bidding.start()
-    bidding.join(10)
-    assert answered == [3.0], "the bid waited for the tick"
+    answered: list[object] = []
+
+    def calls() -> None:
+        answered.append(node.daemon.bid(agent, 3.0).bid)
+        answered.append(node.daemon.agent(agent).bid)
+        answered.append([info.id for info in node.daemon.agents()])
+        answered.append(node.daemon.status().ticks)
+        answered.append(node.daemon.price().spot > 0)
+        answered.append([e.kind for e in node.daemon.events() if e.agent == agent][-1])
+
+    calling = threading.Thread(target=calls)
+    calling.start()
+    calling.join(10)
+    assert answered == [3.0, 3.0, [agent], 1, True, "spawned"], "a call waited for the tick"
     assert ticking.is_alive()  # the tick still holds the lock
     node.supervisor.go.set()
     ticking.join(30)
@@ -182,3 +194,44 @@ def test_bids_that_fail_to_be_stored_wait_for_the_next_tick(
     assert node.bid_events(agent) == [2.0]
     assert node.daemon._registry.get(agent).bid == 2.0
     assert node.daemon.ledger().verify().ok
+
+
+def test_the_published_answers_follow_every_change(node: _Node) -> None:
+    agent = node.daemon.spawn(["work"], fund=Money(J), bid=1.0).agent
+    assert node.daemon.agent(agent).balance == J  # published by the spawn itself
+    node.daemon.fund(agent, Money(J))
+    assert node.daemon.agent(agent).balance == 2 * J
+    for _ in range(5):
+        node.supervisor.burn(agent, TICK_S)
+        node.tick()
+    shown = node.daemon.agent(agent)
+    record = node.daemon._registry.get(agent)
+    ledger = node.daemon.ledger().balance(f"agent:{agent}")
+    assert shown.balance == ledger - record.accrual.owed < 2 * J  # billed, settled or not
+    assert shown.energy_uj == record.energy_uj > 0
+    assert node.daemon.status().agents == [shown] == node.daemon.agents()
+    node.daemon.kill(agent)
+    assert node.daemon.agent(agent).state == "dead"
+
+
+def test_a_publication_that_fails_keeps_the_last_answers(
+    node: _Node, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent = node.daemon.spawn(["work"], fund=Money(J), bid=1.0).agent
+    node.tick()
+    before = node.daemon.agent(agent)
+    ledger = node.daemon.ledger()
+
+    def unreadable() -> int:
+        raise LedgerError("database disk image is malformed")
+
+    monkeypatch.setattr(ledger, "entries_written", unreadable)
+    with caplog.at_level(logging.ERROR, logger="maxwell.node.views"):
+        node.supervisor.burn(agent, TICK_S)
+        node.tick()  # the tick succeeds; its publication does not
+    assert "cannot publish the agents' answers" in caplog.text
+    assert node.daemon.ticks == 2
+    assert node.daemon.agent(agent) == before  # the last answers stay
+    monkeypatch.undo()
+    node.tick()
+    assert node.daemon.agent(agent).energy_uj > before.energy_uj

@@ -304,7 +304,7 @@ def test_a_restart_neither_rebills_a_claim_nor_forgives_an_under_billing(tmp_pat
         assert second.ledger().verify().ok
     finally:
         (second or first).shutdown(kill_agents=True)
-        popen = first._agents[spawned.agent].popen  # reap the child the first daemon started
+        popen = first._registry.get(spawned.agent).popen  # reap the child the first daemon started
         if popen is not None:
             popen.wait(timeout=10)
 

@@ -232,20 +232,16 @@ def _report_of(row: ReportRow) -> Report:
     return Report(cpu_s=row.cpu_ns / 1e9, memory_freed_bytes=row.freed_bytes, work=row.work)
 
 
-def agent_info(
-    agent: AgentRecord, balance: Money, queued: tuple[float, float] | None = None
-) -> AgentInfo:
-    """The read model of one agent (the API's answer), with the balance it shows; `queued`: the
-    price and demand of a bid waiting for the next tick, shown as the agent's bid."""
+def agent_info(agent: AgentRecord, balance: Money) -> AgentInfo:
+    """The read model of one agent (the API's answer), with the balance it shows."""
     live = agent.state in LIVE
-    bid, demand = queued if queued is not None else (agent.bid, agent.demand)
     return AgentInfo(
         id=agent.id,
         name=agent.name,
         state=agent.state,
         balance=balance,
-        bid=bid,
-        demand=demand,
+        bid=agent.bid,
+        demand=agent.demand,
         share=agent.cores if live else 0.0,
         power_w=agent.power_w if live else 0.0,
         energy_uj=agent.energy_uj,

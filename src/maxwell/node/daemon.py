@@ -37,7 +37,7 @@ from maxwell.economy.store import LedgerStore
 from maxwell.meter import LiveMeter
 from maxwell.meter.live import NodeSampler
 from maxwell.node import facade
-from maxwell.node.agents import LIVE, AgentRecord, AgentRegistry, cgroup_dirs
+from maxwell.node.agents import LIVE, AgentRegistry, cgroup_dirs
 from maxwell.node.audits import Auditor
 from maxwell.node.bounties import Bounties
 from maxwell.node.claims import OptimisticBilling, check_report
@@ -145,10 +145,11 @@ class NodeDaemon:
         tick = self._state.last_tick()[0]
         self._ticker = Ticker(parts, opening, capacity_cores=self.capacity_cores, tick=tick)
         self._views = NodeViews(
-            config, ledger=self._ledger, state=self._state, registry=registry,
+            config, ledger=self._ledger, state=self._store.reader, registry=registry,
             ticker=self._ticker, supervisor=supervisor,
         )  # fmt: skip
         self._recover()
+        self._views.publish()
 
     def _open_meter(self, wall: Callable[[], float], grid: GridPrice | None) -> OpeningPrice:
         """The sensors (detected unless given), the meter over them, and the spot price."""
@@ -173,10 +174,6 @@ class NodeDaemon:
         ).recover()  # fmt: skip
 
     @property
-    def _agents(self) -> dict[str, AgentRecord]:
-        return self._registry.agents
-
-    @property
     def _supervised(self) -> Supervisor:
         assert self._supervisor is not None, "the supervisor is made in __init__"
         return self._supervisor
@@ -193,7 +190,10 @@ class NodeDaemon:
             started = self._clock.monotonic()
             reading = self._ticker.read()  # outside `_lock`: the API goes on meanwhile
             with self._lock:
-                self._ticker.tick_once(settle_all, reading, started)
+                try:
+                    self._ticker.tick_once(settle_all, reading, started)
+                finally:
+                    self._views.publish(self._ticker.touched)
 
     def run_forever(self, stop: threading.Event) -> None:
         """Tick every `tick_s` until `stop` is set (the caller then calls `shutdown`)."""
@@ -246,14 +246,18 @@ class NodeDaemon:
         self._state_lock.release()
 
     @contextlib.contextmanager
-    def _changing(self) -> Iterator[None]:
+    def _changing(self) -> Iterator[set[str]]:
         """The lock, for a call that changes the node: refused once closed; the bids queued
-        before it are stored first, so that the journal keeps the order things happened in."""
+        before it are stored first, so that the journal keeps the order things happened in.
+        The call adds the agents it changes to the set it is given, for the read models."""
         with self._lock:
             if self._closed:
                 raise facade.NodeError("the node is shutting down")
-            self._ticker.take_bids()
-            yield
+            changed = self._ticker.take_bids()
+            try:
+                yield changed
+            finally:
+                self._views.publish_calls(changed)
 
     # --- the Node protocol -------------------------------------------------------------------
 
@@ -286,22 +290,22 @@ class NodeDaemon:
             argv, fund=fund, bid=bid, demand=demand, name=name, user=user, code=code,
             bounty=bounty, model=model, load_model=self._bounties.load_model,
         )  # fmt: skip
-        with self._changing():
+        with self._changing() as changed:
             spawned = self._processes.spawn(request)
-            self._ticker.see_balance(self._registry.get(spawned.agent).account)
+            changed.add(spawned.agent)
             return spawned
 
     def fund(self, agent: str, amount: Money) -> facade.AgentInfo:
         if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
             raise facade.NodeError(f"funding must be a positive integer of µ$J, got {amount!r}")
-        with self._changing():
+        with self._changing() as changed:
+            changed.add(agent)
             found = self._registry.live(agent, "fund it")
             try:
                 self._ledger.submit(funding_request(agent, amount), at=self._wall())
             except LedgerError as exc:
                 raise facade.NodeError(str(exc)) from exc
             found.settle_next = True
-            self._ticker.see_balance(found.account)
             return self._views.info(found)
 
     def bid(self, agent: str, price: float, demand: float | None = None) -> facade.AgentInfo:
@@ -311,12 +315,13 @@ class NodeDaemon:
             raise facade.NodeError("the node is shutting down")
         found = self._registry.live(agent, "bid")
         self._ticker.queue_bid(found, price, demand)
-        return self._views.info_seen(found)
+        return self._views.agent(found.id)
 
     def report(self, agent: str, report: facade.Report) -> facade.AgentInfo:
         """Record the agent's self-report (cumulative claims since spawn; see `Report`)."""
         check_report(report)
-        with self._changing():
+        with self._changing() as changed:
+            changed.add(agent)
             found = self._registry.live(agent, "report")
             self._billing.record_report(found, report)
             return self._views.info(found)
@@ -325,25 +330,24 @@ class NodeDaemon:
         """Audit `agent` now: its latest report against the counters read when it was made, and
         (where it has a code manifest) its threads' instruction pointers. A liar is slashed at
         once; the result and the journal entry say why."""
-        with self._changing():
+        with self._changing() as changed:
+            changed.add(agent)
             found = self._registry.live(agent, "audit it")
-            audited = self._auditor.audit_now(found, self._ticker.tick)
-            self._ticker.see_balance(found.account)
-            return audited
+            return self._auditor.audit_now(found, self._ticker.tick)
 
     def submit_proof(self, agent: str, input: str, output: str, proof: str) -> facade.ProofResult:
         """Check a proof of inference the agent left in its directory (`MAXWELL_AGENT_DIR`):
         `input` and `output` are `.npy` tensors, `proof` a bundle (`maxwell infer --proof`),
         all named relative to that directory. A valid proof of the model the user set pays the
         bounty, once per distinct input (the ledger key is the input's digest)."""
-        with self._changing():
+        with self._changing() as changed:
+            changed.add(agent)
             found = self._registry.live(agent, "submit proofs")
-            checked = self._bounties.submit_proof(found, input, output, proof)
-            self._ticker.see_balance(found.account)
-            return checked
+            return self._bounties.submit_proof(found, input, output, proof)
 
     def kill(self, agent: str) -> facade.AgentInfo:
-        with self._changing():
+        with self._changing() as changed:
+            changed.add(agent)
             found = self._registry.live(agent, "kill it")
             self._processes.kill(found)
             return self._views.info(found)
@@ -351,24 +355,19 @@ class NodeDaemon:
     # --- read models ----------------------------------------------------------------------------
 
     def agent(self, agent: str) -> facade.AgentInfo:
-        with self._lock:
-            return self._views.info(self._registry.get(agent))
+        return self._views.agent(agent)  # published: no lock (`maxwell.node.views`)
 
     def agents(self) -> list[facade.AgentInfo]:
-        with self._lock:
-            return [self._views.info(agent) for agent in self._registry]
+        return self._views.agents()
 
     def events(self, after_seq: int = 0, limit: int = 1000) -> list[facade.Event]:
-        with self._lock:
-            return self._views.events(after_seq, limit)
+        return self._views.events(after_seq, limit)  # the store's reader: no lock
 
     def price(self) -> facade.PriceInfo:
-        with self._lock:
-            return self._ticker.price()
+        return self._ticker.price()  # the last quote, whole: no lock
 
     def status(self) -> facade.NodeStatus:
-        with self._lock:
-            return self._views.status()
+        return self._views.status()
 
     # --- for tests and tools --------------------------------------------------------------------
 

@@ -9,6 +9,9 @@ Rules:
   joins it: all of it is durable (synchronous = FULL) or none of it is. There is no outbox.
 - Both owners' schemas are migrated when the store opens (`maxwell.store.migrations`).
 - The connection is shared by the daemon's threads under the daemon's lock.
+- A second connection, read-only (`reader`), serves reads that must not wait for the lock (the
+  event log): in WAL mode it sees the last committed state, never a unit of work in flight, and
+  neither blocks nor is blocked by the writer. Nothing is ever written through it.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ __all__ = ["NodeStore"]
 class NodeStore:
     """The ledger and the node's tables of one state directory, over one connection."""
 
-    def __init__(self, ledger: LedgerStore, state: NodeState) -> None:
+    def __init__(self, ledger: LedgerStore, state: NodeState, reader: NodeState) -> None:
         self.ledger = ledger
         self.state = state
+        self.reader = reader
 
     @classmethod
     def open(
@@ -42,24 +46,20 @@ class NodeStore:
         waits `busy_timeout_s` for another writer's lock, then raises `LedgerBusyError`."""
         LedgerStore.open(state_dir, now=now, busy_timeout_s=busy_timeout_s).close()
         path = state_dir / DB_NAME
-        uri = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=rw"
+        connection = _connect(path, "rw", busy_timeout_s)
         try:
-            connection = sqlite3.connect(
-                uri,
-                uri=True,
-                isolation_level=None,
-                timeout=busy_timeout_s,
-                check_same_thread=False,
-            )
             connection.execute("PRAGMA foreign_keys = ON")
             connection.execute("PRAGMA synchronous = FULL")
+            ledger = LedgerStore(connection, path, now)
+            state = NodeState.attach(connection, path, now)
+            reader = NodeState(_connect(path, "ro", busy_timeout_s), path)
         except sqlite3.Error as exc:
+            connection.close()
             raise LedgerStoreError(f"cannot open {path}: {exc}", path=str(path)) from exc
-        try:
-            return cls(LedgerStore(connection, path, now), NodeState.attach(connection, path, now))
         except BaseException:
             connection.close()
             raise
+        return cls(ledger, state, reader)
 
     @contextmanager
     def unit_of_work(self) -> Iterator[None]:
@@ -82,4 +82,16 @@ class NodeStore:
         self.ledger.submit_many(requests, at=at)
 
     def close(self) -> None:
-        self.ledger.close()  # the one connection: the node's tables go with it
+        self.reader.close()
+        self.ledger.close()  # the one writing connection: the node's tables go with it
+
+
+def _connect(path: Path, mode: str, busy_timeout_s: float) -> sqlite3.Connection:
+    """A connection to the database at `path`, which must exist (`mode` "rw" or "ro")."""
+    uri = f"file:{urllib.parse.quote(str(path.absolute()))}?mode={mode}"
+    try:
+        return sqlite3.connect(
+            uri, uri=True, isolation_level=None, timeout=busy_timeout_s, check_same_thread=False
+        )
+    except sqlite3.Error as exc:
+        raise LedgerStoreError(f"cannot open {path}: {exc}", path=str(path)) from exc

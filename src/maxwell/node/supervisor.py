@@ -226,7 +226,7 @@ def ended_children(processes: Mapping[str, AgentProcess]) -> list[str]:
     waiting to be reaped (`waitid(WNOWAIT)` reaps nothing), and only those are polled (reaped).
     A waiting child that is none of them (or one its poll leaves unreaped) is not ours to reap:
     then each process is polled, as `ended_each` does."""
-    by_pid = {process.pid: agent for agent, process in processes.items()}
+    by_pid: dict[int, str] | None = None  # made once a child waits (most ticks: none does)
     ended: list[str] = []
     while True:
         try:
@@ -235,6 +235,8 @@ def ended_children(processes: Mapping[str, AgentProcess]) -> list[str]:
             return ended
         if child is None:
             return ended
+        if by_pid is None:
+            by_pid = {process.pid: agent for agent, process in processes.items()}
         agent = by_pid.pop(child.si_pid, None)
         if agent is None or processes[agent].poll() is None:
             return ended_each(processes)  # those reaped already answer their status again

@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from maxwell.clock import Clock
-from maxwell.economy.ledger import GRID, LANDAUER, LedgerError
+from maxwell.economy.ledger import GRID, LANDAUER
 from maxwell.economy.mechanisms import make_mechanism
 from maxwell.economy.orderbook import BookError, InvalidBidError, OrderBook
 from maxwell.economy.price import (
@@ -192,9 +192,8 @@ class Ticker:
         self._standing: ticks.Standing | None = None
         self._undo = Undo()  # the tick in flight's: the live views it changed, as they were
         self.bids = BidQueue()  # bids since the last tick (`maxwell.node.bids`)
-        # The ledger's balances as the last committed tick left them, for answers that must
-        # not wait for a tick (a bid's).
-        self.balances_seen: dict[str, Money] = parts.store.ledger.balances()
+        # The agents the last tick (or `take_bids`) changed, for the read models to publish.
+        self.touched: set[str] = set()
 
     def read(self) -> dict[str, int]:
         """The meter's interval: every group's counters and the node's energy, attributed (µJ
@@ -220,7 +219,7 @@ class Ticker:
         if reading is None:
             reading = self.read()
         try:  # stored for good before the tick's own unit of work: a roll-back keeps them
-            self.take_bids()
+            self.touched = self.take_bids()
         except Exception as exc:
             self.stats.record_failure(exc, self._wall())
             raise
@@ -236,6 +235,8 @@ class Ticker:
             if self.tick == committed:
                 self._roll_back(self._undo.views)
             raise
+        finally:
+            self.touched.update(self._undo.views)
         self.last_tick_duration_s = self._clock.monotonic() - started
         self.stats.record_tick(self.last_tick_duration_s)
 
@@ -482,7 +483,6 @@ class Ticker:
         self.tick = tick
         self._last_mono = now.mono
         self._metered, self._unbilled = {}, {}  # billed by this tick's entries
-        self.balances_seen = self._store.ledger.balances()
 
     def _carry_out(self, plan: ticks.TickPlan) -> None:
         """The committed plan, on the cgroups; then finish the agents that ended."""
@@ -491,6 +491,7 @@ class Ticker:
         for agent in self._agents:
             if agent.finished and agent.group is not None:
                 self._parts.processes.finish(agent)
+                self.touched.add(agent.id)
 
     def queue_bid(self, agent: AgentRecord, price: float, demand: float | None) -> QueuedBid:
         """Check a bid and queue it for the next tick (`maxwell.node.bids`); never waits."""
@@ -498,19 +499,13 @@ class Ticker:
         self.bids.put(bid)
         return bid
 
-    def see_balance(self, account: str) -> None:
-        """Refresh one account in `balances_seen` after a write between ticks (a spawn, a
-        funding, an audit, a bounty); one key's assignment, safe for readers without a lock."""
-        with contextlib.suppress(LedgerError):  # no such account: nothing to show
-            self.balances_seen[account] = self._store.ledger.balance(account)
-
-    def take_bids(self) -> None:
+    def take_bids(self) -> set[str]:
         """Store the queued bids and make them stand (before a tick plans, or a call that
         changes the node): the agents' bids, the book, a settlement at the next tick. Failing,
         they stay queued."""
         bids = self.bids.take()
         if not bids:
-            return
+            return set()
         try:
             stored = store_bids(self._store, self._agents.agents, bids)
         except Exception:
@@ -521,6 +516,7 @@ class Ticker:
             agent.settle_next = True
             if agent.group is not None:
                 self.place(agent)
+        return {agent.id for agent, _, _ in stored}
 
     def place(self, agent: AgentRecord) -> None:
         """Make the agent's bid its standing one in the book, at its arrival number."""

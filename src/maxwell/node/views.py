@@ -5,27 +5,58 @@ Rules:
 - Reading changes nothing: no row, no entry, no agent record is written.
 - An agent's balance is the ledger's less what it has accrued and not yet settled, so that what
   the API shows is what the agent could spend now.
-- The event log is the ledger's journal, filtered to the kinds in `EVENT_KINDS`, oldest first.
-- Called under the daemon's lock, but for `info_seen`, which must not wait for a tick.
-- A bid waiting for the next tick (`maxwell.node.bids`) shows as the agent's bid.
+- The answers about agents are published: after each tick, and after each call that changes the
+  node, `publish` rebuilds the answers of the agents it changed (and of every agent whose ledger
+  balance moved) under the daemon's lock, and swaps the whole map in at once. Reads of agents, the
+  price and the status take no lock and never wait for a tick: they see what the last tick or
+  call left, whole. A bid waiting for the next tick (`maxwell.node.bids`) shows as the agent's.
+- A publication that fails (the store cannot be read) is logged and the last answers stay.
+- The event log is the ledger's journal, filtered to the kinds in `EVENT_KINDS`, oldest first,
+  read through the store's read-only connection (`NodeStore.reader`): no lock, what was last
+  committed.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import ParamSpec
+
+from maxwell.economy.ledger import UnknownAccountError
 from maxwell.economy.store import LedgerStore
+from maxwell.errors import MaxwellError
 from maxwell.node.agents import AgentRecord, AgentRegistry, agent_info, settled_balance
 from maxwell.node.config import NodeConfig
-from maxwell.node.facade import AgentInfo, Event, NodeStatus
+from maxwell.node.facade import AgentInfo, Event, NodeStatus, UnknownAgentError
 from maxwell.node.state import NodeState
 from maxwell.node.supervisor import Supervisor
 from maxwell.node.ticker import Ticker
 from maxwell.units import Money
 
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+AGENT_PREFIX = "agent:"  # an agent's ledger account (`agent_account`)
 EVENT_KINDS = (
     "spawned", "adopted", "funded", "bid", "running", "throttled", "frozen", "thawed",
     "insolvent", "apoptosis", "exited", "killed", "bonded", "unbonded", "released", "audited",
     "slashed", "bounty", "rejected",
 )  # fmt: skip
+
+
+def _logged_failure(publish: Callable[P, None]) -> Callable[P, None]:
+    """A publication that fails (the store cannot be read) is logged, and the last answers
+    stay: a stale read model must not fail the tick or the call that just succeeded."""
+
+    @functools.wraps(publish)
+    def publishing(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            publish(*args, **kwargs)
+        except MaxwellError:
+            log.exception("cannot publish the agents' answers: the last ones stay")
+
+    return publishing
 
 
 class NodeViews:
@@ -47,19 +78,79 @@ class NodeViews:
         self._agents = registry
         self._ticker = ticker
         self._supervisor = supervisor
+        # What `publish` last made: the answers, the balances they were made from, the rows.
+        self._published: dict[str, AgentInfo] = {}
+        self._balances: dict[str, Money] = {}
+        self._ledger_rows = 0
+        self._stale: set[str] = set()  # agents whose answers a failed publication did not make
 
     def info(self, agent: AgentRecord) -> AgentInfo:
-        return agent_info(agent, settled_balance(self._ledger, agent), self._queued(agent))
+        """The agent's answer now, from the store (under the daemon's lock)."""
+        return self._shown(agent_info(agent, settled_balance(self._ledger, agent)))
 
-    def info_seen(self, agent: AgentRecord) -> AgentInfo:
-        """`info` without the store, so without waiting for a tick: the agent as it stands, its
-        balance as the last tick left it (called without the daemon's lock)."""
-        seen = self._ticker.balances_seen.get(agent.account, Money(0))
-        return agent_info(agent, Money(seen - agent.accrual.owed), self._queued(agent))
+    @_logged_failure
+    def publish(self, agent_ids: Iterable[str] | None = None) -> None:
+        """After a tick: rebuild the answers of `agent_ids` (every agent when None) and of every
+        agent whose ledger balance moved since the last time (a tick's audits may slash agents it
+        did not plan). Under the daemon's lock."""
+        balances = self._ledger.balances()  # one query at most, and none when nothing changed
+        seen, self._balances = self._balances, balances
+        changed = list(self._agents.agents) if agent_ids is None else list(agent_ids)
+        if balances != seen:
+            changed.extend(
+                account.removeprefix(AGENT_PREFIX)
+                for account, balance in balances.items()
+                if account.startswith(AGENT_PREFIX) and seen.get(account) != balance
+            )
+        self._rebuild(changed, balances)
 
-    def _queued(self, agent: AgentRecord) -> tuple[float, float] | None:
-        bid = self._ticker.bids.queued(agent.id)
-        return None if bid is None else (bid.price, bid.demand)
+    @_logged_failure
+    def publish_calls(self, agent_ids: Iterable[str]) -> None:
+        """After a call that changed these agents and no other agent's balance (a spawn, a
+        funding, a report, an audit, a proof, a kill). Under the daemon's lock."""
+        self._rebuild(agent_ids, {})
+
+    def _rebuild(self, agent_ids: Iterable[str], balances: Mapping[str, Money]) -> None:
+        """Rebuild these agents' answers (and those a failed publication left stale) on a copy,
+        then swap it in: readers see the old answers or the new, whole. A balance missing from
+        `balances` is read from the ledger."""
+        self._stale.update(agent_ids)
+        ledger_rows = self._ledger.entries_written()
+        published = dict(self._published) if self._stale else self._published
+        for agent_id in self._stale:
+            agent = self._agents.agents.get(agent_id)
+            if agent is not None:
+                balance = balances.get(agent.account)
+                if balance is None:
+                    balance = self._balance(agent.account)
+                published[agent_id] = agent_info(agent, Money(balance - agent.accrual.owed))
+        if len(published) != len(self._published):  # new agents: in the registry's order
+            published = {a: published[a] for a in self._agents.agents if a in published}
+        self._published, self._ledger_rows, self._stale = published, ledger_rows, set()
+
+    def _balance(self, account: str) -> Money:
+        try:
+            return self._ledger.balance(account)
+        except UnknownAccountError:  # none yet: it shows 0
+            return Money(0)
+
+    def agent(self, agent_id: str) -> AgentInfo:
+        """The agent's published answer (no lock)."""
+        found = self._published.get(agent_id)
+        if found is None:
+            raise UnknownAgentError(f"no agent {agent_id!r}")
+        return self._shown(found)
+
+    def agents(self) -> list[AgentInfo]:
+        """Every agent's published answer, oldest first (no lock)."""
+        return [self._shown(info) for info in self._published.values()]
+
+    def _shown(self, info: AgentInfo) -> AgentInfo:
+        """`info` with the agent's queued bid, if it has one."""
+        bid = self._ticker.bids.queued(info.id)
+        if bid is None:
+            return info
+        return dataclasses.replace(info, bid=bid.price, demand=bid.demand)
 
     def events(self, after_seq: int, limit: int) -> list[Event]:
         found = self._state.journal_events(EVENT_KINDS, max(after_seq, 0), max(limit, 0))
@@ -75,19 +166,16 @@ class NodeViews:
         ]
 
     def status(self) -> NodeStatus:
-        balances = self._agents.available(self._ledger.balances())
+        """The node now: its price, its published agents and its tick figures (no lock)."""
         ticker = self._ticker
         return NodeStatus(
             price=ticker.price(),
-            agents=[
-                agent_info(agent, balances.get(agent.account, Money(0)), self._queued(agent))
-                for agent in self._agents
-            ],
+            agents=self.agents(),
             tick_s=self._config.tick_s,
             last_tick_duration_s=ticker.last_tick_duration_s,
             ticks=ticker.tick,
             mechanism=self._config.mechanism,
             cgroup=self._supervisor.kind,
             capacity_cores=ticker.sold_cores,
-            tick_stats=ticker.stats.snapshot(self._ledger.entries_written()),
+            tick_stats=ticker.stats.snapshot(self._ledger_rows),
         )
