@@ -442,6 +442,13 @@ def test_kelly_price_is_total_bids_over_capacity_when_no_cap_binds() -> None:
     assert capped.clearing_price == pytest.approx(10.0 / 1.5)  # uncapped budget / room left
 
 
+def test_kelly_shares_with_a_vanishing_bid_do_not_overflow() -> None:
+    # Found by the tick's price property: the capped bid's budget over a water level of 3e-313
+    # overflowed (a RuntimeWarning), though its share is its demand and never that quotient.
+    clearing = _clear("kelly", [("a", 1.0, 0.25), ("b", 2.2250738585e-313, 1.0)], 1.0)
+    assert _cores(clearing) == pytest.approx({"a": 0.25, "b": 0.75})
+
+
 def test_kelly_is_not_truthful() -> None:
     """Shading one's price lowers one's spend faster than one's share (proportional share)."""
     others = [("x", 1.0, 10.0)]

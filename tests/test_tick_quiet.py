@@ -24,6 +24,7 @@ def after(plan: TickPlan, source: AgentTickInput, energy_uj: int, bid: float) ->
         balance=result.balance,
         burn_per_s=result.burn_per_s,
         insolvent_since_s=result.insolvent_since_s,
+        price=result.price,
         energy_uj=energy_uj,
         bytes_freed=0,
         bid=bid,
@@ -71,6 +72,7 @@ def test_planning_the_agents_that_are_not_quiet_gives_the_full_plan(
         assert result.bill is None and result.paid == 0
         assert result.balance == source.balance and result.burn_per_s == source.burn_per_s
         assert result.cores == first.agents[name].cores
+        assert result.price == source.price  # what it pays for the next interval stands too
 
 
 def idle(count: int) -> list[AgentTickInput]:

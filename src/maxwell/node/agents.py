@@ -100,6 +100,7 @@ class AgentRecord:
     power_w: float = 0.0
     burn_per_s: float = 0.0
     insolvent_since: float | None = None
+    price: float = 0.0  # $J per J its last clearing set for the interval now metered (0: spot)
     paid: int = 0
     landauer: int = 0
     last_quota: float | None = None

@@ -7,7 +7,13 @@ writes.
 Rules and invariants:
 
 - Bills. Each agent is billed for the interval just metered with `maxwell.economy.billing.bill`
-  (energy x spot + Landauer tax), capped at its balance: the energy part is paid first, the tax
+  (energy x its price + Landauer tax), capped at its balance. Its price is what the clearing
+  that granted that interval set (`AgentTickInput.price`): if it was served, the mechanism's
+  unit price (uniform: the clearing price; vcg: its externality; lottery, posted: the price
+  posted) capped at its bid (kelly's market price is above the bid of every agent it does not
+  fully serve: they pay their bid) and never below that clearing's reserve (the spot price
+  then); the reserve if it was not served; the spot price before its first clearing. So a bid
+  is not free: under scarcity winners pay more than spot. The energy part is paid first, the tax
   from what is left; what cannot be paid is the `shortfall`, and an agent with a shortfall is
   insolvent (its balance is then 0). No agent is ever billed more than its balance, so a planned
   bill always applies.
@@ -106,6 +112,9 @@ class AgentTickInput:
     burn_per_s: float = 0.0
     insolvent_since_s: float | None = None
     bid_seq: int = 0
+    # $J per J agreed for the interval metered: the price its last clearing set (the mechanism's
+    # unit price if it was served, else the reserve); 0 before its first clearing (then: spot).
+    price: float = 0.0
 
     @functools.cached_property
     def terms(self) -> tuple[str, float, float, int]:
@@ -162,6 +171,7 @@ class AgentPlan:
     quota_cores: float | None  # the CPU quota to hold (None: leave the group's quota alone)
     weight: int | None
     enforcement: Enforcement
+    price: float = 0.0  # $J per J it pays for the next interval (its `AgentTickInput.price`)
 
     @property
     def paid(self) -> Money:
@@ -272,6 +282,8 @@ def _check(inputs: TickInput) -> None:
             raise ValueError(f"{agent.agent}: balance {agent.balance} is negative")
         if agent.energy_uj < 0 or agent.bytes_freed < 0:
             raise ValueError(f"{agent.agent}: energy and bytes freed must be >= 0")
+        if not math.isfinite(agent.price) or agent.price < 0:
+            raise ValueError(f"{agent.agent}: price must be finite and >= 0, got {agent.price!r}")
 
 
 def _settle(
@@ -280,9 +292,10 @@ def _settle(
     """The agent's bill, what it pays of each part, its shortfall and the entry to post."""
     if agent.energy_uj == 0 and agent.bytes_freed == 0:
         return None, Money(0), Money(0), Money(0), None
+    price = agent.price or inputs.spot_price
     charged = bill(
         energy_uj=agent.energy_uj,
-        spot_price=inputs.spot_price,
+        spot_price=price,
         bytes_freed=agent.bytes_freed,
         temperature_c=inputs.temperature_c,
         landauer_multiplier=inputs.landauer_multiplier,
@@ -308,6 +321,7 @@ def _settle(
                 "energy_uj": agent.energy_uj,
                 "bytes_freed": agent.bytes_freed,
                 "spot_price": inputs.spot_price,
+                "price": price,
                 "temperature_c": inputs.temperature_c,
                 "energy_cost": int(charged.energy_cost),
                 "landauer_cost": int(charged.landauer_cost),
@@ -447,7 +461,11 @@ def _plan_agents(
         )
         events += _agent_events(agent, settled[agent.agent], enforced, decision, inputs)
         since = insolvent_since.get(agent.agent) if enforced.state in _LIVE else None
-        plans[agent.agent] = _agent_plan(agent, settled[agent.agent], enforced, since)
+        price = inputs.spot_price
+        if enforced.cores > 0:
+            unit = min(clearing.allocation(agent.agent).price_per_joule, agent.bid)
+            price = max(unit, inputs.spot_price)
+        plans[agent.agent] = _agent_plan(agent, settled[agent.agent], enforced, since, price)
     return plans, events
 
 
@@ -672,6 +690,7 @@ def _agent_plan(
     settlement: _Settlement,
     enforced: _Enforced,
     insolvent_since_s: float | None,
+    price: float,
 ) -> AgentPlan:
     return AgentPlan(
         agent=agent.agent,
@@ -687,4 +706,5 @@ def _agent_plan(
         quota_cores=enforced.quota_cores,
         weight=enforced.weight,
         enforcement=enforced.enforcement,
+        price=price,
     )

@@ -139,6 +139,7 @@ def _unchanged(last: ticks.AgentTickInput, agent: AgentRecord, balance: Money) -
         and last.bid_seq == agent.bid_seq
         and last.burn_per_s == agent.burn_per_s
         and last.insolvent_since_s == agent.insolvent_since
+        and last.price == agent.price
     )
 
 
@@ -383,6 +384,7 @@ class Ticker:
                     burn_per_s=agent.burn_per_s,
                     insolvent_since_s=agent.insolvent_since,
                     bid_seq=agent.bid_seq,
+                    price=agent.price,
                 )
             inputs.append(last)
         return inputs
@@ -436,6 +438,7 @@ class Ticker:
             agent.burn_per_s = agent_plan.burn_per_s
             agent.insolvent_since = agent_plan.insolvent_since_s
             agent.cores = agent_plan.cores
+            agent.price = agent_plan.price
             if agent_plan.state is AgentState.DEAD and agent.state is not AgentState.DEAD:
                 agent.ended_at = at
             agent.state = agent_plan.state

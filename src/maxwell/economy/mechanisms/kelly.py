@@ -84,7 +84,9 @@ def kelly_shares(bids: BidSet, capacity: float, reserve: float) -> KellyShare:
         nobody = np.empty(0, dtype=np.intp)
         return KellyShare(nobody, np.empty(0), float(market.prices.max()), 0, budget)
     capped = market.prices >= price
-    cores = np.where(capped, market.demands, budgets / price)
+    cores = market.demands.copy()
+    uncapped = ~capped  # divided alone: a capped budget over a tiny price would overflow
+    cores[uncapped] = budgets[uncapped] / price
     return KellyShare(winners, cores, price, int(np.count_nonzero(capped)), budget)
 
 
