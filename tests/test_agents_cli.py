@@ -371,8 +371,8 @@ class TickingFake(FakeNode):
         super().__init__()
         self.marker = marker
     def run_forever(self, stop):
-        while not stop.wait(0.01):
-            self.marker.write_text("ticking")
+        self.marker.write_text("ticking")  # once: a rewrite in a loop could be read half-done
+        stop.wait()
     def shutdown(self):
         self.marker.write_text("shut down")
 
@@ -402,7 +402,9 @@ def test_daemon_serves_until_sigterm(tmp_path: Path) -> None:
         price = maxwell("price", "--socket", str(socket_path), "--token", ADMIN_TOKEN, "--json")
         assert price.returncode == 0, price.stderr
         assert last_json(price.stdout)["spot"] == 1.0
-        assert marker.read_text() == "ticking"
+        wait_until(
+            lambda: marker.exists() and marker.read_text() == "ticking", what="the tick loop"
+        )
         daemon.send_signal(signal.SIGTERM)
         _, stderr = daemon.communicate(timeout=20)
         assert daemon.returncode == 0, stderr

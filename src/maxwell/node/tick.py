@@ -31,8 +31,16 @@ Rules and invariants:
   (randomness seeded with the tick number, so a tick is reproducible). Granted cores never sum
   above the capacity and no agent gets more than its demand.
 - Enforcement. An agent granted cores runs with a CPU quota of exactly those cores (never
-  unlimited); one granted none (bid below the reserve, no capacity left) or insolvent is frozen;
-  one that was frozen and is granted cores again is thawed; an apoptosis decision kills it.
+  unlimited) and a weight of 100 per core; one that was frozen and is granted cores again is
+  thawed; an apoptosis decision kills it. One insolvent, or bidding below the reserve, is frozen.
+- Work conservation. A solvent bidder at or above the reserve that the auction did not serve
+  (no capacity left) is not frozen while the node sells every core the machine has
+  (`share_idle`): it runs throttled, with a quota of its demand and the least weight there is
+  (`IDLE_WEIGHT`), so the kernel gives it only what the winners leave idle, within the same
+  tick. Granted cores stay the winners' (their weight outbids it at once), and it pays the
+  reserve for what it burns. Ten idle agents that won every core cannot starve a busy one. A
+  node derated for heat, or capped below the machine's cores, freezes it instead: the cores it
+  does not sell must stay idle.
   States: running (got all it asked for), throttled (got less), frozen, dead, exited.
 - Agents already dead or exited are billed for their last interval (their final energy) and get
   no decision, no cores and no enforcement.
@@ -80,6 +88,7 @@ MIN_CAPACITY_FRACTION = 0.25
 CORES_EPSILON = 1e-9
 DEFAULT_WEIGHT = 100  # cgroup v2 cpu.weight of one core; weights are 100 x granted cores
 MAX_WEIGHT = 10_000
+IDLE_WEIGHT = 1  # the least there is: a bidder not served runs only on what others leave idle
 
 
 class Enforcement(enum.StrEnum):
@@ -134,6 +143,9 @@ class TickInput:
     landauer_multiplier: float
     grace_s: float
     agents: Sequence[AgentTickInput]
+    # The node sells every core the machine has (not derated for heat, no cap below it): then a
+    # bidder the auction did not serve runs on what the winners leave idle (see the module).
+    share_idle: bool = False
 
 
 @dataclass(frozen=True)
@@ -457,7 +469,7 @@ def _plan_agents(
             insolvent=insolvent_since.get(agent.agent) is not None,
             decision=decision,
             clearing=clearing,
-            spot_price=inputs.spot_price,
+            inputs=inputs,
         )
         events += _agent_events(agent, settled[agent.agent], enforced, decision, inputs)
         since = insolvent_since.get(agent.agent) if enforced.state in _LIVE else None
@@ -610,9 +622,10 @@ def _enforce(
     insolvent: bool,
     decision: apoptosis.Decision | None,
     clearing: Clearing,
-    spot_price: float,
+    inputs: TickInput,
 ) -> _Enforced:
-    """Enforcement: run (with a quota of the cores granted), freeze, thaw or kill."""
+    """Enforcement: run (with a quota of the cores granted), run on what is left idle, freeze,
+    thaw or kill."""
     if agent.state not in _LIVE:
         return _Enforced(agent.state)
     if killed:
@@ -629,6 +642,14 @@ def _enforce(
             cores=cores,
             quota_cores=cores,
             weight=weight_for(cores),
+        )
+    spot_price = inputs.spot_price
+    if not insolvent and inputs.share_idle and agent.bid >= spot_price and agent.demand > 0:
+        return _Enforced(
+            state=AgentState.THROTTLED,
+            enforcement=Enforcement.THAW if agent.state is AgentState.FROZEN else Enforcement.NONE,
+            quota_cores=min(agent.demand, inputs.capacity_cores),
+            weight=IDLE_WEIGHT,
         )
     if insolvent:
         reason = decision.reason if decision is not None else "insolvent"

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
@@ -167,6 +168,7 @@ class Ticker:
         *,
         capacity_cores: float,
         tick: int,
+        machine_cores: float | None = None,
     ) -> None:
         self._parts = parts
         self._config = parts.config
@@ -179,6 +181,9 @@ class Ticker:
         self._spot, self.quote, self._last_mono = price.spot, price.quote, price.mono
         self.capacity_cores = capacity_cores
         self.sold_cores = capacity_cores  # this tick's capacity: fewer cores when hot
+        # The machine's cores: selling all of them, the tick lets unserved bidders run on what
+        # winners leave idle (`TickInput.share_idle`).
+        self._machine_cores = float(machine_cores or os.cpu_count() or 1)
         # The standing order book (see the module); the pure tick reads it (and rebuilds it if
         # it ever disagrees with the bids).
         self._book = OrderBook()
@@ -329,6 +334,7 @@ class Ticker:
             landauer_multiplier=config.landauer_multiplier,
             grace_s=config.grace_s,
             agents=self._tick_inputs(energies, billed_energy, billed_freed, balances),
+            share_idle=self.sold_cores >= self._machine_cores - ticks.CORES_EPSILON,
         )
         plan = ticks.plan_tick(
             tick_input, mechanism=self._mechanism, book=self._book, standing=self._standing
