@@ -36,6 +36,7 @@ SELECTION = (  # file, and the marker expression that picks its tests (None: all
     ("tests/test_node_daemon_v2.py", None),
     ("tests/test_daemon_e2e.py", None),
     ("tests/test_node_lock.py", None),
+    ("tests/adversarial", "root"),  # the attacks that touch cgroups (idle hoarders: cpu.weight)
 )
 TIMEOUT_S = 1800.0
 TIME_SCALE = 10.0  # the tests' deadlines in the VM (`helpers.TIME_SCALE`): its CPU is emulated
@@ -57,7 +58,9 @@ class Run:
     log: str
 
     def of(self, path: str) -> list[Case]:
-        return [case for case in self.cases if case.file == path]
+        """The cases of a file of the selection, or of every file under a folder of it."""
+        folder = path.rstrip("/") + "/"
+        return [case for case in self.cases if case.file == path or case.file.startswith(folder)]
 
 
 def script(selection: tuple[tuple[str, str | None], ...]) -> str:
@@ -86,8 +89,9 @@ def script(selection: tuple[tuple[str, str | None], ...]) -> str:
 def parse_junit(path: Path) -> tuple[Case, ...]:
     cases = []
     for case in ElementTree.parse(path).getroot().iter("testcase"):
-        module = case.get("classname", "").split(".")
-        file = "/".join(module[:2]) + ".py" if len(module) >= 2 else "?"
+        module = case.get("classname", "").split(".")  # tests.sub.test_x[.Class]
+        stem = next((i for i, part in enumerate(module) if part.startswith("test_")), None)
+        file = "/".join(module[: stem + 1]) + ".py" if stem is not None else "?"
         outcome, message = "passed", ""
         for kind in ("failure", "error", "skipped"):
             found = case.find(kind)

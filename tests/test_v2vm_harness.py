@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from helpers import process_state, wait_until
-from test_v2vm import parse_junit, script
+from test_v2vm import Run, parse_junit, script
 from v2vm import harness
 from v2vm.harness import MODULES, Kernel, boot
 
@@ -101,6 +101,7 @@ def test_results_come_back_per_file_with_their_outcome(tmp_path: Path) -> None:
         "</failure></testcase>"
         '<testcase classname="tests.test_b" name="test_v1"><skipped message="needs the v1 '
         'freezer" /></testcase>'
+        '<testcase classname="tests.adversarial.test_c.TestAttack" name="test_fails" />'
         "</testsuite></testsuites>"
     )
     cases = parse_junit(junit)
@@ -108,8 +109,12 @@ def test_results_come_back_per_file_with_their_outcome(tmp_path: Path) -> None:
         ("tests/test_a.py", "test_ok", "passed"),
         ("tests/test_a.py", "test_bad", "failed"),
         ("tests/test_b.py", "test_v1", "skipped"),
+        ("tests/adversarial/test_c.py", "test_fails", "passed"),
     ]
     assert cases[1].message == "boom\ntrace"
+    run = Run(boot=None, cases=cases, log="")  # type: ignore[arg-type]
+    assert [c.name for c in run.of("tests/adversarial")] == ["test_fails"]
+    assert [c.name for c in run.of("tests/test_b.py")] == ["test_v1"]
 
 
 def test_the_vms_command_runs_the_selection_one_run_per_marker(tmp_path: Path) -> None:
