@@ -37,6 +37,7 @@ from maxwell.node.facade import (
     AgentState,
     AuditResult,
     Event,
+    FundKeyConflictError,
     NodeError,
     NodeStatus,
     PriceInfo,
@@ -72,6 +73,7 @@ class FakeNode:
         self._ids = itertools.count(1)
         self.spot = 1.0
         self.liars: set[str] = set()  # agents whose audits fail
+        self.fund_keys: dict[str, tuple[str, Money]] = {}  # idempotency key -> its funding
         self.tick_stats: TickStats | None = None  # set it to show failures, a last error
 
     # --- helpers ------------------------------------------------------------------------------
@@ -170,11 +172,18 @@ class FakeNode:
             )  # fmt: skip
             return SpawnResult(agent, name, pid, token)
 
-    def fund(self, agent: str, amount: Money) -> AgentInfo:
+    def fund(self, agent: str, amount: Money, key: str | None = None) -> AgentInfo:
         with self._lock:
             info = self._alive(agent, "fund it")
             if amount <= 0:
                 raise NodeError("amount must be positive")
+            if key is not None:
+                done = self.fund_keys.get(key)
+                if done is not None:
+                    if done != (agent, amount):
+                        raise FundKeyConflictError(f"key {key!r} funded another request")
+                    return info  # a retry: funded once already
+                self.fund_keys[key] = (agent, amount)
             if amount > self.treasury:
                 raise NodeError("the treasury cannot fund that much")
             self.treasury = Money(self.treasury - amount)

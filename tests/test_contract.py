@@ -149,6 +149,19 @@ def test_funding_moves_exact_micro_joules(admin: Client, spawned: SpawnResult) -
     assert admin.agent(spawned.agent).balance == 2_600_001
 
 
+def test_a_funding_sent_again_with_its_key_funds_once(admin: Client, spawned: SpawnResult) -> None:
+    first = admin.fund(spawned.agent, 0.5, key="lost-answer-1")
+    assert first.balance == 3_000_000
+    assert admin.fund(spawned.agent, 0.5, key="lost-answer-1").balance == 3_000_000
+    with pytest.raises(ClientError) as conflict:
+        admin.fund(spawned.agent, 0.7, key="lost-answer-1")
+    assert conflict.value.status == 409
+    with pytest.raises(ClientError) as malformed:
+        admin.fund(spawned.agent, 0.5, key="short")
+    assert malformed.value.status == 422
+    assert admin.agent(spawned.agent).balance == 3_000_000
+
+
 def test_an_agent_bids_for_itself_and_keeps_its_demand(agent: Client, spawned: SpawnResult) -> None:
     changed = agent.bid(0.75, 3.0)
     assert (changed.id, changed.bid, changed.demand) == (spawned.agent, 0.75, 3.0)

@@ -249,10 +249,13 @@ class Client:
         )  # fmt: skip
         return from_json(SpawnResult, self._request("POST", "/agents", body=body))
 
-    def fund(self, agent: str, amount: float) -> AgentInfo:
-        """Move `amount` $J from the treasury to `agent`."""
+    def fund(self, agent: str, amount: float, *, key: str | None = None) -> AgentInfo:
+        """Move `amount` $J from the treasury to `agent`. With an idempotency `key` (8 to 64 of
+        `A-Za-z0-9._-`), sending the same funding again funds it once: retry with the same key
+        when an answer was lost."""
         path = f"/agents/{_quote(agent)}/fund"
-        return from_json(AgentInfo, self._request("POST", path, body=FundRequest(amount)))
+        body = FundRequest(amount, key)
+        return from_json(AgentInfo, self._request("POST", path, body=body))
 
     def submit_proof(self, input: str, output: str, proof: str) -> ProofResult:
         """Submit a proof of inference this agent left in its directory (`MAXWELL_AGENT_DIR`),

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import select
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
@@ -286,7 +287,8 @@ def _ps(client: Client, args: argparse.Namespace, out: Console) -> None:
 
 
 def _fund(client: Client, args: argparse.Namespace, out: Console) -> None:
-    info = client.fund(args.agent, parse_energy(args.energy) / UJ_PER_J)
+    # One key per invocation: a lost answer retried with it never funds twice.
+    info = client.fund(args.agent, parse_energy(args.energy) / UJ_PER_J, key=uuid.uuid4().hex)
     print(json.dumps(to_json(info)) if args.json else _agent_line(info))
 
 

@@ -4,6 +4,8 @@ Rules:
 - Everything goes through the `Node` protocol (`maxwell.node.facade`); this module never touches
   the daemon's state, so a refused request cannot change anything: every check (authentication,
   authorisation, validation) happens before the one `Node` call a request makes.
+- A request that may carry a body is judged on its headers before a byte of the body is read
+  (`RequestGate`): a token the node knows, a `Content-Length`, at most `MAX_BODY_BYTES`.
 - Authentication is `Authorization: Bearer <token>`. The admin token may do everything; an agent
   token may read the price, read its own account (`GET /agents/{own id}`, `GET /agents` lists only
   itself), change its own bid and report for itself (`POST /agents/{own id}/report`, which the
@@ -41,6 +43,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from maxwell.errors import MaxwellError, UsageError
 from maxwell.node.facade import (
@@ -100,7 +103,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (401, "no token, or a token the node does not know"),
         (403, "the token may not do this"),
         (404, "no such agent or endpoint"),
-        (409, "the agent is dead or exited"),
+        (409, "the agent is dead or exited, or a funding's key was used for another"),
+        (411, "a body streamed without a Content-Length"),
+        (413, "a body over MAX_BODY_BYTES"),
         (422, "a malformed request: the message names the field"),
     ]
 }
@@ -113,13 +118,14 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
     return JSONResponse({"error": " ".join(message.split())}, status_code=status, headers=headers)
 
 
+_MISSING_TOKEN = "missing header Authorization: Bearer <token>"
 _bearer = HTTPBearer(auto_error=False, description="the admin token or an agent's token")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def _authenticate(node: Node, credentials: HTTPAuthorizationCredentials | None) -> Principal:
     if credentials is None:
-        raise ApiError(401, "missing header Authorization: Bearer <token>")
+        raise ApiError(401, _MISSING_TOKEN)
     found = node.authenticate(credentials.credentials)
     if found is None:
         raise ApiError(401, "unknown token")
@@ -160,6 +166,44 @@ def _require_self(caller: Principal, agent: str, action: str) -> None:
         raise ApiError(403, f"an agent token may {action} only its own agent")
 
 
+# Every valid request fits: a spawn's 1,024 arguments of 4 KB are 4 MiB of JSON at most.
+MAX_BODY_BYTES = 8 << 20
+_BODILESS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class RequestGate:
+    """ASGI middleware in front of everything that parses a request. A request that may carry a
+    body is refused from its headers alone, before a byte of its body is read: without a token
+    the node knows (401), streamed without a `Content-Length` (411), or longer than
+    `MAX_BODY_BYTES` (413). So a stranger cannot make the daemon read, hold or parse anything."""
+
+    def __init__(self, app: ASGIApp, node: Node) -> None:
+        self.app, self.node = app, node
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in _BODILESS:
+            refusal = self._refusal(dict(scope["headers"]))
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, headers: Mapping[bytes, bytes]) -> JSONResponse | None:
+        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return _error(401, _MISSING_TOKEN, {"WWW-Authenticate": "Bearer"})
+        if self.node.authenticate(token.strip()) is None:
+            return _error(401, "unknown token", {"WWW-Authenticate": "Bearer"})
+        length = headers.get(b"content-length")
+        if length is None:  # no body at all, or one streamed in chunks of unknown total
+            if b"transfer-encoding" in headers:
+                return _error(411, "a request body needs a Content-Length header")
+            return None
+        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            return _error(413, f"a request body may hold at most {MAX_BODY_BYTES} bytes")
+        return None
+
+
 def create_app(
     node: Node,
     *,
@@ -177,6 +221,7 @@ def create_app(
         dependencies=[Depends(_known_query)],
     )
     app.state.node = node
+    app.add_middleware(RequestGate, node=node)
     _add_error_handlers(app)
     # Registered in this order, which is the order of the paths in the OpenAPI document.
     _add_account_routes(app, node)
@@ -278,7 +323,7 @@ def _add_account_routes(app: FastAPI, node: Node) -> None:
     def fund(agent: AgentId, body: FundRequest, caller: Caller) -> AgentInfo:
         """Move `amount` $J from the treasury to the agent (admin)."""
         _require_admin(caller, "fund agents")
-        return node.fund(agent, tokens_to_money(body.amount))
+        return node.fund(agent, tokens_to_money(body.amount), body.key)
 
     @app.post("/agents/{agent}/bid", tags=["accounts"])
     async def bid(agent: AgentId, body: BidRequest, caller: Caller) -> AgentInfo:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from maxwell.cgroups import CgroupManager
 from maxwell.clock import Clock, SystemClock
-from maxwell.economy.ledger import LedgerError
+from maxwell.economy.ledger import IdempotencyConflictError, LedgerError
 from maxwell.economy.price import GridPrice
 from maxwell.economy.store import LedgerStore
 from maxwell.meter import LiveMeter
@@ -295,14 +295,17 @@ class NodeDaemon:
             changed.add(spawned.agent)
             return spawned
 
-    def fund(self, agent: str, amount: Money) -> facade.AgentInfo:
+    def fund(self, agent: str, amount: Money, key: str | None = None) -> facade.AgentInfo:
+        """Fund from the treasury; with the client's idempotency `key`, a retry funds once."""
         if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
             raise facade.NodeError(f"funding must be a positive integer of µ$J, got {amount!r}")
         with self._changing() as changed:
             changed.add(agent)
             found = self._registry.live(agent, "fund it")
             try:
-                self._ledger.submit(funding_request(agent, amount), at=self._wall())
+                self._ledger.submit(funding_request(agent, amount, key), at=self._wall())
+            except IdempotencyConflictError as exc:
+                raise facade.FundKeyConflictError(f"key {key!r} funded another request") from exc
             except LedgerError as exc:
                 raise facade.NodeError(str(exc)) from exc
             found.settle_next = True

@@ -254,6 +254,12 @@ class NotAllowedError(NodeError):
     status = 403
 
 
+class FundKeyConflictError(NodeError):
+    """A funding's idempotency key was used for another funding (agent or amount)."""
+
+    status = 409
+
+
 class AgentGoneError(NodeError):
     """The agent is dead or exited: it can no longer bid or be funded."""
 
@@ -281,7 +287,7 @@ class Node(Protocol):
         model: str | None = None,  # the ONNX model whose inference the bounty pays for
     ) -> SpawnResult: ...
 
-    def fund(self, agent: str, amount: Money) -> AgentInfo: ...
+    def fund(self, agent: str, amount: Money, key: str | None = None) -> AgentInfo: ...
 
     def bid(self, agent: str, price: float, demand: float | None = None) -> AgentInfo: ...
 

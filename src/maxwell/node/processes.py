@@ -112,10 +112,11 @@ def spawn_request(
     return SpawnRequest(argv, fund, bid, demand, name, user, manifest, inference, model, bounty)
 
 
-def funding_request(agent_id: str, amount: int) -> EntryRequest:
-    """The ledger entry that funds an agent from the treasury (a fresh key each time)."""
+def funding_request(agent_id: str, amount: int, key: str | None = None) -> EntryRequest:
+    """The ledger entry that funds an agent from the treasury, under the client's idempotency
+    `key` (so a retry funds once) or a fresh one."""
     return transfer_request(
-        f"fund:{agent_id}:{secrets.token_hex(8)}",
+        f"fund:{agent_id}:{key or secrets.token_hex(8)}",
         TREASURY,
         agent_account(agent_id),
         amount,

@@ -23,6 +23,7 @@ Rules:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -47,7 +48,17 @@ _WAIT_S = 5.0  # for a killed or ended process to be reaped
 
 
 class CommandError(NodeError):
-    """The agent's command cannot be started (not found, not executable)."""
+    """The agent's command cannot be started (not found, not executable, too long)."""
+
+
+# What the kernel's refusal to exec a command says about the command (a 400, not a 500).
+_EXEC_REFUSALS = {
+    errno.E2BIG: "its arguments are too long for the kernel (E2BIG)",
+    errno.ENAMETOOLONG: "a name too long for the kernel (ENAMETOOLONG)",
+    errno.ENOEXEC: "not an executable format (ENOEXEC)",
+    errno.ELOOP: "too many symbolic links (ELOOP)",
+    errno.ENOTDIR: "a path component is not a directory (ENOTDIR)",
+}
 
 
 class AgentProcess(Protocol):
@@ -182,6 +193,11 @@ class CgroupSupervisor:
             raise CommandError(f"{command[0]}: permission denied (not executable)") from exc
         except IsADirectoryError as exc:
             raise CommandError(f"{command[0]}: is a directory") from exc
+        except OSError as exc:
+            said = _EXEC_REFUSALS.get(exc.errno or 0)
+            if said is None:
+                raise  # the node's trouble (no memory, no pids), not the command's
+            raise CommandError(f"{command[0]}: {said}") from exc
         finally:
             os.close(output)  # the child has its own copy
 

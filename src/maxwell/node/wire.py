@@ -72,8 +72,27 @@ Price = Annotated[
 Demand = Annotated[
     float, Strict(), Field(gt=0, le=MAX_DEMAND_CORES, allow_inf_nan=False, description="cores")
 ]
-Text = Annotated[str, Strict(), Field(min_length=1, max_length=MAX_TEXT)]
-Name = Annotated[str, Strict(), Field(min_length=1, max_length=MAX_NAME)]
+# No NUL in what reaches exec or a path (the kernel cannot take it); no control character in a
+# name, which `maxwell ps` and the logs print (an ESC would drive the reader's terminal).
+Text = Annotated[str, Strict(), Field(min_length=1, max_length=MAX_TEXT, pattern=r"^[^\x00]*$")]
+Name = Annotated[
+    str,
+    Strict(),
+    Field(
+        min_length=1,
+        max_length=MAX_NAME,
+        pattern=r"^[^\x00-\x1f\x7f-\x9f]*$",
+        description="printable text: no control character",
+    ),
+]
+IdempotencyKey = Annotated[
+    str,
+    Strict(),
+    Field(
+        pattern=r"^[A-Za-z0-9._-]{8,64}$",
+        description="the client's key for this request: a retry with it changes nothing more",
+    ),
+]
 
 REQUEST_CONFIG = ConfigDict(extra="forbid")
 
@@ -120,6 +139,7 @@ class FundRequest:
     __pydantic_config__ = REQUEST_CONFIG
 
     amount: Amount
+    key: IdempotencyKey | None = None
 
 
 @dataclass(frozen=True)
