@@ -270,6 +270,7 @@ class FakeNode:
             measured=False,
             energy_source="model",
             temperature_source="model",
+            clearing=self.spot,
         )
 
     def status(self) -> NodeStatus:

@@ -186,7 +186,7 @@ def test_price(connection: list[str], node: FakeNode) -> None:
     assert as_json.returncode == 0
     assert last_json(as_json.stdout) == to_json(node.price())
     human = maxwell("price", *connection)
-    for words in ("spot", "grid", "thermal factor", "55.0 °C", "headroom", "modelled"):
+    for words in ("spot", "grid", "thermal factor", "clearing", "55.0 °C", "headroom", "modelled"):
         assert words in human.stdout
 
 

@@ -20,6 +20,7 @@ from maxwell.client import (
     Client,
     ClientError,
     NodeUnreachableError,
+    SelfMeter,
     budget,
     process_tree_cpu_s,
 )
@@ -250,3 +251,18 @@ def test_module_level_budget_reads_the_environment(
     monkeypatch.setenv("MAXWELL_AGENT_TOKEN", client.token)
     with budget(5.0, poll_s=10) as watch:
         assert watch.balance_j == 10.0 and not watch.exhausted
+
+
+def test_the_self_meter_claims_a_cgroup_only_when_the_daemon_says_it_is_the_agents_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # This test process's cgroup is shared with others: claiming it would claim their CPU.
+    monkeypatch.delenv("MAXWELL_AGENT_CGROUP", raising=False)
+    before = process_tree_cpu_s()
+    claimed, _ = SelfMeter().usage()
+    assert before <= claimed <= process_tree_cpu_s()
+    monkeypatch.setenv("MAXWELL_AGENT_CGROUP", "1")
+    own = SelfMeter()
+    if own._group is None:
+        pytest.skip("this process's cgroup has no readable CPU accounting")
+    assert own.usage()[0] == pytest.approx(own._group.cpu_ns() / 1e9, abs=5.0)

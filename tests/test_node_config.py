@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from maxwell.clock import FakeClock
 from maxwell.errors import UsageError
 from maxwell.node.config import NodeConfig, NodeConfigError, daemon_table
+from maxwell.node.daemon import NodeDaemon
 from maxwell.node.paths import StatePaths
 from maxwell.sensors.model import ModelConfig
+from maxwell.testing import FakeSensors, FakeSupervisor
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -62,6 +65,10 @@ def test_flags_win_over_the_file_and_the_file_over_the_defaults() -> None:
         ({}, {"tick": 1}, "config: unknown key [daemon] tick"),
         ({"socket": "/tmp/" + "x" * 120}, {}, "--socket /tmp/x"),
         ({"listen": "0.0.0.0:80"}, {}, "non-loopback"),
+        ({"grid": "-1"}, {}, "constant grid price: a price must be finite and >= 0"),
+        ({}, {"grid": "07:00=cheap"}, "is not HH:MM=PRICE"),
+        ({"grid": "/no/such/tariffs.csv"}, {}, "cannot read tariff file"),
+        ({}, {"grid": 0.5}, "config: [daemon] grid must be a string"),
     ],
 )
 def test_a_bad_setting_is_one_usage_error_naming_it(
@@ -89,3 +96,31 @@ def test_the_state_paths_are_the_documented_layout(tmp_path: Path) -> None:
     assert paths.lock == tmp_path / "daemon.lock"
     assert paths.agent_log("a1") == tmp_path / "agents" / "a1.log"
     assert paths.agent_work("a1") == tmp_path / "work" / "a1"
+
+
+def test_the_grid_price_is_a_constant_a_daily_schedule_or_a_csv_series(tmp_path: Path) -> None:
+    assert NodeConfig(grid=None).grid_price() is None  # the default: 1.0 $J per J
+    constant = NodeConfig.from_sources({"grid": "0.8"}, {}).grid_price()
+    assert constant is not None and constant.at(0.0) == 0.8
+    daily = NodeConfig.from_sources({}, {"daemon": {"grid": "00:00=0.1, 07:00=0.25"}})
+    schedule = daily.grid_price()
+    assert schedule is not None and schedule.at(8 * 3600.0) == 0.25 and schedule.at(60.0) == 0.1
+    tariffs = tmp_path / "tariffs.csv"
+    tariffs.write_text("time,price\n2026-01-01T00:00:00Z,0.3\n2026-01-01T12:00:00Z,0.6\n")
+    series = NodeConfig.from_sources({"grid": str(tariffs)}, {}).grid_price()
+    assert series is not None and series.at(1767268800.0 + 13 * 3600) == 0.6
+
+
+def test_the_daemon_quotes_the_grid_price_it_is_configured_with(tmp_path: Path) -> None:
+    clock, supervisor = FakeClock(), FakeSupervisor()
+    config = NodeConfig(state_dir=tmp_path / "state", tick_s=0.1, grid="0.25")
+    daemon = NodeDaemon(
+        config, clock=clock, sensors=FakeSensors(clock, supervisor), supervisor=supervisor
+    )
+    try:
+        clock.advance(0.1)
+        daemon.tick_once()
+        price = daemon.price()
+        assert price.grid == 0.25 and price.spot == pytest.approx(0.25 * price.thermal_factor)
+    finally:
+        daemon.shutdown(kill_agents=True)

@@ -77,6 +77,8 @@ __all__ = [
 
 SOCKET_ENV = "MAXWELL_SOCKET"
 AGENT_TOKEN_ENV = "MAXWELL_AGENT_TOKEN"
+# Set to 1 by the daemon for an agent that runs in a cgroup of its own (`SelfMeter` reads it).
+OWN_CGROUP_ENV = "MAXWELL_AGENT_CGROUP"
 AGENT_DIR_ENV = "MAXWELL_AGENT_DIR"  # the agent's own directory, where it leaves its proofs
 
 
@@ -392,32 +394,47 @@ def budget(threshold_j: float, *, poll_s: float = 1.0) -> Iterator[BudgetWatch]:
 
 
 class SelfMeter:
-    """What an honest agent claims, read the way the node reads it: the CPU time of this process
-    (and its reaped children), and the memory freed as counted by the cgroup this process runs
-    in (the agent's own group when a daemon spawned it; v1: `total_pgpgout`, exact; v2: the lower
-    bound of drops of `memory.current`, read here at least as often as the node reads it).
-    Without a readable memory controller it claims no memory freed."""
+    """What an honest agent claims, read the way the node reads it, from the cgroup this process
+    runs in. CPU: in the agent's own group (a daemon spawned it into one and says so in
+    `MAXWELL_AGENT_CGROUP`), the CPU time of every process in it, alive or ended, reaped or not
+    (v1 `cpuacct.usage`, v2 `cpu.stat`), so an agent with children is never under-claimed;
+    elsewhere, this process and its reaped children (`process_tree_cpu_s`). Memory freed, as
+    the group's memory controller counts it (v1: `total_pgpgout`, exact; v2: the lower bound of
+    drops of `memory.current`, read here at least as often as the node reads it); none without
+    a readable one."""
 
-    def __init__(self, procfs_root: str = "/proc") -> None:
+    def __init__(self, procfs_root: str = "/proc", *, own_group: bool | None = None) -> None:
+        """`own_group`: whether this process's cgroup is the agent's own (default: what the
+        daemon says, `MAXWELL_AGENT_CGROUP=1`); a group shared with others is not claimed."""
+        if own_group is None:
+            own_group = os.environ.get(OWN_CGROUP_ENV) == "1"
         self._group: WorkloadGroup | None = None
+        self._memory_group: WorkloadGroup | None = None
         with contextlib.suppress(MaxwellError, OSError, ValueError):
-            self._group = _own_memory_group(procfs_root)
+            self._memory_group = _own_group(procfs_root, "memory", "memory.current")
+            if own_group:
+                self._group = _own_group(procfs_root, "cpuacct", "cpu.stat")
 
     def usage(self) -> tuple[float, int]:
-        """(CPU seconds, bytes freed) since this process and its group began."""
-        freed = 0
+        """(CPU seconds, bytes freed) since this process's group (or this process) began."""
+        cpu_s, freed = None, 0
         if self._group is not None:
             with contextlib.suppress(MaxwellError, OSError):
-                freed = self._group.stats().memory_freed_bytes
-        return process_tree_cpu_s(), freed
+                cpu_s = self._group.cpu_ns() / 1e9
+        if self._memory_group is not None:
+            with contextlib.suppress(MaxwellError, OSError):
+                freed = self._memory_group.stats().memory_freed_bytes
+        return (process_tree_cpu_s() if cpu_s is None else cpu_s), freed
 
 
-def _own_memory_group(procfs_root: str) -> WorkloadGroup | None:
+def _own_group(procfs_root: str, controller: str, v2_file: str) -> WorkloadGroup | None:
+    """This process's own cgroup where `controller` (v1) or `v2_file` (v2) accounts for it."""
     layout = read_layout(procfs_root)
-    memory = layout.v1_for("memory")
-    if memory is not None:
-        return V1Group("self", {"memory": memory.own_dir})
-    if layout.v2 is not None and os.path.exists(os.path.join(layout.v2.own_dir, "memory.current")):
+    hierarchy = layout.v1_for(controller)
+    if hierarchy is not None:
+        unified = layout.v2.own_dir if layout.v2 is not None else None
+        return V1Group("self", {controller: hierarchy.own_dir}, unified_dir=unified)
+    if layout.v2 is not None and os.path.exists(os.path.join(layout.v2.own_dir, v2_file)):
         return V2Group("self", layout.v2.own_dir)
     return None
 

@@ -32,6 +32,7 @@ def test_the_high_bidder_pays_the_clearing_price_for_its_energy(tmp_path: Path) 
         daemon.tick_once(settle_all=True)
         spot = daemon.price().spot
         assert spot < 2.0
+        assert daemon.price().clearing == 2.0  # `maxwell price` shows what winners pay
         assert daemon.agent(low).state == "frozen"
         bills = [
             e for e in daemon.ledger().entries() if e.kind == "bill" and e.detail["agent"] == high

@@ -363,6 +363,8 @@ def _price_cmd(client: Client, args: argparse.Namespace, out: Console) -> None:
     table.add_row("spot", f"{price.spot:.6g} $J/J")
     table.add_row("grid", f"{price.grid:.6g} $J/J")
     table.add_row("thermal factor", f"{price.thermal_factor:.4g}")
+    cleared = "not cleared yet" if price.clearing is None else f"{price.clearing:.6g} $J/J"
+    table.add_row("clearing", f"{cleared} (what winners pay, at most their bid)")
     table.add_row("temperature", f"{price.temperature_c:.1f} °C ({price.temperature_source})")
     table.add_row("headroom", f"{price.headroom_c:.1f} °C")
     table.add_row("energy", f"{source} ({price.energy_source})")

@@ -122,6 +122,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--log-format", choices=LOG_FORMATS,
         help=f"text, or one JSON object per line for journald and Loki ({_DEFAULTS.log_format})",
     )  # fmt: skip
+    parser.add_argument(
+        "--grid", metavar="SPEC",
+        help="the grid price, $J per J: a number, HH:MM=PRICE,... (daily, UTC) or a CSV file "
+        "of time,price (1.0)",
+    )  # fmt: skip
     parser.add_argument("--config", metavar="FILE", help="TOML configuration")
 
 
@@ -141,6 +146,7 @@ def options_from(args: argparse.Namespace) -> NodeConfig:
         "settlement_s": args.settlement,
         "log_level": args.log_level,
         "log_format": args.log_format,
+        "grid": args.grid,
     }
     config = NodeConfig.from_sources(flags, load_config(args.config))
     return dataclasses.replace(config, socket_path=config.socket)

@@ -262,6 +262,29 @@ def load_tariff_csv(path: str | Path) -> TariffSeries:
     return parse_tariff_csv(text.splitlines(), source=str(path))
 
 
+def parse_grid(spec: str) -> GridPrice:
+    """A grid price from its one-line spec, as `maxwell daemon --grid` takes it: a number (a
+    constant, $J per J), `HH:MM=PRICE,...` (a daily schedule in UTC), or the path of a CSV
+    series (`time,price`, see `parse_tariff_csv`). A `UsageError` says what is wrong."""
+    text = spec.strip()
+    try:
+        constant = float(text)
+    except ValueError:
+        constant = None
+    if constant is not None:
+        return ConstantPrice(constant)  # a negative or infinite one is refused
+    if "=" in text:
+        entries = []
+        for part in text.split(","):
+            start, sep, price = part.partition("=")
+            try:
+                entries.append((start.strip(), float(price) if sep else math.nan))
+            except ValueError:
+                raise UsageError(f"--grid {spec!r}: {part!r} is not HH:MM=PRICE") from None
+        return DailySchedule(entries)
+    return load_tariff_csv(text)
+
+
 @dataclass
 class ThermalPriceController:
     """PI controller from die temperature to a bounded thermal price factor (see module comment).

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from maxwell.economy.mechanisms import MECHANISM_NAMES
+from maxwell.economy.price import GridPrice, parse_grid
 from maxwell.errors import UsageError
 from maxwell.node.paths import StatePaths
 from maxwell.node.tick import DERATE_BELOW_HEADROOM_C, MIN_CAPACITY_FRACTION
@@ -62,6 +63,7 @@ class NodeConfig:
     settlement_s: float = 1.0  # the ledger takes an agent's accrued bills at most this often
     log_level: str = "info"
     log_format: str = "text"
+    grid: str | None = None  # the grid price (`maxwell.economy.price.parse_grid`); None: 1.0
     model: ModelConfig | None = field(default=None, compare=False)  # the power model
     active_w_per_core: float | None = None  # None: the power model's (max - idle) per vCPU
 
@@ -73,6 +75,15 @@ class NodeConfig:
             raise NodeConfigError(
                 f"--socket {self.socket_path}: longer than {MAX_SOCKET_PATH} bytes"
             )
+
+    def grid_price(self) -> GridPrice | None:
+        """The grid price `grid` names (None: the default, a constant 1.0 $J per J)."""
+        if self.grid is None:
+            return None
+        try:
+            return parse_grid(self.grid)
+        except UsageError as exc:
+            raise NodeConfigError(str(exc)) from exc
 
     @property
     def paths(self) -> StatePaths:
@@ -123,7 +134,7 @@ _FLAGS = {
     "socket_path": "--socket", "listen": "--listen", "tick_s": "--tick",
     "mechanism": "--mechanism", "cgroup": "--cgroup", "billing": "--billing",
     "audit_probability": "--audit-probability", "log_level": "--log-level",
-    "log_format": "--log-format",
+    "log_format": "--log-format", "grid": "--grid",
 }  # fmt: skip
 
 
@@ -133,7 +144,7 @@ def _label(name: str) -> str:
 
 
 _TEXT = ("state_dir", "socket_path", "listen", "mechanism", "cgroup", "billing", "log_level",
-         "log_format")  # fmt: skip
+         "log_format", "grid")  # fmt: skip
 _INTEGER = ("pids_max",)
 
 
@@ -172,6 +183,8 @@ def _check_choices(config: NodeConfig) -> None:
         from maxwell.node.api import parse_listen  # the API owns what it may bind
 
         parse_listen(config.listen)
+    if config.grid is not None:
+        config.grid_price()  # a spec that does not parse fails here, before anything is made
 
 
 def _check_numbers(config: NodeConfig) -> None:

@@ -115,7 +115,7 @@ class NodeDaemon:
         self._store = NodeStore.open(self.paths.root, wall)
         self._ledger, self._state = self._store.ledger, self._store.state
         self._admin_token = admin_token(self.paths.root)
-        opening = self._open_meter(wall, grid)
+        opening = self._open_meter(wall, grid or config.grid_price())
         if self._supervisor is None:
             self._supervisor = CgroupSupervisor.open(config.cgroup, self.paths.root, self._clock)
         supervisor = self._supervisor
@@ -296,7 +296,7 @@ class NodeDaemon:
             return spawned
 
     def fund(self, agent: str, amount: Money, key: str | None = None) -> facade.AgentInfo:
-        """Fund from the treasury; with the client's idempotency `key`, a retry funds once."""
+        """From the treasury; with the client's idempotency `key`, a retry funds once."""
         if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
             raise facade.NodeError(f"funding must be a positive integer of µ$J, got {amount!r}")
         with self._changing() as changed:
@@ -389,9 +389,7 @@ class NodeDaemon:
 
     def group_dirs(self, agent: str) -> list[str]:
         """The cgroup directories an agent's group lives in (empty once removed)."""
-        with self._lock:
-            record = self._registry.get(agent).cgroup
-        return cgroup_dirs(record)
+        return cgroup_dirs(self._registry.get(agent).cgroup)  # a record never changes its group
 
     @property
     def private_dirs(self) -> list[str]:

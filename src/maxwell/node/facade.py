@@ -199,6 +199,9 @@ class PriceInfo:
     measured: bool  # is the temperature (and energy) measured, or modelled
     energy_source: str
     temperature_source: str
+    # The last clearing's price, $J per J: what a uniform auction's winners pay for the energy
+    # they burn (capped at each one's bid); above spot under scarcity. None: not cleared yet.
+    clearing: float | None = None
 
 
 @dataclass(frozen=True)

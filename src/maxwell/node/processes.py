@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from maxwell.audit.manifest import CodeManifest
+from maxwell.client import OWN_CGROUP_ENV
 from maxwell.clock import Clock
 from maxwell.economy.ledger import (
     TREASURY,
@@ -267,8 +268,10 @@ class AgentProcesses:
             MAXWELL_AGENT=agent.id,
             MAXWELL_AGENT_DIR=str(work_dir(self._paths, agent)),
         )
-        self._paths.logs.mkdir(mode=0o700, exist_ok=True)
         assert agent.group is not None
+        if agent.group.kind != "none":  # its own cgroup: the SDK's self-meter reads it
+            env[OWN_CGROUP_ENV] = "1"
+        self._paths.logs.mkdir(mode=0o700, exist_ok=True)
         return self._supervisor.start(
             agent.group,
             agent.argv,

@@ -198,6 +198,7 @@ class Ticker:
         self._standing: ticks.Standing | None = None
         self._undo = Undo()  # the tick in flight's: the live views it changed, as they were
         self.bids = BidQueue()  # bids since the last tick (`maxwell.node.bids`)
+        self.clearing_price: float | None = None  # the last committed tick's
         # The agents the last tick (or `take_bids`) changed, for the read models to publish.
         self.touched: set[str] = set()
 
@@ -319,23 +320,8 @@ class Ticker:
             billed_energy, billed_freed = billing.claimed(
                 energies, freed, sample.temperature_c, self.quote.spot
             )
-        self.sold_cores = ticks.thermal_capacity(
-            self.capacity_cores, sample.headroom_c,
-            derate_below_c=config.derate_below_c, floor=config.min_capacity_fraction,
-        )  # fmt: skip
-        tick_input = ticks.TickInput(
-            tick=tick,
-            now_s=at,
-            interval_s=interval_s,
-            tick_s=config.tick_s,
-            spot_price=self.quote.spot,
-            temperature_c=sample.temperature_c,
-            capacity_cores=self.sold_cores,
-            landauer_multiplier=config.landauer_multiplier,
-            grace_s=config.grace_s,
-            agents=self._tick_inputs(energies, billed_energy, billed_freed, balances),
-            share_idle=self.sold_cores >= self._machine_cores - ticks.CORES_EPSILON,
-        )
+        agents = self._tick_inputs(energies, billed_energy, billed_freed, balances)
+        tick_input = self._tick_input(tick, at, interval_s, sample, agents)
         plan = ticks.plan_tick(
             tick_input, mechanism=self._mechanism, book=self._book, standing=self._standing
         )
@@ -352,7 +338,37 @@ class Ticker:
         settled_ids = {str(entry.detail["agent"]) for entry in settled}
         self._commit(tick, now, self._row_updates(plan, settled_ids), pending, settled_ids)
         self._standing = plan.standing
+        self.clearing_price = plan.clearing_price
         self._carry_out(plan)
+
+    def _tick_input(
+        self,
+        tick: int,
+        at: float,
+        interval_s: float,
+        sample: NodeSample,
+        agents: Sequence[ticks.AgentTickInput],
+    ) -> ticks.TickInput:
+        """What the pure tick plans on: this tick's capacity (fewer cores when hot), price and
+        agents."""
+        config = self._config
+        self.sold_cores = ticks.thermal_capacity(
+            self.capacity_cores, sample.headroom_c,
+            derate_below_c=config.derate_below_c, floor=config.min_capacity_fraction,
+        )  # fmt: skip
+        return ticks.TickInput(
+            tick=tick,
+            now_s=at,
+            interval_s=interval_s,
+            tick_s=config.tick_s,
+            spot_price=self.quote.spot,
+            temperature_c=sample.temperature_c,
+            capacity_cores=self.sold_cores,
+            landauer_multiplier=config.landauer_multiplier,
+            grace_s=config.grace_s,
+            agents=agents,
+            share_idle=self.sold_cores >= self._machine_cores - ticks.CORES_EPSILON,
+        )
 
     def _tick_inputs(
         self,
@@ -573,4 +589,5 @@ class Ticker:
             measured=sample.energy_measured and sample.temperature_measured,
             energy_source=str(sample.energy_source),
             temperature_source=str(sample.temperature_source),
+            clearing=self.clearing_price,
         )
