@@ -6,18 +6,16 @@ cgroups: runs as root)."""
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from live import live_daemon
 
 from helpers import wait_until
-from maxwell.node.api import create_app, serve
 from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import NodeDaemon
 from maxwell.units import Money
-from test_node_daemon import cgroups_or_skip
 
 pytestmark = pytest.mark.root
 
@@ -36,23 +34,12 @@ with Client() as node:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[NodeDaemon]:
-    cgroups_or_skip()
     config = NodeConfig(
         state_dir=tmp_path / "state", tick_s=0.1, grace_s=60.0, billing="optimistic",
         audit_probability=0.05,
     )  # fmt: skip
-    made = NodeDaemon(config)
-    server = serve(create_app(made), socket_path=config.socket, listen=None)
-    stop = threading.Event()
-    ticking = threading.Thread(target=made.run_forever, args=(stop,), daemon=True)
-    ticking.start()
-    try:
+    with live_daemon(config) as made:
         yield made
-    finally:
-        stop.set()
-        ticking.join(30)
-        server.stop()
-        made.shutdown(kill_agents=True)
 
 
 def test_the_self_meter_claims_the_cpu_of_four_busy_children_it_never_reaped(

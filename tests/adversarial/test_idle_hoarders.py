@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from live import live_daemon
 
 from helpers import TIME_SCALE, process_state, wait_until
 from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import NodeDaemon
 from maxwell.node.facade import AgentState
 from maxwell.units import Money
-from test_node_daemon import cgroups_or_skip
 
 pytestmark = pytest.mark.root
 
@@ -36,17 +35,8 @@ def cpu_seconds(pid: int) -> float:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[NodeDaemon]:
-    cgroups_or_skip()
-    made = NodeDaemon(NodeConfig(state_dir=tmp_path / "state", tick_s=0.1, grace_s=60.0))
-    stop = threading.Event()
-    ticking = threading.Thread(target=made.run_forever, args=(stop,), daemon=True)
-    ticking.start()
-    try:
+    with live_daemon(NodeConfig(state_dir=tmp_path / "state", tick_s=0.1, grace_s=60.0)) as made:
         yield made
-    finally:
-        stop.set()
-        ticking.join(30)
-        made.shutdown(kill_agents=True)
 
 
 def test_idle_hoarders_that_won_every_core_do_not_starve_a_busy_agent(daemon: NodeDaemon) -> None:

@@ -1,0 +1,31 @@
+"""A live daemon for the attacks that need one: real cgroups (skips without root), its API on
+its socket (agents reach it through the SDK), and its own tick loop in a thread."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+
+from maxwell.node.api import create_app, serve
+from maxwell.node.config import NodeConfig
+from maxwell.node.daemon import NodeDaemon
+from test_node_daemon import cgroups_or_skip
+
+
+@contextlib.contextmanager
+def live_daemon(config: NodeConfig) -> Iterator[NodeDaemon]:
+    """The daemon of `config`, serving and ticking; stopped, its agents killed, afterwards."""
+    cgroups_or_skip()
+    daemon = NodeDaemon(config)
+    server = serve(create_app(daemon), socket_path=config.socket, listen=None)
+    stop = threading.Event()
+    ticking = threading.Thread(target=daemon.run_forever, args=(stop,), daemon=True)
+    ticking.start()
+    try:
+        yield daemon
+    finally:
+        stop.set()
+        ticking.join(30)
+        server.stop()
+        daemon.shutdown(kill_agents=True)
