@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
 T = TypeVar("T")
 
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -114,3 +116,17 @@ def maxwell_cgroup_dirs() -> set[str]:
                 if name.startswith("maxwell-") and owner.isdigit() and not _alive(int(owner)):
                     found.add(os.path.join(dirpath, name))
     return found
+
+
+def fail_once(monkeypatch: pytest.MonkeyPatch, target: object, name: str, error: Exception) -> None:
+    """Make `target.name` raise `error` on its next call, then behave as before (a fault
+    injected deterministically: a full disk, a broken meter)."""
+    real = getattr(target, name)
+    failures = iter([error])
+
+    def failing(*args: object, **kwargs: object) -> object:
+        for failure in failures:
+            raise failure
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, failing)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import fail_once
 from maxwell.clock import FakeClock
 from maxwell.economy.ledger import LedgerError
 from maxwell.node.bids import BidQueue, QueuedBid, checked_bid
@@ -91,6 +92,13 @@ class _Node:
         self.clock.advance(TICK_S)
         self.daemon.tick_once()
 
+    def tick_stores(self, agent: str, price: float) -> None:
+        """Tick, and find the agent's queued bid stored (one event) and standing."""
+        self.tick()
+        assert self.bid_events(agent) == [price]
+        assert self.daemon._registry.get(agent).bid == price
+        assert self.daemon.ledger().verify().ok
+
     def bid_events(self, agent: str) -> list[float]:
         return [
             float(e.detail["price"])
@@ -137,10 +145,7 @@ def test_bids_and_reads_are_answered_while_a_tick_holds_the_lock(node: _Node) ->
     node.supervisor.blocking = False
     # Queued during that tick, the bid is stored by the next one, and stands in it.
     assert node.bid_events(agent) == []
-    node.tick()
-    assert node.bid_events(agent) == [3.0]
-    assert node.daemon._registry.get(agent).bid == 3.0
-    assert node.daemon.ledger().verify().ok
+    node.tick_stores(agent, 3.0)
 
 
 def test_only_the_last_of_several_bids_between_ticks_is_stored(node: _Node) -> None:
@@ -175,25 +180,13 @@ def test_bids_that_fail_to_be_stored_wait_for_the_next_tick(
     agent = node.daemon.spawn(["work"], fund=Money(10 * J), bid=1.0).agent
     node.tick()
     state = node.daemon._store.state
-    place = state.place_bid
-    failures = iter([OSError(28, "No space left on device")])
-
-    def failing(*args: object, **kwargs: object) -> int:
-        failure = next(failures, None)
-        if failure is not None:
-            raise failure
-        return place(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(state, "place_bid", failing)
+    fail_once(monkeypatch, state, "place_bid", OSError(28, "No space left on device"))
     node.daemon.bid(agent, 2.0)
     with pytest.raises(OSError):
         node.tick()
     assert node.daemon.status().tick_stats.failures == 1  # type: ignore[union-attr]
     assert node.bid_events(agent) == [] and node.daemon.agent(agent).bid == 2.0  # still queued
-    node.tick()
-    assert node.bid_events(agent) == [2.0]
-    assert node.daemon._registry.get(agent).bid == 2.0
-    assert node.daemon.ledger().verify().ok
+    node.tick_stores(agent, 2.0)
 
 
 def test_the_published_answers_follow_every_change(node: _Node) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import maxwell, wait_until
+from helpers import fail_once, maxwell, wait_until
 from maxwell.cgroups import CgroupManager
 from maxwell.economy.ledger import Entry, EntryRequest, stake_account
 from maxwell.economy.store import LedgerStoreError
@@ -761,16 +761,7 @@ def test_a_failed_tick_is_logged_counted_and_retried(
 ) -> None:
     daemon = plain_daemon
     daemon.spawn(["sleep", "30"], fund=Money(J), bid=2.0)
-    meter = daemon._meter
-    real_tick = meter.tick
-    failures = iter([OSError("the meter broke, on purpose")])
-
-    def fails_once() -> object:
-        for failure in failures:
-            raise failure
-        return real_tick()
-
-    monkeypatch.setattr(meter, "tick", fails_once)
+    fail_once(monkeypatch, daemon._meter, "tick", OSError("the meter broke, on purpose"))
     stop = threading.Event()
     ticker = threading.Thread(target=daemon.run_forever, args=(stop,))
     ticker.start()

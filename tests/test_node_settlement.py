@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import fail_once
 from maxwell.clock import FakeClock
 from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import NodeDaemon
@@ -193,16 +194,7 @@ def test_an_exit_found_by_a_tick_that_fails_is_found_again_by_the_retry(
         node.ticks(2)
         supervisor.exit(agent, 3)
         store = node.daemon._store.state  # the tick's own commit fails, once
-        commit = store.commit_tick
-        failures = iter([OSError(28, "No space left on device")])
-
-        def failing(*args: object, **kwargs: object) -> object:
-            failure = next(failures, None)
-            if failure is not None:
-                raise failure
-            return commit(*args, **kwargs)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(store, "commit_tick", failing)
+        fail_once(monkeypatch, store, "commit_tick", OSError(28, "No space left on device"))
         with pytest.raises(OSError):
             node.ticks(1)
         assert node.daemon.agent(agent).state == AgentState.RUNNING  # rolled back

@@ -37,7 +37,7 @@ from types import TracebackType
 from urllib.parse import quote
 
 from maxwell.cgroups import V1Group, V2Group, WorkloadGroup
-from maxwell.cgroups.layout import read_layout
+from maxwell.cgroups.layout import CgroupLayout, read_layout
 from maxwell.errors import MaxwellError
 from maxwell.node.facade import (
     AgentInfo,
@@ -411,9 +411,10 @@ class SelfMeter:
         self._group: WorkloadGroup | None = None
         self._memory_group: WorkloadGroup | None = None
         with contextlib.suppress(MaxwellError, OSError, ValueError):
-            self._memory_group = _own_group(procfs_root, "memory", "memory.current")
+            layout = read_layout(procfs_root)
+            self._memory_group = _own_group(layout, "memory", "memory.current")
             if own_group:
-                self._group = _own_group(procfs_root, "cpuacct", "cpu.stat")
+                self._group = _own_group(layout, "cpuacct", "cpu.stat")
 
     def usage(self) -> tuple[float, int]:
         """(CPU seconds, bytes freed) since this process's group (or this process) began."""
@@ -427,9 +428,8 @@ class SelfMeter:
         return (process_tree_cpu_s() if cpu_s is None else cpu_s), freed
 
 
-def _own_group(procfs_root: str, controller: str, v2_file: str) -> WorkloadGroup | None:
+def _own_group(layout: CgroupLayout, controller: str, v2_file: str) -> WorkloadGroup | None:
     """This process's own cgroup where `controller` (v1) or `v2_file` (v2) accounts for it."""
-    layout = read_layout(procfs_root)
     hierarchy = layout.v1_for(controller)
     if hierarchy is not None:
         unified = layout.v2.own_dir if layout.v2 is not None else None

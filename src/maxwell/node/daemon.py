@@ -309,7 +309,7 @@ class NodeDaemon:
             except LedgerError as exc:
                 raise facade.NodeError(str(exc)) from exc
             found.settle_next = True
-            return self._views.info(found)
+        return self._views.agent(agent)  # published as the change left it
 
     def bid(self, agent: str, price: float, demand: float | None = None) -> facade.AgentInfo:
         """Never waits for a tick: checked and queued, stored and cleared by the next tick
@@ -327,7 +327,7 @@ class NodeDaemon:
             changed.add(agent)
             found = self._registry.live(agent, "report")
             self._billing.record_report(found, report)
-            return self._views.info(found)
+        return self._views.agent(agent)
 
     def audit(self, agent: str) -> facade.AuditResult:
         """Audit `agent` now: its latest report against the counters read when it was made, and
@@ -353,7 +353,7 @@ class NodeDaemon:
             changed.add(agent)
             found = self._registry.live(agent, "kill it")
             self._processes.kill(found)
-            return self._views.info(found)
+        return self._views.agent(agent)
 
     # --- read models ----------------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ from maxwell.node.paths import StatePaths
 from maxwell.node.state import hash_token, new_token
 from maxwell.node.store import NodeStore
 from maxwell.node.supervisor import AgentProcess, Supervisor, as_user
+from maxwell.node.tick import AgentPlan, Enforcement
 from maxwell.proof import Model, VerifierKey
 
 log = logging.getLogger(__name__)
@@ -316,6 +317,32 @@ class AgentProcesses:
             return agent.group.is_empty()
         except CgroupError:
             return True
+
+    def enforce(self, agent: AgentRecord, plan: AgentPlan) -> None:
+        """Carry a committed tick's plan out on the agent's group: kill, or write the quota and
+        weight that changed, then freeze or thaw. A group that cannot take it is logged."""
+        group = agent.group
+        if group is None:
+            return
+        try:
+            if plan.enforcement is Enforcement.KILL:
+                self.kill_group(agent)
+                agent.finished = True
+                return
+            if plan.quota_cores is not None and plan.quota_cores != agent.last_quota:
+                with logged(log, f"agent {agent.id}: no CPU quota", CgroupUnavailableError):
+                    group.set_cpu_quota(plan.quota_cores)
+                agent.last_quota = plan.quota_cores
+            if plan.weight is not None and plan.weight != agent.last_weight:
+                with logged(log, f"agent {agent.id}: no CPU weight", CgroupUnavailableError):
+                    group.set_cpu_weight(plan.weight)
+                agent.last_weight = plan.weight
+            if plan.enforcement is Enforcement.FREEZE:
+                self._supervisor.freeze(group, True)
+            elif plan.enforcement is Enforcement.THAW:
+                self._supervisor.freeze(group, False)
+        except MaxwellError as exc:
+            log.warning("agent %s: cannot enforce its plan: %s", agent.id, exc, exc_info=True)
 
     def kill_group(self, agent: AgentRecord) -> None:
         if agent.group is not None:

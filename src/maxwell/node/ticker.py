@@ -47,8 +47,6 @@ from maxwell.economy.price import (
     SpotQuote,
     ThermalPriceController,
 )
-from maxwell.errors import CgroupUnavailableError, MaxwellError
-from maxwell.log import logged
 from maxwell.meter import LiveMeter
 from maxwell.node import tick as ticks
 from maxwell.node.agents import LIVE, AgentRecord, AgentRegistry
@@ -142,6 +140,34 @@ def _unchanged(last: ticks.AgentTickInput, agent: AgentRecord, balance: Money) -
         and last.insolvent_since_s == agent.insolvent_since
         and last.price == agent.price
     )
+
+
+def row_updates(
+    plan: ticks.TickPlan, agents: AgentRegistry, settled: Set[str]
+) -> dict[str, dict[str, object]]:
+    """The row fields a tick writes: an agent's state when it changed; its counters (billed up
+    to) and figures only with its settlement, so that a restart bills from them exactly once.
+    Each agent's `written` becomes a new dict (a roll-back keeps the old)."""
+    updates: dict[str, dict[str, object]] = {}
+    for agent_id in plan.agents:
+        agent = agents[agent_id]
+        fields: dict[str, object] = {
+            "state": str(agent.state),
+            "insolvent_since": agent.insolvent_since,
+            "exit_code": agent.exit_code,
+            "ended_at": agent.ended_at,
+        }
+        if agent_id in settled:
+            fields.update(
+                energy_uj=agent.energy_uj, cpu_ns=agent.cpu_ns,
+                freed_bytes=agent.freed_bytes, cores=agent.cores, power_w=agent.power_w,
+                burn_per_s=agent.burn_per_s,
+            )  # fmt: skip
+        changed = {k: v for k, v in fields.items() if agent.written.get(k, _UNSET) != v}
+        if changed:
+            updates[agent_id] = changed
+            agent.written = {**agent.written, **changed}
+    return updates
 
 
 class Undo:
@@ -336,7 +362,8 @@ class Ticker:
         # settlements, the events, and the audits (their claw-backs read settled balances).
         pending = [*stakes, *settled, *events, *extra_events, *audits]
         settled_ids = {str(entry.detail["agent"]) for entry in settled}
-        self._commit(tick, now, self._row_updates(plan, settled_ids), pending, settled_ids)
+        updates = row_updates(plan, self._agents, settled_ids)
+        self._commit(tick, now, updates, pending, settled_ids)
         self._standing = plan.standing
         self.clearing_price = plan.clearing_price
         self._carry_out(plan)
@@ -465,30 +492,6 @@ class Ticker:
                 agent.ended_at = at
             agent.state = agent_plan.state
 
-    def _row_updates(self, plan: ticks.TickPlan, settled: Set[str]) -> dict[str, dict[str, object]]:
-        """The row fields to write: an agent's state when it changed; its counters (billed up to)
-        and figures only with its settlement, so that a restart bills from them exactly once."""
-        updates: dict[str, dict[str, object]] = {}
-        for agent_id in plan.agents:
-            agent = self._agents[agent_id]
-            fields: dict[str, object] = {
-                "state": str(agent.state),
-                "insolvent_since": agent.insolvent_since,
-                "exit_code": agent.exit_code,
-                "ended_at": agent.ended_at,
-            }
-            if agent_id in settled:
-                fields.update(
-                    energy_uj=agent.energy_uj, cpu_ns=agent.cpu_ns,
-                    freed_bytes=agent.freed_bytes, cores=agent.cores, power_w=agent.power_w,
-                    burn_per_s=agent.burn_per_s,
-                )  # fmt: skip
-            changed = {k: v for k, v in fields.items() if agent.written.get(k, _UNSET) != v}
-            if changed:
-                updates[agent_id] = changed
-                agent.written = {**agent.written, **changed}  # a new dict: a rollback keeps the old
-        return updates
-
     def _commit(
         self,
         tick: int,
@@ -512,7 +515,7 @@ class Ticker:
     def _carry_out(self, plan: ticks.TickPlan) -> None:
         """The committed plan, on the cgroups; then finish the agents that ended."""
         for agent_id, agent_plan in plan.agents.items():
-            self._enforce(self._agents[agent_id], agent_plan)
+            self._parts.processes.enforce(self._agents[agent_id], agent_plan)
         for agent in self._agents:
             if agent.finished and agent.group is not None:
                 self._parts.processes.finish(agent)
@@ -552,30 +555,6 @@ class Ticker:
         # bids and clears a book rebuilt from them, as it always did.
         with contextlib.suppress(BookError, InvalidBidError):
             book.insert(agent.id, agent.bid, agent.demand, seq=agent.bid_seq)
-
-    def _enforce(self, agent: AgentRecord, plan: ticks.AgentPlan) -> None:
-        group = agent.group
-        if group is None:
-            return
-        try:
-            if plan.enforcement is ticks.Enforcement.KILL:
-                self._parts.processes.kill_group(agent)
-                agent.finished = True
-                return
-            if plan.quota_cores is not None and plan.quota_cores != agent.last_quota:
-                with logged(log, f"agent {agent.id}: no CPU quota", CgroupUnavailableError):
-                    group.set_cpu_quota(plan.quota_cores)
-                agent.last_quota = plan.quota_cores
-            if plan.weight is not None and plan.weight != agent.last_weight:
-                with logged(log, f"agent {agent.id}: no CPU weight", CgroupUnavailableError):
-                    group.set_cpu_weight(plan.weight)
-                agent.last_weight = plan.weight
-            if plan.enforcement is ticks.Enforcement.FREEZE:
-                self._parts.supervisor.freeze(group, True)
-            elif plan.enforcement is ticks.Enforcement.THAW:
-                self._parts.supervisor.freeze(group, False)
-        except MaxwellError as exc:
-            log.warning("agent %s: cannot enforce its plan: %s", agent.id, exc, exc_info=True)
 
     def price(self) -> PriceInfo:
         """The spot price last quoted, with the node's reading it was quoted on."""

@@ -27,7 +27,7 @@ from typing import ParamSpec
 from maxwell.economy.ledger import UnknownAccountError
 from maxwell.economy.store import LedgerStore
 from maxwell.errors import MaxwellError
-from maxwell.node.agents import AgentRecord, AgentRegistry, agent_info, settled_balance
+from maxwell.node.agents import AgentRegistry, agent_info
 from maxwell.node.config import NodeConfig
 from maxwell.node.facade import AgentInfo, Event, NodeStatus, UnknownAgentError
 from maxwell.node.state import NodeState
@@ -84,10 +84,6 @@ class NodeViews:
         self._ledger_rows = 0
         self._stale: set[str] = set()  # agents whose answers a failed publication did not make
 
-    def info(self, agent: AgentRecord) -> AgentInfo:
-        """The agent's answer now, from the store (under the daemon's lock)."""
-        return self._shown(agent_info(agent, settled_balance(self._ledger, agent)))
-
     @_logged_failure
     def publish(self, agent_ids: Iterable[str] | None = None) -> None:
         """After a tick: rebuild the answers of `agent_ids` (every agent when None) and of every
@@ -96,6 +92,8 @@ class NodeViews:
         balances = self._ledger.balances()  # one query at most, and none when nothing changed
         seen, self._balances = self._balances, balances
         changed = list(self._agents.agents) if agent_ids is None else list(agent_ids)
+        if not changed and not self._stale and balances == seen:
+            return  # a quiet tick: nothing to rebuild, no row written
         if balances != seen:
             changed.extend(
                 account.removeprefix(AGENT_PREFIX)
