@@ -630,6 +630,26 @@ def test_v1_file_logic(tmp_path: Path) -> None:
     assert stats.memory_freed_exact
 
 
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_stats_keeps_only_the_cpu_counter_open(tmp_path: Path) -> None:
+    """A group holds one descriptor (its CPU counter), however often `stats()` reads memory and
+    pids: five per group kept a 5,000-agent node over a 20,000 open-files limit."""
+    dirs = make_v1_tree(tmp_path)
+    group = V1Group("w", dirs, fs=FakeKernelFs(tmp_path), clock=FakeClock())
+    before = _open_descriptors()
+    for _ in range(3):
+        assert group.stats().memory_bytes == 4096000
+    assert _open_descriptors() == before + 1
+    memory_stat = Path(dirs["memory"]) / "memory.stat"
+    memory_stat.write_text(memory_stat.read_text().replace("total_pgpgout 1000", "total_pgpgout 7"))
+    assert group.stats().memory_freed_bytes == 7 * os.sysconf("SC_PAGE_SIZE")  # read anew
+    group.remove()
+    assert _open_descriptors() == before
+
+
 def test_weight_to_shares() -> None:
     assert weight_to_shares(100) == 1024
     assert weight_to_shares(1) == 10

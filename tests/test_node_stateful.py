@@ -2,7 +2,8 @@
 
 A hypothesis state machine drives a real `NodeDaemon` (real ledger, real SQLite, real pure
 policies) over `maxwell.testing`'s fake supervisor and sensors on a fake clock: spawn, fund,
-bid, burn CPU, report, audit, kill, exit, tick, settle, crash (the daemon vanishes as on
+bid, burn CPU, report, audit, kill, exit, tick, idle ticks (agents rest: each tick checks that
+every resting agent is as it rested), settle, crash (the daemon vanishes as on
 SIGKILL: nothing settled, nothing shut down) and restart. After every step the ledger verifies;
 after every settling step and every restart, each agent's energy billed equals the energy its
 CPU time was metered at (to the rounding of each interval) and its money adds up:
@@ -60,10 +61,12 @@ class NodeMachine(RuleBasedStateMachine):
             state_dir=self.root / "state", tick_s=TICK_S, settlement_s=0.35, grace_s=1.0,
             active_w_per_core=ACTIVE_W,
         )  # fmt: skip
-        return NodeDaemon(
+        daemon = NodeDaemon(
             config, clock=self.clock, wall=lambda: self.now, sensors=self.sensors,
             supervisor=self.supervisor,
         )  # fmt: skip
+        daemon._ticker.resting.verifying = True  # every tick checks the resting agents
+        return daemon
 
     def teardown(self) -> None:
         if hasattr(self, "daemon"):
@@ -132,6 +135,14 @@ class NodeMachine(RuleBasedStateMachine):
         self._work(cpu_s)
         self.daemon.tick_once()
         self.ticks += 1
+
+    @rule(ticks=st.integers(1, 8))
+    def idle(self, ticks: int) -> None:
+        """Ticks in which no agent runs: the idle ones rest, and what follows must wake them."""
+        for _ in range(ticks):
+            self._advance(TICK_S)
+            self.daemon.tick_once()
+            self.ticks += 1
 
     @rule(cpu_s=st.floats(0.0, 0.1))
     def settle(self, cpu_s: float) -> None:

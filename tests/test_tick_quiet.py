@@ -3,14 +3,24 @@ would change nothing (`maxwell.node.tick`: `is_quiet`, `Standing`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maxwell.economy.mechanisms import make_mechanism
 from maxwell.node.facade import AgentState
-from maxwell.node.tick import AgentTickInput, Enforcement, TickPlan, is_quiet, plan_tick
+from maxwell.node.tick import (
+    AgentTickInput,
+    Enforcement,
+    Resting,
+    TickInput,
+    TickPlan,
+    is_quiet,
+    plan_tick,
+)
 from maxwell.units import Money
 from test_node_tick import NOW, agent, agents_strategy, tick_input
 
@@ -31,18 +41,23 @@ def after(plan: TickPlan, source: AgentTickInput, energy_uj: int, bid: float) ->
     )
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    agents=agents_strategy(),
-    data=st.data(),
-    spot=st.sampled_from([0.0, 1.0, 2.0]),
-    capacity=st.sampled_from([0.5, 2.0, 8.0]),
-)
-def test_planning_the_agents_that_are_not_quiet_gives_the_full_plan(
+def two_tick_property(test: Callable[..., None]) -> Callable[..., None]:
+    """A property over random agents, two ticks apart (`two_ticks`)."""
+    cases = given(
+        agents=agents_strategy(),
+        data=st.data(),
+        spot=st.sampled_from([0.0, 1.0, 2.0]),
+        capacity=st.sampled_from([0.5, 2.0, 8.0]),
+    )
+    return settings(max_examples=300, deadline=None)(cases(test))
+
+
+def two_ticks(
     agents: list[AgentTickInput], data: st.DataObject, spot: float, capacity: float
-) -> None:
+) -> tuple[TickPlan, list[AgentTickInput], TickInput]:
+    """A first plan, the agents after it (some burn, some bid anew), and a second tick's input
+    (maybe later, at a new reserve, with less capacity)."""
     first = plan_tick(tick_input(*agents, spot_price=spot, capacity_cores=capacity))
-    assert first.standing is not None
     later = []
     for source in agents:
         energy = data.draw(st.sampled_from([0, 0, 0, 10**6]))
@@ -55,6 +70,15 @@ def test_planning_the_agents_that_are_not_quiet_gives_the_full_plan(
         spot_price=data.draw(st.sampled_from([spot, spot, spot + 0.5])),
         capacity_cores=data.draw(st.sampled_from([capacity, capacity, capacity / 2])),
     )
+    return first, later, second
+
+
+@two_tick_property
+def test_planning_the_agents_that_are_not_quiet_gives_the_full_plan(
+    agents: list[AgentTickInput], data: st.DataObject, spot: float, capacity: float
+) -> None:
+    first, later, second = two_ticks(agents, data, spot, capacity)
+    assert first.standing is not None
     full = plan_tick(second)
     partial = plan_tick(second, standing=first.standing)
     assert partial.posts == full.posts
@@ -124,3 +148,27 @@ def test_a_mechanism_other_than_uniform_plans_everyone_every_tick() -> None:
     assert first.standing is None
     again = plan_tick(tick_input(*agents, tick=2), mechanism=mechanism, standing=first.standing)
     assert len(again.agents) == 5
+
+
+@two_tick_property
+def test_resting_agents_give_the_plan_they_would_give_among_the_agents(
+    agents: list[AgentTickInput], data: st.DataObject, spot: float, capacity: float
+) -> None:
+    """Any of the quiet agents, kept out of the inputs as `Resting`, leave the plan as it is:
+    the market standing or moved (a bid, a new reserve, less capacity), with or without a
+    standing to reuse."""
+    first, later, second = two_ticks(agents, data, spot, capacity)
+    standing = data.draw(st.sampled_from([first.standing, None]))
+    quiet = [source for source in later if is_quiet(source, second.tick_s)]
+    resting = data.draw(st.lists(st.sampled_from(quiet), unique=True) if quiet else st.just([]))
+    rest_ids = {source.agent for source in resting}
+    awake = replace(second, agents=tuple(a for a in later if a.agent not in rest_ids))
+    full = plan_tick(second, standing=standing)
+    split = plan_tick(awake, standing=standing, resting=Resting.of(resting))
+    assert split == full
+
+
+def test_an_agent_both_resting_and_among_the_agents_is_refused() -> None:
+    agents = idle(3)
+    with pytest.raises(ValueError, match="both resting and among the agents"):
+        plan_tick(tick_input(*agents), resting=Resting.of(agents[:1]))

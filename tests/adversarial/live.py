@@ -7,6 +7,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
+from maxwell.economy.store import LedgerStore
 from maxwell.node.api import create_app, serve
 from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import NodeDaemon
@@ -29,3 +30,11 @@ def live_daemon(config: NodeConfig) -> Iterator[NodeDaemon]:
         ticking.join(30)
         server.stop()
         daemon.shutdown(kill_agents=True)
+
+
+def ledger_verifies(daemon: NodeDaemon) -> bool:
+    """Whether the live daemon's ledger verifies, read as `maxwell ledger verify` reads it: on a
+    connection of its own, one committed snapshot. (The daemon's own connection is its tick's:
+    read from another thread, it may see a tick's unit of work half done.)"""
+    with LedgerStore.open(daemon.config.state_dir, create=False) as store:
+        return store.verify().ok

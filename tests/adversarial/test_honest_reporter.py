@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from live import live_daemon
+from live import ledger_verifies, live_daemon
 
 from helpers import wait_until
 from maxwell.node.config import NodeConfig
@@ -65,4 +65,4 @@ def test_the_self_meter_claims_the_cpu_of_four_busy_children_it_never_reaped(
     # burns on meanwhile, so the claim is a little lower. The old self-meter claimed the parent
     # alone: a fifth of this (0.398 s against 2.022 s).
     assert 0.5 * counted <= claimed <= counted, (claimed, counted)
-    assert daemon.ledger().verify().ok
+    assert ledger_verifies(daemon)

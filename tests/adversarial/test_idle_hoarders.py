@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from live import live_daemon
+from live import ledger_verifies, live_daemon
 
 from helpers import TIME_SCALE, process_state, wait_until
 from maxwell.node.config import NodeConfig
@@ -64,4 +64,4 @@ def test_idle_hoarders_that_won_every_core_do_not_starve_a_busy_agent(daemon: No
     daemon.tick_once(settle_all=True)
     paid = daemon.agent(worker.agent).paid
     assert paid > 0  # it pays for what it burned, at the reserve
-    assert daemon.ledger().verify().ok
+    assert ledger_verifies(daemon)

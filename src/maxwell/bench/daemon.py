@@ -42,8 +42,9 @@ What is measured (issues 4 and 9, "Measured, in a benchmark (not a test)"):
   an older revision must accept. It is called only with the flags its `--help` lists. The
   worktree is removed whatever happens.
 
-Limits: the daemon keeps about 5 descriptors open per agent, so 5,000 agents need ~25,000: the
-benchmark raises its open-files limit as far as it may and reports it (`host.open_files`). If
+Limits: the daemon keeps one descriptor open per agent (its CPU counter), so 5,000 agents need
+over 5,000 and some to spare: the benchmark raises its open-files limit as far as it may and
+reports it (`host.open_files`), and stops spawning before it runs short. If
 spawning still fails (descriptors, pids, memory), it measures the agents it has and says why
 (`limit` of that agent count) rather than stopping.
 
@@ -94,7 +95,7 @@ BUSY_DEMAND = 0.25  # cores each: 4 busy agents want one of the machine's cores
 BUSY_LOOP = "while True: pass"
 FUND_UJ = 10**15  # µ$J: a billion $J, so no agent ever runs short during a run
 BID = 100.0  # $J per J: far above the reserve (the spot price, 1 $J/J from the constant grid)
-FDS_PER_AGENT = 5  # descriptors the daemon keeps open per agent (counted on cgroup v1)
+FDS_PER_AGENT = 1  # descriptors the daemon keeps open per agent (counted on cgroup v1)
 FD_RESERVE = 1024  # descriptors kept free for ticks, SQLite, the API, and killing the agents
 FD_CHECK_EVERY = 50  # spawns between two counts of this process's open descriptors
 SPAWN_PROGRESS_EVERY = 500

@@ -193,8 +193,8 @@ class V1Group(CgroupGroup):
     # -- stats -------------------------------------------------------------------------------
 
     def stats(self) -> GroupStats:
-        """Cheap reading from kept descriptors; `memory_freed_bytes` is exact (total_pgpgout).
-        CPU is read as `cpu_ns()` reads it, through the same descriptor."""
+        """Memory and pids read from their files (`StatFiles`); `memory_freed_bytes` is exact
+        (total_pgpgout). CPU is read as `cpu_ns()` reads it, through the same descriptor."""
         cpu_ns = self._cpu_ns_or_zero()
 
         memory = peak = freed = 0

@@ -159,7 +159,7 @@ class V2Group(CgroupGroup):
             self.kill_by_signals(timeout_s, None, None)
 
     def stats(self) -> GroupStats:
-        """Cheap reading from kept descriptors.
+        """Memory and pids read from their files (`StatFiles`).
 
         `memory_freed_bytes` is a lower bound, never an over-count: cgroup v2 keeps no counter of
         uncharged memory (memory.stat has no pgpgout). Two lower bounds are kept and the larger is

@@ -187,10 +187,22 @@ class IdempotencyConflictError(LedgerError):
         self.seq = seq
 
 
+AGENT_PREFIX = "agent:"
+
+
 @functools.lru_cache(maxsize=1 << 16)  # the node asks for every agent's every tick
 def agent_account(agent_id: str) -> str:
     """The account of an agent: `agent:<id>`."""
-    return f"agent:{_checked_id(agent_id)}"
+    return f"{AGENT_PREFIX}{_checked_id(agent_id)}"
+
+
+def moved_agents(seen: Mapping[str, int], balances: Mapping[str, int]) -> list[str]:
+    """The agents whose account's balance in `balances` differs from the one in `seen`."""
+    return [
+        account.removeprefix(AGENT_PREFIX)
+        for account, balance in balances.items()
+        if account.startswith(AGENT_PREFIX) and seen.get(account) != balance
+    ]
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -88,6 +88,8 @@ class LiveMeter:
         self.idle_energy_uj = 0  # the static part of node_energy_uj (it is inside house_uj)
         self.house_uj = 0
         self.warnings: list[str] = []
+        # The workloads whose usage the last tick changed (CPU, energy, power, memory figures).
+        self.changed: set[str] = set()
 
     def add(self, name: str, group: MeteredGroup) -> None:
         """Start metering `group` from now on (its baseline is read immediately)."""
@@ -140,12 +142,15 @@ class LiveMeter:
         self.idle_energy_uj += min(idle_uj, share.total_uj)
         self.house_uj += share.house_uj
         per_second = 1.0 / elapsed_s if elapsed_s > 0 else 0.0
+        changed: set[str] = set()
+        self.changed = changed
         for name, energy_uj in share.workloads_uj.items():
             usage = workloads[name].usage
             delta_ns = cpu_deltas[name]
             idle = not energy_uj and not delta_ns and not usage.last_interval_uj
             if idle and not usage.power_w and not usage.cpu_cores:
                 continue  # idle, and idle last interval too: nothing changes
+            changed.add(name)
             usage.energy_uj += energy_uj
             usage.cpu_ns += delta_ns
             usage.last_interval_uj = energy_uj
@@ -176,9 +181,10 @@ class LiveMeter:
         and the next reading, forced ones included, bills them). Skipping idle groups is what
         keeps the once-a-second `memory.stat` reads cheap on a node of mostly idle agents.
         """
-        for tracked in self._workloads.values():
+        for name, tracked in self._workloads.items():
             if not only_if_ran or tracked.cpu_ns != tracked.cpu_at_memory_ns:
                 _read_group_memory(tracked, temperature_c)
+                self.changed.add(name)
 
 
 def _read_group_memory(tracked: _Tracked, temperature_c: float) -> None:

@@ -19,7 +19,7 @@ Rules:
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from maxwell.audit.manifest import CodeManifest
@@ -211,10 +211,13 @@ class AgentRegistry:
             raise AgentGoneError(f"agent {agent_id} is {agent.state}: cannot {doing}")
         return agent
 
-    def available(self, balances: Mapping[str, Money]) -> dict[str, Money]:
-        """The ledger's balances less what each agent has accrued and not yet settled."""
+    def available(
+        self, balances: Mapping[str, Money], agents: Iterable[AgentRecord] | None = None
+    ) -> dict[str, Money]:
+        """The ledger's balances less what each agent has accrued and not yet settled. `agents`:
+        the only ones that may have accrued something (every agent when None)."""
         available = dict(balances)
-        for agent in self:
+        for agent in self if agents is None else agents:
             if agent.accrual.owed:
                 account = agent_account(agent.id)
                 available[account] = Money(available.get(account, 0) - agent.accrual.owed)

@@ -7,8 +7,10 @@ Rules:
   operating system's randomness and never leaves the daemon; its random vectors are drawn
   after each proof is committed.
 - A proof is read from the agent's own directory (`maxwell.node.processes.work_dir`): its
-  input, output and bundle are named relative to it, never through a symbolic link, never
-  outside it.
+  input, output and bundle are named relative to it and read as `maxwell.node.intake` says (no
+  link followed, regular files of the agent's own, sizes capped: `MAX_TENSOR_BYTES`,
+  `MAX_BUNDLE_BYTES`, the bundle unpacked too), then verified, all outside the daemon's lock;
+  only the payment (or the rejection's journal entry) takes it.
 - Each distinct input is paid once: the ledger key is `bounty:<agent>:<input digest>`. An
   invalid proof pays nothing and is journalled (`rejected`, with the verifier's reason).
 - A restarted daemon reloads a live agent's model and pays on only if the file is the one the
@@ -18,9 +20,9 @@ Rules:
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,27 +38,36 @@ from maxwell.economy.ledger import (
 from maxwell.economy.store import LedgerStore
 from maxwell.node.agents import AgentRecord
 from maxwell.node.facade import NO_MONEY, NodeError, ProofResult
+from maxwell.node.intake import read_agent_file
 from maxwell.node.paths import StatePaths
-from maxwell.node.processes import work_dir
-from maxwell.proof import DEFAULT_ROUNDS, Model, ProofInputError, VerifierKey, make_key, verify
-from maxwell.proof.bundle import read_proof
-from maxwell.proof.files import read_model, read_tensor
+from maxwell.node.processes import agent_uid, work_dir
+from maxwell.proof import (
+    DEFAULT_ROUNDS,
+    Model,
+    ProofInputError,
+    Verdict,
+    VerifierKey,
+    make_key,
+    verify,
+)
+from maxwell.proof.bundle import proof_from_bytes
+from maxwell.proof.files import read_model, tensor_from_bytes
 from maxwell.units import Money
 
 log = logging.getLogger(__name__)
 
 
-def inside(directory: Path, name: str) -> Path:
-    """`directory/name`, refusing names that leave it or are symbolic links."""
-    if not name or "\x00" in name or os.path.isabs(name):
-        raise NodeError(f"{name!r}: name a file in the agent's directory, relative to it")
-    path = directory / name
-    if path.is_symlink():
-        raise NodeError(f"{name}: a symbolic link; the node reads only the agent's own files")
-    real = os.path.realpath(path)
-    if os.path.commonpath([real, os.path.realpath(directory)]) != os.path.realpath(directory):
-        raise NodeError(f"{name}: outside the agent's directory")
-    return path
+MAX_TENSOR_BYTES = 64 << 20  # an input or output `.npy` an agent submits
+MAX_BUNDLE_BYTES = 128 << 20  # a proof bundle, on disk and unpacked (it is stored, not deflated)
+
+
+@dataclass(frozen=True)
+class CheckedProof:
+    """A proof read and verified (outside the daemon's lock), waiting to be paid or rejected."""
+
+    input_sha256: str
+    merkle_root: str
+    verdict: Verdict
 
 
 class Bounties:
@@ -88,23 +99,36 @@ class Bounties:
             agent.model = agent.model_key = None
             log.warning("agent %s: no more bounties: %s", agent.id, exc, exc_info=True)
 
-    def submit_proof(self, agent: AgentRecord, input: str, output: str, proof: str) -> ProofResult:
-        """Check a proof the live `agent` left in its directory; pay its bounty if it is valid
-        and its input was not paid for yet."""
-        if agent.model is None or agent.model_key is None:
+    def check(self, agent: AgentRecord, input: str, output: str, proof: str) -> CheckedProof:
+        """Read the proof the live `agent` left in its directory and verify it. Takes no lock and
+        changes nothing: a slow or hostile submission stalls no tick (`maxwell.node.intake`)."""
+        model, key = agent.model, agent.model_key
+        if model is None or key is None:
             raise NodeError(f"agent {agent.id} has no bounty: nothing pays for its proofs")
-        directory = work_dir(self._paths, agent)
-        paths = [inside(directory, name) for name in (input, output, proof)]
+        directory, uid = work_dir(self._paths, agent), agent_uid(agent)
+        files = [
+            read_agent_file(directory, name, uid=uid, limit=limit)
+            for name, limit in (
+                (input, MAX_TENSOR_BYTES), (output, MAX_TENSOR_BYTES), (proof, MAX_BUNDLE_BYTES),
+            )
+        ]  # fmt: skip
         try:
-            x = read_tensor(paths[0], "input")
-            y = read_tensor(paths[1], "output")
-            bundle = read_proof(paths[2])
+            x = tensor_from_bytes(files[0], "input", input)
+            y = tensor_from_bytes(files[1], "output", output)
+            bundle = proof_from_bytes(files[2], proof, max_unpacked=MAX_BUNDLE_BYTES)
         except ProofInputError as exc:
-            raise NodeError(str(exc).replace(str(directory) + "/", "")) from exc
-        key = f"bounty:{agent.id}:{bundle.input_sha256}"
+            raise NodeError(str(exc)) from exc
+        rng = np.random.default_rng(secrets.randbits(128))  # one per check: checks run at once
+        verdict = verify(model, x, y, bundle, rng=rng, key=key)
+        return CheckedProof(bundle.input_sha256, bundle.merkle_root, verdict)
+
+    def pay(self, agent: AgentRecord, checked: CheckedProof) -> ProofResult:
+        """Pay the live `agent`'s bounty for a valid proof whose input was not paid for yet, or
+        journal the rejection. Under the daemon's lock."""
+        key = f"bounty:{agent.id}:{checked.input_sha256}"
         if self._ledger.key_used(key):
             raise NodeError("this input's inference was paid for already")
-        verdict = verify(agent.model, x, y, bundle, rng=self._rng, key=agent.model_key)
+        verdict = checked.verdict
         at = self._wall()
         if not verdict.valid:
             self._ledger.submit(
@@ -119,8 +143,8 @@ class Bounties:
         detail = {
             "agent": agent.id,
             "bounty": agent.bounty,
-            "input_sha256": bundle.input_sha256,
-            "merkle_root": bundle.merkle_root,
+            "input_sha256": checked.input_sha256,
+            "merkle_root": checked.merkle_root,
             "layers_checked": verdict.layers_checked,
             "rounds": verdict.rounds,
         }

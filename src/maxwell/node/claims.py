@@ -216,7 +216,8 @@ class OptimisticBilling:
         """The claims rows a tick writes: the claim of each bonded agent it settles, and `None`
         (delete) for each stored one whose bond is gone."""
         claims: dict[str, ClaimRow | None] = {}
-        for agent in self._agents:
+        for agent_id in (*settled, *(self._stored - settled)):  # no other agent has a row to write
+            agent = self._agents[agent_id]
             if agent.claim_billed is not None and agent.id in settled:
                 billed = agent.claim_billed
                 claims[agent.id] = ClaimRow(billed.cpu_ns, billed.freed_bytes, agent.shadow)

@@ -257,6 +257,7 @@ class NodeDaemon:
             try:
                 yield changed
             finally:
+                self._ticker.resting.wake(changed)
                 self._views.publish_calls(changed)
 
     # --- the Node protocol -------------------------------------------------------------------
@@ -339,14 +340,14 @@ class NodeDaemon:
             return self._auditor.audit_now(found, self._ticker.tick)
 
     def submit_proof(self, agent: str, input: str, output: str, proof: str) -> facade.ProofResult:
-        """Check a proof of inference the agent left in its directory (`MAXWELL_AGENT_DIR`):
-        `input` and `output` are `.npy` tensors, `proof` a bundle (`maxwell infer --proof`),
-        all named relative to that directory. A valid proof of the model the user set pays the
-        bounty, once per distinct input (the ledger key is the input's digest)."""
+        """Check a proof of inference (`.npy` input and output, a `maxwell infer --proof` bundle)
+        the agent left in its directory (`MAXWELL_AGENT_DIR`), named relative to it, outside the
+        lock (`maxwell.node.intake`); a valid proof of the user's model pays once per input."""
+        found = self._registry.live(agent, "submit proofs")
+        checked = self._bounties.check(found, input, output, proof)
         with self._changing() as changed:
             changed.add(agent)
-            found = self._registry.live(agent, "submit proofs")
-            return self._bounties.submit_proof(found, input, output, proof)
+            return self._bounties.pay(self._registry.live(agent, "submit proofs"), checked)
 
     def kill(self, agent: str) -> facade.AgentInfo:
         with self._changing() as changed:

@@ -25,7 +25,7 @@ import logging
 import os
 import pwd
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,11 +134,21 @@ def work_dir(paths: StatePaths, agent: AgentRecord) -> Path:
     paths.work.mkdir(mode=0o711, exist_ok=True)
     directory = paths.agent_work(agent.id)
     if not directory.is_dir():
-        directory.mkdir(mode=0o700)
+        directory.mkdir(mode=0o700, exist_ok=True)  # a proof check may make it meanwhile
         if agent.user is not None:
             entry = pwd.getpwnam(agent.user)
             os.chown(directory, entry.pw_uid, entry.pw_gid)
     return directory
+
+
+def agent_uid(agent: AgentRecord) -> int:
+    """The uid the agent runs as: its user's, or the daemon's when it names none."""
+    if agent.user is None:
+        return os.geteuid()
+    try:
+        return pwd.getpwnam(agent.user).pw_uid
+    except KeyError:
+        raise NodeError(f"agent {agent.id}: its user {agent.user!r} no longer exists") from None
 
 
 class AgentProcesses:
@@ -281,28 +291,28 @@ class AgentProcesses:
             log_path=self._paths.agent_log(agent.id),
         )
 
-    def exited(self, agents: Iterable[AgentRecord]) -> list[AgentRecord]:
+    def exited(self, agents: AgentRegistry) -> list[AgentRecord]:
         """The live agents among `agents` whose command has ended (those started here reaped:
         `popen.poll()` gives the exit code): those started here as the supervisor finds them
         (`Supervisor.ended`), those adopted from an earlier daemon by their empty (or
         unreadable) group."""
         started: dict[str, AgentProcess] = {}
-        running: list[AgentRecord] = []
+        adopted: list[AgentRecord] = []
         for agent in agents:
             if agent.state in LIVE and agent.group is not None:
-                running.append(agent)
                 if agent.popen is not None:
                     started[agent.id] = agent.popen
+                else:
+                    adopted.append(agent)
         # Reaped processes are not found again: one found ended stays so while its agent is live
         # (a tick that fails after finding it leaves it live, and the retry must find it too).
         ended = set(self._supervisor.ended(started)) if started else set()
         ended |= self._ended & started.keys()
         self._ended = ended
-        exited = []
-        for agent in running:
-            if agent.id in ended or (agent.popen is None and self.has_exited(agent)):
-                exited.append(agent)
-        return exited
+        exited = ended | {agent.id for agent in adopted if self.has_exited(agent)}
+        if not exited:  # most ticks
+            return []
+        return [agent for agent in agents if agent.id in exited]
 
     def has_exited(self, agent: AgentRecord) -> bool:
         """Whether a live agent's command has ended (its group is empty, or unreadable)."""

@@ -52,6 +52,11 @@ Rules and invariants:
   clearing `Standing` for the next tick; given it back and finding the same key, `plan_tick`
   reuses it and plans only the agents that are not quiet. The plan is then the full plan less
   the quiet agents' entries, which would change nothing. Any other mechanism plans everyone.
+- Resting agents (`Resting`) are quiet agents the caller keeps out of `TickInput.agents`,
+  vouching that each is quiet and that its input is the one it had when a plan last left it
+  out: the plan is the same as with them among the agents (a property test checks it), and
+  while the market stands the tick does no work at all for them. The node's ticker keeps its
+  idle agents resting that way, so an idle agent costs a tick one counter read.
 
 `plan_tick` takes the steps above in order, one pure function each: bills (`_bill_agents`),
 apoptosis (`_apoptosis_decisions`, `_insolvent_since`), market (`_Market.clear`, over
@@ -60,6 +65,7 @@ apoptosis (`_apoptosis_decisions`, `_insolvent_since`), market (`_Market.clear`,
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import math
@@ -220,6 +226,27 @@ class MarketKey:
 
 
 @dataclass(frozen=True)
+class Resting:
+    """Quiet agents left out of `TickInput.agents` (see the module): their inputs by id, and
+    their terms as one set (the caller keeps it, so a tick need not walk them to key the
+    market)."""
+
+    agents: Mapping[str, AgentTickInput]
+    terms: frozenset[tuple[str, float, float, int]]
+
+    @classmethod
+    def of(cls, agents: Iterable[AgentTickInput]) -> Resting:
+        inputs = {agent.agent: agent for agent in agents}
+        return cls(inputs, frozenset(agent.terms for agent in inputs.values()))
+
+    def __bool__(self) -> bool:
+        return bool(self.agents)
+
+
+NO_RESTING = Resting({}, frozenset())
+
+
+@dataclass(frozen=True)
 class Standing:
     """A tick's uniform clearing with its key, for the next tick to reuse while it holds."""
 
@@ -274,7 +301,7 @@ def weight_for(cores: float) -> int:
     return max(1, min(MAX_WEIGHT, round(cores * DEFAULT_WEIGHT)))
 
 
-def _check(inputs: TickInput) -> None:
+def _check(inputs: TickInput, resting: Resting) -> None:
     for name in ("now_s", "interval_s", "tick_s", "spot_price", "temperature_c", "grace_s"):
         value = getattr(inputs, name)
         if not math.isfinite(value):
@@ -296,6 +323,8 @@ def _check(inputs: TickInput) -> None:
             raise ValueError(f"{agent.agent}: energy and bytes freed must be >= 0")
         if not math.isfinite(agent.price) or agent.price < 0:
             raise ValueError(f"{agent.agent}: price must be finite and >= 0, got {agent.price!r}")
+    if resting and not resting.agents.keys().isdisjoint(seen):
+        raise ValueError("an agent is both resting and among the agents")
 
 
 def _settle(
@@ -401,6 +430,7 @@ def plan_tick(
     mechanism: Mechanism | None = None,
     book: OrderBook | None = None,
     standing: Standing | None = None,
+    resting: Resting = NO_RESTING,
 ) -> TickPlan:
     """This tick's bills, decisions, clearing and enforcement (see the module comment).
 
@@ -409,11 +439,14 @@ def plan_tick(
     `book`: the daemon's standing order book, read (never changed) instead of building one from
     the bids each tick; see `clear_market`. The plan is the same with or without it.
     `standing`: the last plan's `standing`; while its key holds, the quiet agents are left out
-    of the plan (see the module comment).
+    of the plan (see the module comment). `resting`: quiet agents kept out of `inputs.agents`.
     """
-    _check(inputs)
-    agents = sorted(inputs.agents, key=lambda agent: agent.agent)
+    _check(inputs, resting)
     market = _Market(inputs, mechanism, book)
+    if resting and (standing is None or not market.uniform):  # planned like everyone else
+        inputs = dataclasses.replace(inputs, agents=(*inputs.agents, *resting.agents.values()))
+        resting = NO_RESTING
+    agents = sorted(inputs.agents, key=_by_id)
     quiet = market.quiet(agents, standing)
     planned = agents
     if quiet:
@@ -426,12 +459,13 @@ def plan_tick(
     insolvent_since = _insolvent_since(live, by_agent)
     killed = {a for a, d in by_agent.items() if d.action is apoptosis.Action.KILL}
     bidders = [a for a in live if a.agent not in killed and insolvent_since[a.agent] is None]
-    clearing, next_standing = market.clear([*bidders, *quiet], standing)
-    if quiet and next_standing is not standing:
+    clearing, next_standing = market.clear([*bidders, *quiet], standing, resting)
+    if (quiet or resting) and next_standing is not standing:
         # The market moved: the quiet agents' grants may change, so they are planned too.
+        quiet = sorted([*quiet, *resting.agents.values()], key=_by_id)
         settled.update(_bill_agents(quiet, inputs)[0])
         insolvent_since.update((agent.agent, None) for agent in quiet)
-        planned = agents
+        planned = sorted([*agents, *resting.agents.values()], key=_by_id)
     plans, events = _plan_agents(
         planned, inputs, settled, by_agent, insolvent_since, killed, clearing
     )
@@ -447,6 +481,10 @@ def plan_tick(
         decisions=tuple(decisions),
         standing=next_standing,
     )
+
+
+def _by_id(agent: AgentTickInput) -> str:
+    return agent.agent
 
 
 def _plan_agents(
@@ -503,19 +541,23 @@ class _Market:
         return [agent for agent in agents if is_quiet(agent, tick_s)]
 
     def clear(
-        self, bidders: Sequence[AgentTickInput], standing: Standing | None
+        self,
+        bidders: Sequence[AgentTickInput],
+        standing: Standing | None,
+        resting: Resting = NO_RESTING,
     ) -> tuple[Clearing, Standing | None]:
-        """The clearing of `bidders` and the standing to leave: `standing` itself when its key
-        holds (a uniform clearing is a function of its key), else a new one."""
+        """The clearing of `bidders` and the `resting` agents, and the standing to leave:
+        `standing` itself when its key holds (a uniform clearing is a function of its key),
+        else a new one."""
         inputs = self.inputs
         key = None
         if self.uniform:
-            terms = frozenset(agent.terms for agent in bidders)
+            terms = frozenset(agent.terms for agent in bidders) | resting.terms
             key = MarketKey(inputs.capacity_cores, inputs.spot_price, terms)
             if standing is not None and standing.key == key:
                 return standing.clearing, standing
         clearing = clear_market(
-            bidders,
+            [*bidders, *resting.agents.values()],
             capacity=inputs.capacity_cores,
             reserve=inputs.spot_price,
             mechanism=self.mechanism,

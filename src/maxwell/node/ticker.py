@@ -22,6 +22,9 @@ Rules:
   failure is counted (`TickRecorder`) and raised; the next tick retries.
 - The plan is carried out on the cgroups only once committed; quotas and weights are written
   only when they change. An agent that ended is finished after its last interval is billed.
+- Idle agents rest (`maxwell.node.resting`): a tick that left one out of its plan as quiet
+  keeps it apart on its input, and the next ticks read its counter and nothing else about it
+  until something wakes it.
 - The standing order book holds one bid per live agent with a group, at its arrival number: a
   tick first stores the bids queued since the last one and places them (`maxwell.node.bids`),
   adds the agents it lacks (spawned, recovered) and cancels the dead and exited (insolvent
@@ -57,6 +60,7 @@ from maxwell.node.config import NodeConfig
 from maxwell.node.facade import AgentState, PriceInfo
 from maxwell.node.policy.settlement import Accrual, accrue, due, settlement_entry
 from maxwell.node.processes import AgentProcesses
+from maxwell.node.resting import RestingAgents
 from maxwell.node.state import PendingEntry
 from maxwell.node.store import NodeStore
 from maxwell.node.supervisor import Supervisor
@@ -224,6 +228,7 @@ class Ticker:
         self._standing: ticks.Standing | None = None
         self._undo = Undo()  # the tick in flight's: the live views it changed, as they were
         self.bids = BidQueue()  # bids since the last tick (`maxwell.node.bids`)
+        self.resting = RestingAgents()  # the idle agents a tick leaves be
         self.clearing_price: float | None = None  # the last committed tick's
         # The agents the last tick (or `take_bids`) changed, for the read models to publish.
         self.touched: set[str] = set()
@@ -267,6 +272,7 @@ class Ticker:
             self.stats.record_failure(exc, self._wall())
             if self.tick == committed:
                 self._roll_back(self._undo.views)
+            self.resting.wake_all()
             raise
         finally:
             self.touched.update(self._undo.views)
@@ -289,8 +295,11 @@ class Ticker:
         energies = dict(self._metered)
         for agent_id, energy in self._unbilled.items():  # metered by a tick that failed
             energies[agent_id] = energies.get(agent_id, 0) + energy
+        if settle_all:
+            self.resting.wake_all()
+        self.resting.wake(self._meter.changed)
         freed: dict[str, int] = {}
-        for agent in self._agents:
+        for agent in self.awake():
             if agent.counted is None or agent.id not in energies:
                 continue
             usage = self._meter.usage(agent.id)
@@ -303,6 +312,7 @@ class Ticker:
         events: list[PendingEntry] = []
         now = self.now()  # the tick's one "now"
         for agent in self._parts.processes.exited(self._agents):
+            self.resting.wake((agent.id,))
             self._undo.keep(agent)
             agent.exit_code = agent.popen.poll() if agent.popen is not None else None
             agent.state, agent.ended_at, agent.finished = AgentState.EXITED, now.wall, True
@@ -338,7 +348,10 @@ class Ticker:
         sample = self._meter.node
         elapsed_s = max(now.mono - self._last_mono, 0.0)
         self.quote = self._spot.spot(at, sample.temperature_c, elapsed_s)
-        balances = self._agents.available(self._store.ledger.balances())
+        ledger_balances = self._store.ledger.balances()
+        self.resting.wake_moved(ledger_balances)
+        awake = self.awake()
+        balances = self._agents.available(ledger_balances, awake)
         stakes = billing.stakes(tick, balances, optimistic, self.quote.spot)
         # What the bills are made of: the meter's figures, or the claims of agents with a bond.
         billed_energy, billed_freed = energies, freed
@@ -346,18 +359,21 @@ class Ticker:
             billed_energy, billed_freed = billing.claimed(
                 energies, freed, sample.temperature_c, self.quote.spot
             )
-        agents = self._tick_inputs(energies, billed_energy, billed_freed, balances)
+        if self.resting.verifying:
+            self.check_resting(balances)
+        agents = self._tick_inputs(awake, energies, billed_energy, billed_freed, balances)
         tick_input = self._tick_input(tick, at, interval_s, sample, agents)
         plan = ticks.plan_tick(
-            tick_input, mechanism=self._mechanism, book=self._book, standing=self._standing
-        )
+            tick_input, mechanism=self._mechanism, book=self._book, standing=self._standing,
+            resting=self.resting.resting(tick_input.tick_s),
+        )  # fmt: skip
         audits: list[PendingEntry] = []
         if optimistic and config.audit_probability > 0:
             audits = self._parts.auditor.sampled(tick, plan)
         events = [PendingEntry(e.key, tick, e.kind, (), e.detail) for e in plan.events]
         forced = {e.detail.get("agent") for e in (*stakes, *events, *extra_events, *audits)}
         self._apply_plan(plan, energies, at)
-        settled = self._settle(tick, now.mono, plan, forced, force_all)
+        settled = self._settle(awake, tick, now.mono, plan, forced, force_all)
         # Bonds and releases first (the bills were capped without the bonds), then the
         # settlements, the events, and the audits (their claw-backs read settled balances).
         pending = [*stakes, *settled, *events, *extra_events, *audits]
@@ -366,7 +382,50 @@ class Ticker:
         self._commit(tick, now, updates, pending, settled_ids)
         self._standing = plan.standing
         self.clearing_price = plan.clearing_price
+        self._rest(agents, plan, tick_input.tick_s)
         self._carry_out(plan)
+
+    def awake(self) -> list[AgentRecord]:
+        """The agents that do not rest, in the registry's order."""
+        resting = self.resting.inputs
+        return [agent for agent in self._agents if agent.id not in resting]
+
+    def check_resting(self, balances: Mapping[str, Money]) -> None:
+        """Raise `AssertionError` for any resting agent whose input is not the one a tick would
+        make for it now, or that is not quiet: what the wake rules must prevent (for tests)."""
+        wrong = []
+        for agent_id, last in self.resting.inputs.items():
+            agent = self._agents[agent_id]
+            balance = balances.get(agent.account, Money(0))
+            if not (
+                _unchanged(last, agent, balance)
+                and ticks.is_quiet(last, self._config.tick_s)
+                and agent.accrual.empty
+                and not agent.finished
+                and agent.group is not None
+            ):
+                wrong.append(agent_id)
+        assert not wrong, f"resting agents changed without waking: {wrong}"
+
+    def _rest(
+        self, agents: Sequence[ticks.AgentTickInput], plan: ticks.TickPlan, tick_s: float
+    ) -> None:
+        """The agents the committed plan left out as quiet, and the tick did not change, rest
+        from now on: their input stands until something wakes them."""
+        if plan.standing is None:  # another mechanism: everyone is planned every tick
+            return
+        kept, planned, registry = self._undo.views, plan.agents, self._agents
+        self.resting.rest(
+            (
+                agent
+                for agent in agents
+                if agent.agent not in planned
+                and agent.agent not in kept
+                and registry[agent.agent].accrual.empty
+                and not registry[agent.agent].settle_next
+            ),
+            tick_s,
+        )
 
     def _tick_input(
         self,
@@ -399,17 +458,19 @@ class Ticker:
 
     def _tick_inputs(
         self,
+        awake: Sequence[AgentRecord],
         energies: Mapping[str, int],
         billed_energy: Mapping[str, int],
         billed_freed: Mapping[str, int],
         balances: Mapping[str, Money],
     ) -> list[ticks.AgentTickInput]:
-        """Each agent the tick decides about, with the book brought up to date: live agents with
-        a group stand in it, the others leave it. An agent's input is made again only when it
-        differs from the last one (most agents, idle, are the same from tick to tick)."""
+        """Each agent the tick decides about but the resting ones, with the book brought up to
+        date: live agents with a group stand in it, the others leave it. An agent's input is made
+        again only when it differs from the last one (most agents, idle, are the same from tick
+        to tick)."""
         inputs: list[ticks.AgentTickInput] = []
         book = self._book
-        for agent in self._agents:
+        for agent in awake:
             live = agent.state in LIVE
             if live and agent.group is not None:
                 if agent.id not in book:
@@ -440,13 +501,15 @@ class Ticker:
 
     def _settle(
         self,
+        awake: Sequence[AgentRecord],
         tick: int,
         mono: float,
         plan: ticks.TickPlan,
         forced: Set[object],
         force_all: bool,
     ) -> list[PendingEntry]:
-        """Accrue the tick's bills; the entries that settle the agents that are due."""
+        """Accrue the tick's bills; the entries that settle the agents that are due (a resting
+        agent has accrued nothing)."""
         for post in plan.posts:
             agent = self._undo.keep(self._agents[str(post.detail["agent"])])
             paid = (
@@ -455,7 +518,7 @@ class Ticker:
             )
             agent.accrual = accrue(agent.accrual, tick, dict(post.detail), paid)
         entries: list[PendingEntry] = []
-        for agent in self._agents:
+        for agent in awake:
             if agent.accrual.empty:  # nothing to settle (`due` says so too, at more cost)
                 continue
             must = force_all or agent.settle_next or agent.id in forced or agent.finished
@@ -544,7 +607,9 @@ class Ticker:
             agent.settle_next = True
             if agent.group is not None:
                 self.place(agent)
-        return {agent.id for agent, _, _ in stored}
+        changed = {agent.id for agent, _, _ in stored}
+        self.resting.wake(changed)
+        return changed
 
     def place(self, agent: AgentRecord) -> None:
         """Make the agent's bid its standing one in the book, at its arrival number."""

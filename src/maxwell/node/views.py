@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import ParamSpec
 
-from maxwell.economy.ledger import UnknownAccountError
+from maxwell.economy.ledger import UnknownAccountError, moved_agents
 from maxwell.economy.store import LedgerStore
 from maxwell.errors import MaxwellError
 from maxwell.node.agents import AgentRegistry, agent_info
@@ -37,7 +37,6 @@ from maxwell.units import Money
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
-AGENT_PREFIX = "agent:"  # an agent's ledger account (`agent_account`)
 EVENT_KINDS = (
     "spawned", "adopted", "funded", "bid", "running", "throttled", "frozen", "thawed",
     "insolvent", "apoptosis", "exited", "killed", "bonded", "unbonded", "released", "audited",
@@ -95,11 +94,7 @@ class NodeViews:
         if not changed and not self._stale and balances == seen:
             return  # a quiet tick: nothing to rebuild, no row written
         if balances != seen:
-            changed.extend(
-                account.removeprefix(AGENT_PREFIX)
-                for account, balance in balances.items()
-                if account.startswith(AGENT_PREFIX) and seen.get(account) != balance
-            )
+            changed.extend(moved_agents(seen, balances))
         self._rebuild(changed, balances)
 
     @_logged_failure

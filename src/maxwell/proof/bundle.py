@@ -32,6 +32,7 @@ import numpy as np
 
 from maxwell.proof.commitment import merkle_root, tensor_digest
 from maxwell.proof.errors import ProofFormatError
+from maxwell.proof.files import read_npy
 from maxwell.proof.graph import Model, Node, Tensor
 
 FORMAT: Final = "maxwell-proof"
@@ -156,6 +157,23 @@ def read_proof(path: Path) -> Proof:
         raise ProofFormatError(f"proof {path}: {exc}", path=str(path)) from exc
 
 
+def proof_from_bytes(data: bytes, name: str, *, max_unpacked: int) -> Proof:
+    """A bundle from the bytes of a file named `name` (in errors), refused before anything is
+    unpacked when its members would unpack to more than `max_unpacked` bytes (a zip bomb)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+            if unpacked > max_unpacked:
+                raise ProofFormatError(
+                    f"unpacks to {unpacked} bytes, over the limit of {max_unpacked}"
+                )
+            return _read_archive(archive)
+    except zipfile.BadZipFile as exc:
+        raise ProofFormatError(f"proof {name}: not a Maxwell proof (not a zip archive)") from exc
+    except ProofFormatError as exc:
+        raise ProofFormatError(f"proof {name}: {exc}", path=name) from exc
+
+
 def _read_archive(archive: zipfile.ZipFile) -> Proof:
     try:
         info = archive.getinfo(HEADER_MEMBER)
@@ -229,8 +247,9 @@ def _leaf(archive: zipfile.ZipFile, entry: object, leaf: int) -> tuple[str, str,
     if member != _member(leaf):
         raise ProofFormatError(f"leaf {leaf} names member {member!r}, not {_member(leaf)!r}")
     try:
-        with archive.open(member) as handle:
-            array = np.lib.format.read_array(handle, allow_pickle=False)
+        info = archive.getinfo(member)
+        with archive.open(info) as handle:
+            array = read_npy(handle, info.file_size)
     except KeyError as exc:
         raise ProofFormatError(f"leaf {leaf}: member {member} is missing") from exc
     except (

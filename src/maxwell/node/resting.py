@@ -1,0 +1,90 @@
+"""The node's resting agents: idle agents a tick does no work for while the market stands.
+
+Most agents on a node are idle most of the time, and a tick that walks every one of them to
+find that nothing changed costs the node a core's tenth at 1,000 agents. The ticker keeps those
+a plan left out as quiet (`maxwell.node.tick`: `is_quiet`, `Resting`) apart, with the input
+they were last planned on, and hands them to `plan_tick` as they are. A tick then reads their
+counters and nothing else about them.
+
+Rules:
+
+- An agent rests only after a tick that committed left it out of the plan as quiet and changed
+  nothing of it, with nothing accrued and nothing to settle: its input is then exactly what the
+  next tick would build for it, and stays so until something changes it.
+- Anything that may change a resting agent wakes it first: a bid stored, a call that changes
+  it (spawn, fund, report, audit, proof, kill: the daemon's `_changing`), CPU or memory the
+  meter saw it use, an exit, its ledger balance moving (an audit's slash, a settlement), a tick
+  that settles everyone, a tick that failed, a tick of another length (quiet depends on it), a
+  market that moved (the plan then plans it). Waking is always safe: a woken agent is planned
+  as any other.
+- Under optimistic billing, or with a bond, an agent's claims move its bills: every tick keeps
+  it (`Undo`), so it never rests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from maxwell.economy.ledger import moved_agents
+from maxwell.node.tick import NO_RESTING, AgentTickInput, Resting
+from maxwell.units import Money
+
+
+class RestingAgents:
+    """Which agents rest, on which input (see the module)."""
+
+    def __init__(self) -> None:
+        self._inputs: dict[str, AgentTickInput] = {}
+        self._snapshot: Resting | None = NO_RESTING  # None: to be made again
+        self._tick_s: float | None = None
+        self._balances: Mapping[str, Money] = {}
+        # Tests set it: each tick then checks that every resting agent is as it rested
+        # (`Ticker.check_resting`), which costs the walk resting saves.
+        self.verifying = False
+
+    def __contains__(self, agent_id: object) -> bool:
+        return agent_id in self._inputs
+
+    def __len__(self) -> int:
+        return len(self._inputs)
+
+    @property
+    def inputs(self) -> Mapping[str, AgentTickInput]:
+        return self._inputs
+
+    def rest(self, agents: Iterable[AgentTickInput], tick_s: float) -> None:
+        """These agents rest from now on, on these inputs, vouched quiet at `tick_s`."""
+        if tick_s != self._tick_s:
+            self.wake_all()
+            self._tick_s = tick_s
+        for agent in agents:
+            self._inputs[agent.agent] = agent
+            self._snapshot = None
+
+    def wake(self, agent_ids: Iterable[str]) -> None:
+        inputs = self._inputs
+        if not inputs:
+            return
+        for agent_id in agent_ids:
+            if inputs.pop(agent_id, None) is not None:
+                self._snapshot = None
+
+    def wake_all(self) -> None:
+        if self._inputs:
+            self._inputs, self._snapshot = {}, NO_RESTING
+
+    def wake_moved(self, balances: Mapping[str, Money]) -> None:
+        """Wake the agents whose ledger balance differs from the one seen last time."""
+        seen, self._balances = self._balances, balances
+        if not self._inputs or balances is seen or balances == seen:
+            return
+        self.wake(moved_agents(seen, balances))
+
+    def resting(self, tick_s: float) -> Resting:
+        """The resting agents for a tick of `tick_s` (none, all woken, at another length)."""
+        if tick_s != self._tick_s:
+            self.wake_all()
+            self._tick_s = tick_s
+        if self._snapshot is None:
+            self._snapshot = Resting.of(self._inputs.values())
+        return self._snapshot
