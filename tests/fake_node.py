@@ -31,6 +31,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from maxwell.node.api import ApiServer, create_app, serve
 from maxwell.node.facade import (
+    MIN_MEMORY_MAX,
     NO_MONEY,
     AgentGoneError,
     AgentInfo,
@@ -75,6 +76,7 @@ class FakeNode:
         self.liars: set[str] = set()  # agents whose audits fail
         self.fund_keys: dict[str, tuple[str, Money]] = {}  # idempotency key -> its funding
         self.tick_stats: TickStats | None = None  # set it to show failures, a last error
+        self.limits: dict[str, tuple[int | None, int | None]] = {}  # each spawn's memory, pids
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -132,10 +134,14 @@ class FakeNode:
         code: Sequence[str] | None = None,
         bounty: Money = NO_MONEY,
         model: str | None = None,
+        memory: int | None = None,
+        pids: int | None = None,
     ) -> SpawnResult:
         with self._lock:
             if code is not None and any(not os.path.exists(path) for path in code):
                 raise NodeError("declared code does not exist")
+            if (memory is not None and memory < MIN_MEMORY_MAX) or (pids is not None and pids < 1):
+                raise NodeError("the memory limit must be 1 MiB or more, the pids limit 1 or more")
             if not argv:
                 raise NodeError("empty command")
             if user is not None and user != "nobody":
@@ -165,6 +171,7 @@ class FakeNode:
             )
             token = f"agent-token-{number}"
             self.tokens[token] = Principal(Role.AGENT, agent)
+            self.limits[agent] = (memory, pids)
             self._event("funded", agent, amount=fund)
             self._event(
                 "spawned", agent, name=name, argv=list(argv), pid=pid, user=user, bid=bid,

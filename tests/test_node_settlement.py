@@ -4,6 +4,7 @@ the accrued balance."""
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -27,14 +28,14 @@ TICK_S = 0.1
 class Node:
     """A daemon on fakes, and the hands that move its clock and its agents' CPU."""
 
-    def __init__(self, state: Path, **settings: float) -> None:
+    def __init__(self, state: Path, audit_seed: int = 0, **settings: float) -> None:
         self.clock, self.wall = FakeClock(), [1_000_000.0]
         self.supervisor = FakeSupervisor()
         sensors = FakeSensors(self.clock, self.supervisor)
         config = NodeConfig(state_dir=state, tick_s=TICK_S, **settings)  # type: ignore[arg-type]
         self.daemon = NodeDaemon(
             config, clock=self.clock, wall=lambda: self.wall[0], sensors=sensors,
-            supervisor=self.supervisor,
+            supervisor=self.supervisor, audit_rng=random.Random(audit_seed),
         )  # fmt: skip
 
     def ticks(self, count: int, busy: tuple[str, ...] = (), cpu_s: float = TICK_S) -> None:

@@ -241,13 +241,17 @@ class Client:
         code: Sequence[str] | None = None,
         bounty: float | None = None,
         model: str | None = None,
+        memory: int | None = None,
+        pids: int | None = None,
     ) -> SpawnResult:
         """Start `argv` as an agent funded with `fund` $J from the treasury; `code` declares the
         binaries and libraries (or directories of them) it runs, for audits to check; `bounty`
-        $J is paid per valid proof of inference of `model` (a path on the node) it submits."""
+        $J is paid per valid proof of inference of `model` (a path on the node) it submits;
+        `memory` (bytes) and `pids` limit its group (None: the node's defaults)."""
         body = SpawnRequest(
             argv=list(argv), fund=fund, bid=bid, demand=demand, name=name, user=user,
-            code=list(code) if code else None, bounty=bounty, model=model,
+            code=list(code) if code else None, bounty=bounty, model=model, memory=memory,
+            pids=pids,
         )  # fmt: skip
         return from_json(SpawnResult, self._request("POST", "/agents", body=body))
 

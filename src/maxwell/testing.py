@@ -62,6 +62,7 @@ class FakeGroup:
     quota_cores: float | None = None
     weight: int | None = None
     pids_max: int | None = None
+    memory_max: int | None = None
     process: FakeProcess | None = None
     argv: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
@@ -76,7 +77,7 @@ class FakeGroup:
         self.weight = weight
 
     def set_memory_max(self, limit_bytes: int | None) -> None:
-        return None  # not enforced in memory; nothing reads it back
+        self.memory_max = limit_bytes  # recorded, not enforced
 
     def set_pids_max(self, limit: int | None) -> None:
         self.pids_max = limit

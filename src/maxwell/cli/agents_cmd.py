@@ -111,6 +111,25 @@ def _count(text: str) -> int:
 _count.__name__ = "integer >= 0"
 
 
+_BINARY = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _bytes(text: str) -> int:
+    """A byte count: an integer, or one with a binary suffix (K, M, G, T; KiB... too)."""
+    number, suffix = text.strip(), ""
+    for unit in ("KiB", "MiB", "GiB", "TiB", "K", "M", "G", "T"):
+        if number.upper().endswith(unit.upper()):
+            number, suffix = number[: -len(unit)], unit[0].upper()
+            break
+    value = int(number) * _BINARY[suffix]
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
+_bytes.__name__ = "byte count (e.g. 512M, 2G)"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     command = parser.prog.split()[-1]
     parser.description = DESCRIPTIONS[command]
@@ -147,6 +166,14 @@ def _spawn_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", metavar="MODEL.onnx", help="the model whose proved inference earns --bounty"
     )
+    parser.add_argument(
+        "--memory", type=_bytes, metavar="BYTES",
+        help="memory its group may use, e.g. 512M (default: the node's memory_max, 4G)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pids", type=int, metavar="N",
+        help="processes and threads it may have (default: the node's pids_max, 256)",
+    )  # fmt: skip
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
 
@@ -252,7 +279,7 @@ def _spawn(client: Client, args: argparse.Namespace, out: Console) -> None:
     model = os.path.abspath(args.model) if args.model is not None else None
     result = client.spawn(
         command, fund=fund_j, bid=args.bid, demand=args.demand, name=args.name, user=args.user,
-        code=code or None, bounty=bounty_j, model=model,
+        code=code or None, bounty=bounty_j, model=model, memory=args.memory, pids=args.pids,
     )  # fmt: skip
     if args.json:
         print(json.dumps(to_json(result)))

@@ -80,8 +80,11 @@ config (TOML): a [daemon] table may set state, socket, listen, tick_s, mechanism
 audit_probability, log_level, log_format (flags win), grace_s (frozen-while-insolvent grace
 before apoptosis), landauer_multiplier, capacity_cores, derate_below_c and
 min_capacity_fraction (a node with less headroom than derate_below_c sells linearly fewer cores,
-down to min_capacity_fraction of them at the thermal limit; 10 and 0.25), pids_max (per agent,
-256), memory_interval_s (1) and settlement_s (1);
+down to min_capacity_fraction of them at the thermal limit; 10 and 0.25), pids_max and
+memory_max (each agent's limits unless its spawn sets them: 256 processes, 4294967296 bytes),
+memory_interval_s (1), settlement_s (1) and report_lease_s (3: under optimistic billing, a bonded
+agent that has not reported for this long is billed by the meter, and audited against the counters
+of the moment);
 a [model] table sets the power model's parameters (as for `maxwell run`).
 
 exit status: 0 stopped by SIGTERM, SIGINT or SIGHUP; 2 usage error; 125 the daemon failed.
@@ -209,13 +212,13 @@ def run(args: argparse.Namespace) -> int:
         return fail(PROG, f"--state {options.state_dir}: {exc.strerror}", EXIT_USAGE)
     from maxwell import log
     from maxwell.node.api import create_app, serve
-    from maxwell.node.paths import StateLockError
+    from maxwell.node.paths import StateDirUnsafeError, StateLockError
 
     log.configure(options.log_level, options.log_format)
     with StopRequest() as stop:
         try:
             node, daemon = _make_node(options)
-        except (UsageError, StateLockError) as exc:  # another daemon's directory: nothing touched
+        except (UsageError, StateLockError, StateDirUnsafeError) as exc:  # nothing touched
             return fail(PROG, str(exc), EXIT_USAGE)
         except MaxwellError as exc:
             return fail(PROG, str(exc), EXIT_FAILURE)

@@ -285,6 +285,8 @@ class LedgerStore:
             )
         if db_path.exists() and not db_path.is_file():
             raise NotALedgerError(f"{db_path} is not a regular file", path=str(db_path))
+        if create:
+            _create_private(db_path)
         uri = f"file:{urllib.parse.quote(str(db_path.absolute()))}?mode={'rwc' if create else 'rw'}"
         try:
             connection = sqlite3.connect(
@@ -842,6 +844,20 @@ def _meta_version(connection: sqlite3.Connection) -> int:
     """The ledger's version as recorded before `schema_migrations`: `meta`'s `version` row."""
     row = connection.execute("SELECT value FROM meta WHERE name = 'version'").fetchone()
     return 0 if row is None else int(row[0])
+
+
+def _create_private(db_path: Path) -> None:
+    """Make the database file, empty and mode 0600, if it is missing: SQLite would make it with
+    the umask's mode (0644), and its journal files take the database's mode."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        os.close(os.open(db_path, flags, 0o600))
+    except FileExistsError:
+        pass  # there already (the caller checked what it is)
+    except OSError as exc:
+        raise LedgerStoreError(
+            f"cannot create {db_path}: {_reason(exc)}", path=str(db_path)
+        ) from exc
 
 
 def _check_state_dir(state: Path, *, create: bool) -> None:

@@ -115,6 +115,7 @@ class AgentRecord:
     written: dict[str, object] = field(default_factory=dict)
     tick_input: AgentTickInput | None = None  # as the last tick saw it (reused while unchanged)
     reported: ReportRow | None = None  # its latest self-report
+    unreported_s: float = 0.0  # seconds it has run since then (its lease: `maxwell.node.claims`)
     # Optimistic billing (`maxwell.node.claims`): the bond posted in stake:<id>, the claim billed
     # up to, what the reports under-billed against the meter since the last audit (µ$J).
     bond: int = 0

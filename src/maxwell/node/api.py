@@ -301,6 +301,8 @@ def _add_account_routes(app: FastAPI, node: Node) -> None:
             code=body.code,
             bounty=tokens_to_money(body.bounty) if body.bounty is not None else NO_MONEY,
             model=body.model,
+            memory=body.memory,
+            pids=body.pids,
         )
         return result
 

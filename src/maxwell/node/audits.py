@@ -6,14 +6,16 @@ Rules:
 - Each tick each bonded, live agent is audited with the node's `audit_probability`, drawn from
   the operating system's randomness (unpredictable to agents) unless a test seeds it.
 - An audit checks what can be checked: the agent's latest report against the kernel's counters
-  read when it was made, and, where it declared its code at spawn, its threads' instruction
-  pointers against that code (sampled by ptrace: each thread stops for an instant). An agent
-  that traces itself, keeping the auditor out, fails the code check; a sampler that is
-  unavailable for reasons not the agent's checks nothing and says why.
+  read when it was made (once its lease lapsed, `maxwell.node.claims`: the counters of the
+  moment, which its stale claim must cover), and, where it declared its code at spawn, its
+  threads' instruction pointers against that code (sampled by ptrace: each thread stops for an
+  instant). An agent that traces itself, keeping the auditor out, fails the code check; a
+  sampler that is unavailable for reasons not the agent's checks nothing and says why.
 - The verdict is one journal entry: `audited`, or `slashed`, which moves the liar's bond to the
   slashing pool and claws back what its reports under-billed, at most the balance it holds once
-  its accrued bills are settled. Either way its `shadow` is cleared: an honest audit forgives
-  what the tolerance allowed, a slash settles it.
+  its accrued bills are settled, and clears its `shadow`. An honest audit forgives nothing: the
+  shadow is what its claims have not yet covered (a claim lags the meter by at most a lease),
+  and it stays for the claims to come or for a later slash.
 - The declared code is a manifest of ELF files: those named, and those found (symbolic links not
   followed) in the directories named.
 """
@@ -32,9 +34,10 @@ from maxwell.audit.policy import Usage, draw_audits, judge
 from maxwell.errors import MaxwellError
 from maxwell.node import tick as ticks
 from maxwell.node.agents import LIVE, AgentRecord, AgentRegistry, settled_balance
+from maxwell.node.claims import lapsed
 from maxwell.node.facade import AuditResult, NodeError
 from maxwell.node.policy.audit import judge_audit
-from maxwell.node.state import PendingEntry
+from maxwell.node.state import PendingEntry, ReportRow
 from maxwell.node.store import NodeStore
 from maxwell.units import Money
 
@@ -94,8 +97,10 @@ class Auditor:
         store: NodeStore,
         wall: Callable[[], float],
         rng: random.Random | None = None,
+        report_lease_s: float = 3.0,
     ) -> None:
         self._probability = probability
+        self._lease_s = report_lease_s
         self._agents = registry
         self._store = store
         self._wall = wall
@@ -143,14 +148,10 @@ class Auditor:
         (at most its `balance`)."""
         code = self._sample_code(agent)
         agent.audits += 1
-        findings: list[str] = []
-        checked: list[str] = []
-        reported = agent.reported
-        if reported is not None and reported.measured_cpu_ns is not None:
-            measured = Usage(reported.measured_cpu_ns, reported.measured_freed_bytes or 0)
-            verdict = judge(Usage(reported.cpu_ns, reported.freed_bytes), measured)
-            findings += verdict.findings
-            checked.append("reports")
+        stale = lapsed(agent, self._lease_s)
+        findings = self._check_reports(agent, stale)
+        checked = ["reports"] if findings is not None else []
+        findings = findings or []
         if code.checked:
             checked.append("code")
             findings += code.findings
@@ -161,6 +162,7 @@ class Auditor:
             "probability": self._probability,
             "sampled": sampled,
             "checked": checked,
+            "lapsed": stale,
         }
         if code.modules:
             detail["modules"] = dict(code.modules)
@@ -173,7 +175,7 @@ class Auditor:
             detail.update(findings=findings, bond=agent.bond, clawback=judgement.clawback)
             agent.bond, agent.claim_billed = 0, None
             agent.slashed += judgement.slashed
-        agent.shadow = 0  # an honest audit forgives what the tolerance allowed; a slash settles it
+            agent.shadow = 0  # settled by the claw-back; an honest audit forgives nothing
         kind = "slashed" if findings else "audited"
         result = AuditResult(
             agent=agent.id,
@@ -188,6 +190,26 @@ class Auditor:
             pause_us=code.pause_us,
         )
         return result, PendingEntry(key, tick, kind, judgement.movements, detail)
+
+    def _check_reports(self, agent: AgentRecord, stale: bool) -> list[str] | None:
+        """What is wrong with the agent's latest claim (None: no claim to check)."""
+        reported = agent.reported
+        if reported is None or reported.measured_cpu_ns is None:
+            return None
+        measured = self._truth(agent, reported, stale)
+        return list(judge(Usage(reported.cpu_ns, reported.freed_bytes), measured).findings)
+
+    @staticmethod
+    def _truth(agent: AgentRecord, reported: ReportRow, stale: bool) -> Usage:
+        """What a claim is judged against: the counters read when it arrived; once its lease
+        lapsed, the counters now (a silent agent's stale claim must cover all it ran)."""
+        if stale and agent.group is not None and agent.counted is not None:
+            try:
+                return Usage(agent.group.cpu_ns(), agent.counted.freed_seen)
+            except MaxwellError:  # its group is going away: judged as when it reported
+                pass
+        assert reported.measured_cpu_ns is not None
+        return Usage(reported.measured_cpu_ns, reported.measured_freed_bytes or 0)
 
     def _sample_code(self, agent: AgentRecord) -> CodeAudit:
         """Stop each of the agent's threads for an instant and read where it is (ptrace): the

@@ -13,6 +13,13 @@ Rules:
 - A bonded agent is billed by its claims since the last tick at the tick's joules per CPU
   second; what its claims under-bill against the meter accumulates in its `shadow`, for an
   audit to claw back (`maxwell.node.audits`).
+- A claim holds for a lease (`report_lease_s`) of running time: a bonded agent that has run
+  (running or throttled: a frozen agent cannot report, and its lease waits) for longer than that
+  since its latest report is billed by the meter, tick by tick, until it reports again, and what
+  it was billed is taken as claimed (`claim_billed` follows the counters), so its next claim
+  bills only what lies beyond. An agent that reports once and then falls silent gains at most
+  one lease, which its shadow keeps, and audits judge its stale claim against the counters of
+  the moment (`maxwell.node.audits`): caught with probability 1 - (1 - p)^N over N ticks.
 - The claim an agent is billed up to is stored with its settlement (a row in the claims table),
   and the row goes when its bond does, so a restart bills from it exactly once.
 """
@@ -28,7 +35,13 @@ from maxwell.errors import CgroupError
 from maxwell.node import tick as ticks
 from maxwell.node.agents import LIVE, AgentRecord, AgentRegistry
 from maxwell.node.config import NodeConfig
-from maxwell.node.facade import MAX_REPORTED_COUNT, MAX_REPORTED_CPU_S, NodeError, Report
+from maxwell.node.facade import (
+    MAX_REPORTED_COUNT,
+    MAX_REPORTED_CPU_S,
+    AgentState,
+    NodeError,
+    Report,
+)
 from maxwell.node.policy.optimistic import (
     TickPrices,
     bill_claim,
@@ -55,6 +68,25 @@ def check_report(report: Report) -> None:
             raise NodeError(f"{field_name} must be an integer, got {value!r}")
         if not 0 <= value <= MAX_REPORTED_COUNT:
             raise NodeError(f"{field_name} must be between 0 and 2**62, got {value}")
+
+
+RAN = (AgentState.RUNNING, AgentState.THROTTLED)  # what runs the lease down
+
+
+def lapsed(agent: AgentRecord, lease_s: float) -> bool:
+    """Whether the agent has run longer than its lease since its latest report."""
+    return agent.reported is not None and agent.unreported_s > lease_s
+
+
+def metered_up_to(agent: AgentRecord) -> Usage:
+    """What the agent was billed up to, taking what the meter billed as claimed."""
+    billed = agent.claim_billed or Usage(0, 0)
+    counted = agent.counted
+    if counted is None or counted.cpu_ns_seen is None:
+        return billed
+    return Usage(
+        max(billed.cpu_ns, counted.cpu_ns_seen), max(billed.freed_bytes, counted.freed_seen)
+    )
 
 
 class OptimisticBilling:
@@ -104,7 +136,7 @@ class OptimisticBilling:
             if fell:
                 raise NodeError(f"reports are cumulative since spawn: {'; '.join(fell)}")
         self._store.state.save_report(claim)
-        agent.reported = claim
+        agent.reported, agent.unreported_s = claim, 0.0
 
     def restore(self, agent: AgentRecord, claim: ClaimRow | None) -> None:
         """A reloaded agent with a bond is billed by its claims up to its stored claim."""
@@ -183,11 +215,13 @@ class OptimisticBilling:
         freed: Mapping[str, int],
         temperature_c: float,
         spot: float,
+        interval_s: float,
     ) -> tuple[dict[str, int], dict[str, int]]:
         """The energy and bytes freed to bill, by the claims of bonded agents: their claimed CPU
         time since the last tick at the tick's joules per CPU second (attribution is by CPU time,
         so that rate is every agent's), their claimed bytes freed. What the claims under-bill
-        against the meter accumulates in `shadow`, for an audit to claw back."""
+        against the meter accumulates in `shadow`, for an audit to claw back. An agent that ran
+        `interval_s` more and whose lease lapsed is billed by the meter (see the module)."""
         cpu_ns: dict[str, int] = {}
         for agent in self._agents:
             counted = agent.counted
@@ -201,6 +235,11 @@ class OptimisticBilling:
             if not agent.bond or agent.claim_billed is None or agent.reported is None:
                 continue
             if agent.id not in energies:
+                continue
+            if agent.state in RAN:
+                agent.unreported_s += interval_s
+            if lapsed(agent, self._config.report_lease_s):
+                agent.claim_billed = metered_up_to(agent)
                 continue
             claim = Usage(agent.reported.cpu_ns, agent.reported.freed_bytes)
             metered = Usage(cpu_ns.get(agent.id, 0), freed.get(agent.id, 0))

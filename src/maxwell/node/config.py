@@ -18,11 +18,13 @@ from pathlib import Path
 from maxwell.economy.mechanisms import MECHANISM_NAMES
 from maxwell.economy.price import GridPrice, parse_grid
 from maxwell.errors import UsageError
+from maxwell.node.facade import MIN_MEMORY_MAX
 from maxwell.node.paths import StatePaths
 from maxwell.node.tick import DERATE_BELOW_HEADROOM_C, MIN_CAPACITY_FRACTION
 from maxwell.sensors.model import ModelConfig
 
 DEFAULT_STATE_DIR = "/var/lib/maxwell"
+DEFAULT_MEMORY_MAX = 4 << 30  # an agent's memory limit unless its spawn sets one
 CGROUP_KINDS = ("auto", "v1", "v2", "none")  # "none": process trees, no limits (tests, no root)
 BILLING_MODES = ("metered", "optimistic")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -53,12 +55,14 @@ class NodeConfig:
     cgroup: str = "auto"
     billing: str = "metered"
     audit_probability: float = DEFAULT_AUDIT_PROBABILITY
+    report_lease_s: float = 3.0  # optimistic billing: a bonded agent reports at least this often
     grace_s: float = 5.0  # frozen while insolvent this long, then killed
     landauer_multiplier: float = 1.0
     capacity_cores: float | None = None  # None: the CPUs of the machine
     derate_below_c: float = DERATE_BELOW_HEADROOM_C
     min_capacity_fraction: float = MIN_CAPACITY_FRACTION
     pids_max: int | None = 256  # per agent; None: no limit
+    memory_max: int | None = DEFAULT_MEMORY_MAX  # bytes per agent; None: no limit
     memory_interval_s: float = 1.0  # how often memory counters are read
     settlement_s: float = 1.0  # the ledger takes an agent's accrued bills at most this often
     log_level: str = "info"
@@ -145,7 +149,7 @@ def _label(name: str) -> str:
 
 _TEXT = ("state_dir", "socket_path", "listen", "mechanism", "cgroup", "billing", "log_level",
          "log_format", "grid")  # fmt: skip
-_INTEGER = ("pids_max",)
+_INTEGER = ("pids_max", "memory_max")
 
 
 def _check_types(values: Mapping[str, object]) -> None:
@@ -201,6 +205,7 @@ def _check_numbers(config: NodeConfig) -> None:
     finite("derate_below_c", config.derate_below_c, 0.0, above=True)
     finite("memory_interval_s", config.memory_interval_s, 0.0, above=True)
     finite("settlement_s", config.settlement_s, 0.0)
+    finite("report_lease_s", config.report_lease_s, 0.0, above=True)
     if config.capacity_cores is not None:
         finite("capacity_cores", config.capacity_cores, 0.0, above=True)
     if config.active_w_per_core is not None:
@@ -214,3 +219,7 @@ def _check_numbers(config: NodeConfig) -> None:
             raise NodeConfigError(f"{_label(name)} must be between 0 and 1, got {value!r}")
     if config.pids_max is not None and config.pids_max < 1:
         raise NodeConfigError(f"[daemon] pids_max must be 1 or more, got {config.pids_max!r}")
+    if config.memory_max is not None and config.memory_max < MIN_MEMORY_MAX:
+        raise NodeConfigError(
+            f"[daemon] memory_max must be {MIN_MEMORY_MAX} bytes or more, got {config.memory_max!r}"
+        )

@@ -8,9 +8,9 @@ parts, hands each call to the part that owns it (each part's module states its r
 - `bounties`: proofs of inference; `recovery`: re-adoption and the down interval, billed once;
 - `views`: the read models (agents, events, status).
 
-Start-up (docs/node.md): the state directory is locked first (a refused start touches nothing
-else), then the store, sensors, meter and supervisor open, and recovery runs. A start that fails
-closes what it opened and removes the cgroups it made (a tree holding live agents stays).
+Start-up (docs/node.md): the state directory must be the daemon's own (`paths.check_private_*`)
+and is locked first (a refused start touches nothing), then the store, sensors, meter and
+supervisor open, and recovery runs. A failed start closes what it opened and removes its cgroups.
 Threads: one `threading.RLock` guards the parts (the API calls in from its threads, `run_forever`
 ticks in another); a tick reads the meter before taking it, so that reading holds no call up.
 Shutdown: `shutdown()` (SIGTERM) settles every agent in a last tick and leaves them running in
@@ -42,7 +42,7 @@ from maxwell.node.audits import Auditor
 from maxwell.node.bounties import Bounties
 from maxwell.node.claims import OptimisticBilling, check_report
 from maxwell.node.config import NodeConfig
-from maxwell.node.paths import StateLock
+from maxwell.node.paths import StateLock, check_private_files, check_private_root
 from maxwell.node.processes import AgentProcesses, funding_request, spawn_request
 from maxwell.node.recovery import Recovery
 from maxwell.node.state import admin_token, hash_token
@@ -72,14 +72,15 @@ class NodeDaemon:
         grid: GridPrice | None = None,
         audit_rng: random.Random | None = None,
     ) -> None:
-        """Lock the state directory first (one daemon per directory: a refused start touches
-        nothing else), then open the store, the sensors and the cgroups, and recover."""
+        """Check and lock the state directory first (a refused start touches nothing), then open
+        the store, the sensors and the cgroups, and recover."""
         self.config = config
         self.paths = config.paths
         try:
             self.paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise facade.NodeError(f"--state {self.paths.root}: {exc.strerror}") from exc
+        check_private_root(self.paths)
         self._state_lock = StateLock.acquire(self.paths)
         self._closed = True  # until everything below is open
         self._clock: Clock = clock if clock is not None else SystemClock()
@@ -103,11 +104,11 @@ class NodeDaemon:
         grid: GridPrice | None,
         audit_rng: random.Random | None,
     ) -> None:
-        """Open the store, the meter and the supervisor, make the parts, and recover."""
+        """Check the state's files, open the store, meter and supervisor, make parts, recover."""
+        check_private_files(self.paths)
         config = self.config
         self._lock = threading.RLock()
-        # A whole tick and shutdown hold it; the meter is read under it alone (the API goes on).
-        self._tick_lock = threading.RLock()
+        self._tick_lock = threading.RLock()  # a tick, shutdown; the meter is read under it alone
         self._wall = wall
         self.capacity_cores = float(config.capacity_cores or os.cpu_count() or 1)
         self._owns_sensors = sensors is None
@@ -135,15 +136,15 @@ class NodeDaemon:
         )  # fmt: skip
         self._auditor = Auditor(
             probability=config.audit_probability, registry=registry, store=store, wall=wall,
-            rng=audit_rng,
+            rng=audit_rng, report_lease_s=config.report_lease_s,
         )  # fmt: skip
         parts = TickParts(
             config=config, clock=clock, wall=wall, store=store, meter=meter, supervisor=supervisor,
             registry=registry, processes=self._processes, billing=self._billing,
             auditor=self._auditor,
         )  # fmt: skip
-        tick = self._state.last_tick()[0]
-        self._ticker = Ticker(parts, opening, capacity_cores=self.capacity_cores, tick=tick)
+        last = self._state.last_tick()[0]
+        self._ticker = Ticker(parts, opening, capacity_cores=self.capacity_cores, tick=last)
         self._views = NodeViews(
             config, ledger=self._ledger, state=self._store.reader, registry=registry,
             ticker=self._ticker, supervisor=supervisor,
@@ -164,8 +165,7 @@ class NodeDaemon:
         return OpeningPrice.open(grid, self._meter.node, wall, self._clock)
 
     def _recover(self) -> None:
-        """Post what a killed daemon left pending, reload and re-adopt the agents, and bill the
-        interval the daemon was down (`maxwell.node.recovery`)."""
+        """Reload and re-adopt the agents, bill the time it was down (`maxwell.node.recovery`)."""
         assert self._supervisor is not None
         Recovery(
             wall=self._wall, store=self._store, meter=self._meter, supervisor=self._supervisor,
@@ -286,10 +286,13 @@ class NodeDaemon:
         code: Sequence[str] | None = None,
         bounty: Money = facade.NO_MONEY,
         model: str | None = None,
+        memory: int | None = None,
+        pids: int | None = None,
     ) -> facade.SpawnResult:
         request = spawn_request(
             argv, fund=fund, bid=bid, demand=demand, name=name, user=user, code=code,
-            bounty=bounty, model=model, load_model=self._bounties.load_model,
+            bounty=bounty, model=model, load_model=self._bounties.load_model, memory=memory,
+            pids=pids,
         )  # fmt: skip
         with self._changing() as changed:
             spawned = self._processes.spawn(request)
@@ -383,10 +386,6 @@ class NodeDaemon:
     def sold_cores(self) -> float:
         """This tick's capacity: fewer cores than `capacity_cores` when the node is hot."""
         return self._ticker.sold_cores
-
-    @property
-    def last_tick_duration_s(self) -> float:
-        return self._ticker.last_tick_duration_s
 
     def group_dirs(self, agent: str) -> list[str]:
         """The cgroup directories an agent's group lives in (empty once removed)."""

@@ -33,6 +33,8 @@ from maxwell.units import (
     uj_to_joules,
 )
 
+MIN_MEMORY_MAX = 1 << 20  # an agent's memory limit: below a MiB, not even an interpreter starts
+
 
 class _MicroUnits:
     """A field held in integer micro-units that travels as a float of the whole unit: the
@@ -288,6 +290,8 @@ class Node(Protocol):
         code: Sequence[str] | None = None,  # declared binaries, libraries or directories of them
         bounty: Money = NO_MONEY,  # paid from the treasury for each valid proof of `model`
         model: str | None = None,  # the ONNX model whose inference the bounty pays for
+        memory: int | None = None,  # bytes the agent's group may use; None: the node's default
+        pids: int | None = None,  # processes and threads it may have; None: the node's default
     ) -> SpawnResult: ...
 
     def fund(self, agent: str, amount: Money, key: str | None = None) -> AgentInfo: ...

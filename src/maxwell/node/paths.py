@@ -8,6 +8,11 @@
       agents/<id>.log   each agent's standard output and error
       work/<id>/        each agent's own directory, where it leaves proofs for the node to read
 
+The directory is the daemon's own (`check_private_root`, `check_private_files`): owned by its
+user, writable by nobody else, and so are its token, database and lock (mode 0600); anything
+else is refused before it is used, since whoever could write there could plant a token (and be
+the node's admin) or a database (and print money).
+
 One daemon per state directory: `StateLock.acquire` takes `daemon.lock` before the daemon touches
 anything else (database, cgroups, socket). The kernel drops the lock when its holder dies, even by
 SIGKILL, so a crashed daemon never blocks its successor, and a refused start changes nothing.
@@ -17,7 +22,9 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +37,7 @@ LOCK_FILE = "daemon.lock"
 LOGS_DIR = "agents"
 WORK_DIR = "work"
 _MAX_LOCK_BYTES = 64  # what the lock file may hold: a pid and a newline
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -130,3 +138,68 @@ def _holder(fd: int) -> int | None:
     except (OSError, UnicodeDecodeError):
         return None
     return int(text) if text.isdigit() else None
+
+
+class StateDirUnsafeError(MaxwellError):
+    """The state directory, or a file in it, could have been planted or changed by another user."""
+
+
+# The files a daemon trusts in its state directory: its own, private (mode 0600).
+_PRIVATE_FILES = (ADMIN_TOKEN_FILE, DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", LOCK_FILE)
+
+
+def check_private_root(paths: StatePaths, uid: int | None = None) -> None:
+    """Refuse (`StateDirUnsafeError`, saying why and what to do) a state directory that is not
+    the daemon's own: not owned by `uid` (the daemon's effective uid), or writable by its group
+    or others. Someone who could write there could plant a token and become the node's admin,
+    or a database and print money. Checked before anything is made in it."""
+    uid = os.geteuid() if uid is None else uid
+    root = paths.root
+    try:
+        found = os.stat(root)
+    except OSError as exc:
+        raise StateDirUnsafeError(f"--state {root}: {exc.strerror}") from exc
+    _check_owner(root, found, uid)
+    if found.st_mode & 0o022:
+        raise StateDirUnsafeError(
+            f"--state {root}: writable by its group or others (mode {found.st_mode & 0o777:o}): "
+            f"make it private (chmod 700 {root}) or choose another directory"
+        )
+
+
+def check_private_files(paths: StatePaths, uid: int | None = None) -> None:
+    """Refuse an admin token, database or lock that is not a regular file (a link), is owned by
+    another uid than `uid`, or is writable by others. One of the daemon's own that others may
+    read is made private (mode 0600), with a warning: older releases left the database 0644."""
+    uid = os.geteuid() if uid is None else uid
+    for name in _PRIVATE_FILES:
+        _check_file(paths.root / name, uid)
+
+
+def _check_file(path: Path, uid: int) -> None:
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return  # the daemon makes it, private
+    except OSError as exc:
+        raise StateDirUnsafeError(f"{path}: {exc.strerror}") from exc
+    if not stat.S_ISREG(found.st_mode):
+        raise StateDirUnsafeError(f"{path}: not a regular file (a link?): remove it")
+    _check_owner(path, found, uid)
+    mode = found.st_mode & 0o777
+    if mode & 0o022:
+        raise StateDirUnsafeError(
+            f"{path}: writable by its group or others (mode {mode:o}): it may have been "
+            "changed by another user; check it, then chmod 600 it"
+        )
+    if mode & 0o077:
+        log.warning("%s: mode %o let others read it; made private (0600)", path, mode)
+        os.chmod(path, 0o600)
+
+
+def _check_owner(path: Path, found: os.stat_result, uid: int) -> None:
+    if found.st_uid != uid:
+        raise StateDirUnsafeError(
+            f"{path}: owned by uid {found.st_uid}, not by this daemon's user (uid {uid}): "
+            "refusing what another user may have planted"
+        )

@@ -4,10 +4,11 @@ Rules:
 
 - A spawn's arguments are refused, its declared code hashed and its bounty's model loaded
   before anything is made (`spawn_request`).
-- A spawn is all or nothing: the group is limited (pids, a CPU quota of its demand capped at the
-  node's cores) and metered before the command starts, so all its CPU is billed; its row, code,
-  bounty, bid, accounts, funding and `spawned` event are one unit of work. If any step fails,
-  the process started for it is killed and its group removed: nothing of the spawn is left.
+- A spawn is all or nothing: the group is limited (pids and memory, the spawn's or the node's
+  defaults; a CPU quota of its demand capped at the node's cores) and metered before the command
+  starts, so all its CPU is billed; its row, code, bounty, bid, accounts, funding and `spawned`
+  event are one unit of work. If any step fails, the process started for it is killed and its
+  group removed: nothing of the spawn is left.
 - Each agent runs with its own environment (`MAXWELL_SOCKET`, its token, its id, its directory),
   none of the daemon's other `MAXWELL_*` variables, and its own log. An agent started under
   `user` drops privileges with `setpriv` (util-linux), which execs the command in place: the
@@ -48,7 +49,7 @@ from maxwell.meter import LiveMeter
 from maxwell.node.agents import LIVE, AgentRecord, AgentRegistry, CountedGroup, agent_row
 from maxwell.node.audits import declared_manifest
 from maxwell.node.config import NodeConfig
-from maxwell.node.facade import AgentState, NodeError, SpawnResult
+from maxwell.node.facade import MIN_MEMORY_MAX, AgentState, NodeError, SpawnResult
 from maxwell.node.paths import StatePaths
 from maxwell.node.state import hash_token, new_token
 from maxwell.node.store import NodeStore
@@ -73,6 +74,8 @@ class SpawnRequest:
     inference: tuple[Model, VerifierKey] | None  # the model a bounty pays for, and its key
     model: str | None  # that model's path, as given
     bounty: int
+    memory: int | None = None  # its group's limits; None: the node's defaults
+    pids: int | None = None
 
 
 def _check_spawn(argv: Sequence[str], fund: object, bounty: object, model: str | None) -> None:
@@ -99,10 +102,14 @@ def spawn_request(
     bounty: int,
     model: str | None,
     load_model: Callable[[str], tuple[Model, VerifierKey]],
+    memory: int | None = None,
+    pids: int | None = None,
 ) -> SpawnRequest:
     """A spawn's arguments checked, its declared code hashed and its bounty's model loaded,
     before anything is made (a `NodeError` says what is refused)."""
     _check_spawn(argv, fund, bounty, model)
+    _check_limit("the memory limit", memory, MIN_MEMORY_MAX, "bytes")
+    _check_limit("the pids limit", pids, 1, "processes")
     manifest = declared_manifest(code) if code else None
     inference = load_model(model) if model is not None else None
     try:
@@ -111,7 +118,14 @@ def spawn_request(
         raise NodeError(str(exc)) from exc
     if user is not None:
         as_user(user, argv)  # refuse an unknown user before anything is made
-    return SpawnRequest(argv, fund, bid, demand, name, user, manifest, inference, model, bounty)
+    return SpawnRequest(
+        argv, fund, bid, demand, name, user, manifest, inference, model, bounty, memory, pids
+    )
+
+
+def _check_limit(what: str, value: object, low: int, unit: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+        raise NodeError(f"{what} must be an integer of {low} {unit} or more, got {value!r}")
 
 
 def funding_request(agent_id: str, amount: int, key: str | None = None) -> EntryRequest:
@@ -197,20 +211,18 @@ class AgentProcesses:
         if request.inference is not None and request.model is not None:
             agent.model, agent.model_key = request.inference
             agent.bounty = request.bounty
-        self._launch(agent, token)
+        self._launch(agent, token, request)
         self._record_spawn(agent, request.fund, request.model, at)
         self._agents.add(agent)
         assert agent.pid is not None
         return SpawnResult(agent=agent_id, name=agent.name, pid=agent.pid, token=token)
 
-    def _launch(self, agent: AgentRecord, token: str) -> None:
+    def _launch(self, agent: AgentRecord, token: str, request: SpawnRequest) -> None:
         """Limit the agent's group and start its command in it; on any failure, undo all."""
         group = agent.group
         assert group is not None and agent.counted is not None
         try:
-            if self._config.pids_max is not None:
-                with logged(log, f"agent {agent.id}: no pids limit", CgroupUnavailableError):
-                    group.set_pids_max(self._config.pids_max)
+            self._limit(agent, request)
             quota = min(agent.demand, self._capacity_cores)
             with logged(log, f"agent {agent.id}: no CPU quota", CgroupUnavailableError):
                 group.set_cpu_quota(quota)
@@ -225,6 +237,19 @@ class AgentProcesses:
                 group.remove()
             raise
         agent.pid = agent.popen.pid
+
+    def _limit(self, agent: AgentRecord, request: SpawnRequest) -> None:
+        """The group's memory and pids limits: the spawn's, else the node's (none where the
+        controller is missing: logged)."""
+        assert agent.group is not None
+        pids = request.pids if request.pids is not None else self._config.pids_max
+        memory = request.memory if request.memory is not None else self._config.memory_max
+        if pids is not None:
+            with logged(log, f"agent {agent.id}: no pids limit", CgroupUnavailableError):
+                agent.group.set_pids_max(pids)
+        if memory is not None:
+            with logged(log, f"agent {agent.id}: no memory limit", CgroupUnavailableError):
+                agent.group.set_memory_max(memory)
 
     def _record_spawn(self, agent: AgentRecord, fund: int, model: str | None, at: float) -> None:
         """One unit of work: the agent's row, code, bounty and bid, its accounts, funding and

@@ -357,7 +357,7 @@ class Ticker:
         billed_energy, billed_freed = energies, freed
         if optimistic:
             billed_energy, billed_freed = billing.claimed(
-                energies, freed, sample.temperature_c, self.quote.spot
+                energies, freed, sample.temperature_c, self.quote.spot, interval_s
             )
         if self.resting.verifying:
             self.check_resting(balances)

@@ -28,7 +28,15 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError
 
-from maxwell.node.facade import WIRE_CONFIG, AgentInfo, Event, NodeStatus, PriceInfo, Report
+from maxwell.node.facade import (
+    MIN_MEMORY_MAX,
+    WIRE_CONFIG,
+    AgentInfo,
+    Event,
+    NodeStatus,
+    PriceInfo,
+    Report,
+)
 from maxwell.node.tickstats import TickStats
 
 __all__ = [
@@ -56,6 +64,7 @@ MIN_AMOUNT_J = 1e-6  # one µ$J, the ledger's unit: every amount the schema admi
 MAX_PRICE = 1e9  # $J per J; the spot price is around 1
 MAX_DEMAND_CORES = 1e6
 MAX_ARGV = 1024
+MAX_LIMIT = 1 << 62  # a memory or pids limit: the kernel's own "max" is larger than any use
 MAX_TEXT = 4096  # one argv element, one path
 MAX_NAME = 64
 
@@ -132,6 +141,20 @@ class SpawnRequest:
             "bounty"
         ),
     ] = None
+    memory: Annotated[
+        int | None,
+        Field(
+            ge=MIN_MEMORY_MAX, le=MAX_LIMIT,
+            description="bytes the agent's group may use (default: the node's memory_max)",
+        ),
+    ] = None  # fmt: skip
+    pids: Annotated[
+        int | None,
+        Field(
+            ge=1, le=MAX_LIMIT,
+            description="processes and threads the agent may have (default: the node's pids_max)",
+        ),
+    ] = None  # fmt: skip
 
 
 @dataclass(frozen=True)

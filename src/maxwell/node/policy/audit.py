@@ -2,14 +2,15 @@
 
 Rules:
 
-- No finding: the agent is honest. Nothing moves; what its reports under-billed within the
-  tolerance (`shadow`) is forgiven.
+- No finding: the agent is honest. Nothing moves, and nothing is forgiven: what its reports
+  have under-billed so far (`shadow`) is what its claims have not covered yet (they lag the
+  meter by at most a lease), and stays for the claims to come or for a later slash.
 - Any finding: the agent is slashed. Its whole bond moves from its stake account to the slashing
   pool, and what its reports under-billed since the last audit is clawed back from its balance to
   the grid: `min(max(shadow, 0), balance)`, so a claw-back never overdraws the agent (the
   movements apply to a ledger that holds `balance` in the agent's account and `bond` in its stake).
-- Either way the shadow starts again from zero; a slashed agent loses its bond and goes back to
-  being billed by the meter.
+- After a slash the shadow starts again from zero; a slashed agent loses its bond and goes back
+  to being billed by the meter.
 """
 
 from __future__ import annotations
