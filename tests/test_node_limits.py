@@ -1,30 +1,33 @@
 """Each agent's memory and pids limits: the spawn's, else the node's (`NodeConfig.memory_max`,
 `pids_max`), refused when malformed before anything is made; through the API, the SDK and the
-CLI's `--memory` / `--pids`. (Enforcement on real cgroups: tests/adversarial/test_limits.py.)"""
+CLI's `--memory` / `--pids` (enforced on real cgroups: tests/adversarial/test_limits.py); and
+the OOM killer's order: agents first, the daemon last."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fake_node import ADMIN_TOKEN, FakeNode, TestClient
+from helpers import wait_until
 from maxwell.cli.agents_cmd import _bytes
 from maxwell.node.api import create_app
 from maxwell.node.config import DEFAULT_MEMORY_MAX, NodeConfig, NodeConfigError
+from maxwell.node.daemon import NodeDaemon
 from maxwell.node.facade import NodeError
+from maxwell.node.supervisor import AGENT_OOM_SCORE_ADJ, DAEMON_OOM_SCORE_ADJ
 from maxwell.units import Money
-from test_node_settlement import J, Node
+from test_node_settlement import J, Node, running
 
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Node]:
-    made = Node(tmp_path / "state")
-    try:
+    with running(tmp_path / "state") as made:
         yield made
-    finally:
-        made.daemon.shutdown(kill_agents=True)
 
 
 def test_a_spawn_s_limits_and_the_node_s_defaults(node: Node) -> None:
@@ -82,3 +85,43 @@ def test_the_cli_reads_byte_counts() -> None:
     for bad in ("", "0", "-5M", "1.5G", "lots"):
         with pytest.raises(ValueError):
             _bytes(bad)
+
+
+SCORES = """
+import os, subprocess, sys
+child = subprocess.run([sys.executable, "-c", "print(open('/proc/self/oom_score_adj').read())"],
+                       capture_output=True, text=True).stdout.strip()
+own = open("/proc/self/oom_score_adj").read().strip()
+with open(os.path.join(os.environ["MAXWELL_AGENT_DIR"], "scores"), "w") as out:
+    out.write(f"{own} {child}")
+"""
+
+
+def test_agents_are_the_oom_killer_s_first_choice(tmp_path: Path) -> None:
+    """An agent starts with its oom_score_adj raised (and whatever it forks inherits it); the
+    process that spawned it keeps its own."""
+    daemon = NodeDaemon(NodeConfig(state_dir=tmp_path / "state", tick_s=0.1, cgroup="none"))
+    try:
+        spawned = daemon.spawn([sys.executable, "-c", SCORES], fund=Money(J), bid=1.0)
+        said = tmp_path / "state" / "work" / spawned.agent / "scores"
+        wait_until(lambda: said.exists() and said.read_text(), timeout_s=30, what="the scores")
+        assert said.read_text().split() == [str(AGENT_OOM_SCORE_ADJ)] * 2
+        assert Path("/proc/self/oom_score_adj").read_text().strip() != str(AGENT_OOM_SCORE_ADJ)
+    finally:
+        daemon.shutdown(kill_agents=True)
+
+
+def test_the_daemon_lowers_its_own_score_where_it_may() -> None:
+    """In a process of its own (lowering cannot be undone without privilege): done, or a warning
+    and the score left as it was."""
+    code = (
+        "from maxwell.node.supervisor import protect_daemon\n"
+        "done = protect_daemon()\n"
+        "print(done, open('/proc/self/oom_score_adj').read().strip())\n"
+    )
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    done, score = ran.stdout.split()
+    if done == "True":
+        assert score == str(DAEMON_OOM_SCORE_ADJ)
+    else:
+        assert score != str(DAEMON_OOM_SCORE_ADJ) and "cannot lower" in ran.stderr

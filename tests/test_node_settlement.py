@@ -4,6 +4,7 @@ the accrued balance."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 from collections.abc import Iterator, Mapping
@@ -51,13 +52,20 @@ class Node:
         return sum(1 for e in entries if e.kind == "bill" and e.detail["agent"] == agent)
 
 
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
-    made = Node(tmp_path / "state", settlement_s=0.5)
+@contextlib.contextmanager
+def running(state: Path, **settings: float) -> Iterator[Node]:
+    """A `Node` on `state`, its agents killed at the end."""
+    made = Node(state, **settings)
     try:
         yield made
     finally:
         made.daemon.shutdown(kill_agents=True)
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    with running(tmp_path / "state", settlement_s=0.5) as made:
+        yield made
 
 
 def test_an_idle_agent_writes_no_ledger_row(node: Node) -> None:

@@ -59,7 +59,7 @@ class Usage:
 
 @dataclass(frozen=True)
 class Verdict:
-    """The outcome of comparing a claim with the counters read when it was made."""
+    """The outcome of comparing a claim with the counters it must cover."""
 
     honest: bool
     findings: tuple[str, ...]  # one line per offence; empty when honest

@@ -37,8 +37,10 @@ def spawn_joined(
     stdin: StdStream,
     stdout: StdStream,
     stderr: StdStream,
+    oom_score_adj: int | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start `argv` in a new session, joined to every `cgroup.procs` in `procs_files` before exec.
+    """Start `argv` in a new session, joined to every `cgroup.procs` in `procs_files` before exec
+    (and with `oom_score_adj`, if given, `oom_adjuster`).
 
     The join runs in the forked child (`preexec_fn`) and uses only `os.open`/`os.write`/`os.close`
     on pre-encoded paths: writing "0" moves the writer itself, on v1 and v2 alike. Like every
@@ -47,6 +49,7 @@ def spawn_joined(
     `PermissionError`) propagate unchanged; a failed join becomes `CgroupError`.
     """
     targets = [os.fsencode(path) for path in procs_files]
+    adjust = oom_adjuster(oom_score_adj)
 
     def join_groups() -> None:
         for target in targets:
@@ -55,6 +58,8 @@ def spawn_joined(
                 os.write(fd, b"0")
             finally:
                 os.close(fd)
+        if adjust is not None:
+            adjust()
 
     try:
         return subprocess.Popen(
@@ -72,6 +77,26 @@ def spawn_joined(
             f"the child could not join {', '.join(procs_files)} before exec: {exc}",
             path=procs_files[0] if procs_files else None,
         ) from exc
+
+
+def oom_adjuster(score: int | None) -> Callable[[], None] | None:
+    """What a forked child runs before exec to set its own `oom_score_adj` (-1000..1000), which
+    its descendants inherit: the kernel's OOM killer then picks it, or them, before processes
+    with a lower score (raising one's own needs no privilege). None for no change."""
+    if score is None:
+        return None
+    if not -1000 <= score <= 1000:
+        raise UsageError(f"oom_score_adj must be between -1000 and 1000, got {score}")
+    text = str(score).encode()
+
+    def adjust() -> None:
+        fd = os.open(b"/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, text)
+        finally:
+            os.close(fd)
+
+    return adjust
 
 
 def parse_pids(text: str) -> set[int]:
@@ -315,13 +340,15 @@ class CgroupGroup(ABC):
         stdin: StdStream = None,
         stdout: StdStream = None,
         stderr: StdStream = None,
+        oom_score_adj: int | None = None,
     ) -> subprocess.Popen[bytes]:
         if self._removed:
             raise CgroupError(f"group {self.name!r} was removed", path=self.path)
         procs = [os.path.join(directory, "cgroup.procs") for directory in self.membership_dirs()]
         return spawn_joined(
-            procs, argv, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr
-        )
+            procs, argv, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
+            oom_score_adj=oom_score_adj,
+        )  # fmt: skip
 
     def _tree(self, directory: str) -> list[str]:
         """`directory` and the groups a workload may have made below it, parents first."""

@@ -56,6 +56,7 @@ class WorkloadGroup(Protocol):
         stdin: StdStream = None,
         stdout: StdStream = None,
         stderr: StdStream = None,
+        oom_score_adj: int | None = None,  # set in the child before exec (see `oom_adjuster`)
     ) -> subprocess.Popen[bytes]: ...
 
     def set_cpu_quota(self, cores: float | None, period_us: int = 100_000) -> None: ...

@@ -26,7 +26,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from maxwell.cgroups._group import send_signal, sigkill_until_empty
+from maxwell.cgroups._group import oom_adjuster, send_signal, sigkill_until_empty
 from maxwell.cgroups.base import GroupStats, StdStream
 from maxwell.clock import Clock, SystemClock
 from maxwell.errors import CgroupError, CgroupUnavailableError, ProcessError
@@ -134,6 +134,7 @@ class ProcTreeGroup:
         stdin: StdStream = None,
         stdout: StdStream = None,
         stderr: StdStream = None,
+        oom_score_adj: int | None = None,
     ) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
             list(argv),
@@ -143,6 +144,7 @@ class ProcTreeGroup:
             stdout=stdout,
             stderr=stderr,
             start_new_session=True,
+            preexec_fn=oom_adjuster(oom_score_adj),
         )
         self._roots.append(process.pid)
         return process

@@ -82,9 +82,10 @@ before apoptosis), landauer_multiplier, capacity_cores, derate_below_c and
 min_capacity_fraction (a node with less headroom than derate_below_c sells linearly fewer cores,
 down to min_capacity_fraction of them at the thermal limit; 10 and 0.25), pids_max and
 memory_max (each agent's limits unless its spawn sets them: 256 processes, 4294967296 bytes),
-memory_interval_s (1), settlement_s (1) and report_lease_s (3: under optimistic billing, a bonded
+memory_interval_s (1), settlement_s (1), report_lease_s (3: under optimistic billing, a bonded
 agent that has not reported for this long is billed by the meter, and audited against the counters
-of the moment);
+of the moment) and retention_s (86400: an agent that ended is reclaimed this long after, its
+ledger history kept);
 a [model] table sets the power model's parameters (as for `maxwell run`).
 
 exit status: 0 stopped by SIGTERM, SIGINT or SIGHUP; 2 usage error; 125 the daemon failed.
@@ -213,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
     from maxwell import log
     from maxwell.node.api import create_app, serve
     from maxwell.node.paths import StateDirUnsafeError, StateLockError
+    from maxwell.node.supervisor import protect_daemon
 
     log.configure(options.log_level, options.log_format)
     with StopRequest() as stop:
@@ -222,6 +224,7 @@ def run(args: argparse.Namespace) -> int:
             return fail(PROG, str(exc), EXIT_USAGE)
         except MaxwellError as exc:
             return fail(PROG, str(exc), EXIT_FAILURE)
+        protect_daemon()  # started: from now on the OOM killer takes agents first
         try:
             app = create_app(node, metrics=lambda: _metrics(node))
             server = serve(app, socket_path=options.socket, listen=options.listen)

@@ -116,6 +116,7 @@ class AgentRecord:
     tick_input: AgentTickInput | None = None  # as the last tick saw it (reused while unchanged)
     reported: ReportRow | None = None  # its latest self-report
     unreported_s: float = 0.0  # seconds it has run since then (its lease: `maxwell.node.claims`)
+    arrival: Usage | None = None  # the counters when it arrived: what the next claim must cover
     # Optimistic billing (`maxwell.node.claims`): the bond posted in stake:<id>, the claim billed
     # up to, what the reports under-billed against the meter since the last audit (µ$J).
     bond: int = 0
@@ -198,6 +199,11 @@ class AgentRegistry:
     def add(self, agent: AgentRecord) -> None:
         self.agents[agent.id] = agent
         self.by_token[agent.token_hash] = agent.id
+
+    def remove(self, agent_id: str) -> None:
+        """Forget an agent (reclaimed: `maxwell.node.retention`); its token no longer answers."""
+        agent = self.agents.pop(agent_id)
+        self.by_token.pop(agent.token_hash, None)
 
     def get(self, agent_id: str) -> AgentRecord:
         agent = self.agents.get(agent_id)

@@ -6,9 +6,9 @@ Rules:
 - Each tick each bonded, live agent is audited with the node's `audit_probability`, drawn from
   the operating system's randomness (unpredictable to agents) unless a test seeds it.
 - An audit checks what can be checked: the agent's latest report against the kernel's counters
-  read when it was made (once its lease lapsed, `maxwell.node.claims`: the counters of the
-  moment, which its stale claim must cover), and, where it declared its code at spawn, its
-  threads' instruction pointers against that code (sampled by ptrace: each thread stops for an
+  it must cover (`maxwell.node.claims`: those read when its previous report arrived; once its
+  lease lapsed, those of the moment), and, where it declared its code at spawn, its threads'
+  instruction pointers against that code (sampled by ptrace: each thread stops for an
   instant). An agent that traces itself, keeping the auditor out, fails the code check; a
   sampler that is unavailable for reasons not the agent's checks nothing and says why.
 - The verdict is one journal entry: `audited`, or `slashed`, which moves the liar's bond to the
@@ -201,8 +201,9 @@ class Auditor:
 
     @staticmethod
     def _truth(agent: AgentRecord, reported: ReportRow, stale: bool) -> Usage:
-        """What a claim is judged against: the counters read when it arrived; once its lease
-        lapsed, the counters now (a silent agent's stale claim must cover all it ran)."""
+        """What a claim is judged against: the counters it must cover (`maxwell.node.claims`);
+        once its lease lapsed, the counters now (a silent agent's stale claim must cover all it
+        ran)."""
         if stale and agent.group is not None and agent.counted is not None:
             try:
                 return Usage(agent.group.cpu_ns(), agent.counted.freed_seen)

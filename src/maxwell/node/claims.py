@@ -4,8 +4,12 @@
 Rules:
 
 - A report is an agent's cumulative claim since spawn (CPU time, bytes freed, work): numbers in
-  range, never falling. It is stored with the kernel's counters read at that instant, which a
-  later audit compares it with.
+  range, never falling. It is stored with what it must cover: the kernel's counters read when
+  the agent's previous report arrived (zero for its first), which a later audit compares it
+  with. An honest agent reads its own counters after its previous report was answered, so its
+  claim covers them however long a report takes to arrive, and however busy its processes are
+  meanwhile; comparing with the counters at its own arrival had judged honest families
+  dishonest under load (4.2 CPU-s claimed, 8.9 counted at arrival, under emulation).
 - In optimistic mode (`billing="optimistic"`, audits on) an agent that has reported and can
   afford it posts a Becker bond (`bond_for`) from its account to `stake:<id>`, once; one that
   cannot is told so once (`unbonded`) and stays billed by the meter. A slashed agent never
@@ -26,6 +30,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping, Set
 
@@ -70,6 +75,17 @@ def check_report(report: Report) -> None:
             raise NodeError(f"{field_name} must be between 0 and 2**62, got {value}")
 
 
+def _must_cover(agent: AgentRecord) -> Usage:
+    """The counters when the agent's previous report arrived; after a restart, what that report
+    had to cover; nothing for a first report."""
+    if agent.arrival is not None:
+        return agent.arrival
+    last = agent.reported
+    if last is not None and last.measured_cpu_ns is not None:
+        return Usage(last.measured_cpu_ns, last.measured_freed_bytes or 0)
+    return Usage(0, 0)
+
+
 RAN = (AgentState.RUNNING, AgentState.THROTTLED)  # what runs the lease down
 
 
@@ -110,20 +126,20 @@ class OptimisticBilling:
         self._stored: set[str] = set()  # agents with a row in the claims table
 
     def record_report(self, agent: AgentRecord, report: Report) -> None:
-        """Store a checked report (`check_report`) as the agent's latest claim, with the kernel's
-        counters read now; a report that falls below the last one is refused."""
+        """Store a checked report (`check_report`) as the agent's latest claim, with what it must
+        cover (see the module); a report that falls below the last one is refused."""
         cpu_s, freed, work = report.cpu_s, report.memory_freed_bytes, report.work
-        measured_cpu: int | None = None
-        measured_freed: int | None = None
+        arrival: Usage | None = None
         if agent.group is not None and agent.counted is not None:
-            try:  # the truth at the instant of the claim, for a later audit
-                measured_cpu = agent.group.cpu_ns()
-                measured_freed = agent.counted.freed_seen
-            except CgroupError:
-                pass  # its group is going away: the claim cannot be checked
+            # The truth now: what its next claim must cover (a group going away: nothing to check).
+            with contextlib.suppress(CgroupError):
+                arrival = Usage(agent.group.cpu_ns(), agent.counted.freed_seen)
+        cover = _must_cover(agent) if arrival is not None else None
         claim = ReportRow(
-            agent.id, self._wall(), round(cpu_s * 1e9), freed, work, measured_cpu, measured_freed
-        )
+            agent.id, self._wall(), round(cpu_s * 1e9), freed, work,
+            cover.cpu_ns if cover is not None else None,
+            cover.freed_bytes if cover is not None else None,
+        )  # fmt: skip
         last = agent.reported
         if last is not None:
             pairs: list[tuple[str, float, float]] = [
@@ -136,7 +152,7 @@ class OptimisticBilling:
             if fell:
                 raise NodeError(f"reports are cumulative since spawn: {'; '.join(fell)}")
         self._store.state.save_report(claim)
-        agent.reported, agent.unreported_s = claim, 0.0
+        agent.reported, agent.unreported_s, agent.arrival = claim, 0.0, arrival
 
     def restore(self, agent: AgentRecord, claim: ClaimRow | None) -> None:
         """A reloaded agent with a bond is billed by its claims up to its stored claim."""
@@ -250,6 +266,10 @@ class OptimisticBilling:
             agent.claim_billed = billed.billed_up_to
             agent.shadow += billed.under_billed
         return billed_energy, billed_freed
+
+    def forget(self, agent_id: str) -> None:
+        """A reclaimed agent: its claims row went with it."""
+        self._stored.discard(agent_id)
 
     def claim_rows(self, settled: Set[str]) -> dict[str, ClaimRow | None]:
         """The claims rows a tick writes: the claim of each bonded agent it settles, and `None`

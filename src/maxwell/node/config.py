@@ -65,6 +65,7 @@ class NodeConfig:
     memory_max: int | None = DEFAULT_MEMORY_MAX  # bytes per agent; None: no limit
     memory_interval_s: float = 1.0  # how often memory counters are read
     settlement_s: float = 1.0  # the ledger takes an agent's accrued bills at most this often
+    retention_s: float = 86_400.0  # an ended agent is reclaimed this long after it ended
     log_level: str = "info"
     log_format: str = "text"
     grid: str | None = None  # the grid price (`maxwell.economy.price.parse_grid`); None: 1.0
@@ -206,6 +207,7 @@ def _check_numbers(config: NodeConfig) -> None:
     finite("memory_interval_s", config.memory_interval_s, 0.0, above=True)
     finite("settlement_s", config.settlement_s, 0.0)
     finite("report_lease_s", config.report_lease_s, 0.0, above=True)
+    finite("retention_s", config.retention_s, 0.0)
     if config.capacity_cores is not None:
         finite("capacity_cores", config.capacity_cores, 0.0, above=True)
     if config.active_w_per_core is not None:

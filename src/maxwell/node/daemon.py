@@ -334,8 +334,8 @@ class NodeDaemon:
         return self._views.agent(agent)
 
     def audit(self, agent: str) -> facade.AuditResult:
-        """Audit `agent` now: its latest report against the counters read when it was made, and
-        (where it has a code manifest) its threads' instruction pointers. A liar is slashed at
+        """Audit `agent` now: its latest report against the counters it must cover, and (where
+        it has a code manifest) its threads' instruction pointers. A liar is slashed at
         once; the result and the journal entry say why."""
         with self._changing() as changed:
             changed.add(agent)

@@ -13,6 +13,10 @@ Rules:
 - An agent started under a `user` drops its privileges with `setpriv` (util-linux), which execs
   the command in place: the pid the supervisor returns is the agent's own.
 - The agent's standard output and error go to its log file, opened without following links.
+- The kernel's OOM killer takes agents first: each starts with its `oom_score_adj` raised to
+  `AGENT_OOM_SCORE_ADJ` (set in its child before exec, inherited by all it forks), and the
+  daemon lowers its own where it may (`protect_daemon`). A group's memory limit already keeps an
+  agent's OOM inside its group; this orders the machine-wide one.
 - Freezing uses the cgroup freezer where the group has one, else SIGSTOP/SIGCONT to its
   processes; killing kills the whole group (a frozen task still dies on SIGKILL).
 - Which started processes ended (`ended`) is asked once a tick for all of them. The real
@@ -44,6 +48,10 @@ from maxwell.node.facade import NodeError
 log = logging.getLogger(__name__)
 
 PRIVATE_PREFIX = "maxwell-node"
+# The OOM killer's order (`oom_score_adj`, -1000..1000): agents are raised in their forked child
+# before exec (no privilege needed), and the daemon lowers itself where it may.
+AGENT_OOM_SCORE_ADJ = 500
+DAEMON_OOM_SCORE_ADJ = -900
 _WAIT_S = 5.0  # for a killed or ended process to be reaped
 
 
@@ -103,6 +111,23 @@ class Supervisor(Protocol):
     def finish(self, group: WorkloadGroup, process: AgentProcess | None) -> int | None: ...
 
     def close(self, failure: BaseException | None = None) -> None: ...
+
+
+def protect_daemon(score: int = DAEMON_OOM_SCORE_ADJ) -> bool:
+    """Lower the daemon's own `oom_score_adj`, so that the kernel's OOM killer takes agents (at
+    `AGENT_OOM_SCORE_ADJ`) long before it: True if done. Lowering needs CAP_SYS_RESOURCE; without
+    it the agents' raised score still puts them first, and a warning says so."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as handle:
+            handle.write(str(score))
+    except OSError as exc:
+        log.warning(
+            "cannot lower the daemon's oom_score_adj to %d (%s): agents, at +%d, are still the "
+            "OOM killer's first choice",
+            score, exc.strerror, AGENT_OOM_SCORE_ADJ,
+        )  # fmt: skip
+        return False
+    return True
 
 
 def private_name(state_dir: str | os.PathLike[str]) -> str:
@@ -185,8 +210,9 @@ class CgroupSupervisor:
         output = os.open(log_path, flags, 0o600)
         try:
             return group.spawn(
-                command, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output
-            )
+                command, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output,
+                oom_score_adj=AGENT_OOM_SCORE_ADJ,
+            )  # fmt: skip
         except FileNotFoundError as exc:
             raise CommandError(f"{command[0]}: command not found") from exc
         except PermissionError as exc:

@@ -22,6 +22,9 @@ Rules:
   failure is counted (`TickRecorder`) and raised; the next tick retries.
 - The plan is carried out on the cgroups only once committed; quotas and weights are written
   only when they change. An agent that ended is finished after its last interval is billed.
+- Ticks that keep failing (a full disk) freeze every agent until one commits again
+  (`maxwell.node.hold`): none runs unbilled.
+- Agents that ended long ago are reclaimed after a committed tick (`maxwell.node.retention`).
 - Idle agents rest (`maxwell.node.resting`): a tick that left one out of its plan as quiet
   keeps it apart on its input, and the next ticks read its counter and nothing else about it
   until something wakes it.
@@ -58,9 +61,11 @@ from maxwell.node.bids import BidQueue, QueuedBid, checked_bid, store_bids
 from maxwell.node.claims import OptimisticBilling
 from maxwell.node.config import NodeConfig
 from maxwell.node.facade import AgentState, PriceInfo
+from maxwell.node.hold import Hold
 from maxwell.node.policy.settlement import Accrual, accrue, due, settlement_entry
 from maxwell.node.processes import AgentProcesses
 from maxwell.node.resting import RestingAgents
+from maxwell.node.retention import Retention
 from maxwell.node.state import PendingEntry
 from maxwell.node.store import NodeStore
 from maxwell.node.supervisor import Supervisor
@@ -229,6 +234,11 @@ class Ticker:
         self._undo = Undo()  # the tick in flight's: the live views it changed, as they were
         self.bids = BidQueue()  # bids since the last tick (`maxwell.node.bids`)
         self.resting = RestingAgents()  # the idle agents a tick leaves be
+        self.hold = Hold(parts.supervisor, parts.registry)  # no agent runs while ticks fail
+        self._retention = Retention(
+            retention_s=self._config.retention_s, store=parts.store, registry=parts.registry,
+            paths=self._config.paths, forget=(parts.billing.forget,),
+        )  # fmt: skip
         self.clearing_price: float | None = None  # the last committed tick's
         # The agents the last tick (or `take_bids`) changed, for the read models to publish.
         self.touched: set[str] = set()
@@ -260,6 +270,7 @@ class Ticker:
             self.touched = self.take_bids()
         except Exception as exc:
             self.stats.record_failure(exc, self._wall())
+            self.hold.failed(exc)
             raise
         committed, self._undo = self.tick, Undo()
         optimistic = self._config.billing == "optimistic"
@@ -273,9 +284,12 @@ class Ticker:
             if self.tick == committed:
                 self._roll_back(self._undo.views)
             self.resting.wake_all()
+            self.hold.failed(exc)
             raise
         finally:
             self.touched.update(self._undo.views)
+        self.hold.committed()
+        self.touched.update(self._retention.sweep(self._wall()))
         self.last_tick_duration_s = self._clock.monotonic() - started
         self.stats.record_tick(self.last_tick_duration_s)
 

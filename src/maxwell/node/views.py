@@ -112,12 +112,14 @@ class NodeViews:
         published = dict(self._published) if self._stale else self._published
         for agent_id in self._stale:
             agent = self._agents.agents.get(agent_id)
-            if agent is not None:
+            if agent is None:  # reclaimed (`maxwell.node.retention`)
+                published.pop(agent_id, None)
+            else:
                 balance = balances.get(agent.account)
                 if balance is None:
                     balance = self._balance(agent.account)
                 published[agent_id] = agent_info(agent, Money(balance - agent.accrual.owed))
-        if len(published) != len(self._published):  # new agents: in the registry's order
+        if len(published) > len(self._published):  # new agents: in the registry's order
             published = {a: published[a] for a in self._agents.agents if a in published}
         self._published, self._ledger_rows, self._stale = published, ledger_rows, set()
 
