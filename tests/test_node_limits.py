@@ -59,6 +59,10 @@ def test_the_node_s_defaults_are_checked(tmp_path: Path) -> None:
     with pytest.raises(NodeConfigError, match="memory_max must be 1048576 bytes or more"):
         NodeConfig(state_dir=tmp_path, memory_max=1000)
     assert NodeConfig(state_dir=tmp_path, memory_max=None).memory_max is None
+    with pytest.raises(NodeConfigError, match="report_lease_s must be a finite number above 0"):
+        NodeConfig(state_dir=tmp_path, report_lease_s=0.0)
+    with pytest.raises(NodeConfigError, match="retention_s must be a finite number 0 or more"):
+        NodeConfig(state_dir=tmp_path, retention_s=float("nan"))
 
 
 def test_the_api_passes_the_limits_and_refuses_bad_ones() -> None:

@@ -36,6 +36,7 @@ def test_an_agent_that_ended_long_ago_is_reclaimed_and_its_history_kept(
     node.supervisor.exit(gone.agent, 0)
     node.ticks(2, (gone.agent,))
     assert daemon.agent(gone.agent).state is AgentState.EXITED
+    held = daemon.agent(gone.agent).balance
     node.wall[0] += RETENTION_S - 5
     node.ticks(1)
     assert daemon.agent(gone.agent).state is AgentState.EXITED  # not yet
@@ -49,7 +50,7 @@ def test_an_agent_that_ended_long_ago_is_reclaimed_and_its_history_kept(
     assert not (state / "agents" / f"{gone.agent}.log").exists()
     # The money's history stays: its account, its entries, a ledger that verifies.
     ledger = daemon.ledger()
-    assert ledger.balance(agent_account(gone.agent)) >= 0
+    assert ledger.balance(agent_account(gone.agent)) == held
     assert {"spawned", "exited"} <= {e.kind for e in daemon.events() if e.agent == gone.agent}
     assert ledger.verify().ok
     assert daemon.agent(alive.agent).state is AgentState.RUNNING

@@ -23,11 +23,28 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from maxwell.economy.ledger import moved_agents
-from maxwell.node.tick import NO_RESTING, AgentTickInput, Resting
+from maxwell.node.agents import AgentRecord, AgentRegistry
+from maxwell.node.tick import NO_RESTING, AgentTickInput, Resting, TickPlan, is_quiet
 from maxwell.units import Money
+
+
+def unchanged_input(last: AgentTickInput, agent: AgentRecord, balance: Money) -> bool:
+    """Whether `last`, an input with nothing to bill, is the agent as it stands now."""
+    return (
+        last.energy_uj == 0
+        and last.bytes_freed == 0
+        and last.balance == balance
+        and last.state is agent.state
+        and last.bid == agent.bid
+        and last.demand == agent.demand
+        and last.bid_seq == agent.bid_seq
+        and last.burn_per_s == agent.burn_per_s
+        and last.insolvent_since_s == agent.insolvent_since
+        and last.price == agent.price
+    )
 
 
 class RestingAgents:
@@ -39,7 +56,7 @@ class RestingAgents:
         self._tick_s: float | None = None
         self._balances: Mapping[str, Money] = {}
         # Tests set it: each tick then checks that every resting agent is as it rested
-        # (`Ticker.check_resting`), which costs the walk resting saves.
+        # (`check`), which costs the walk resting saves.
         self.verifying = False
 
     def __contains__(self, agent_id: object) -> bool:
@@ -60,6 +77,31 @@ class RestingAgents:
         for agent in agents:
             self._inputs[agent.agent] = agent
             self._snapshot = None
+
+    def rest_left_out(
+        self,
+        inputs: Sequence[AgentTickInput],
+        plan: TickPlan,
+        changed: Mapping[str, object],
+        registry: AgentRegistry,
+        tick_s: float,
+    ) -> None:
+        """After a committed tick of `tick_s`: the agents its plan left out as quiet, that it did
+        not change (`changed`: the views it kept to roll back), with nothing accrued or to
+        settle, rest from now on."""
+        if plan.standing is None:  # another mechanism: everyone is planned every tick
+            return
+        self.rest(
+            (
+                agent
+                for agent in inputs
+                if agent.agent not in plan.agents
+                and agent.agent not in changed
+                and registry[agent.agent].accrual.empty
+                and not registry[agent.agent].settle_next
+            ),
+            tick_s,
+        )
 
     def wake(self, agent_ids: Iterable[str]) -> None:
         inputs = self._inputs
@@ -88,3 +130,25 @@ class RestingAgents:
         if self._snapshot is None:
             self._snapshot = Resting.of(self._inputs.values())
         return self._snapshot
+
+    def awake(self, registry: AgentRegistry) -> list[AgentRecord]:
+        """The agents that do not rest, in the registry's order."""
+        resting = self._inputs
+        return [agent for agent in registry if agent.id not in resting]
+
+    def check(self, registry: AgentRegistry, balances: Mapping[str, Money], tick_s: float) -> None:
+        """Raise `AssertionError` for any resting agent whose input is not the one a tick would
+        make for it now, or that is not quiet: what the wake rules must prevent (for tests)."""
+        wrong = []
+        for agent_id, last in self._inputs.items():
+            agent = registry[agent_id]
+            balance = balances.get(agent.account, Money(0))
+            if not (
+                unchanged_input(last, agent, balance)
+                and is_quiet(last, tick_s)
+                and agent.accrual.empty
+                and not agent.finished
+                and agent.group is not None
+            ):
+                wrong.append(agent_id)
+        assert not wrong, f"resting agents changed without waking: {wrong}"

@@ -20,7 +20,7 @@ import shutil
 from collections.abc import Callable, Iterable
 
 from maxwell.node.agents import LIVE, AgentRecord, AgentRegistry
-from maxwell.node.paths import StatePaths
+from maxwell.node.config import NodeConfig
 from maxwell.node.store import NodeStore
 
 log = logging.getLogger(__name__)
@@ -32,17 +32,15 @@ class Retention:
 
     def __init__(
         self,
-        *,
-        retention_s: float,
+        config: NodeConfig,
         store: NodeStore,
         registry: AgentRegistry,
-        paths: StatePaths,
         forget: Iterable[Callable[[str], None]],
     ) -> None:
-        self._retention_s = retention_s
+        self._retention_s = config.retention_s
         self._store = store
         self._agents = registry
-        self._paths = paths
+        self._paths = config.paths
         self._forget = tuple(forget)  # the parts that keep something per agent
         self._next_s = 0.0
 

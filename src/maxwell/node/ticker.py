@@ -64,7 +64,7 @@ from maxwell.node.facade import AgentState, PriceInfo
 from maxwell.node.hold import Hold
 from maxwell.node.policy.settlement import Accrual, accrue, due, settlement_entry
 from maxwell.node.processes import AgentProcesses
-from maxwell.node.resting import RestingAgents
+from maxwell.node.resting import RestingAgents, unchanged_input
 from maxwell.node.retention import Retention
 from maxwell.node.state import PendingEntry
 from maxwell.node.store import NodeStore
@@ -135,22 +135,6 @@ def exited_event(tick: int, agent: AgentRecord, reason: str) -> PendingEntry:
     )
 
 
-def _unchanged(last: ticks.AgentTickInput, agent: AgentRecord, balance: Money) -> bool:
-    """Whether `last`, an input with nothing to bill, is the agent as it stands now."""
-    return (
-        last.energy_uj == 0
-        and last.bytes_freed == 0
-        and last.balance == balance
-        and last.state is agent.state
-        and last.bid == agent.bid
-        and last.demand == agent.demand
-        and last.bid_seq == agent.bid_seq
-        and last.burn_per_s == agent.burn_per_s
-        and last.insolvent_since_s == agent.insolvent_since
-        and last.price == agent.price
-    )
-
-
 def row_updates(
     plan: ticks.TickPlan, agents: AgentRegistry, settled: Set[str]
 ) -> dict[str, dict[str, object]]:
@@ -177,6 +161,21 @@ def row_updates(
             updates[agent_id] = changed
             agent.written = {**agent.written, **changed}
     return updates
+
+
+def price_info(quote: SpotQuote, sample: NodeSample, clearing: float | None) -> PriceInfo:
+    """The price read model: a quote, the node's reading it was quoted on, the last clearing."""
+    return PriceInfo(
+        spot=quote.spot,
+        grid=quote.grid,
+        thermal_factor=quote.thermal_factor,
+        temperature_c=sample.temperature_c,
+        headroom_c=sample.headroom_c,
+        measured=sample.energy_measured and sample.temperature_measured,
+        energy_source=str(sample.energy_source),
+        temperature_source=str(sample.temperature_source),
+        clearing=clearing,
+    )
 
 
 class Undo:
@@ -236,12 +235,10 @@ class Ticker:
         self.resting = RestingAgents()  # the idle agents a tick leaves be
         self.hold = Hold(parts.supervisor, parts.registry)  # no agent runs while ticks fail
         self._retention = Retention(
-            retention_s=self._config.retention_s, store=parts.store, registry=parts.registry,
-            paths=self._config.paths, forget=(parts.billing.forget,),
-        )  # fmt: skip
+            parts.config, parts.store, parts.registry, [parts.billing.forget]
+        )
         self.clearing_price: float | None = None  # the last committed tick's
-        # The agents the last tick (or `take_bids`) changed, for the read models to publish.
-        self.touched: set[str] = set()
+        self.touched: set[str] = set()  # changed by the last tick or `take_bids`: to publish
 
     def read(self) -> dict[str, int]:
         """The meter's interval: every group's counters and the node's energy, attributed (µJ
@@ -313,7 +310,7 @@ class Ticker:
             self.resting.wake_all()
         self.resting.wake(self._meter.changed)
         freed: dict[str, int] = {}
-        for agent in self.awake():
+        for agent in self.resting.awake(self._agents):
             if agent.counted is None or agent.id not in energies:
                 continue
             usage = self._meter.usage(agent.id)
@@ -364,7 +361,7 @@ class Ticker:
         self.quote = self._spot.spot(at, sample.temperature_c, elapsed_s)
         ledger_balances = self._store.ledger.balances()
         self.resting.wake_moved(ledger_balances)
-        awake = self.awake()
+        awake = self.resting.awake(self._agents)
         balances = self._agents.available(ledger_balances, awake)
         stakes = billing.stakes(tick, balances, optimistic, self.quote.spot)
         # What the bills are made of: the meter's figures, or the claims of agents with a bond.
@@ -374,7 +371,7 @@ class Ticker:
                 energies, freed, sample.temperature_c, self.quote.spot, interval_s
             )
         if self.resting.verifying:
-            self.check_resting(balances)
+            self.resting.check(self._agents, balances, self._config.tick_s)
         agents = self._tick_inputs(awake, energies, billed_energy, billed_freed, balances)
         tick_input = self._tick_input(tick, at, interval_s, sample, agents)
         plan = ticks.plan_tick(
@@ -396,50 +393,8 @@ class Ticker:
         self._commit(tick, now, updates, pending, settled_ids)
         self._standing = plan.standing
         self.clearing_price = plan.clearing_price
-        self._rest(agents, plan, tick_input.tick_s)
+        self.resting.rest_left_out(agents, plan, self._undo.views, self._agents, tick_input.tick_s)
         self._carry_out(plan)
-
-    def awake(self) -> list[AgentRecord]:
-        """The agents that do not rest, in the registry's order."""
-        resting = self.resting.inputs
-        return [agent for agent in self._agents if agent.id not in resting]
-
-    def check_resting(self, balances: Mapping[str, Money]) -> None:
-        """Raise `AssertionError` for any resting agent whose input is not the one a tick would
-        make for it now, or that is not quiet: what the wake rules must prevent (for tests)."""
-        wrong = []
-        for agent_id, last in self.resting.inputs.items():
-            agent = self._agents[agent_id]
-            balance = balances.get(agent.account, Money(0))
-            if not (
-                _unchanged(last, agent, balance)
-                and ticks.is_quiet(last, self._config.tick_s)
-                and agent.accrual.empty
-                and not agent.finished
-                and agent.group is not None
-            ):
-                wrong.append(agent_id)
-        assert not wrong, f"resting agents changed without waking: {wrong}"
-
-    def _rest(
-        self, agents: Sequence[ticks.AgentTickInput], plan: ticks.TickPlan, tick_s: float
-    ) -> None:
-        """The agents the committed plan left out as quiet, and the tick did not change, rest
-        from now on: their input stands until something wakes them."""
-        if plan.standing is None:  # another mechanism: everyone is planned every tick
-            return
-        kept, planned, registry = self._undo.views, plan.agents, self._agents
-        self.resting.rest(
-            (
-                agent
-                for agent in agents
-                if agent.agent not in planned
-                and agent.agent not in kept
-                and registry[agent.agent].accrual.empty
-                and not registry[agent.agent].settle_next
-            ),
-            tick_s,
-        )
 
     def _tick_input(
         self,
@@ -496,7 +451,7 @@ class Ticker:
             balance = balances.get(agent.account, Money(0))
             energy, freed = billed_energy.get(agent.id, 0), billed_freed.get(agent.id, 0)
             last = agent.tick_input
-            if energy or freed or last is None or not _unchanged(last, agent, balance):
+            if energy or freed or last is None or not unchanged_input(last, agent, balance):
                 last = agent.tick_input = ticks.AgentTickInput(
                     agent=agent.id,
                     state=agent.state,
@@ -635,17 +590,5 @@ class Ticker:
         with contextlib.suppress(BookError, InvalidBidError):
             book.insert(agent.id, agent.bid, agent.demand, seq=agent.bid_seq)
 
-    def price(self) -> PriceInfo:
-        """The spot price last quoted, with the node's reading it was quoted on."""
-        sample = self._meter.node
-        return PriceInfo(
-            spot=self.quote.spot,
-            grid=self.quote.grid,
-            thermal_factor=self.quote.thermal_factor,
-            temperature_c=sample.temperature_c,
-            headroom_c=sample.headroom_c,
-            measured=sample.energy_measured and sample.temperature_measured,
-            energy_source=str(sample.energy_source),
-            temperature_source=str(sample.temperature_source),
-            clearing=self.clearing_price,
-        )
+    def price(self) -> PriceInfo:  # the last quote, on the reading it was made on
+        return price_info(self.quote, self._meter.node, self.clearing_price)
