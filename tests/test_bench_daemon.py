@@ -140,6 +140,7 @@ def test_an_agent_count_reports_rows_bytes_and_bids() -> None:
         ledger_rows=0,
         db_bytes=0,
         bid_s=[0.0005, 0.0007, 0.002],
+        report_s=[0.0004, 0.0009],
         requested=1000,
     )
     row = phase.report()
@@ -148,6 +149,8 @@ def test_an_agent_count_reports_rows_bytes_and_bids() -> None:
     assert row["db_bytes_per_agent_per_hour"] == 0.0
     assert (row["bid_n"], row["bid_ms_median"]) == (3, 0.7)
     assert row["bid_ms_p99"] == pytest.approx(1.974)
+    assert (row["report_n"], row["report_ms_median"]) == (2, 0.65)
+    assert row["report_ms_p99"] == pytest.approx(0.895)
     assert (row["requested"], row["limit"], row["bid_error"]) == (1000, None, None)
     assert (row["tick_failures"], row["tick_error"], row["spawn_s"]) == (0, None, None)
 

@@ -20,7 +20,8 @@ What is measured (issues 4 and 9, "Measured, in a benchmark (not a test)"):
   - bid-update latency over the Unix socket while the tick loop runs: an agent process (the
     SDK, `maxwell.client.Client.bid`, with the agent's token) times its round trips to the real
     API (`maxwell.node.api.serve`) while `run_forever` ticks in a thread, for `--api-rounds`
-    bids or `--seconds`, whichever ends first.
+    bids or `--seconds`, whichever ends first; after each bid the agent sends a self-report
+    (`Client.report`), timed the same way (`report_ms_median`, `report_ms_p99`).
 - A busy phase: 4 agents in a CPU loop (`python -c "while True: pass"`, demand 0.25 core), at the
   default settlement interval: the ledger rows and database bytes a busy agent writes.
 - The auctioneer's share: the CPU of the clearing step of each real tick
@@ -122,6 +123,8 @@ RATIO_FIGURES = (
     "db_bytes_per_agent_per_hour",
     "bid_ms_median",
     "bid_ms_p99",
+    "report_ms_median",
+    "report_ms_p99",
 )
 # What a baseline is asked for, when its `--help` lists the flag.
 BASELINE_FLAGS = ("--json", "--quick", "--seconds", "--auction-seconds", "--api-rounds")
@@ -178,6 +181,7 @@ class TickPhase:
     db_bytes: int | None = None  # growth of the database files during the phase
     bid_s: list[float] = field(default_factory=list)  # an agent's bid round trips, ticking
     bid_error: str | None = None  # why the agent's bids stopped early, if they did
+    report_s: list[float] = field(default_factory=list)  # its report round trips, ticking
     spawn_s: float | None = None  # wall time to spawn the agents
     tick_failures: int = 0  # ticks that raised (the loop goes on, as `run_forever` does)
     tick_error: str | None = None  # the last one's error
@@ -205,6 +209,9 @@ class TickPhase:
             "bid_ms_median": _ms(percentile(self.bid_s, 50)),
             "bid_ms_p99": _ms(percentile(self.bid_s, 99)),
             "bid_error": self.bid_error,
+            "report_n": len(self.report_s),
+            "report_ms_median": _ms(percentile(self.report_s, 50)),
+            "report_ms_p99": _ms(percentile(self.report_s, 99)),
             "spawn_s": _rounded(self.spawn_s, 1),
             "tick_failures": self.tick_failures,
             "tick_error": self.tick_error,
@@ -575,13 +582,15 @@ def _serving(daemon: Any, socket_path: str, *, ticking: bool = True) -> Iterator
         server.stop()
 
 
-# An agent's bid updates, timed in the agent's own process (the SDK, its token in the
-# environment, as the daemon gives it to agents); one latency in seconds per line, so a run cut
-# short still leaves what it timed.
+# An agent's bid updates and self-reports, timed in the agent's own process (the SDK, its token
+# in the environment, as the daemon gives it to agents): each round a bid, then with "report" a
+# report (claiming more CPU than an idle agent uses, so no audit finds it short); one "KIND
+# seconds" per line, so a run cut short still leaves what it timed.
 _AGENT_BIDS = """
 import sys, time
 from maxwell.client import Client
 rounds, seconds, price = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+reports = sys.argv[4:] == ["report"]
 with Client() as client:
     client.my_id()
     deadline = time.monotonic() + seconds
@@ -590,16 +599,23 @@ with Client() as client:
             break
         started = time.perf_counter()
         client.bid(price + (round_ % 10) / 10)
-        print(time.perf_counter() - started, flush=True)
+        print("bid", time.perf_counter() - started, flush=True)
+        if reports:
+            started = time.perf_counter()
+            client.report(60.0, 0)
+            print("report", time.perf_counter() - started, flush=True)
 """
 
 
 def _bids_from_agent(
-    socket_path: str, token: str, rounds: int, seconds: float
+    socket_path: str, token: str, rounds: int, seconds: float, reports: list[float] | None = None
 ) -> tuple[list[float], str | None]:
-    """An agent process's bid round trips over the socket: latencies, and why it stopped early."""
+    """An agent process's bid round trips over the socket: latencies, and why it stopped early;
+    with `reports`, a report after each bid, its latencies added there."""
     environment = {**os.environ, "MAXWELL_SOCKET": socket_path, "MAXWELL_AGENT_TOKEN": token}
     command = [sys.executable, "-c", _AGENT_BIDS, str(rounds), str(seconds), str(BID)]
+    if reports is not None:
+        command.append("report")
     process = subprocess.Popen(
         command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -613,7 +629,10 @@ def _bids_from_agent(
         if process.poll() is None:
             process.kill()
             process.wait()
-    latencies = [float(line) for line in output.split()]
+    timed = [line.split() for line in output.splitlines() if line.strip()]
+    latencies = [float(seconds_) for kind, seconds_ in timed if kind == "bid"]
+    if reports is not None:
+        reports.extend(float(seconds_) for kind, seconds_ in timed if kind == "report")
     if process.returncode == 0 and not errors.startswith("timed out"):
         return latencies, None
     said = errors.strip().splitlines()
@@ -792,7 +811,7 @@ def _measure_bids(
     run.progress("bid updates from an agent process while the daemon ticks")
     with _serving(daemon, socket_path):
         phase.bid_s, phase.bid_error = _bids_from_agent(
-            socket_path, token, run.api_rounds, run.seconds
+            socket_path, token, run.api_rounds, run.seconds, phase.report_s
         )
         if smallest:
             run.progress("bid updates from a client thread (as earlier releases measured)")

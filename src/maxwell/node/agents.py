@@ -239,7 +239,7 @@ def settled_balance(ledger: LedgerStore, agent: AgentRecord) -> Money:
         return Money(0)
 
 
-def _report_of(row: ReportRow) -> Report:
+def report_of(row: ReportRow) -> Report:
     return Report(cpu_s=row.cpu_ns / 1e9, memory_freed_bytes=row.freed_bytes, work=row.work)
 
 
@@ -262,7 +262,7 @@ def agent_info(agent: AgentRecord, balance: Money) -> AgentInfo:
         exit_code=agent.exit_code,
         cpu_s=agent.cpu_ns / 1e9,
         memory_freed_bytes=agent.freed_bytes,
-        reported=None if agent.reported is None else _report_of(agent.reported),
+        reported=None if agent.reported is None else report_of(agent.reported),
         billing="reports" if agent.bond else "metered",
         bond=Money(agent.bond),
         audits=agent.audits,

@@ -280,8 +280,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 # The endpoints are plain `def`s: `Node` calls block (SQLite, cgroup writes), so they run in
 # FastAPI's thread pool; the facade promises thread safety. The dependencies every request
-# runs (`_known_query`, `_caller`) and the bid are `async`: `Node.authenticate` and `Node.bid`
-# never block, and a thread-pool hop would cost a bid more than its own work.
+# runs (`_known_query`, `_caller`), the bid and the report are `async`: `Node.authenticate`,
+# `Node.bid` and `Node.report` never wait (a report reads one counter file), and a thread-pool
+# hop would cost them more than their own work.
 
 
 def _add_account_routes(app: FastAPI, node: Node) -> None:
@@ -338,7 +339,7 @@ def _add_agent_word_routes(app: FastAPI, node: Node) -> None:
     """What only the agent's own token may say: its reports and its proofs (not even the admin)."""
 
     @app.post("/agents/{agent}/report", tags=["accounts"])
-    def report(agent: AgentId, body: ReportRequest, caller: Caller) -> AgentInfo:
+    async def report(agent: AgentId, body: ReportRequest, caller: Caller) -> AgentInfo:
         """The agent's own claim of what it consumed since spawn (its own token only: a report
         is the agent's word, which audits check against the kernel's counters)."""
         if caller.agent != agent:

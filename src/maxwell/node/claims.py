@@ -4,12 +4,13 @@
 Rules:
 
 - A report is an agent's cumulative claim since spawn (CPU time, bytes freed, work): numbers in
-  range, never falling. It is stored with what it must cover: the kernel's counters read when
-  the agent's previous report arrived (zero for its first), which a later audit compares it
-  with. An honest agent reads its own counters after its previous report was answered, so its
-  claim covers them however long a report takes to arrive, and however busy its processes are
-  meanwhile; comparing with the counters at its own arrival had judged honest families
-  dishonest under load (4.2 CPU-s claimed, 8.9 counted at arrival, under emulation).
+  range, never falling. It is checked and queued as it arrives (`receive`; the queue:
+  `maxwell.node.reports`), then stored (`store_reports`) with what it must cover: the kernel's
+  counters read when the agent's previous report arrived (zero for its first), which a later
+  audit compares it with. An honest agent reads its own counters after its previous report was
+  answered, so its claim covers them however long a report takes to arrive, and however busy
+  its processes are meanwhile; comparing with the counters at its own arrival had judged honest
+  families dishonest under load (4.2 CPU-s claimed, 8.9 counted at arrival, under emulation).
 - In optimistic mode (`billing="optimistic"`, audits on) an agent that has reported and can
   afford it posts a Becker bond (`bond_for`) from its account to `stake:<id>`, once; one that
   cannot is told so once (`unbonded`) and stays billed by the meter. A slashed agent never
@@ -31,8 +32,10 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 import math
-from collections.abc import Callable, Mapping, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 
 from maxwell.audit.policy import Usage
 from maxwell.economy.ledger import agent_account, open_request, stake_account
@@ -54,9 +57,12 @@ from maxwell.node.policy.optimistic import (
     gain_per_tick,
     joules_per_cpu_ns,
 )
+from maxwell.node.reports import QueuedReport, fell
 from maxwell.node.state import ClaimRow, PendingEntry, ReportRow
 from maxwell.node.store import NodeStore
 from maxwell.units import Money
+
+log = logging.getLogger(__name__)
 
 
 def check_report(report: Report) -> None:
@@ -73,6 +79,18 @@ def check_report(report: Report) -> None:
             raise NodeError(f"{field_name} must be an integer, got {value!r}")
         if not 0 <= value <= MAX_REPORTED_COUNT:
             raise NodeError(f"{field_name} must be between 0 and 2**62, got {value}")
+
+
+def _with_cover(agent: AgentRecord, queued: QueuedReport) -> ReportRow:
+    """The queued claim as stored: with what it must cover, unless its group was going away."""
+    if queued.arrival is None:
+        return queued.claim
+    cover = queued.covers if queued.replaced and queued.covers is not None else None
+    if cover is None:
+        cover = _must_cover(agent)
+    return dataclasses.replace(
+        queued.claim, measured_cpu_ns=cover.cpu_ns, measured_freed_bytes=cover.freed_bytes
+    )
 
 
 def _must_cover(agent: AgentRecord) -> Usage:
@@ -125,34 +143,41 @@ class OptimisticBilling:
         self._active_w_per_core = active_w_per_core
         self._stored: set[str] = set()  # agents with a row in the claims table
 
-    def record_report(self, agent: AgentRecord, report: Report) -> None:
-        """Store a checked report (`check_report`) as the agent's latest claim, with what it must
-        cover (see the module); a report that falls below the last one is refused."""
-        cpu_s, freed, work = report.cpu_s, report.memory_freed_bytes, report.work
+    def receive(self, agent: AgentRecord, report: Report) -> QueuedReport:
+        """A report as it arrives, checked (`check_report`), with the kernel's counters now:
+        what the agent's next claim must cover (a group going away: nothing to check). Outside
+        the daemon's lock: `store_reports` stores it (`maxwell.node.reports`)."""
+        check_report(report)
         arrival: Usage | None = None
         if agent.group is not None and agent.counted is not None:
-            # The truth now: what its next claim must cover (a group going away: nothing to check).
             with contextlib.suppress(CgroupError):
                 arrival = Usage(agent.group.cpu_ns(), agent.counted.freed_seen)
-        cover = _must_cover(agent) if arrival is not None else None
         claim = ReportRow(
-            agent.id, self._wall(), round(cpu_s * 1e9), freed, work,
-            cover.cpu_ns if cover is not None else None,
-            cover.freed_bytes if cover is not None else None,
+            agent.id, self._wall(), round(report.cpu_s * 1e9), report.memory_freed_bytes,
+            report.work,
         )  # fmt: skip
-        last = agent.reported
-        if last is not None:
-            pairs: list[tuple[str, float, float]] = [
-                ("cpu_s", last.cpu_ns / 1e9, claim.cpu_ns / 1e9),
-                ("memory_freed_bytes", last.freed_bytes, claim.freed_bytes),
-            ]
-            if last.work is not None and work is not None:
-                pairs.append(("work", last.work, work))
-            fell = [f"{name} fell from {a:g} to {b:g}" for name, a, b in pairs if b < a]
-            if fell:
-                raise NodeError(f"reports are cumulative since spawn: {'; '.join(fell)}")
-        self._store.state.save_report(claim)
-        agent.reported, agent.unreported_s, agent.arrival = claim, 0.0, arrival
+        return QueuedReport(claim, arrival)
+
+    def store_reports(self, reports: Sequence[QueuedReport]) -> set[str]:
+        """Store the queued reports of live agents in one unit of work, each with what it must
+        cover (see the module), and make each its agent's latest claim; the agents changed."""
+        kept: list[tuple[AgentRecord, QueuedReport]] = []
+        for queued in reports:
+            agent = self._agents.agents.get(queued.agent)
+            if agent is None or agent.finished or agent.state not in LIVE:
+                log.info("agent %s ended before its report was stored: dropped", queued.agent)
+            elif fell(agent.reported, queued.claim):
+                log.info("agent %s reported less than its stored claim: dropped", queued.agent)
+            else:
+                kept.append((agent, queued))
+        claims = [_with_cover(agent, queued) for agent, queued in kept]
+        if claims:
+            with self._store.unit_of_work():
+                for claim in claims:
+                    self._store.state.save_report(claim)
+        for (agent, queued), claim in zip(kept, claims, strict=True):
+            agent.reported, agent.unreported_s, agent.arrival = claim, 0.0, queued.arrival
+        return {agent.id for agent, _ in kept}
 
     def restore(self, agent: AgentRecord, claim: ClaimRow | None) -> None:
         """A reloaded agent with a bond is billed by its claims up to its stored claim."""

@@ -40,7 +40,7 @@ from maxwell.node import facade
 from maxwell.node.agents import LIVE, AgentRegistry, cgroup_dirs
 from maxwell.node.audits import Auditor
 from maxwell.node.bounties import Bounties
-from maxwell.node.claims import OptimisticBilling, check_report
+from maxwell.node.claims import OptimisticBilling
 from maxwell.node.config import NodeConfig
 from maxwell.node.paths import StateLock, check_private_files, check_private_root
 from maxwell.node.processes import AgentProcesses, funding_request, spawn_request
@@ -247,13 +247,13 @@ class NodeDaemon:
 
     @contextlib.contextmanager
     def _changing(self) -> Iterator[set[str]]:
-        """The lock, for a call that changes the node: refused once closed; the bids queued
-        before it are stored first, so that the journal keeps the order things happened in.
+        """The lock, for a call that changes the node: refused once closed; the bids and reports
+        queued before it are stored first, so that the journal keeps the order things happened in.
         The call adds the agents it changes to the set it is given, for the read models."""
         with self._lock:
             if self._closed:
                 raise facade.NodeError("the node is shutting down")
-            changed = self._ticker.take_bids()
+            changed = self._ticker.inbox.take()
             try:
                 yield changed
             finally:
@@ -321,17 +321,18 @@ class NodeDaemon:
         if self._closed:
             raise facade.NodeError("the node is shutting down")
         found = self._registry.live(agent, "bid")
-        self._ticker.queue_bid(found, price, demand)
+        self._ticker.inbox.queue_bid(found, price, demand)
         return self._views.agent(found.id)
 
     def report(self, agent: str, report: facade.Report) -> facade.AgentInfo:
-        """Record the agent's self-report (cumulative claims since spawn; see `Report`)."""
-        check_report(report)
-        with self._changing() as changed:
-            changed.add(agent)
-            found = self._registry.live(agent, "report")
-            self._billing.record_report(found, report)
-        return self._views.agent(agent)
+        """The agent's self-report (cumulative claims since spawn; see `Report`). Never waits
+        for a tick: checked and queued, stored by the next tick or call that changes the node
+        (`maxwell.node.reports`); the answer shows it as the agent's latest."""
+        if self._closed:
+            raise facade.NodeError("the node is shutting down")
+        found = self._registry.live(agent, "report")
+        self._ticker.inbox.queue_report(found, report)
+        return self._views.agent(found.id)
 
     def audit(self, agent: str) -> facade.AuditResult:
         """Audit `agent` now: its latest report against the counters it must cover, and (where

@@ -272,9 +272,10 @@ class AgentGoneError(NodeError):
 
 
 class Node(Protocol):
-    """What the API serves. Every method is thread-safe. `authenticate` and `bid` never wait
-    for a tick or for I/O: the API calls them on its event loop, so that a bid is answered
-    while a tick runs; the others may block and run in the API's thread pool."""
+    """What the API serves. Every method is thread-safe. `authenticate`, `bid` and `report`
+    never wait for a tick, and do no more I/O than reading a counter file: the API calls them on
+    its event loop, so that they are answered while a tick runs; the others may block and run in
+    the API's thread pool."""
 
     def authenticate(self, token: str) -> Principal | None: ...
 

@@ -29,7 +29,8 @@ Rules:
   keeps it apart on its input, and the next ticks read its counter and nothing else about it
   until something wakes it.
 - The standing order book holds one bid per live agent with a group, at its arrival number: a
-  tick first stores the bids queued since the last one and places them (`maxwell.node.bids`),
+  tick first stores the bids (and reports) queued since the last one and places them
+  (`maxwell.node.inbox`),
   adds the agents it lacks (spawned, recovered) and cancels the dead and exited (insolvent
   agents keep their place: the plan skips them).
 """
@@ -57,11 +58,11 @@ from maxwell.meter import LiveMeter
 from maxwell.node import tick as ticks
 from maxwell.node.agents import LIVE, AgentRecord, AgentRegistry
 from maxwell.node.audits import Auditor
-from maxwell.node.bids import BidQueue, QueuedBid, checked_bid, store_bids
 from maxwell.node.claims import OptimisticBilling
 from maxwell.node.config import NodeConfig
 from maxwell.node.facade import AgentState, PriceInfo
 from maxwell.node.hold import Hold
+from maxwell.node.inbox import Inbox
 from maxwell.node.policy.settlement import Accrual, accrue, due, settlement_entry
 from maxwell.node.processes import AgentProcesses
 from maxwell.node.resting import RestingAgents, unchanged_input
@@ -231,14 +232,17 @@ class Ticker:
         # The clearing the last committed tick left standing (`maxwell.node.tick.Standing`).
         self._standing: ticks.Standing | None = None
         self._undo = Undo()  # the tick in flight's: the live views it changed, as they were
-        self.bids = BidQueue()  # bids since the last tick (`maxwell.node.bids`)
         self.resting = RestingAgents()  # the idle agents a tick leaves be
+        self.inbox = Inbox(  # bids and reports since the last tick
+            store=parts.store, registry=parts.registry, billing=parts.billing, wall=self._wall,
+            place=self.place, resting=self.resting,
+        )  # fmt: skip
         self.hold = Hold(parts.supervisor, parts.registry)  # no agent runs while ticks fail
         self._retention = Retention(
             parts.config, parts.store, parts.registry, [parts.billing.forget]
         )
         self.clearing_price: float | None = None  # the last committed tick's
-        self.touched: set[str] = set()  # changed by the last tick or `take_bids`: to publish
+        self.touched: set[str] = set()  # changed by the last tick: to publish
 
     def read(self) -> dict[str, int]:
         """The meter's interval: every group's counters and the node's energy, attributed (µJ
@@ -264,7 +268,7 @@ class Ticker:
         if reading is None:
             reading = self.read()
         try:  # stored for good before the tick's own unit of work: a roll-back keeps them
-            self.touched = self.take_bids()
+            self.touched = self.inbox.take()
         except Exception as exc:
             self.stats.record_failure(exc, self._wall())
             self.hold.failed(exc)
@@ -552,33 +556,6 @@ class Ticker:
             if agent.finished and agent.group is not None:
                 self._parts.processes.finish(agent)
                 self.touched.add(agent.id)
-
-    def queue_bid(self, agent: AgentRecord, price: float, demand: float | None) -> QueuedBid:
-        """Check a bid and queue it for the next tick (`maxwell.node.bids`); never waits."""
-        bid = checked_bid(agent, price, demand, self._wall(), self.bids.queued(agent.id))
-        self.bids.put(bid)
-        return bid
-
-    def take_bids(self) -> set[str]:
-        """Store the queued bids and make them stand (before a tick plans, or a call that
-        changes the node): the agents' bids, the book, a settlement at the next tick. Failing,
-        they stay queued."""
-        bids = self.bids.take()
-        if not bids:
-            return set()
-        try:
-            stored = store_bids(self._store, self._agents.agents, bids)
-        except Exception:
-            self.bids.put_back(bids)
-            raise
-        for agent, bid, seq in stored:
-            agent.bid_seq, agent.bid, agent.demand = seq, bid.price, bid.demand
-            agent.settle_next = True
-            if agent.group is not None:
-                self.place(agent)
-        changed = {agent.id for agent, _, _ in stored}
-        self.resting.wake(changed)
-        return changed
 
     def place(self, agent: AgentRecord) -> None:
         """Make the agent's bid its standing one in the book, at its arrival number."""

@@ -9,7 +9,8 @@ Rules:
   node, `publish` rebuilds the answers of the agents it changed (and of every agent whose ledger
   balance moved) under the daemon's lock, and swaps the whole map in at once. Reads of agents, the
   price and the status take no lock and never wait for a tick: they see what the last tick or
-  call left, whole. A bid waiting for the next tick (`maxwell.node.bids`) shows as the agent's.
+  call left, whole. A bid or report waiting for the next tick (`maxwell.node.inbox`) shows as
+  the agent's.
 - A publication that fails (the store cannot be read) is logged and the last answers stay.
 - The event log is the ledger's journal, filtered to the kinds in `EVENT_KINDS`, oldest first,
   read through the store's read-only connection (`NodeStore.reader`): no lock, what was last
@@ -27,7 +28,7 @@ from typing import ParamSpec
 from maxwell.economy.ledger import UnknownAccountError, moved_agents
 from maxwell.economy.store import LedgerStore
 from maxwell.errors import MaxwellError
-from maxwell.node.agents import AgentRegistry, agent_info
+from maxwell.node.agents import AgentRegistry, agent_info, report_of
 from maxwell.node.config import NodeConfig
 from maxwell.node.facade import AgentInfo, Event, NodeStatus, UnknownAgentError
 from maxwell.node.state import NodeState
@@ -141,11 +142,14 @@ class NodeViews:
         return [self._shown(info) for info in self._published.values()]
 
     def _shown(self, info: AgentInfo) -> AgentInfo:
-        """`info` with the agent's queued bid, if it has one."""
-        bid = self._ticker.bids.queued(info.id)
-        if bid is None:
-            return info
-        return dataclasses.replace(info, bid=bid.price, demand=bid.demand)
+        """`info` with the agent's queued bid and report, if it has them."""
+        inbox = self._ticker.inbox
+        bid, report = inbox.bids.queued(info.id), inbox.reports.queued(info.id)
+        if bid is not None:
+            info = dataclasses.replace(info, bid=bid.price, demand=bid.demand)
+        if report is not None:
+            info = dataclasses.replace(info, reported=report_of(report.claim))
+        return info
 
     def events(self, after_seq: int, limit: int) -> list[Event]:
         found = self._state.journal_events(EVENT_KINDS, max(after_seq, 0), max(limit, 0))

@@ -1,6 +1,7 @@
-"""Calls that never wait for a tick: bids (`maxwell.node.bids`), checked and queued at once and
-stored, each with its event, by the next tick or the next call that changes the node; and reads
-of the published answers (`maxwell.node.views`)."""
+"""Calls that never wait for a tick: bids (`maxwell.node.bids`) and reports
+(`maxwell.node.reports`), checked and queued at once and stored by the next tick or the next call
+that changes the node (`maxwell.node.inbox`); and reads of the published answers
+(`maxwell.node.views`)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ from pathlib import Path
 import pytest
 
 from helpers import fail_once
+from maxwell.audit.policy import Usage
 from maxwell.clock import FakeClock
 from maxwell.economy.ledger import LedgerError
 from maxwell.node.bids import BidQueue, QueuedBid, checked_bid
 from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import NodeDaemon
-from maxwell.node.facade import AgentGoneError, NodeError
+from maxwell.node.facade import AgentGoneError, NodeError, Report
+from maxwell.node.reports import QueuedReport, ReportQueue
+from maxwell.node.state import ReportRow
 from maxwell.node.supervisor import AgentProcess
 from maxwell.testing import FakeSensors, FakeSupervisor
 from maxwell.units import Money
@@ -99,6 +103,11 @@ class _Node:
         assert self.daemon._registry.get(agent).bid == price
         assert self.daemon.ledger().verify().ok
 
+    def stored_cpu_ns(self, agent: str) -> int | None:
+        """The CPU time the agent's stored claim (its latest report) claims; None: none stored."""
+        stored = self.daemon._registry.get(agent).reported
+        return None if stored is None else stored.cpu_ns
+
     def bid_events(self, agent: str) -> list[float]:
         return [
             float(e.detail["price"])
@@ -129,6 +138,7 @@ def test_bids_and_reads_are_answered_while_a_tick_holds_the_lock(node: _Node) ->
 
     def calls() -> None:
         answered.append(node.daemon.bid(agent, 3.0).bid)
+        answered.append(node.daemon.report(agent, Report(0.05, 0)).reported)
         answered.append(node.daemon.agent(agent).bid)
         answered.append([info.id for info in node.daemon.agents()])
         answered.append(node.daemon.status().ticks)
@@ -138,7 +148,8 @@ def test_bids_and_reads_are_answered_while_a_tick_holds_the_lock(node: _Node) ->
     calling = threading.Thread(target=calls)
     calling.start()
     calling.join(10)
-    assert answered == [3.0, 3.0, [agent], 1, True, "spawned"], "a call waited for the tick"
+    shown = [3.0, Report(0.05, 0), 3.0, [agent], 1, True, "spawned"]
+    assert answered == shown, "a call waited for the tick"
     assert ticking.is_alive()  # the tick still holds the lock
     node.supervisor.go.set()
     ticking.join(30)
@@ -146,6 +157,7 @@ def test_bids_and_reads_are_answered_while_a_tick_holds_the_lock(node: _Node) ->
     # Queued during that tick, the bid is stored by the next one, and stands in it.
     assert node.bid_events(agent) == []
     node.tick_stores(agent, 3.0)
+    assert node.stored_cpu_ns(agent) == 50_000_000
 
 
 def test_only_the_last_of_several_bids_between_ticks_is_stored(node: _Node) -> None:
@@ -228,3 +240,101 @@ def test_a_publication_that_fails_keeps_the_last_answers(
     monkeypatch.undo()
     node.tick()
     assert node.daemon.agent(agent).energy_uj > before.energy_uj
+
+
+def _report(agent: str, cpu_s: float, arrival_s: float | None) -> QueuedReport:
+    arrival = None if arrival_s is None else Usage(round(arrival_s * 1e9), 0)
+    return QueuedReport(ReportRow(agent, 0.0, round(cpu_s * 1e9), 0, None), arrival)
+
+
+def test_a_report_that_replaces_a_queued_one_must_cover_what_that_one_arrived_at() -> None:
+    queue = ReportQueue()
+    stored = _report("a", 1.0, 0.5).claim
+    with pytest.raises(NodeError, match=r"cpu_s fell from 1 to 0\.5"):
+        queue.put(_report("a", 0.5, 0.9), stored)  # below the stored claim
+    queue.put(_report("a", 2.0, 1.5), stored)
+    queue.put(_report("b", 1.0, 1.0), None)
+    with pytest.raises(NodeError, match=r"cpu_s fell from 2 to 1\.5"):
+        queue.put(_report("a", 1.5, 1.8), stored)  # below the queued one, above the stored
+    queue.put(_report("a", 3.0, 2.5), stored)
+    assert len(queue) == 2
+    taken = queue.take()
+    assert [r.agent for r in taken] == ["b", "a"] and queue.take() == []
+    replacing = taken[1]
+    assert replacing.claim.cpu_ns == 3_000_000_000 and replacing.replaced
+    assert replacing.covers == Usage(1_500_000_000, 0)  # the replaced report's arrival
+    assert not taken[0].replaced and taken[0].covers is None
+
+
+def test_reports_put_back_go_ahead_of_newer_ones_which_replace_them() -> None:
+    queue = ReportQueue()
+    queue.put(_report("a", 1.0, 0.5), None)
+    queue.put(_report("b", 1.0, 0.7), None)
+    taken = queue.take()  # then storing them fails
+    queue.put(_report("c", 1.0, 0.8), None)
+    queue.put(_report("b", 2.0, 1.2), None)  # b reported again meanwhile
+    queue.put_back(taken)
+    back = queue.take()
+    assert [(r.agent, r.claim.cpu_ns) for r in back] == [
+        ("a", 1_000_000_000), ("c", 1_000_000_000), ("b", 2_000_000_000),
+    ]  # fmt: skip
+    assert back[2].replaced and back[2].covers == Usage(700_000_000, 0)
+
+
+def test_reports_between_ticks_store_the_last_which_covers_the_first_ones_arrival(
+    node: _Node,
+) -> None:
+    agent = node.daemon.spawn(["work"], fund=Money(10 * J), bid=1.0).agent
+    node.tick()
+    node.supervisor.burn(agent, 0.2)
+    node.daemon.report(agent, Report(0.2, 0))
+    first_arrival = node.supervisor.groups[agent].cpu
+    node.supervisor.burn(agent, 0.3)
+    assert node.daemon.report(agent, Report(0.5, 0)).reported == Report(0.5, 0)
+    record = node.daemon._registry.get(agent)
+    assert record.reported is None  # queued, not stored
+    node.tick()
+    stored = record.reported
+    assert stored is not None and stored.cpu_ns == 500_000_000
+    assert stored.measured_cpu_ns == first_arrival > 0
+    assert record.arrival == Usage(node.supervisor.groups[agent].cpu, 0)
+    assert node.daemon._store.state.reports()[agent] == stored  # and in the database
+
+
+def test_a_call_that_changes_the_node_stores_the_reports_before_it(node: _Node) -> None:
+    agent = node.daemon.spawn(["work"], fund=Money(10 * J), bid=1.0).agent
+    node.tick()
+    node.supervisor.burn(agent, 0.2)
+    node.daemon.report(agent, Report(0.2, 0))
+    node.daemon.fund(agent, Money(J))
+    assert node.stored_cpu_ns(agent) == 200_000_000
+
+
+def test_reports_that_fail_to_be_stored_wait_for_the_next_tick(
+    node: _Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = node.daemon.spawn(["work"], fund=Money(10 * J), bid=1.0).agent
+    node.tick()
+    fail_once(monkeypatch, node.daemon._store.state, "save_report", OSError(28, "disk full"))
+    node.daemon.report(agent, Report(0.1, 0))
+    with pytest.raises(OSError):
+        node.tick()
+    assert node.stored_cpu_ns(agent) is None
+    assert node.daemon.agent(agent).reported == Report(0.1, 0)  # still queued
+    node.tick()
+    assert node.stored_cpu_ns(agent) == 100_000_000
+
+
+def test_a_report_whose_agent_ended_before_it_was_stored_is_dropped(
+    node: _Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent = node.daemon.spawn(["work"], fund=Money(10 * J), bid=1.0).agent
+    node.tick()
+    node.daemon.kill(agent)  # then a report it sent before its death is taken
+    node.daemon._ticker.inbox.reports.put(_report(agent, 0.1, 0.1), None)
+    with caplog.at_level(logging.INFO, logger="maxwell.node.claims"):
+        node.tick()
+    assert f"agent {agent} ended before its report was stored: dropped" in caplog.text
+    assert node.stored_cpu_ns(agent) is None
+    with pytest.raises(AgentGoneError):
+        node.daemon.report(agent, Report(0.2, 0))
