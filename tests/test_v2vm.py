@@ -36,6 +36,7 @@ SELECTION = (  # file, and the marker expression that picks its tests (None: all
     ("tests/test_node_daemon_v2.py", None),
     ("tests/test_daemon_e2e.py", None),
     ("tests/test_node_lock.py", None),
+    ("tests/test_cgroup_delegation.py", None),  # as a delegated service, and in a cgroupns
     ("tests/adversarial", "root"),  # the attacks that touch cgroups (idle hoarders: cpu.weight)
 )
 TIMEOUT_S = 1800.0
