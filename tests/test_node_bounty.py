@@ -3,14 +3,16 @@ the bounty its user set, once per input; an invalid one earns nothing and is rec
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from maxwell.node.config import NodeConfig
+from maxwell.node.config import NodeConfig, NodeConfigError
 from maxwell.node.daemon import NodeDaemon
 from maxwell.node.facade import NodeError
 from maxwell.proof import make_proof, model_from_bytes, run, write_proof
@@ -68,11 +70,15 @@ def test_a_valid_proof_earns_the_bounty_once_and_an_invalid_one_nothing(
         daemon.submit_proof(spawned.agent, "x.npy", "y.npy", "proof.mxp")
     prove(model_path, directory, seed=2, tamper=True)
     refused = daemon.submit_proof(spawned.agent, "x.npy", "y.npy", "proof.mxp")
-    assert not refused.valid and refused.bounty == 0 and "invalid" in refused.reason
+    assert not refused.valid and refused.bounty == 0
+    assert refused.fee == 2 * J  # a rejection costs what a valid proof earns (by default)
+    assert refused.reason == (
+        "invalid: layer 4 (Softmax 'softmax'): the output Y does not match the committed output"
+    )
     prove(model_path, directory, seed=3)
     assert daemon.submit_proof(spawned.agent, "x.npy", "y.npy", "proof.mxp").proofs == 2
     info = daemon.agent(spawned.agent)
-    assert (info.proofs, info.bounties, info.balance) == (2, 4 * J, before + 4 * J)
+    assert (info.proofs, info.bounties, info.balance) == (2, 4 * J, before + 4 * J - 2 * J)
     kinds = [e.kind for e in daemon.events() if e.agent == spawned.agent]
     assert kinds.count("bounty") == 2 and kinds.count("rejected") == 1
     assert daemon.ledger().verify().ok
@@ -133,3 +139,73 @@ def test_proofs_and_bounties_survive_a_restart(model_path: Path, tmp_path: Path)
         assert (info.proofs, info.bounties) == (1, J)
     finally:
         again.shutdown(kill_agents=True)
+
+
+def _key_of(daemon: NodeDaemon, agent: str) -> object:
+    return daemon._registry.get(agent).model_key
+
+
+def test_a_rejection_replaces_the_key_and_a_valid_proof_keeps_it(
+    daemon: NodeDaemon, model_path: Path, tmp_path: Path
+) -> None:
+    spawned = daemon.spawn(
+        ["sleep", "30"], fund=Money(10 * J), bid=1.0, bounty=Money(J), model=str(model_path)
+    )
+    directory = tmp_path / "state" / "work" / spawned.agent
+    first = _key_of(daemon, spawned.agent)
+    prove(model_path, directory, seed=1)
+    assert daemon.submit_proof(spawned.agent, "x.npy", "y.npy", "proof.mxp").valid
+    assert _key_of(daemon, spawned.agent) is first  # young, and no proof failed against it
+    prove(model_path, directory, seed=2, tamper=True)
+    assert not daemon.submit_proof(spawned.agent, "x.npy", "y.npy", "proof.mxp").valid
+    assert _key_of(daemon, spawned.agent) is not first
+
+
+@contextlib.contextmanager
+def _agent_on(
+    tmp_path: Path, model_path: Path, fund: Money, **settings: Any
+) -> Iterator[tuple[NodeDaemon, str, Path]]:
+    """A daemon with these settings, an agent paid 1 $J a proof, and the agent's directory."""
+    config = NodeConfig(state_dir=tmp_path / "state", tick_s=0.1, cgroup="none", **settings)
+    node = NodeDaemon(config)
+    try:
+        spawned = node.spawn(
+            ["sleep", "30"], fund=fund, bid=1.0, bounty=Money(J), model=str(model_path)
+        )
+        yield node, spawned.agent, tmp_path / "state" / "work" / spawned.agent
+    finally:
+        node.shutdown(kill_agents=True)
+
+
+def test_keys_are_replaced_once_they_are_older_than_the_node_allows(
+    model_path: Path, tmp_path: Path
+) -> None:
+    with _agent_on(tmp_path, model_path, Money(10 * J), proof_key_max_age_s=1e-9) as found:
+        node, agent, directory = found
+        first = _key_of(node, agent)
+        prove(model_path, directory, seed=1)
+        assert node.submit_proof(agent, "x.npy", "y.npy", "proof.mxp").valid
+        assert _key_of(node, agent) is not first  # too old by the check: replaced
+
+
+def test_the_rejection_fee_is_configurable_and_never_more_than_the_account_holds(
+    model_path: Path, tmp_path: Path
+) -> None:
+    with _agent_on(tmp_path, model_path, Money(5 * J), proof_rejection_fee=3.0) as found:
+        node, agent, directory = found
+        fees = []
+        for seed in (1, 2):
+            prove(model_path, directory, seed=seed, tamper=True)
+            fees.append(node.submit_proof(agent, "x.npy", "y.npy", "proof.mxp").fee)
+        assert fees == [3 * J, 2 * J]  # the second takes what was left
+        assert node.agent(agent).balance == 0
+        rejected = [e for e in node.events() if e.kind == "rejected"]
+        assert [e.detail["fee"] for e in rejected] == [3 * J, 2 * J]
+        assert node.ledger().verify().ok
+
+
+def test_the_proof_settings_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(NodeConfigError, match="proof_key_max_age_s must be a finite number"):
+        NodeConfig(state_dir=tmp_path, proof_key_max_age_s=0.0)
+    with pytest.raises(NodeConfigError, match="proof_rejection_fee must be a finite number"):
+        NodeConfig(state_dir=tmp_path, proof_rejection_fee=-1.0)

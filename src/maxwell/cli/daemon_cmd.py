@@ -84,8 +84,10 @@ down to min_capacity_fraction of them at the thermal limit; 10 and 0.25), pids_m
 memory_max (each agent's limits unless its spawn sets them: 256 processes, 4294967296 bytes),
 memory_interval_s (1), settlement_s (1), report_lease_s (3: under optimistic billing, a bonded
 agent that has not reported for this long is billed by the meter, and audited against the counters
-of the moment) and retention_s (86400: an agent that ended is reclaimed this long after, its
-ledger history kept);
+of the moment), retention_s (86400: an agent that ended is reclaimed this long after, its
+ledger history kept), proof_key_max_age_s (3600: an agent's secret verifier key is replaced at
+least this often, and after every rejected proof) and proof_rejection_fee ($J a rejected proof
+costs its agent; unset: the agent's own bounty);
 a [model] table sets the power model's parameters (as for `maxwell run`).
 
 exit status: 0 stopped by SIGTERM, SIGINT or SIGHUP; 2 usage error; 125 the daemon failed.

@@ -131,6 +131,7 @@ class AgentRecord:
     bounty: int = 0
     model: Model | None = None
     model_key: VerifierKey | None = None
+    model_key_at: float = 0.0  # when the key was made (monotonic): `maxwell.node.bounties`
     proofs: int = 0
     bounties: int = 0
 

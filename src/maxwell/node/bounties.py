@@ -3,16 +3,26 @@
 Rules:
 
 - A bounty pays `bounty` µ$J from the treasury for each valid proof of inference of the model
-  the user named at spawn. The verifier's secret key for that model is drawn from the
-  operating system's randomness and never leaves the daemon; its random vectors are drawn
-  after each proof is committed.
+  the user named at spawn. The verifier's secret key for that model (its random vectors) is
+  drawn from the operating system's randomness, one per agent, and never leaves the daemon.
+- A key holds a bank of `KEY_BANK` vectors per layer, and each proof is checked with
+  `DEFAULT_ROUNDS` of them drawn afresh (`VerifierKey.draw`), so a forgery that once passed
+  passes the next proof with about the floor's odds, not for sure. A key is never used again
+  once a proof failed against it (replaced outside the lock, right after the check), so what a
+  failed probe taught is void, and keys are replaced once they are `proof_key_max_age_s` old.
+- A rejection tells the submitter which layer failed and which check, never by how much (that
+  number is derived from the secret vectors): the full verdict goes to the daemon's log only.
+- Each rejected proof costs its agent a fee (`proof_rejection_fee`; by default its own bounty),
+  moved from its account to the treasury, up to what the account holds: a campaign of probes
+  pays a bounty for each failure, and with a fresh key for every probe, each forgery passes
+  with at most the verifier's floor (2^-rounds per layer), so probing never pays.
 - A proof is read from the agent's own directory (`maxwell.node.processes.work_dir`): its
   input, output and bundle are named relative to it and read as `maxwell.node.intake` says (no
   link followed, regular files of the agent's own, sizes capped: `MAX_TENSOR_BYTES`,
   `MAX_BUNDLE_BYTES`, the bundle unpacked too), then verified, all outside the daemon's lock;
   only the payment (or the rejection's journal entry) takes it.
 - Each distinct input is paid once: the ledger key is `bounty:<agent>:<input digest>`. An
-  invalid proof pays nothing and is journalled (`rejected`, with the verifier's reason).
+  invalid proof pays nothing and is journalled (`rejected`, with the public reason and the fee).
 - A restarted daemon reloads a live agent's model and pays on only if the file is the one the
   agent was spawned with (same digest).
 """
@@ -27,19 +37,21 @@ from pathlib import Path
 
 import numpy as np
 
+from maxwell.clock import Clock
 from maxwell.economy.ledger import (
     TREASURY,
     LedgerError,
     Movement,
+    UnknownAccountError,
     agent_account,
     batch_request,
     event_request,
 )
 from maxwell.economy.store import LedgerStore
 from maxwell.node.agents import AgentRecord
+from maxwell.node.config import NodeConfig
 from maxwell.node.facade import NO_MONEY, NodeError, ProofResult
 from maxwell.node.intake import read_agent_file
-from maxwell.node.paths import StatePaths
 from maxwell.node.processes import agent_uid, work_dir
 from maxwell.proof import (
     DEFAULT_ROUNDS,
@@ -59,6 +71,7 @@ log = logging.getLogger(__name__)
 
 MAX_TENSOR_BYTES = 64 << 20  # an input or output `.npy` an agent submits
 MAX_BUNDLE_BYTES = 128 << 20  # a proof bundle, on disk and unpacked (it is stored, not deflated)
+KEY_BANK = 64  # vectors a key holds per layer; each proof meets DEFAULT_ROUNDS of them, at random
 
 
 @dataclass(frozen=True)
@@ -73,10 +86,14 @@ class CheckedProof:
 class Bounties:
     """Loads the models bounties pay for and pays for valid proofs (see the module)."""
 
-    def __init__(self, paths: StatePaths, ledger: LedgerStore, wall: Callable[[], float]) -> None:
-        self._paths = paths
+    def __init__(
+        self, config: NodeConfig, ledger: LedgerStore, wall: Callable[[], float], clock: Clock
+    ) -> None:
+        self._config = config
+        self._paths = config.paths
         self._ledger = ledger
         self._wall = wall
+        self._clock = clock
         # The proof verifier's secret vectors: from the OS, drawn after each proof is committed.
         self._rng = np.random.default_rng(secrets.randbits(128))
 
@@ -86,12 +103,13 @@ class Bounties:
             model = read_model(Path(path))
         except ProofInputError as exc:
             raise NodeError(str(exc)) from exc
-        return model, make_key(model, DEFAULT_ROUNDS, self._rng)
+        return model, make_key(model, DEFAULT_ROUNDS, self._rng, bank=KEY_BANK)
 
     def restore(self, agent: AgentRecord, path: str, digest: str, amount: int) -> None:
         """A reloaded agent's bounty, if its model file is still the one it was spawned with."""
         try:
             agent.model, agent.model_key = self.load_model(path)
+            agent.model_key_at = self._clock.monotonic()
             if agent.model.sha256 != digest:
                 raise NodeError(f"{path} changed since the agent was spawned")
             agent.bounty = amount
@@ -102,7 +120,7 @@ class Bounties:
     def check(self, agent: AgentRecord, input: str, output: str, proof: str) -> CheckedProof:
         """Read the proof the live `agent` left in its directory and verify it. Takes no lock and
         changes nothing: a slow or hostile submission stalls no tick (`maxwell.node.intake`)."""
-        model, key = agent.model, agent.model_key
+        model, key = agent.model, self._current_key(agent)
         if model is None or key is None:
             raise NodeError(f"agent {agent.id} has no bounty: nothing pays for its proofs")
         directory, uid = work_dir(self._paths, agent), agent_uid(agent)
@@ -120,26 +138,32 @@ class Bounties:
             raise NodeError(str(exc)) from exc
         rng = np.random.default_rng(secrets.randbits(128))  # one per check: checks run at once
         verdict = verify(model, x, y, bundle, rng=rng, key=key)
+        if not verdict.valid:  # here, outside the lock: a key costs a pass over the weights
+            self._replace_key(agent)
         return CheckedProof(bundle.input_sha256, bundle.merkle_root, verdict)
+
+    def _current_key(self, agent: AgentRecord) -> VerifierKey | None:
+        """The agent's verifier key, replaced first if it is older than the node allows."""
+        if agent.model is None or agent.model_key is None:
+            return None
+        if self._clock.monotonic() - agent.model_key_at >= self._config.proof_key_max_age_s:
+            self._replace_key(agent)
+        return agent.model_key
+
+    def _replace_key(self, agent: AgentRecord) -> None:
+        if agent.model is not None:
+            agent.model_key = make_key(agent.model, DEFAULT_ROUNDS, self._rng, bank=KEY_BANK)
+            agent.model_key_at = self._clock.monotonic()
 
     def pay(self, agent: AgentRecord, checked: CheckedProof) -> ProofResult:
         """Pay the live `agent`'s bounty for a valid proof whose input was not paid for yet, or
-        journal the rejection. Under the daemon's lock."""
+        reject it: its fee, a new key, the journal entry. Under the daemon's lock."""
         key = f"bounty:{agent.id}:{checked.input_sha256}"
         if self._ledger.key_used(key):
             raise NodeError("this input's inference was paid for already")
+        if not checked.verdict.valid:
+            return self._reject(agent, checked.verdict)
         verdict = checked.verdict
-        at = self._wall()
-        if not verdict.valid:
-            self._ledger.submit(
-                event_request(
-                    f"rejected:{agent.id}:{secrets.token_hex(8)}",
-                    "rejected",
-                    {"agent": agent.id, "reason": verdict.message()},
-                ),
-                at=at,
-            )
-            return ProofResult(agent.id, False, verdict.message(), NO_MONEY, agent.proofs)
         detail = {
             "agent": agent.id,
             "bounty": agent.bounty,
@@ -156,7 +180,7 @@ class Bounties:
                     kind="bounty",
                     detail=detail,
                 ),
-                at=at,
+                at=self._wall(),
             )
         except LedgerError as exc:
             raise NodeError(f"cannot pay the bounty: {exc}") from exc
@@ -164,3 +188,38 @@ class Bounties:
         agent.settle_next = True
         agent.bounties += agent.bounty
         return ProofResult(agent.id, True, verdict.message(), Money(agent.bounty), agent.proofs)
+
+    def _reject(self, agent: AgentRecord, verdict: Verdict) -> ProofResult:
+        """A proof that failed (its key was replaced by `check`): the agent pays the fee (what
+        its account holds at most), the public reason is journalled and answered; the rest is
+        logged."""
+        reason = verdict.public_message()
+        log.info(
+            "agent %s: proof rejected (%s); verifier key replaced", agent.id, verdict.message()
+        )
+        fee = Money(min(self._fee(agent), max(self._balance(agent), 0)))
+        entry_key = f"rejected:{agent.id}:{secrets.token_hex(8)}"
+        detail = {"agent": agent.id, "reason": reason, "fee": fee}
+        movements = [Movement(agent_account(agent.id), TREASURY, fee)] if fee else []
+        try:
+            if movements:
+                request = batch_request(entry_key, movements, kind="rejected", detail=detail)
+            else:
+                request = event_request(entry_key, "rejected", detail)
+            self._ledger.submit(request, at=self._wall())
+        except LedgerError as exc:
+            raise NodeError(f"cannot record the rejection: {exc}") from exc
+        if fee:
+            agent.settle_next = True
+        return ProofResult(agent.id, False, reason, NO_MONEY, agent.proofs, fee=fee)
+
+    def _fee(self, agent: AgentRecord) -> int:
+        configured = self._config.proof_rejection_fee
+        return agent.bounty if configured is None else round(configured * 1_000_000)
+
+    def _balance(self, agent: AgentRecord) -> int:
+        """What the agent could pay now: its ledger balance less what it accrued unsettled."""
+        try:
+            return self._ledger.balance(agent_account(agent.id)) - agent.accrual.owed
+        except UnknownAccountError:
+            return 0

@@ -66,6 +66,8 @@ class NodeConfig:
     memory_interval_s: float = 1.0  # how often memory counters are read
     settlement_s: float = 1.0  # the ledger takes an agent's accrued bills at most this often
     retention_s: float = 86_400.0  # an ended agent is reclaimed this long after it ended
+    proof_key_max_age_s: float = 3_600.0  # a verifier key is replaced at least this often
+    proof_rejection_fee: float | None = None  # $J per rejected proof; None: the agent's bounty
     log_level: str = "info"
     log_format: str = "text"
     grid: str | None = None  # the grid price (`maxwell.economy.price.parse_grid`); None: 1.0
@@ -208,6 +210,9 @@ def _check_numbers(config: NodeConfig) -> None:
     finite("settlement_s", config.settlement_s, 0.0)
     finite("report_lease_s", config.report_lease_s, 0.0, above=True)
     finite("retention_s", config.retention_s, 0.0)
+    finite("proof_key_max_age_s", config.proof_key_max_age_s, 0.0, above=True)
+    if config.proof_rejection_fee is not None:
+        finite("proof_rejection_fee", config.proof_rejection_fee, 0.0)
     if config.capacity_cores is not None:
         finite("capacity_cores", config.capacity_cores, 0.0, above=True)
     if config.active_w_per_core is not None:

@@ -129,7 +129,7 @@ class NodeDaemon:
             config, clock=clock, wall=wall, store=store, meter=meter, supervisor=supervisor,
             registry=registry, capacity_cores=self.capacity_cores,
         )  # fmt: skip
-        self._bounties = Bounties(self.paths, self._ledger, wall)
+        self._bounties = Bounties(config, self._ledger, wall, self._clock)
         self._billing = OptimisticBilling(
             config, wall=wall, store=store, registry=registry,
             active_w_per_core=self._active_w_per_core,

@@ -184,9 +184,10 @@ class ProofResult:
 
     agent: str
     valid: bool
-    reason: str  # one line: why it is valid, or the first failing layer
+    reason: str  # one line: why it is valid, or the first failing layer and check (not by how much)
     bounty: WireMoney  # paid for this proof (0 when invalid)
     proofs: int  # valid proofs of this agent so far
+    fee: WireMoney = NO_MONEY  # what the agent paid for a rejected proof
 
 
 @dataclass(frozen=True)

@@ -210,6 +210,7 @@ class AgentProcesses:
             agent.manifest = request.manifest
         if request.inference is not None and request.model is not None:
             agent.model, agent.model_key = request.inference
+            agent.model_key_at = self._clock.monotonic()
             agent.bounty = request.bounty
         self._launch(agent, token, request)
         self._record_spawn(agent, request.fund, request.model, at)

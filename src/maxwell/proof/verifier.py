@@ -70,11 +70,23 @@ class Verdict:
     tolerance: Tolerance
     # The largest normalised discrepancy (z) of each layer checked, by layer number.
     statistics: Mapping[int, float] = field(default_factory=dict)
+    # How far a failed random-vector check missed (`discrepancy z x float32 rounding > ...`):
+    # derived from the secret vectors, so never shown to whoever submitted the proof.
+    detail: str = ""
 
     def message(self) -> str:
-        """One line: `valid: ...` or `invalid: layer 3 (Gemm 'fc2'): reason`."""
+        """One line: `valid: ...` or `invalid: layer 3 (Gemm 'fc2'): reason: detail`."""
         if self.valid:
             return f"valid: {self.reason}"
+        where = f"{self.failed_layer.label()}: " if self.failed_layer is not None else ""
+        detail = f": {self.detail}" if self.detail else ""
+        return f"invalid: {where}{self.reason}{detail}"
+
+    def public_message(self) -> str:
+        """`message()` without the detail: what a submitter may learn (a node's verdict tells
+        the prover that a layer failed, never by how much, which would leak the secret)."""
+        if self.valid:
+            return self.message()
         where = f"{self.failed_layer.label()}: " if self.failed_layer is not None else ""
         return f"invalid: {where}{self.reason}"
 
@@ -86,6 +98,7 @@ class Verdict:
             if failed is None
             else {"index": failed.index, "name": failed.name, "op": failed.op},
             "reason": self.reason,
+            "detail": self.detail,
             "layers_checked": self.layers_checked,
             "rounds": self.rounds,
             "tolerance": self.tolerance.as_json(),
@@ -97,16 +110,45 @@ class Verdict:
 class VerifierKey:
     """The verifier's secret for one model: sign vectors and weight products per matmul layer.
 
-    Making it costs one pass over the weights (O(KN k) per layer); a verifier that checks many
-    proofs of the same model may keep it, as long as the vectors never leave the verifier.
-    Layers whose B is an activation (not a weight) draw their vectors during the check.
+    Making it costs one pass over the weights (O(KN b) per layer for a bank of b vectors); a
+    verifier that checks many proofs of the same model may keep it, as long as the vectors never
+    leave the verifier. Layers whose B is an activation (not a weight) draw their vectors during
+    the check.
+
+    A key with a bank larger than its rounds (`bank`) checks each proof with `rounds` vectors
+    drawn afresh from the bank (`draw`): what a passing forgery taught about the vectors it met
+    says little about those the next proof meets. An error that two units cancel passes a
+    fresh draw with the floor's 2^-rounds, however many proofs passed before, unless the two
+    units agree on all `bank` vectors (2^-bank). With `bank == rounds` every proof meets the same
+    vectors: once a forgery passes, it passes every time.
     """
 
     rounds: int
     layers: Mapping[int, SecretProjection]
+    bank: int = 0  # vectors held per layer (0: `rounds`)
+
+    def draw(self, rng: np.random.Generator) -> VerifierKey:
+        """The key one proof is checked with: `rounds` of the bank's vectors, drawn at random."""
+        if self.bank <= self.rounds:
+            return self
+        chosen = np.sort(rng.choice(self.bank, size=self.rounds, replace=False))
+        layers = {index: _columns(secret, chosen) for index, secret in self.layers.items()}
+        return VerifierKey(rounds=self.rounds, layers=layers, bank=self.rounds)
 
 
-def make_key(model: Model, rounds: int, rng: np.random.Generator) -> VerifierKey:
+def _columns(secret: SecretProjection, chosen: NDArray[np.int64]) -> SecretProjection:
+    bias = secret.bias
+    if bias is not None:
+        bias = BiasTerms(bias.projection[..., chosen], bias.row_norms)
+    return SecretProjection(secret.signs[:, chosen], secret.weight_projection[..., chosen], bias)
+
+
+def make_key(
+    model: Model, rounds: int, rng: np.random.Generator, *, bank: int | None = None
+) -> VerifierKey:
+    """A secret key for `model`: `rounds` vectors per proof, drawn from a bank of `bank` (at
+    least `rounds`; None: exactly `rounds`, the same for every proof)."""
+    held = rounds if bank is None else max(bank, rounds)
     layers: dict[int, SecretProjection] = {}
     for node in model.nodes:
         if node.op_type not in MATMUL_OPS or node.inputs[1] not in model.initializers:
@@ -118,7 +160,7 @@ def make_key(model: Model, rounds: int, rng: np.random.Generator) -> VerifierKey
             weight = weight.T if node.int_attribute("transB", 0) else weight
         elif weight.ndim == 1:
             weight = weight[:, np.newaxis]
-        signs = draw_signs(rng, weight.shape[-1], rounds)
+        signs = draw_signs(rng, weight.shape[-1], held)
         bias: BiasTerms | None = None
         if node.op_type == "Gemm" and len(node.inputs) == 3:
             c = model.initializers.get(node.inputs[2])
@@ -126,7 +168,7 @@ def make_key(model: Model, rounds: int, rng: np.random.Generator) -> VerifierKey
                 beta = node.float_attribute("beta", 1.0)
                 bias = bias_terms(c, beta, weight.shape[-1], signs)
         layers[node.index] = SecretProjection(signs, project_weight(weight, signs), bias)
-    return VerifierKey(rounds=rounds, layers=layers)
+    return VerifierKey(rounds=rounds, layers=layers, bank=held)
 
 
 def verify(
@@ -149,8 +191,9 @@ def verify(
         layer: LayerRef | None,
         checked: int = 0,
         stats: Mapping[int, float] | None = None,
+        detail: str = "",
     ) -> Verdict:
-        return Verdict(False, reason, layer, checked, rounds, tolerance, dict(stats or {}))
+        return Verdict(False, reason, layer, checked, rounds, tolerance, dict(stats or {}), detail)
 
     if proof.model_sha256 != model.sha256:
         return invalid(
@@ -167,11 +210,11 @@ def verify(
         return invalid(mismatch[1], mismatch[0])
 
     # The commitment is read and checked: only now are the secret vectors drawn.
-    secret_key = key if key is not None else make_key(model, rounds, rng)
+    secret_key = key.draw(rng) if key is not None else make_key(model, rounds, rng)
     statistics, failure = _check_layers(model, proof, secret_key, rng, rounds, tolerance)
     if failure is not None:
-        node, reason = failure
-        return invalid(reason, LayerRef.of(node), node.index - 1, statistics)
+        node, reason, detail = failure
+        return invalid(reason, LayerRef.of(node), node.index - 1, statistics, detail)
     return Verdict(
         True,
         f"{len(model.nodes)} layers checked ({_summary(model, rounds)})",
@@ -220,9 +263,10 @@ def _check_layers(
     rng: np.random.Generator,
     rounds: int,
     tolerance: Tolerance,
-) -> tuple[dict[int, float], tuple[Node, str] | None]:
+) -> tuple[dict[int, float], tuple[Node, str, str] | None]:
     """Step 4: each layer in order against its producers' committed outputs. Returns each
-    checked layer's z and, if one fails, that layer and why (no later layer is checked)."""
+    checked layer's z and, if one fails, that layer, why and by how much (no later layer is
+    checked)."""
     tensors: dict[str, NDArray[np.float32]] = {
         model.input_name: proof.activations[0],
         **model.initializers,
@@ -242,12 +286,11 @@ def _check_layers(
             bound, what = tolerance.elementwise, "recomputation differs"
         statistics[node.index] = z
         if not z <= bound:
-            detail = (
-                f"discrepancy {z:.4g} x float32 rounding > tolerance {bound:g}"
-                if np.isfinite(z)
-                else "shapes do not fit or values are not finite"
-            )
-            return statistics, (node, f"{what}: {detail}")
+            if not np.isfinite(z):  # no secret in it: the submitter may know
+                return statistics, (node, f"{what}: shapes do not fit or values are not finite", "")
+            return statistics, (
+                node, what, f"discrepancy {z:.4g} x float32 rounding > tolerance {bound:g}"
+            )  # fmt: skip
         tensors[node.output] = output
     return statistics, None
 
