@@ -14,6 +14,7 @@ still differs (ids `a1`, `a2`, ...; a bounded treasury; unique names), no contra
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import math
 import os
@@ -39,6 +40,7 @@ from maxwell.node.facade import (
     AuditResult,
     Event,
     FundKeyConflictError,
+    JobInfo,
     NodeError,
     NodeStatus,
     PriceInfo,
@@ -47,7 +49,9 @@ from maxwell.node.facade import (
     Report,
     Role,
     SpawnResult,
+    TakenInput,
     UnknownAgentError,
+    UnknownJobError,
 )
 from maxwell.node.tickstats import TickStats
 from maxwell.units import Money
@@ -77,6 +81,7 @@ class FakeNode:
         self.fund_keys: dict[str, tuple[str, Money]] = {}  # idempotency key -> its funding
         self.tick_stats: TickStats | None = None  # set it to show failures, a last error
         self.limits: dict[str, tuple[int | None, int | None]] = {}  # each spawn's memory, pids
+        self.jobs_by_id: dict[str, JobInfo] = {}  # posted work, its escrow held out of the treasury
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -102,7 +107,8 @@ class FakeNode:
     def check_invariants(self) -> None:
         with self._lock:
             balances = sum(info.balance for info in self.agents_by_id.values())
-            assert self.treasury + balances == self.initial_treasury
+            escrow = sum(job.escrow for job in self.jobs_by_id.values())
+            assert self.treasury + balances + escrow == self.initial_treasury
             assert self.treasury >= 0
             assert all(info.balance >= 0 for info in self.agents_by_id.values())
             assert [event.seq for event in self.log] == list(range(1, len(self.log) + 1))
@@ -115,7 +121,10 @@ class FakeNode:
     def snapshot(self) -> tuple[object, ...]:
         """Everything a request could change, to assert a refused request changed nothing."""
         with self._lock:
-            return (self.treasury, dict(self.agents_by_id), dict(self.tokens), len(self.log))
+            return (
+                self.treasury, dict(self.agents_by_id), dict(self.tokens), len(self.log),
+                dict(self.jobs_by_id),
+            )  # fmt: skip
 
     # --- the Node protocol --------------------------------------------------------------------
 
@@ -246,6 +255,48 @@ class FakeNode:
         with self._lock:
             self._alive(agent, "submit proofs")
             raise NodeError(f"agent {agent} has no bounty: nothing pays for its proofs")
+
+    def post_job(self, model: str, inputs: str, bounty: Money) -> JobInfo:
+        """A job as the daemon posts one (its inputs counted, not read: no agent here proves)."""
+        if bounty <= 0:
+            raise NodeError(f"a job's bounty must be a positive integer of µ$J, got {bounty!r}")
+        try:
+            digest = hashlib.sha256(Path(model).read_bytes()).hexdigest()
+            count = sum(1 for name in os.listdir(inputs) if name.endswith(".npy"))
+        except OSError as exc:
+            raise NodeError(f"{exc.filename}: {exc.strerror}") from exc
+        if not count:
+            raise NodeError(f"--inputs {inputs}: no .npy file in it")
+        with self._lock:
+            if bounty * count > self.treasury:
+                raise NodeError("the treasury cannot escrow that much")
+            job = f"j{next(self._ids)}"
+            info = JobInfo(
+                id=job, model=os.path.abspath(model), model_sha256=digest, bounty=bounty,
+                inputs=count, paid=0, taken=0, escrow=Money(bounty * count),
+                posted_at=time.time(),
+            )  # fmt: skip
+            self.treasury = Money(self.treasury - info.escrow)
+            self.jobs_by_id[job] = info
+            return info
+
+    def jobs(self) -> list[JobInfo]:
+        with self._lock:
+            return list(self.jobs_by_id.values())
+
+    def job(self, job: str) -> JobInfo:
+        with self._lock:
+            if job not in self.jobs_by_id:
+                raise UnknownJobError(f"no job {job!r}")
+            return self.jobs_by_id[job]
+
+    def take_input(self, agent: str, job: str) -> TakenInput:
+        """No agent here proves a model: the daemon refuses such an agent the same way."""
+        with self._lock:
+            self._alive(agent, "take inputs")
+            if job not in self.jobs_by_id:
+                raise UnknownJobError(f"no job {job!r}")
+            raise NodeError(f"job {job} is for another model than the one agent {agent} proves")
 
     def kill(self, agent: str) -> AgentInfo:
         with self._lock:

@@ -1,11 +1,12 @@
-"""Proofs of inference in the daemon: an agent's valid proof of the model its user set earns
-the bounty its user set, once per input; an invalid one earns nothing and is recorded."""
+"""Proofs of inference in the daemon: an agent's valid proof of a posted job's input earns the
+job's bounty, once per input; an invalid one earns nothing, costs a fee and is recorded."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import secrets
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,26 @@ def daemon(tmp_path: Path) -> Iterator[NodeDaemon]:
         node.shutdown(kill_agents=True)
 
 
+def seeded_input(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((TOKENS, WIDTH)).astype(np.float32)
+
+
+ONE_J = Money(J)
+
+
+def post(node: NodeDaemon, model_path: Path, seeds: Sequence[int], bounty: Money = ONE_J) -> str:
+    """Post a job of the seeded inputs (what a user wants inferred); its id."""
+    inputs = model_path.parent / f"inputs-{secrets.token_hex(4)}"
+    inputs.mkdir()
+    for seed in seeds:
+        write_tensor(inputs / f"{seed:04d}.npy", seeded_input(seed))
+    return node.post_job(str(model_path), str(inputs), bounty).id
+
+
 def prove(model_path: Path, directory: Path, seed: int, *, tamper: bool = False) -> None:
     """What an agent does: run the model on an input, leave X, Y and the proof in its dir."""
     model = model_from_bytes(model_path.read_bytes())
-    x = np.random.default_rng(seed).standard_normal((TOKENS, WIDTH)).astype(np.float32)
+    x = seeded_input(seed)
     activations = run(model, x)
     y = activations[model.output_layer.index].copy()
     write_tensor(directory / "x.npy", x)
@@ -61,11 +78,13 @@ def test_a_valid_proof_earns_the_bounty_once_and_an_invalid_one_nothing(
     )
     directory = tmp_path / "state" / "work" / spawned.agent
     assert directory.is_dir() and (directory.stat().st_mode & 0o777) == 0o700
+    job = post(daemon, model_path, [1, 2, 3], Money(2 * J))
     before = daemon.agent(spawned.agent).balance
     prove(model_path, directory, seed=1)
     paid = daemon.submit_proof(spawned.agent, "x.npy", "y.npy", "proof.mxp")
     assert paid.valid and paid.bounty == 2 * J and paid.proofs == 1
     assert daemon.agent(spawned.agent).balance == before + 2 * J
+    assert (daemon.job(job).paid, daemon.job(job).escrow) == (1, 4 * J)
     with pytest.raises(NodeError, match="paid for already"):
         daemon.submit_proof(spawned.agent, "x.npy", "y.npy", "proof.mxp")
     prove(model_path, directory, seed=2, tamper=True)
@@ -91,6 +110,7 @@ def test_the_node_reads_only_the_agent_s_own_files(
         ["sleep", "30"], fund=Money(J), bid=1.0, bounty=Money(J), model=str(model_path)
     )
     directory = tmp_path / "state" / "work" / spawned.agent
+    post(daemon, model_path, [1])
     prove(model_path, directory, seed=1)
     secret = tmp_path / "secret.npy"
     secret.write_bytes((directory / "x.npy").read_bytes())
@@ -117,7 +137,7 @@ def test_a_bounty_needs_its_model_and_an_agent_without_one_cannot_claim(
         daemon.spawn(["sleep", "30"], fund=Money(J), bid=1.0, bounty=Money(J), model=str(bad))
     assert daemon.agents() == []
     plain = daemon.spawn(["sleep", "30"], fund=Money(J), bid=1.0)
-    with pytest.raises(NodeError, match="no bounty"):
+    with pytest.raises(NodeError, match="names no model"):
         daemon.submit_proof(plain.agent, "x.npy", "y.npy", "proof.mxp")
 
 
@@ -128,6 +148,7 @@ def test_proofs_and_bounties_survive_a_restart(model_path: Path, tmp_path: Path)
         spawned = first.spawn(
             ["sleep", "30"], fund=Money(J), bid=1.0, bounty=Money(J), model=str(model_path)
         )
+        job = post(first, model_path, [1, 2])
         prove(model_path, state / "work" / spawned.agent, seed=1)
         assert first.submit_proof(spawned.agent, "x.npy", "y.npy", "proof.mxp").valid
         first.kill(spawned.agent)
@@ -137,6 +158,7 @@ def test_proofs_and_bounties_survive_a_restart(model_path: Path, tmp_path: Path)
     try:
         info = again.agent(spawned.agent)
         assert (info.proofs, info.bounties) == (1, J)
+        assert (again.job(job).paid, again.job(job).escrow) == (1, J)
     finally:
         again.shutdown(kill_agents=True)
 
@@ -153,6 +175,7 @@ def test_a_rejection_replaces_the_key_and_a_valid_proof_keeps_it(
     )
     directory = tmp_path / "state" / "work" / spawned.agent
     first = _key_of(daemon, spawned.agent)
+    post(daemon, model_path, [1, 2])
     prove(model_path, directory, seed=1)
     assert daemon.submit_proof(spawned.agent, "x.npy", "y.npy", "proof.mxp").valid
     assert _key_of(daemon, spawned.agent) is first  # young, and no proof failed against it
@@ -172,6 +195,7 @@ def _agent_on(
         spawned = node.spawn(
             ["sleep", "30"], fund=fund, bid=1.0, bounty=Money(J), model=str(model_path)
         )
+        post(node, model_path, [1, 2])
         yield node, spawned.agent, tmp_path / "state" / "work" / spawned.agent
     finally:
         node.shutdown(kill_agents=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import fail_once, maxwell, wait_until
+from helpers import TIME_SCALE, fail_once, maxwell, wait_until
 from maxwell.cgroups import CgroupManager
 from maxwell.economy.ledger import Entry, EntryRequest, stake_account
 from maxwell.economy.store import LedgerStoreError
@@ -56,7 +56,9 @@ J = 1_000_000  # µ$J per $J
 
 
 def tick_until(daemon: NodeDaemon, condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
+    """Tick at the daemon's pace until `condition` holds; the deadline scales with the CPU
+    (`helpers.TIME_SCALE`: ten times in the emulated v2 VM)."""
+    deadline = time.monotonic() + timeout_s * TIME_SCALE
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(daemon.config.tick_s)  # a real tick interval: the tick bills what ran in it

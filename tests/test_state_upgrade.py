@@ -143,6 +143,7 @@ def test_the_stores_upgrade_it_in_place_keeping_what_it_held(state: Path) -> Non
         ("ledger", 1, "initial", 1),
         ("ledger", 2, "folded_keys", 0),
         ("node", 1, "initial", 0),
+        ("node", 2, "jobs", 0),
     ]
     upgraded = read_held(state)
     assert upgraded.ledger_version == str(LATEST["ledger"]) and "folded_keys" in upgraded.tables
@@ -166,6 +167,7 @@ def test_a_version_2_ledger_from_before_the_migrations_table_is_adopted_whole(
         ("ledger", 1, "initial", 1),
         ("ledger", 2, "folded_keys", 1),
         ("node", 1, "initial", 0),
+        ("node", 2, "jobs", 0),
     ]
     with LedgerStore.open(state, create=False) as ledger:
         assert ledger.balances() == held.balances and ledger.verify().ok
@@ -209,6 +211,7 @@ def test_the_current_daemon_runs_on_it(state: Path, capsys: pytest.CaptureFixtur
         ("ledger", 1),
         ("ledger", 2),
         ("node", 1),
+        ("node", 2),
     }
     capsys.readouterr()
     assert maxwell_main(["ledger", "verify", "--state", str(state)]) == 0
@@ -237,8 +240,8 @@ _NEWER = {
         r"schema version 3; this Maxwell reads versions 1-2",
     ),
     "node": Newer(
-        (f"INSERT INTO {TABLE} VALUES ('node', 2, 'from-a-newer-maxwell', 0.0, 0)",),
-        r"node schema version 2, newer than this Maxwell knows \(up to version 1\)",
+        (f"INSERT INTO {TABLE} VALUES ('node', 3, 'from-a-newer-maxwell', 0.0, 0)",),
+        r"node schema version 3, newer than this Maxwell knows \(up to version 2\)",
     ),
 }
 

@@ -44,17 +44,21 @@ from maxwell.node.facade import (
     AgentState,
     AuditResult,
     Event,
+    JobInfo,
     NodeStatus,
     PriceInfo,
     Principal,
     ProofResult,
     SpawnResult,
+    TakenInput,
 )
 from maxwell.node.wire import (
     AgentList,
     BidRequest,
     EventList,
     FundRequest,
+    JobList,
+    JobRequest,
     ProofRequest,
     ReportRequest,
     SpawnRequest,
@@ -265,7 +269,8 @@ class Client:
 
     def submit_proof(self, input: str, output: str, proof: str) -> ProofResult:
         """Submit a proof of inference this agent left in its directory (`MAXWELL_AGENT_DIR`),
-        the files named relative to it; a valid one earns the bounty its user set."""
+        the files named relative to it; a valid proof of a posted job's input earns the job's
+        bounty (`take_input`)."""
         body = ProofRequest(input, output, proof)
         path = f"/agents/{_quote(self.my_id())}/proofs"
         return from_json(ProofResult, self._request("POST", path, body=body))
@@ -285,6 +290,25 @@ class Client:
         """Events with a sequence number above `after`, oldest first."""
         page = self._request("GET", "/events", params={"after": after, "limit": limit})
         return list(from_json(EventList, page).events)
+
+    # --- posted work ----------------------------------------------------------------------------
+
+    def post_job(self, model: str, inputs: str, bounty: float) -> JobInfo:
+        """Post a job (admin): the inputs in directory `inputs` (paths on the node), each paying
+        `bounty` $J for its first valid proof of `model`, escrowed from the treasury now."""
+        body = JobRequest(model, inputs, bounty)
+        return from_json(JobInfo, self._request("POST", "/jobs", body=body))
+
+    def jobs(self) -> list[JobInfo]:
+        return list(from_json(JobList, self._request("GET", "/jobs")).jobs)
+
+    def job(self, job: str) -> JobInfo:
+        return from_json(JobInfo, self._request("GET", f"/jobs/{_quote(job)}"))
+
+    def take_input(self, job: str) -> TakenInput:
+        """Lease an input of `job` for this agent: the node writes it into this agent's
+        directory as `TakenInput.input`, to run the model on and prove."""
+        return from_json(TakenInput, self._request("POST", f"/jobs/{_quote(job)}/take"))
 
     # --- stopping cleanly -----------------------------------------------------------------------
 

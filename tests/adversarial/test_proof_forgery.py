@@ -97,6 +97,11 @@ def node(tmp_path: Path) -> Iterator[tuple[NodeDaemon, str, Path]]:
         spawned = daemon.spawn(
             ["sleep", "60"], fund=Money(10_000 * J), bid=1.0, bounty=Money(J), model=str(model)
         )
+        inputs = tmp_path / "inputs"  # the work posted: one input per probe the attacker makes
+        inputs.mkdir()
+        for seed in range(1, SEARCH_PROBES + EXPLOITS + 1):
+            write_tensor(inputs / f"{seed:04d}.npy", _input(seed))
+        daemon.post_job(str(model), str(inputs), Money(J))
         yield daemon, spawned.agent, tmp_path / "state" / "work" / spawned.agent
     finally:
         daemon.shutdown(kill_agents=True)

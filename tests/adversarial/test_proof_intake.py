@@ -23,7 +23,7 @@ from maxwell.node.facade import NodeError
 from maxwell.node.intake import read_agent_file
 from maxwell.samples.useful import make_weights, mlp_onnx
 from maxwell.units import Money
-from test_node_bounty import TOKENS, WIDTH, prove
+from test_node_bounty import TOKENS, WIDTH, post, prove
 
 J = 1_000_000
 
@@ -39,6 +39,7 @@ def agent(tmp_path: Path) -> Iterator[tuple[NodeDaemon, str, Path]]:
             ["sleep", "30"], fund=Money(J), bid=1.0, bounty=Money(J), model=str(model)
         )
         directory = tmp_path / "state" / "work" / spawned.agent
+        post(daemon, model, [1])
         prove(model, directory, seed=1)
         yield daemon, spawned.agent, directory
     finally:

@@ -161,11 +161,13 @@ def _spawn_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--bounty", metavar="ENERGY",
-        help="paid from the treasury for each valid proof of inference of --model it submits",
+        help="kept for scripts: a proof earns the bounty of the job whose input it proves "
+        "(maxwell job post)",
     )  # fmt: skip
     parser.add_argument(
-        "--model", metavar="MODEL.onnx", help="the model whose proved inference earns --bounty"
-    )
+        "--model", metavar="MODEL.onnx",
+        help="the model it proves inference of: its proofs of a posted job's inputs earn",
+    )  # fmt: skip
     parser.add_argument(
         "--memory", type=_bytes, metavar="BYTES",
         help="memory its group may use, e.g. 512M (default: the node's memory_max, 4G)",
@@ -475,7 +477,14 @@ HANDLERS: dict[str, Callable[[Client, argparse.Namespace, Console], None]] = {
 
 def run(args: argparse.Namespace) -> int:
     command = args.command_name
-    prog = f"maxwell {command}"
+    return run_with_client(
+        f"maxwell {command}", args, lambda client: HANDLERS[command](client, args, Console())
+    )
+
+
+def run_with_client(prog: str, args: argparse.Namespace, handle: Callable[[Client], None]) -> int:
+    """Connect as the flags say, run `handle`, and turn what goes wrong into one line on stderr
+    and the exit status `COMMON_EPILOG` documents."""
     try:
         client = connect(args)
     except UsageError as exc:
@@ -484,7 +493,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(prog, str(exc), EXIT_FAILURE)
     with client:
         try:
-            HANDLERS[command](client, args, Console())
+            handle(client)
         except UsageError as exc:
             return fail(prog, str(exc), EXIT_USAGE)
         except AuditFailed:

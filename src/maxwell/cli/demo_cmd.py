@@ -4,8 +4,8 @@ A private daemon (in this process, on a temporary state directory, billing agent
 their own consumption by their reports and auditing them) runs four real agents:
 
 - `useful`: seeded MLP inference that finishes its job; funded generously, bids high; every 50
-  batches it proves its inference (`maxwell.proof`) and earns the bounty the demo sets per valid
-  proof;
+  batches it takes an input of the job the demo posts (`maxwell job post`: 8 inputs, 1 $J each),
+  proves its inference (`maxwell.proof`) and earns the job's bounty per valid proof;
 - `looper`: a `while True` "hallucination" that ignores SIGTERM; little funding: apoptosis;
 - `bloat`: allocates, writes and frees memory in a loop; the Landauer tax, at the multiplier the
   demo sets, drains it to apoptosis. Its physical and taxed Landauer figures are shown side by side;
@@ -56,6 +56,7 @@ GRACE_S = 2.0
 AUDIT_PROBABILITY = 0.2
 # What the user pays the useful agent per valid proof of its model's inference (every 50 batches).
 BOUNTY_J = 1.0
+POSTED_INPUTS = 8  # one per proof the useful agent makes (400 batches, one proof every 50)
 
 
 @dataclass(frozen=True)
@@ -187,19 +188,28 @@ def _demo(
 
 
 def _spawn_archetypes(node: NodeDaemon, state: str) -> dict[str, Archetype]:
-    """Spawn the four archetypes; the useful one earns a bounty per proof of its model."""
+    """Spawn the four archetypes; the useful one proves the inputs of a job the demo posts,
+    earning its bounty per proof."""
     model = os.path.join(state, "useful.onnx")  # the model the user pays proofs of
+    inputs = os.path.join(state, "useful-inputs")  # the work the user posts
     useful.main(["--export-model", model])
+    useful.main(["--export-inputs", inputs, "--count", str(POSTED_INPUTS)])
+    job = node.post_job(model, inputs, tokens_to_money(BOUNTY_J)).id
     names: dict[str, Archetype] = {}
     for archetype in ARCHETYPES:
         paid = archetype.name == "useful"
         spawned = node.spawn(
-            [sys.executable, "-m", archetype.module, *archetype.args],
+            [
+                sys.executable,
+                "-m",
+                archetype.module,
+                *archetype.args,
+                *(("--job", job) if paid else ()),
+            ],
             fund=tokens_to_money(archetype.fund_j),
             bid=archetype.bid,
             demand=archetype.demand,
             name=archetype.name,
-            bounty=tokens_to_money(BOUNTY_J) if paid else tokens_to_money(0.0),
             model=model if paid else None,
         )
         names[spawned.agent] = archetype

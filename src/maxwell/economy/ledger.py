@@ -211,6 +211,12 @@ def stake_account(agent_id: str) -> str:
     return f"stake:{_checked_id(agent_id)}"
 
 
+@functools.lru_cache(maxsize=1 << 12)
+def job_account(job_id: str) -> str:
+    """The account holding a posted job's bounties until they are paid: `job:<id>`."""
+    return f"job:{_checked_id(job_id)}"
+
+
 def _checked_id(agent_id: str) -> str:
     if not isinstance(agent_id, str) or not _ID_RE.match(agent_id):
         raise InvalidEntryError(

@@ -7,9 +7,10 @@ Rules:
 - A request that may carry a body is judged on its headers before a byte of the body is read
   (`RequestGate`): a token the node knows, a `Content-Length`, at most `MAX_BODY_BYTES`.
 - Authentication is `Authorization: Bearer <token>`. The admin token may do everything; an agent
-  token may read the price, read its own account (`GET /agents/{own id}`, `GET /agents` lists only
-  itself), change its own bid and report for itself (`POST /agents/{own id}/report`, which the
-  admin may not do: a report is the agent's own word), nothing else. A refusal for another agent
+  token may read the price and the jobs, read its own account (`GET /agents/{own id}`,
+  `GET /agents` lists only itself), change its own bid, report for itself (`POST /agents/{own
+  id}/report`, which the admin may not do: a report is the agent's own word) and take a job's
+  input for itself (`POST /jobs/{id}/take`), nothing else. A refusal for another agent
   is a 403 whether or not that agent exists, so an agent cannot probe for other agents' ids.
 - Every refusal is a 4xx whose body is `{"error": "<one line>"}`; `NodeError.status` is the status
   of the node's own refusals. A 5xx is a bug (the API fuzz test asserts there are none).
@@ -50,6 +51,7 @@ from maxwell.node.facade import (
     NO_MONEY,
     AgentInfo,
     AuditResult,
+    JobInfo,
     Node,
     NodeError,
     PriceInfo,
@@ -57,6 +59,7 @@ from maxwell.node.facade import (
     ProofResult,
     Role,
     SpawnResult,
+    TakenInput,
 )
 from maxwell.node.wire import (
     AgentList,
@@ -64,6 +67,8 @@ from maxwell.node.wire import (
     ErrorBody,
     EventList,
     FundRequest,
+    JobList,
+    JobRequest,
     ProofRequest,
     ReportRequest,
     SpawnRequest,
@@ -95,6 +100,7 @@ class ApiError(Exception):
 # into the OpenAPI document.
 
 AgentId = Annotated[str, Path(min_length=1, max_length=MAX_AGENT_ID)]
+JobId = Annotated[str, Path(min_length=1, max_length=MAX_AGENT_ID)]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": why}
@@ -227,6 +233,7 @@ def create_app(
     _add_account_routes(app, node)
     _add_agent_word_routes(app, node)
     _add_admin_routes(app, node)
+    _add_job_routes(app, node)
     _add_read_routes(app, node)
     _add_metrics_route(app, metrics, public_metrics=public_metrics)
     return app
@@ -353,6 +360,35 @@ def _add_agent_word_routes(app: FastAPI, node: Node) -> None:
         if caller.agent != agent:
             raise ApiError(403, "only the agent's own token may submit its proofs")
         return node.submit_proof(agent, body.input, body.output, body.proof)
+
+
+def _add_job_routes(app: FastAPI, node: Node) -> None:
+    """Posted work (`maxwell.node.jobs`): the admin posts, anyone with a token reads, an agent
+    takes inputs for itself."""
+
+    @app.post("/jobs", status_code=201, tags=["admin"])
+    def post_job(body: JobRequest, caller: Caller) -> JobInfo:
+        """Post a job: proofs of its inputs for its model earn `bounty` each, once (admin)."""
+        _require_admin(caller, "post jobs")
+        return node.post_job(body.model, body.inputs, tokens_to_money(body.bounty))
+
+    @app.get("/jobs", tags=["market"])
+    def list_jobs(caller: Caller) -> JobList:
+        """Every job, oldest first (any valid token)."""
+        return JobList(node.jobs())
+
+    @app.get("/jobs/{job}", tags=["market"])
+    def get_job(job: JobId, caller: Caller) -> JobInfo:
+        """One job (any valid token)."""
+        return node.job(job)
+
+    @app.post("/jobs/{job}/take", tags=["accounts"])
+    def take_input(job: JobId, caller: Caller) -> TakenInput:
+        """Lease the calling agent an input of the job, written into its directory (an agent's
+        own token only)."""
+        if caller.agent is None:
+            raise ApiError(403, "only an agent takes inputs, for itself")
+        return node.take_input(caller.agent, job)
 
 
 def _add_admin_routes(app: FastAPI, node: Node) -> None:

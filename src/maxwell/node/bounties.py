@@ -2,9 +2,13 @@
 
 Rules:
 
-- A bounty pays `bounty` µ$J from the treasury for each valid proof of inference of the model
-  the user named at spawn. The verifier's secret key for that model (its random vectors) is
-  drawn from the operating system's randomness, one per agent, and never leaves the daemon.
+- Bounties pay for posted work only (`maxwell.node.jobs`): a proof's input must be an unpaid
+  input of a job posted for the agent's model, which is looked up from the input's digest before
+  anything else is read or verified; a valid proof is paid the job's bounty from the job's
+  account, once per input. The agent's model (`--model` at spawn) says which model it proves;
+  the bounty it was spawned with is kept and shown, and no longer sets what a proof earns.
+- The verifier's secret key for the agent's model (its random vectors) is drawn from the
+  operating system's randomness, one per agent, and never leaves the daemon.
 - A key holds a bank of `KEY_BANK` vectors per layer, and each proof is checked with
   `DEFAULT_ROUNDS` of them drawn afresh (`VerifierKey.draw`), so a forgery that once passed
   passes the next proof with about the floor's odds, not for sure. A key is never used again
@@ -12,7 +16,7 @@ Rules:
   failed probe taught is void, and keys are replaced once they are `proof_key_max_age_s` old.
 - A rejection tells the submitter which layer failed and which check, never by how much (that
   number is derived from the secret vectors): the full verdict goes to the daemon's log only.
-- Each rejected proof costs its agent a fee (`proof_rejection_fee`; by default its own bounty),
+- Each rejected proof costs its agent a fee (`proof_rejection_fee`; by default the job's bounty),
   moved from its account to the treasury, up to what the account holds: a campaign of probes
   pays a bounty for each failure, and with a fresh key for every probe, each forgery passes
   with at most the verifier's floor (2^-rounds per layer), so probing never pays.
@@ -21,8 +25,8 @@ Rules:
   link followed, regular files of the agent's own, sizes capped: `MAX_TENSOR_BYTES`,
   `MAX_BUNDLE_BYTES`, the bundle unpacked too), then verified, all outside the daemon's lock;
   only the payment (or the rejection's journal entry) takes it.
-- Each distinct input is paid once: the ledger key is `bounty:<agent>:<input digest>`. An
-  invalid proof pays nothing and is journalled (`rejected`, with the public reason and the fee).
+- Each posted input is paid once: the ledger key is `bounty:<job>:<n>`. An invalid proof pays
+  nothing and is journalled (`rejected`, with the public reason and the fee).
 - A restarted daemon reloads a live agent's model and pays on only if the file is the one the
   agent was spawned with (same digest).
 """
@@ -46,13 +50,15 @@ from maxwell.economy.ledger import (
     agent_account,
     batch_request,
     event_request,
+    job_account,
 )
-from maxwell.economy.store import LedgerStore
 from maxwell.node.agents import AgentRecord
 from maxwell.node.config import NodeConfig
 from maxwell.node.facade import NO_MONEY, NodeError, ProofResult
 from maxwell.node.intake import read_agent_file
+from maxwell.node.jobs import MAX_TENSOR_BYTES, JobBoard, PayableInput
 from maxwell.node.processes import agent_uid, work_dir
+from maxwell.node.store import NodeStore
 from maxwell.proof import (
     DEFAULT_ROUNDS,
     Model,
@@ -63,13 +69,14 @@ from maxwell.proof import (
     verify,
 )
 from maxwell.proof.bundle import proof_from_bytes
+from maxwell.proof.commitment import tensor_digest
 from maxwell.proof.files import read_model, tensor_from_bytes
+from maxwell.proof.graph import Tensor
 from maxwell.units import Money
 
 log = logging.getLogger(__name__)
 
 
-MAX_TENSOR_BYTES = 64 << 20  # an input or output `.npy` an agent submits
 MAX_BUNDLE_BYTES = 128 << 20  # a proof bundle, on disk and unpacked (it is stored, not deflated)
 KEY_BANK = 64  # vectors a key holds per layer; each proof meets DEFAULT_ROUNDS of them, at random
 
@@ -81,17 +88,25 @@ class CheckedProof:
     input_sha256: str
     merkle_root: str
     verdict: Verdict
+    payable: PayableInput  # the posted input it proves, as it stood before the check
 
 
 class Bounties:
     """Loads the models bounties pay for and pays for valid proofs (see the module)."""
 
     def __init__(
-        self, config: NodeConfig, ledger: LedgerStore, wall: Callable[[], float], clock: Clock
+        self,
+        config: NodeConfig,
+        store: NodeStore,
+        jobs: JobBoard,
+        wall: Callable[[], float],
+        clock: Clock,
     ) -> None:
         self._config = config
         self._paths = config.paths
-        self._ledger = ledger
+        self._store = store
+        self._ledger = store.ledger
+        self._jobs = jobs
         self._wall = wall
         self._clock = clock
         # The proof verifier's secret vectors: from the OS, drawn after each proof is committed.
@@ -120,27 +135,36 @@ class Bounties:
     def check(self, agent: AgentRecord, input: str, output: str, proof: str) -> CheckedProof:
         """Read the proof the live `agent` left in its directory and verify it. Takes no lock and
         changes nothing: a slow or hostile submission stalls no tick (`maxwell.node.intake`)."""
-        model, key = agent.model, self._current_key(agent)
-        if model is None or key is None:
-            raise NodeError(f"agent {agent.id} has no bounty: nothing pays for its proofs")
+        model = agent.model
+        if model is None or agent.model_key is None:
+            raise NodeError(f"agent {agent.id} names no model: nothing pays for its proofs")
         directory, uid = work_dir(self._paths, agent), agent_uid(agent)
-        files = [
-            read_agent_file(directory, name, uid=uid, limit=limit)
-            for name, limit in (
-                (input, MAX_TENSOR_BYTES), (output, MAX_TENSOR_BYTES), (proof, MAX_BUNDLE_BYTES),
+        x = _tensor(
+            read_agent_file(directory, input, uid=uid, limit=MAX_TENSOR_BYTES), "input", input
+        )
+        digest = tensor_digest(x).hex()
+        payable = self._jobs.payable(model.sha256, digest)
+        if payable is None and self._jobs.was_paid(model.sha256, digest):
+            raise NodeError("this input's inference was paid for already")
+        if payable is None:  # before anything is verified: self-chosen work costs the node nothing
+            raise NodeError(
+                f"{input} is not an unpaid input of a job posted for this model: no bounty pays "
+                "for its proof (take inputs from a job: maxwell job ls)"
             )
-        ]  # fmt: skip
+        y = _tensor(
+            read_agent_file(directory, output, uid=uid, limit=MAX_TENSOR_BYTES), "output", output
+        )
+        bundle_bytes = read_agent_file(directory, proof, uid=uid, limit=MAX_BUNDLE_BYTES)
         try:
-            x = tensor_from_bytes(files[0], "input", input)
-            y = tensor_from_bytes(files[1], "output", output)
-            bundle = proof_from_bytes(files[2], proof, max_unpacked=MAX_BUNDLE_BYTES)
+            bundle = proof_from_bytes(bundle_bytes, proof, max_unpacked=MAX_BUNDLE_BYTES)
         except ProofInputError as exc:
             raise NodeError(str(exc)) from exc
+        key = self._current_key(agent)
         rng = np.random.default_rng(secrets.randbits(128))  # one per check: checks run at once
         verdict = verify(model, x, y, bundle, rng=rng, key=key)
         if not verdict.valid:  # here, outside the lock: a key costs a pass over the weights
             self._replace_key(agent)
-        return CheckedProof(bundle.input_sha256, bundle.merkle_root, verdict)
+        return CheckedProof(bundle.input_sha256, bundle.merkle_root, verdict, payable)
 
     def _current_key(self, agent: AgentRecord) -> VerifierKey | None:
         """The agent's verifier key, replaced first if it is older than the node allows."""
@@ -156,40 +180,35 @@ class Bounties:
             agent.model_key_at = self._clock.monotonic()
 
     def pay(self, agent: AgentRecord, checked: CheckedProof) -> ProofResult:
-        """Pay the live `agent`'s bounty for a valid proof whose input was not paid for yet, or
-        reject it: its fee, a new key, the journal entry. Under the daemon's lock."""
-        key = f"bounty:{agent.id}:{checked.input_sha256}"
+        """Pay the job's bounty for a valid proof of an input not paid for yet, or reject the
+        proof: its fee, the journal entry. Under the daemon's lock."""
+        payable = checked.payable
+        key = f"bounty:{payable.job}:{payable.n}"
         if self._ledger.key_used(key):
             raise NodeError("this input's inference was paid for already")
         if not checked.verdict.valid:
-            return self._reject(agent, checked.verdict)
-        verdict = checked.verdict
+            return self._reject(agent, checked.verdict, payable.bounty)
+        verdict, amount = checked.verdict, payable.bounty
         detail = {
-            "agent": agent.id,
-            "bounty": agent.bounty,
-            "input_sha256": checked.input_sha256,
-            "merkle_root": checked.merkle_root,
-            "layers_checked": verdict.layers_checked,
-            "rounds": verdict.rounds,
-        }
+            "agent": agent.id, "job": payable.job, "input": payable.n, "bounty": amount,
+            "input_sha256": checked.input_sha256, "merkle_root": checked.merkle_root,
+            "layers_checked": verdict.layers_checked, "rounds": verdict.rounds,
+        }  # fmt: skip
+        movement = Movement(job_account(payable.job), agent_account(agent.id), amount)
         try:
-            self._ledger.submit(
-                batch_request(
-                    key,
-                    [Movement(TREASURY, agent_account(agent.id), agent.bounty)],
-                    kind="bounty",
-                    detail=detail,
-                ),
-                at=self._wall(),
-            )
+            with self._store.unit_of_work():  # the payment and the input marked paid, together
+                self._ledger.submit(
+                    batch_request(key, [movement], kind="bounty", detail=detail), at=self._wall()
+                )
+                self._jobs.mark_paid(payable, agent.id)
         except LedgerError as exc:
             raise NodeError(f"cannot pay the bounty: {exc}") from exc
         agent.proofs += 1
         agent.settle_next = True
-        agent.bounties += agent.bounty
-        return ProofResult(agent.id, True, verdict.message(), Money(agent.bounty), agent.proofs)
+        agent.bounties += amount
+        return ProofResult(agent.id, True, verdict.message(), amount, agent.proofs)
 
-    def _reject(self, agent: AgentRecord, verdict: Verdict) -> ProofResult:
+    def _reject(self, agent: AgentRecord, verdict: Verdict, bounty: Money) -> ProofResult:
         """A proof that failed (its key was replaced by `check`): the agent pays the fee (what
         its account holds at most), the public reason is journalled and answered; the rest is
         logged."""
@@ -197,7 +216,7 @@ class Bounties:
         log.info(
             "agent %s: proof rejected (%s); verifier key replaced", agent.id, verdict.message()
         )
-        fee = Money(min(self._fee(agent), max(self._balance(agent), 0)))
+        fee = Money(min(self._fee(bounty), max(self._balance(agent), 0)))
         entry_key = f"rejected:{agent.id}:{secrets.token_hex(8)}"
         detail = {"agent": agent.id, "reason": reason, "fee": fee}
         movements = [Movement(agent_account(agent.id), TREASURY, fee)] if fee else []
@@ -213,9 +232,9 @@ class Bounties:
             agent.settle_next = True
         return ProofResult(agent.id, False, reason, NO_MONEY, agent.proofs, fee=fee)
 
-    def _fee(self, agent: AgentRecord) -> int:
+    def _fee(self, bounty: Money) -> int:
         configured = self._config.proof_rejection_fee
-        return agent.bounty if configured is None else round(configured * 1_000_000)
+        return bounty if configured is None else round(configured * 1_000_000)
 
     def _balance(self, agent: AgentRecord) -> int:
         """What the agent could pay now: its ledger balance less what it accrued unsettled."""
@@ -223,3 +242,10 @@ class Bounties:
             return self._ledger.balance(agent_account(agent.id)) - agent.accrual.owed
         except UnknownAccountError:
             return 0
+
+
+def _tensor(data: bytes, role: str, name: str) -> Tensor:
+    try:
+        return tensor_from_bytes(data, role, name)
+    except ProofInputError as exc:
+        raise NodeError(str(exc)) from exc

@@ -42,6 +42,7 @@ from maxwell.node.audits import Auditor
 from maxwell.node.bounties import Bounties
 from maxwell.node.claims import OptimisticBilling
 from maxwell.node.config import NodeConfig
+from maxwell.node.jobs import JobBoard
 from maxwell.node.paths import StateLock, check_private_files, check_private_root
 from maxwell.node.processes import AgentProcesses, funding_request, spawn_request
 from maxwell.node.recovery import Recovery
@@ -129,7 +130,8 @@ class NodeDaemon:
             config, clock=clock, wall=wall, store=store, meter=meter, supervisor=supervisor,
             registry=registry, capacity_cores=self.capacity_cores,
         )  # fmt: skip
-        self._bounties = Bounties(config, self._ledger, wall, self._clock)
+        self._jobs = JobBoard(self.paths, store, wall)
+        self._bounties = Bounties(config, store, self._jobs, wall, self._clock)
         self._billing = OptimisticBilling(
             config, wall=wall, store=store, registry=registry,
             active_w_per_core=self._active_w_per_core,
@@ -359,6 +361,27 @@ class NodeDaemon:
             found = self._registry.live(agent, "kill it")
             self._processes.kill(found)
         return self._views.agent(agent)
+
+    # --- posted work (`maxwell.node.jobs`) --------------------------------------------------------
+
+    def post_job(self, model: str, inputs: str, bounty: Money) -> facade.JobInfo:
+        """Post a job of inputs for proofs of `model`, `bounty` each, escrowed at once."""
+        posting = self._jobs.read(model, inputs, bounty)  # the files, outside the lock
+        with self._changing():
+            return self._jobs.post(posting)
+
+    def jobs(self) -> list[facade.JobInfo]:
+        return self._jobs.all()  # the store's reader: no lock
+
+    def job(self, job: str) -> facade.JobInfo:
+        return self._jobs.get(job)
+
+    def take_input(self, agent: str, job: str) -> facade.TakenInput:
+        """Lease the agent an input of `job` and write it into its directory."""
+        found = self._registry.live(agent, "take inputs")
+        with self._changing():
+            taken = self._jobs.lease(found, job)
+        return self._jobs.deliver(found, taken)  # the copy, outside the lock
 
     # --- read models ----------------------------------------------------------------------------
 

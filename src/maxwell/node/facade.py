@@ -222,6 +222,37 @@ class Event:
 
 
 @dataclass(frozen=True)
+class JobInfo:
+    """Posted work (`maxwell.node.jobs`): inputs of a model that proofs of inference are paid
+    for, `bounty` each, once per input, from the job's own account."""
+
+    __pydantic_config__ = WIRE_CONFIG
+
+    id: str
+    model: str  # the model's path, as posted
+    model_sha256: str  # the model's bytes when posted: proofs of that model only
+    bounty: WireMoney  # paid for each input's first valid proof
+    inputs: int
+    paid: int  # inputs whose proof was paid
+    taken: int  # inputs leased to an agent now, not paid yet
+    escrow: WireMoney  # left in the job's account (`job:<id>`)
+    posted_at: float  # Unix seconds
+
+
+@dataclass(frozen=True)
+class TakenInput:
+    """An input of a job, leased to the agent that took it and written into its directory."""
+
+    __pydantic_config__ = WIRE_CONFIG
+
+    job: str
+    n: int  # the input's number in its job
+    input: str  # the file's name in the agent's directory (`MAXWELL_AGENT_DIR`)
+    sha256: str  # the input's digest, as a proof of it records it
+    lease_s: float  # no other agent is given it for this long
+
+
+@dataclass(frozen=True)
 class SpawnResult:
     __pydantic_config__ = WIRE_CONFIG
 
@@ -262,6 +293,16 @@ class NotAllowedError(NodeError):
 
 class FundKeyConflictError(NodeError):
     """A funding's idempotency key was used for another funding (agent or amount)."""
+
+    status = 409
+
+
+class UnknownJobError(NodeError):
+    status = 404
+
+
+class NoInputLeftError(NodeError):
+    """Every input of the job is paid for, or leased to another agent."""
 
     status = 409
 
@@ -307,6 +348,14 @@ class Node(Protocol):
     def audit(self, agent: str) -> AuditResult: ...
 
     def submit_proof(self, agent: str, input: str, output: str, proof: str) -> ProofResult: ...
+
+    def post_job(self, model: str, inputs: str, bounty: Money) -> JobInfo: ...
+
+    def jobs(self) -> list[JobInfo]: ...
+
+    def job(self, job: str) -> JobInfo: ...
+
+    def take_input(self, agent: str, job: str) -> TakenInput: ...
 
     def agent(self, agent: str) -> AgentInfo: ...
 

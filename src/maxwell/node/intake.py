@@ -1,4 +1,6 @@
-"""Files an agent hands the node (its proofs), read so that nothing it places can hurt the node.
+"""Files an agent hands the node (its proofs), read so that nothing it places can hurt the node;
+and files the node hands an agent (a job's input), written so that nothing it places can
+redirect them.
 
 An agent names files in its own directory; the agent controls that directory, and may swap what
 is there while the node reads it. So:
@@ -17,6 +19,7 @@ is there while the node reads it. So:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -102,3 +105,31 @@ def _read_at_most(fd: int, name: str, limit: int) -> bytes:
     except OSError as exc:
         raise IntakeError(f"{name}: cannot read it: {exc.strerror}") from exc
     return b"".join(chunks)
+
+
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def replace_agent_file(directory: Path, name: str, data: bytes, *, uid: int) -> None:
+    """Write `data` as the agent's file `name` (one plain component) in `directory`: whatever
+    stood there is unlinked first (a link is removed, never followed), and the new file is made
+    exclusively (a link the agent races in makes it fail, not follow), mode 0600, given to the
+    agent's uid. An `IntakeError` says why it could not."""
+    parts = components(name)
+    if len(parts) != 1:
+        raise IntakeError(f"{name!r}: one name in the agent's directory")
+    try:
+        parent = os.open(directory, _DIRECTORY)
+    except OSError as exc:
+        raise IntakeError(f"the agent's directory cannot be opened: {exc.strerror}") from exc
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=parent)
+        fd = os.open(name, _NEW_FILE, 0o600, dir_fd=parent)
+        with os.fdopen(fd, "wb") as file:
+            os.fchown(fd, uid, -1)
+            file.write(data)
+    except OSError as exc:
+        raise IntakeError(f"{name}: cannot write it: {exc.strerror}") from exc
+    finally:
+        os.close(parent)

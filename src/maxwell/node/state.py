@@ -26,9 +26,12 @@ Tables:
 - `pending`: ledger entries a tick has planned but may not have posted yet. They are written in
   the same transaction as the counters they bill, and deleted once posted; a daemon that
   crashed in between posts them again on start (same keys, same content: applied once).
+- `jobs` and `job_inputs`: posted work (`maxwell.node.jobs`, which reads and writes them): each
+  job's model and bounty, and each input's digest, lease and payee.
 
 The schema is `MIGRATIONS` (owner `node` in `schema_migrations`; see `maxwell.store.migrations`),
-brought up to date in place on open: 1 `initial`, the tables above as Maxwell 0.1.0 made them.
+brought up to date in place on open: 1 `initial`, the tables above as Maxwell 0.1.0 made them;
+2 `jobs`, the posted work.
 
 Tokens are random (`secrets.token_urlsafe`); only their SHA-256 is stored. The admin token lives
 in `<state>/admin.token`, mode 0600, created on first start.
@@ -122,8 +125,31 @@ _INITIAL_SCHEMA: tuple[str, ...] = (
     ) STRICT""",
 )
 
+_JOBS_SCHEMA: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS jobs (
+        id TEXT PRIMARY KEY,
+        model_path TEXT NOT NULL,
+        model_sha256 TEXT NOT NULL,
+        bounty INTEGER NOT NULL,
+        posted_at REAL NOT NULL
+    ) STRICT""",
+    """CREATE TABLE IF NOT EXISTS job_inputs (
+        job TEXT NOT NULL REFERENCES jobs (id),
+        n INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        taken_by TEXT,
+        taken_until REAL,
+        paid_to TEXT,
+        PRIMARY KEY (job, n)
+    ) STRICT""",
+    "CREATE INDEX IF NOT EXISTS job_inputs_by_sha256 ON job_inputs (sha256)",
+)
+
 # The node's schema, in order; released ones never change (add a new one at the end).
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial", _INITIAL_SCHEMA),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial", _INITIAL_SCHEMA),
+    Migration(2, "jobs", _JOBS_SCHEMA),
+)
 
 
 def hash_token(token: str) -> str:
@@ -424,6 +450,13 @@ class NodeState:
                 "INSERT OR REPLACE INTO manifests (agent, manifest) VALUES (?, ?)",
                 (agent, manifest_json),
             )
+
+    def transaction(
+        self, mode: str = "IMMEDIATE"
+    ) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """A transaction on this connection, joining the caller's unit of work if one is open:
+        for the tables another module keeps (`maxwell.node.jobs`)."""
+        return self._transaction(mode)
 
     def save_bounty(self, agent: str, model_path: str, model_sha256: str, bounty: int) -> None:
         with self._transaction() as conn:

@@ -33,6 +33,7 @@ from maxwell.node.facade import (
     WIRE_CONFIG,
     AgentInfo,
     Event,
+    JobInfo,
     NodeStatus,
     PriceInfo,
     Report,
@@ -45,6 +46,8 @@ __all__ = [
     "ErrorBody",
     "EventList",
     "FundRequest",
+    "JobList",
+    "JobRequest",
     "ProofRequest",
     "ReportRequest",
     "SpawnRequest",
@@ -132,13 +135,14 @@ class SpawnRequest:
         ),
     ] = None
     bounty: Annotated[
-        Amount | None, Field(description="$J paid from the treasury per valid proof of `model`")
+        Amount | None,
+        Field(description="kept for older clients: a proof earns its job's bounty (POST /jobs)"),
     ] = None
     model: Annotated[
         Text | None,
         Field(
-            description="path (on the node) of the ONNX model whose proved inference earns the "
-            "bounty"
+            description="path (on the node) of the ONNX model the agent proves inference of: "
+            "proofs of a posted job's inputs for it earn the job's bounty"
         ),
     ] = None
     memory: Annotated[
@@ -195,6 +199,18 @@ class ProofRequest:
     proof: Annotated[Text, Field(description="the proof bundle")]
 
 
+@dataclass(frozen=True)
+class JobRequest:
+    """Posted work: paths on the node, read by the daemon; `bounty` $J per input's first valid
+    proof of `model` (ONNX), for each float32 `.npy` in the directory `inputs`."""
+
+    __pydantic_config__ = REQUEST_CONFIG
+
+    model: Text
+    inputs: Text
+    bounty: Amount
+
+
 # --- answers that only the wire has --------------------------------------------------------------
 
 
@@ -212,6 +228,13 @@ class AgentList:
     __pydantic_config__ = WIRE_CONFIG
 
     agents: Sequence[AgentInfo]
+
+
+@dataclass(frozen=True)
+class JobList:
+    __pydantic_config__ = WIRE_CONFIG
+
+    jobs: Sequence[JobInfo]
 
 
 @dataclass(frozen=True)

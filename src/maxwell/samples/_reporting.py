@@ -10,7 +10,7 @@ import sys
 import time
 
 from maxwell.client import AGENT_TOKEN_ENV, Client, ClientError, SelfMeter
-from maxwell.node.facade import ProofResult
+from maxwell.node.facade import ProofResult, TakenInput
 
 
 class Reporter:
@@ -45,6 +45,17 @@ class Reporter:
             return None
         try:
             return self._client.submit_proof(input, output, proof)
+        except ClientError as exc:
+            self._say(exc)
+            return None
+
+    def take_input(self, job: str) -> TakenInput | None:
+        """Lease an input of a posted job, written into the agent's directory; None outside a
+        daemon or when refused (every input paid or leased)."""
+        if self._client is None:
+            return None
+        try:
+            return self._client.take_input(job)
         except ClientError as exc:
             self._say(exc)
             return None

@@ -4,14 +4,16 @@ Weights and inputs come from a seeded generator, so every run does the same work
 same checksum; the job is a fixed number of batches, so it finishes when it is given the cores.
 Run by a daemon, it reports its own CPU time honestly (and the batches done as its work).
 
-With `--prove-every N` (and a daemon that pays a bounty for its model, which `--export-model`
-writes), it runs its batches through Maxwell's proof runtime instead and, every N batches,
-leaves a proof of that batch's inference in its directory (`MAXWELL_AGENT_DIR`) and submits it:
-each valid proof earns the bounty its user set.
+With `--prove-every N --job JOB` (run by a daemon where JOB is a posted job of its model, which
+`--export-model` writes), it runs its batches through Maxwell's proof runtime instead and,
+every N batches, takes an input of the job (the node writes it into its directory,
+`MAXWELL_AGENT_DIR`), infers it, leaves the proof there and submits it: each valid proof earns
+the job's bounty. `--export-inputs DIR --count K` writes K inputs for such a job.
 
     python -m maxwell.samples.useful [--batches N] [--width W] [--tokens T] [--seed S]
-                                     [--prove-every N]
+                                     [--prove-every N --job JOB]
     python -m maxwell.samples.useful --export-model MODEL.onnx [--width W] [--tokens T] ...
+    python -m maxwell.samples.useful --export-inputs DIR --count K [--width W] [--tokens T] ...
 """
 
 from __future__ import annotations
@@ -76,31 +78,53 @@ def mlp_onnx(weights: list[np.ndarray], tokens: int) -> bytes:
 
 
 class Prover:
-    """Runs batches through Maxwell's proof runtime and submits a proof every `every` batches."""
+    """Runs batches through Maxwell's proof runtime; every `every` batches it also proves the
+    inference of an input it takes from the posted `job`, and submits the proof."""
 
-    def __init__(self, model_bytes: bytes, every: int, reporter: Reporter) -> None:
+    def __init__(self, model_bytes: bytes, every: int, job: str, reporter: Reporter) -> None:
         from maxwell.proof import model_from_bytes
 
         self.model = model_from_bytes(model_bytes)
         self.every = every
+        self.job = job
         self.reporter = reporter
         self.directory = Path(os.environ.get("MAXWELL_AGENT_DIR", "."))
         self.paid = 0
 
     def infer(self, index: int, batch: np.ndarray) -> np.ndarray:
-        from maxwell.proof import make_proof, run, write_proof
-        from maxwell.proof.files import write_tensor
+        from maxwell.proof import run
 
-        activations = run(self.model, batch)
-        output = activations[self.model.output_layer.index]
+        output = run(self.model, batch)[self.model.output_layer.index]
         if (index + 1) % self.every == 0:
-            write_tensor(self.directory / "x.npy", batch)
-            write_tensor(self.directory / "y.npy", output)
-            write_proof(self.directory / "proof.mxp", make_proof(self.model, activations))
-            result = self.reporter.submit_proof("x.npy", "y.npy", "proof.mxp")
-            if result is not None and result.valid:
-                self.paid += 1
+            self._prove_posted()
         return np.asarray(output)
+
+    def _prove_posted(self) -> None:
+        """Take an input of the job, infer it, leave the proof and submit it."""
+        from maxwell.proof import make_proof, run, write_proof
+        from maxwell.proof.files import read_tensor, write_tensor
+
+        taken = self.reporter.take_input(self.job)
+        if taken is None:
+            return
+        activations = run(self.model, read_tensor(self.directory / taken.input, "input"))
+        write_tensor(self.directory / "y.npy", activations[self.model.output_layer.index])
+        write_proof(self.directory / "proof.mxp", make_proof(self.model, activations))
+        result = self.reporter.submit_proof(taken.input, "y.npy", "proof.mxp")
+        if result is not None and result.valid:
+            self.paid += 1
+
+
+def export_inputs(
+    directory: Path, count: int, tokens: int, width: int, rng: np.random.Generator
+) -> None:
+    """`count` batches of inputs, as a job of them is posted (`maxwell job post --inputs`)."""
+    from maxwell.proof.files import write_tensor
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for n in range(count):
+        batch = rng.standard_normal((tokens, width)).astype(np.float32)
+        write_tensor(directory / f"{n:04d}.npy", batch)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,22 +135,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=4, help="layers (4)")
     parser.add_argument("--seed", type=int, default=7, help="seed of weights and inputs (7)")
     parser.add_argument(
-        "--prove-every", type=int, default=0, metavar="N", help="submit a proof every N batches"
-    )
+        "--prove-every", type=int, default=0, metavar="N",
+        help="every N batches, prove an input of --job",
+    )  # fmt: skip
+    parser.add_argument("--job", metavar="JOB", help="the posted job whose inputs it proves")
     parser.add_argument(
         "--export-model", metavar="PATH", help="write the model as ONNX to PATH and exit"
     )
+    parser.add_argument(
+        "--export-inputs", metavar="DIR", help="write --count inputs as .npy files and exit"
+    )
+    parser.add_argument("--count", type=int, default=8, help="inputs to export (8)")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     weights = make_weights(args.width, args.layers, rng)
     if args.export_model:
         Path(args.export_model).write_bytes(mlp_onnx(weights, args.tokens))
         return 0
+    if args.export_inputs:
+        export_inputs(Path(args.export_inputs), args.count, args.tokens, args.width, rng)
+        return 0
     checksum = 0.0
     reporter = Reporter()  # honest: claims what it used, with the batches done as its work
     prover = (
-        Prover(mlp_onnx(weights, args.tokens), args.prove_every, reporter)
-        if args.prove_every > 0
+        Prover(mlp_onnx(weights, args.tokens), args.prove_every, args.job, reporter)
+        if args.prove_every > 0 and args.job
         else None
     )
     try:

@@ -1,0 +1,97 @@
+"""`maxwell job post|ls|show`: posted work, the only work bounties pay for (`maxwell.node.jobs`).
+
+`post` (admin) publishes a job: the `.npy` inputs of a directory, each paying its bounty once,
+to the first agent that proves its inference with the model (spawned with `--model`); the
+bounties are escrowed from the treasury at once. `ls` and `show` (any token) list jobs and how
+far each has got. Agents take inputs with the SDK (`Client.take_input(job)`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from rich.console import Console
+from rich.table import Table
+
+from maxwell.cli.agents_cmd import COMMON_EPILOG, run_with_client
+from maxwell.client import Client
+from maxwell.node.facade import JobInfo
+from maxwell.node.wire import JobList, to_json
+from maxwell.units import UJ_PER_J, money_to_tokens, parse_energy
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Posted work, the only work bounties pay for: post a job of inputs (admin), list the"
+        " jobs, show one."
+    )
+    parser.epilog = COMMON_EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    actions = parser.add_subparsers(dest="job_action", metavar="ACTION", required=True)
+    post = actions.add_parser("post", help="post a job of inputs (admin)")
+    post.add_argument("--model", required=True, metavar="M.onnx", help="the model to prove")
+    post.add_argument("--inputs", required=True, metavar="DIR", help="a directory of .npy inputs")
+    post.add_argument(
+        "--bounty", required=True, metavar="ENERGY", help="paid per input's first valid proof"
+    )
+    actions.add_parser("ls", help="list the jobs")
+    show = actions.add_parser("show", help="one job")
+    show.add_argument("job", metavar="JOB")
+    for sub in (post, actions.choices["ls"], show):
+        sub.epilog = COMMON_EPILOG
+        sub.formatter_class = argparse.RawDescriptionHelpFormatter
+        sub.add_argument("--socket", metavar="PATH", help="the daemon's Unix socket")
+        sub.add_argument("--state", metavar="DIR", help="the daemon's state directory")
+        sub.add_argument("--token", metavar="TOKEN", help="admin or agent token")
+        sub.add_argument("--json", action="store_true", help="JSON for scripts")
+
+
+def _j(amount: int) -> str:
+    return f"{money_to_tokens(amount):.6g}"
+
+
+def _line(job: JobInfo) -> str:
+    return (
+        f"{job.id}: {job.inputs} inputs of {os.path.basename(job.model)}, {_j(job.bounty)} $J "
+        f"each; {job.paid} paid, {job.taken} taken, {_j(job.escrow)} $J left in escrow"
+    )
+
+
+def _post(client: Client, args: argparse.Namespace) -> None:
+    bounty_j = parse_energy(args.bounty) / UJ_PER_J
+    # The daemon has its own working directory: paths travel absolute.
+    job = client.post_job(os.path.abspath(args.model), os.path.abspath(args.inputs), bounty_j)
+    print(json.dumps(to_json(job)) if args.json else _line(job))
+
+
+def _ls(client: Client, args: argparse.Namespace) -> None:
+    jobs = client.jobs()
+    if args.json:
+        print(json.dumps(to_json(JobList(jobs))))
+        return
+    table = Table(box=None, header_style="bold")
+    for heading in ("JOB", "MODEL", "INPUTS", "PAID", "TAKEN", "BOUNTY $J", "ESCROW $J"):
+        table.add_column(heading, justify="left" if heading in ("JOB", "MODEL") else "right")
+    for job in jobs:
+        table.add_row(
+            job.id, os.path.basename(job.model), str(job.inputs), str(job.paid), str(job.taken),
+            _j(job.bounty), _j(job.escrow),
+        )  # fmt: skip
+    Console().print(table)
+
+
+def _show(client: Client, args: argparse.Namespace) -> None:
+    job = client.job(args.job)
+    print(json.dumps(to_json(job)) if args.json else _line(job))
+
+
+HANDLERS = {"post": _post, "ls": _ls, "show": _show}
+
+
+def run(args: argparse.Namespace) -> int:
+    action = args.job_action
+    return run_with_client(
+        f"maxwell job {action}", args, lambda client: HANDLERS[action](client, args)
+    )
