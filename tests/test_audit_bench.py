@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import pytest
 from helpers import last_json, maxwell
 from maxwell.audit import PtraceDeniedError, UnsupportedArchitectureError, sample_threads
 from maxwell.bench.audit import agent_stall_fraction, auditor_fraction, percentile
+from maxwell.bench.honest import honest_audits
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -80,3 +82,14 @@ def test_human_output_is_a_table() -> None:
     result = maxwell("bench", "audit", "--quick", timeout=120)
     assert result.returncode == 0, result.stderr
     assert "pause p50" in result.stdout and "python_loop" in result.stdout
+
+
+@pytest.mark.root
+def test_honest_families_audited_after_every_tick_are_never_slashed() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the honest agents run in real cgroups")
+    found = honest_audits(agents=2, rounds=8)
+    assert found["cgroup"] != "none"
+    audits = found["audits"]
+    assert isinstance(audits, int) and audits >= 8  # most rounds audit both agents
+    assert found["falsely_slashed"] == 0, found["first_findings"]

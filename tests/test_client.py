@@ -21,6 +21,7 @@ from maxwell.client import (
     ClientError,
     NodeUnreachableError,
     SelfMeter,
+    agent_token,
     budget,
     process_tree_cpu_s,
 )
@@ -266,3 +267,21 @@ def test_the_self_meter_claims_a_cgroup_only_when_the_daemon_says_it_is_the_agen
     if own._group is None:
         pytest.skip("this process's cgroup has no readable CPU accounting")
     assert own.usage()[0] == pytest.approx(own._group.cpu_ns() / 1e9, abs=5.0)
+
+
+def test_an_agent_s_token_comes_from_its_environment_or_the_file_named_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MAXWELL_AGENT_TOKEN", raising=False)
+    monkeypatch.delenv("MAXWELL_AGENT_TOKEN_FILE", raising=False)
+    assert agent_token() is None
+    token_file = tmp_path / "agent.token"
+    token_file.write_text("from-the-file\n")
+    monkeypatch.setenv("MAXWELL_AGENT_TOKEN_FILE", str(token_file))
+    assert agent_token() == "from-the-file"
+    monkeypatch.setenv("MAXWELL_AGENT_TOKEN", "from-the-environment")
+    assert agent_token() == "from-the-environment"  # set by hand, it wins
+    monkeypatch.delenv("MAXWELL_AGENT_TOKEN")
+    monkeypatch.setenv("MAXWELL_AGENT_TOKEN_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ClientError, match="cannot read the agent's token"):
+        agent_token()

@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
@@ -102,7 +103,11 @@ def test_spawn_fund_bid_kill_and_authentication(plain_daemon: NodeDaemon, tmp_pa
     assert daemon.authenticate("nonsense") is None
     assert daemon.authenticate("") is None
     spawned = daemon.spawn(
-        ["sh", "-c", 'echo "$MAXWELL_AGENT_TOKEN"; exec sleep 30'],
+        [
+            "sh",
+            "-c",
+            'echo "env[$MAXWELL_AGENT_TOKEN]"; cat "$MAXWELL_AGENT_TOKEN_FILE"; exec sleep 30',
+        ],
         fund=Money(5 * J),
         bid=2.0,
         demand=0.5,
@@ -112,9 +117,14 @@ def test_spawn_fund_bid_kill_and_authentication(plain_daemon: NodeDaemon, tmp_pa
     assert daemon.authenticate(spawned.token) == Principal(Role.AGENT, spawned.agent)
     info = daemon.agent(spawned.agent)
     assert (info.state, info.balance, info.pid) == (AgentState.RUNNING, 5 * J, spawned.pid)
-    # The token reached the agent's environment (its output goes to a log in the state dir).
+    # The token reached the agent in a file of its own, not in its environment (its output goes
+    # to a log in the state dir).
     log = tmp_path / "state" / "agents" / f"{spawned.agent}.log"
     wait_until(lambda: log.exists() and spawned.token in log.read_text(), what="the agent's log")
+    assert "env[]" in log.read_text()
+    token_file = tmp_path / "state" / "work" / spawned.agent / "agent.token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert token_file.read_text() == spawned.token
     assert daemon.fund(spawned.agent, Money(J)).balance == 6 * J
     bid = daemon.bid(spawned.agent, 3.0, 0.25)
     assert (bid.bid, bid.demand) == (3.0, 0.25)

@@ -1,7 +1,8 @@
 """`maxwell.client`: the SDK an agent (and the `maxwell` CLI) uses to talk to its node's daemon.
 
-An agent started by `maxwell spawn` finds its daemon and its identity in its environment
-(`MAXWELL_SOCKET`, `MAXWELL_AGENT_TOKEN`), so `Client()` needs no arguments::
+An agent started by `maxwell spawn` finds its daemon in its environment (`MAXWELL_SOCKET`) and
+its identity in a file only its user may read, named there (`MAXWELL_AGENT_TOKEN_FILE`; a token
+set in `MAXWELL_AGENT_TOKEN` wins), so `Client()` needs no arguments::
 
     from maxwell.client import Client
 
@@ -81,6 +82,27 @@ __all__ = [
 
 SOCKET_ENV = "MAXWELL_SOCKET"
 AGENT_TOKEN_ENV = "MAXWELL_AGENT_TOKEN"
+AGENT_TOKEN_FILE_ENV = "MAXWELL_AGENT_TOKEN_FILE"  # where the daemon leaves an agent's token
+MAX_TOKEN_BYTES = 256
+
+
+def agent_token() -> str | None:
+    """This agent's token: `$MAXWELL_AGENT_TOKEN`, else the file `$MAXWELL_AGENT_TOKEN_FILE`
+    names (the daemon's way: a token in the environment leaks to every child and crash report);
+    None if neither is set. A file that cannot be read is a `ClientError` saying why."""
+    token = os.environ.get(AGENT_TOKEN_ENV)
+    if token:
+        return token
+    path = os.environ.get(AGENT_TOKEN_FILE_ENV)
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as file:
+            return file.read(MAX_TOKEN_BYTES).decode("ascii").strip() or None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ClientError(f"cannot read the agent's token from {path}: {exc}") from exc
+
+
 # Set to 1 by the daemon for an agent that runs in a cgroup of its own (`SelfMeter` reads it).
 OWN_CGROUP_ENV = "MAXWELL_AGENT_CGROUP"
 AGENT_DIR_ENV = "MAXWELL_AGENT_DIR"  # the agent's own directory, where it leaves its proofs
@@ -108,7 +130,7 @@ class Client:
 
     `socket`: the daemon's Unix socket (default `$MAXWELL_SOCKET`); or `base_url`
     (`http://127.0.0.1:PORT`) for the loopback TCP listener. `token`: the admin's or an
-    agent's (default `$MAXWELL_AGENT_TOKEN`).
+    agent's (default: `agent_token()`).
     """
 
     def __init__(
@@ -127,7 +149,7 @@ class Client:
                 )
         self.socket = socket
         self.base_url = base_url
-        self.token = token if token is not None else os.environ.get(AGENT_TOKEN_ENV)
+        self.token = token if token is not None else agent_token()
         self.timeout_s = timeout_s
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self._http = NodeConnection(

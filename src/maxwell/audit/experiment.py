@@ -1,5 +1,6 @@
 """Experiments on the audit policy, deterministic under a seed: how soon a persistent cheater is
-caught, against the closed form `1 - (1 - p)^N`, and what cheating earns it over time.
+caught, against the closed form `1 - (1 - p)^N`, and what cheating earns it over time: an
+under-reporter (`cheater_profit`) and a silent cheater (`silent_cheater_profit`).
 
 The model is the daemon's: each tick the cheater under-reports and keeps `gain` it should have
 paid; each tick it is audited with probability `p` (`draw_audits`); an audit catches the lie
@@ -77,6 +78,36 @@ def cheater_profit(
                 if draw_audits(["cheater"], p, rng):
                     profit -= kept_since_audit + bond
                     caught = True
+            while index < len(checkpoints) and checkpoints[index] == tick:
+                totals[index] += profit
+                index += 1
+    return ProfitPath(bond, list(checkpoints), [total / trials for total in totals])
+
+
+def silent_cheater_profit(
+    p: float, gain: int, lease_ticks: int, checkpoints: list[int], trials: int, seed: int
+) -> ProfitPath:
+    """Mean cumulative profit of the silent cheater: it reports honestly once, then never again.
+    Its claim holds for its lease (`lease_ticks`, the node's `report_lease_s` over its tick):
+    meanwhile it keeps `gain` µ$J a tick unbilled, and an audit compares the claim with what the
+    claim had to cover, which it does. Once the lease lapses it is billed by the meter (it
+    gains nothing more) and every audit compares its stale claim with the counters of the
+    moment: the first one catches it, takes the Becker bond and claws back what it kept."""
+    rng = random.Random(seed)
+    bond = becker_bond(Money(gain), p)
+    horizon = max(checkpoints)
+    totals = [0.0] * len(checkpoints)
+    for _ in range(trials):
+        profit = kept = 0
+        caught = False
+        index = 0
+        for tick in range(1, horizon + 1):
+            if not caught and tick <= lease_ticks:
+                profit += gain
+                kept += gain
+            elif not caught and draw_audits(["cheater"], p, rng):
+                profit -= kept + bond
+                caught = True
             while index < len(checkpoints) and checkpoints[index] == tick:
                 totals[index] += profit
                 index += 1

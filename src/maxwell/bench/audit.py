@@ -25,6 +25,10 @@ detach) plus `check` against the manifest.
   tracee's side (being descheduled and woken) is charged to the tracee, not counted here.
   `agent_stall_fraction`: the share of its own time an agent loses to audit pauses at that rate.
 
+- `honest_audits` (`maxwell.bench.honest`): honest families of real processes, each audited
+  after every tick under a real daemon: how many audits slash an honest agent (10 x 100 = 1,000
+  audits; `--quick`: 2 x 10).
+
 The pure part (statistics, the report, the table) is at the top; below `# --- the machine ---`
 processes are started and clocks read. More sections (a detection experiment) are added by
 computing them in `run_audit_bench` and passing them to `build_report`.
@@ -42,12 +46,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from maxwell.audit.experiment import cheater_profit, detection_curve
+from maxwell.audit.experiment import cheater_profit, detection_curve, silent_cheater_profit
 from maxwell.audit.ipsample import IpSample, check, module_histogram, sample_threads
 from maxwell.audit.manifest import CodeManifest
 from maxwell.audit.policy import DEFAULT_AUDIT_PROBABILITY
 from maxwell.bench._harness import report
+from maxwell.bench.honest import honest_audits
 from maxwell.errors import ProcessError
+from maxwell.node.config import NodeConfig
 
 AUDIT_PROBABILITY = 0.001  # per agent per tick
 AGENTS = 1_000
@@ -55,6 +61,7 @@ TICK_S = 0.1
 ROUNDS_FULL, ROUNDS_QUICK = 400, 40
 GAP_S_FULL, GAP_S_QUICK = 0.01, 0.004
 HISTOGRAM_TOP = 4
+HONEST_FULL, HONEST_QUICK = (10, 100), (2, 10)  # honest families, audits of each
 
 WORKLOADS: dict[str, str] = {
     "python_loop": "print('ready', flush=True)\nwhile True: pass\n",
@@ -305,9 +312,11 @@ def deterrence_report(*, quick: bool) -> dict[str, Mapping[str, object]]:
     checkpoints = [100, 693, 2_000, 4_603]
     curve = detection_curve(p, checkpoints, trials, seed=2026)
     gain = 1_000_000  # µ$J a tick: 1 $J kept by under-reporting
-    ticks = [1, 10, 100, 1_000, 4_603]
+    ticks = [1, 10, 100, 1_000, 4_603, 10_000]
     bonded = cheater_profit(p, gain, ticks, trials, seed=2026)
     unbonded = cheater_profit(p, gain, ticks, trials, seed=2026, bonded=False)
+    lease_ticks = round(NodeConfig().report_lease_s / TICK_S)
+    silent = silent_cheater_profit(p, gain, lease_ticks, ticks, trials, seed=2026)
     return {
         "detection": {
             "p": p,
@@ -329,6 +338,17 @@ def deterrence_report(*, quick: bool) -> dict[str, Mapping[str, object]]:
                 (t for t, v in zip(ticks, bonded.mean_profit, strict=True) if v < 0), None
             ),
         },
+        "silent_cheater_profit": {
+            "p": p,
+            "gain_per_tick_j": gain / 1e6,
+            "lease_ticks": lease_ticks,
+            "bond_j": silent.bond / 1e6,
+            "ticks": ticks,
+            "mean_profit_j": [round(value / 1e6, 3) for value in silent.mean_profit],
+            "negative_from_tick": next(
+                (t for t, v in zip(ticks, silent.mean_profit, strict=True) if v < 0), None
+            ),
+        },
     }
 
 
@@ -340,10 +360,12 @@ def run_audit_bench(*, quick: bool = False) -> dict[str, object]:
     runs = [
         audit_workload(name, code, rounds=rounds, gap_s=gap_s) for name, code in WORKLOADS.items()
     ]
+    agents, audit_rounds = HONEST_QUICK if quick else HONEST_FULL
     sections: dict[str, Mapping[str, object]] = {
         "ip_sample": ip_sample_report(runs, gap_s=gap_s),
         "auditor_cpu": auditor_cpu_report(runs, cores=node_cores()),
         **deterrence_report(quick=quick),
+        "honest_audits": honest_audits(agents=agents, rounds=audit_rounds),
     }
     return build_report(
         sections, quick=quick, rounds=rounds, gap_s=gap_s, load_average=load_average

@@ -4,7 +4,8 @@ daemon through the SDK (`maxwell.client`).
 
 Finding the daemon: `--socket PATH`, else `<state>/maxwell.sock` with `--state DIR`, else
 `$MAXWELL_SOCKET`. The token: `--token`, else `<state>/admin.token` with `--state DIR`, else
-`$MAXWELL_TOKEN`, else `$MAXWELL_AGENT_TOKEN` (so an agent may run `maxwell price` itself).
+`$MAXWELL_TOKEN`, else the agent's own (`$MAXWELL_AGENT_TOKEN`, or the file
+`$MAXWELL_AGENT_TOKEN_FILE` names), so an agent may run `maxwell price` itself.
 
 Money: an ENERGY (`--fund 50J`, `2kJ`, `1Wh`) is converted to $J one to one, 1 J of budget =
 1 $J, which buys 1 J at spot price 1.0 (at spot 2.0 it buys half a joule).
@@ -28,7 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, StopRequest, fail
-from maxwell.client import Client, ClientError, NodeUnreachableError
+from maxwell.client import Client, ClientError, NodeUnreachableError, agent_token
 from maxwell.errors import UsageError
 from maxwell.node.facade import AgentInfo, AgentState, Event, NodeStatus
 from maxwell.node.paths import ADMIN_TOKEN_FILE, SOCKET_NAME
@@ -41,7 +42,7 @@ EXIT_AUDIT_FAILED = 3  # `maxwell audit`: the agent failed its audit
 COMMON_EPILOG = """\
 daemon: --socket PATH, else <state>/maxwell.sock with --state DIR, else $MAXWELL_SOCKET.
 token: --token, else <state>/admin.token with --state DIR, else $MAXWELL_TOKEN, else
-$MAXWELL_AGENT_TOKEN.
+$MAXWELL_AGENT_TOKEN, else the file $MAXWELL_AGENT_TOKEN_FILE names (the agent's own).
 ENERGY: a number with a unit: J, kJ, MJ, mWh, Wh, kWh; 1 J of budget = 1 $J.
 
 exit status: 0 done; 1 the node refused (the message says why); 2 usage error;
@@ -68,8 +69,8 @@ DESCRIPTIONS = {
         " is slashed. Exit 0 when it passed, 3 when it failed."
     ),
     "report": (
-        "Report, with the agent's own token ($MAXWELL_AGENT_TOKEN), what the agent has consumed"
-        " since it was spawned: cumulative, so a later report may never claim less."
+        "Report, with the agent's own token ($MAXWELL_AGENT_TOKEN_FILE), what the agent has"
+        " consumed since it was spawned: cumulative, so a later report may never claim less."
     ),
 }
 
@@ -252,7 +253,7 @@ def connect(args: argparse.Namespace) -> Client:
         except OSError as exc:
             raise UsageError(f"cannot read the admin token {path}: {exc.strerror}") from exc
     if token is None:
-        token = os.environ.get("MAXWELL_TOKEN") or os.environ.get("MAXWELL_AGENT_TOKEN")
+        token = os.environ.get("MAXWELL_TOKEN") or agent_token()
     if not token:
         raise UsageError("no token: pass --token or --state DIR, or set MAXWELL_TOKEN")
     return Client(socket=socket, token=token)
@@ -390,7 +391,10 @@ def _price_cmd(client: Client, args: argparse.Namespace, out: Console) -> None:
     table.add_column(style="bold")
     table.add_column()
     table.add_row("spot", f"{price.spot:.6g} $J/J")
-    table.add_row("grid", f"{price.grid:.6g} $J/J")
+    read = "" if price.grid_age_s is None else f", read {price.grid_age_s:.0f} s ago"
+    if price.grid_source.startswith("http") and price.grid_age_s is None:
+        read = ", no reading yet: the default"
+    table.add_row("grid", f"{price.grid:.6g} $J/J ({price.grid_source}{read})")
     table.add_row("thermal factor", f"{price.thermal_factor:.4g}")
     cleared = "not cleared yet" if price.clearing is None else f"{price.clearing:.6g} $J/J"
     table.add_row("clearing", f"{cleared} (what winners pay, at most their bid)")

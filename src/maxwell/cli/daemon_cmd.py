@@ -86,8 +86,9 @@ memory_interval_s (1), settlement_s (1), report_lease_s (3: under optimistic bil
 agent that has not reported for this long is billed by the meter, and audited against the counters
 of the moment), retention_s (86400: an agent that ended is reclaimed this long after, its
 ledger history kept), proof_key_max_age_s (3600: an agent's secret verifier key is replaced at
-least this often, and after every rejected proof) and proof_rejection_fee ($J a rejected proof
-costs its agent; unset: the agent's own bounty);
+least this often, and after every rejected proof), proof_rejection_fee ($J a rejected proof
+costs its agent; unset: the job's bounty), grid_poll_s and grid_timeout_s (an http grid
+feed's polling: 60 and 5);
 a [model] table sets the power model's parameters (as for `maxwell run`).
 
 exit status: 0 stopped by SIGTERM, SIGINT or SIGHUP; 2 usage error; 125 the daemon failed.
@@ -130,8 +131,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--grid", metavar="SPEC",
-        help="the grid price, $J per J: a number, HH:MM=PRICE,... (daily, UTC) or a CSV file "
-        "of time,price (1.0)",
+        help="the grid price, $J per J: a number, HH:MM=PRICE,... (daily, UTC), a CSV file "
+        "of time,price, or an http(s) URL of a JSON feed, #FIELD naming the number (price), "
+        "polled every grid_poll_s (60) with a timeout of grid_timeout_s (5), the last good "
+        "value kept (1.0)",
     )  # fmt: skip
     parser.add_argument("--config", metavar="FILE", help="TOML configuration")
 

@@ -60,6 +60,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from maxwell.economy.gridfeed import (
+    DEFAULT_POLL_S,
+    DEFAULT_TIMEOUT_S,
+    HttpGridFeed,
+    parse_feed_spec,
+)
 from maxwell.errors import UsageError
 from maxwell.physics import ThermalRC
 
@@ -251,6 +257,19 @@ def parse_tariff_csv(lines: Iterable[str], *, source: str = "<tariffs>") -> Tari
     return TariffSeries(points)
 
 
+def describe_grid(grid: GridPrice) -> tuple[str, float | None]:
+    """Where a grid price comes from, in words, and (a feed's) the age of its last reading."""
+    if isinstance(grid, HttpGridFeed):
+        return grid.describe(), grid.age_s()
+    if isinstance(grid, ConstantPrice):
+        return "constant", None
+    if isinstance(grid, DailySchedule):
+        return "daily schedule", None
+    if isinstance(grid, TariffSeries):
+        return "tariff series", None
+    return type(grid).__name__, None
+
+
 def load_tariff_csv(path: str | Path) -> TariffSeries:
     """Read a tariff CSV file (the one I/O in this module) and parse it."""
     try:
@@ -262,11 +281,17 @@ def load_tariff_csv(path: str | Path) -> TariffSeries:
     return parse_tariff_csv(text.splitlines(), source=str(path))
 
 
-def parse_grid(spec: str) -> GridPrice:
+def parse_grid(
+    spec: str, *, poll_s: float = DEFAULT_POLL_S, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> GridPrice:
     """A grid price from its one-line spec, as `maxwell daemon --grid` takes it: a number (a
-    constant, $J per J), `HH:MM=PRICE,...` (a daily schedule in UTC), or the path of a CSV
-    series (`time,price`, see `parse_tariff_csv`). A `UsageError` says what is wrong."""
+    constant, $J per J), `HH:MM=PRICE,...` (a daily schedule in UTC), an `http://` or `https://`
+    URL of a JSON feed (`#FIELD` names the number, `price` by default; polled every `poll_s`,
+    see `maxwell.economy.gridfeed`), or the path of a CSV series (`time,price`, see
+    `parse_tariff_csv`). A `UsageError` says what is wrong. Nothing is fetched here."""
     text = spec.strip()
+    if text.startswith(("http://", "https://")):
+        return HttpGridFeed(parse_feed_spec(text), poll_s=poll_s, timeout_s=timeout_s)
     try:
         constant = float(text)
     except ValueError:

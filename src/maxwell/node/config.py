@@ -71,6 +71,8 @@ class NodeConfig:
     log_level: str = "info"
     log_format: str = "text"
     grid: str | None = None  # the grid price (`maxwell.economy.price.parse_grid`); None: 1.0
+    grid_poll_s: float = 60.0  # an http(s) grid feed is asked this often
+    grid_timeout_s: float = 5.0  # and waited for at most this long each time
     model: ModelConfig | None = field(default=None, compare=False)  # the power model
     active_w_per_core: float | None = None  # None: the power model's (max - idle) per vCPU
 
@@ -88,7 +90,7 @@ class NodeConfig:
         if self.grid is None:
             return None
         try:
-            return parse_grid(self.grid)
+            return parse_grid(self.grid, poll_s=self.grid_poll_s, timeout_s=self.grid_timeout_s)
         except UsageError as exc:
             raise NodeConfigError(str(exc)) from exc
 
@@ -211,6 +213,8 @@ def _check_numbers(config: NodeConfig) -> None:
     finite("report_lease_s", config.report_lease_s, 0.0, above=True)
     finite("retention_s", config.retention_s, 0.0)
     finite("proof_key_max_age_s", config.proof_key_max_age_s, 0.0, above=True)
+    finite("grid_poll_s", config.grid_poll_s, 0.0, above=True)
+    finite("grid_timeout_s", config.grid_timeout_s, 0.0, above=True)
     if config.proof_rejection_fee is not None:
         finite("proof_rejection_fee", config.proof_rejection_fee, 0.0)
     if config.capacity_cores is not None:

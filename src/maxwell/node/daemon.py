@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from maxwell.cgroups import CgroupManager
 from maxwell.clock import Clock, SystemClock
+from maxwell.economy.gridfeed import HttpGridFeed
 from maxwell.economy.ledger import IdempotencyConflictError, LedgerError
 from maxwell.economy.price import GridPrice
 from maxwell.economy.store import LedgerStore
@@ -117,7 +118,10 @@ class NodeDaemon:
         self._store = NodeStore.open(self.paths.root, wall)
         self._ledger, self._state = self._store.ledger, self._store.state
         self._admin_token = admin_token(self.paths.root)
-        opening = self._open_meter(wall, grid or config.grid_price())
+        self._grid = grid or config.grid_price()
+        if isinstance(self._grid, HttpGridFeed):
+            self._grid.start()  # its first answer, bounded by grid_timeout_s; then its thread
+        opening = self._open_meter(wall, self._grid)
         if self._supervisor is None:
             self._supervisor = CgroupSupervisor.open(config.cgroup, self.paths.root, self._clock)
         supervisor = self._supervisor
@@ -239,6 +243,9 @@ class NodeDaemon:
     def _close_parts(self) -> None:
         """Close what is open (also after a start that failed half-way), then let the next
         daemon start. Agents and their groups are not touched: `shutdown` decides about them."""
+        grid = getattr(self, "_grid", None)
+        if isinstance(grid, HttpGridFeed):
+            grid.stop()
         sensors = getattr(self, "_sensors", None)
         if getattr(self, "_owns_sensors", False) and isinstance(sensors, Sensors):
             sensors.close()

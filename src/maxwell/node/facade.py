@@ -205,6 +205,9 @@ class PriceInfo:
     # The last clearing's price, $J per J: what a uniform auction's winners pay for the energy
     # they burn (capped at each one's bid); above spot under scarcity. None: not cleared yet.
     clearing: float | None = None
+    grid_source: str = "constant"  # where the grid price comes from (`--grid`)
+    # A feed's: seconds since its last good reading (None: not a feed, or no reading yet).
+    grid_age_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,14 @@
       daemon.lock       held (flock, exclusive) by the one daemon running on this directory
       agents/<id>.log   each agent's standard output and error
       work/<id>/        each agent's own directory, where it leaves proofs for the node to read
+        agent.token     its token (mode 0600, its user's): named in its environment, never in it
 
 The directory is the daemon's own (`check_private_root`, `check_private_files`): owned by its
 user, writable by nobody else, and so are its token, database and lock (mode 0600); anything
 else is refused before it is used, since whoever could write there could plant a token (and be
-the node's admin) or a database (and print money).
+the node's admin) or a database (and print money). Once an agent runs as another user, others
+may pass through it (mode 711, `maxwell.node.processes.open_to_traversal`) to reach that agent's
+own directory, never list or write it.
 
 One daemon per state directory: `StateLock.acquire` takes `daemon.lock` before the daemon touches
 anything else (database, cgroups, socket). The kernel drops the lock when its holder dies, even by
@@ -36,6 +39,7 @@ ADMIN_TOKEN_FILE = "admin.token"
 LOCK_FILE = "daemon.lock"
 LOGS_DIR = "agents"
 WORK_DIR = "work"
+AGENT_TOKEN_FILE = "agent.token"
 _MAX_LOCK_BYTES = 64  # what the lock file may hold: a pid and a newline
 log = logging.getLogger(__name__)
 

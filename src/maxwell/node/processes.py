@@ -26,6 +26,7 @@ import logging
 import os
 import pwd
 import secrets
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,8 @@ from maxwell.node.agents import LIVE, AgentRecord, AgentRegistry, CountedGroup, 
 from maxwell.node.audits import declared_manifest
 from maxwell.node.config import NodeConfig
 from maxwell.node.facade import MIN_MEMORY_MAX, AgentState, NodeError, SpawnResult
-from maxwell.node.paths import StatePaths
+from maxwell.node.intake import replace_agent_file
+from maxwell.node.paths import AGENT_TOKEN_FILE, StatePaths
 from maxwell.node.state import hash_token, new_token
 from maxwell.node.store import NodeStore
 from maxwell.node.supervisor import AgentProcess, Supervisor, as_user
@@ -143,8 +145,9 @@ def funding_request(agent_id: str, amount: int, key: str | None = None) -> Entry
 
 def work_dir(paths: StatePaths, agent: AgentRecord) -> Path:
     """`<state>/work/<id>`: the agent's own directory, where it leaves proofs for the node
-    to read (the node reads nothing of an agent's outside it). Made on first use, owned by
-    the agent's user."""
+    to read and finds its token (the node reads nothing of an agent's outside it). Made on
+    first use, owned by the agent's user; for an agent of another user, the state directory
+    is opened to traversal (`open_to_traversal`), never to listing or writing."""
     paths.work.mkdir(mode=0o711, exist_ok=True)
     directory = paths.agent_work(agent.id)
     if not directory.is_dir():
@@ -152,7 +155,22 @@ def work_dir(paths: StatePaths, agent: AgentRecord) -> Path:
         if agent.user is not None:
             entry = pwd.getpwnam(agent.user)
             os.chown(directory, entry.pw_uid, entry.pw_gid)
+    if agent.user is not None:
+        open_to_traversal(paths.root)
     return directory
+
+
+def open_to_traversal(directory: Path) -> None:
+    """Let other users pass through `directory` (x for group and others), so that an agent of
+    another user reaches its own directory below; they still cannot list or write it."""
+    mode = stat.S_IMODE(os.stat(directory).st_mode)
+    if mode & 0o011 != 0o011:
+        os.chmod(directory, mode | 0o011)
+        log.info(
+            "%s: mode %o, so that agents of other users reach their own directories",
+            directory,
+            mode | 0o011,
+        )
 
 
 def agent_uid(agent: AgentRecord) -> int:
@@ -297,13 +315,17 @@ class AgentProcesses:
         return requests
 
     def _start(self, agent: AgentRecord, token: str) -> AgentProcess:
-        """Start the agent's command in its group, with its own environment and log."""
+        """Start the agent's command in its group, with its own environment and log. Its token
+        is a file of its own in its directory, named in its environment: a token in the
+        environment would leak to every child it starts and every crash report it writes."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAXWELL_")}
+        directory = work_dir(self._paths, agent)
+        replace_agent_file(directory, AGENT_TOKEN_FILE, token.encode(), uid=agent_uid(agent))
         env.update(
             MAXWELL_SOCKET=self._config.socket,
-            MAXWELL_AGENT_TOKEN=token,
+            MAXWELL_AGENT_TOKEN_FILE=str(directory / AGENT_TOKEN_FILE),
             MAXWELL_AGENT=agent.id,
-            MAXWELL_AGENT_DIR=str(work_dir(self._paths, agent)),
+            MAXWELL_AGENT_DIR=str(directory),
         )
         assert agent.group is not None
         if agent.group.kind != "none":  # its own cgroup: the SDK's self-meter reads it

@@ -53,6 +53,7 @@ from maxwell.economy.price import (
     SpotPrice,
     SpotQuote,
     ThermalPriceController,
+    describe_grid,
 )
 from maxwell.meter import LiveMeter
 from maxwell.node import tick as ticks
@@ -164,8 +165,12 @@ def row_updates(
     return updates
 
 
-def price_info(quote: SpotQuote, sample: NodeSample, clearing: float | None) -> PriceInfo:
-    """The price read model: a quote, the node's reading it was quoted on, the last clearing."""
+def price_info(
+    quote: SpotQuote, sample: NodeSample, clearing: float | None, grid: GridPrice
+) -> PriceInfo:
+    """The price read model: a quote, the node's reading it was quoted on, the last clearing,
+    where the grid price comes from."""
+    source, age_s = describe_grid(grid)
     return PriceInfo(
         spot=quote.spot,
         grid=quote.grid,
@@ -176,6 +181,8 @@ def price_info(quote: SpotQuote, sample: NodeSample, clearing: float | None) -> 
         energy_source=str(sample.energy_source),
         temperature_source=str(sample.temperature_source),
         clearing=clearing,
+        grid_source=source,
+        grid_age_s=age_s,
     )
 
 
@@ -568,4 +575,4 @@ class Ticker:
             book.insert(agent.id, agent.bid, agent.demand, seq=agent.bid_seq)
 
     def price(self) -> PriceInfo:  # the last quote, on the reading it was made on
-        return price_info(self.quote, self._meter.node, self.clearing_price)
+        return price_info(self.quote, self._meter.node, self.clearing_price, self._spot.grid)

@@ -1,4 +1,5 @@
-"""Self-reporting for the sample agents: when run by a daemon (`MAXWELL_AGENT_TOKEN` is set), tell
+"""Self-reporting for the sample agents: when run by a daemon (its token is set, in
+`MAXWELL_AGENT_TOKEN` or the file `MAXWELL_AGENT_TOKEN_FILE` names), tell
 it at most every `period_s` what the process has consumed since it started (`SelfMeter`): its CPU
 time scaled by `claim` (1.0 is the truth; the cheater claims less) and the memory its cgroup
 freed. Outside a daemon it does nothing."""
@@ -9,7 +10,7 @@ import os
 import sys
 import time
 
-from maxwell.client import AGENT_TOKEN_ENV, Client, ClientError, SelfMeter
+from maxwell.client import AGENT_TOKEN_ENV, AGENT_TOKEN_FILE_ENV, Client, ClientError, SelfMeter
 from maxwell.node.facade import ProofResult, TakenInput
 
 
@@ -21,7 +22,7 @@ class Reporter:
         self._said = False
         self._meter = SelfMeter()
         self._client: Client | None = None
-        if os.environ.get(AGENT_TOKEN_ENV):
+        if os.environ.get(AGENT_TOKEN_ENV) or os.environ.get(AGENT_TOKEN_FILE_ENV):
             try:
                 self._client = Client()
             except ClientError as exc:  # no socket to report to: billed by the meter
