@@ -20,8 +20,8 @@ What is measured (issues 4 and 9, "Measured, in a benchmark (not a test)"):
   - bid-update latency over the Unix socket while the tick loop runs: an agent process (the
     SDK, `maxwell.client.Client.bid`, with the agent's token) times its round trips to the real
     API (`maxwell.node.api.serve`) while `run_forever` ticks in a thread, for `--api-rounds`
-    bids or `--seconds`, whichever ends first; after each bid the agent sends a self-report
-    (`Client.report`), timed the same way (`report_ms_median`, `report_ms_p99`).
+    bids or `--seconds`, whichever ends first; then as many self-reports (`Client.report`), timed
+    the same way (`report_ms_median`, `report_ms_p99`).
 - A busy phase: 4 agents in a CPU loop (`python -c "while True: pass"`, demand 0.25 core), at the
   default settlement interval: the ledger rows and database bytes a busy agent writes.
 - The auctioneer's share: the CPU of the clearing step of each real tick
@@ -582,28 +582,28 @@ def _serving(daemon: Any, socket_path: str, *, ticking: bool = True) -> Iterator
         server.stop()
 
 
-# An agent's bid updates and self-reports, timed in the agent's own process (the SDK, its token
-# in the environment, as the daemon gives it to agents): each round a bid, then with "report" a
-# report (claiming more CPU than an idle agent uses, so no audit finds it short); one "KIND
-# seconds" per line, so a run cut short still leaves what it timed.
+# An agent's bid updates, then (with "report") its self-reports, each timed in the agent's own
+# process (the SDK, its token in the environment) for `rounds` or `seconds`, whichever ends
+# first; the bids run back to back as earlier releases timed them, the reports after them (each
+# claiming more CPU than an idle agent uses, so no audit finds it short). One "KIND seconds" a
+# line, so a run cut short still leaves what it timed.
 _AGENT_BIDS = """
 import sys, time
 from maxwell.client import Client
 rounds, seconds, price = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
-reports = sys.argv[4:] == ["report"]
+calls = [("bid", lambda n: client.bid(price + (n % 10) / 10))]
+if sys.argv[4:] == ["report"]:
+    calls.append(("report", lambda n: client.report(60.0, 0)))
 with Client() as client:
     client.my_id()
-    deadline = time.monotonic() + seconds
-    for round_ in range(rounds):
-        if time.monotonic() >= deadline:
-            break
-        started = time.perf_counter()
-        client.bid(price + (round_ % 10) / 10)
-        print("bid", time.perf_counter() - started, flush=True)
-        if reports:
+    for kind, call in calls:
+        deadline = time.monotonic() + seconds
+        for round_ in range(rounds):
+            if time.monotonic() >= deadline:
+                break
             started = time.perf_counter()
-            client.report(60.0, 0)
-            print("report", time.perf_counter() - started, flush=True)
+            call(round_)
+            print(kind, time.perf_counter() - started, flush=True)
 """
 
 
@@ -611,7 +611,7 @@ def _bids_from_agent(
     socket_path: str, token: str, rounds: int, seconds: float, reports: list[float] | None = None
 ) -> tuple[list[float], str | None]:
     """An agent process's bid round trips over the socket: latencies, and why it stopped early;
-    with `reports`, a report after each bid, its latencies added there."""
+    with `reports`, as many reports after the bids, their latencies added there."""
     environment = {**os.environ, "MAXWELL_SOCKET": socket_path, "MAXWELL_AGENT_TOKEN": token}
     command = [sys.executable, "-c", _AGENT_BIDS, str(rounds), str(seconds), str(BID)]
     if reports is not None:
@@ -620,11 +620,11 @@ def _bids_from_agent(
         command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        output, errors = process.communicate(timeout=seconds + 60.0)
+        output, errors = process.communicate(timeout=2 * seconds + 60.0)
     except subprocess.TimeoutExpired:
         process.kill()
         output, errors = process.communicate()
-        errors = f"timed out after {seconds + 60.0:g} s\n{errors}"
+        errors = f"timed out after {2 * seconds + 60.0:g} s\n{errors}"
     finally:
         if process.poll() is None:
             process.kill()
