@@ -30,7 +30,7 @@ budget-demo: $(VENV)/.installed ## a looping workload metered live on a 25 J bud
 test: $(VENV)/.installed ## run the whole test suite (root-only cgroup tests skip, saying why, without root)
 	$(BIN)/python -m pytest
 
-test-v2: $(VENV)/.installed ## the real-cgroup suites in a pure cgroup v2 kernel under qemu (root; ~15 min)
+test-v2: $(VENV)/.installed ## the real-cgroup suites in a pure cgroup v2 kernel under qemu (root; ~18 min)
 	$(BIN)/python -m pytest -m v2vm tests/test_v2vm.py
 
 lint: $(VENV)/.installed ## ruff
