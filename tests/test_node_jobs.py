@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fake_node import TestClient
 from helpers import maxwell
 from maxwell.economy.ledger import TREASURY, job_account
 from maxwell.node.api import create_app, serve
@@ -196,3 +197,27 @@ def test_maxwell_job_post_ls_and_show(tmp_path: Path, model_path: Path) -> None:
     finally:
         server.stop()
         daemon.shutdown(kill_agents=True)
+
+
+def test_over_the_api_only_the_admin_posts_and_only_an_agent_takes_for_itself(
+    daemon: NodeDaemon, model_path: Path, tmp_path: Path
+) -> None:
+    inputs = tmp_path / "posted"
+    inputs.mkdir()
+    write_tensor(inputs / "1.npy", seeded_input(1))
+    agent = daemon.spawn(["sleep", "30"], fund=Money(J), bid=1.0, model=str(model_path))
+    body = {"model": str(model_path), "inputs": str(inputs), "bounty": 1.0}
+    admin = {"Authorization": f"Bearer {daemon.admin_token}"}
+    mine = {"Authorization": f"Bearer {agent.token}"}
+    with TestClient(create_app(daemon)) as api:
+        refused = api.post("/jobs", json=body, headers=mine)  # an agent minting a job for itself
+        assert refused.status_code == 403 and daemon.jobs() == []
+        assert api.post("/jobs", json={**body, "bounty": -1.0}, headers=admin).status_code == 422
+        assert api.post("/jobs", json=body).status_code == 401
+        job = api.post("/jobs", json=body, headers=admin).json()["id"]
+        assert api.get("/jobs", headers=mine).json()["jobs"][0]["id"] == job
+        assert api.post(f"/jobs/{job}/take", headers=admin).status_code == 403
+        assert api.post("/jobs/..%2F..%2Fetc/take", headers=mine).status_code == 404
+        taken = api.post(f"/jobs/{job}/take", headers=mine)
+        assert taken.status_code == 200 and taken.json()["input"] == f"job-{job}-0.npy"
+    assert daemon.job(job).taken == 1

@@ -14,6 +14,7 @@ import pytest
 from live import ledger_verifies, live_daemon
 
 from helpers import wait_until
+from maxwell.bench.honest import honest_family
 from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import NodeDaemon
 from maxwell.units import Money
@@ -21,16 +22,7 @@ from maxwell.units import Money
 pytestmark = pytest.mark.root
 
 J = 1_000_000
-# Four busy children, never reaped, and the parent reporting what the SDK's self-meter reads.
-AGENT = """
-import subprocess, sys, time
-from maxwell.client import Client
-children = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(4)]
-with Client() as node:
-    while True:
-        node.report_usage(work=1)
-        time.sleep(0.1)
-"""
+AGENT = honest_family(4)  # four busy children, never reaped
 
 
 @pytest.fixture

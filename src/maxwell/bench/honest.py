@@ -18,15 +18,21 @@ import tempfile
 import time
 from pathlib import Path
 
-HONEST_FAMILY = """
+
+def honest_family(children: int) -> str:
+    """An honest agent's Python code: `children` busy loops it never reaps, and the parent
+    reporting what the SDK's self-meter reads every 100 ms (the tests use it too)."""
+    return f"""
 import subprocess, sys, time
 from maxwell.client import Client
-children = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+children = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range({children})]
 with Client() as node:
     while True:
         node.report_usage(work=1)
         time.sleep(0.1)
 """
+
+
 J = 1_000_000
 SRC = str(Path(__file__).resolve().parents[2])
 
@@ -49,7 +55,7 @@ def honest_audits(*, agents: int, rounds: int) -> dict[str, object]:
             server = serve(create_app(daemon), socket_path=config.socket, listen=None)
             ids = [
                 daemon.spawn(
-                    ["env", f"PYTHONPATH={SRC}", sys.executable, "-c", HONEST_FAMILY],
+                    ["env", f"PYTHONPATH={SRC}", sys.executable, "-c", honest_family(2)],
                     fund=Money(1_000_000 * J), bid=5.0, demand=0.5, name=f"honest-{n}",
                 ).agent
                 for n in range(agents)

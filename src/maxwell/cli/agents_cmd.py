@@ -134,16 +134,21 @@ _bytes.__name__ = "byte count (e.g. 512M, 2G)"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     command = parser.prog.split()[-1]
     parser.description = DESCRIPTIONS[command]
+    add_client_arguments(parser, json_flag=command not in ("kill", "top"))
+    add_own_arguments = _COMMAND_ARGUMENTS.get(command)
+    if add_own_arguments is not None:
+        add_own_arguments(parser)
+
+
+def add_client_arguments(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
+    """How a client command finds the daemon and its token (`connect`), and `--json`."""
     parser.epilog = COMMON_EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--socket", metavar="PATH", help="the daemon's Unix socket")
     parser.add_argument("--state", metavar="DIR", help="the daemon's state directory")
     parser.add_argument("--token", metavar="TOKEN", help="admin or agent token")
-    if command not in ("kill", "top"):
+    if json_flag:
         parser.add_argument("--json", action="store_true", help="JSON for scripts")
-    add_own_arguments = _COMMAND_ARGUMENTS.get(command)
-    if add_own_arguments is not None:
-        add_own_arguments(parser)
 
 
 def _spawn_arguments(parser: argparse.ArgumentParser) -> None:
@@ -259,13 +264,14 @@ def connect(args: argparse.Namespace) -> Client:
     return Client(socket=socket, token=token)
 
 
-def _j(amount: int) -> str:
+def dollars_j(amount: int) -> str:
+    """µ$J as $J, six significant digits."""
     return f"{money_to_tokens(amount):.6g}"
 
 
 def _agent_line(info: AgentInfo) -> str:
     return (
-        f"{info.id} ({info.name}): {info.state}, balance {_j(info.balance)} $J, "
+        f"{info.id} ({info.name}): {info.state}, balance {dollars_j(info.balance)} $J, "
         f"bid {info.bid:g} $J/J for {info.demand:g} cores"
     )
 
@@ -305,7 +311,7 @@ def _ps(client: Client, args: argparse.Namespace, out: Console) -> None:
             info.id,
             info.name,
             str(info.state),
-            _j(info.balance),
+            dollars_j(info.balance),
             f"{info.bid:g}",
             f"{info.demand:g}",
             f"{info.share:.2f}",
@@ -347,7 +353,7 @@ def _audit(client: Client, args: argparse.Namespace, out: Console) -> None:
         for finding in result.findings:
             print(f"  - {finding}")
         if result.slashed:
-            print(f"  slashed {_j(result.slashed)} $J")
+            print(f"  slashed {dollars_j(result.slashed)} $J")
         for module, share in sorted(result.modules.items(), key=lambda item: -item[1]):
             print(f"  {share:6.1%} {module}")
     if not result.honest:

@@ -15,11 +15,16 @@ import os
 from rich.console import Console
 from rich.table import Table
 
-from maxwell.cli.agents_cmd import COMMON_EPILOG, run_with_client
+from maxwell.cli.agents_cmd import (
+    COMMON_EPILOG,
+    add_client_arguments,
+    dollars_j,
+    run_with_client,
+)
 from maxwell.client import Client
 from maxwell.node.facade import JobInfo
 from maxwell.node.wire import JobList, to_json
-from maxwell.units import UJ_PER_J, money_to_tokens, parse_energy
+from maxwell.units import UJ_PER_J, parse_energy
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,22 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show = actions.add_parser("show", help="one job")
     show.add_argument("job", metavar="JOB")
     for sub in (post, actions.choices["ls"], show):
-        sub.epilog = COMMON_EPILOG
-        sub.formatter_class = argparse.RawDescriptionHelpFormatter
-        sub.add_argument("--socket", metavar="PATH", help="the daemon's Unix socket")
-        sub.add_argument("--state", metavar="DIR", help="the daemon's state directory")
-        sub.add_argument("--token", metavar="TOKEN", help="admin or agent token")
-        sub.add_argument("--json", action="store_true", help="JSON for scripts")
-
-
-def _j(amount: int) -> str:
-    return f"{money_to_tokens(amount):.6g}"
+        add_client_arguments(sub)
 
 
 def _line(job: JobInfo) -> str:
+    model = os.path.basename(job.model)
     return (
-        f"{job.id}: {job.inputs} inputs of {os.path.basename(job.model)}, {_j(job.bounty)} $J "
-        f"each; {job.paid} paid, {job.taken} taken, {_j(job.escrow)} $J left in escrow"
+        f"{job.id}: {job.inputs} inputs of {model}, {dollars_j(job.bounty)} $J each; "
+        f"{job.paid} paid, {job.taken} taken, {dollars_j(job.escrow)} $J left in escrow"
     )
 
 
@@ -77,7 +74,7 @@ def _ls(client: Client, args: argparse.Namespace) -> None:
     for job in jobs:
         table.add_row(
             job.id, os.path.basename(job.model), str(job.inputs), str(job.paid), str(job.taken),
-            _j(job.bounty), _j(job.escrow),
+            dollars_j(job.bounty), dollars_j(job.escrow),
         )  # fmt: skip
     Console().print(table)
 

@@ -151,11 +151,15 @@ class JobBoard:
     def lease(self, agent: AgentRecord, job: str) -> TakenInput:
         """Lease `agent` an input of `job` (see the module). Under the daemon's lock."""
         model = agent.model
-        info = self.get(job)
-        if model is None or model.sha256 != info.model_sha256:
-            raise NodeError(f"job {job} is for another model than the one agent {agent.id} proves")
         now = self._wall()
         with self._store.state.transaction() as conn:
+            posted = conn.execute("SELECT model_sha256 FROM jobs WHERE id = ?", (job,)).fetchone()
+            if posted is None:
+                raise UnknownJobError(f"no job {job!r}")
+            if model is None or model.sha256 != posted[0]:
+                raise NodeError(
+                    f"job {job} is for another model than the one agent {agent.id} proves"
+                )
             row = conn.execute(
                 "SELECT n, sha256 FROM job_inputs WHERE job = ? AND paid_to IS NULL "
                 "AND (taken_by = ? OR taken_until IS NULL OR taken_until <= ?) "
