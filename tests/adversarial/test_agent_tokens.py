@@ -45,7 +45,9 @@ def _check_token_delivery(state: Path, agent_uid: int, other_uid: int) -> None:
     daemon = NodeDaemon(NodeConfig(state_dir=state, tick_s=0.1, cgroup="none"))
     try:
         spawned = daemon.spawn(
-            ["sh", "-c", 'cat "$MAXWELL_AGENT_TOKEN_FILE"; echo; exec sleep 30'],
+            # No `exec`: the shell's own environment is read below, and a process in the middle
+            # of an exec shows an empty one for a moment (seen under qemu's emulation).
+            ["sh", "-c", 'cat "$MAXWELL_AGENT_TOKEN_FILE"; echo; sleep 30'],
             fund=Money(J), bid=1.0, user=AGENT_USER,
         )  # fmt: skip
         token_file = state / "work" / spawned.agent / AGENT_TOKEN_FILE
