@@ -58,6 +58,8 @@ def test_small_run_has_the_promised_shape(capsys: pytest.CaptureFixture[str]) ->
     assert isinstance(rebids, int) and rebids >= 0
     vectorised = report["auctioneer_fraction_vectorised_by_mechanism"]
     assert isinstance(vectorised, dict) and set(vectorised) == set(MECHANISM_NAMES)
+    compared = report["charged_vs_free"]
+    assert isinstance(compared, dict) and set(compared["summary"]) == set(MECHANISM_NAMES)
     json.dumps(report)  # serialisable as it stands
     from rich.console import Console
 

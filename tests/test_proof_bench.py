@@ -24,6 +24,8 @@ def test_quick_run_prints_the_promised_json(capsys: pytest.CaptureFixture[str]) 
         ratio = row["recompute_ms"] / row["verify_ms"]
         assert row["ratio"] == pytest.approx(ratio, rel=0.01, abs=0.06)  # rounded to 0.1
         assert {"commitment_ms", "precompute_ms", "verify_ms_one_round"} <= set(row)
+        assert row["verify_ms_float64"] > 0 and row["ratio_float64"] > 0
+    assert report["met"]["ratio"] is False  # the quick run has no layer of the target width
     assert 0.0 <= report["detection_rate"] <= 1.0 and 0.0 <= report["false_alarm_rate"] <= 1.0
     assert report["tampered_proofs"] == report["honest_proofs"] == proof.QUICK_TRIALS
     assert set(report["detection_by_kind"]) == set(proof.TAMPER_KINDS)
@@ -67,3 +69,24 @@ def test_the_wrapper_script_takes_the_same_flags() -> None:
     proof.add_arguments(parser)
     args = parser.parse_args(["--json", "--quick"])
     assert args.json and args.quick
+
+
+def _timing(width: int, recompute_ms: float, verify_ms: float) -> proof.LayerTiming:
+    return proof.LayerTiming(
+        width=width, tokens=32, recompute_ms=recompute_ms, verify_ms=verify_ms,
+        verify_ms_one_round=verify_ms / 2, verify_ms_float64=verify_ms * 2,
+        commitment_ms=0.1, precompute_ms=5.0,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("ratio_4096", "met"), [(120.0, True), (80.0, False)])
+def test_the_ratio_target_is_judged_at_width_4096(ratio_4096: float, met: bool) -> None:
+    timings = [_timing(1024, 1.0, 0.1), _timing(4096, ratio_4096 * 0.05, 0.05)]
+    honest, tampered = proof.Tally.empty(), proof.Tally.empty()
+    honest.add("4096/blas", False)
+    tampered.add("4096/int8_weights", True)
+    report = proof.build_report(
+        timings, tampered, honest, proof.Tally.empty(), quick=False, rounds=4
+    )
+    assert report["met"]["ratio"] is met  # the 1024-wide layer's 10x does not count
+    assert report["met"]["detection_rate"] and report["met"]["false_alarm_rate"]

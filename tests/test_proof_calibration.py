@@ -15,6 +15,7 @@ from maxwell.proof.tolerance import (
     FREIVALDS_TOLERANCE,
     HONEST_ELEMENTWISE_Z,
     HONEST_FREIVALDS_Z,
+    screen_gap_bound,
 )
 
 
@@ -31,6 +32,10 @@ def test_a_quick_calibration_stays_a_margin_below_the_tolerances() -> None:
     assert 0 < report.largest_elementwise_z <= DEFAULT_TOLERANCE.elementwise / CALIBRATION_MARGIN
     assert set(report.by_order) == set(calibration.HONEST_ORDERS)
     assert report.tolerance.freivalds <= DEFAULT_TOLERANCE.freivalds
+    # the verifier's own float32 rounding stays inside the bound its screen is built on
+    assert set(report.screen_gap_by_width) == set(calibration.QUICK_WIDTHS)
+    for width, gap in report.screen_gap_by_width.items():
+        assert 0 < gap <= screen_gap_bound(width)
 
 
 @pytest.mark.parametrize(
@@ -54,3 +59,4 @@ def test_the_module_prints_its_report(capsys: pytest.CaptureFixture[str]) -> Non
     assert calibration.main(["--quick"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert {"largest_freivalds_z", "largest_elementwise_z", "tolerance", "margin"} <= set(report)
+    assert set(report["screen_gap_by_width"]) == {str(width) for width in calibration.QUICK_WIDTHS}

@@ -75,7 +75,7 @@ def test_verify_json_has_the_promised_shape(
     assert set(verdict) >= VERDICT_KEYS
     assert verdict["valid"] is True and verdict["failed_layer"] is None
     assert verdict["layers_checked"] == 4 and verdict["rounds"] == 3
-    assert set(verdict["tolerance"]) == {"freivalds", "elementwise"}
+    assert set(verdict["tolerance"]) == {"freivalds", "elementwise", "screen"}
 
 
 def test_a_changed_output_exits_1_naming_the_layer(

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from maxwell.proof.bundle import Proof, make_proof
 from maxwell.proof.calibration import HONEST_ORDERS, blocked_matmul
 from maxwell.proof.commitment import tensor_digest
-from maxwell.proof.freivalds import UNIT_ROUNDOFF
+from maxwell.proof.freivalds import ALPHABET_RMS, UNIT_ROUNDOFF
 from maxwell.proof.graph import MATMUL_OPS, Model, model_from_bytes
 from maxwell.proof.ops import MatMul
 from maxwell.proof.runtime import output_of, run
@@ -192,12 +192,13 @@ def nudging_first_product(row: int, column: int, delta: float) -> MatMul:
 
 @pytest.mark.parametrize("seed", range(5))
 def test_the_detection_floor_is_where_tolerance_py_puts_it(seed: int) -> None:
-    # One element of a matmul output moved by c x FREIVALDS_TOLERANCE u ||Y_i|| (and the rest of
-    # the run computed from it): caught for c = 2, within honest noise for c = 0.3, which is the
-    # documented cost of a calibrated tolerance.
+    # One element of a matmul output moved by c x FREIVALDS_TOLERANCE u ||Y_i|| rms(r) / min |r|
+    # (and the rest of the run computed from it): caught for c = 2 (the scale also holds the
+    # Gemm bias's ||C_i||), within honest noise for c = 0.3, the documented cost of a calibrated
+    # tolerance.
     _, model, x = build("gemm_mlp_wide", seed=seed)
     row = run(model, x)[1][seed].astype(np.float64)
-    floor = DEFAULT_TOLERANCE.freivalds * UNIT_ROUNDOFF * float(np.sqrt(row @ row))
+    floor = DEFAULT_TOLERANCE.freivalds * UNIT_ROUNDOFF * float(np.sqrt(row @ row)) * ALPHABET_RMS
     for multiple, caught in ((2.0, True), (0.3, False)):
         activations = run(model, x, matmul=nudging_first_product(seed, seed, multiple * floor))
         verdict = check(model, x, activations)

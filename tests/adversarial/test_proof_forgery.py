@@ -1,13 +1,14 @@
 """The adaptive proof forgery (issue 11, 4): an agent probes the node's verifier to learn its
 secret vectors, then forges outputs that pass.
 
-Freivalds' check with sign vectors cannot see an error that adds d to hidden unit j and takes d
-from unit k of the same row when r_j = r_k in every round: e.r = d (r_j - r_k) = 0. With 8
-rounds two units agree with probability 1/256, so among 64 units some pair does. An attacker who
-may probe one key finds such a pair by trying pairs until one passes, then forges at will: the
-control below does it against a key that never changes (20 forgeries of 20 pass, the argmax of
-the output changed). Against the node it fails: each proof meets 8 vectors drawn afresh from a
-bank of 64, so a pair that passed once passes the next proof with about 1/100, not for sure; a
+Freivalds' check cannot see an error that adds d to hidden unit j and takes d from unit k of the
+same row when r_j = r_k in every round: e.r = d (r_j - r_k) = 0. With the default 4 rounds of
+vectors from {-2, -1, 1, 2} two units agree with probability 1/256, so among 64 units some pair
+does. An attacker who may probe one key finds such a pair by trying pairs until one passes, then
+forges at will: the control below does it against a key that never changes (20 forgeries of 20
+pass, the argmax of the output changed). Against the node it fails: each proof meets 4 vectors
+drawn afresh from a bank of 64, so a pair that passed once passes the next proof with about
+1/160 (it agrees on about 19 of the 64), not for sure; a
 rejection replaces the key, so what failed probes taught is void; the answer names the layer
 and the check but never the discrepancy; and each rejection costs the agent its bounty, so the
 campaign loses money.
@@ -26,7 +27,16 @@ from numpy.typing import NDArray
 
 from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import NodeDaemon
-from maxwell.proof import Model, make_key, make_proof, model_from_bytes, run, verify, write_proof
+from maxwell.proof import (
+    DEFAULT_ROUNDS,
+    Model,
+    make_key,
+    make_proof,
+    model_from_bytes,
+    run,
+    verify,
+    write_proof,
+)
 from maxwell.proof.files import write_tensor
 from maxwell.samples.useful import make_weights, mlp_onnx
 from maxwell.units import Money
@@ -72,7 +82,7 @@ def _pairs() -> Iterator[tuple[int, int]]:
 
 def test_control_against_a_key_that_never_changes_the_attack_forges_at_will() -> None:
     model = model_from_bytes(_model_bytes())
-    key = make_key(model, 8, np.random.default_rng(7))  # no bank: the same 8 vectors each time
+    key = make_key(model, DEFAULT_ROUNDS, np.random.default_rng(7))  # no bank: the same vectors
     rng = np.random.default_rng(0)
 
     def passes(seed: int, pair: tuple[int, int]) -> bool:
@@ -147,8 +157,8 @@ def test_against_the_node_the_adaptive_forgery_fails_and_probing_loses_money(
     searched = attacker.accepted
     exploited = sum(attacker.submit(found) for _ in range(EXPLOITS))
     # With fresh vectors from the bank for each proof, a pair that passed once passes the next
-    # proof with about 1/100 (2^-8 x E[2^overlap]): 5 or more of 20 would happen by chance with
-    # probability about 1e-6. The control passes 20 of 20.
+    # proof with about 1/160 (C(19, 4) / C(64, 4)): 5 or more of 20 would happen by chance with
+    # probability about 1e-7. The control passes 20 of 20.
     assert exploited <= 4, f"{exploited} of {EXPLOITS} forgeries passed with the pair found"
     assert attacker.reasons == {PUBLIC_REASON}  # the layer and the check, no discrepancy
     after = daemon.agent(agent).balance

@@ -27,6 +27,10 @@ machine does not count; the wall time of each clearing is reported beside it):
 - `auctioneer_fraction_vectorised_by_mechanism` (the figure this benchmark used to report):
   exporting the standing book to arrays plus one vectorised `clear`, per mechanism;
   `..._all_rebid_by_mechanism` adds 1,000 updates.
+- `charged_vs_free`: not a timing. Welfare and revenue of the live payment rule (winners pay
+  their mechanism's price, between spot and their bid) against the old free bids (everyone paid
+  spot, so everyone's best bid was the highest) on the same seeded bid sets, per mechanism:
+  `maxwell.bench.payments`.
 
 The pure part (turning timings into the report, fitting the slope) is at the top; the timing
 loops below `# --- the machine ---` read the clock.
@@ -41,6 +45,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from maxwell.bench import payments
 from maxwell.bench._harness import report
 from maxwell.economy.mechanisms import (
     MECHANISM_NAMES,
@@ -105,12 +110,15 @@ def build_report(
     export_ms: float,
     tick_ms: Mapping[str, float],
 ) -> dict[str, object]:
-    """The JSON report from the per-(mechanism, n) rows of both scenarios.
+    """The JSON report from the per-(mechanism, n) rows of both scenarios, with the payment
+    rule's welfare and revenue against free bids beside them (`maxwell.bench.payments`).
 
     `tick_ms`: CPU ms of one auctioneer tick at `AUCTION_AGENTS` agents, by scenario:
     "rebid_share" (updates of `AUCTION_REBID_SHARE` of them + `clear_book`), "all_rebid" and
     "no_rebid" (`clear_book` alone).
     """
+    compared = payments.compare()
+    charged_vs_free = {**compared, "summary": payments.summary(compared)}
     exponents = _growth_exponents(machine)
     sizes = sorted({int(str(r["n"])) for r in machine})
     reference = nlogn_exponent(sizes)
@@ -149,6 +157,7 @@ def build_report(
         "measured": measured,
         "met": met,
         "setup": _setup(quick),
+        "charged_vs_free": charged_vs_free,
     }
 
 
@@ -264,9 +273,19 @@ def render_table(report: Mapping[str, object]) -> object:
         f"growth exponent {report['growth_exponent']} (n log n: {report['nlogn_exponent']}); "
         f"auctioneer fraction {report['auctioneer_fraction']:.2e} "
         f"({report['auctioneer_rebid_share']:.0%} of agents rebid a tick; all rebid "
-        f"{report['auctioneer_fraction_all_rebid']:.2e}); met {report['met']}"
+        f"{report['auctioneer_fraction_all_rebid']:.2e}); met {report['met']}; charged over "
+        f"free bids (welfare, revenue): {_charged_summary(report)}"
     )
     return table
+
+
+def _charged_summary(report: Mapping[str, object]) -> str:
+    compared = report["charged_vs_free"]
+    assert isinstance(compared, dict)
+    return ", ".join(
+        f"{name} {row['welfare_charged_over_free']}x, {row['revenue_charged_over_free']}x"
+        for name, row in compared["summary"].items()
+    )
 
 
 # --- the machine ------------------------------------------------------------------------------

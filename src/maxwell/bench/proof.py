@@ -5,11 +5,13 @@ rows; A is ReLU'd standard normal, W normal with variance 1/N, float32):
 
 - `recompute_ms`: wall time of recomputing the layer (numpy's BLAS, both cores).
 - `verify_ms`: wall time of the layer's Freivalds check (`freivalds_statistic` plus the
-  comparison), `ROUNDS` rounds, float64 arithmetic, with the verifier's secret projections W r
-  and b r already made. Making them once per model and secret is `precompute_ms`, reported
-  apart and not counted (REFERENCE.md: the verifier may precompute W r for its secret r).
-  `ratio` = recompute_ms / verify_ms; `verify_ms_one_round` and `ratio_one_round` are the same
-  for a single round.
+  comparison), `ROUNDS` rounds, as the verifier runs it (float32 first, float64 only above the
+  screen: see `maxwell.proof.freivalds`), with the verifier's secret projections W r and b r
+  already made. Making them once per model and secret is `precompute_ms`, reported apart and not
+  counted (REFERENCE.md: the verifier may precompute W r for its secret r). `ratio` =
+  recompute_ms / verify_ms; `verify_ms_one_round` and `ratio_one_round` are the same for a single
+  round, `verify_ms_float64` and `ratio_float64` for the check in float64 alone (no screen). The
+  target, `ratio` >= 100, is at width `TARGET_WIDTH`.
 - `commitment_ms`: hashing Y (its SHA-256 digest, a Merkle leaf) as a verifier must before it
   may trust what it reads; not in `verify_ms`, added in `verify_with_commitment_ms`.
 - Detection: `TAMPERED` tampered proofs (split between the widths, the kinds in
@@ -46,10 +48,12 @@ from maxwell.proof.bundle import make_proof
 from maxwell.proof.calibration import HONEST_ORDERS
 from maxwell.proof.commitment import tensor_digest
 from maxwell.proof.freivalds import (
+    ALPHABET_RMS,
+    ALPHABET_SMALLEST,
     UNIT_ROUNDOFF,
     SecretProjection,
     bias_terms,
-    draw_signs,
+    draw_vectors,
     freivalds_statistic,
 )
 from maxwell.proof.graph import Model, Node
@@ -63,6 +67,7 @@ F32 = NDArray[np.float32]
 WIDTHS = (1024, 4096)
 QUICK_WIDTHS = (256, 1024)
 TOKENS = 32
+TARGET_WIDTH = 4096  # where the ratio target applies (issue 11: width 4096, 32 tokens)
 ROUNDS = DEFAULT_ROUNDS
 TAMPERED = 1_000
 HONEST = 1_000
@@ -119,8 +124,8 @@ def scale_one_element(y: F32, row: int, column: int, factor: float) -> F32:
 
 def detection_floor_rms(width: int, tolerance: float = DEFAULT_TOLERANCE.freivalds) -> float:
     """The smallest change of one element, in multiples of its row's rms, always flagged:
-    tolerance x u x ||Y_i|| = tolerance x u x sqrt(N) x rms(Y_i)."""
-    return tolerance * UNIT_ROUNDOFF * math.sqrt(width)
+    tolerance x u x ||Y_i|| x rms(r) / min |r| = tolerance x u x sqrt(N) x rms(Y_i) x 1.58."""
+    return tolerance * UNIT_ROUNDOFF * math.sqrt(width) * ALPHABET_RMS / ALPHABET_SMALLEST
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,7 @@ class LayerTiming:
     recompute_ms: float
     verify_ms: float
     verify_ms_one_round: float
+    verify_ms_float64: float
     commitment_ms: float
     precompute_ms: float
 
@@ -213,6 +219,8 @@ def _layer_row(timing: LayerTiming, rounds: int) -> dict[str, object]:
         "rounds": rounds,
         "verify_ms_one_round": round(timing.verify_ms_one_round, 4),
         "ratio_one_round": _speedup(timing.recompute_ms, timing.verify_ms_one_round),
+        "verify_ms_float64": round(timing.verify_ms_float64, 4),
+        "ratio_float64": _speedup(timing.recompute_ms, timing.verify_ms_float64),
         "commitment_ms": round(timing.commitment_ms, 4),
         "verify_with_commitment_ms": round(timing.verify_ms + timing.commitment_ms, 4),
         "ratio_with_commitment": _speedup(
@@ -226,15 +234,17 @@ def _layer_row(timing: LayerTiming, rounds: int) -> dict[str, object]:
 def _met(
     layers: Sequence[Mapping[str, object]], detection: float | None, false_alarms: float | None
 ) -> dict[str, bool]:
-    """Which of `TARGETS` the run met: every layer's speed-ups, detection and false alarms."""
-    ratios = [row["ratio"] for row in layers]
+    """Which of `TARGETS` the run met: the speed-ups at `TARGET_WIDTH` (False where the run has
+    no such layer), detection and false alarms."""
+    targeted = [row for row in layers if row["width"] == TARGET_WIDTH]
+
+    def reached(key: str) -> bool:
+        ratios = [row[key] for row in targeted]
+        return bool(ratios) and all(isinstance(r, float) and r >= TARGETS["ratio"] for r in ratios)
+
     return {
-        "ratio": all(isinstance(r, float) and r >= TARGETS["ratio"] for r in ratios),
-        "ratio_one_round": all(
-            isinstance(row["ratio_one_round"], float)
-            and float(str(row["ratio_one_round"])) >= TARGETS["ratio"]
-            for row in layers
-        ),
+        "ratio": reached("ratio"),
+        "ratio_one_round": reached("ratio_one_round"),
         "detection_rate": detection is not None and detection >= TARGETS["detection_rate"],
         "false_alarm_rate": false_alarms is not None
         and false_alarms <= TARGETS["false_alarm_rate"],
@@ -252,8 +262,9 @@ def _setup(quick: bool, rounds: int) -> dict[str, object]:
             "every core"
         ),
         "verify_ms": (
-            f"Freivalds check of one layer, {rounds} rounds, float64; the secret W r and "
-            "b r made beforehand (precompute_ms, once per model and secret: not counted)"
+            f"Freivalds check of one layer, {rounds} rounds, float32 with float64 above the "
+            "screen (verify_ms_float64: float64 alone); the secret W r and b r made beforehand "
+            "(precompute_ms, once per model and secret: not counted)"
         ),
         "commitment_ms": "SHA-256 digest of Y (a Merkle leaf): not in verify_ms",
         "recompute_ms": "A W + b in float32 with numpy's BLAS",
@@ -331,10 +342,9 @@ class Layer:
 
     def key(self, rng: np.random.Generator, rounds: int) -> VerifierKey:
         """A fresh secret for this layer: as `make_key`, reusing the float64 copy of W."""
-        signs = draw_signs(rng, self.weight.shape[1], rounds)
-        projection = SecretProjection(
-            signs, self.weight64 @ signs, bias_terms(self.bias, 1.0, self.weight.shape[1], signs)
-        )
+        vectors = draw_vectors(rng, self.weight.shape[1], rounds)
+        bias = bias_terms(self.bias, 1.0, self.weight.shape[1], vectors)
+        projection = SecretProjection(vectors, self.weight64 @ vectors, bias)
         return VerifierKey(rounds=rounds, layers={1: projection})
 
     def rejects(self, a: F32, y: F32, rng: np.random.Generator, rounds: int) -> bool:
@@ -348,13 +358,11 @@ def time_layer(layer: Layer, rng: np.random.Generator, *, rounds: int, blocks: i
     y = layer.forward(a)
     width = layer.weight.shape[0]
 
-    def freivalds(count: int) -> Callable[[], bool]:
+    def freivalds(count: int, screen: float) -> Callable[[], bool]:
         projection = layer.key(rng, count).layers[1]
 
         def check() -> bool:
-            z = freivalds_statistic(
-                y, a, projection.weight_projection, projection.signs, bias=projection.bias
-            )
+            z = freivalds_statistic(y, a, projection, screen=screen)
             return z <= DEFAULT_TOLERANCE.freivalds
 
         if not check():  # the timing would be of a check that fails: not what we report
@@ -364,8 +372,9 @@ def time_layer(layer: Layer, rng: np.random.Generator, *, rounds: int, blocks: i
     medians = _quietest_median_ms(
         {
             "recompute": lambda: layer.forward(a),
-            "verify": freivalds(rounds),
-            "verify_one_round": freivalds(1),
+            "verify": freivalds(rounds, DEFAULT_TOLERANCE.freivalds_screen(width)),
+            "verify_one_round": freivalds(1, DEFAULT_TOLERANCE.freivalds_screen(width)),
+            "verify_float64": freivalds(rounds, 0.0),
             "commitment": lambda: tensor_digest(y),
         },
         blocks=blocks,
@@ -380,6 +389,7 @@ def time_layer(layer: Layer, rng: np.random.Generator, *, rounds: int, blocks: i
         recompute_ms=medians["recompute"],
         verify_ms=medians["verify"],
         verify_ms_one_round=medians["verify_one_round"],
+        verify_ms_float64=medians["verify_float64"],
         commitment_ms=medians["commitment"],
         precompute_ms=precompute["precompute"],
     )

@@ -3,7 +3,7 @@
 `infer` runs a float32 ONNX model with Maxwell's numpy runtime (`maxwell.proof.runtime`) and
 writes Y and a proof bundle (`maxwell.proof.bundle`). `verify` checks a proof without re-running
 the model (`maxwell.proof.verifier`): hashes and the Merkle root, the chain from X to Y, then
-Freivalds' check of every Gemm/MatMul with secret random signs drawn after the proof was read, and
+Freivalds' check of every Gemm/MatMul with secret random vectors drawn after the proof was read, and
 a recomputation of every cheap layer.
 """
 
@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             default=DEFAULT_ROUNDS,
             metavar="K",
             help=f"Freivalds rounds per matmul layer (default {DEFAULT_ROUNDS}; "
-            "a wrong product passes with probability <= 2^-K in exact arithmetic)",
+            "a wrong product passes with probability <= 4^-K in exact arithmetic)",
         )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
 

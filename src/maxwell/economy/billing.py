@@ -102,3 +102,10 @@ def bill(
         landauer_cost=landauer_cost,
         total=Money(energy_cost + landauer_cost),
     )
+
+
+def charged_price(mechanism_price: float, bid: float, spot_price: float) -> float:
+    """What a winner pays per joule of the cores it won ($J per J): its mechanism's price, never
+    above its bid and never below the spot price (which is also the market's reserve, so a
+    winner's bid is at least spot)."""
+    return max(min(mechanism_price, bid), spot_price)

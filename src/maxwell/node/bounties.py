@@ -19,7 +19,8 @@ Rules:
 - Each rejected proof costs its agent a fee (`proof_rejection_fee`; by default the job's bounty),
   moved from its account to the treasury, up to what the account holds: a campaign of probes
   pays a bounty for each failure, and with a fresh key for every probe, each forgery passes
-  with at most the verifier's floor (2^-rounds per layer), so probing never pays.
+  with at most the verifier's floor (4^-rounds per layer, 2^-8 at the default), so probing
+  never pays.
 - A proof is read from the agent's own directory (`maxwell.node.processes.work_dir`): its
   input, output and bundle are named relative to it and read as `maxwell.node.intake` says (no
   link followed, regular files of the agent's own, sizes capped: `MAX_TENSOR_BYTES`,

@@ -75,7 +75,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from maxwell.economy import apoptosis
-from maxwell.economy.billing import Bill, bill
+from maxwell.economy.billing import Bill, bill, charged_price
 from maxwell.economy.ledger import GRID, LANDAUER, Movement, agent_account
 from maxwell.economy.mechanisms import Mechanism, Uniform
 from maxwell.economy.mechanisms.base import Clearing
@@ -513,8 +513,8 @@ def _plan_agents(
         since = insolvent_since.get(agent.agent) if enforced.state in _LIVE else None
         price = inputs.spot_price
         if enforced.cores > 0:
-            unit = min(clearing.allocation(agent.agent).price_per_joule, agent.bid)
-            price = max(unit, inputs.spot_price)
+            unit = clearing.allocation(agent.agent).price_per_joule
+            price = charged_price(unit, agent.bid, inputs.spot_price)
         plans[agent.agent] = _agent_plan(agent, settled[agent.agent], enforced, since, price)
     return plans, events
 

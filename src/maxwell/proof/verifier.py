@@ -34,14 +34,14 @@ from maxwell.proof.freivalds import (
     BiasTerms,
     SecretProjection,
     bias_terms,
-    draw_signs,
+    draw_vectors,
     freivalds_statistic,
     project_weight,
 )
 from maxwell.proof.graph import MATMUL_OPS, Model, Node, Tensor
 from maxwell.proof.tolerance import DEFAULT_TOLERANCE, Tolerance
 
-DEFAULT_ROUNDS = 8
+DEFAULT_ROUNDS = 4  # of ALPHABET's vectors: at most 4^-4 = 2^-8 per layer (see `freivalds`)
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class Verdict:
 
 @dataclass(frozen=True)
 class VerifierKey:
-    """The verifier's secret for one model: sign vectors and weight products per matmul layer.
+    """The verifier's secret for one model: random vectors and weight products per matmul layer.
 
     Making it costs one pass over the weights (O(KN b) per layer for a bank of b vectors); a
     verifier that checks many proofs of the same model may keep it, as long as the vectors never
@@ -118,8 +118,8 @@ class VerifierKey:
     A key with a bank larger than its rounds (`bank`) checks each proof with `rounds` vectors
     drawn afresh from the bank (`draw`): what a passing forgery taught about the vectors it met
     says little about those the next proof meets. An error that two units cancel passes a
-    fresh draw with the floor's 2^-rounds, however many proofs passed before, unless the two
-    units agree on all `bank` vectors (2^-bank). With `bank == rounds` every proof meets the same
+    fresh draw with the floor's 4^-rounds, however many proofs passed before, unless the two
+    units agree on all `bank` vectors (4^-bank). With `bank == rounds` every proof meets the same
     vectors: once a forgery passes, it passes every time.
     """
 
@@ -140,7 +140,7 @@ def _columns(secret: SecretProjection, chosen: NDArray[np.int64]) -> SecretProje
     bias = secret.bias
     if bias is not None:
         bias = BiasTerms(bias.projection[..., chosen], bias.row_norms)
-    return SecretProjection(secret.signs[:, chosen], secret.weight_projection[..., chosen], bias)
+    return SecretProjection(secret.vectors[:, chosen], secret.weight_projection[..., chosen], bias)
 
 
 def make_key(
@@ -160,14 +160,14 @@ def make_key(
             weight = weight.T if node.int_attribute("transB", 0) else weight
         elif weight.ndim == 1:
             weight = weight[:, np.newaxis]
-        signs = draw_signs(rng, weight.shape[-1], held)
+        vectors = draw_vectors(rng, weight.shape[-1], held)
         bias: BiasTerms | None = None
         if node.op_type == "Gemm" and len(node.inputs) == 3:
             c = model.initializers.get(node.inputs[2])
             if c is not None and (c.ndim <= 1 or c.shape[0] == 1):
                 beta = node.float_attribute("beta", 1.0)
-                bias = bias_terms(c, beta, weight.shape[-1], signs)
-        layers[node.index] = SecretProjection(signs, project_weight(weight, signs), bias)
+                bias = bias_terms(c, beta, weight.shape[-1], vectors)
+        layers[node.index] = SecretProjection(vectors, project_weight(weight, vectors), bias)
     return VerifierKey(rounds=rounds, layers=layers, bank=held)
 
 
@@ -276,7 +276,8 @@ def _check_layers(
         inputs = [tensors[name] for name in node.inputs]
         output = proof.activations[node.index]
         if node.op_type in MATMUL_OPS:
-            z = _matmul_z(node, inputs, output, secret_key.layers.get(node.index), rng, rounds)
+            secret = secret_key.layers.get(node.index)
+            z = _matmul_z(node, inputs, output, secret, rng, rounds, tolerance)
             bound, what = tolerance.freivalds, "Freivalds check failed"
         else:
             try:
@@ -325,8 +326,10 @@ def _matmul_z(
     secret: SecretProjection | None,
     rng: np.random.Generator,
     rounds: int,
+    tolerance: Tolerance,
 ) -> float:
-    """Freivalds' z for a Gemm or MatMul layer (inf when the shapes do not fit)."""
+    """Freivalds' z for a Gemm or MatMul layer (inf when the shapes do not fit), in float32
+    where that is at most the tolerance's screen (see `freivalds`)."""
     a, b = inputs[0], inputs[1]
     if node.op_type == "Gemm":
         try:
@@ -336,20 +339,21 @@ def _matmul_z(
         if y.shape != (a_eff.shape[0], b_eff.shape[1]):
             return float("inf")
         if secret is None:
-            signs = draw_signs(rng, b_eff.shape[1], rounds)
-            secret = SecretProjection(signs, project_weight(b_eff, signs), None)
+            vectors = draw_vectors(rng, b_eff.shape[1], rounds)
+            secret = SecretProjection(vectors, project_weight(b_eff, vectors), None)
         bias = secret.bias
         if len(inputs) == 3 and bias is None:
             beta = node.float_attribute("beta", 1.0)
             c = inputs[2]
             if np.broadcast_shapes(c.shape, y.shape) != y.shape:
                 return float("inf")
-            bias = bias_terms(c, beta, y.shape[1], secret.signs)
+            bias = bias_terms(c, beta, y.shape[1], secret.vectors)
         if secret.weight_projection.shape[0] != a_eff.shape[1]:
             return float("inf")
         return freivalds_statistic(
-            y, a_eff, secret.weight_projection, secret.signs,
+            y, a_eff, secret,
             alpha=node.float_attribute("alpha", 1.0), bias=bias,
+            screen=tolerance.freivalds_screen(max(a_eff.shape[1], y.shape[1])),
         )  # fmt: skip
     # MatMul: numpy's matmul, with 1-D operands promoted to a row (A) or a column (B).
     a2 = a[np.newaxis, :] if a.ndim == 1 else a
@@ -369,6 +373,7 @@ def _matmul_z(
         return float("inf")
     y2 = y.reshape(full)
     if secret is None:
-        signs = draw_signs(rng, b2.shape[-1], rounds)
-        secret = SecretProjection(signs, project_weight(b2, signs), None)
-    return freivalds_statistic(y2, a2, secret.weight_projection, secret.signs)
+        vectors = draw_vectors(rng, b2.shape[-1], rounds)
+        secret = SecretProjection(vectors, project_weight(b2, vectors), None)
+    width = max(a2.shape[-1], y2.shape[-1])
+    return freivalds_statistic(y2, a2, secret, screen=tolerance.freivalds_screen(width))
