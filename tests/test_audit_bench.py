@@ -75,6 +75,9 @@ def test_quick_run_reports_pauses_and_auditor_cost() -> None:
         assert row["audits"] > 0 and row["audits_failed"] == 0  # honest workloads pass
         assert row["audit_cpu_us_median"] > 0 and row["manifest_pages"] > 0
     assert report["setup"]["quick"] is True
+    erasure = report["erasure_meter"]
+    assert [row["resident_mb"] for row in erasure["rows"]] == [64]
+    assert erasure["ms_per_mb"] == erasure["rows"][-1]["ms_per_mb"] > 0
 
 
 def test_human_output_is_a_table() -> None:

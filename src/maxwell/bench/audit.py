@@ -28,6 +28,9 @@ detach) plus `check` against the manifest.
 - `honest_audits` (`maxwell.bench.honest`): honest families of real processes, each audited
   after every tick under a real daemon: how many audits slash an honest agent (10 x 100 = 1,000
   audits; `--quick`: 2 x 10).
+- `erasure_meter` (`maxwell.bench.erasure`): what one sample of the soft-dirty erasure meter
+  costs per MB of writable memory (64, 256 and 1,024 MB, a tenth dirty; `--quick`: 64), on
+  recorded fake pagemap files where the kernel has no soft-dirty bits.
 
 The pure part (statistics, the report, the table) is at the top; below `# --- the machine ---`
 processes are started and clocks read. More sections (a detection experiment) are added by
@@ -51,6 +54,7 @@ from maxwell.audit.ipsample import IpSample, check, module_histogram, sample_thr
 from maxwell.audit.manifest import CodeManifest
 from maxwell.audit.policy import DEFAULT_AUDIT_PROBABILITY
 from maxwell.bench._harness import report
+from maxwell.bench.erasure import measure_cost
 from maxwell.bench.honest import honest_audits
 from maxwell.errors import ProcessError
 from maxwell.node.config import NodeConfig
@@ -352,6 +356,17 @@ def deterrence_report(*, quick: bool) -> dict[str, Mapping[str, object]]:
     }
 
 
+ERASURE_SIZES_MB = (64, 256, 1024)
+ERASURE_DIRTY_SHARE = 0.1
+
+
+def erasure_meter_report(*, quick: bool) -> dict[str, object]:
+    """The erasure meter's cost per sample, by resident size (see the module docstring)."""
+    sizes = ERASURE_SIZES_MB[:1] if quick else ERASURE_SIZES_MB
+    rows = [measure_cost(size, ERASURE_DIRTY_SHARE, seed=0) for size in sizes]
+    return {"rows": rows, "ms_per_mb": rows[-1]["ms_per_mb"]}
+
+
 def run_audit_bench(*, quick: bool = False) -> dict[str, object]:
     """Run the benchmark (see the module docstring) and return the report."""
     rounds = ROUNDS_QUICK if quick else ROUNDS_FULL
@@ -366,6 +381,7 @@ def run_audit_bench(*, quick: bool = False) -> dict[str, object]:
         "auditor_cpu": auditor_cpu_report(runs, cores=node_cores()),
         **deterrence_report(quick=quick),
         "honest_audits": honest_audits(agents=agents, rounds=audit_rounds),
+        "erasure_meter": erasure_meter_report(quick=quick),
     }
     return build_report(
         sections, quick=quick, rounds=rounds, gap_s=gap_s, load_average=load_average

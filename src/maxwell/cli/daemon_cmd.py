@@ -1,5 +1,6 @@
 """`maxwell daemon [--state DIR] [--socket PATH] [--listen HOST:PORT] [--tick S] [--mechanism M]
-[--cgroup {auto,v1,v2}] [--billing {metered,optimistic}] [--audit-probability P] [--config FILE]`:
+[--cgroup {auto,v1,v2}] [--billing {metered,optimistic}] [--erasure {none,soft-dirty}]
+[--audit-probability P] [--config FILE]`:
 the node daemon in the foreground.
 
 This module reads the flags and the config, builds the node (`_make_node`, the one place that
@@ -31,6 +32,7 @@ from maxwell.node.config import (
     CGROUP_KINDS,
     DEFAULT_AUDIT_PROBABILITY,
     DEFAULT_STATE_DIR,
+    ERASURE_METERS,
     NodeConfig,
 )
 from maxwell.node.paths import SOCKET_NAME
@@ -65,6 +67,11 @@ bond sized by Becker's condition for the audit probability; each tick each such 
 with that probability (default 0.001): its claims against the kernel's counters. A liar loses its
 bond and pays back what its reports under-billed. `maxwell audit AGENT` forces an audit.
 
+erasure: none (the default) taxes the bits of the memory an agent's cgroup frees. soft-dirty also
+taxes the pages its processes re-write, each counted as page size x 8 bits erased, read every tick
+from the kernel's soft-dirty bits (/proc/PID/clear_refs and /proc/PID/pagemap) for each agent
+that ran; the daemon refuses to start (exit status 2) on a kernel without them.
+
 one daemon per state directory: the daemon locks <state>/daemon.lock before it touches anything;
 a second daemon on the same directory is refused (exit status 2) and changes nothing.
 
@@ -77,7 +84,7 @@ logs: on stderr, as text or (--log-format json) one JSON object per line; failur
 traceback.
 
 config (TOML): a [daemon] table may set state, socket, listen, tick_s, mechanism, cgroup, billing,
-audit_probability, log_level, log_format (flags win), grace_s (frozen-while-insolvent grace
+erasure, audit_probability, log_level, log_format (flags win), grace_s (frozen-while-insolvent grace
 before apoptosis), landauer_multiplier, capacity_cores, derate_below_c and
 min_capacity_fraction (a node with less headroom than derate_below_c sells linearly fewer cores,
 down to min_capacity_fraction of them at the thermal limit; 10 and 0.25), pids_max and
@@ -112,6 +119,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--billing", choices=BILLING_MODES, help=f"by the meter or by reports ({_DEFAULTS.billing})"
     )
+    parser.add_argument(
+        "--erasure", choices=ERASURE_METERS,
+        help="also tax the pages agents re-write, from the kernel's soft-dirty bits "
+        f"({_DEFAULTS.erasure}; soft-dirty needs a kernel built with CONFIG_MEM_SOFT_DIRTY)",
+    )  # fmt: skip
     parser.add_argument(
         "--audit-probability", type=float, metavar="P",
         help=f"chance per agent per tick of an audit ({DEFAULT_AUDIT_PROBABILITY})",
@@ -151,6 +163,7 @@ def options_from(args: argparse.Namespace) -> NodeConfig:
         "mechanism": args.mechanism,
         "cgroup": args.cgroup,
         "billing": args.billing,
+        "erasure": args.erasure,
         "audit_probability": args.audit_probability,
         "settlement_s": args.settlement,
         "log_level": args.log_level,

@@ -50,6 +50,7 @@ class Bill:
     physical_landauer_cost: Money
     landauer_cost: Money
     total: Money
+    bytes_rewritten: int = 0  # pages re-written (the erasure meter), taxed as bytes_freed is
 
 
 def _money(amount: Fraction) -> Money:
@@ -64,16 +65,21 @@ def bill(
     bytes_freed: int = 0,
     temperature_c: float,
     landauer_multiplier: float = DEFAULT_LANDAUER_MULTIPLIER,
+    bytes_rewritten: int = 0,
 ) -> Bill:
-    """Apply the core equation to one interval's energy and memory release.
+    """Apply the core equation to one interval's energy and memory release. The bits erased are
+    those of the bytes freed and of the bytes re-written (`bytes_rewritten`, from the optional
+    erasure meter: every re-written page counted at its full size).
 
     `energy_uj x spot_price` is already in µ$J (µJ x $J/J). The Landauer cost is computed at
     `temperature_c` (the die's), converted to kelvin inside `maxwell.physics.landauer_joules`.
     """
     if energy_uj < 0:
         raise ValueError(f"energy_uj must be >= 0, got {energy_uj}")
-    if bytes_freed < 0:
-        raise ValueError(f"bytes_freed must be >= 0, got {bytes_freed}")
+    if bytes_freed < 0 or bytes_rewritten < 0:
+        raise ValueError(
+            f"bytes freed and re-written must be >= 0: {bytes_freed}, {bytes_rewritten}"
+        )
     if not math.isfinite(spot_price) or spot_price < 0:
         raise ValueError(f"spot_price must be finite and >= 0, got {spot_price!r}")
     if not math.isfinite(temperature_c) or temperature_c < -ZERO_CELSIUS_K:
@@ -84,7 +90,7 @@ def bill(
         raise ValueError(
             f"landauer_multiplier must be finite and >= 0, got {landauer_multiplier!r}"
         )
-    physical_j = landauer_joules(bytes_freed, temperature_c)
+    physical_j = landauer_joules(bytes_freed + bytes_rewritten, temperature_c)
     taxed_j = physical_j * landauer_multiplier
     energy_cost = _money(Fraction(energy_uj) * Fraction(spot_price))
     physical_cost = _money(Fraction(physical_j) * MICRO_PER_TOKEN)
@@ -101,6 +107,7 @@ def bill(
         physical_landauer_cost=physical_cost,
         landauer_cost=landauer_cost,
         total=Money(energy_cost + landauer_cost),
+        bytes_rewritten=bytes_rewritten,
     )
 
 

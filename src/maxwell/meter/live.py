@@ -7,6 +7,10 @@ which costs several times more on cgroup v1 (`memory.stat` alone is ~10 µs), so
 most every `memory_interval_s` (and whenever a tick asks for it, e.g. the last one). Energy
 attribution needs only CPU time, so it stays exact at any tick rate.
 
+With an erasure meter (`maxwell.meter.erasure`: the kernel's soft-dirty bits), each tick also
+counts the pages that the processes of every workload that ran in the interval re-wrote since the
+last count, as bytes (`memory_rewritten_bytes`); a workload that did not run wrote nothing.
+
 Invariant, every tick: sum of workloads' interval energy + house interval energy == the node's
 interval energy (integer µJ), whatever the workloads do; a workload added mid-way is billed only
 from its first reading on. Nothing here reads the clock: time comes from the node samples.
@@ -38,6 +42,14 @@ class MeteredGroup(Protocol):
 
     def stats(self) -> GroupStats: ...
 
+    def pids(self) -> list[int]: ...
+
+
+class ErasureSampler(Protocol):
+    """Bytes of pages re-written by `pids` since the last sample of each (and clears them)."""
+
+    def sample_tree(self, pids: list[int]) -> int: ...
+
 
 @dataclass
 class WorkloadUsage:
@@ -47,6 +59,7 @@ class WorkloadUsage:
     cpu_ns: int = 0  # CPU time used since added
     landauer_j: float = 0.0  # physical k_B T ln 2 cost of the bytes freed since added
     memory_freed_bytes: int = 0
+    memory_rewritten_bytes: int = 0  # pages re-written, as bytes (only with an erasure meter)
     memory_freed_exact: bool = True
     memory_bytes: int = 0
     peak_memory_bytes: int = 0
@@ -74,9 +87,16 @@ class _Tracked:
 class LiveMeter:
     """Meter a set of named workload groups against one node's sensors."""
 
-    def __init__(self, sensors: NodeSampler, *, memory_interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        sensors: NodeSampler,
+        *,
+        memory_interval_s: float = 1.0,
+        erasure: ErasureSampler | None = None,
+    ) -> None:
         self._sensors = sensors
         self._memory_interval_s = memory_interval_s
+        self._erasure = erasure
         self._workloads: dict[str, _Tracked] = {}
         # add, discard and tick may come from different threads (the node's API spawns while
         # its tick reads the counters outside the node's own lock).
@@ -126,6 +146,10 @@ class LiveMeter:
             delta_ns = cpu_ns - tracked.cpu_ns
             if delta_ns > 0:
                 tracked.cpu_ns = cpu_ns
+                if self._erasure is not None:
+                    tracked.usage.memory_rewritten_bytes += self._erasure.sample_tree(
+                        tracked.group.pids()
+                    )
             else:
                 delta_ns = 0
             cpu_deltas[name] = delta_ns

@@ -70,6 +70,9 @@ class CountedGroup:
         self.freed_seen = max(self.freed_seen, stats.memory_freed_bytes)
         return stats
 
+    def pids(self) -> list[int]:
+        return self.group.pids()
+
 
 @dataclass
 class AgentRecord:
@@ -96,6 +99,7 @@ class AgentRecord:
     cpu_ns: int = 0  # absolute group counter billed up to
     freed_bytes: int = 0  # absolute group counter billed up to
     freed_metered: int = 0  # the meter's running total, to take per-tick deltas
+    rewritten_metered: int = 0  # the erasure meter's running total (bytes re-written), likewise
     cores: float = 0.0
     power_w: float = 0.0
     burn_per_s: float = 0.0

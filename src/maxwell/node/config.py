@@ -27,6 +27,7 @@ DEFAULT_STATE_DIR = "/var/lib/maxwell"
 DEFAULT_MEMORY_MAX = 4 << 30  # an agent's memory limit unless its spawn sets one
 CGROUP_KINDS = ("auto", "v1", "v2", "none")  # "none": process trees, no limits (tests, no root)
 BILLING_MODES = ("metered", "optimistic")
+ERASURE_METERS = ("none", "soft-dirty")  # "soft-dirty": pages re-written, from the kernel
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, NUL included
@@ -54,6 +55,7 @@ class NodeConfig:
     mechanism: str = "uniform"
     cgroup: str = "auto"
     billing: str = "metered"
+    erasure: str = "none"  # "soft-dirty": bill pages re-written too (`maxwell.meter.erasure`)
     audit_probability: float = DEFAULT_AUDIT_PROBABILITY
     report_lease_s: float = 3.0  # optimistic billing: a bonded agent reports at least this often
     grace_s: float = 5.0  # frozen while insolvent this long, then killed
@@ -143,7 +145,7 @@ _FLAGS = {
     "socket_path": "--socket", "listen": "--listen", "tick_s": "--tick",
     "mechanism": "--mechanism", "cgroup": "--cgroup", "billing": "--billing",
     "audit_probability": "--audit-probability", "log_level": "--log-level",
-    "log_format": "--log-format", "grid": "--grid",
+    "log_format": "--log-format", "grid": "--grid", "erasure": "--erasure",
 }  # fmt: skip
 
 
@@ -153,7 +155,7 @@ def _label(name: str) -> str:
 
 
 _TEXT = ("state_dir", "socket_path", "listen", "mechanism", "cgroup", "billing", "log_level",
-         "log_format", "grid")  # fmt: skip
+         "log_format", "grid", "erasure")  # fmt: skip
 _INTEGER = ("pids_max", "memory_max")
 
 
@@ -180,6 +182,7 @@ def _check_choices(config: NodeConfig) -> None:
         "mechanism": MECHANISM_NAMES,
         "cgroup": CGROUP_KINDS,
         "billing": BILLING_MODES,
+        "erasure": ERASURE_METERS,
         "log_level": LOG_LEVELS,
         "log_format": LOG_FORMATS,
     }

@@ -36,13 +36,14 @@ from maxwell.economy.ledger import IdempotencyConflictError, LedgerError
 from maxwell.economy.price import GridPrice
 from maxwell.economy.store import LedgerStore
 from maxwell.meter import LiveMeter
-from maxwell.meter.live import NodeSampler
+from maxwell.meter.erasure import SoftDirtyMeter, soft_dirty_support
+from maxwell.meter.live import ErasureSampler, NodeSampler
 from maxwell.node import facade
 from maxwell.node.agents import LIVE, AgentRegistry, cgroup_dirs
 from maxwell.node.audits import Auditor
 from maxwell.node.bounties import Bounties
 from maxwell.node.claims import OptimisticBilling
-from maxwell.node.config import NodeConfig
+from maxwell.node.config import NodeConfig, NodeConfigError
 from maxwell.node.jobs import JobBoard
 from maxwell.node.paths import StateLock, check_private_files, check_private_root
 from maxwell.node.processes import AgentProcesses, funding_request, spawn_request
@@ -59,6 +60,17 @@ from maxwell.units import Money
 log = logging.getLogger(__name__)
 
 
+def _erasure_meter(kind: str) -> ErasureSampler | None:
+    """The erasure meter `--erasure` asks for; refused (a `NodeConfigError`, before anything is
+    touched) where this kernel cannot give it."""
+    if kind != "soft-dirty":
+        return None
+    support = soft_dirty_support()
+    if not support.available:
+        raise NodeConfigError(f"--erasure soft-dirty: {support.reason}")
+    return SoftDirtyMeter()
+
+
 class NodeDaemon:
     """Runs agents as real processes in cgroups and clears the market every tick (see module)."""
 
@@ -73,11 +85,14 @@ class NodeDaemon:
         supervisor: Supervisor | None = None,
         grid: GridPrice | None = None,
         audit_rng: random.Random | None = None,
+        erasure: ErasureSampler | None = None,
     ) -> None:
         """Check and lock the state directory first (a refused start touches nothing), then open
-        the store, the sensors and the cgroups, and recover."""
+        the store, the sensors and the cgroups, and recover. `erasure`: the erasure meter, made
+        from the config's `erasure` when None."""
         self.config = config
         self.paths = config.paths
+        self._erasure = erasure if erasure is not None else _erasure_meter(config.erasure)
         try:
             self.paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
@@ -167,7 +182,9 @@ class NodeDaemon:
         self._active_w_per_core = (
             active_w_per_core(config.model) if w_per_core is None else w_per_core
         )
-        self._meter = LiveMeter(self._sensors, memory_interval_s=config.memory_interval_s)
+        self._meter = LiveMeter(
+            self._sensors, memory_interval_s=config.memory_interval_s, erasure=self._erasure
+        )
         return OpeningPrice.open(grid, self._meter.node, wall, self._clock)
 
     def _recover(self) -> None:

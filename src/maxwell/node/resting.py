@@ -36,6 +36,7 @@ def unchanged_input(last: AgentTickInput, agent: AgentRecord, balance: Money) ->
     return (
         last.energy_uj == 0
         and last.bytes_freed == 0
+        and last.bytes_rewritten == 0
         and last.balance == balance
         and last.state is agent.state
         and last.bid == agent.bid

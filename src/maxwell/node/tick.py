@@ -130,6 +130,7 @@ class AgentTickInput:
     # $J per J agreed for the interval metered: the price its last clearing set (the mechanism's
     # unit price if it was served, else the reserve); 0 before its first clearing (then: spot).
     price: float = 0.0
+    bytes_rewritten: int = 0  # pages its processes re-wrote (the optional erasure meter)
 
     @functools.cached_property
     def terms(self) -> tuple[str, float, float, int]:
@@ -289,6 +290,7 @@ def is_quiet(agent: AgentTickInput, tick_s: float) -> bool:
     return (
         agent.energy_uj == 0
         and agent.bytes_freed == 0
+        and agent.bytes_rewritten == 0
         and agent.insolvent_since_s is None
         and agent.state in _LIVE
         and (agent.burn_per_s == 0.0 or agent.state is AgentState.FROZEN)
@@ -319,8 +321,8 @@ def _check(inputs: TickInput, resting: Resting) -> None:
         seen.add(agent.agent)
         if agent.balance < 0:
             raise ValueError(f"{agent.agent}: balance {agent.balance} is negative")
-        if agent.energy_uj < 0 or agent.bytes_freed < 0:
-            raise ValueError(f"{agent.agent}: energy and bytes freed must be >= 0")
+        if agent.energy_uj < 0 or agent.bytes_freed < 0 or agent.bytes_rewritten < 0:
+            raise ValueError(f"{agent.agent}: energy and bytes freed or re-written must be >= 0")
         if not math.isfinite(agent.price) or agent.price < 0:
             raise ValueError(f"{agent.agent}: price must be finite and >= 0, got {agent.price!r}")
     if resting and not resting.agents.keys().isdisjoint(seen):
@@ -331,7 +333,7 @@ def _settle(
     agent: AgentTickInput, inputs: TickInput
 ) -> tuple[Bill | None, Money, Money, Money, LedgerPost | None]:
     """The agent's bill, what it pays of each part, its shortfall and the entry to post."""
-    if agent.energy_uj == 0 and agent.bytes_freed == 0:
+    if agent.energy_uj == 0 and agent.bytes_freed == 0 and agent.bytes_rewritten == 0:
         return None, Money(0), Money(0), Money(0), None
     price = agent.price or inputs.spot_price
     charged = bill(
@@ -340,6 +342,7 @@ def _settle(
         bytes_freed=agent.bytes_freed,
         temperature_c=inputs.temperature_c,
         landauer_multiplier=inputs.landauer_multiplier,
+        bytes_rewritten=agent.bytes_rewritten,
     )
     paid_energy = Money(min(charged.energy_cost, agent.balance))
     paid_landauer = Money(min(charged.landauer_cost, agent.balance - paid_energy))
@@ -369,7 +372,8 @@ def _settle(
                 "physical_landauer_j": charged.physical_landauer_j,
                 "taxed_landauer_j": charged.taxed_landauer_j,
                 "shortfall": int(shortfall),
-            },
+            }
+            | ({"bytes_rewritten": agent.bytes_rewritten} if agent.bytes_rewritten else {}),
         )
     return charged, paid_energy, paid_landauer, shortfall, post
 

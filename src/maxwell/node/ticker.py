@@ -321,15 +321,17 @@ class Ticker:
             self.resting.wake_all()
         self.resting.wake(self._meter.changed)
         freed: dict[str, int] = {}
+        rewritten: dict[str, int] = {}
         for agent in self.resting.awake(self._agents):
             if agent.counted is None or agent.id not in energies:
                 continue
             usage = self._meter.usage(agent.id)
             freed[agent.id] = max(usage.memory_freed_bytes - agent.freed_metered, 0)
-            if (agent.freed_metered, agent.power_w) != (usage.memory_freed_bytes, usage.power_w):
+            rewritten[agent.id] = max(usage.memory_rewritten_bytes - agent.rewritten_metered, 0)
+            metered = (usage.memory_freed_bytes, usage.memory_rewritten_bytes, usage.power_w)
+            if (agent.freed_metered, agent.rewritten_metered, agent.power_w) != metered:
                 self._undo.keep(agent)
-                agent.freed_metered = usage.memory_freed_bytes
-                agent.power_w = usage.power_w
+                agent.freed_metered, agent.rewritten_metered, agent.power_w = metered
         tick = self.tick + 1
         events: list[PendingEntry] = []
         now = self.now()  # the tick's one "now"
@@ -343,6 +345,7 @@ class Ticker:
             energies,
             freed,
             now,
+            rewritten=rewritten,
             extra_events=events,
             interval_s=max(now.mono - self._last_mono, 0.0),
             optimistic=self._config.billing == "optimistic",
@@ -362,9 +365,11 @@ class Ticker:
         interval_s: float,
         optimistic: bool = False,
         force_all: bool = False,
+        rewritten: Mapping[str, int] | None = None,
     ) -> None:
         """Plan the tick on what was metered, accrue its bills, settle what is due, commit,
-        post, enforce. `force_all` settles every agent (recovery, shutdown)."""
+        post, enforce. `force_all` settles every agent (recovery, shutdown). `rewritten`: the
+        erasure meter's bytes per agent, always billed as metered (no claim covers them)."""
         config, billing = self._config, self._parts.billing
         tick, at = self.tick + 1, now.wall
         sample = self._meter.node
@@ -383,7 +388,9 @@ class Ticker:
             )
         if self.resting.verifying:
             self.resting.check(self._agents, balances, self._config.tick_s)
-        agents = self._tick_inputs(awake, energies, billed_energy, billed_freed, balances)
+        agents = self._tick_inputs(
+            awake, energies, (billed_energy, billed_freed, rewritten or {}), balances
+        )
         tick_input = self._tick_input(tick, at, interval_s, sample, agents)
         plan = ticks.plan_tick(
             tick_input, mechanism=self._mechanism, book=self._book, standing=self._standing,
@@ -440,8 +447,7 @@ class Ticker:
         self,
         awake: Sequence[AgentRecord],
         energies: Mapping[str, int],
-        billed_energy: Mapping[str, int],
-        billed_freed: Mapping[str, int],
+        billed: tuple[Mapping[str, int], Mapping[str, int], Mapping[str, int]],
         balances: Mapping[str, Money],
     ) -> list[ticks.AgentTickInput]:
         """Each agent the tick decides about but the resting ones, with the book brought up to
@@ -450,6 +456,7 @@ class Ticker:
         to tick)."""
         inputs: list[ticks.AgentTickInput] = []
         book = self._book
+        billed_energy, billed_freed, rewritten = billed
         for agent in awake:
             live = agent.state in LIVE
             if live and agent.group is not None:
@@ -461,8 +468,10 @@ class Ticker:
                 continue
             balance = balances.get(agent.account, Money(0))
             energy, freed = billed_energy.get(agent.id, 0), billed_freed.get(agent.id, 0)
+            erased = rewritten.get(agent.id, 0)
             last = agent.tick_input
-            if energy or freed or last is None or not unchanged_input(last, agent, balance):
+            billable = energy or freed or erased
+            if billable or last is None or not unchanged_input(last, agent, balance):
                 last = agent.tick_input = ticks.AgentTickInput(
                     agent=agent.id,
                     state=agent.state,
@@ -475,6 +484,7 @@ class Ticker:
                     insolvent_since_s=agent.insolvent_since,
                     bid_seq=agent.bid_seq,
                     price=agent.price,
+                    bytes_rewritten=erased,
                 )
             inputs.append(last)
         return inputs

@@ -38,6 +38,7 @@ class Accrual:
     ticks: int = 0
     energy_uj: int = 0
     bytes_freed: int = 0
+    bytes_rewritten: int = 0  # the erasure meter's, when it is on
     energy_cost: int = 0  # as billed, before the cap
     landauer_cost: int = 0
     paid_energy: int = 0  # to the grid
@@ -72,6 +73,7 @@ def accrue(accrual: Accrual, tick: int, bill: dict[str, object], paid: tuple[int
         ticks=accrual.ticks + 1,
         energy_uj=accrual.energy_uj + int(number("energy_uj")),
         bytes_freed=accrual.bytes_freed + int(number("bytes_freed")),
+        bytes_rewritten=accrual.bytes_rewritten + int(number("bytes_rewritten")),
         energy_cost=accrual.energy_cost + int(number("energy_cost")),
         landauer_cost=accrual.landauer_cost + int(number("landauer_cost")),
         paid_energy=accrual.paid_energy + paid[0],
@@ -121,4 +123,6 @@ def settlement_entry(
         "taxed_landauer_j": accrual.taxed_landauer_j,
         "shortfall": accrual.shortfall,
     }
+    if accrual.bytes_rewritten:
+        detail["bytes_rewritten"] = accrual.bytes_rewritten
     return f"bill:{tick}:{agent}", movements, detail
