@@ -53,6 +53,7 @@ from maxwell.node.facade import (
     UnknownAgentError,
     UnknownJobError,
 )
+from maxwell.node.peers import AdminPeers
 from maxwell.node.tickstats import TickStats
 from maxwell.units import Money
 
@@ -355,11 +356,14 @@ class FakeNode:
 
 
 @contextlib.contextmanager
-def serving(node: FakeNode, *, listen: str | None = None) -> Iterator[ApiServer]:
-    """`node`'s API served on a real Unix socket (and `listen`) in a thread, for the test."""
+def serving(
+    node: FakeNode, *, listen: str | None = None, admins: AdminPeers | None = None
+) -> Iterator[ApiServer]:
+    """`node`'s API served on a real Unix socket (and `listen`) in a thread, for the test.
+    `admins`: who is the admin without a token on the socket (None: root and this user)."""
     # A short directory: a socket's path must fit in 108 bytes, pytest's tmp_path may not.
     directory = Path(tempfile.mkdtemp(prefix="mxw-", dir="/tmp"))
-    app = create_app(node, metrics=lambda: b"maxwell_up 1\n")
+    app = create_app(node, metrics=lambda: b"maxwell_up 1\n", admins=admins)
     server = serve(app, socket_path=str(directory / "api.sock"), listen=listen)
     try:
         yield server

@@ -30,11 +30,22 @@ def socket_path() -> Iterator[str]:
         yield server.socket_path
 
 
-def answer_to_headers(path: str, headers: str) -> tuple[int, dict[str, object]]:
+@pytest.fixture
+def tcp_address() -> Iterator[tuple[str, int]]:
+    """The API on loopback TCP, where no caller is vouched for by the kernel: a stranger."""
+    with serving(FakeNode(), listen="127.0.0.1:0") as server:
+        assert server.tcp_address is not None
+        yield server.tcp_address.host, server.tcp_address.port
+
+
+def answer_to_headers(
+    address: str | tuple[str, int], headers: str
+) -> tuple[int, dict[str, object]]:
     """Send a request's headers and not a byte of its body: the node must answer anyway."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as conn:
         conn.settimeout(10)  # a node waiting for the body it announced would time out here
-        conn.connect(path)
+        conn.connect(address)
         conn.sendall(f"POST /agents HTTP/1.1\r\nHost: maxwell\r\n{headers}\r\n".encode())
         received = b""
         while b"\r\n\r\n" not in received or not received.rstrip().endswith(b"}"):
@@ -46,13 +57,17 @@ def answer_to_headers(path: str, headers: str) -> tuple[int, dict[str, object]]:
     return int(head.split()[1]), json.loads(body)
 
 
-def test_a_huge_body_without_a_token_is_refused_before_it_is_read(socket_path: str) -> None:
-    status, body = answer_to_headers(socket_path, f"Content-Length: {HUGE}\r\n")
+def test_a_huge_body_without_a_token_is_refused_before_it_is_read(
+    tcp_address: tuple[str, int], socket_path: str
+) -> None:
+    # (A stranger on the Unix socket is refused the same way: test_peer_credentials.py.)
+    status, body = answer_to_headers(tcp_address, f"Content-Length: {HUGE}\r\n")
     assert status == 401 and "Authorization" in str(body["error"])
-    status, body = answer_to_headers(
-        socket_path, f"Authorization: Bearer forged\r\nContent-Length: {HUGE}\r\n"
-    )
-    assert (status, body["error"]) == (401, "unknown token")
+    for address in (tcp_address, socket_path):  # a forged token is refused from anyone
+        status, body = answer_to_headers(
+            address, f"Authorization: Bearer forged\r\nContent-Length: {HUGE}\r\n"
+        )
+        assert (status, body["error"]) == (401, "unknown token")
 
 
 def test_a_body_over_the_limit_is_refused_even_with_the_admins_token(socket_path: str) -> None:

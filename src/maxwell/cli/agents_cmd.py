@@ -42,7 +42,8 @@ EXIT_AUDIT_FAILED = 3  # `maxwell audit`: the agent failed its audit
 COMMON_EPILOG = """\
 daemon: --socket PATH, else <state>/maxwell.sock with --state DIR, else $MAXWELL_SOCKET.
 token: --token, else <state>/admin.token with --state DIR, else $MAXWELL_TOKEN, else
-$MAXWELL_AGENT_TOKEN, else the file $MAXWELL_AGENT_TOKEN_FILE names (the agent's own).
+$MAXWELL_AGENT_TOKEN, else the file $MAXWELL_AGENT_TOKEN_FILE names (the agent's own); on the Unix
+socket none is needed by root, the daemon's user and the maxwell group (the kernel says who calls).
 ENERGY: a number with a unit: J, kJ, MJ, mWh, Wh, kWh; 1 J of budget = 1 $J.
 
 exit status: 0 done; 1 the node refused (the message says why); 2 usage error;
@@ -252,16 +253,23 @@ def connect(args: argparse.Namespace) -> Client:
         raise UsageError("no daemon: pass --socket PATH or --state DIR, or set MAXWELL_SOCKET")
     token = args.token
     if token is None and state is not None:
-        path = state / ADMIN_TOKEN_FILE
-        try:
-            token = path.read_text().strip()
-        except OSError as exc:
-            raise UsageError(f"cannot read the admin token {path}: {exc.strerror}") from exc
+        token = _admin_token(state / ADMIN_TOKEN_FILE)
     if token is None:
         token = os.environ.get("MAXWELL_TOKEN") or agent_token()
-    if not token:
+    if not token and not socket.startswith("/"):  # on the socket the daemon knows who calls
         raise UsageError("no token: pass --token or --state DIR, or set MAXWELL_TOKEN")
     return Client(socket=socket, token=token)
+
+
+def _admin_token(path: Path) -> str:
+    """The admin token in `path`; "" (none: the daemon judges the caller by its user) where
+    this user may not read it, as a member of the `maxwell` group may not."""
+    try:
+        return path.read_text().strip()
+    except PermissionError:
+        return ""
+    except OSError as exc:
+        raise UsageError(f"cannot read the admin token {path}: {exc.strerror}") from exc
 
 
 def dollars_j(amount: int) -> str:

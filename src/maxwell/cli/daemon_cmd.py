@@ -48,9 +48,11 @@ Run the node daemon in the foreground: agents as real processes in their own cgr
 billed through the ledger every tick, the market cleared and the allocation enforced.
 
 The API (HTTP + JSON, OpenAPI at /openapi.json, Prometheus text at /metrics) listens on a Unix
-socket, mode 0660 (default <state>/maxwell.sock), and with --listen also on loopback TCP (never on
-another address: tokens travel in the clear). The admin token is <state>/admin.token (mode 0600,
-made on first start); the `maxwell` client commands read it with --state DIR.
+socket, mode 0666 (default <state>/maxwell.sock), and with --listen also on loopback TCP (never on
+another address: tokens travel in the clear). On the socket the kernel says who connected: root,
+the daemon's user and members of the `maxwell` group are the admin without a token; anyone else
+needs one. The admin token is <state>/admin.token (mode 0600, made on first start); the `maxwell`
+client commands read it with --state DIR where they may.
 """
 
 EPILOG = """\

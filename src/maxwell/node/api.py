@@ -6,7 +6,9 @@ Rules:
   authorisation, validation) happens before the one `Node` call a request makes.
 - A request that may carry a body is judged on its headers before a byte of the body is read
   (`RequestGate`): a token the node knows, a `Content-Length`, at most `MAX_BODY_BYTES`.
-- Authentication is `Authorization: Bearer <token>`. The admin token may do everything; an agent
+- Authentication is `Authorization: Bearer <token>`, or, on the Unix socket, the kernel's word
+  on who connected (`maxwell.node.peers`): root, the daemon's user and the `maxwell` group are
+  the admin without a token; anyone else needs one. The admin may do everything; an agent
   token may read the price and the jobs, read its own account (`GET /agents/{own id}`,
   `GET /agents` lists only itself), change its own bid, report for itself (`POST /agents/{own
   id}/report`, which the admin may not do: a report is the agent's own word) and take a job's
@@ -17,7 +19,7 @@ Rules:
 - Money on the wire is a float of $J, converted once with `tokens_to_money` to integer µ$J;
   NaN, infinities, negative and absurd amounts are rejected before the node sees them.
 - `GET /metrics` (Prometheus text) needs no token when `public_metrics` is true (the default): the
-  API listens only on a 0660 Unix socket and loopback TCP, a scraper should not need the admin
+  API listens only on a Unix socket and loopback TCP, a scraper should not need the admin
   token, and the page holds no secret (no token, only the market's figures). With
   `public_metrics=False` it needs the admin token.
 """
@@ -61,6 +63,7 @@ from maxwell.node.facade import (
     SpawnResult,
     TakenInput,
 )
+from maxwell.node.peers import AdminPeers, PeerProtocol, peer_of
 from maxwell.node.wire import (
     AgentList,
     BidRequest,
@@ -138,8 +141,17 @@ def _authenticate(node: Node, credentials: HTTPAuthorizationCredentials | None) 
     return found
 
 
+def _admin_peer(scope: Scope, admins: AdminPeers) -> bool:
+    """Whether the request came over the Unix socket from an administrator (`peers`)."""
+    peer = peer_of(scope)
+    return peer is not None and admins.is_admin(peer)
+
+
 async def _caller(request: Request, credentials: Credentials) -> Principal:
+    """A token's principal; without one, the admin for an administrator on the Unix socket."""
     node: Node = request.app.state.node
+    if credentials is None and _admin_peer(request.scope, request.app.state.admins):
+        return Principal(Role.ADMIN)
     return _authenticate(node, credentials)
 
 
@@ -172,6 +184,10 @@ def _require_self(caller: Principal, agent: str, action: str) -> None:
         raise ApiError(403, f"an agent token may {action} only its own agent")
 
 
+# Every local user may connect (agents run as other users): a connection alone is worth nothing,
+# each request is authorised by the kernel's word on its peer or by a token.
+SOCKET_MODE = 0o666
+
 # Every valid request fits: a spawn's 1,024 arguments of 4 KB are 4 MiB of JSON at most.
 MAX_BODY_BYTES = 8 << 20
 _BODILESS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -183,22 +199,24 @@ class RequestGate:
     the node knows (401), streamed without a `Content-Length` (411), or longer than
     `MAX_BODY_BYTES` (413). So a stranger cannot make the daemon read, hold or parse anything."""
 
-    def __init__(self, app: ASGIApp, node: Node) -> None:
-        self.app, self.node = app, node
+    def __init__(self, app: ASGIApp, node: Node, admins: AdminPeers) -> None:
+        self.app, self.node, self.admins = app, node, admins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] not in _BODILESS:
-            refusal = self._refusal(dict(scope["headers"]))
+            refusal = self._refusal(dict(scope["headers"]), _admin_peer(scope, self.admins))
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
-    def _refusal(self, headers: Mapping[bytes, bytes]) -> JSONResponse | None:
+    def _refusal(self, headers: Mapping[bytes, bytes], admin_peer: bool) -> JSONResponse | None:
         scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        if not token.strip() and admin_peer:
+            pass  # the kernel vouches for an administrator on the Unix socket
+        elif scheme.lower() != "bearer" or not token.strip():
             return _error(401, _MISSING_TOKEN, {"WWW-Authenticate": "Bearer"})
-        if self.node.authenticate(token.strip()) is None:
+        elif self.node.authenticate(token.strip()) is None:
             return _error(401, "unknown token", {"WWW-Authenticate": "Bearer"})
         length = headers.get(b"content-length")
         if length is None:  # no body at all, or one streamed in chunks of unknown total
@@ -215,8 +233,11 @@ def create_app(
     *,
     metrics: Callable[[], bytes] | None = None,
     public_metrics: bool = True,
+    admins: AdminPeers | None = None,
 ) -> FastAPI:
-    """The API of `node`; `metrics` renders the Prometheus page (`/metrics` is 404 without it)."""
+    """The API of `node`; `metrics` renders the Prometheus page (`/metrics` is 404 without it).
+    `admins`: who administers the node without a token on the Unix socket (None: this system's,
+    `AdminPeers.of_this_system`)."""
     app = FastAPI(
         title="Maxwell node",
         summary="A thermodynamic compute market: agents, bids, funding, the spot price.",
@@ -227,7 +248,8 @@ def create_app(
         dependencies=[Depends(_known_query)],
     )
     app.state.node = node
-    app.add_middleware(RequestGate, node=node)
+    app.state.admins = admins if admins is not None else AdminPeers.of_this_system()
+    app.add_middleware(RequestGate, node=node, admins=app.state.admins)
     _add_error_handlers(app)
     # Registered in this order, which is the order of the paths in the OpenAPI document.
     _add_account_routes(app, node)
@@ -572,7 +594,7 @@ class ApiServer:
         *,
         socket_path: str | None,
         listen: str | None,
-        socket_mode: int = 0o660,
+        socket_mode: int = SOCKET_MODE,
         log_level: str = "warning",
     ) -> None:
         if socket_path is None and listen is None:
@@ -592,8 +614,9 @@ class ApiServer:
             host, port = self._sockets[-1].getsockname()[:2]
             self.tcp_address = TcpAddress(host, port)
         config = uvicorn.Config(
-            app, lifespan="off", log_level=log_level, access_log=False, timeout_graceful_shutdown=5
-        )
+            app, http=PeerProtocol, lifespan="off", log_level=log_level, access_log=False,
+            timeout_graceful_shutdown=5,
+        )  # fmt: skip
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name="maxwell-api", daemon=True)
         self._failure: BaseException | None = None
@@ -645,12 +668,13 @@ def serve(
     *,
     socket_path: str | None,
     listen: str | None,
-    socket_mode: int = 0o660,
+    socket_mode: int = SOCKET_MODE,
     log_level: str = "warning",
 ) -> ApiServer:
     """Bind and start serving `app` in a background thread; `stop()` the result to shut down.
 
-    `socket_path`: a Unix socket, mode `socket_mode` (0660: the daemon's user and group).
+    `socket_path`: a Unix socket, mode `socket_mode` (`SOCKET_MODE`, 0666: every local user may
+    connect, agents included; each request is authorised by its peer or its token).
     `listen`: `HOST:PORT` on a loopback address only (port 0 picks one: see `tcp_address`).
     """
     return ApiServer(

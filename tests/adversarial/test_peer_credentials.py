@@ -1,0 +1,174 @@
+"""Who may do what on a node (issue 11, 1): on the Unix socket the kernel says who connected
+(`SO_PEERCRED`, `SO_PEERGROUPS`). Root, the daemon's user and the `maxwell` group are the admin
+without a token; every other local user may connect (agents run as other users) but gets nothing
+without a token, and no peer is trusted on loopback TCP."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import NobodyPython
+from fake_node import FakeNode, serving
+from maxwell.node.peers import AdminPeers, Peer, read_peer
+from maxwell.units import Money
+
+STRANGER = "nobody"  # an unprivileged user Debian always has
+ADMIN_GID = 4242  # a group no one has: made the admins' group for the test
+J = 1_000_000
+
+
+def _node_with_an_agent() -> tuple[FakeNode, str, str]:
+    node = FakeNode()
+    spawned = node.spawn(["sleep", "60"], fund=Money(J), bid=1.0)
+    return node, spawned.agent, spawned.token
+
+
+# One HTTP request over the Unix socket, from whatever user runs it: prints status and body.
+_CLIENT = r"""
+import http.client, json, socket, sys
+path, method, url, body, token = sys.argv[1:6]
+conn = http.client.HTTPConnection("maxwell")
+conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+conn.sock.connect(path)
+headers = {"Content-Type": "application/json"} if body else {}
+if token:
+    headers["Authorization"] = "Bearer " + token
+conn.request(method, url, body=body or None, headers=headers)
+answer = conn.getresponse()
+print(json.dumps([answer.status, answer.read().decode()]))
+"""
+
+
+def _stranger() -> pwd.struct_passwd:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: calls the API as another user")
+    try:
+        return pwd.getpwnam(STRANGER)
+    except KeyError:
+        pytest.skip(f"needs the user {STRANGER!r}")
+
+
+PYTHON = sys.executable  # replaced by one user nobody may run (`_python`)
+
+
+@pytest.fixture(autouse=True)
+def _python(request: pytest.FixtureRequest) -> None:
+    global PYTHON
+    if "root" in request.keywords and os.geteuid() == 0:
+        found: NobodyPython = request.getfixturevalue("nobody_python")
+        PYTHON = found.python
+
+
+def _call(
+    socket_path: str, method: str, url: str, body: str = "", *, uid: int, gid: int, token: str = ""
+) -> tuple[int, str]:
+    result = subprocess.run(
+        [PYTHON, "-c", _CLIENT, socket_path, method, url, body, token],
+        user=uid, group=gid, extra_groups=[], capture_output=True, text=True, check=True,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, timeout=60,
+    )  # fmt: skip
+    status, text = json.loads(result.stdout)
+    return int(status), str(text)
+
+
+@pytest.mark.parametrize(
+    ("peer", "admin"),
+    [
+        (Peer(pid=1, uid=0, gid=0), True),  # root
+        (Peer(pid=1, uid=1000, gid=1000), True),  # the daemon's own user
+        (Peer(pid=1, uid=1001, gid=ADMIN_GID), True),  # the admins' group, as its primary one
+        (Peer(pid=1, uid=1001, gid=100, groups=frozenset({27, ADMIN_GID})), True),  # supplementary
+        (Peer(pid=1, uid=1001, gid=100, groups=frozenset({27})), False),
+        (Peer(pid=1, uid=65534, gid=65534), False),
+    ],
+)
+def test_who_is_the_admin_without_a_token(peer: Peer, admin: bool) -> None:
+    admins = AdminPeers(uids=frozenset({1000}), gids=frozenset({ADMIN_GID}))
+    assert admins.is_admin(peer) is admin
+
+
+def test_the_kernel_names_the_peer_of_a_unix_socket() -> None:
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with left, right:
+        peer = read_peer(left)
+    assert peer is not None
+    assert (peer.pid, peer.uid, peer.gid) == (os.getpid(), os.geteuid(), os.getegid())
+    assert set(os.getgroups()) <= peer.groups | {os.getegid()}
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with tcp:
+        assert read_peer(tcp) is None  # no peer credentials off the Unix socket
+
+
+@pytest.mark.root
+def test_a_stranger_connects_but_gets_nothing_without_a_token() -> None:
+    stranger = _stranger()
+    node, agent, token = _node_with_an_agent()
+    with serving(node, listen="127.0.0.1:0") as server:
+        assert server.socket_path is not None
+        path = server.socket_path
+        os.chmod(Path(path).parent, 0o711)  # the stranger may pass through to the socket
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o666  # every local user may connect
+        as_stranger = {"uid": stranger.pw_uid, "gid": stranger.pw_gid}
+        assert _call(path, "GET", "/status", **as_stranger)[0] == 401
+        fund = f"/agents/{agent}/fund"
+        status, text = _call(path, "POST", fund, '{"amount": 5}', **as_stranger)
+        assert status == 401 and "Authorization" in text
+        assert _call(path, "GET", "/price", **as_stranger)[0] == 401
+        # an agent's token works from any user: agents run as users of their own
+        assert _call(path, "GET", f"/agents/{agent}", token=token, **as_stranger)[0] == 200
+    assert node.agent(agent).balance == J  # nothing the stranger sent reached the node
+
+
+@pytest.mark.root
+def test_root_and_the_admins_group_are_the_admin_without_a_token() -> None:
+    stranger = _stranger()
+    node, agent, _ = _node_with_an_agent()
+    admins = AdminPeers(uids=frozenset(), gids=frozenset({ADMIN_GID}))
+    with serving(node, listen="127.0.0.1:0", admins=admins) as server:
+        assert server.socket_path is not None and server.tcp_address is not None
+        path = server.socket_path
+        os.chmod(Path(path).parent, 0o711)
+        assert _call(path, "GET", "/status", uid=0, gid=0)[0] == 200
+        assert _call(path, "GET", "/whoami", uid=0, gid=0) == (200, '{"role":"admin","agent":null}')
+        member = {"uid": stranger.pw_uid, "gid": ADMIN_GID}  # nobody, in the admins' group
+        status, _ = _call(path, "POST", f"/agents/{agent}/fund", '{"amount": 5}', **member)
+        assert status == 200
+        # On loopback TCP the same root caller is a stranger: no peer is vouched for there.
+        with socket.create_connection(
+            (server.tcp_address.host, server.tcp_address.port), timeout=10
+        ) as tcp:
+            tcp.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert tcp.recv(64).startswith(b"HTTP/1.1 401")
+    assert node.agent(agent).balance == 6 * J
+
+
+def test_a_client_that_may_not_read_the_admin_token_goes_by_its_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A member of the maxwell group may not read <state>/admin.token (0600, the daemon's): the
+    # client then sends no token, and the daemon judges it by its peer credentials.
+    import argparse
+
+    from maxwell.cli.agents_cmd import connect
+
+    (tmp_path / "admin.token").write_text("secret\n")
+    args = argparse.Namespace(state=str(tmp_path), socket=None, token=None)
+    assert connect(args).token == "secret"
+
+    def refused(self: Path, *args: object, **kwargs: object) -> str:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", refused)
+    monkeypatch.delenv("MAXWELL_TOKEN", raising=False)
+    monkeypatch.delenv("MAXWELL_AGENT_TOKEN", raising=False)
+    monkeypatch.delenv("MAXWELL_AGENT_TOKEN_FILE", raising=False)
+    assert connect(args).token == ""
