@@ -16,6 +16,11 @@ import pytest
 
 NOBODY = 65534
 SRC = Path(__file__).resolve().parent.parent / "src"
+
+# `maxwell run` started by root through sudo runs its command as the user who ran sudo: a suite
+# started that way would run every workload as that user. The tests that mean it set these.
+for _name in ("SUDO_UID", "SUDO_GID", "SUDO_USER", "SUDO_COMMAND"):
+    os.environ.pop(_name, None)
 # What `maxwell` imports at run time, copied for user nobody (rich and its own dependencies).
 RUNTIME_PACKAGES = ("rich", "pygments", "markdown_it", "mdurl")
 

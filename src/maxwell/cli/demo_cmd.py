@@ -47,8 +47,9 @@ from maxwell.samples import useful
 from maxwell.units import money_to_tokens, tokens_to_money
 
 PROG = "maxwell demo"
-LANDAUER_MULTIPLIER = 2e11  # makes ~1 GiB/s of freed memory cost ~5 $J/s at 300 K: the tax, not
-# the energy, is what drains the bloat agent, with a margin even when the cores are contended
+LANDAUER_MULTIPLIER = 4e11  # makes ~1 GiB/s of freed memory cost ~10 $J/s at 300 K: the tax, not
+# the energy, is what drains the bloat agent, with a margin even when the cores are contended and
+# hot (at 2e11 a loaded machine's thermal price made its energy cost more than its tax: 7.4 > 6.6)
 TICK_S = 0.5
 GRACE_S = 2.0
 # Raised from the node's default (0.001) so the cheater is caught within the demo: at 0.2 per

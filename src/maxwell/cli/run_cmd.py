@@ -1,11 +1,14 @@
-"""`maxwell run --budget ENERGY [--interval S] [--grace S] [--json] -- CMD [ARGS...]`."""
+"""`maxwell run --budget ENERGY [--interval S] [--grace S] [--user USER] [--json] -- CMD
+[ARGS...]`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import sys
+from collections.abc import Mapping
 
 from rich.console import Console
 
@@ -30,6 +33,7 @@ from maxwell.runner.run import (
 )
 from maxwell.sensors import ModelConfig, Sensors
 from maxwell.units import parse_energy
+from maxwell.users import RunAs, invoking_user
 
 PROG = "maxwell run"
 
@@ -40,7 +44,9 @@ and SIGKILL every process in it (descendants, SIGTERM-ignorers and fork loops in
 Energy is attributed to the group by its CPU time (idle power goes to the house, not to
 CMD); it is measured where the machine has sensors (RAPL, hwmon) and modelled otherwise,
 and the output says which. Without root it still runs, degraded (process tree via /proc,
-no freeze), and says so.
+no freeze), and says so. As root it runs CMD as the user who started it through sudo, or as
+--user USER: a command running as root can leave any cgroup (capabilities dropped or not), so
+a root command still runs, with a warning.
 """
 
 EPILOG = """\
@@ -72,6 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds between SIGTERM and the kill when the budget is spent (default 0)",
     )
+    parser.add_argument(
+        "--user", metavar="USER",
+        help="run CMD as USER, a name or uid (root only; as root the default is the user who ran "
+        "sudo: a command running as root can leave its cgroup)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
     parser.add_argument("--config", metavar="FILE", help="TOML config ([model] parameters)")
     parser.add_argument("--sysfs-root", default="/sys", metavar="DIR", help="default /sys")
@@ -97,7 +108,25 @@ def _options(args: argparse.Namespace) -> RunOptions:
         budget_uj=parse_energy(args.budget),
         interval_s=args.interval,
         grace_s=args.grace,
+        user=workload_user(args.user, os.environ, os.geteuid()),
     )
+
+
+ROOT_WARNING = (
+    "the command runs as root and could leave its cgroup (root may write any cgroup.procs, "
+    "capabilities or not): name a user with --user USER, or start maxwell run through sudo"
+)
+
+
+def workload_user(named: str | None, environ: Mapping[str, str], euid: int) -> RunAs | None:
+    """Whom the command runs as: `--user` (root only; root itself: None), else for root the
+    user who ran sudo, else None (as this process)."""
+    if named is not None:
+        user = RunAs.named(named)
+        if euid != 0 and user.uid != euid:
+            raise UsageError(f"--user needs root: cannot run the command as {user.label}")
+        return None if user.uid == euid else user
+    return invoking_user(environ) if euid == 0 else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,6 +156,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(summary_line(report), file=sys.stderr)
         return report.exit_code
+
+
+def _root_warning(options: RunOptions) -> list[str]:
+    return [ROOT_WARNING] if options.user is None and os.geteuid() == 0 else []
 
 
 def _sensor_warnings(sensors: Sensors) -> list[str]:
@@ -178,7 +211,7 @@ def _run(
                 layout=manager.layout if manager is not None else _host_layout(),
                 degraded=degraded,
                 stop=stop,
-                warnings=_sensor_warnings(sensors),
+                warnings=_sensor_warnings(sensors) + _root_warning(options),
             )
             for warning in runner.warnings:
                 print(f"{PROG}: warning: {warning}", file=sys.stderr)

@@ -31,8 +31,6 @@ import errno
 import hashlib
 import logging
 import os
-import pwd
-import shutil
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -44,6 +42,7 @@ from maxwell.clock import Clock
 from maxwell.errors import CgroupUnavailableError, MaxwellError
 from maxwell.log import logged
 from maxwell.node.facade import NodeError
+from maxwell.users import RunAs, SetprivMissingError, UnknownUserError, setpriv_argv
 
 log = logging.getLogger(__name__)
 
@@ -140,16 +139,9 @@ def private_name(state_dir: str | os.PathLike[str]) -> str:
 def as_user(user: str, argv: Sequence[str]) -> list[str]:
     """`argv` run as `user` through setpriv (a `NodeError` when the user or setpriv is missing)."""
     try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        raise NodeError(f"no such user {user!r}") from None
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        raise NodeError("cannot run agents as another user: setpriv (util-linux) is missing")
-    return [
-        setpriv, f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups",
-        "--", *argv,
-    ]  # fmt: skip
+        return setpriv_argv(RunAs.named(user), argv)
+    except (UnknownUserError, SetprivMissingError) as exc:
+        raise NodeError(str(exc)) from None
 
 
 class CgroupSupervisor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import os
 import select
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from maxwell.meter import LiveMeter
 from maxwell.runner.policy import Action, BudgetPolicy
 from maxwell.sensors import Sensors
 from maxwell.units import uj_to_joules
+from maxwell.users import RunAs, setpriv_argv
 
 EXIT_BUDGET_EXHAUSTED = 124  # as timeout(1) does for time
 EXIT_MAXWELL_FAILED = 125
@@ -104,6 +106,7 @@ class RunReport:
     command_started: bool
     degraded: str | None
     warnings: list[str] = field(default_factory=list)
+    user: str | None = None  # the user the command ran as, where it was dropped to one
 
     def to_json(self) -> dict[str, object]:
         at_apoptosis = self.energy_at_apoptosis_uj
@@ -129,6 +132,7 @@ class RunReport:
             "measured": self.measured,
             "cgroup": self.cgroup,
             "cgroup_layout": self.cgroup_layout,
+            "user": self.user,
             "node_energy_j": uj_to_joules(self.node_energy_uj),
             "house_j": uj_to_joules(self.house_uj),
             "degraded": self.degraded,
@@ -142,6 +146,7 @@ class RunOptions:
     budget_uj: int
     interval_s: float = 0.5
     grace_s: float = 0.0
+    user: RunAs | None = None  # run the command as this user (`maxwell.users`); None: as we are
 
 
 class BudgetedRun:
@@ -180,8 +185,13 @@ class BudgetedRun:
             self.group.remove()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
+        argv, user = list(self.options.argv), self.options.user
+        if user is not None:
+            if shutil.which(argv[0]) is None:
+                raise CommandNotFoundError(f"{argv[0]}: command not found")
+            argv = setpriv_argv(user, argv)
         try:
-            return self.group.spawn(list(self.options.argv))
+            return self.group.spawn(argv)
         except FileNotFoundError as exc:
             raise CommandNotFoundError(f"{self.options.argv[0]}: command not found") from exc
         except PermissionError as exc:
@@ -311,6 +321,7 @@ class BudgetedRun:
             command_started=returncode is not None,
             degraded=self.degraded,
             warnings=[*self.warnings, *meter.warnings],
+            user=None if self.options.user is None else self.options.user.label,
         )
 
 
