@@ -17,6 +17,9 @@ A map of the package (each folder is one layer of shared/ARCHITECTURE.md):
   ledger's, the node's), and the runner that applies them in place.
 - `node`: the daemon: a pure tick plan, `NodeDaemon` (agents in cgroups, billed every tick), its
   HTTP API, Prometheus metrics and the `top` view, all behind the `facade` contract.
+- `gossip`: Serf underneath the nodes' heat gossip: the node's own `serf agent` (`agent`) and an
+  asyncio client of Serf's msgpack RPC (`rpc`).
+- `users`: running a command as another user (`setpriv`), and who started a root command.
 - `client`: the SDK an agent (or an admin) uses to talk to a node.
 - `cli`: the `maxwell` command.
 - `bench`: benchmarks that print JSON.

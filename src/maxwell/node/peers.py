@@ -12,12 +12,15 @@ them are the node's administrators without a token:
   their primary group or a supplementary one.
 
 Anyone else connecting without a token is refused (401) as before; agents and loopback TCP
-callers authenticate with tokens. The rule is pure (`AdminPeers.is_admin`); the group lookup and
-the socket options are the adapters at the bottom.
+callers authenticate with tokens. An agent spawned without `--user` runs as the daemon's user,
+and so is the admin here, as it already was by reading `admin.token`: only agents that run as
+users of their own are held to their token. The rule is pure (`AdminPeers.is_admin`); the group
+lookup and the socket options are the adapters at the bottom.
 """
 
 from __future__ import annotations
 
+import errno
 import grp
 import logging
 import os
@@ -35,6 +38,7 @@ ADMIN_GROUP: Final = "maxwell"
 PEER_EXTENSION: Final = "maxwell.peer"  # the key of a request's peer in `scope["extensions"]`
 SO_PEERGROUPS: Final = getattr(socket, "SO_PEERGROUPS", 59)  # Linux's number
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_FEW_GROUPS = 64
 _MAX_GROUPS = 65_536  # NGROUPS_MAX
 
 
@@ -100,13 +104,18 @@ def read_peer(sock: Connected) -> Peer | None:
 
 
 def _peer_groups(sock: Connected) -> frozenset[int]:
-    """The peer's supplementary groups; empty where the kernel cannot say (before 4.13)."""
-    try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * _MAX_GROUPS)
-    except OSError as exc:
-        log.debug("SO_PEERGROUPS unavailable (%s): primary groups only", exc.strerror)
-        return frozenset()
-    return frozenset(struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4]))
+    """The peer's supplementary groups; empty where the kernel cannot say (before 4.13). Asked
+    with room for `_FEW_GROUPS` first (most users have a handful), then for all there may be."""
+    for room in (_FEW_GROUPS, _MAX_GROUPS):
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * room)
+        except OSError as exc:
+            if exc.errno == errno.ERANGE and room < _MAX_GROUPS:
+                continue
+            log.debug("SO_PEERGROUPS unavailable (%s): primary groups only", exc.strerror)
+            return frozenset()
+        return frozenset(struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4]))
+    return frozenset()
 
 
 def _with_peer(app: ASGIApp, peer: Peer) -> ASGIApp:
