@@ -11,7 +11,6 @@ user who started a root command through sudo.
 
 from __future__ import annotations
 
-import os
 import pwd
 import shutil
 from collections.abc import Mapping, Sequence
@@ -82,7 +81,3 @@ def _known(user: RunAs) -> bool:
     except KeyError:
         return False
     return True
-
-
-def running_as_root() -> bool:
-    return os.geteuid() == 0
