@@ -22,7 +22,11 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 for _name in ("SUDO_UID", "SUDO_GID", "SUDO_USER", "SUDO_COMMAND"):
     os.environ.pop(_name, None)
 # What `maxwell` imports at run time, copied for user nobody (rich and its own dependencies).
-RUNTIME_PACKAGES = ("rich", "pygments", "markdown_it", "mdurl")
+# and what the SDK's client imports (pydantic and its own).
+RUNTIME_PACKAGES = (
+    "rich", "pygments", "markdown_it", "mdurl",
+    "pydantic", "pydantic_core", "typing_extensions", "annotated_types", "typing_inspection",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -74,13 +78,38 @@ def nobody_python() -> Iterator[NobodyPython]:
             spec = importlib.util.find_spec(name)
             if spec is None or spec.origin is None:
                 pytest.skip(f"runtime dependency {name} is not installed")
-            shutil.copytree(Path(spec.origin).parent, root / name)
+            origin = Path(spec.origin)
+            if origin.name == "__init__.py":  # a package
+                shutil.copytree(origin.parent, root / name)
+            else:  # a module of one file
+                shutil.copy2(origin, root / origin.name)
         for path in [root, *root.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
         env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
         yield NobodyPython(python=python, env=env)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def tmp_path(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """pytest's own, opened to search (mode 0711, never to listing) down from its root, when
+    running as root: a root daemon's agents run as uids of their own (`--dynamic-uids`), and
+    each must reach its directory in a state directory made here."""
+    if os.geteuid() == 0:
+        base = tmp_path_factory.getbasetemp()
+        for directory in (
+            base.parent,
+            base,
+            *reversed(tmp_path.parents[: _depth(tmp_path, base)]),
+            tmp_path,
+        ):
+            directory.chmod(0o711)
+    return tmp_path
+
+
+def _depth(path: Path, base: Path) -> int:
+    return len(path.relative_to(base).parts) - 1
 
 
 # CI running as root must not go green with the real-cgroup tests silently off: `.ci/run` sets

@@ -178,6 +178,7 @@ class FakeNode:
                 paid=Money(0),
                 landauer=Money(0),
                 pid=pid,
+                user=user,
             )
             token = f"agent-token-{number}"
             self.tokens[token] = Principal(Role.AGENT, agent)

@@ -130,3 +130,24 @@ def fail_once(monkeypatch: pytest.MonkeyPatch, target: object, name: str, error:
         return real(*args, **kwargs)
 
     monkeypatch.setattr(target, name, failing)
+
+
+# A root daemon runs each agent that names no user as a uid of its own (`--dynamic-uids`). This
+# suite's interpreter (a virtualenv, often below a directory other users may not enter, as /root
+# or CI's private checkout) is beyond such a uid's reach, so the tests whose agents are Python
+# programs of the suite, or that write an agent's files as root, keep agents as the daemon's user
+# with this setting. Dynamic uids themselves: tests/adversarial/test_dynamic_uids.py and
+# tests/test_dynamic_users.py, and every test whose agents are `sleep` or `sh`.
+AGENTS_AS_DAEMON = "none"
+
+
+def public_python() -> str:
+    """A Python 3.11+ that any uid may run (a dynamic one too), for agents of the standard
+    library alone: this interpreter where it is reachable, else the system's; a skip if neither."""
+    from maxwell.users import RunAs, obstacle
+
+    stranger = RunAs.dynamic(70000)
+    for candidate in (sys.executable, "/usr/bin/python3"):
+        if os.path.exists(candidate) and obstacle(stranger, candidate, execute=True) is None:
+            return candidate
+    pytest.skip("no Python that an agent's own uid may run")

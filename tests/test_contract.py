@@ -75,6 +75,7 @@ def _fake(state_dir: Path) -> tuple[Node, str, Callable[[], None]]:
 def served(request: pytest.FixtureRequest) -> Iterator[Served]:
     # A short directory: a socket's path must fit in 108 bytes, pytest's tmp_path may not.
     directory = Path(tempfile.mkdtemp(prefix="mxw-contract-", dir="/tmp"))
+    directory.chmod(0o711)  # a root daemon's agents, uids of their own, pass through it
     node, admin_token, close = request.param(directory / "state")
     try:
         server = serve(create_app(node), socket_path=str(directory / "api.sock"), listen=None)

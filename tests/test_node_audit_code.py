@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import cpu_ticks, wait_until
+from helpers import AGENTS_AS_DAEMON, cpu_ticks, wait_until
 from maxwell.audit.ipsample import tracer_of
 from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import NodeDaemon
@@ -71,7 +71,11 @@ def code_python_maps() -> list[str]:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[NodeDaemon]:
-    node = NodeDaemon(NodeConfig(state_dir=tmp_path / "state", tick_s=0.1, cgroup="none"))
+    node = NodeDaemon(
+        NodeConfig(
+            dynamic_uids=AGENTS_AS_DAEMON, state_dir=tmp_path / "state", tick_s=0.1, cgroup="none"
+        )
+    )
     try:
         yield node
     finally:

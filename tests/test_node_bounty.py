@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from helpers import AGENTS_AS_DAEMON
 from maxwell.node.config import NodeConfig, NodeConfigError
 from maxwell.node.daemon import NodeDaemon
 from maxwell.node.facade import NodeError
@@ -34,7 +35,11 @@ def model_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[NodeDaemon]:
-    node = NodeDaemon(NodeConfig(state_dir=tmp_path / "state", tick_s=0.1, cgroup="none"))
+    node = NodeDaemon(
+        NodeConfig(
+            dynamic_uids=AGENTS_AS_DAEMON, state_dir=tmp_path / "state", tick_s=0.1, cgroup="none"
+        )
+    )
     try:
         yield node
     finally:
@@ -143,7 +148,9 @@ def test_a_bounty_needs_its_model_and_an_agent_without_one_cannot_claim(
 
 def test_proofs_and_bounties_survive_a_restart(model_path: Path, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    first = NodeDaemon(NodeConfig(state_dir=state, tick_s=0.1, cgroup="none"))
+    first = NodeDaemon(
+        NodeConfig(dynamic_uids=AGENTS_AS_DAEMON, state_dir=state, tick_s=0.1, cgroup="none")
+    )
     try:
         spawned = first.spawn(
             ["sleep", "30"], fund=Money(J), bid=1.0, bounty=Money(J), model=str(model_path)
@@ -154,7 +161,9 @@ def test_proofs_and_bounties_survive_a_restart(model_path: Path, tmp_path: Path)
         first.kill(spawned.agent)
     finally:
         first.shutdown(kill_agents=True)
-    again = NodeDaemon(NodeConfig(state_dir=state, tick_s=0.1, cgroup="none"))
+    again = NodeDaemon(
+        NodeConfig(dynamic_uids=AGENTS_AS_DAEMON, state_dir=state, tick_s=0.1, cgroup="none")
+    )
     try:
         info = again.agent(spawned.agent)
         assert (info.proofs, info.bounties) == (1, J)
@@ -189,7 +198,13 @@ def _agent_on(
     tmp_path: Path, model_path: Path, fund: Money, **settings: Any
 ) -> Iterator[tuple[NodeDaemon, str, Path]]:
     """A daemon with these settings, an agent paid 1 $J a proof, and the agent's directory."""
-    config = NodeConfig(state_dir=tmp_path / "state", tick_s=0.1, cgroup="none", **settings)
+    config = NodeConfig(
+        dynamic_uids=AGENTS_AS_DAEMON,
+        state_dir=tmp_path / "state",
+        tick_s=0.1,
+        cgroup="none",
+        **settings,
+    )
     node = NodeDaemon(config)
     try:
         spawned = node.spawn(
@@ -230,6 +245,6 @@ def test_the_rejection_fee_is_configurable_and_never_more_than_the_account_holds
 
 def test_the_proof_settings_are_checked(tmp_path: Path) -> None:
     with pytest.raises(NodeConfigError, match="proof_key_max_age_s must be a finite number"):
-        NodeConfig(state_dir=tmp_path, proof_key_max_age_s=0.0)
+        NodeConfig(dynamic_uids=AGENTS_AS_DAEMON, state_dir=tmp_path, proof_key_max_age_s=0.0)
     with pytest.raises(NodeConfigError, match="proof_rejection_fee must be a finite number"):
-        NodeConfig(state_dir=tmp_path, proof_rejection_fee=-1.0)
+        NodeConfig(dynamic_uids=AGENTS_AS_DAEMON, state_dir=tmp_path, proof_rejection_fee=-1.0)

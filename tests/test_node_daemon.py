@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TIME_SCALE, fail_once, maxwell, wait_until
+from helpers import AGENTS_AS_DAEMON, TIME_SCALE, fail_once, maxwell, wait_until
 from maxwell.cgroups import CgroupManager
 from maxwell.economy.ledger import Entry, EntryRequest, stake_account
 from maxwell.economy.store import LedgerStoreError
@@ -52,7 +52,7 @@ from maxwell.sensors.model import active_w_per_core
 from maxwell.units import Money
 
 SRC = Path(__file__).resolve().parent.parent / "src"
-BUSY = [sys.executable, "-c", "while True: pass"]
+BUSY = ["sh", "-c", "while :; do :; done"]  # any uid may run it, a dynamic one too
 J = 1_000_000  # µ$J per $J
 
 
@@ -148,7 +148,9 @@ def test_spawn_fund_bid_kill_and_authentication(plain_daemon: NodeDaemon, tmp_pa
 
 def test_self_reports_are_cumulative_kept_and_survive_a_restart(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    daemon = NodeDaemon(NodeConfig(state_dir=state, tick_s=0.1, cgroup="none"))
+    daemon = NodeDaemon(
+        NodeConfig(dynamic_uids=AGENTS_AS_DAEMON, state_dir=state, tick_s=0.1, cgroup="none")
+    )
     try:
         spawned = daemon.spawn(BUSY, fund=Money(50 * J), bid=2.0, name="honest")
         assert daemon.agent(spawned.agent).reported is None
@@ -176,7 +178,9 @@ def test_self_reports_are_cumulative_kept_and_survive_a_restart(tmp_path: Path) 
             daemon.report(spawned.agent, Report(9.0))
     finally:
         daemon.shutdown(kill_agents=True)
-    again = NodeDaemon(NodeConfig(state_dir=state, tick_s=0.1, cgroup="none"))
+    again = NodeDaemon(
+        NodeConfig(dynamic_uids=AGENTS_AS_DAEMON, state_dir=state, tick_s=0.1, cgroup="none")
+    )
     try:
         assert again.agent(spawned.agent).reported == Report(0.25, 8192, 3)  # kept in SQLite
     finally:
@@ -192,6 +196,7 @@ def process_cpu_s(pid: int) -> float:
 def test_optimistic_billing_bonds_reporters_audits_them_and_slashes_a_liar(tmp_path: Path) -> None:
     daemon = NodeDaemon(
         NodeConfig(
+            dynamic_uids=AGENTS_AS_DAEMON,
             state_dir=tmp_path / "state",
             tick_s=0.1,
             cgroup="none",
@@ -248,6 +253,7 @@ def test_optimistic_billing_bonds_reporters_audits_them_and_slashes_a_liar(tmp_p
 def test_an_agent_that_cannot_afford_the_bond_is_billed_by_the_meter(tmp_path: Path) -> None:
     daemon = NodeDaemon(
         NodeConfig(
+            dynamic_uids=AGENTS_AS_DAEMON,
             state_dir=tmp_path / "state",
             tick_s=0.1,
             cgroup="none",
@@ -267,9 +273,19 @@ def test_an_agent_that_cannot_afford_the_bond_is_billed_by_the_meter(tmp_path: P
     finally:
         daemon.shutdown(kill_agents=True)
     with pytest.raises(NodeConfigError, match="billing"):
-        NodeConfig(state_dir=tmp_path / "x", cgroup="none", billing="honour system")
+        NodeConfig(
+            dynamic_uids=AGENTS_AS_DAEMON,
+            state_dir=tmp_path / "x",
+            cgroup="none",
+            billing="honour system",
+        )
     with pytest.raises(NodeConfigError, match="probability"):
-        NodeConfig(state_dir=tmp_path / "y", cgroup="none", audit_probability=1.5)
+        NodeConfig(
+            dynamic_uids=AGENTS_AS_DAEMON,
+            state_dir=tmp_path / "y",
+            cgroup="none",
+            audit_probability=1.5,
+        )
     assert not (tmp_path / "x").exists()  # refused before anything is made
 
 
@@ -281,6 +297,7 @@ def test_a_restart_neither_rebills_a_claim_nor_forgives_an_under_billing(tmp_pat
     def optimistic() -> NodeDaemon:
         return NodeDaemon(
             NodeConfig(
+                dynamic_uids=AGENTS_AS_DAEMON,
                 state_dir=state,
                 tick_s=0.1,
                 grace_s=30,
@@ -339,7 +356,13 @@ class HotSensors:
 def test_a_hot_node_sells_fewer_cores(tmp_path: Path) -> None:
     sensors = HotSensors(headroom_c=DERATE_BELOW_HEADROOM_C / 4)
     daemon = NodeDaemon(
-        NodeConfig(state_dir=tmp_path / "state", tick_s=0.1, cgroup="none", capacity_cores=2.0),
+        NodeConfig(
+            dynamic_uids=AGENTS_AS_DAEMON,
+            state_dir=tmp_path / "state",
+            tick_s=0.1,
+            cgroup="none",
+            capacity_cores=2.0,
+        ),
         sensors=sensors,
     )
     try:
@@ -357,7 +380,12 @@ def test_a_hot_node_sells_fewer_cores(tmp_path: Path) -> None:
         daemon.shutdown(kill_agents=True)
         sensors.close()
     with pytest.raises(NodeConfigError, match="fraction"):
-        NodeConfig(state_dir=tmp_path / "other", cgroup="none", min_capacity_fraction=2.0)
+        NodeConfig(
+            dynamic_uids=AGENTS_AS_DAEMON,
+            state_dir=tmp_path / "other",
+            cgroup="none",
+            min_capacity_fraction=2.0,
+        )
 
 
 def test_a_tick_is_one_transaction_and_a_failed_one_is_retried_whole(
@@ -485,7 +513,9 @@ def frozen_on_disk(daemon: NodeDaemon, agent: str) -> bool:
 def cgroup_daemon(tmp_path: Path) -> Iterator[NodeDaemon]:
     cgroups_or_skip()
     state = tmp_path / "state"
-    daemon = NodeDaemon(NodeConfig(state_dir=state, tick_s=0.2, grace_s=0.6))
+    daemon = NodeDaemon(
+        NodeConfig(dynamic_uids=AGENTS_AS_DAEMON, state_dir=state, tick_s=0.2, grace_s=0.6)
+    )
     try:
         yield daemon
     finally:
@@ -572,7 +602,10 @@ DAEMON_SCRIPT = """
 import json, sys, threading
 from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import NodeDaemon
-config = NodeConfig(state_dir=sys.argv[1], tick_s=0.1, grace_s=30, settlement_s=float(sys.argv[2]))
+config = NodeConfig(
+    dynamic_uids="none", state_dir=sys.argv[1], tick_s=0.1, grace_s=30,
+    settlement_s=float(sys.argv[2]),
+)
 daemon = NodeDaemon(config)
 spawned = daemon.spawn(
     [sys.executable, "-c", "while True: pass"], fund=1000 * 10**6, bid=5.0, demand=0.5
@@ -670,7 +703,9 @@ def test_a_daemon_killed_with_sigkill_is_recovered(tmp_path: Path, settlement_s:
         )
         counter_before = group_cpu_ns(cgroup)
 
-        daemon = NodeDaemon(NodeConfig(state_dir=state, tick_s=0.1, grace_s=30))
+        daemon = NodeDaemon(
+            NodeConfig(dynamic_uids=AGENTS_AS_DAEMON, state_dir=state, tick_s=0.1, grace_s=30)
+        )
         info = assert_adopted_once(daemon, agent, pid, billed_up_to, counter_before, cgroup)
         tick_until(daemon, lambda: daemon.agent(agent).energy_uj > info.energy_uj)
         after = daemon.agent(agent)
@@ -687,7 +722,9 @@ def test_a_daemon_killed_with_sigkill_is_recovered(tmp_path: Path, settlement_s:
         # A second restart adopts it again, billing only the new (short) gap.
         billed_up_to, _ = recorded(state, agent)
         daemon.shutdown()
-        daemon = NodeDaemon(NodeConfig(state_dir=state, tick_s=0.1, grace_s=30))
+        daemon = NodeDaemon(
+            NodeConfig(dynamic_uids=AGENTS_AS_DAEMON, state_dir=state, tick_s=0.1, grace_s=30)
+        )
         adopted = [e for e in daemon.events() if e.kind == "adopted"]
         assert len(adopted) == 2
         assert billed_up_to + int(str(adopted[1].detail["cpu_ns"])) <= group_cpu_ns(cgroup)
@@ -702,7 +739,9 @@ def test_a_daemon_killed_with_sigkill_is_recovered(tmp_path: Path, settlement_s:
         if child.stdout is not None:
             child.stdout.close()
         if daemon is None:
-            daemon = NodeDaemon(NodeConfig(state_dir=state, tick_s=0.1))
+            daemon = NodeDaemon(
+                NodeConfig(dynamic_uids=AGENTS_AS_DAEMON, state_dir=state, tick_s=0.1)
+            )
         daemon.shutdown(kill_agents=True)
     # Nothing is left: no cgroup directory of the daemon's tree, no agent process.
     assert tree_dirs(state) == []

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from fake_node import TestClient
-from helpers import maxwell
+from helpers import AGENTS_AS_DAEMON, maxwell
 from maxwell.economy.ledger import TREASURY, job_account
 from maxwell.node.api import create_app, serve
 from maxwell.node.config import NodeConfig
@@ -47,7 +47,10 @@ def wall() -> Wall:
 @pytest.fixture
 def daemon(tmp_path: Path, wall: Wall) -> Iterator[NodeDaemon]:
     node = NodeDaemon(
-        NodeConfig(state_dir=tmp_path / "state", tick_s=0.1, cgroup="none"), wall=wall
+        NodeConfig(
+            dynamic_uids=AGENTS_AS_DAEMON, state_dir=tmp_path / "state", tick_s=0.1, cgroup="none"
+        ),
+        wall=wall,
     )
     try:
         yield node
@@ -177,7 +180,9 @@ def test_maxwell_job_post_ls_and_show(tmp_path: Path, model_path: Path) -> None:
     for seed in (1, 2):
         write_tensor(inputs / f"{seed}.npy", seeded_input(seed))
     state = tmp_path / "state"
-    daemon = NodeDaemon(NodeConfig(state_dir=state, tick_s=0.1, cgroup="none"))
+    daemon = NodeDaemon(
+        NodeConfig(dynamic_uids=AGENTS_AS_DAEMON, state_dir=state, tick_s=0.1, cgroup="none")
+    )
     server = serve(create_app(daemon), socket_path=str(state / "maxwell.sock"), listen=None)
     try:
         posted = maxwell(

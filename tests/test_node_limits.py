@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fake_node import ADMIN_TOKEN, FakeNode, TestClient
-from helpers import wait_until
+from helpers import public_python, wait_until
 from maxwell.cli.agents_cmd import _bytes
 from maxwell.node.api import create_app
 from maxwell.node.config import DEFAULT_MEMORY_MAX, NodeConfig, NodeConfigError
@@ -106,7 +106,7 @@ def test_agents_are_the_oom_killer_s_first_choice(tmp_path: Path) -> None:
     process that spawned it keeps its own."""
     daemon = NodeDaemon(NodeConfig(state_dir=tmp_path / "state", tick_s=0.1, cgroup="none"))
     try:
-        spawned = daemon.spawn([sys.executable, "-c", SCORES], fund=Money(J), bid=1.0)
+        spawned = daemon.spawn([public_python(), "-c", SCORES], fund=Money(J), bid=1.0)
         said = tmp_path / "state" / "work" / spawned.agent / "scores"
         wait_until(lambda: said.exists() and said.read_text(), timeout_s=30, what="the scores")
         assert said.read_text().split() == [str(AGENT_OOM_SCORE_ADJ)] * 2

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from live import ledger_verifies
 
+from helpers import AGENTS_AS_DAEMON
 from maxwell.node import bounties
 from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import NodeDaemon
@@ -34,7 +35,11 @@ def node(tmp_path: Path) -> Iterator[tuple[NodeDaemon, str, Path, Path]]:
     """A daemon, an agent that proves the model, its directory, and the model."""
     model = tmp_path / "mlp.onnx"
     model.write_bytes(mlp_onnx(make_weights(WIDTH, 2, np.random.default_rng(1)), TOKENS))
-    daemon = NodeDaemon(NodeConfig(state_dir=tmp_path / "state", tick_s=0.1, cgroup="none"))
+    daemon = NodeDaemon(
+        NodeConfig(
+            dynamic_uids=AGENTS_AS_DAEMON, state_dir=tmp_path / "state", tick_s=0.1, cgroup="none"
+        )
+    )
     try:
         agent = daemon.spawn(
             ["sleep", "30"], fund=Money(10 * J), bid=1.0, bounty=Money(J), model=str(model)

@@ -6,13 +6,13 @@ makes an honest family a liar (real processes in real cgroups: runs as root)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from live import ledger_verifies, live_daemon
 
+from conftest import NobodyPython
 from helpers import wait_until
 from maxwell.bench.honest import honest_family
 from maxwell.node.config import NodeConfig
@@ -36,11 +36,12 @@ def daemon(tmp_path: Path) -> Iterator[NodeDaemon]:
 
 
 def test_the_self_meter_claims_the_cpu_of_four_busy_children_it_never_reaped(
-    daemon: NodeDaemon,
+    daemon: NodeDaemon, nobody_python: NobodyPython
 ) -> None:
-    src = str(Path(__file__).resolve().parents[2] / "src")
+    # The agent runs as a uid of its own: the SDK from a copy that any user may read.
+    env = [f"{name}={value}" for name, value in nobody_python.env.items()]
     spawned = daemon.spawn(
-        ["env", f"PYTHONPATH={src}", sys.executable, "-c", AGENT],
+        ["env", *env, nobody_python.python, "-c", AGENT],
         fund=Money(10_000 * J), bid=5.0, demand=2.0, name="honest-family",
     )  # fmt: skip
     agent = spawned.agent

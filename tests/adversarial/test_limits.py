@@ -6,13 +6,12 @@ cgroups: runs as root."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers import wait_until
+from helpers import public_python, wait_until
 from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import NodeDaemon
 from maxwell.node.facade import AgentState
@@ -57,7 +56,7 @@ def ended(daemon: NodeDaemon, agent: str) -> bool:
 def test_a_memory_bomb_dies_alone_in_its_group(daemon: NodeDaemon) -> None:
     neighbour = daemon.spawn(["sleep", "120"], fund=Money(100 * J), bid=1.0, demand=0.1)
     bomb = daemon.spawn(
-        [sys.executable, "-c", BOMB], fund=Money(100 * J), bid=1.0, demand=0.5,
+        [public_python(), "-c", BOMB], fund=Money(100 * J), bid=1.0, demand=0.5,
         memory=64 << 20, name="bomb",
     )  # fmt: skip
     wait_until(lambda: ended(daemon, bomb.agent), timeout_s=60, what="the bomb to be killed")
@@ -68,7 +67,7 @@ def test_a_memory_bomb_dies_alone_in_its_group(daemon: NodeDaemon) -> None:
 
 def test_a_thread_bomb_stops_at_its_pids_limit(daemon: NodeDaemon, tmp_path: Path) -> None:
     spawned = daemon.spawn(
-        [sys.executable, "-c", THREADS], fund=Money(100 * J), bid=1.0, demand=0.5, pids=8
+        [public_python(), "-c", THREADS], fund=Money(100 * J), bid=1.0, demand=0.5, pids=8
     )
     said = tmp_path / "state" / "work" / spawned.agent / "threads"
     wait_until(said.exists, timeout_s=60, what="the agent to count its threads")
@@ -82,7 +81,7 @@ def test_without_limits_of_its_own_an_agent_gets_the_node_s(tmp_path: Path) -> N
     config = NodeConfig(state_dir=tmp_path / "state", tick_s=0.1, memory_max=96 << 20)
     daemon = NodeDaemon(config)
     try:
-        bomb = daemon.spawn([sys.executable, "-c", BOMB], fund=Money(100 * J), bid=1.0)
+        bomb = daemon.spawn([public_python(), "-c", BOMB], fund=Money(100 * J), bid=1.0)
         wait_until(lambda: ended(daemon, bomb.agent), timeout_s=60, what="the bomb's end")
         assert daemon.agent(bomb.agent).exit_code == -9
     finally:

@@ -25,6 +25,7 @@ import pytest
 from live import ledger_verifies
 from numpy.typing import NDArray
 
+from helpers import AGENTS_AS_DAEMON
 from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import NodeDaemon
 from maxwell.proof import (
@@ -102,7 +103,11 @@ def node(tmp_path: Path) -> Iterator[tuple[NodeDaemon, str, Path]]:
     """A daemon, and an agent paid 1 $J per valid proof, with its directory."""
     model = tmp_path / "mlp.onnx"
     model.write_bytes(_model_bytes())
-    daemon = NodeDaemon(NodeConfig(state_dir=tmp_path / "state", tick_s=0.1, cgroup="none"))
+    daemon = NodeDaemon(
+        NodeConfig(
+            dynamic_uids=AGENTS_AS_DAEMON, state_dir=tmp_path / "state", tick_s=0.1, cgroup="none"
+        )
+    )
     try:
         spawned = daemon.spawn(
             ["sleep", "60"], fund=Money(10_000 * J), bid=1.0, bounty=Money(J), model=str(model)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import AGENTS_AS_DAEMON
 from maxwell.node.bounties import MAX_BUNDLE_BYTES, MAX_TENSOR_BYTES
 from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import NodeDaemon
@@ -33,7 +34,11 @@ def agent(tmp_path: Path) -> Iterator[tuple[NodeDaemon, str, Path]]:
     """A daemon, an agent with a bounty, and the agent's directory holding a valid proof."""
     model = tmp_path / "mlp.onnx"
     model.write_bytes(mlp_onnx(make_weights(WIDTH, 2, np.random.default_rng(1)), TOKENS))
-    daemon = NodeDaemon(NodeConfig(state_dir=tmp_path / "state", tick_s=0.1, cgroup="none"))
+    daemon = NodeDaemon(
+        NodeConfig(
+            dynamic_uids=AGENTS_AS_DAEMON, state_dir=tmp_path / "state", tick_s=0.1, cgroup="none"
+        )
+    )
     try:
         spawned = daemon.spawn(
             ["sleep", "30"], fund=Money(J), bid=1.0, bounty=Money(J), model=str(model)

@@ -718,8 +718,12 @@ def _signals_wait(what: str) -> Iterator[None]:
 def _with_daemon(state_dir: Path, use: Callable[[Any], _T]) -> _T:
     from maxwell.node.config import NodeConfig
     from maxwell.node.daemon import NodeDaemon
+    from maxwell.users import uids_for_python_agents
 
-    daemon = NodeDaemon(NodeConfig(state_dir=state_dir, tick_s=TICK_S, grace_s=3600.0))
+    uids = uids_for_python_agents()[0]  # the bidding agent is this Python's program
+    daemon = NodeDaemon(
+        NodeConfig(dynamic_uids=uids, state_dir=state_dir, tick_s=TICK_S, grace_s=3600.0)
+    )
     try:
         if daemon.degraded:
             from maxwell.errors import CgroupUnavailableError

@@ -43,9 +43,11 @@ def honest_audits(*, agents: int, rounds: int) -> dict[str, object]:
     from maxwell.node.config import NodeConfig
     from maxwell.node.daemon import NodeDaemon
     from maxwell.units import Money
+    from maxwell.users import uids_for_python_agents
 
     with tempfile.TemporaryDirectory(prefix="mx-honest-") as base:
         config = NodeConfig(
+            dynamic_uids=uids_for_python_agents()[0],  # its agents are this Python's programs
             state_dir=Path(base) / "state", tick_s=0.1, billing="optimistic",
             audit_probability=0.0, grace_s=600.0, cgroup="auto" if os.geteuid() == 0 else "none",
         )  # fmt: skip

@@ -160,7 +160,11 @@ def _spawn_arguments(parser: argparse.ArgumentParser) -> None:
         "--demand", type=_positive, default=1.0, metavar="CORES", help="cores (default 1)"
     )
     parser.add_argument("--name", metavar="NAME", help="a name (default: from CMD)")
-    parser.add_argument("--user", metavar="USER", help="run CMD as this unprivileged user")
+    parser.add_argument(
+        "--user", metavar="USER",
+        help="run CMD as this user (default: a root daemon gives it a uid of its own, "
+        "dynamic:UID; see maxwell daemon --help)",
+    )  # fmt: skip
     parser.add_argument(
         "--code", action="append", metavar="PATH",
         help="a binary, library or directory of them that CMD runs (repeatable): the code "

@@ -74,6 +74,14 @@ taxes the pages its processes re-write, each counted as page size x 8 bits erase
 from the kernel's soft-dirty bits (/proc/PID/clear_refs and /proc/PID/pagemap) for each agent
 that ran; the daemon refuses to start (exit status 2) on a kernel without them.
 
+agents' users: no agent runs as root. A daemon running as root gives each agent spawned without
+--user a uid of its own from --dynamic-uids (70000-99999; no name, no groups, as systemd's
+DynamicUser=), so two agents never share a uid, cannot read each other's files or environment,
+and cannot leave their cgroups; it owns only its work directory and token. The command must be
+one that any user may run. Two daemons on one machine need ranges that do not overlap. With
+--dynamic-uids none such agents run as the daemon's user (for a root daemon: root, with a
+warning). A daemon not running as root runs every agent as itself.
+
 one daemon per state directory: the daemon locks <state>/daemon.lock before it touches anything;
 a second daemon on the same directory is refused (exit status 2) and changes nothing.
 
@@ -86,10 +94,11 @@ logs: on stderr, as text or (--log-format json) one JSON object per line; failur
 traceback.
 
 config (TOML): a [daemon] table may set state, socket, listen, tick_s, mechanism, cgroup, billing,
-erasure, audit_probability, log_level, log_format (flags win), grace_s (frozen-while-insolvent grace
-before apoptosis), landauer_multiplier, capacity_cores, derate_below_c and
-min_capacity_fraction (a node with less headroom than derate_below_c sells linearly fewer cores,
-down to min_capacity_fraction of them at the thermal limit; 10 and 0.25), pids_max and
+erasure, dynamic_uids, audit_probability, log_level, log_format (flags win), grace_s
+(frozen-while-insolvent grace before apoptosis), landauer_multiplier, capacity_cores,
+derate_below_c and min_capacity_fraction (a node with less headroom than derate_below_c sells
+linearly fewer cores, down to min_capacity_fraction of them at the thermal limit; 10 and 0.25),
+pids_max and
 memory_max (each agent's limits unless its spawn sets them: 256 processes, 4294967296 bytes),
 memory_interval_s (1), settlement_s (1), report_lease_s (3: under optimistic billing, a bonded
 agent that has not reported for this long is billed by the meter, and audited against the counters
@@ -125,6 +134,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--erasure", choices=ERASURE_METERS,
         help="also tax the pages agents re-write, from the kernel's soft-dirty bits "
         f"({_DEFAULTS.erasure}; soft-dirty needs a kernel built with CONFIG_MEM_SOFT_DIRTY)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dynamic-uids", metavar="FIRST-LAST",
+        help="run as root, the daemon gives each agent that names no --user a uid of its own "
+        f"from this range ({_DEFAULTS.dynamic_uids}; none: agents run as the daemon's user)",
     )  # fmt: skip
     parser.add_argument(
         "--audit-probability", type=float, metavar="P",
@@ -166,6 +180,7 @@ def options_from(args: argparse.Namespace) -> NodeConfig:
         "cgroup": args.cgroup,
         "billing": args.billing,
         "erasure": args.erasure,
+        "dynamic_uids": args.dynamic_uids,
         "audit_probability": args.audit_probability,
         "settlement_s": args.settlement,
         "log_level": args.log_level,

@@ -45,6 +45,7 @@ from maxwell.node.facade import AgentInfo, AgentState, Event, PriceInfo
 from maxwell.node.top import render
 from maxwell.samples import useful
 from maxwell.units import money_to_tokens, tokens_to_money
+from maxwell.users import uids_for_python_agents
 
 PROG = "maxwell demo"
 LANDAUER_MULTIPLIER = 4e11  # makes ~1 GiB/s of freed memory cost ~10 $J/s at 300 K: the tax, not
@@ -154,7 +155,12 @@ def _demo(
     state: str, args: argparse.Namespace, stderr: Console, stop: StopRequest
 ) -> tuple[dict[str, object], bool]:
     socket_path = os.path.join(state, "maxwell.sock")  # where the agents report
+    uids, why = uids_for_python_agents()
+    if why is not None:
+        print(f"{PROG}: the agents run as root: a uid of their own could not run them ({why})",
+              file=sys.stderr)  # fmt: skip
     config = NodeConfig(
+        dynamic_uids=uids,
         state_dir=Path(state),
         socket_path=socket_path,
         tick_s=TICK_S,

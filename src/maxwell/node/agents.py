@@ -274,4 +274,5 @@ def agent_info(agent: AgentRecord, balance: Money) -> AgentInfo:
         slashed=Money(agent.slashed),
         proofs=agent.proofs,
         bounties=Money(agent.bounties),
+        user=agent.user,
     )

@@ -22,6 +22,7 @@ from maxwell.node.facade import MIN_MEMORY_MAX
 from maxwell.node.paths import StatePaths
 from maxwell.node.tick import DERATE_BELOW_HEADROOM_C, MIN_CAPACITY_FRACTION
 from maxwell.sensors.model import ModelConfig
+from maxwell.users import DEFAULT_DYNAMIC_UIDS, UidRange, UidRangeError
 
 DEFAULT_STATE_DIR = "/var/lib/maxwell"
 DEFAULT_MEMORY_MAX = 4 << 30  # an agent's memory limit unless its spawn sets one
@@ -63,6 +64,7 @@ class NodeConfig:
     capacity_cores: float | None = None  # None: the CPUs of the machine
     derate_below_c: float = DERATE_BELOW_HEADROOM_C
     min_capacity_fraction: float = MIN_CAPACITY_FRACTION
+    dynamic_uids: str = DEFAULT_DYNAMIC_UIDS  # a root daemon's agents' uids; "none": its own
     pids_max: int | None = 256  # per agent; None: no limit
     memory_max: int | None = DEFAULT_MEMORY_MAX  # bytes per agent; None: no limit
     memory_interval_s: float = 1.0  # how often memory counters are read
@@ -95,6 +97,14 @@ class NodeConfig:
             return parse_grid(self.grid, poll_s=self.grid_poll_s, timeout_s=self.grid_timeout_s)
         except UsageError as exc:
             raise NodeConfigError(str(exc)) from exc
+
+    @property
+    def uid_range(self) -> UidRange | None:
+        """The uids agents that name no user run as (None: the daemon's own)."""
+        try:
+            return UidRange.parse(self.dynamic_uids)
+        except UidRangeError as exc:
+            raise NodeConfigError(f"--dynamic-uids: {exc}") from exc
 
     @property
     def paths(self) -> StatePaths:
@@ -146,6 +156,7 @@ _FLAGS = {
     "mechanism": "--mechanism", "cgroup": "--cgroup", "billing": "--billing",
     "audit_probability": "--audit-probability", "log_level": "--log-level",
     "log_format": "--log-format", "grid": "--grid", "erasure": "--erasure",
+    "dynamic_uids": "--dynamic-uids",
 }  # fmt: skip
 
 
@@ -155,7 +166,7 @@ def _label(name: str) -> str:
 
 
 _TEXT = ("state_dir", "socket_path", "listen", "mechanism", "cgroup", "billing", "log_level",
-         "log_format", "grid", "erasure")  # fmt: skip
+         "log_format", "grid", "erasure", "dynamic_uids")  # fmt: skip
 _INTEGER = ("pids_max", "memory_max")
 
 
@@ -197,6 +208,7 @@ def _check_choices(config: NodeConfig) -> None:
         parse_listen(config.listen)
     if config.grid is not None:
         config.grid_price()  # a spec that does not parse fails here, before anything is made
+    _ = config.uid_range  # likewise a range of uids
 
 
 def _check_numbers(config: NodeConfig) -> None:

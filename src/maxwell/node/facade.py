@@ -155,6 +155,8 @@ class AgentInfo:
     slashed: WireMoney = NO_MONEY  # lost to slashing: bonds and claw-backs
     proofs: int = 0  # valid proofs of inference it submitted
     bounties: WireMoney = NO_MONEY  # earned by them
+    user: str | None = None  # who it runs as: a user named at spawn, "dynamic:UID", or None
+    # (the daemon's own user)
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ them are the node's administrators without a token:
   their primary group or a supplementary one.
 
 Anyone else connecting without a token is refused (401) as before; agents and loopback TCP
-callers authenticate with tokens. An agent spawned without `--user` runs as the daemon's user,
-and so is the admin here, as it already was by reading `admin.token`: only agents that run as
-users of their own are held to their token. The rule is pure (`AdminPeers.is_admin`); the group
+callers authenticate with tokens. A root daemon runs each agent as a user of its own (a dynamic
+uid unless its spawn names one), so agents are held to their tokens; only an agent of a daemon
+that does not run as root, or one run with `--dynamic-uids none`, runs as the daemon's user and
+so is the admin here, as it already was by reading `admin.token`. The rule is pure (`AdminPeers.is_admin`); the group
 lookup and the socket options are the adapters at the bottom.
 """
 

@@ -13,6 +13,10 @@ Rules:
   none of the daemon's other `MAXWELL_*` variables, and its own log. An agent started under
   `user` drops privileges with `setpriv` (util-linux), which execs the command in place: the
   pid the daemon records is the agent's own.
+- No agent runs as root: a root daemon gives an agent whose spawn names no user a uid of its
+  own (`dynamic:UID`, from `--dynamic-uids`; `maxwell.users.UidRange`), one no other agent of
+  the node holds while its row is kept. A command its user could not run, or a state directory
+  it could not reach, is refused at start (`supervisor.check_reach`).
 - `work_dir` is the agent's own directory, `<state>/work/<id>`, owned by its user: the only
   place the node reads an agent's files from.
 - An agent that ended is finished once: it leaves the meter, its group is removed and its
@@ -24,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pwd
 import secrets
 import stat
 from collections.abc import Callable, Sequence
@@ -58,6 +61,12 @@ from maxwell.node.store import NodeStore
 from maxwell.node.supervisor import AgentProcess, Supervisor, as_user
 from maxwell.node.tick import AgentPlan, Enforcement
 from maxwell.proof import Model, VerifierKey
+from maxwell.users import (
+    DYNAMIC_PREFIX,
+    RunAs,
+    UidsExhaustedError,
+    UnknownUserError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +128,19 @@ def spawn_request(
     except InvalidBidError as exc:
         raise NodeError(str(exc)) from exc
     if user is not None:
-        as_user(user, argv)  # refuse an unknown user before anything is made
+        _named_user(user)  # refuse an unknown user before anything is made
+        as_user(user, argv)  # and a missing setpriv
     return SpawnRequest(
         argv, fund, bid, demand, name, user, manifest, inference, model, bounty, memory, pids
     )
+
+
+def _named_user(user: str) -> None:
+    """A user a spawn names must be one the system knows: dynamic uids are the node's to give."""
+    try:
+        RunAs.named(user)
+    except UnknownUserError as exc:
+        raise NodeError(str(exc)) from None
 
 
 def _check_limit(what: str, value: object, low: int, unit: str) -> None:
@@ -153,8 +171,8 @@ def work_dir(paths: StatePaths, agent: AgentRecord) -> Path:
     if not directory.is_dir():
         directory.mkdir(mode=0o700, exist_ok=True)  # a proof check may make it meanwhile
         if agent.user is not None:
-            entry = pwd.getpwnam(agent.user)
-            os.chown(directory, entry.pw_uid, entry.pw_gid)
+            user = _run_as(agent)
+            os.chown(directory, user.uid, user.gid)
     if agent.user is not None:
         open_to_traversal(paths.root)
     return directory
@@ -177,9 +195,15 @@ def agent_uid(agent: AgentRecord) -> int:
     """The uid the agent runs as: its user's, or the daemon's when it names none."""
     if agent.user is None:
         return os.geteuid()
+    return _run_as(agent).uid
+
+
+def _run_as(agent: AgentRecord) -> RunAs:
+    """The user the agent runs as (a `NodeError` when the system no longer has it)."""
+    assert agent.user is not None
     try:
-        return pwd.getpwnam(agent.user).pw_uid
-    except KeyError:
+        return RunAs.parse(agent.user)
+    except UnknownUserError:
         raise NodeError(f"agent {agent.id}: its user {agent.user!r} no longer exists") from None
 
 
@@ -208,6 +232,9 @@ class AgentProcesses:
         self._ended: set[str] = set()  # agents whose started process has ended (`exited`)
         self._agents = registry
         self._capacity_cores = capacity_cores
+        self._uids = config.uid_range if os.geteuid() == 0 else None
+        if os.geteuid() == 0 and self._uids is None:
+            log.warning("--dynamic-uids none: agents spawned without --user run as root")
 
     def spawn(self, request: SpawnRequest) -> SpawnResult:
         """Make the agent's group, start its command in it and record the spawn."""
@@ -216,10 +243,11 @@ class AgentProcesses:
             agent_id = secrets.token_hex(4)
         token = new_token()
         at = self._wall()
+        user = self._user(request)
         group = self._supervisor.create(agent_id)
         agent = AgentRecord(
             id=agent_id, name=request.name or agent_id, argv=tuple(request.argv),
-            user=request.user, token_hash=hash_token(token), created_at=at,
+            user=user, token_hash=hash_token(token), created_at=at,
             cgroup=self._supervisor.record(group), state=AgentState.RUNNING, bid=request.bid,
             demand=request.demand, bid_seq=0, pid=None, group=group, counted=CountedGroup(group),
             settled_at=self._clock.monotonic(),
@@ -235,6 +263,22 @@ class AgentProcesses:
         self._agents.add(agent)
         assert agent.pid is not None
         return SpawnResult(agent=agent_id, name=agent.name, pid=agent.pid, token=token)
+
+    def _user(self, request: SpawnRequest) -> str | None:
+        """The user the agent runs as: the one its spawn names, else for a root daemon a
+        dynamic uid that no other agent of the node holds (None: the daemon's own)."""
+        if request.user is not None or self._uids is None:
+            return request.user
+        taken = {
+            RunAs.parse(agent.user).uid
+            for agent in self._agents
+            if agent.user is not None and agent.user.startswith(DYNAMIC_PREFIX)
+        }
+        try:
+            user = self._uids.allocate(taken, secrets.randbelow)
+        except UidsExhaustedError as exc:
+            raise NodeError(str(exc)) from None
+        return user.label
 
     def _launch(self, agent: AgentRecord, token: str, request: SpawnRequest) -> None:
         """Limit the agent's group and start its command in it; on any failure, undo all."""

@@ -31,6 +31,7 @@ import errno
 import hashlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -42,7 +43,7 @@ from maxwell.clock import Clock
 from maxwell.errors import CgroupUnavailableError, MaxwellError
 from maxwell.log import logged
 from maxwell.node.facade import NodeError
-from maxwell.users import RunAs, SetprivMissingError, UnknownUserError, setpriv_argv
+from maxwell.users import RunAs, SetprivMissingError, UnknownUserError, obstacle, setpriv_argv
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +137,27 @@ def private_name(state_dir: str | os.PathLike[str]) -> str:
     return f"{PRIVATE_PREFIX}-{digest}"
 
 
+def check_reach(user: RunAs, argv: Sequence[str], state_root: Path) -> None:
+    """Refuse to start an agent whose user could not run its command or reach its directory
+    below `state_root` (a command under /root, a state directory inside a private one), rather
+    than start one that dies at once: setpriv, not the daemon, would exec the command."""
+    command = shutil.which(argv[0])
+    if command is None:
+        raise CommandError(f"{argv[0]}: command not found")
+    why = obstacle(user, command, execute=True)
+    why = why or obstacle(user, state_root.resolve().parent, execute=True)
+    if why is not None:
+        raise CommandError(
+            f"the agent's user cannot reach what it needs: {why}; install the command where "
+            f"{user.label} may run it, or keep the state directory where it may pass"
+        )
+
+
 def as_user(user: str, argv: Sequence[str]) -> list[str]:
-    """`argv` run as `user` through setpriv (a `NodeError` when the user or setpriv is missing)."""
+    """`argv` run as `user` (a name, or `dynamic:UID`) through setpriv (a `NodeError` when the
+    user or setpriv is missing)."""
     try:
-        return setpriv_argv(RunAs.named(user), argv)
+        return setpriv_argv(RunAs.parse(user), argv)
     except (UnknownUserError, SetprivMissingError) as exc:
         raise NodeError(str(exc)) from None
 
@@ -198,6 +216,8 @@ class CgroupSupervisor:
         log_path: Path,
     ) -> AgentProcess:
         command = list(argv) if user is None else as_user(user, argv)
+        if user is not None:
+            check_reach(RunAs.parse(user), argv, log_path.parent.parent)
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
         output = os.open(log_path, flags, 0o600)
         try:
