@@ -43,6 +43,8 @@ from maxwell.node.facade import (
     JobInfo,
     NodeError,
     NodeStatus,
+    NotAllowedError,
+    PaymentError,
     PriceInfo,
     Principal,
     ProofResult,
@@ -52,6 +54,7 @@ from maxwell.node.facade import (
     TakenInput,
     UnknownAgentError,
     UnknownJobError,
+    UserAccount,
 )
 from maxwell.node.peers import AdminPeers
 from maxwell.node.tickstats import TickStats
@@ -65,6 +68,8 @@ with warnings.catch_warnings():
 __all__ = ["ADMIN_TOKEN", "FakeNode", "TestClient", "serving"]
 
 ADMIN_TOKEN = "admin-secret"
+FAKE_USERS = {65534: "nobody"}  # the local users the fake knows, by uid
+FAKE_DYNAMIC_UIDS = (70000, 99999)  # never local users: agents' own uids
 TREASURY: Money = Money(1_000_000 * 1_000_000)  # 1e6 $J
 
 
@@ -83,6 +88,7 @@ class FakeNode:
         self.tick_stats: TickStats | None = None  # set it to show failures, a last error
         self.limits: dict[str, tuple[int | None, int | None]] = {}  # each spawn's memory, pids
         self.jobs_by_id: dict[str, JobInfo] = {}  # posted work, its escrow held out of the treasury
+        self.user_balances: dict[int, Money] = {}  # local users' accounts, by uid
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -109,7 +115,9 @@ class FakeNode:
         with self._lock:
             balances = sum(info.balance for info in self.agents_by_id.values())
             escrow = sum(job.escrow for job in self.jobs_by_id.values())
-            assert self.treasury + balances + escrow == self.initial_treasury
+            users = sum(self.user_balances.values())
+            assert self.treasury + balances + escrow + users == self.initial_treasury
+            assert all(balance >= 0 for balance in self.user_balances.values())
             assert self.treasury >= 0
             assert all(info.balance >= 0 for info in self.agents_by_id.values())
             assert [event.seq for event in self.log] == list(range(1, len(self.log) + 1))
@@ -124,13 +132,52 @@ class FakeNode:
         with self._lock:
             return (
                 self.treasury, dict(self.agents_by_id), dict(self.tokens), len(self.log),
-                dict(self.jobs_by_id),
+                dict(self.jobs_by_id), dict(self.user_balances),
             )  # fmt: skip
 
     # --- the Node protocol --------------------------------------------------------------------
 
     def authenticate(self, token: str) -> Principal | None:
         return self.tokens.get(token)
+
+    def local_user(self, uid: int) -> Principal | None:
+        if FAKE_DYNAMIC_UIDS[0] <= uid <= FAKE_DYNAMIC_UIDS[1]:
+            return None
+        return Principal(Role.USER, uid=uid)
+
+    def user_account(self, uid: int) -> UserAccount:
+        name = FAKE_USERS.get(uid, str(uid))
+        return UserAccount(uid=uid, user=name, balance=self.user_balances.get(uid, Money(0)))
+
+    def fund_user(self, uid: int, amount: Money, key: str | None = None) -> UserAccount:
+        with self._lock:
+            if amount <= 0:
+                raise NodeError("amount must be positive")
+            if key is not None:
+                done = self.fund_keys.get(key)
+                if done is not None:
+                    if done != (f"user:{uid}", amount):
+                        raise FundKeyConflictError(f"key {key!r} funded another request")
+                    return self.user_account(uid)
+                self.fund_keys[key] = (f"user:{uid}", amount)
+            if amount > self.treasury:
+                raise NodeError("the treasury cannot fund that much")
+            self.treasury = Money(self.treasury - amount)
+            self.user_balances[uid] = Money(self.user_balances.get(uid, 0) + amount)
+            self._event("funded", None, user=uid, amount=amount)
+            return self.user_account(uid)
+
+    def _pay_from(self, owner: int | None, amount: Money) -> None:
+        """Take `amount` from the treasury, or from local user `owner`'s account."""
+        if owner is None:
+            if amount > self.treasury:
+                raise NodeError("the treasury cannot fund that much")
+            self.treasury = Money(self.treasury - amount)
+            return
+        held = self.user_balances.get(owner, Money(0))
+        if amount > held:
+            raise PaymentError(f"user:{owner} holds less than asked")
+        self.user_balances[owner] = Money(held - amount)
 
     def spawn(
         self,
@@ -146,7 +193,12 @@ class FakeNode:
         model: str | None = None,
         memory: int | None = None,
         pids: int | None = None,
+        owner: int | None = None,
     ) -> SpawnResult:
+        if owner is not None:
+            if owner not in FAKE_USERS:
+                raise NodeError(f"uid {owner} is not in the user database")
+            user = FAKE_USERS[owner]
         with self._lock:
             if code is not None and any(not os.path.exists(path) for path in code):
                 raise NodeError("declared code does not exist")
@@ -156,14 +208,14 @@ class FakeNode:
                 raise NodeError("empty command")
             if user is not None and user != "nobody":
                 raise NodeError(f"no such user {user!r}")
-            if fund > self.treasury:
-                raise NodeError("the treasury cannot fund that much")
+            if fund > (self.treasury if owner is None else self.user_balances.get(owner, 0)):
+                self._pay_from(owner, fund)  # refused: says which account is short
             number = next(self._ids)
             agent = f"a{number}"
             name = name or agent
             if any(info.name == name for info in self.agents_by_id.values()):
                 raise NodeError(f"an agent is already named {name!r}")
-            self.treasury = Money(self.treasury - fund)
+            self._pay_from(owner, fund)
             pid = 10_000 + number
             self.agents_by_id[agent] = AgentInfo(
                 id=agent,
@@ -190,11 +242,15 @@ class FakeNode:
             )  # fmt: skip
             return SpawnResult(agent, name, pid, token)
 
-    def fund(self, agent: str, amount: Money, key: str | None = None) -> AgentInfo:
+    def fund(
+        self, agent: str, amount: Money, key: str | None = None, owner: int | None = None
+    ) -> AgentInfo:
         with self._lock:
             info = self._alive(agent, "fund it")
             if amount <= 0:
                 raise NodeError("amount must be positive")
+            if owner is not None and FAKE_USERS.get(owner) != info.user:
+                raise NotAllowedError(f"agent {agent} is not uid {owner}'s")
             if key is not None:
                 done = self.fund_keys.get(key)
                 if done is not None:
@@ -202,9 +258,7 @@ class FakeNode:
                         raise FundKeyConflictError(f"key {key!r} funded another request")
                     return info  # a retry: funded once already
                 self.fund_keys[key] = (agent, amount)
-            if amount > self.treasury:
-                raise NodeError("the treasury cannot fund that much")
-            self.treasury = Money(self.treasury - amount)
+            self._pay_from(owner, amount)
             info = replace(info, balance=Money(info.balance + amount))
             self.agents_by_id[agent] = info
             self._event("funded", agent, amount=amount)

@@ -127,7 +127,7 @@ def test_spawn_returns_the_agent_and_its_token(http: TestClient, node: FakeNode)
     assert info.balance == 1_500_000  # $J on the wire, integer µ$J inside
     assert (info.bid, info.demand) == (0.25, 2.0)
     whoami = http.get("/whoami", headers=auth(result["token"])).json()
-    assert whoami == {"role": "agent", "agent": result["agent"]}
+    assert whoami == {"role": "agent", "agent": result["agent"], "uid": None}
 
 
 def test_fund_converts_dollars_joule_exactly(http: TestClient, node: FakeNode) -> None:

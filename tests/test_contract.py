@@ -10,6 +10,7 @@ broke the contract; fix the fake (it is a test double) rather than the test.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import tempfile
@@ -30,6 +31,8 @@ from maxwell.node.facade import (
     AgentState,
     AuditResult,
     Node,
+    NotAllowedError,
+    PaymentError,
     PriceInfo,
     Principal,
     Report,
@@ -38,6 +41,7 @@ from maxwell.node.facade import (
 )
 from maxwell.node.tickstats import TickStats
 from maxwell.node.wire import AgentList, EventList, StatusBody, from_json, to_json
+from maxwell.units import Money
 
 SLEEP = ["sleep", "30"]  # a real process on the daemon; the fake starts nothing
 J = 1_000_000  # µ$J per $J
@@ -350,3 +354,31 @@ def test_malformed_amounts_are_422_and_change_nothing(
         assert malformed.status == 422 and malformed.message.startswith(field)
     assert admin.agent(spawned.agent) == before
     assert [info.id for info in admin.agents()] == [spawned.agent]
+
+
+NOBODY_UID = 65534  # a local user both nodes know: "nobody"
+
+
+def test_a_local_user_s_account_funds_the_agents_it_spawns(served: Served, admin: Client) -> None:
+    node = served.node
+    if isinstance(node, NodeDaemon) and os.geteuid() != 0:
+        pytest.skip("needs root: the daemon runs a local user's agent as that user")
+    assert node.local_user(NOBODY_UID) == Principal(Role.USER, uid=NOBODY_UID)
+    assert node.local_user(70001) is None  # an agent's own dynamic uid: it shows its token
+    empty = admin.user_account(NOBODY_UID)
+    assert (empty.uid, empty.user, empty.balance) == (NOBODY_UID, "nobody", 0)
+    with pytest.raises(PaymentError):  # nothing on credit
+        node.spawn(SLEEP, fund=Money(2 * J), bid=1.0, owner=NOBODY_UID)
+    funded = admin.fund_user(NOBODY_UID, 5, key="user-fund-1")
+    again = admin.fund_user(NOBODY_UID, 5, key="user-fund-1")  # a retry: funded once
+    assert funded.balance == again.balance == 5 * J
+    spawned = node.spawn(SLEEP, fund=Money(2 * J), bid=1.0, owner=NOBODY_UID)
+    info = admin.agent(spawned.agent)
+    assert (info.user, info.balance) == ("nobody", 2 * J)
+    assert node.fund(spawned.agent, Money(J), owner=NOBODY_UID).balance == 3 * J
+    assert admin.user_account(NOBODY_UID).balance == 2 * J
+    with pytest.raises(NotAllowedError):  # another user's agent
+        node.fund(spawned.agent, Money(J), owner=NOBODY_UID - 1)
+    with pytest.raises(PaymentError):
+        node.fund(spawned.agent, Money(3 * J), owner=NOBODY_UID)
+    assert admin.user_account(NOBODY_UID).balance == 2 * J

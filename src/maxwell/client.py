@@ -52,6 +52,7 @@ from maxwell.node.facade import (
     ProofResult,
     SpawnResult,
     TakenInput,
+    UserAccount,
 )
 from maxwell.node.wire import (
     AgentList,
@@ -288,6 +289,21 @@ class Client:
         path = f"/agents/{_quote(agent)}/fund"
         body = FundRequest(amount, key)
         return from_json(AgentInfo, self._request("POST", path, body=body))
+
+    def user_account(self, uid: int | None = None) -> UserAccount:
+        """A local user's account (`user:<uid>`): the caller's own when `uid` is None (a local
+        user on the socket, no token), any user's for the admin."""
+        if uid is None:
+            uid = self.whoami().uid
+            if uid is None:
+                raise ClientError("only a local user on the socket has an account of its own", 400)
+        return from_json(UserAccount, self._request("GET", f"/users/{int(uid)}"))
+
+    def fund_user(self, uid: int, amount: float, *, key: str | None = None) -> UserAccount:
+        """Move `amount` $J from the treasury to local user `uid`'s account (admin), from which
+        the agents it spawns are funded; with `key`, a retry funds once."""
+        body = FundRequest(amount, key)
+        return from_json(UserAccount, self._request("POST", f"/users/{int(uid)}/fund", body=body))
 
     def submit_proof(self, input: str, output: str, proof: str) -> ProofResult:
         """Submit a proof of inference this agent left in its directory (`MAXWELL_AGENT_DIR`),

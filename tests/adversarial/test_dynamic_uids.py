@@ -135,6 +135,8 @@ def test_agents_of_a_root_daemon_run_as_uids_of_their_own_and_every_attack_fails
         assert database.st_uid == 0 and stat.S_IMODE(database.st_mode) == 0o600
         for agent in (first.agent, second.agent):
             assert daemon.agent(agent).state is AgentState.RUNNING  # still held, still billed
+        daemon.tick_once()
+        assert daemon.ledger().verify().ok
     finally:
         daemon.shutdown(kill_agents=True)
 

@@ -1,7 +1,8 @@
 """Who may do what on a node (issue 11, 1): on the Unix socket the kernel says who connected
 (`SO_PEERCRED`, `SO_PEERGROUPS`). Root, the daemon's user and the `maxwell` group are the admin
-without a token; every other local user may connect (agents run as other users) but gets nothing
-without a token, and no peer is trusted on loopback TCP."""
+without a token; every other local user may connect, spawns agents that run as itself from its
+own account (which the admin funds) and sees and acts on those alone; an agent's dynamic uid gets
+nothing without its token, and no peer is trusted on loopback TCP."""
 
 from __future__ import annotations
 
@@ -14,12 +15,16 @@ import stat
 import struct
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from conftest import NobodyPython
 from fake_node import FakeNode, serving
+from maxwell.node.api import create_app, serve
+from maxwell.node.config import NodeConfig
+from maxwell.node.daemon import NodeDaemon
 from maxwell.node.peers import AdminPeers, Peer, read_peer
 from maxwell.units import Money
 
@@ -111,23 +116,68 @@ def test_the_kernel_names_the_peer_of_a_unix_socket() -> None:
 
 
 @pytest.mark.root
-def test_a_stranger_connects_but_gets_nothing_without_a_token() -> None:
+def test_a_local_user_sees_and_acts_on_its_own_agents_alone() -> None:
     stranger = _stranger()
-    node, agent, token = _node_with_an_agent()
+    node, agent, token = _node_with_an_agent()  # the admin's agent
     with serving(node) as server:
         assert server.socket_path is not None
         path = server.socket_path
         os.chmod(Path(path).parent, 0o711)  # the stranger may pass through to the socket
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o666  # every local user may connect
-        as_stranger = {"uid": stranger.pw_uid, "gid": stranger.pw_gid}
-        assert _call(path, "GET", "/status", **as_stranger)[0] == 401
-        fund = f"/agents/{agent}/fund"
-        status, text = _call(path, "POST", fund, '{"amount": 5}', **as_stranger)
-        assert status == 401 and "Authorization" in text
-        assert _call(path, "GET", "/price", **as_stranger)[0] == 401
+        me = {"uid": stranger.pw_uid, "gid": stranger.pw_gid}
+        uid = stranger.pw_uid
+        assert json.loads(_call(path, "GET", "/whoami", **me)[1]) == {
+            "role": "user", "agent": None, "uid": uid,
+        }  # fmt: skip
+        # The node's own business and the admin's agent: refused.
+        for method, url, body in [
+            ("GET", "/status", ""), ("GET", "/events", ""), ("GET", f"/agents/{agent}", ""),
+            ("POST", f"/agents/{agent}/fund", '{"amount": 5}'),
+            ("POST", f"/agents/{agent}/kill", ""), ("POST", f"/agents/{agent}/bid", '{"price": 0}'),
+            ("GET", "/users/0", ""), ("POST", f"/users/{uid}/fund", '{"amount": 5}'),
+            ("POST", f"/agents/{agent}/audit", ""),
+            ("GET", "/agents/no-such-agent", ""),  # 403 too: ids cannot be probed
+        ]:  # fmt: skip
+            assert _call(path, method, url, body, **me)[0] == 403, (method, url)
+        assert json.loads(_call(path, "GET", "/agents", **me)[1]) == {"agents": []}
+        # Its own account is empty until the admin funds it: no spawn on credit.
+        spawn = json.dumps({"argv": ["sleep", "60"], "fund": 2, "bid": 1.0})
+        assert _call(path, "POST", "/agents", spawn, **me)[0] == 402
+        node.fund_user(uid, Money(5 * J))
+        for refused in ({"user": "root"}, {"bounty": 1, "model": "m.onnx"}):
+            body = json.dumps({**json.loads(spawn), **refused})
+            assert _call(path, "POST", "/agents", body, **me)[0] == 403, refused
+        status, text = _call(path, "POST", "/agents", spawn, **me)
+        assert status == 201, text
+        own = json.loads(text)["agent"]
+        assert node.agent(own).user == STRANGER  # it runs as the user who spawned it
+        listed = json.loads(_call(path, "GET", "/agents", **me)[1])["agents"]
+        assert [info["id"] for info in listed] == [own]
+        assert _call(path, "POST", f"/agents/{own}/fund", '{"amount": 1}', **me)[0] == 200
+        account = json.loads(_call(path, "GET", f"/users/{uid}", **me)[1])
+        assert account == {"uid": uid, "user": STRANGER, "balance": 2.0}  # 5 - 2 - 1
+        assert _call(path, "POST", f"/agents/{own}/kill", "", **me)[0] == 200
         # an agent's token works from any user: agents run as users of their own
-        assert _call(path, "GET", f"/agents/{agent}", token=token, **as_stranger)[0] == 200
-    assert node.agent(agent).balance == J  # nothing the stranger sent reached the node
+        assert _call(path, "GET", f"/agents/{agent}", token=token, **me)[0] == 200
+    assert node.agent(agent).balance == J  # nothing the stranger sent reached the admin's agent
+    assert node.agent(own).balance == 3 * J
+    node.check_invariants()
+
+
+@pytest.mark.root
+def test_an_agent_s_own_uid_is_no_local_user_it_must_show_its_token() -> None:
+    _stranger()  # root, to call as another uid
+    node, agent, _ = _node_with_an_agent()
+    with serving(node) as server:
+        assert server.socket_path is not None
+        path = server.socket_path
+        os.chmod(Path(path).parent, 0o711)
+        dynamic = {"uid": 70001, "gid": 70001}  # in the node's dynamic range: an agent's uid
+        assert _call(path, "GET", "/whoami", **dynamic)[0] == 401
+        spawn = json.dumps({"argv": ["sleep", "60"], "fund": 0, "bid": 1.0})
+        status, text = _call(path, "POST", "/agents", spawn, **dynamic)
+        assert status == 401 and "Authorization" in text  # refused before its body is read
+    assert [info.id for info in node.agents()] == [agent]
 
 
 @pytest.mark.root
@@ -140,7 +190,8 @@ def test_root_and_the_admins_group_are_the_admin_without_a_token() -> None:
         path = server.socket_path
         os.chmod(Path(path).parent, 0o711)
         assert _call(path, "GET", "/status", uid=0, gid=0)[0] == 200
-        assert _call(path, "GET", "/whoami", uid=0, gid=0) == (200, '{"role":"admin","agent":null}')
+        whoami = _call(path, "GET", "/whoami", uid=0, gid=0)
+        assert whoami == (200, '{"role":"admin","agent":null,"uid":null}')
         member = {"uid": stranger.pw_uid, "gid": ADMIN_GID}  # nobody, in the admins' group
         status, _ = _call(path, "POST", f"/agents/{agent}/fund", '{"amount": 5}', **member)
         assert status == 200
@@ -211,3 +262,29 @@ def test_a_peer_in_many_groups_is_asked_again_with_room_for_all() -> None:
     few = _ManyGroups(3)
     assert read_peer(few) == Peer(42, 1001, 100, frozenset(few.groups))
     assert len(few.asked) == 1  # a handful of groups: asked once
+
+
+@pytest.mark.root
+def test_a_local_user_s_agent_on_the_real_daemon_runs_as_that_user() -> None:
+    stranger = _stranger()
+    with tempfile.TemporaryDirectory(prefix="mx-user-", dir="/tmp") as base:
+        os.chmod(base, 0o711)  # the user reaches the socket, its agent its directory
+        state = Path(base) / "state"
+        daemon = NodeDaemon(NodeConfig(state_dir=state, tick_s=0.1, cgroup="none"))
+        server = serve(create_app(daemon), socket_path=str(Path(base) / "api.sock"), listen=None)
+        try:
+            path = str(Path(base) / "api.sock")
+            me = {"uid": stranger.pw_uid, "gid": stranger.pw_gid}
+            daemon.fund_user(stranger.pw_uid, Money(3 * J))
+            spawn = json.dumps({"argv": ["sleep", "60"], "fund": 1, "bid": 1.0})
+            status, text = _call(path, "POST", "/agents", spawn, **me)
+            assert status == 201, text
+            spawned = json.loads(text)
+            uids = Path(f"/proc/{spawned['pid']}/status").read_text().split("Uid:")[1].split()
+            assert int(uids[0]) == int(uids[1]) == stranger.pw_uid  # real and effective
+            assert daemon.user_account(stranger.pw_uid).balance == 2 * J
+            assert _call(path, "POST", f"/agents/{spawned['agent']}/kill", "", **me)[0] == 200
+            assert daemon.ledger().verify().ok
+        finally:
+            server.stop()
+            daemon.shutdown(kill_agents=True)

@@ -43,7 +43,8 @@ COMMON_EPILOG = """\
 daemon: --socket PATH, else <state>/maxwell.sock with --state DIR, else $MAXWELL_SOCKET.
 token: --token, else <state>/admin.token with --state DIR, else $MAXWELL_TOKEN, else
 $MAXWELL_AGENT_TOKEN, else the file $MAXWELL_AGENT_TOKEN_FILE names (the agent's own); on the Unix
-socket none is needed by root, the daemon's user and the maxwell group (the kernel says who calls).
+socket none is needed by root, the daemon's user and the maxwell group (the kernel says who calls),
+nor by a local user acting on its own account and agents.
 ENERGY: a number with a unit: J, kJ, MJ, mWh, Wh, kWh; 1 J of budget = 1 $J.
 
 exit status: 0 done; 1 the node refused (the message says why); 2 usage error;
@@ -51,9 +52,15 @@ exit status: 0 done; 1 the node refused (the message says why); 2 usage error;
 """
 
 DESCRIPTIONS = {
-    "spawn": "Start CMD as an agent in its own cgroup, funded from the treasury; print its id.",
-    "ps": "List the node's agents (an agent token sees only itself).",
-    "fund": "Move ENERGY worth of $J from the treasury to AGENT.",
+    "spawn": (
+        "Start CMD as an agent in its own cgroup, funded from the treasury (a local user's: runs"
+        " as that user, funded from its own account, `maxwell user`); print its id."
+    ),
+    "ps": "List the node's agents (a local user sees its own, an agent token only itself).",
+    "fund": (
+        "Move ENERGY worth of $J from the treasury to AGENT (a local user: from its own account"
+        " to its own agent)."
+    ),
     "bid": "Set AGENT's limit price ($J per J) and, optionally, the cores it asks for.",
     "kill": "Kill AGENT's whole process group.",
     "events": "Print the node's events (spawned, funded, bid, frozen, apoptosis, ...).",

@@ -211,6 +211,13 @@ def stake_account(agent_id: str) -> str:
     return f"stake:{_checked_id(agent_id)}"
 
 
+def user_account(uid: int) -> str:
+    """The account of a local user, which funds the agents it spawns: `user:<uid>`."""
+    if isinstance(uid, bool) or not isinstance(uid, int) or not 0 <= uid < 2**32 - 1:
+        raise InvalidEntryError(f"uid {uid!r} must be an integer from 0 to 4294967294")
+    return f"user:{uid}"
+
+
 @functools.lru_cache(maxsize=1 << 12)
 def job_account(job_id: str) -> str:
     """The account holding a posted job's bounties until they are paid: `job:<id>`."""

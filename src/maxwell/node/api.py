@@ -8,12 +8,15 @@ Rules:
   (`RequestGate`): a token the node knows, a `Content-Length`, at most `MAX_BODY_BYTES`.
 - Authentication is `Authorization: Bearer <token>`, or, on the Unix socket, the kernel's word
   on who connected (`maxwell.node.peers`): root, the daemon's user and the `maxwell` group are
-  the admin without a token; anyone else needs one. The admin may do everything; an agent
+  the admin without a token; any other local user is a `Role.USER` (its own account and the
+  agents it spawned, `maxwell.node.accounts`) unless its uid is an agent's dynamic one; agents
+  and TCP callers show tokens. The admin may do everything; an agent
   token may read the price and the jobs, read its own account (`GET /agents/{own id}`,
   `GET /agents` lists only itself), change its own bid, report for itself (`POST /agents/{own
   id}/report`, which the admin may not do: a report is the agent's own word) and take a job's
   input for itself (`POST /jobs/{id}/take`), nothing else. A refusal for another agent
-  is a 403 whether or not that agent exists, so an agent cannot probe for other agents' ids.
+  is a 403 whether or not that agent exists, so an agent (or a local user) cannot probe for
+  other agents' ids.
 - Every refusal is a 4xx whose body is `{"error": "<one line>"}`; `NodeError.status` is the status
   of the node's own refusals. A 5xx is a bug (the API fuzz test asserts there are none).
 - Money on the wire is a float of $J, converted once with `tokens_to_money` to integer µ$J;
@@ -49,6 +52,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from maxwell.errors import MaxwellError, UsageError
+from maxwell.node.accounts import owns
 from maxwell.node.facade import (
     NO_MONEY,
     AgentInfo,
@@ -62,6 +66,8 @@ from maxwell.node.facade import (
     Role,
     SpawnResult,
     TakenInput,
+    UnknownAgentError,
+    UserAccount,
 )
 from maxwell.node.peers import AdminPeers, PeerProtocol, peer_of
 from maxwell.node.wire import (
@@ -104,6 +110,7 @@ class ApiError(Exception):
 
 AgentId = Annotated[str, Path(min_length=1, max_length=MAX_AGENT_ID)]
 JobId = Annotated[str, Path(min_length=1, max_length=MAX_AGENT_ID)]
+Uid = Annotated[int, Path(ge=0, le=2**32 - 2)]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": why}
@@ -141,17 +148,24 @@ def _authenticate(node: Node, credentials: HTTPAuthorizationCredentials | None) 
     return found
 
 
-def _admin_peer(scope: Scope, admins: AdminPeers) -> bool:
-    """Whether the request came over the Unix socket from an administrator (`peers`)."""
+def _peer_principal(scope: Scope, admins: AdminPeers, node: Node) -> Principal | None:
+    """Who the kernel says called over the Unix socket (`peers`): the admin, a local user
+    (`Node.local_user`), or None (TCP, or an agent's dynamic uid: it must show its token)."""
     peer = peer_of(scope)
-    return peer is not None and admins.is_admin(peer)
+    if peer is None:
+        return None
+    if admins.is_admin(peer):
+        return Principal(Role.ADMIN)
+    return node.local_user(peer.uid)
 
 
 async def _caller(request: Request, credentials: Credentials) -> Principal:
-    """A token's principal; without one, the admin for an administrator on the Unix socket."""
+    """A token's principal; without one, the kernel's word on a Unix socket peer."""
     node: Node = request.app.state.node
-    if credentials is None and _admin_peer(request.scope, request.app.state.admins):
-        return Principal(Role.ADMIN)
+    if credentials is None:
+        found = _peer_principal(request.scope, request.app.state.admins, node)
+        if found is not None:
+            return found
     return _authenticate(node, credentials)
 
 
@@ -177,11 +191,37 @@ def _require_admin(caller: Principal, action: str) -> None:
         raise ApiError(403, f"only the admin token may {action}")
 
 
-def _require_self(caller: Principal, agent: str, action: str) -> None:
+def _require_self(caller: Principal, agent: str, action: str, node: Node) -> None:
+    """The admin, the agent's own token, or the local user who owns it (`owns`)."""
     if caller.role is Role.ADMIN:
         return
-    if caller.agent != agent:
+    if caller.role is Role.USER:
+        _require_owner(caller, agent, action, node)
+    elif caller.agent != agent:
         raise ApiError(403, f"an agent token may {action} only its own agent")
+
+
+def _spawning_user(caller: Principal, body: SpawnRequest) -> int | None:
+    """Whose spawn this is: None for the admin's, the uid of a local user for its own (which
+    names no other user and sets no bounty: bounties are paid from the treasury)."""
+    if caller.role is not Role.USER:
+        _require_admin(caller, "spawn agents")
+        return None
+    if body.user is not None:
+        raise ApiError(403, "a local user's agents run as itself: it names no other user")
+    if body.bounty:
+        raise ApiError(403, "only the admin sets a bounty: it is paid from the treasury")
+    return caller.uid
+
+
+def _require_owner(caller: Principal, agent: str, action: str, node: Node) -> None:
+    assert caller.uid is not None
+    try:
+        user = node.agent(agent).user
+    except UnknownAgentError:  # a 403 like any other's agent: ids cannot be probed
+        user = None
+    if not owns(caller.uid, user):
+        raise ApiError(403, f"a local user may {action} only the agents it spawned")
 
 
 # Every local user may connect (agents run as other users): a connection alone is worth nothing,
@@ -196,24 +236,26 @@ _BODILESS = frozenset({"GET", "HEAD", "OPTIONS"})
 class RequestGate:
     """ASGI middleware in front of everything that parses a request. A request that may carry a
     body is refused from its headers alone, before a byte of its body is read: without a token
-    the node knows (401), streamed without a `Content-Length` (411), or longer than
-    `MAX_BODY_BYTES` (413). So a stranger cannot make the daemon read, hold or parse anything."""
+    the node knows or a peer the kernel vouches for on the Unix socket (an admin or a local user:
+    401), streamed without a `Content-Length` (411), or longer than `MAX_BODY_BYTES` (413). So a
+    stranger cannot make the daemon read, hold or parse anything."""
 
     def __init__(self, app: ASGIApp, node: Node, admins: AdminPeers) -> None:
         self.app, self.node, self.admins = app, node, admins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] not in _BODILESS:
-            refusal = self._refusal(dict(scope["headers"]), _admin_peer(scope, self.admins))
+            vouched = _peer_principal(scope, self.admins, self.node) is not None
+            refusal = self._refusal(dict(scope["headers"]), vouched)
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
-    def _refusal(self, headers: Mapping[bytes, bytes], admin_peer: bool) -> JSONResponse | None:
+    def _refusal(self, headers: Mapping[bytes, bytes], vouched: bool) -> JSONResponse | None:
         scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-        if not token.strip() and admin_peer:
-            pass  # the kernel vouches for an administrator on the Unix socket
+        if not token.strip() and vouched:
+            pass  # the kernel vouches for an administrator or a local user on the Unix socket
         elif scheme.lower() != "bearer" or not token.strip():
             return _error(401, _MISSING_TOKEN, {"WWW-Authenticate": "Bearer"})
         elif self.node.authenticate(token.strip()) is None:
@@ -253,6 +295,7 @@ def create_app(
     _add_error_handlers(app)
     # Registered in this order, which is the order of the paths in the OpenAPI document.
     _add_account_routes(app, node)
+    _add_user_routes(app, node)
     _add_agent_word_routes(app, node)
     _add_admin_routes(app, node)
     _add_job_routes(app, node)
@@ -319,8 +362,9 @@ def _add_account_routes(app: FastAPI, node: Node) -> None:
 
     @app.post("/agents", status_code=201, tags=["admin"])
     def spawn(body: SpawnRequest, caller: Caller) -> SpawnResult:
-        """Start a command as a new agent, funded from the treasury (admin)."""
-        _require_admin(caller, "spawn agents")
+        """Start a command as a new agent, funded from the treasury (admin); a local user's
+        runs as that user, funded from its own account."""
+        owner = _spawning_user(caller, body)
         result = node.spawn(
             body.argv,
             fund=tokens_to_money(body.fund),
@@ -333,14 +377,17 @@ def _add_account_routes(app: FastAPI, node: Node) -> None:
             model=body.model,
             memory=body.memory,
             pids=body.pids,
+            owner=owner,
         )
         return result
 
     @app.get("/agents", tags=["accounts"])
     def list_agents(caller: Caller) -> AgentList:
-        """All agents (admin), or only the caller's own agent (an agent token)."""
+        """All agents (admin), a local user's own, or only the caller's own agent (its token)."""
         if caller.role is Role.ADMIN:
             found: Sequence[AgentInfo] = node.agents()
+        elif caller.uid is not None:
+            found = [info for info in node.agents() if owns(caller.uid, info.user)]
         else:
             found = [node.agent(caller.agent)] if caller.agent is not None else []
         return AgentList(found)
@@ -348,20 +395,43 @@ def _add_account_routes(app: FastAPI, node: Node) -> None:
     @app.get("/agents/{agent}", tags=["accounts"])
     def get_agent(agent: AgentId, caller: Caller) -> AgentInfo:
         """One agent's account and state."""
-        _require_self(caller, agent, "read")
+        _require_self(caller, agent, "read", node)
         return node.agent(agent)
 
     @app.post("/agents/{agent}/fund", tags=["admin"])
     def fund(agent: AgentId, body: FundRequest, caller: Caller) -> AgentInfo:
-        """Move `amount` $J from the treasury to the agent (admin)."""
+        """Move `amount` $J from the treasury to the agent (admin), or from a local user's own
+        account to its own agent."""
+        amount = tokens_to_money(body.amount)
+        if caller.role is Role.USER:
+            _require_owner(caller, agent, "fund", node)
+            return node.fund(agent, amount, body.key, owner=caller.uid)
         _require_admin(caller, "fund agents")
-        return node.fund(agent, tokens_to_money(body.amount), body.key)
+        return node.fund(agent, amount, body.key)
 
     @app.post("/agents/{agent}/bid", tags=["accounts"])
     async def bid(agent: AgentId, body: BidRequest, caller: Caller) -> AgentInfo:
         """Change the agent's limit price (and, optionally, the cores it asks for)."""
-        _require_self(caller, agent, "bid for")
+        _require_self(caller, agent, "bid for", node)
         return node.bid(agent, body.price, body.demand)
+
+
+def _add_user_routes(app: FastAPI, node: Node) -> None:
+    """Local users' accounts (`maxwell.node.accounts`): the admin funds them from the treasury;
+    each user reads its own."""
+
+    @app.get("/users/{uid}", tags=["accounts"])
+    def user_account(uid: Uid, caller: Caller) -> UserAccount:
+        """A local user's account (admin, or that user on the Unix socket)."""
+        if caller.role is not Role.ADMIN and caller.uid != uid:
+            raise ApiError(403, "a local user may read only its own account")
+        return node.user_account(uid)
+
+    @app.post("/users/{uid}/fund", tags=["admin"])
+    def fund_user(uid: Uid, body: FundRequest, caller: Caller) -> UserAccount:
+        """Move `amount` $J from the treasury to a local user's account (admin)."""
+        _require_admin(caller, "fund users")
+        return node.fund_user(uid, tokens_to_money(body.amount), body.key)
 
 
 def _add_agent_word_routes(app: FastAPI, node: Node) -> None:
@@ -425,8 +495,11 @@ def _add_admin_routes(app: FastAPI, node: Node) -> None:
 
     @app.post("/agents/{agent}/kill", tags=["admin"])
     def kill(agent: AgentId, caller: Caller) -> AgentInfo:
-        """Kill the agent's whole process group (admin)."""
-        _require_admin(caller, "kill agents")
+        """Kill the agent's whole process group (admin, or the local user who spawned it)."""
+        if caller.role is Role.USER:
+            _require_owner(caller, agent, "kill", node)
+        else:
+            _require_admin(caller, "kill agents")
         return node.kill(agent)
 
     @app.get("/events", tags=["admin"])

@@ -28,17 +28,24 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 
 from maxwell.cgroups import CgroupManager
 from maxwell.clock import Clock, SystemClock
 from maxwell.economy.gridfeed import HttpGridFeed
-from maxwell.economy.ledger import IdempotencyConflictError, LedgerError
+from maxwell.economy.ledger import (
+    TREASURY,
+    IdempotencyConflictError,
+    InsufficientFundsError,
+    LedgerError,
+)
 from maxwell.economy.price import GridPrice
 from maxwell.economy.store import LedgerStore
 from maxwell.meter import LiveMeter
 from maxwell.meter.erasure import SoftDirtyMeter, soft_dirty_support
 from maxwell.meter.live import ErasureSampler, NodeSampler
 from maxwell.node import facade
+from maxwell.node.accounts import LocalUsers, owns, paid_short
 from maxwell.node.agents import LIVE, AgentRegistry, cgroup_dirs
 from maxwell.node.audits import Auditor
 from maxwell.node.bounties import Bounties
@@ -149,6 +156,7 @@ class NodeDaemon:
             config, clock=clock, wall=wall, store=store, meter=meter, supervisor=supervisor,
             registry=registry, capacity_cores=self.capacity_cores,
         )  # fmt: skip
+        self._users = LocalUsers(config.uid_range, self._ledger, wall)
         self._jobs = JobBoard(self.paths, store, wall)
         self._bounties = Bounties(config, store, self._jobs, wall, self._clock)
         self._billing = OptimisticBilling(
@@ -314,32 +322,68 @@ class NodeDaemon:
         model: str | None = None,
         memory: int | None = None,
         pids: int | None = None,
+        owner: int | None = None,
     ) -> facade.SpawnResult:
+        """A local user's spawn (`owner`) runs as that user, funded from its account."""
+        if owner is not None:
+            user = self._users.name(owner)
         request = spawn_request(
             argv, fund=fund, bid=bid, demand=demand, name=name, user=user, code=code,
             bounty=bounty, model=model, load_model=self._bounties.load_model, memory=memory,
             pids=pids,
         )  # fmt: skip
         with self._changing() as changed:
-            spawned = self._processes.spawn(request)
+            if owner is not None:
+                request = replace(request, payer=self._users.check_pays(owner, fund))
+            try:
+                spawned = self._processes.spawn(request)
+            except InsufficientFundsError as exc:  # checked above, under the same lock
+                raise paid_short(exc) from exc
             changed.add(spawned.agent)
             return spawned
 
-    def fund(self, agent: str, amount: Money, key: str | None = None) -> facade.AgentInfo:
-        """From the treasury; with the client's idempotency `key`, a retry funds once."""
+    def fund(
+        self, agent: str, amount: Money, key: str | None = None, owner: int | None = None
+    ) -> facade.AgentInfo:
+        """From the treasury, or from the account of `owner`, a local user who owns the agent;
+        with the client's idempotency `key`, a retry funds once."""
         if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
             raise facade.NodeError(f"funding must be a positive integer of µ$J, got {amount!r}")
         with self._changing() as changed:
             changed.add(agent)
             found = self._registry.live(agent, "fund it")
+            payer = TREASURY
+            if owner is not None:
+                if not owns(owner, found.user):
+                    raise facade.NotAllowedError(f"agent {agent} is not uid {owner}'s")
+                payer = self._users.check_pays(owner, amount)
             try:
-                self._ledger.submit(funding_request(agent, amount, key), at=self._wall())
+                self._ledger.submit(funding_request(agent, amount, key, payer), at=self._wall())
             except IdempotencyConflictError as exc:
                 raise facade.FundKeyConflictError(f"key {key!r} funded another request") from exc
             except LedgerError as exc:
                 raise facade.NodeError(str(exc)) from exc
             found.settle_next = True
         return self._views.agent(agent)  # published as the change left it
+
+    # --- local users (`maxwell.node.accounts`) ----------------------------------------------------
+
+    def local_user(self, uid: int) -> facade.Principal | None:
+        return self._users.principal(uid)
+
+    def user_account(self, uid: int) -> facade.UserAccount:
+        return self._users.account(uid)  # the ledger's reader: no lock
+
+    def fund_user(self, uid: int, amount: Money, key: str | None = None) -> facade.UserAccount:
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+            raise facade.NodeError(f"funding must be a positive integer of µ$J, got {amount!r}")
+        with self._changing():
+            try:
+                return self._users.fund(uid, amount, key)
+            except IdempotencyConflictError as exc:
+                raise facade.FundKeyConflictError(f"key {key!r} funded another request") from exc
+            except LedgerError as exc:
+                raise facade.NodeError(str(exc)) from exc
 
     def bid(self, agent: str, price: float, demand: float | None = None) -> facade.AgentInfo:
         """Never waits for a tick: checked and queued, stored and cleared by the next tick

@@ -84,16 +84,32 @@ class AgentState(enum.StrEnum):
 class Role(enum.StrEnum):
     ADMIN = "admin"  # may fund, spawn and kill
     AGENT = "agent"  # may read the price and its own account, bid and report for itself
+    USER = "user"  # a local user on the Unix socket: spawns agents that run as itself, funded
+    # from its own account, and sees and acts on those agents alone
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a token belongs to: the admin, or one agent (`agent` is its id). `/whoami`."""
+    """Who is calling: the admin, one agent (`agent` is its id), or a local user (`uid`, as the
+    kernel said on the Unix socket). `/whoami`."""
 
     __pydantic_config__ = WIRE_CONFIG
 
     role: Role
     agent: str | None = None
+    uid: int | None = None
+
+
+@dataclass(frozen=True)
+class UserAccount:
+    """A local user's account (`user:<uid>` in the ledger): what the admin funded it with, less
+    what it gave the agents it spawned. `GET /users/{uid}`."""
+
+    __pydantic_config__ = WIRE_CONFIG
+
+    uid: int
+    user: str  # its name in the user database
+    balance: WireMoney
 
 
 NO_MONEY = Money(0)
@@ -296,6 +312,12 @@ class NotAllowedError(NodeError):
     status = 403
 
 
+class PaymentError(NodeError):
+    """The account that is to pay holds too little."""
+
+    status = 402
+
+
 class FundKeyConflictError(NodeError):
     """A funding's idempotency key was used for another funding (agent or amount)."""
 
@@ -326,6 +348,17 @@ class Node(Protocol):
 
     def authenticate(self, token: str) -> Principal | None: ...
 
+    def local_user(self, uid: int) -> Principal | None:
+        """The principal of a local user connected on the Unix socket as `uid` (never an
+        agent's dynamic uid: agents use their tokens); None for one the node does not serve."""
+        ...
+
+    def user_account(self, uid: int) -> UserAccount: ...
+
+    def fund_user(self, uid: int, amount: Money, key: str | None = None) -> UserAccount:
+        """From the treasury to the user's account; with `key`, a retry funds once."""
+        ...
+
     def spawn(
         self,
         argv: Sequence[str],
@@ -340,9 +373,14 @@ class Node(Protocol):
         model: str | None = None,  # the ONNX model whose inference the bounty pays for
         memory: int | None = None,  # bytes the agent's group may use; None: the node's default
         pids: int | None = None,  # processes and threads it may have; None: the node's default
+        owner: int | None = None,  # a local user's spawn: runs as it, funded from its account
     ) -> SpawnResult: ...
 
-    def fund(self, agent: str, amount: Money, key: str | None = None) -> AgentInfo: ...
+    def fund(
+        self, agent: str, amount: Money, key: str | None = None, owner: int | None = None
+    ) -> AgentInfo:
+        """From the treasury, or (`owner`) from that local user's account to its own agent."""
+        ...
 
     def bid(self, agent: str, price: float, demand: float | None = None) -> AgentInfo: ...
 

@@ -11,11 +11,12 @@ them are the node's administrators without a token:
 - members of the administrators' group (`ADMIN_GROUP`, "maxwell", when the system has it), as
   their primary group or a supplementary one.
 
-Anyone else connecting without a token is refused (401) as before; agents and loopback TCP
-callers authenticate with tokens. A root daemon runs each agent as a user of its own (a dynamic
-uid unless its spawn names one), so agents are held to their tokens; only an agent of a daemon
-that does not run as root, or one run with `--dynamic-uids none`, runs as the daemon's user and
-so is the admin here, as it already was by reading `admin.token`. The rule is pure (`AdminPeers.is_admin`); the group
+Anyone else connecting without a token is a local user (`maxwell.node.accounts`), unless its
+uid is an agent's dynamic one: agents and loopback TCP callers authenticate with tokens. A root
+daemon runs each agent as a user of its own (a dynamic uid unless its spawn names one), so
+agents are held to their tokens; only an agent of a daemon that does not run as root, or one
+run with `--dynamic-uids none`, runs as the daemon's user and so is the admin here, as it
+already was by reading `admin.token`. The rule is pure (`AdminPeers.is_admin`); the group
 lookup and the socket options are the adapters at the bottom.
 """
 

@@ -87,6 +87,7 @@ class SpawnRequest:
     bounty: int
     memory: int | None = None  # its group's limits; None: the node's defaults
     pids: int | None = None
+    payer: str = TREASURY  # the account its funding comes from
 
 
 def _check_spawn(argv: Sequence[str], fund: object, bounty: object, model: str | None) -> None:
@@ -148,12 +149,15 @@ def _check_limit(what: str, value: object, low: int, unit: str) -> None:
         raise NodeError(f"{what} must be an integer of {low} {unit} or more, got {value!r}")
 
 
-def funding_request(agent_id: str, amount: int, key: str | None = None) -> EntryRequest:
-    """The ledger entry that funds an agent from the treasury, under the client's idempotency
-    `key` (so a retry funds once) or a fresh one."""
+def funding_request(
+    agent_id: str, amount: int, key: str | None = None, payer: str = TREASURY
+) -> EntryRequest:
+    """The ledger entry that funds an agent from `payer` (the treasury, or the account of the
+    local user who owns it), under the client's idempotency `key` (so a retry funds once) or a
+    fresh one."""
     return transfer_request(
         f"fund:{agent_id}:{key or secrets.token_hex(8)}",
-        TREASURY,
+        payer,
         agent_account(agent_id),
         amount,
         kind="funded",
@@ -259,7 +263,7 @@ class AgentProcesses:
             agent.model_key_at = self._clock.monotonic()
             agent.bounty = request.bounty
         self._launch(agent, token, request)
-        self._record_spawn(agent, request.fund, request.model, at)
+        self._record_spawn(agent, request, at)
         self._agents.add(agent)
         assert agent.pid is not None
         return SpawnResult(agent=agent_id, name=agent.name, pid=agent.pid, token=token)
@@ -314,7 +318,7 @@ class AgentProcesses:
             with logged(log, f"agent {agent.id}: no memory limit", CgroupUnavailableError):
                 agent.group.set_memory_max(memory)
 
-    def _record_spawn(self, agent: AgentRecord, fund: int, model: str | None, at: float) -> None:
+    def _record_spawn(self, agent: AgentRecord, request: SpawnRequest, at: float) -> None:
         """One unit of work: the agent's row, code, bounty and bid, its accounts, funding and
         `spawned` event. If it fails, the agent started for it is killed and its group removed:
         nothing of the spawn is left."""
@@ -325,11 +329,12 @@ class AgentProcesses:
                 state.insert_agent(agent_row(agent))
                 if agent.manifest is not None:
                     state.save_manifest(agent.id, agent.manifest.to_json())
-                if agent.model is not None and model is not None:
-                    path = os.path.abspath(model)
+                if agent.model is not None and request.model is not None:
+                    path = os.path.abspath(request.model)
                     state.save_bounty(agent.id, path, agent.model.sha256, agent.bounty)
                 agent.bid_seq = state.place_bid(agent.id, agent.bid, agent.demand, at)
-                ledger.submit_many(self._spawn_entries(agent, fund, agent.group.path), at=at)
+                entries = self._spawn_entries(agent, request, agent.group.path)
+                ledger.submit_many(entries, at=at)
         except BaseException:
             with contextlib.suppress(KeyError):  # not metered: nothing to undo
                 self._meter.discard(agent.id)
@@ -339,11 +344,14 @@ class AgentProcesses:
             self._supervisor.finish(agent.group, agent.popen)
             raise
 
-    def _spawn_entries(self, agent: AgentRecord, fund: int, cgroup: str) -> list[EntryRequest]:
+    def _spawn_entries(
+        self, agent: AgentRecord, request: SpawnRequest, cgroup: str
+    ) -> list[EntryRequest]:
         """The ledger entries of a spawn: its accounts, its funding, the `spawned` event."""
         requests = [open_request(agent_account(agent.id)), open_request(stake_account(agent.id))]
+        fund = request.fund
         if fund > 0:
-            requests.append(funding_request(agent.id, fund))
+            requests.append(funding_request(agent.id, fund, payer=request.payer))
         detail = {
             "agent": agent.id,
             "name": agent.name,
