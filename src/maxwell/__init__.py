@@ -12,14 +12,17 @@ A map of the package (each folder is one layer of shared/ARCHITECTURE.md):
 - `meter`: pure attribution of measured energy to workloads (`house` takes the rest).
 - `runner`: `maxwell run --budget`: a pure budget policy and the loop that enforces it.
 - `economy`: the $JOULE ledger (and its SQLite store), order book, mechanisms, spot price,
-  billing by the core equation, and the apoptosis policy. Pure but for the store.
+  billing by the core equation, the apoptosis policy and the price coupling between nodes
+  (`coupling`). Pure but for the store.
 - `store`: the state database's named, versioned migrations, per owner of its tables (the
   ledger's, the node's), and the runner that applies them in place.
 - `node`: the daemon: a pure tick plan, `NodeDaemon` (agents in cgroups, billed every tick), its
   HTTP API, Prometheus metrics and the `top` view, all behind the `facade` contract.
-- `gossip`: Serf underneath the nodes' heat gossip: the node's own `serf agent` (`agent`) and an
-  asyncio client of Serf's msgpack RPC (`rpc`).
-- `users`: running a command as another user (`setpriv`), and who started a root command.
+- `gossip`: Serf underneath the nodes' heat gossip: the node's own `serf agent` (`agent`), an
+  asyncio client of Serf's msgpack RPC (`rpc`), the signed heat record (`record`) and who is
+  believed (`trust`). The records and trust are pure.
+- `users`: running a command as another user (`setpriv`), who started a root command, and the
+  dynamic uids a root daemon gives its agents.
 - `client`: the SDK an agent (or an admin) uses to talk to a node.
 - `cli`: the `maxwell` command.
 - `bench`: benchmarks that print JSON.

@@ -25,10 +25,15 @@ from maxwell.units import Money
 
 J = 1_000_000
 
+# PTRACE_SEIZE (0x4206) of a pid: exit 0 only if the kernel let it trace (it would not stop it).
+SEIZE = (
+    "import ctypes, sys; libc = ctypes.CDLL(None, use_errno=True); "
+    "sys.exit(0 if libc.ptrace(0x4206, int(sys.argv[1]), 0, 0) == 0 else 1)"
+)
 # The agent's attacks ("-": no other agent yet), each reported as a line "<what> <held|BROKE>";
 # then it idles.
 ATTACKS = r"""
-out="$1"; other_token="$2"; other_pid="$3"; state="$4"
+out="$1"; other_token="$2"; other_pid="$3"; state="$4"; SEIZE="$5"
 id -u > "$out/uid"
 try() { if eval "$2" >/dev/null 2>&1; then echo "$1 BROKE"; else echo "$1 held"; fi; }
 {
@@ -40,11 +45,13 @@ try() { if eval "$2" >/dev/null 2>&1; then echo "$1 BROKE"; else echo "$1 held";
   [ "$other_token" != - ] && try other-token "cat '$other_token'"
   [ "$other_pid" != - ] && try other-environ "cat /proc/$other_pid/environ"
   [ "$other_pid" != - ] && try signal-other "kill -0 $other_pid"
-  try trace-daemon "kill -0 $PPID"
+  try signal-daemon "kill -0 $PPID"
+  try trace-daemon "/usr/bin/python3 -c '$SEIZE' $PPID"
+  sleep 30 & try trace-own-child "/usr/bin/python3 -c '$SEIZE' $!"  # the probe itself works
   for procs in $(awk '$9 ~ /^cgroup2?$/ {print $5 "/cgroup.procs"}' /proc/self/mountinfo); do
     try "leave-to $procs" "echo $$ > '$procs'"
   done
-  shift 4
+  shift 5
   for procs in "$@"; do
     try "move-to $procs" "echo $$ > '$procs'"
   done
@@ -106,14 +113,14 @@ def test_agents_of_a_root_daemon_run_as_uids_of_their_own_and_every_attack_fails
     try:
         first_out, second_out = _outbox(base, "first"), _outbox(base, "second")
         first = daemon.spawn(
-            ["sh", "-c", ATTACKS, "attacks", str(first_out), "-", "-", str(state)],
+            ["sh", "-c", ATTACKS, "attacks", str(first_out), "-", "-", str(state), SEIZE],
             fund=Money(J), bid=1.0, demand=0.1,
         )  # fmt: skip
         wait_until(lambda: (first_out / "attempts").exists(), what="the first agent's attacks")
         first_token = state / "work" / first.agent / AGENT_TOKEN_FILE
         second = daemon.spawn(
             ["sh", "-c", ATTACKS, "attacks", str(second_out), str(first_token), str(first.pid),
-             str(state), *_parents_procs(first.pid)],
+             str(state), SEIZE, *_parents_procs(first.pid)],
             fund=Money(J), bid=1.0, demand=0.1,
         )  # fmt: skip
         wait_until(lambda: (second_out / "attempts").exists(), what="the second agent's attacks")
@@ -123,10 +130,11 @@ def test_agents_of_a_root_daemon_run_as_uids_of_their_own_and_every_attack_fails
         assert all(70000 <= uid <= 99999 for uid in uids)
         for out in (first_out, second_out):
             lines = (out / "attempts").read_text().splitlines()
-            assert "own-token BROKE" in lines  # its own token it reads: the probe works
+            # Its own token it reads, its own child it may trace: the probes work.
             broken = [line for line in lines if line.endswith(" BROKE")]
-            assert broken == ["own-token BROKE"], lines
+            assert broken == ["own-token BROKE", "trace-own-child BROKE"], lines
             assert any(line.startswith("leave-to ") for line in lines)
+            assert "trace-daemon held" in lines and "signal-daemon held" in lines
         moves = [line.split()[1] for line in lines_of(second_out) if line.startswith("move-to ")]
         assert moves and all(Path(procs).is_file() for procs in moves), moves  # real targets
         token = (state / "work" / first.agent / AGENT_TOKEN_FILE).stat()
