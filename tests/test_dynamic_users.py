@@ -121,7 +121,9 @@ def test_what_keeps_a_uid_from_a_path_is_named(tmp_path: Path) -> None:
     assert obstacle(owner, opened / "note") is None  # the owner's class of the mode
     assert obstacle(owner, closed / "tool", execute=True) is None
     (opened / "link").symlink_to(closed / "tool")  # followed, as exec follows it
-    assert obstacle(stranger, opened / "link", execute=True) is not None
+    assert obstacle(stranger, opened / "link", execute=True) == (
+        f"{closed} is closed to dynamic:70123 (no search permission)"
+    )
     assert obstacle(stranger, opened / "missing", execute=True) is None
     group = RunAs(70123, os.stat(closed).st_gid, "dynamic:70123")
     closed.chmod(0o710)  # the group's class
