@@ -5,7 +5,8 @@ parts, hands each call to the part that owns it (each part's module states its r
 - `processes`: the agents' processes and groups, from spawn to finish;
 - `ticker`: the tick (meter, plan, settle, commit, enforce; a failed tick rolls back);
 - `claims`: self-reports, bonds and claims; `audits`: sampled and on-demand audits;
-- `bounties`: proofs of inference; `recovery`: re-adoption and the down interval, billed once;
+- `accounts`: the local users and every funding; `bounties`: proofs of inference;
+- `recovery`: re-adoption and the down interval, billed once;
 - `views`: the read models (agents, events, status).
 
 Start-up (docs/node.md): the state directory must be the daemon's own (`paths.check_private_*`)
@@ -33,19 +34,14 @@ from dataclasses import replace
 from maxwell.cgroups import CgroupManager
 from maxwell.clock import Clock, SystemClock
 from maxwell.economy.gridfeed import HttpGridFeed
-from maxwell.economy.ledger import (
-    TREASURY,
-    IdempotencyConflictError,
-    InsufficientFundsError,
-    LedgerError,
-)
+from maxwell.economy.ledger import InsufficientFundsError
 from maxwell.economy.price import GridPrice
 from maxwell.economy.store import LedgerStore
 from maxwell.meter import LiveMeter
 from maxwell.meter.erasure import SoftDirtyMeter, soft_dirty_support
 from maxwell.meter.live import ErasureSampler, NodeSampler
 from maxwell.node import facade
-from maxwell.node.accounts import LocalUsers, owns, paid_short
+from maxwell.node.accounts import LocalUsers, check_funding, paid_short
 from maxwell.node.agents import LIVE, AgentRegistry, cgroup_dirs
 from maxwell.node.audits import Auditor
 from maxwell.node.bounties import Bounties
@@ -53,7 +49,7 @@ from maxwell.node.claims import OptimisticBilling
 from maxwell.node.config import NodeConfig, NodeConfigError
 from maxwell.node.jobs import JobBoard
 from maxwell.node.paths import StateLock, check_private_files, check_private_root
-from maxwell.node.processes import AgentProcesses, funding_request, spawn_request
+from maxwell.node.processes import AgentProcesses, spawn_request
 from maxwell.node.recovery import Recovery
 from maxwell.node.state import admin_token, hash_token
 from maxwell.node.store import NodeStore
@@ -345,25 +341,12 @@ class NodeDaemon:
     def fund(
         self, agent: str, amount: Money, key: str | None = None, owner: int | None = None
     ) -> facade.AgentInfo:
-        """From the treasury, or from the account of `owner`, a local user who owns the agent;
-        with the client's idempotency `key`, a retry funds once."""
-        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
-            raise facade.NodeError(f"funding must be a positive integer of µ$J, got {amount!r}")
+        """From the treasury, or from the account of `owner`, a local user who owns the agent
+        (`maxwell.node.accounts`); with the client's idempotency `key`, a retry funds once."""
+        check_funding(amount)
         with self._changing() as changed:
             changed.add(agent)
-            found = self._registry.live(agent, "fund it")
-            payer = TREASURY
-            if owner is not None:
-                if not owns(owner, found.user):
-                    raise facade.NotAllowedError(f"agent {agent} is not uid {owner}'s")
-                payer = self._users.check_pays(owner, amount)
-            try:
-                self._ledger.submit(funding_request(agent, amount, key, payer), at=self._wall())
-            except IdempotencyConflictError as exc:
-                raise facade.FundKeyConflictError(f"key {key!r} funded another request") from exc
-            except LedgerError as exc:
-                raise facade.NodeError(str(exc)) from exc
-            found.settle_next = True
+            self._users.fund_agent(self._registry.live(agent, "fund it"), amount, key, owner)
         return self._views.agent(agent)  # published as the change left it
 
     # --- local users (`maxwell.node.accounts`) ----------------------------------------------------
@@ -375,15 +358,9 @@ class NodeDaemon:
         return self._users.account(uid)  # the ledger's reader: no lock
 
     def fund_user(self, uid: int, amount: Money, key: str | None = None) -> facade.UserAccount:
-        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
-            raise facade.NodeError(f"funding must be a positive integer of µ$J, got {amount!r}")
+        check_funding(amount)
         with self._changing():
-            try:
-                return self._users.fund(uid, amount, key)
-            except IdempotencyConflictError as exc:
-                raise facade.FundKeyConflictError(f"key {key!r} funded another request") from exc
-            except LedgerError as exc:
-                raise facade.NodeError(str(exc)) from exc
+            return self._users.fund(uid, amount, key)
 
     def bid(self, agent: str, price: float, demand: float | None = None) -> facade.AgentInfo:
         """Never waits for a tick: checked and queued, stored and cleared by the next tick

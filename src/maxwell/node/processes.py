@@ -44,12 +44,12 @@ from maxwell.economy.ledger import (
     event_request,
     open_request,
     stake_account,
-    transfer_request,
 )
 from maxwell.economy.orderbook import InvalidBidError, check_demand, check_price
 from maxwell.errors import CgroupError, CgroupUnavailableError, MaxwellError
 from maxwell.log import logged
 from maxwell.meter import LiveMeter
+from maxwell.node.accounts import funding_request
 from maxwell.node.agents import LIVE, AgentRecord, AgentRegistry, CountedGroup, agent_row
 from maxwell.node.audits import declared_manifest
 from maxwell.node.config import NodeConfig
@@ -147,22 +147,6 @@ def _named_user(user: str) -> None:
 def _check_limit(what: str, value: object, low: int, unit: str) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
         raise NodeError(f"{what} must be an integer of {low} {unit} or more, got {value!r}")
-
-
-def funding_request(
-    agent_id: str, amount: int, key: str | None = None, payer: str = TREASURY
-) -> EntryRequest:
-    """The ledger entry that funds an agent from `payer` (the treasury, or the account of the
-    local user who owns it), under the client's idempotency `key` (so a retry funds once) or a
-    fresh one."""
-    return transfer_request(
-        f"fund:{agent_id}:{key or secrets.token_hex(8)}",
-        payer,
-        agent_account(agent_id),
-        amount,
-        kind="funded",
-        detail={"agent": agent_id, "amount": int(amount)},
-    )
 
 
 def work_dir(paths: StatePaths, agent: AgentRecord) -> Path:
