@@ -377,7 +377,7 @@ class TickingFake(FakeNode):
         self.marker.write_text("shut down")
 
 marker = Path(sys.argv[1])
-daemon_cmd._make_node = lambda options: (lambda n: (n, n))(TickingFake(marker))
+daemon_cmd._make_node = lambda options, neighbours=None: (lambda n: (n, n))(TickingFake(marker))
 sys.exit(main.main(["daemon", *sys.argv[2:]]))
 """
 

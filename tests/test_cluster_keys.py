@@ -89,3 +89,16 @@ def _rsa_public(tmp_path: Path) -> Path:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     path.write_bytes(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
     return path
+
+
+def test_a_node_id_too_long_for_serfs_tags_is_refused_when_signing(tmp_path: Path) -> None:
+    authority, node = tmp_path / "authority", tmp_path / "node"
+    for path in (authority, node):
+        assert maxwell("cluster", "keygen", "--out", str(path)).returncode == 0
+    said = maxwell(
+        "cluster", "sign-node", "--authority", str(authority), "--node", str(node),
+        "--name", "n" * 49,
+    )  # fmt: skip
+    assert said.returncode == 2
+    assert "1-48 printable bytes" in said.stderr and "Serf's 512 bytes of tags" in said.stderr
+    assert not (tmp_path / "node.cert").exists()

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maxwell.gossip.record import (
+    MAX_NODE_ID,
     MAX_RECORD_BYTES,
     HeatRecord,
     RecordError,
@@ -84,7 +85,7 @@ def test_a_record_survives_the_wire_within_its_size_and_its_signature_holds(
 
 
 def test_the_largest_record_fits_in_400_bytes() -> None:
-    widest = _record(node="x" * 64, seq=2**63 - 1, at=4e9, power_w=math.pi * 1e300)
+    widest = _record(node="x" * MAX_NODE_ID, seq=2**63 - 1, at=4e9, power_w=math.pi * 1e300)
     assert len(encode(widest, KEYS["n1"])) <= MAX_RECORD_BYTES
 
 
@@ -109,10 +110,11 @@ def test_garbage_is_a_record_error_and_nothing_else(garbage: bytes) -> None:
 
 def test_each_reason_a_record_is_refused() -> None:
     verifier = _verifier(authority=AUTHORITY.public_key())
-    first = encode(_record(seq=5), KEYS["n1"])
-    assert verifier.accept("n1", first, NOW) == _record(seq=5)
+    first = encode(_record(seq=4), KEYS["n1"])
+    assert verifier.accept("n1", first, NOW) == _record(seq=4)
+    assert verifier.accept(None, encode(_record(seq=5), KEYS["n1"]), NOW) == _record(seq=5)
     cases = {
-        "replayed": ("n1", first),  # the same again
+        "replayed": ("n1", first),  # an earlier one again
         "impostor": ("rogue", encode(_record(seq=9), KEYS["rogue"])),  # for another node
         "forged": ("n1", encode(_record(seq=9), KEYS["rogue"])),  # another node's key
         "not-admitted": ("n3", encode(_record(node="n3", seq=9), KEYS["n1"])),
@@ -128,6 +130,18 @@ def test_each_reason_a_record_is_refused() -> None:
     future = encode(_record(seq=10, at=NOW + 60), KEYS["n1"])
     assert verifier.accept("n1", future, NOW) is None and verifier.rejected["stale"] == 2
     assert verifier.latest == {"n1": _record(seq=5)}  # nothing refused changed what is believed
+
+
+def test_the_latest_record_again_is_a_duplicate_not_news_nor_a_refusal() -> None:
+    """A distress record comes as tags and as an event: the second copy changes nothing."""
+    verifier = _verifier(authority=AUTHORITY.public_key())
+    wire = encode(_record(seq=5), KEYS["n1"])
+    assert verifier.accept("n1", wire, NOW) == _record(seq=5)
+    assert verifier.accept(None, wire, NOW + 1) is None
+    assert verifier.accept("n1", wire, NOW + 2) is None
+    assert (verifier.duplicates, sum(verifier.rejected.values())) == (2, 0)
+    assert verifier.accept("rogue", wire, NOW) is None  # carried by another: still an impostor
+    assert verifier.rejected == {"impostor": 1}
     assert verifier.accept("n1", encode(_record(seq=6), KEYS["n1"]), NOW) == _record(seq=6)
 
 

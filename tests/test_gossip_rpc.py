@@ -15,7 +15,6 @@ import os
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -44,7 +43,7 @@ from maxwell.gossip import (
     agent_argv,
     decode_encrypt_key,
 )
-from maxwell.gossip.agent import SERF_MISSING
+from maxwell.gossip.agent import SERF_MISSING, free_gossip_port
 from maxwell.gossip.rpc import (
     AUTH_REQUIRED,
     HANDSHAKE_REQUIRED,
@@ -483,17 +482,7 @@ def new_key() -> str:
 
 
 def free_port() -> int:
-    """A loopback port free for both TCP and UDP right now (Serf's gossip binds both)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port: int = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
+    return free_gossip_port()
 
 
 def node_prefix() -> str:

@@ -44,6 +44,8 @@ from maxwell.node.facade import (
     AgentInfo,
     AgentState,
     AuditResult,
+    ClusterMembers,
+    ClusterPrices,
     Event,
     JobInfo,
     NodeStatus,
@@ -198,6 +200,14 @@ class Client:
     def price(self) -> PriceInfo:
         """The spot price and what it is made of."""
         return from_json(PriceInfo, self._request("GET", "/price"))
+
+    def cluster_members(self) -> ClusterMembers:
+        """The gossip cluster's members as the node believes them (404 without gossip)."""
+        return from_json(ClusterMembers, self._request("GET", "/cluster/members"))
+
+    def cluster_prices(self) -> ClusterPrices:
+        """Every verified node's price, cheapest first, and the cheapest with room."""
+        return from_json(ClusterPrices, self._request("GET", "/cluster/price"))
 
     def status(self) -> NodeStatus:
         """A snapshot of the whole node: price, agents, tick figures (admin)."""

@@ -421,6 +421,8 @@ def _price_cmd(client: Client, args: argparse.Namespace, out: Console) -> None:
         read = ", no reading yet: the default"
     table.add_row("grid", f"{price.grid:.6g} $J/J ({price.grid_source}{read})")
     table.add_row("thermal factor", f"{price.thermal_factor:.4g}")
+    if price.coupling != 1.0:
+        table.add_row("coupling", f"{price.coupling:.4g} (neighbours hotter: cheaper here)")
     cleared = "not cleared yet" if price.clearing is None else f"{price.clearing:.6g} $J/J"
     table.add_row("clearing", f"{cleared} (what winners pay, at most their bid)")
     table.add_row("temperature", f"{price.temperature_c:.1f} °C ({price.temperature_source})")

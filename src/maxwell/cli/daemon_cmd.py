@@ -21,6 +21,7 @@ import dataclasses
 import select
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, StopRequest, fail, load_config
@@ -38,6 +39,8 @@ from maxwell.node.config import (
 from maxwell.node.paths import SOCKET_NAME
 
 if TYPE_CHECKING:
+    from maxwell.gossip.node import GossipNode
+    from maxwell.gossip.view import ClusterView
     from maxwell.node.facade import Node
 
 PROG = "maxwell daemon"
@@ -89,6 +92,16 @@ settlement: each tick accrues every agent's bill in memory and decides apoptosis
 balance; the ledger takes an agent's bills at most every --settlement seconds (1), at once on an
 event (funding, a bid, a kill, apoptosis, an exit, an audit, a bounty, shutdown), and never for an
 agent that used nothing. After a crash the unsettled interval is billed once from the counters.
+
+heat gossip: with --gossip HOST:PORT (and --cluster-key, --node-key, --authority; --join to
+join members) the daemon runs its own serf agent there and tells the cluster its heat and price in
+records signed by its key (the authority's certificate at <node-key>.cert names the node); it
+believes only records signed by keys the authority certified, and couples its own price to its
+neighbours' heat: hotter neighbours make it cheaper (maxwell price shows the factor). --serf-rpc
+HOST:PORT attaches to a serf agent run by someone else ($SERF_RPC_AUTH: its RPC token). maxwell
+cluster members | price show what the node believes; a [gossip] table may set the same keys
+(bind, join, cluster_key, node_key, authority, serf_rpc, refresh_s, distress_below_c). Without
+serf installed, --gossip fails with exit status 2 (docs/gossip.md).
 
 logs: on stderr, as text or (--log-format json) one JSON object per line; failures carry their
 traceback.
@@ -164,7 +177,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "polled every grid_poll_s (60) with a timeout of grid_timeout_s (5), the last good "
         "value kept (1.0)",
     )  # fmt: skip
+    _add_gossip_arguments(parser)
     parser.add_argument("--config", metavar="FILE", help="TOML configuration")
+
+
+def _add_gossip_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("heat gossip (over Serf; see docs/gossip.md)")
+    group.add_argument(
+        "--gossip", metavar="HOST:PORT", help="start the node's own serf agent gossiping there"
+    )
+    group.add_argument(
+        "--join", metavar="HOST:PORT", action="append", help="a member to join through (repeat)"
+    )
+    group.add_argument(
+        "--cluster-key", metavar="FILE", help="Serf's encryption key, as `serf keygen` prints it"
+    )
+    group.add_argument(
+        "--node-key", metavar="FILE", help="the node's ed25519 key (its certificate: FILE.cert)"
+    )
+    group.add_argument("--authority", metavar="FILE.pub", help="the cluster authority's public key")
+    group.add_argument(
+        "--serf-rpc", metavar="HOST:PORT",
+        help="attach to a serf agent run by someone else (its RPC token in $SERF_RPC_AUTH)",
+    )  # fmt: skip
 
 
 def options_from(args: argparse.Namespace) -> NodeConfig:
@@ -187,7 +222,15 @@ def options_from(args: argparse.Namespace) -> NodeConfig:
         "log_format": args.log_format,
         "grid": args.grid,
     }
-    config = NodeConfig.from_sources(flags, load_config(args.config))
+    gossip = {
+        "bind": args.gossip,
+        "join": args.join,
+        "cluster_key": args.cluster_key,
+        "node_key": args.node_key,
+        "authority": args.authority,
+        "serf_rpc": args.serf_rpc,
+    }
+    config = NodeConfig.from_sources(flags, load_config(args.config), gossip)
     return dataclasses.replace(config, socket_path=config.socket)
 
 
@@ -199,21 +242,59 @@ class DaemonNode(Protocol):
     def shutdown(self) -> None: ...  # stop; the agents keep running, to be re-adopted
 
 
-def _make_node(config: NodeConfig) -> tuple[Node, DaemonNode]:
+def _make_node(
+    config: NodeConfig, neighbours: Callable[[], Sequence[float]] | None = None
+) -> tuple[Node, DaemonNode]:
     """Build the daemon: returns the same object twice, typed as the API's `Node` and as the
     loop's `DaemonNode`. What the daemon cannot enforce (`degraded`) is reported on stderr."""
     from maxwell.node.daemon import NodeDaemon
 
-    daemon = NodeDaemon(config)
+    daemon = NodeDaemon(config, neighbours=neighbours)
     if daemon.degraded:
         print(f"{PROG}: degraded: {daemon.degraded}", file=sys.stderr, flush=True)
     return daemon, daemon
 
 
-def _metrics(node: Node) -> bytes:
+def _metrics(node: Node, view: ClusterView | None) -> bytes:
     from maxwell.node.metrics import render_metrics
 
-    return render_metrics(node.status())
+    page = render_metrics(node.status())
+    if view is not None:
+        from maxwell.gossip.metrics import render_cluster_metrics
+
+        page += render_cluster_metrics(view)
+    return page
+
+
+class _Gossip:
+    """Heat gossip beside the daemon, when asked for: checked before the daemon starts (`prepare`),
+    started once it runs (`start`), closed before it stops."""
+
+    def __init__(self, options: NodeConfig) -> None:
+        from maxwell.gossip.node import prepare
+
+        self.config = options.gossip
+        self.view: ClusterView | None = None
+        self._node: GossipNode | None = None
+        if self.config is not None:
+            self._identity, self.view = prepare(self.config)
+
+    @property
+    def neighbours(self) -> Callable[[], list[float]] | None:
+        return self.view.neighbours_headroom if self.view is not None else None
+
+    def start(self, node: Node) -> None:
+        if self.config is None or self.view is None:
+            return
+        from maxwell.gossip.node import GossipNode
+
+        self._node = GossipNode.start(
+            self.config, identity=self._identity, view=self.view, source=node.status
+        )
+
+    def close(self) -> None:
+        if self._node is not None:
+            self._node.close()
 
 
 def run_until_stopped(daemon: DaemonNode, stop: StopRequest) -> None:
@@ -247,33 +328,55 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         return fail(PROG, f"--state {options.state_dir}: {exc.strerror}", EXIT_USAGE)
     from maxwell import log
-    from maxwell.node.api import create_app, serve
+    from maxwell.gossip.agent import SerfMissingError
+    from maxwell.gossip.keys import KeyFileError
     from maxwell.node.paths import StateDirUnsafeError, StateLockError
     from maxwell.node.supervisor import protect_daemon
 
     log.configure(options.log_level, options.log_format)
+    try:
+        gossip = _Gossip(options)  # the key files and serf, before anything is touched
+    except (UsageError, KeyFileError, SerfMissingError) as exc:
+        return fail(PROG, str(exc), EXIT_USAGE)
     with StopRequest() as stop:
         try:
-            node, daemon = _make_node(options)
+            node, daemon = _make_node(options, gossip.neighbours)
         except (UsageError, StateLockError, StateDirUnsafeError) as exc:  # nothing touched
             return fail(PROG, str(exc), EXIT_USAGE)
         except MaxwellError as exc:
             return fail(PROG, str(exc), EXIT_FAILURE)
         protect_daemon()  # started: from now on the OOM killer takes agents first
-        try:
-            app = create_app(node, metrics=lambda: _metrics(node))
-            server = serve(app, socket_path=options.socket, listen=options.listen)
-        except UsageError as exc:
-            daemon.shutdown()
-            return fail(PROG, str(exc), EXIT_USAGE)
-        except BaseException:
-            daemon.shutdown()
-            raise
-        try:
-            run_until_stopped(daemon, stop)
-        except MaxwellError as exc:
-            return fail(PROG, f"the tick failed: {exc}", EXIT_FAILURE)
-        finally:
-            server.stop()  # requests in flight finish before the node closes
-            daemon.shutdown()
+        return _serve(options, node, daemon, gossip, stop)
+
+
+def _serve(
+    options: NodeConfig, node: Node, daemon: DaemonNode, gossip: _Gossip, stop: StopRequest
+) -> int:
+    """Start the gossip and the API, tick until stopped; then stop them all, the node last."""
+    from maxwell.node.api import create_app, serve
+
+    try:
+        gossip.start(node)
+        app = create_app(node, metrics=lambda: _metrics(node, gossip.view), cluster=gossip.view)
+        server = serve(app, socket_path=options.socket, listen=options.listen)
+    except UsageError as exc:
+        gossip.close()
+        daemon.shutdown()
+        return fail(PROG, str(exc), EXIT_USAGE)
+    except MaxwellError as exc:
+        gossip.close()
+        daemon.shutdown()
+        return fail(PROG, f"gossip: {exc}", EXIT_FAILURE)
+    except BaseException:
+        gossip.close()
+        daemon.shutdown()
+        raise
+    try:
+        run_until_stopped(daemon, stop)
+    except MaxwellError as exc:
+        return fail(PROG, f"the tick failed: {exc}", EXIT_FAILURE)
+    finally:
+        server.stop()  # requests in flight finish before the node closes
+        gossip.close()  # the cluster hears this node leave
+        daemon.shutdown()
     return 0

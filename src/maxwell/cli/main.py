@@ -47,7 +47,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("maxwell.cli.agents_cmd", "report an agent's own consumption since spawn"),
     "audit": ("maxwell.cli.agents_cmd", "audit an agent now: reports vs counters, code pages"),
     "job": ("maxwell.cli.job_cmd", "posted work that bounties pay for: post, ls, show"),
-    "cluster": ("maxwell.cli.cluster_cmd", "a cluster's keys: keygen, sign-node"),
+    "cluster": ("maxwell.cli.cluster_cmd", "heat gossip: keygen, sign-node, members, price"),
     "user": ("maxwell.cli.user_cmd", "local users' accounts, which fund their agents: show, fund"),
     "infer": ("maxwell.cli.proof_cmd", "run an ONNX model and write a proof of the inference"),
     "verify": ("maxwell.cli.proof_cmd", "check a proof of inference without re-running the model"),

@@ -24,11 +24,15 @@ whatever any neighbour says. Pure.
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
+from maxwell.economy.price import SpotQuote
 from maxwell.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,3 +77,26 @@ class Coupling:
         goal = self.target(own_headroom_c, neighbours_headroom_c)
         moved = multiplier + min(max(goal - multiplier, -self.max_step), self.max_step)
         return min(max(moved, 1.0 - self.max_discount), 1.0)
+
+
+class CoupledPrice:
+    """A node's coupling multiplier, stepped once per quote: `apply` takes the node's own
+    quote and headroom, asks `neighbours` for their headrooms (from verified records), and
+    returns the quote times the multiplier (`SpotQuote.coupling`). A failure to hear the
+    neighbours is logged and counts as having none: the multiplier then returns towards 1."""
+
+    def __init__(
+        self, neighbours: Callable[[], Sequence[float]], rule: Coupling | None = None
+    ) -> None:
+        self._neighbours = neighbours
+        self.rule = rule or Coupling()
+        self.multiplier = 1.0
+
+    def apply(self, quote: SpotQuote, own_headroom_c: float) -> SpotQuote:
+        try:
+            heard = list(self._neighbours())
+        except Exception:  # the gossip side's fault: the tick goes on uncoupled
+            log.exception("cannot read the neighbours' heat: no coupling this tick")
+            heard = []
+        self.multiplier = self.rule.step(self.multiplier, own_headroom_c, heard)
+        return replace(quote, coupling=self.multiplier, spot=quote.spot * self.multiplier)

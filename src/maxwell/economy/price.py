@@ -417,11 +417,13 @@ class ThermalPriceController:
 
 @dataclass(frozen=True)
 class SpotQuote:
-    """One tick's price: the grid's, the thermal factor, and their product."""
+    """One tick's price: the grid's, the thermal factor, the neighbours' coupling
+    (`maxwell.economy.coupling`; 1 without gossip), and their product."""
 
     grid: float
     thermal_factor: float
     spot: float
+    coupling: float = 1.0
 
 
 @dataclass

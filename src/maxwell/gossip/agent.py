@@ -136,6 +136,20 @@ def free_loopback_port() -> int:
         return port
 
 
+def free_gossip_port(host: str = LOOPBACK) -> int:
+    """A port on `host` free for both TCP and UDP right now (Serf's gossip binds both)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port: int = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+                return port
+
+
 @functools.cache
 def _prctl() -> Callable[[int, int], int]:
     prctl = ctypes.CDLL(None, use_errno=True).prctl

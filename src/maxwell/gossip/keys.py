@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -24,8 +25,9 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from maxwell.errors import MaxwellError
-from maxwell.gossip.record import RecordError
-from maxwell.gossip.trust import NodeCertificate, certify
+from maxwell.gossip.agent import decode_encrypt_key
+from maxwell.gossip.record import RecordError, check_node_id
+from maxwell.gossip.trust import Admission, NodeCertificate, certify, raw_public
 
 MAX_KEY_FILE = 4096  # bytes: a PEM ed25519 key is about 120
 
@@ -59,6 +61,12 @@ def generate(path: Path) -> Ed25519PrivateKey:
 def sign_node(authority: Path, node_key: Path, node: str) -> NodeCertificate:
     """The authority's certificate for the node key at `node_key`, under id `node`, written at
     `node_key`.cert (replacing an earlier one: a node may be renamed or re-signed)."""
+    try:
+        check_node_id(node)
+    except RecordError as exc:
+        raise KeyFileError(
+            f"--name: {exc.detail} (with a record, it must fit in Serf's 512 bytes of tags)"
+        ) from None
     certificate = certify(load_private(authority), node, load_private(node_key).public_key())
     target = certificate_path(node_key)
     scratch = target.with_name(target.name + ".tmp")
@@ -70,10 +78,7 @@ def sign_node(authority: Path, node_key: Path, node: str) -> NodeCertificate:
 
 def load_private(path: Path) -> Ed25519PrivateKey:
     """The ed25519 private key at `path`, which only its owner may read."""
-    data = _read(path)
-    mode = stat.S_IMODE(os.stat(path).st_mode)
-    if mode & 0o077:
-        raise KeyFileError(f"{path}: mode {mode:o}: a private key is for its owner's eyes only")
+    data = _read_secret(path)
     try:
         key = load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -101,6 +106,50 @@ def load_certificate(node_key: Path) -> NodeCertificate:
         return NodeCertificate.decode(_read(path))
     except RecordError as exc:
         raise KeyFileError(f"{path}: not a node certificate ({exc})") from None
+
+
+def load_cluster_key(path: Path) -> str:
+    """Serf's encryption key at `path`: base64 text as `serf keygen` prints it, which only its
+    owner may read (an `EncryptKeyError` if it is not such a key)."""
+    text = _read_secret(path).decode("ascii", errors="replace").strip()
+    decode_encrypt_key(text)
+    return text
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    """The node's key and the authority's certificate for it: who the node says it is."""
+
+    key: Ed25519PrivateKey
+    certificate: NodeCertificate
+
+    @property
+    def node(self) -> str:
+        return self.certificate.node
+
+
+def load_identity(node_key: Path, authority: Ed25519PublicKey) -> NodeIdentity:
+    """The node's key at `node_key` and its certificate beside it, refused (`KeyFileError`)
+    unless the certificate is for that key and `authority` signed it: a node that others
+    would not believe does not start gossiping."""
+    key = load_private(node_key)
+    certificate = load_certificate(node_key)
+    where = certificate_path(node_key)
+    if certificate.public_key != raw_public(key.public_key()):
+        raise KeyFileError(f"{where}: certifies another key than {node_key}'s")
+    try:
+        Admission(authority=authority).admit(certificate)
+    except RecordError:
+        raise KeyFileError(f"{where}: not signed by the --authority key") from None
+    return NodeIdentity(key, certificate)
+
+
+def _read_secret(path: Path) -> bytes:
+    data = _read(path)
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o077:
+        raise KeyFileError(f"{path}: mode {mode:o}: a secret key is for its owner's eyes only")
+    return data
 
 
 def _read(path: Path) -> bytes:

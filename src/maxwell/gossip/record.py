@@ -30,7 +30,7 @@ from maxwell.errors import MaxwellError
 
 VERSION: Final = 1
 MAX_RECORD_BYTES: Final = 400
-MAX_NODE_ID: Final = 64  # bytes of UTF-8: Serf member names are short host names
+MAX_NODE_ID: Final = 48  # bytes of UTF-8: a record and a certificate fit in Serf's tags
 DOMAIN: Final = b"maxwell-heat-v1\0"  # signed before the body: a signature means this, nothing else
 SIGNATURE_BYTES: Final = 64
 
@@ -41,6 +41,7 @@ class RecordError(MaxwellError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(f"{reason}: {message}")
         self.reason = reason
+        self.detail = message
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,17 @@ class HeatRecord:
         check_record(self)
 
 
+def check_node_id(node: object) -> str:
+    """`node`, if it can name a node: 1 to `MAX_NODE_ID` bytes of printable UTF-8 (a
+    `RecordError`, reason "malformed", otherwise)."""
+    if not (isinstance(node, str) and 0 < len(node.encode()) <= MAX_NODE_ID and node.isprintable()):
+        raise RecordError("malformed", f"node id {node!r}: 1-{MAX_NODE_ID} printable bytes")
+    return node
+
+
 def check_record(record: HeatRecord) -> None:
     """Refuse a record no honest node makes (a `RecordError`, reason "malformed")."""
-    node = record.node.encode()
-    if not 0 < len(node) <= MAX_NODE_ID or not record.node.isprintable():
-        raise RecordError("malformed", f"node id {record.node!r}: 1-{MAX_NODE_ID} printable bytes")
+    check_node_id(record.node)
     if isinstance(record.seq, bool) or not 0 <= record.seq < 2**63:
         raise RecordError("malformed", f"sequence {record.seq!r}: an integer from 0 to 2^63 - 1")
     numbers = astuple(record)[2:]

@@ -484,6 +484,13 @@ class SerfRpc:
         with self._blamed():
             return parse_members(reply.body)
 
+    async def agent_name(self) -> str:
+        """The agent's member name (from `stats`)."""
+        _, reply = await self._call("stats", None, Answer.BODY)
+        with self._blamed():
+            agent = _as_map(_as_map(reply.body, "a stats body").get("agent"), "stats' agent")
+            return _str(agent, "name")
+
     async def event(self, name: str, payload: bytes, coalesce: bool = False) -> None:
         """Gossip a user event (Serf caps name and payload together, 512 bytes by default)."""
         await self._call("event", {"Name": name, "Payload": payload, "Coalesce": coalesce})

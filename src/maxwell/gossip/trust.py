@@ -12,7 +12,7 @@ allow-list of node public keys (`Admission`).
 - it is malformed, of another version, too long, or bears no signature ("malformed", "version",
   "oversized", "unsigned");
 - the node it names is not the member that carries it ("impostor"): a member may speak only for
-  itself;
+  itself (a user event names no sender: its record is bound by its signature alone);
 - that node has no admitted key ("not-admitted"), or the signature is not that key's ("forged");
 - its sequence number is not above the last one accepted from that node ("replayed");
 - it is older than `max_age_s`, or from further in the future than `max_skew_s` ("stale").
@@ -33,10 +33,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from maxwell.gossip.record import (
-    MAX_NODE_ID,
     SIGNATURE_BYTES,
     HeatRecord,
     RecordError,
+    check_node_id,
     decode,
 )
 
@@ -79,8 +79,7 @@ class NodeCertificate:
         if not (isinstance(fields, list) and len(fields) == 3):
             raise RecordError("malformed", "a certificate is [node, public key, signature]")
         node, key, signature = fields
-        if not (isinstance(node, str) and 0 < len(node.encode()) <= MAX_NODE_ID):
-            raise RecordError("malformed", "a certificate's node id")
+        check_node_id(node)
         if not (isinstance(key, bytes) and len(key) == PUBLIC_KEY_BYTES):
             raise RecordError("malformed", "a certificate's public key")
         if not (isinstance(signature, bytes) and len(signature) == SIGNATURE_BYTES):
@@ -127,6 +126,8 @@ class Verifier:
         self._keys: dict[str, Ed25519PublicKey] = {}
         self.latest: dict[str, HeatRecord] = {}  # each node's last accepted record
         self.rejected: collections.Counter[str] = collections.Counter()
+        self.duplicates = 0
+        self._wires: dict[str, bytes] = {}  # each node's last accepted record, as it came
 
     def learn(self, member: str, certificate: bytes) -> bool:
         """Admit the key in `member`'s certificate (from its tags): True if admitted. A member
@@ -141,24 +142,40 @@ class Verifier:
             return False
         return True
 
-    def accept(self, member: str, wire: bytes, now: float) -> HeatRecord | None:
-        """The record `member` carried, if it passes every check (see the module); else None,
-        its reason counted in `rejected`."""
+    def latest_wire(self, node: str) -> bytes | None:
+        """`node`'s last accepted record, as it came."""
+        return self._wires.get(node)
+
+    def knows(self, node: str) -> bool:
+        """Whether `node` has an admitted key."""
+        return node in self._keys
+
+    def accept(self, member: str | None, wire: bytes, now: float) -> HeatRecord | None:
+        """The record `member` carried, if it passes every check (see the module) and is new;
+        else None, a refusal's reason counted in `rejected`, a copy of the last accepted record
+        in `duplicates` (a distress record comes both as tags and as an event). `member` None:
+        it came in a user event, which does not say who sent it; its signature alone binds it."""
         try:
             record = self._checked(member, wire, now)
         except RecordError as exc:
             self.rejected[exc.reason] += 1
             return None
+        if record is None:
+            self.duplicates += 1
+            return None
         self.latest[record.node] = record
+        self._wires[record.node] = wire
         return record
 
-    def _checked(self, member: str, wire: bytes, now: float) -> HeatRecord:
+    def _checked(self, member: str | None, wire: bytes, now: float) -> HeatRecord | None:
         signed = decode(wire)
         record = signed.record
         if not any(signed.signature):
             raise RecordError("unsigned", f"{record.node}: no signature")
-        if record.node != member:
+        if member is not None and record.node != member:
             raise RecordError("impostor", f"{member} carries a record of {record.node}")
+        if self._wires.get(record.node) == wire:
+            return None  # exactly what was accepted: checked then
         key = self._keys.get(record.node)
         if key is None:
             raise RecordError("not-admitted", f"{record.node}: no admitted key")

@@ -57,6 +57,9 @@ from maxwell.node.facade import (
     NO_MONEY,
     AgentInfo,
     AuditResult,
+    Cluster,
+    ClusterMembers,
+    ClusterPrices,
     JobInfo,
     Node,
     NodeError,
@@ -276,10 +279,12 @@ def create_app(
     metrics: Callable[[], bytes] | None = None,
     public_metrics: bool = True,
     admins: AdminPeers | None = None,
+    cluster: Cluster | None = None,
 ) -> FastAPI:
     """The API of `node`; `metrics` renders the Prometheus page (`/metrics` is 404 without it).
     `admins`: who administers the node without a token on the Unix socket (None: this system's,
-    `AdminPeers.of_this_system`)."""
+    `AdminPeers.of_this_system`). `cluster`: what the node believes of its gossip cluster
+    (`/cluster/*` is 404 without it)."""
     app = FastAPI(
         title="Maxwell node",
         summary="A thermodynamic compute market: agents, bids, funding, the spot price.",
@@ -300,6 +305,7 @@ def create_app(
     _add_admin_routes(app, node)
     _add_job_routes(app, node)
     _add_read_routes(app, node)
+    _add_cluster_routes(app, cluster)
     _add_metrics_route(app, metrics, public_metrics=public_metrics)
     return app
 
@@ -531,6 +537,25 @@ def _add_read_routes(app: FastAPI, node: Node) -> None:
         """A snapshot of the node: price, agents, tick figures (admin)."""
         _require_admin(caller, "read the node's status")
         return StatusBody.of(node.status())
+
+
+def _add_cluster_routes(app: FastAPI, cluster: Cluster | None) -> None:
+    """The gossip cluster as this node believes it (any valid caller, as the price)."""
+
+    def gossiping() -> Cluster:
+        if cluster is None:
+            raise ApiError(404, "gossip is off on this node (maxwell daemon --gossip)")
+        return cluster
+
+    @app.get("/cluster/members", tags=["cluster"])
+    def cluster_members(caller: Caller) -> ClusterMembers:
+        """Every member Serf knows, verified or not, with its last verified figures."""
+        return gossiping().members()
+
+    @app.get("/cluster/price", tags=["cluster"])
+    def cluster_price(caller: Caller) -> ClusterPrices:
+        """Every verified node's price, cheapest first, and the cheapest with room."""
+        return gossiping().prices()
 
 
 def _add_metrics_route(

@@ -18,6 +18,7 @@ from pathlib import Path
 from maxwell.economy.mechanisms import MECHANISM_NAMES
 from maxwell.economy.price import GridPrice, parse_grid
 from maxwell.errors import UsageError
+from maxwell.gossip.config import GossipConfig
 from maxwell.node.facade import MIN_MEMORY_MAX
 from maxwell.node.paths import StatePaths
 from maxwell.node.tick import DERATE_BELOW_HEADROOM_C, MIN_CAPACITY_FRACTION
@@ -42,7 +43,7 @@ class NodeConfigError(UsageError):
 # The [daemon] table's keys: each a field of `NodeConfig` (state is `state_dir`, socket is
 # `socket_path`; the power model has a table of its own, [model]).
 _TOML_KEYS = {"state": "state_dir", "socket": "socket_path"}
-_NOT_IN_TOML = ("model", "active_w_per_core")
+_NOT_IN_TOML = ("model", "active_w_per_core", "gossip")
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class NodeConfig:
     grid_poll_s: float = 60.0  # an http(s) grid feed is asked this often
     grid_timeout_s: float = 5.0  # and waited for at most this long each time
     model: ModelConfig | None = field(default=None, compare=False)  # the power model
+    gossip: GossipConfig | None = field(default=None, compare=False)  # heat gossip; None: off
     active_w_per_core: float | None = None  # None: the power model's (max - idle) per vCPU
 
     def __post_init__(self) -> None:
@@ -116,8 +118,14 @@ class NodeConfig:
         return self.socket_path if self.socket_path is not None else str(self.paths.socket)
 
     @classmethod
-    def from_sources(cls, flags: Mapping[str, object], config: Mapping[str, object]) -> NodeConfig:
-        """From flags (keyed as the [daemon] table; None: not given) over the TOML config."""
+    def from_sources(
+        cls,
+        flags: Mapping[str, object],
+        config: Mapping[str, object],
+        gossip: Mapping[str, object] | None = None,
+    ) -> NodeConfig:
+        """From flags (keyed as the [daemon] table; None: not given) over the TOML config;
+        `gossip`: the gossip flags, over its [gossip] table (`GossipConfig.from_sources`)."""
         section = daemon_table(config)
         values: dict[str, object] = {}
         for key in {*section, *flags}:
@@ -131,6 +139,10 @@ class NodeConfig:
             raise NodeConfigError("config: [model] must be a table")
         if model:
             values["model"] = ModelConfig.from_mapping(model)
+        table = config.get("gossip", {})
+        if not isinstance(table, dict):
+            raise NodeConfigError("config: [gossip] must be a table")
+        values["gossip"] = GossipConfig.from_sources(gossip or {}, table)
         _check_types(values)
         return cls(**values)  # type: ignore[arg-type]  # each value's type checked just above
 
@@ -173,7 +185,7 @@ _INTEGER = ("pids_max", "memory_max")
 def _check_types(values: Mapping[str, object]) -> None:
     """Values from a TOML file have whatever type the file gave them: check before building."""
     for name, value in values.items():
-        if name == "model":
+        if name in ("model", "gossip"):
             continue
         key = _toml_key(name)
         if name in _TEXT and not isinstance(value, str | os.PathLike):

@@ -33,6 +33,7 @@ from dataclasses import replace
 
 from maxwell.cgroups import CgroupManager
 from maxwell.clock import Clock, SystemClock
+from maxwell.economy.coupling import CoupledPrice
 from maxwell.economy.gridfeed import HttpGridFeed
 from maxwell.economy.ledger import InsufficientFundsError
 from maxwell.economy.price import GridPrice
@@ -89,13 +90,16 @@ class NodeDaemon:
         grid: GridPrice | None = None,
         audit_rng: random.Random | None = None,
         erasure: ErasureSampler | None = None,
+        neighbours: Callable[[], Sequence[float]] | None = None,
     ) -> None:
         """Check and lock the state directory first (a refused start touches nothing), then open
         the store, the sensors and the cgroups, and recover. `erasure`: the erasure meter, made
-        from the config's `erasure` when None."""
+        from the config's `erasure` when None. `neighbours`: the headrooms of the neighbours'
+        verified heat records (gossip), which couple the price (`maxwell.economy.coupling`)."""
         self.config = config
         self.paths = config.paths
         self._erasure = erasure if erasure is not None else _erasure_meter(config.erasure)
+        self._coupling = CoupledPrice(neighbours) if neighbours is not None else None
         try:
             self.paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
@@ -189,7 +193,8 @@ class NodeDaemon:
         self._meter = LiveMeter(
             self._sensors, memory_interval_s=config.memory_interval_s, erasure=self._erasure
         )
-        return OpeningPrice.open(grid, self._meter.node, wall, self._clock)
+        opening = OpeningPrice.open(grid, self._meter.node, wall, self._clock)
+        return replace(opening, coupling=self._coupling)
 
     def _recover(self) -> None:
         """Reload and re-adopt the agents, bill the time it was down (`maxwell.node.recovery`)."""

@@ -226,6 +226,9 @@ class PriceInfo:
     grid_source: str = "constant"  # where the grid price comes from (`--grid`)
     # A feed's: seconds since its last good reading (None: not a feed, or no reading yet).
     grid_age_s: float | None = None
+    # The neighbours' coupling, a factor of the spot price (1: no gossip, or none hotter).
+    coupling: float = 1.0
+    power_w: float = 0.0  # the node's power over the last interval
 
 
 @dataclass(frozen=True)
@@ -281,6 +284,61 @@ class SpawnResult:
     name: str
     pid: int
     token: str
+
+
+@dataclass(frozen=True)
+class ClusterMember:
+    """A member of the node's gossip cluster as this node sees it (`maxwell cluster members`):
+    Serf's view (address, status) and, when `verified`, its last verified heat record's figures
+    (None while it has none fresh)."""
+
+    __pydantic_config__ = WIRE_CONFIG
+
+    node: str
+    address: str  # HOST:PORT of its gossip
+    status: str  # Serf's: "alive", "leaving", "left", "failed"
+    verified: bool  # an admitted key, and a fresh record signed by it
+    temperature_c: float | None = None
+    measured: bool | None = None  # the temperature from a sensor (False: the power model's)
+    headroom_c: float | None = None
+    price: float | None = None  # its spot price, coupled, $J per J
+    free_cores: float | None = None
+    age_s: float | None = None  # since its last verified record was made
+
+
+@dataclass(frozen=True)
+class ClusterMembers:
+    __pydantic_config__ = WIRE_CONFIG
+
+    members: tuple[ClusterMember, ...]
+
+
+@dataclass(frozen=True)
+class NodePrice:
+    __pydantic_config__ = WIRE_CONFIG
+
+    node: str
+    price: float  # its effective (coupled spot) price, $J per J
+    free_cores: float
+
+
+@dataclass(frozen=True)
+class ClusterPrices:
+    """Every verified, alive node's price (`maxwell cluster price`), cheapest first, and the
+    cheapest with room (None: no verified node has a free core)."""
+
+    __pydantic_config__ = WIRE_CONFIG
+
+    nodes: tuple[NodePrice, ...]
+    cheapest: str | None
+
+
+class Cluster(Protocol):
+    """What the API serves of the gossip cluster (`maxwell.gossip.view.ClusterView`)."""
+
+    def members(self) -> ClusterMembers: ...
+
+    def prices(self) -> ClusterPrices: ...
 
 
 @dataclass(frozen=True)

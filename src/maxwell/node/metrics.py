@@ -34,7 +34,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-from maxwell.node.facade import AgentInfo, AgentState, NodeStatus
+from maxwell.node.facade import AgentInfo, AgentState, NodeStatus, PriceInfo
 from maxwell.node.tickstats import TickStats
 from maxwell.units import money_to_tokens, uj_to_joules
 
@@ -61,6 +61,8 @@ METRIC_NAMES = (
     "maxwell_spot_price_joule_tokens_per_joule",
     "maxwell_grid_price_joule_tokens_per_joule",
     "maxwell_thermal_factor",
+    "maxwell_price_coupling",
+    "maxwell_node_power_watts",
     "maxwell_temperature_celsius",
     "maxwell_headroom_celsius",
     "maxwell_energy_measured",
@@ -138,11 +140,10 @@ def _agent_families(agents: list[AgentInfo]) -> Iterator[Metric]:
     yield count
 
 
-def _node_families(status: NodeStatus) -> Iterator[Metric]:
-    price = status.price
+def _price_families(price: PriceInfo) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "maxwell_spot_price_joule_tokens_per_joule",
-        "Spot price of energy on this node (grid price times thermal factor).",
+        "Spot price of energy on this node (grid price times thermal factor times coupling).",
         value=price.spot,
     )
     yield GaugeMetricFamily(
@@ -155,6 +156,19 @@ def _node_families(status: NodeStatus) -> Iterator[Metric]:
         "Multiplier the node's temperature applies to the grid price (dimensionless).",
         value=price.thermal_factor,
     )
+    yield GaugeMetricFamily(
+        "maxwell_price_coupling",
+        "Multiplier the neighbours' heat applies to the spot price (1 without gossip).",
+        value=price.coupling,
+    )
+    yield GaugeMetricFamily(
+        "maxwell_node_power_watts", "The node's power over the last interval.", value=price.power_w
+    )
+
+
+def _node_families(status: NodeStatus) -> Iterator[Metric]:
+    price = status.price
+    yield from _price_families(price)
     measured = "true" if price.measured else "false"
     temperature = GaugeMetricFamily(
         "maxwell_temperature_celsius",

@@ -44,6 +44,7 @@ from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from maxwell.clock import Clock
+from maxwell.economy.coupling import CoupledPrice
 from maxwell.economy.ledger import GRID, LANDAUER
 from maxwell.economy.mechanisms import make_mechanism
 from maxwell.economy.orderbook import BookError, InvalidBidError, OrderBook
@@ -97,6 +98,7 @@ class OpeningPrice:
     spot: SpotPrice
     quote: SpotQuote
     mono: float
+    coupling: CoupledPrice | None = None  # the neighbours' heat, with gossip
 
     @classmethod
     def open(
@@ -183,6 +185,8 @@ def price_info(
         clearing=clearing,
         grid_source=source,
         grid_age_s=age_s,
+        coupling=quote.coupling,
+        power_w=sample.power_w,
     )
 
 
@@ -221,6 +225,7 @@ class Ticker:
             None if self._config.mechanism == "uniform" else make_mechanism(self._config.mechanism)
         )
         self._spot, self.quote, self._last_mono = price.spot, price.quote, price.mono
+        self._coupling = price.coupling
         self.capacity_cores = capacity_cores
         self.sold_cores = capacity_cores  # this tick's capacity: fewer cores when hot
         # The machine's cores: selling all of them, the tick lets unserved bidders run on what
@@ -375,6 +380,8 @@ class Ticker:
         sample = self._meter.node
         elapsed_s = max(now.mono - self._last_mono, 0.0)
         self.quote = self._spot.spot(at, sample.temperature_c, elapsed_s)
+        if self._coupling is not None:
+            self.quote = self._coupling.apply(self.quote, sample.headroom_c)
         ledger_balances = self._store.ledger.balances()
         self.resting.wake_moved(ledger_balances)
         awake = self.resting.awake(self._agents)

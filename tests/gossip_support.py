@@ -1,0 +1,159 @@
+"""What the heat-gossip tests share: key files for a cluster, free loopback ports, node snapshots
+a test controls, and running gossiping nodes that are always closed."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+
+from maxwell.gossip.agent import free_gossip_port
+from maxwell.gossip.config import GossipConfig
+from maxwell.gossip.keys import generate, load_identity, load_public, public_path, sign_node
+from maxwell.gossip.node import GossipNode
+from maxwell.gossip.trust import Admission, Verifier
+from maxwell.gossip.view import ClusterView
+from maxwell.node.facade import NodeStatus, PriceInfo
+
+SERF = shutil.which("serf")
+needs_serf = pytest.mark.skipif(SERF is None, reason="serf is not installed (apt-get install serf)")
+
+
+def free_port() -> int:
+    return free_gossip_port()
+
+
+def node_prefix() -> str:
+    return f"mxg-{uuid.uuid4().hex[:8]}"
+
+
+def serfs_named(prefix: str) -> str:
+    """The serf processes whose node name starts with `prefix` (none, once all is closed)."""
+    found = subprocess.run(["pgrep", "-af", f"-node={prefix}"], capture_output=True, text=True)
+    return found.stdout.strip()
+
+
+@dataclass(frozen=True)
+class ClusterKeys:
+    """An authority, a Serf encryption key and node keys signed by the authority, in `root`."""
+
+    root: Path
+
+    @property
+    def authority(self) -> Path:
+        return self.root / "authority"
+
+    @property
+    def cluster_key(self) -> Path:
+        return self.root / "cluster.key"
+
+    def node_key(self, node: str) -> Path:
+        return self.root / f"{node}.key"
+
+    @classmethod
+    def make(cls, root: Path, nodes: list[str]) -> ClusterKeys:
+        keys = cls(root)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        generate(keys.authority)
+        fd = os.open(keys.cluster_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+        for node in nodes:
+            keys.add(node)
+        return keys
+
+    def add(self, node: str, *, authority: Path | None = None) -> Path:
+        generate(self.node_key(node))
+        sign_node(authority or self.authority, self.node_key(node), node)
+        return self.node_key(node)
+
+    def config(self, node: str, bind: str, join: tuple[str, ...] = ()) -> GossipConfig:
+        return GossipConfig(
+            bind=bind, join=join, cluster_key=self.cluster_key, node_key=self.node_key(node),
+            authority=public_path(self.authority), refresh_s=0.5,
+        )  # fmt: skip
+
+
+def status(headroom_c: float = 40.0, *, spot: float = 1.0, capacity: float = 2.0) -> NodeStatus:
+    """A node's snapshot as its last tick would publish it (no agents: every core free)."""
+    price = PriceInfo(
+        spot=spot, grid=1.0, thermal_factor=spot, temperature_c=90.0 - headroom_c,
+        headroom_c=headroom_c, measured=False, energy_source="model",
+        temperature_source="model", power_w=20.0,
+    )  # fmt: skip
+    return NodeStatus(
+        price=price, agents=(), tick_s=1.0, last_tick_duration_s=0.0, ticks=1,
+        mechanism="uniform", cgroup="none", capacity_cores=capacity,
+    )  # fmt: skip
+
+
+@dataclass
+class Dial:
+    """A node's snapshot that a test turns (hotter, dearer) while the node gossips it."""
+
+    now: NodeStatus = field(default_factory=status)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self) -> NodeStatus:
+        with self.lock:
+            return self.now
+
+    def set(self, headroom_c: float, spot: float = 1.0) -> None:
+        with self.lock:
+            self.now = replace(status(headroom_c, spot=spot))
+
+
+@dataclass
+class Gossiper:
+    node: str
+    view: ClusterView
+    dial: Dial
+    gossip: GossipNode
+    bind: str
+
+
+@contextlib.contextmanager
+def gossipers(keys: ClusterKeys, names: list[str]) -> Iterator[list[Gossiper]]:
+    """A `GossipNode` per name on loopback, all joined through the first; all closed after."""
+    started: list[Gossiper] = []
+    try:
+        seed = ""
+        for name in names:
+            bind = f"127.0.0.1:{free_port()}"
+            config = keys.config(name, bind, join=(seed,) if seed else ())
+            started.append(start_gossiper(config, name))
+            seed = seed or bind
+        yield started
+    finally:
+        for one in started:
+            one.gossip.close()
+
+
+def start_gossiper(config: GossipConfig, name: str) -> Gossiper:
+    """A `GossipNode` for `name` under `config` (its keys and authority), with a `Dial`."""
+    assert config.authority is not None and config.node_key is not None
+    authority = load_public(config.authority)
+    identity = load_identity(config.node_key, authority)
+    view = ClusterView(Verifier(Admission(authority=authority)), node=name, wall=time.time)
+    dial = Dial()
+    gossip = GossipNode.start(config, identity=identity, view=view, source=dial)
+    assert config.bind is not None
+    return Gossiper(name, view, dial, gossip, config.bind)
+
+
+def wait_for(check: Callable[[], bool], within_s: float, what: str) -> None:
+    deadline = time.monotonic() + within_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within_s:g} s: {what}")
+        time.sleep(0.05)
