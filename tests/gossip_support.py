@@ -19,9 +19,8 @@ import pytest
 
 from maxwell.gossip.agent import free_gossip_port
 from maxwell.gossip.config import GossipConfig
-from maxwell.gossip.keys import generate, load_identity, load_public, public_path, sign_node
-from maxwell.gossip.node import GossipNode
-from maxwell.gossip.trust import Admission, Verifier
+from maxwell.gossip.keys import generate, public_path, sign_node
+from maxwell.gossip.node import GossipNode, prepare
 from maxwell.gossip.view import ClusterView
 from maxwell.node.facade import NodeStatus, PriceInfo
 
@@ -141,14 +140,11 @@ def gossipers(keys: ClusterKeys, names: list[str]) -> Iterator[list[Gossiper]]:
 
 def start_gossiper(config: GossipConfig, name: str) -> Gossiper:
     """A `GossipNode` for `name` under `config` (its keys and authority), with a `Dial`."""
-    assert config.authority is not None and config.node_key is not None
-    authority = load_public(config.authority)
-    identity = load_identity(config.node_key, authority)
-    view = ClusterView(Verifier(Admission(authority=authority)), node=name, wall=time.time)
+    identity, view = prepare(config)
+    assert identity.node == name
     dial = Dial()
     gossip = GossipNode.start(config, identity=identity, view=view, source=dial)
-    assert config.bind is not None
-    return Gossiper(name, view, dial, gossip, config.bind)
+    return Gossiper(name, view, dial, gossip, config.bind or "")
 
 
 def wait_for(check: Callable[[], bool], within_s: float, what: str) -> None:

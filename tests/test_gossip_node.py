@@ -3,6 +3,8 @@ as tags, verified by every node, distress spread as events, nothing left running
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from dataclasses import replace
 
 import pytest
@@ -17,8 +19,9 @@ from gossip_support import (
     start_gossiper,
     wait_for,
 )
+from maxwell.gossip.agent import SerfAgent
 from maxwell.gossip.config import GossipConfigError
-from maxwell.gossip.keys import KeyFileError, generate, public_path
+from maxwell.gossip.keys import KeyFileError, generate, load_cluster_key, public_path
 
 pytestmark = needs_serf
 
@@ -95,4 +98,45 @@ def test_starting_refuses_what_peers_would_not_believe(tmp_path) -> None:
         start_gossiper(keys.config(f"{prefix}-x", f"127.0.0.1:{free_port()}"), f"{prefix}-x")
     with pytest.raises(GossipConfigError, match="--gossip HOST:PORT or --serf-rpc"):
         replace(keys.config(f"{prefix}-0", "127.0.0.1:1"), bind=None)
+    assert serfs_named(prefix) == ""
+
+
+def test_a_node_attaches_to_a_serf_agent_someone_else_runs(tmp_path, monkeypatch) -> None:
+    prefix = node_prefix()
+    name = f"{prefix}-0"
+    keys = ClusterKeys.make(tmp_path, [name])
+    loop = asyncio.new_event_loop()  # the foreign agents' owner, alive through the test
+    owner = threading.Thread(target=loop.run_forever, daemon=True)
+    owner.start()
+
+    def on_loop(coroutine):  # type: ignore[no-untyped-def]
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(30)
+
+    key = load_cluster_key(keys.cluster_key)
+    try:
+        for agent_name, ok in ((f"{prefix}-other", False), (name, True)):
+            bind = f"127.0.0.1:{free_port()}"
+            agent = on_loop(SerfAgent.start(agent_name, bind, encrypt_key=key))
+            try:
+                monkeypatch.setenv("SERF_RPC_AUTH", agent.auth_token)
+                host, port = agent.rpc_address
+                config = replace(keys.config(name, "127.0.0.1:1"), bind=None, cluster_key=None,
+                                 serf_rpc=f"{host}:{port}")  # fmt: skip
+                if not ok:
+                    with pytest.raises(GossipConfigError, match="peers would take its records"):
+                        start_gossiper(config, name)
+                    continue
+                node = start_gossiper(config, name)
+                try:
+                    wait_for(lambda n=node: n.gossip.published >= 1, 10, "a record published")
+                    assert node.gossip.serf_pid is None  # not its own agent
+                finally:
+                    node.gossip.close()
+                assert agent.returncode is None  # left running for whoever runs it
+            finally:
+                on_loop(agent.stop(leave=False))
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        owner.join()
+        loop.close()
     assert serfs_named(prefix) == ""

@@ -199,7 +199,7 @@ class _Scenario:
         self.wait(lambda: all(_verified(node) == len(cluster) for node in cluster), 60)
         say(f"every node verifies all {len(cluster)}")
         self.wait_ticks(_SETTLE_TICKS)  # the thermal prices settle on the cool temperature
-        before = {node.name: node.daemon.price().spot for node in cluster}
+        before = {node.name: round(node.daemon.price().spot, 6) for node in cluster}
         hot = cluster[-1]
         say(f"driving {hot.name} hot: its cooling fails (ambient {CRITICAL_C:g} °C)")
         hot.thermals.drive(CRITICAL_C)
@@ -208,8 +208,8 @@ class _Scenario:
         delays = [_first_distress(node, hot.name) for node in listeners if _heard(node, hot.name)]
         say(f"distress from {hot.name} reached {len(delays)} of {len(listeners)} nodes")
         self.wait_ticks(_SETTLE_TICKS)
-        after = {node.name: node.daemon.price().spot for node in cluster}
-        couplings = {node.name: node.daemon.price().coupling for node in cluster}
+        after = {node.name: round(node.daemon.price().spot, 6) for node in cluster}
+        couplings = {node.name: round(node.daemon.price().coupling, 4) for node in cluster}
         cheapest = cluster[0].view.prices().cheapest
         cheaper = all(after[n] < before[n] and couplings[n] < 1.0 for n in names[:-1])
         return {
@@ -217,8 +217,8 @@ class _Scenario:
             "hot_node": hot.name,
             "distress_reached": reached,
             "distress_seconds": {
-                "median": statistics.median(delays) if delays else None,
-                "max": max(delays) if delays else None,
+                "median": round(statistics.median(delays), 3) if delays else None,
+                "max": round(max(delays), 3) if delays else None,
             },
             "prices": {"before": before, "after": after},
             "couplings": couplings,

@@ -44,7 +44,14 @@ from maxwell.gossip.publish import (
     spacing_s,
 )
 from maxwell.gossip.record import HeatRecord, RecordError, encode
-from maxwell.gossip.rpc import MemberEvent, QueryEvent, SerfRpc, SerfRpcError, UserEvent
+from maxwell.gossip.rpc import (
+    EventStream,
+    MemberEvent,
+    QueryEvent,
+    SerfRpc,
+    SerfRpcError,
+    UserEvent,
+)
 from maxwell.gossip.tags import CERT_QUERY, node_tags
 from maxwell.gossip.trust import Admission, Verifier
 from maxwell.gossip.view import ClusterView
@@ -129,6 +136,11 @@ class GossipNode:
             node.close()
             raise MaxwellError(f"gossip did not start within {timeout_s:g} s") from None
         return node
+
+    @property
+    def running(self) -> bool:
+        """Whether its thread still runs (it ends only when closed)."""
+        return self._thread.is_alive()
 
     @property
     def serf_pid(self) -> int | None:
@@ -226,23 +238,33 @@ class GossipNode:
     async def _session(self, rpc: SerfRpc) -> None:
         """Publish, listen and list until the connection fails or the node stops."""
         assert self._stopping is not None
-        tasks = [
-            asyncio.create_task(self._publishing(rpc), name="gossip-publish"),
-            asyncio.create_task(self._listening(rpc), name="gossip-listen"),
-            asyncio.create_task(self._listing(rpc), name="gossip-list"),
-            asyncio.create_task(self._asking(rpc), name="gossip-ask"),
-            asyncio.create_task(self._stopping.wait(), name="gossip-stop"),
-        ]
+        tasks: list[asyncio.Task[None]] = []
         try:
+            # Listening before the first record goes out: whoever sees it and asks for this
+            # node's certificate finds it answering.
+            events = await rpc.stream(EVENTS)
+            tasks = [
+                asyncio.create_task(self._publishing(rpc), name="gossip-publish"),
+                asyncio.create_task(self._listening(rpc, events), name="gossip-listen"),
+                asyncio.create_task(self._listing(rpc), name="gossip-list"),
+                asyncio.create_task(self._asking(rpc), name="gossip-ask"),
+                asyncio.create_task(self._until_stopped(), name="gossip-stop"),
+            ]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if not task.cancelled() and task.exception() is not None:
                     log.error("gossip: %s", task.exception())
+        except SerfRpcError as exc:
+            log.error("gossip: %s", exc)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await rpc.close()
+
+    async def _until_stopped(self) -> None:
+        assert self._stopping is not None
+        await self._stopping.wait()
 
     async def _publishing(self, rpc: SerfRpc) -> None:
         while True:
@@ -280,8 +302,8 @@ class GossipNode:
         await rpc.set_tags(node_tags(wire))
         self.published += 1
 
-    async def _listening(self, rpc: SerfRpc) -> None:
-        async with await rpc.stream(EVENTS) as events:
+    async def _listening(self, rpc: SerfRpc, events: EventStream) -> None:
+        async with events:
             async for event in events:
                 if isinstance(event, MemberEvent) and event.kind == "member-reap":
                     self._view.members_gone(member.name for member in event.members)

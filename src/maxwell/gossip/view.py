@@ -15,8 +15,9 @@ Rules:
   that keeps showing the same refused bytes is counted once, not at every listing.
 - A record of a member whose certificate this node has not learnt yet is parked (the latest
   one per member, members only), and the certificate asked for (`wanted`): once learnt, the
-  parked record is checked; a member that does not answer (`unanswered`) is asked again after
-  `ASK_AGAIN_S`, and its parked record refused as "not-admitted".
+  parked record is checked; a member that does not answer (`unanswered`) is asked again every
+  `ASK_AGAIN_S`, and after `ASKS` unanswered questions its parked record is refused as
+  "not-admitted" (one lost answer on a busy network is no evidence).
 - A member is *verified* while its key is admitted and its last verified record is fresh (made
   within `max_age_s`, 30 s: a node publishes at least every few seconds). Only verified, alive
   members take part in coupling and in the price table: a failed or silent node is forgotten by
@@ -39,6 +40,7 @@ from maxwell.gossip.trust import Verifier
 from maxwell.node.facade import ClusterMember, ClusterMembers, ClusterPrices, NodePrice
 
 ASK_AGAIN_S = 5.0  # a member that did not answer for its certificate is asked again after this
+ASKS = 3  # unanswered questions after which its record is refused
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class ClusterView:
         self._tags_seen: dict[str, str] = {}  # member -> its record tag as last looked at
         self._parked: dict[tuple[str, bool], bytes] = {}  # (node, by event) -> its record
         self._asked: dict[str, float] = {}  # node -> when its certificate was last asked for
+        self._silences: dict[str, int] = {}  # node -> questions it left unanswered in a row
         self._distress: list[DistressSeen] = []
         self._noted: set[tuple[str, int]] = set()  # distress records noted (node, seq)
         self.distress_events = 0  # `maxwell-distress` events received, believed or not
@@ -117,15 +120,20 @@ class ClusterView:
         now = self._wall()
         with self._lock:
             admitted = self._verifier.learn(node, certificate)
+            self._silences.pop(node, None)
             for by_event in (False, True):  # the tags first: an event is then a known record
                 wire = self._parked.pop((node, by_event), None)
                 if admitted and wire is not None:
                     self._consider(None if by_event else node, wire, now)
 
     def unanswered(self, node: str) -> None:
-        """No admissible certificate came from `node`: its parked record is refused."""
+        """No answer came from `node`: after `ASKS` of these, its parked record is refused."""
         now = self._wall()
         with self._lock:
+            self._silences[node] = self._silences.get(node, 0) + 1
+            if self._silences[node] < ASKS:
+                return
+            del self._silences[node]
             for by_event in (False, True):
                 wire = self._parked.pop((node, by_event), None)
                 if wire is not None:  # counted: not admitted
