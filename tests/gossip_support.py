@@ -38,7 +38,10 @@ def node_prefix() -> str:
 
 def serfs_named(prefix: str) -> str:
     """The serf processes whose node name starts with `prefix` (none, once all is closed)."""
-    found = subprocess.run(["pgrep", "-af", f"-node={prefix}"], capture_output=True, text=True)
+    found = subprocess.run(
+        ["pgrep", "-af", "--", f"-node={prefix}"], capture_output=True, text=True, check=False
+    )
+    assert found.returncode in (0, 1), found.stderr  # 1: none; anything else: pgrep failed
     return found.stdout.strip()
 
 

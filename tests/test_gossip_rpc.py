@@ -531,7 +531,10 @@ def process_gone(pid: int) -> bool:
 
 
 def serfs_named(prefix: str) -> str:
-    found = subprocess.run(["pgrep", "-af", f"-node={prefix}"], capture_output=True, text=True)
+    found = subprocess.run(
+        ["pgrep", "-af", "--", f"-node={prefix}"], capture_output=True, text=True, check=False
+    )
+    assert found.returncode in (0, 1), found.stderr  # 1: none; anything else: pgrep failed
     return found.stdout.strip()
 
 

@@ -59,6 +59,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "proof": ("maxwell.bench.proof", "proof of inference: verify vs recompute, detection"),
     "audit": ("maxwell.bench.audit", "audits: pause per IP sample, auditor cost, detection"),
     "zk": ("maxwell.bench.zk", "a zk-SNARK proof of a tiny model with EZKL (maxwell[zk])"),
+    "gossip": ("maxwell.bench.gossip", "heat gossip: distress latency vs Serf's own, node cost"),
 }
 
 

@@ -48,6 +48,7 @@ from maxwell.gossip.rpc import (
     EventStream,
     MemberEvent,
     QueryEvent,
+    SerfCommandError,
     SerfRpc,
     SerfRpcError,
     UserEvent,
@@ -66,6 +67,7 @@ EVENTS: Final = (
 _ASK_TIMEOUT_S: Final = 2.0  # how long a certificate query waits for its answer
 _POLL_S: Final = 0.1  # how often the daemon's snapshot is looked at
 _RETRY_S: Final = 2.0
+_TAGS_TIMEOUT_S: Final = 8.0  # above Serf's own 5 s broadcast timeout, so that Serf says why
 
 
 def prepare(
@@ -299,7 +301,11 @@ class GossipNode:
             self._distress_at = None
         self._last = record  # before the tags: a slow broadcast must not make it go out twice
         self._view.own(self._certificate, wire)
-        await rpc.set_tags(node_tags(wire))
+        try:
+            await rpc.set_tags(node_tags(wire), timeout_s=_TAGS_TIMEOUT_S)
+        except SerfCommandError as exc:  # e.g. a crowded gossip: the next record tries again
+            log.warning("tags not broadcast: %s", exc)
+            return
         self.published += 1
 
     async def _listening(self, rpc: SerfRpc, events: EventStream) -> None:
@@ -312,8 +318,15 @@ class GossipNode:
                 elif isinstance(event, UserEvent) and event.name == DISTRESS_EVENT:
                     self._view.distress(event.payload)
                 elif isinstance(event, QueryEvent) and event.name == CERT_QUERY:
-                    await rpc.respond(event.query_id, self._certificate)
+                    await self._answer(rpc, event)
         raise SerfRpcError(f"the serf agent at {rpc.address} ended the event stream")
+
+    async def _answer(self, rpc: SerfRpc, query: QueryEvent) -> None:
+        """Answer a question for this node's certificate; one answered too late is logged."""
+        try:
+            await rpc.respond(query.query_id, self._certificate)
+        except SerfCommandError as exc:  # past its deadline: the asker asks again
+            log.info("certificate not sent: %s", exc)
 
     async def _asking(self, rpc: SerfRpc) -> None:
         """Ask each member whose certificate the view wants for it, each in its own task."""

@@ -495,8 +495,13 @@ class SerfRpc:
         """Gossip a user event (Serf caps name and payload together, 512 bytes by default)."""
         await self._call("event", {"Name": name, "Payload": payload, "Coalesce": coalesce})
 
-    async def set_tags(self, tags: Mapping[str, str], delete: Sequence[str] = ()) -> None:
-        await self._call("tags", {"Tags": dict(tags), "DeleteTags": list(delete)})
+    async def set_tags(
+        self, tags: Mapping[str, str], delete: Sequence[str] = (), timeout_s: float | None = None
+    ) -> None:
+        """Serf answers once the update is broadcast, or with its own error after its broadcast
+        timeout (5 s by default): give `timeout_s` above that to hear which."""
+        body = {"Tags": dict(tags), "DeleteTags": list(delete)}
+        await self._call("tags", body, timeout_s=timeout_s)
 
     async def stream(self, kind: str) -> EventStream:
         """Subscribe to events: "user", "query", "member-join,member-leave", "*", "user:NAME"."""
