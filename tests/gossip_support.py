@@ -3,9 +3,7 @@ a test controls, and running gossiping nodes that are always closed."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import os
 import shutil
 import subprocess
 import threading
@@ -19,7 +17,7 @@ import pytest
 
 from maxwell.gossip.agent import free_gossip_port
 from maxwell.gossip.config import GossipConfig
-from maxwell.gossip.keys import generate, public_path, sign_node
+from maxwell.gossip.keys import ClusterKeyFiles
 from maxwell.gossip.node import GossipNode, prepare
 from maxwell.gossip.view import ClusterView
 from maxwell.node.facade import NodeStatus, PriceInfo
@@ -45,44 +43,17 @@ def serfs_named(prefix: str) -> str:
     return found.stdout.strip()
 
 
-@dataclass(frozen=True)
-class ClusterKeys:
-    """An authority, a Serf encryption key and node keys signed by the authority, in `root`."""
-
-    root: Path
-
-    @property
-    def authority(self) -> Path:
-        return self.root / "authority"
-
-    @property
-    def cluster_key(self) -> Path:
-        return self.root / "cluster.key"
-
-    def node_key(self, node: str) -> Path:
-        return self.root / f"{node}.key"
+class ClusterKeys(ClusterKeyFiles):
+    """A cluster's key files (`ClusterKeyFiles`), and each node's gossip settings."""
 
     @classmethod
     def make(cls, root: Path, nodes: list[str]) -> ClusterKeys:
-        keys = cls(root)
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        generate(keys.authority)
-        fd = os.open(keys.cluster_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(base64.b64encode(os.urandom(32)).decode() + "\n")
-        for node in nodes:
-            keys.add(node)
-        return keys
-
-    def add(self, node: str, *, authority: Path | None = None) -> Path:
-        generate(self.node_key(node))
-        sign_node(authority or self.authority, self.node_key(node), node)
-        return self.node_key(node)
+        return cls.write(root, nodes)
 
     def config(self, node: str, bind: str, join: tuple[str, ...] = ()) -> GossipConfig:
         return GossipConfig(
             bind=bind, join=join, cluster_key=self.cluster_key, node_key=self.node_key(node),
-            authority=public_path(self.authority), refresh_s=0.5,
+            authority=self.authority_public, refresh_s=0.5,
         )  # fmt: skip
 
 

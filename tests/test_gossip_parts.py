@@ -202,7 +202,7 @@ def test_distress_events_are_believed_by_signature_and_kept_once() -> None:
     view = _view(clock)
     view.members_seen([_member("b")])
     hot = encode(_record("b", seq=2, headroom_c=2.0), KEYS["b"])
-    assert view.distress(hot) is not None
+    assert view.distress(hot) == _record("b", seq=2, headroom_c=2.0)
     assert view.distress(hot) is None  # the same again: a duplicate
     assert view.distress(encode(_record("b", seq=3), KEYS["c"])) is None  # b's, c's signature
     assert [(d.node, d.seq) for d in view.distress_seen()] == [("b", 2)]

@@ -19,7 +19,6 @@ got cheaper by coupling, and the cheapest node with room is not the hot one.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import statistics
@@ -33,7 +32,7 @@ from typing import Any
 
 from maxwell.gossip.agent import free_gossip_port
 from maxwell.gossip.config import GossipConfig
-from maxwell.gossip.keys import generate, public_path, sign_node
+from maxwell.gossip.keys import ClusterKeyFiles
 from maxwell.gossip.node import GossipNode, prepare
 from maxwell.gossip.view import ClusterView
 from maxwell.meter.live import NodeSampler
@@ -116,20 +115,14 @@ def run_demo(
 def _make_keys(root: Path, names: list[str]) -> dict[str, GossipConfig]:
     """An authority, a cluster key, and for each node a key it certified; each node's
     settings (the first node is the seed the others join)."""
-    generate(root / "authority")
-    fd = os.open(root / "cluster.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as key:
-        key.write(base64.b64encode(os.urandom(32)).decode() + "\n")  # as `serf keygen` does
+    files = ClusterKeyFiles.write(root, names)
     configs: dict[str, GossipConfig] = {}
     seed: tuple[str, ...] = ()
     for name in names:
-        generate(root / f"{name}.key")
-        sign_node(root / "authority", root / f"{name}.key", name)
         bind = f"127.0.0.1:{free_gossip_port()}"
         configs[name] = GossipConfig(
-            bind=bind, join=seed, cluster_key=root / "cluster.key",
-            node_key=root / f"{name}.key", authority=public_path(root / "authority"),
-            refresh_s=REFRESH_S,
+            bind=bind, join=seed, cluster_key=files.cluster_key, node_key=files.node_key(name),
+            authority=files.authority_public, refresh_s=REFRESH_S,
         )  # fmt: skip
         seed = seed or (bind,)
     return configs

@@ -9,10 +9,13 @@ read, and anything that is not the kind of key asked for.
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import (
@@ -142,6 +145,49 @@ def load_identity(node_key: Path, authority: Ed25519PublicKey) -> NodeIdentity:
     except RecordError:
         raise KeyFileError(f"{where}: not signed by the --authority key") from None
     return NodeIdentity(key, certificate)
+
+
+@dataclass(frozen=True)
+class ClusterKeyFiles:
+    """A cluster's key files in `root` (the demo's, the tests' and the benchmark's): an authority
+    (`authority`, its public half `authority_public`), a Serf encryption key (`cluster_key`, as
+    `serf keygen` prints it) and a key per node certified by the authority (`node_key`)."""
+
+    root: Path
+
+    @property
+    def authority(self) -> Path:
+        return self.root / "authority"
+
+    @property
+    def authority_public(self) -> Path:
+        return public_path(self.authority)
+
+    @property
+    def cluster_key(self) -> Path:
+        return self.root / "cluster.key"
+
+    def node_key(self, node: str) -> Path:
+        return self.root / f"{node}.key"
+
+    @classmethod
+    def write(cls, root: Path, nodes: Sequence[str]) -> Self:
+        """New keys for a cluster of `nodes` (`root` is made private if it is new)."""
+        files = cls(root)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        generate(files.authority)
+        fd = os.open(files.cluster_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as cluster_key:
+            cluster_key.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+        for node in nodes:
+            files.add(node)
+        return files
+
+    def add(self, node: str, *, authority: Path | None = None) -> Path:
+        """A key for `node`, certified by `authority` (default: the cluster's)."""
+        generate(self.node_key(node))
+        sign_node(authority or self.authority, self.node_key(node), node)
+        return self.node_key(node)
 
 
 def _read_secret(path: Path) -> bytes:

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -63,12 +62,10 @@ from maxwell.errors import MaxwellError
 from maxwell.gossip.agent import SerfAgent, _die_with_parent
 from maxwell.gossip.config import GossipConfig
 from maxwell.gossip.keys import (
+    ClusterKeyFiles,
     NodeIdentity,
-    generate,
     load_cluster_key,
     load_public,
-    public_path,
-    sign_node,
 )
 from maxwell.gossip.lossy import NodePlace
 from maxwell.gossip.node import GossipNode, prepare
@@ -594,42 +591,15 @@ class NodeProcess:
         return status
 
 
-@dataclass(frozen=True)
-class KeyFiles:
-    """A cluster's key files in `root`: an authority, a Serf key, a signed key per node."""
-
-    root: Path
-
-    @property
-    def cluster_key(self) -> Path:
-        return self.root / "cluster.key"
-
-    @property
-    def authority(self) -> Path:
-        return public_path(self.root / "authority")
-
-    def node_key(self, node: str) -> Path:
-        return self.root / f"{node}.key"
-
-    @classmethod
-    def write(cls, root: Path, nodes: Sequence[str]) -> KeyFiles:
-        keys = cls(root)
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        generate(root / "authority")
-        fd = os.open(keys.cluster_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as cluster_key:  # as `serf keygen` makes it
-            cluster_key.write(base64.b64encode(os.urandom(32)).decode() + "\n")
-        for node in nodes:
-            generate(keys.node_key(node))
-            sign_node(root / "authority", keys.node_key(node), node)
-        return keys
+class KeyFiles(ClusterKeyFiles):
+    """A cluster's key files (`ClusterKeyFiles`), and the node processes' command lines."""
 
     def argv(self, node: str, bind: str, join: Sequence[str], refresh_s: float) -> list[str]:
         """The command line of `node`'s process (see the module)."""
         argv = [
             sys.executable, "-m", "maxwell.gossip.lossy_node", "--name", node, "--bind", bind,
             "--cluster-key", str(self.cluster_key), "--node-key", str(self.node_key(node)),
-            "--authority", str(self.authority), "--refresh-s", f"{refresh_s:g}",
+            "--authority", str(self.authority_public), "--refresh-s", f"{refresh_s:g}",
         ]  # fmt: skip
         return argv + [arg for address in join for arg in ("--join", address)]
 
