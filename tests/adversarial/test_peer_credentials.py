@@ -22,6 +22,7 @@ import pytest
 
 from conftest import NobodyPython
 from fake_node import FakeNode, serving
+from helpers import wait_until
 from maxwell.node.api import create_app, serve
 from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import NodeDaemon
@@ -280,7 +281,10 @@ def test_a_local_user_s_agent_on_the_real_daemon_runs_as_that_user() -> None:
             status, text = _call(path, "POST", "/agents", spawn, **me)
             assert status == 201, text
             spawned = json.loads(text)
-            uids = Path(f"/proc/{spawned['pid']}/status").read_text().split("Uid:")[1].split()
+            proc = Path(f"/proc/{spawned['pid']}")
+            # setpriv drops to the user, then becomes the agent: read the uid once it has
+            wait_until(lambda: (proc / "comm").read_text().strip() == "sleep", what="the exec")
+            uids = (proc / "status").read_text().split("Uid:")[1].split()
             assert int(uids[0]) == int(uids[1]) == stranger.pw_uid  # real and effective
             assert daemon.user_account(stranger.pw_uid).balance == 2 * J
             assert _call(path, "POST", f"/agents/{spawned['agent']}/kill", "", **me)[0] == 200
