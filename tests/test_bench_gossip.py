@@ -12,7 +12,7 @@ import pytest
 from gossip_support import needs_serf
 from helpers import last_json, maxwell
 from maxwell.bench import gossip
-from maxwell.gossip.lossy_node import NodeReports
+from maxwell.gossip.node_processes import NodeReports
 
 RUN_KEYS = {
     "nodes", "loss", "serf_event_ms", "maxwell_distress_ms", "overhead_ratio", "cpu_per_node",

@@ -30,7 +30,7 @@ from maxwell.gossip.lossy import (
     setup_commands,
     stale_namespaces,
 )
-from maxwell.gossip.lossy_node import KeyFiles, NodeProcess, NodeReports, running_nodes
+from maxwell.gossip.node_processes import KeyFiles, NodeProcess, NodeReports, running_nodes
 
 # --- the plan, without root -------------------------------------------------------------------
 
@@ -229,7 +229,7 @@ def test_a_killed_parent_takes_its_node_processes_and_their_serfs_with_it(tmp_pa
         import sys, time
         from pathlib import Path
         from maxwell.gossip.lossy import Loopback
-        from maxwell.gossip.lossy_node import KeyFiles, running_nodes
+        from maxwell.gossip.node_processes import KeyFiles, running_nodes
         keys = KeyFiles.write(Path({str(tmp_path)!r}), [{name!r}])
         with Loopback(1) as place, running_nodes(place, keys, [{name!r}]) as nodes:
             print(nodes[0].pid, nodes[0].snapshot().serf_pid, flush=True)

@@ -247,6 +247,20 @@ def test_a_member_that_never_answers_has_its_record_refused_as_not_admitted() ->
     assert view.rejected() == {"not-admitted": 1} and view.prices().nodes == ()
 
 
+def test_a_certificate_a_question_carries_introduces_its_node_but_replaces_no_known_key() -> None:
+    view = _view(Clock(), knows=("c",))
+    view.members_seen([_member("b"), _member("c")])
+    view.introduced(_certificate("b"))  # b's question: its record, parked, is now checked
+    assert [p.node for p in view.prices().nodes] == ["b", "c"] and view.wanted() == []
+    rogue = Ed25519PrivateKey.generate()
+    view.introduced(certify(AUTHORITY, "c", rogue.public_key()).encode())  # a second key for c
+    view.members_seen([_member("c", tags=node_tags(encode(_record("c", seq=2), rogue)))])
+    assert view.rejected() == {"forged": 1}  # c's admitted key stands
+    view.introduced(b"\x93garbage")
+    view.introduced(certify(Ed25519PrivateKey.generate(), "d", rogue.public_key()).encode())
+    assert view.rejected() == {"forged": 1, "malformed": 1, "not-admitted": 1}
+
+
 def test_a_record_of_a_node_that_is_no_member_is_never_parked() -> None:
     view = _view(Clock(), knows=())
     assert view.distress(encode(_record("z"), KEYS["a"])) is None

@@ -65,9 +65,8 @@ from typing import Any, Final
 from maxwell.bench._harness import report
 from maxwell.errors import MaxwellError, UsageError
 from maxwell.gossip.lossy import Loopback, LossyNetwork, NodePlace, lossy_obstacle
-from maxwell.gossip.lossy_node import (
-    COOL_HEADROOM_C,
-    FORGED_SEQ,
+from maxwell.gossip.lossy_node import COOL_HEADROOM_C, FORGED_SEQ
+from maxwell.gossip.node_processes import (
     KeyFiles,
     NodeProcess,
     NodeReports,

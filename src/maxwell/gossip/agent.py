@@ -159,7 +159,7 @@ def _prctl() -> Callable[[int, int], int]:
     return call
 
 
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+def die_with_parent(parent_pid: int) -> Callable[[], None]:
     """A `preexec_fn` asking for SIGTERM when the parent dies; ctypes is resolved before fork."""
     prctl = _prctl()
 
@@ -237,7 +237,7 @@ async def _exec_agent(argv: list[str]) -> asyncio.subprocess.Process:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,  # this Serf writes its log, and its errors, to stdout
         process_group=0,
-        preexec_fn=_die_with_parent(os.getpid()),
+        preexec_fn=die_with_parent(os.getpid()),
     )
 
 

@@ -19,6 +19,7 @@ got cheaper by coupling, and the cheapest node with room is not the hot one.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import statistics
@@ -205,6 +206,9 @@ class _Scenario:
         couplings = {node.name: round(node.daemon.price().coupling, 4) for node in cluster}
         cheapest = cluster[0].view.prices().cheapest
         cheaper = all(after[n] < before[n] and couplings[n] < 1.0 for n in names[:-1])
+        refused: collections.Counter[str] = collections.Counter()
+        for node in cluster:
+            refused.update(node.view.rejected())
         return {
             "nodes": len(cluster),
             "hot_node": hot.name,
@@ -216,7 +220,8 @@ class _Scenario:
             "prices": {"before": before, "after": after},
             "couplings": couplings,
             "cheapest_after": cheapest,
-            "rejected": sum(sum(node.view.rejected().values()) for node in cluster),
+            "rejected": sum(refused.values()),
+            "rejected_by_reason": dict(refused),
             "ok": reached and cheaper and cheapest is not None and cheapest != hot.name,
         }
 

@@ -7,8 +7,10 @@ It starts the node's own Serf agent (`--gossip`) or attaches to one (`--serf-rpc
   takes the daemon's lock), and a distress record also as a `maxwell-distress` event;
 - listens to member events and distress events, and lists the members every `refresh_s` (a
   missed event is caught there), feeding all of it to the `ClusterView`, which checks it;
-- asks the members whose certificate the view wants for it (a `maxwell-cert` Serf query to that
-  member alone), and answers such queries with its own certificate.
+- introduces itself once per session (a `maxwell-cert` Serf query to everyone, carrying its
+  certificate: each member learns it and answers with its own), then asks the members whose
+  certificate the view still wants (one query filtered to them, one at a time), and answers
+  such queries with its own certificate.
 
 Failures: a start that fails raises out of `start` (no serf found, the agent exits, a join that
 reaches nobody, an attached agent of another name). Once started, a lost connection or a dead
@@ -28,7 +30,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Final
 
@@ -318,6 +320,8 @@ class GossipNode:
                 elif isinstance(event, UserEvent) and event.name == DISTRESS_EVENT:
                     self._view.distress(event.payload)
                 elif isinstance(event, QueryEvent) and event.name == CERT_QUERY:
+                    if event.payload:  # the asker's own certificate
+                        self._view.introduced(event.payload)
                     await self._answer(rpc, event)
         raise SerfRpcError(f"the serf agent at {rpc.address} ended the event stream")
 
@@ -329,30 +333,33 @@ class GossipNode:
             log.info("certificate not sent: %s", exc)
 
     async def _asking(self, rpc: SerfRpc) -> None:
-        """Ask each member whose certificate the view wants for it, each in its own task."""
-        asking: set[asyncio.Task[None]] = set()
-        try:
-            while True:
-                for node in self._view.wanted():
-                    task = asyncio.create_task(self._ask(rpc, node), name=f"gossip-ask {node}")
-                    asking.add(task)
-                    task.add_done_callback(asking.discard)
-                await asyncio.sleep(_POLL_S)
-        finally:
-            for task in asking:
-                task.cancel()
+        """Introduce this node to the cluster once (an unfiltered question carrying its own
+        certificate, which every member answers with theirs), then ask the members whose
+        certificate the view still wants, all in one question at a time: a cold start of N
+        nodes asks N questions, not N x (N - 1)."""
+        await self._ask(rpc, ())
+        while True:
+            wanted = self._view.wanted()
+            if wanted:
+                await self._ask(rpc, wanted)
+            await asyncio.sleep(_POLL_S)
 
-    async def _ask(self, rpc: SerfRpc, node: str) -> None:
+    async def _ask(self, rpc: SerfRpc, nodes: Sequence[str]) -> None:
+        """One certificate question, to `nodes` (none: everyone), and what came back."""
         try:
-            result = await rpc.query(CERT_QUERY, b"", _ASK_TIMEOUT_S, filter_nodes=[node])
+            result = await rpc.query(
+                CERT_QUERY, self._certificate, _ASK_TIMEOUT_S, filter_nodes=nodes
+            )
         except SerfRpcError as exc:
-            log.warning("cannot ask %s for its certificate: %s", node, exc)
+            log.warning("cannot ask %s for certificates: %s", ", ".join(nodes) or "all", exc)
             return  # asked again later
-        answers = [r.payload for r in result.responses if r.from_node == node]
-        if answers:
-            self._view.learned(node, answers[0])
-        else:
-            self._view.unanswered(node)
+        answered = {r.from_node: r.payload for r in result.responses}
+        for node, certificate in answered.items():
+            if node != self._identity.node:
+                self._view.learned(node, certificate)
+        for node in nodes:
+            if node not in answered:
+                self._view.unanswered(node)
 
     async def _listing(self, rpc: SerfRpc) -> None:
         while True:

@@ -484,12 +484,17 @@ class SerfRpc:
         with self._blamed():
             return parse_members(reply.body)
 
-    async def agent_name(self) -> str:
-        """The agent's member name (from `stats`)."""
+    async def stats(self) -> dict[str, Any]:
+        """The agent's `stats`: sections ("agent", "serf", "runtime", ...) of strings."""
         _, reply = await self._call("stats", None, Answer.BODY)
         with self._blamed():
-            agent = _as_map(_as_map(reply.body, "a stats body").get("agent"), "stats' agent")
-            return _str(agent, "name")
+            return _as_map(reply.body, "a stats body")
+
+    async def agent_name(self) -> str:
+        """The agent's member name (from `stats`)."""
+        stats = await self.stats()
+        with self._blamed():
+            return _str(_as_map(stats.get("agent"), "stats' agent"), "name")
 
     async def event(self, name: str, payload: bytes, coalesce: bool = False) -> None:
         """Gossip a user event (Serf caps name and payload together, 512 bytes by default)."""

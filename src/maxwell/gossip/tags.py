@@ -4,10 +4,10 @@ Serf tags are a map of strings, at most 512 bytes once Serf has encoded them (me
 `MetaMaxSize`: a byte of its own, then the msgpack map). A node carries one: `mx-heat`, its
 latest signed heat record (`record`), base64 (a tag is a string, and Serf's agent need not keep
 arbitrary bytes intact in one): about 250 bytes, 390 at most. Its certificate does not ride
-along: every tag update is gossiped to every node (see `publish`), so it is asked for once, by a
-Serf query (`CERT_QUERY`), and answered by the node. Reading a member's tags never trusts them:
-a tag that is not base64, or longer than its largest honest value, is refused with the
-verifier's reasons ("malformed", "oversized"). Pure.
+along: every tag update is gossiped to every node (see `publish`), so it travels in a Serf
+query (`CERT_QUERY`, carrying the asker's own) and in the answers to it (see `node`). Reading a
+member's tags never trusts them: a tag that is not base64, or longer than its largest honest
+value, is refused with the verifier's reasons ("malformed", "oversized"). Pure.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import msgpack  # type: ignore[import-untyped]  # msgpack ships no type informat
 from maxwell.gossip.record import MAX_RECORD_BYTES, RecordError
 
 HEAT_TAG: Final = "mx-heat"
-CERT_QUERY: Final = "maxwell-cert"  # a Serf query; the node named answers with its certificate
+CERT_QUERY: Final = "maxwell-cert"  # a Serf query carrying the asker's certificate; answers: theirs
 SERF_TAGS_LIMIT: Final = 512  # bytes: Serf's encoded tags, a leading byte of its own included
 
 

@@ -2,7 +2,8 @@
 
 The gossip thread feeds it what Serf says (`members_seen`: members with their tags, from member
 events and periodic listings; `distress`: the payload of a `maxwell-distress` event; `learned`:
-a member's certificate, asked for by a query) and the node's own records (`own`); the tick reads
+a member's certificate, asked for by a query; `introduced`: the certificate a query carried,
+its asker's) and the node's own records (`own`); the tick reads
 the neighbours' headroom (`neighbours_headroom`) to couple its price, and the API reads the
 members and the prices. One lock guards it, held only for dictionary work and one signature
 check: no I/O.
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from maxwell.gossip.record import HeatRecord, RecordError, decode
 from maxwell.gossip.rpc import Member
 from maxwell.gossip.tags import HEAT_TAG, record_in
-from maxwell.gossip.trust import Verifier
+from maxwell.gossip.trust import NodeCertificate, Verifier
 from maxwell.node.facade import ClusterMember, ClusterMembers, ClusterPrices, NodePrice
 
 ASK_AGAIN_S = 5.0  # a member that did not answer for its certificate is asked again after this
@@ -119,12 +120,22 @@ class ClusterView:
         is checked."""
         now = self._wall()
         with self._lock:
-            admitted = self._verifier.learn(node, certificate)
-            self._silences.pop(node, None)
-            for by_event in (False, True):  # the tags first: an event is then a known record
-                wire = self._parked.pop((node, by_event), None)
-                if admitted and wire is not None:
-                    self._consider(None if by_event else node, wire, now)
+            self._admit(node, certificate, now)
+
+    def introduced(self, certificate: bytes) -> None:
+        """A certificate a query carried (its asker's own, though Serf does not say who asked):
+        learnt for the node it names if no key of that node is known yet, then its parked
+        record is checked. A known key is never replaced this way."""
+        now = self._wall()
+        try:
+            node = NodeCertificate.decode(certificate).node
+        except RecordError as exc:
+            with self._lock:
+                self._verifier.rejected[exc.reason] += 1
+            return
+        with self._lock:
+            if not self._verifier.knows(node):
+                self._admit(node, certificate, now)
 
     def unanswered(self, node: str) -> None:
         """No answer came from `node`: after `ASKS` of these, its parked record is refused."""
@@ -181,6 +192,14 @@ class ClusterView:
             return list(self._distress)
 
     # --- under the lock ---------------------------------------------------------------------------
+
+    def _admit(self, node: str, certificate: bytes, now: float) -> None:
+        admitted = self._verifier.learn(node, certificate)
+        self._silences.pop(node, None)
+        for by_event in (False, True):  # the tags first: an event is then a known record
+            wire = self._parked.pop((node, by_event), None)
+            if admitted and wire is not None:
+                self._consider(None if by_event else node, wire, now)
 
     def _look_at(self, member: Member, now: float) -> None:
         text = member.tags.get(HEAT_TAG)
