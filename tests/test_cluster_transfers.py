@@ -26,6 +26,7 @@ from maxwell.cluster.transfers import (
     outbound_account,
     received,
     reconcile,
+    reconcile_all,
     refunded,
     returned,
     sent,
@@ -215,3 +216,26 @@ def test_a_job_that_came_back_empty_still_closes() -> None:
     report = pair.report()
     assert report.pending == () and report.conserved
     assert report.outbound == OUT.amount
+
+
+def test_every_pair_that_moved_money_is_reconciled_each_way_and_a_ledger_knows_its_node() -> None:
+    pair = Pair()
+    for ledger, requests in _steps(pair, "j1", 5_000, 1_000)[:2]:  # home -> runner, received
+        pair.apply(ledger, requests)
+    back_home = Transfer("out", "j2", "runner", "home", 700)  # and a job the other way
+    pair.runner.open_account("user:7", at=AT)
+    pair.runner.transfer("fund-7", TREASURY, "user:7", 700, at=AT)
+    pair.apply(pair.runner, sent(back_home, "user:7"))
+
+    def of(ledger: Ledger) -> tuple[dict[str, int], list[Half]]:
+        found = halves((e.kind, e.detail, e.legs) for e in ledger.entries())
+        return {k: int(v) for k, v in ledger.balances().items()}, found
+
+    nodes = {"home": of(pair.home), "runner": of(pair.runner)}
+    assert {h.here for h in nodes["home"][1]} == {"home"}
+    assert {h.here for h in nodes["runner"][1]} == {"runner"}
+    reports = reconcile_all(nodes)
+    assert [(r.home, r.runner) for r in reports] == [("home", "runner"), ("runner", "home")]
+    assert all(r.conserved for r in reports)
+    assert reports[0].pending == () and reports[1].pending == ("j2",)
+    assert reports[1].in_flight == 700

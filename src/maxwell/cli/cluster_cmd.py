@@ -1,5 +1,5 @@
-"""`maxwell cluster keygen|sign-node|members|price`: a gossip cluster's keys, and what the local
-node believes of its cluster.
+"""`maxwell cluster keygen|sign-node|members|price|demo|ledger`: a gossip cluster's keys, what the
+local node believes of its cluster, and the money between its nodes (`cluster_ledger_cmd`).
 
 `keygen --out PATH` writes an ed25519 private key at PATH (0600) and its public key at PATH.pub:
 a node's key, or the cluster authority's. `sign-node --authority PATH --node PATH [--name NODE]`
@@ -21,6 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from maxwell.cli import cluster_ledger_cmd
 from maxwell.cli.agents_cmd import add_client_arguments
 from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, StopRequest, fail
 from maxwell.client import Client
@@ -36,6 +37,8 @@ demo: exit status 0 when the distress reached every node and the prices moved as
 keygen, sign-node: exit status 0 written; 2 a key file that cannot be written or used (the
 message says why). members, price: as the other client commands (maxwell price --help); a node
 without gossip refuses them (exit status 1).
+ledger verify: exit status 0 every ledger sound and the money between the nodes conserved; 1 not;
+2 a state directory without a ledger.
 """
 
 
@@ -66,6 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     demo.add_argument("--nodes", type=int, default=5, metavar="N", help="2 to 20 (5)")
     demo.add_argument("--json", action="store_true", help="one JSON object at the end")
+    cluster_ledger_cmd.add_arguments(actions)
 
 
 def _keygen(args: argparse.Namespace) -> dict[str, object]:
@@ -171,6 +175,8 @@ def run(args: argparse.Namespace) -> int:
     action = args.cluster_action
     if action == "demo":
         return _demo(args)
+    if action == "ledger":
+        return cluster_ledger_cmd.run(args)
     if action in ("members", "price"):
         from maxwell.cli.agents_cmd import run_with_client
 

@@ -21,6 +21,7 @@ import dataclasses
 import select
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from maxwell.gossip.node import GossipNode
     from maxwell.gossip.view import ClusterView
     from maxwell.node.facade import Node
+    from maxwell.node.transfers import NodeTransfers
 
 PROG = "maxwell daemon"
 _DEFAULTS = NodeConfig()
@@ -283,6 +285,19 @@ class _Gossip:
     def neighbours(self) -> Callable[[], list[float]] | None:
         return self.view.neighbours_headroom if self.view is not None else None
 
+    def transfers(self, node: Node) -> NodeTransfers | None:
+        """The node's side of money across nodes: with a cluster identity, on a real daemon."""
+        from maxwell.gossip.keys import load_public
+        from maxwell.gossip.trust import Admission
+        from maxwell.node.daemon import NodeDaemon
+        from maxwell.node.transfers import NodeTransfers  # at run time too
+
+        if self.config is None or not isinstance(node, NodeDaemon):
+            return None
+        assert self.config.authority is not None
+        admission = Admission(authority=load_public(self.config.authority))
+        return NodeTransfers(self._identity, admission, node.ledger(), node.changing, time.time)
+
     def start(self, node: Node) -> None:
         if self.config is None or self.view is None:
             return
@@ -357,7 +372,10 @@ def _serve(
 
     try:
         gossip.start(node)
-        app = create_app(node, metrics=lambda: _metrics(node, gossip.view), cluster=gossip.view)
+        app = create_app(
+            node, metrics=lambda: _metrics(node, gossip.view), cluster=gossip.view,
+            transfers=gossip.transfers(node),
+        )  # fmt: skip
         server = serve(app, socket_path=options.socket, listen=options.listen)
     except UsageError as exc:
         gossip.close()

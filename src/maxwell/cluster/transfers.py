@@ -33,7 +33,7 @@ time), `signature` the ed25519 signature of `DOMAIN + body`; at most `MAX_VOUCHE
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -264,7 +264,10 @@ def _expect(transfer: Transfer, direction: Direction) -> None:
 
 
 def _detail(transfer: Transfer, peer: str) -> dict[str, object]:
-    return {"job": transfer.job, "node": peer, "amount": transfer.amount}
+    """What a half records: the job, the other node, the amount, and the node whose ledger holds
+    it (`here`: so a ledger alone says which node it is)."""
+    here = transfer.recipient if peer == transfer.sender else transfer.sender
+    return {"job": transfer.job, "node": peer, "amount": transfer.amount, "here": here}
 
 
 # --- reconciliation ------------------------------------------------------------------------------
@@ -280,6 +283,7 @@ class Half:
     peer: str
     amount: int
     payer: str = TREASURY
+    here: str | None = None  # the node whose ledger holds it
 
 
 def halves(entries: Iterable[tuple[str, Mapping[str, object], Iterable[Leg]]]) -> list[Half]:
@@ -289,9 +293,9 @@ def halves(entries: Iterable[tuple[str, Mapping[str, object], Iterable[Leg]]]) -
         if kind not in KINDS:
             continue
         job, peer, amount = detail.get("job"), detail.get("node"), detail.get("amount")
-        payer = detail.get("payer", TREASURY)
+        payer, here = detail.get("payer", TREASURY), detail.get("here")
         if isinstance(job, str) and isinstance(peer, str) and isinstance(amount, int):
-            found.append(Half(kind, job, peer, amount, str(payer)))
+            found.append(Half(kind, job, peer, amount, str(payer), str(here) if here else None))
     return found
 
 
@@ -345,3 +349,24 @@ def reconcile(
         balances[1].get(inbound_account(home), 0), in_flight,
         tuple(sorted(pending)), tuple(sorted(broken)),
     )  # fmt: skip
+
+
+def reconcile_all(
+    nodes: Mapping[str, tuple[Mapping[str, int], Sequence[Half]]],
+) -> list[PairReport]:
+    """Every pair of `nodes` (node -> its balances and halves) that moved money either way,
+    each direction on its own (the home node first), in a stable order."""
+    pairs: set[tuple[str, str]] = set()
+    for node, (_, journal) in nodes.items():
+        for half in journal:
+            home_side = half.kind in ("xfer-out", "xfer-home")
+            pairs.add((node, half.peer) if home_side else (half.peer, node))
+    empty: tuple[Mapping[str, int], Sequence[Half]] = ({}, ())
+    reports = []
+    for home, runner in sorted(pairs):
+        home_balances, home_halves = nodes.get(home, empty)
+        runner_balances, runner_halves = nodes.get(runner, empty)
+        reports.append(
+            reconcile(home, runner, (home_balances, runner_balances), (home_halves, runner_halves))
+        )
+    return reports

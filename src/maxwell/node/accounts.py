@@ -134,13 +134,19 @@ def funding_request(
     )  # fmt: skip
 
 
-@contextlib.contextmanager
-def _ledger_refusals(key: str | None) -> Iterator[None]:
+def _ledger_refusals(key: str | None) -> contextlib.AbstractContextManager[None]:
     """The ledger's refusals of a funding, as the API's errors."""
+    return ledger_refusals(FundKeyConflictError(f"key {key!r} funded another request"))
+
+
+@contextlib.contextmanager
+def ledger_refusals(conflict: NodeError) -> Iterator[None]:
+    """The ledger's refusals of a request, as the API's errors: `conflict` for an idempotency
+    key used for other content, a 402 for a payer short of money, a 400 for the rest."""
     try:
         yield
     except IdempotencyConflictError as exc:
-        raise FundKeyConflictError(f"key {key!r} funded another request") from exc
+        raise conflict from exc
     except InsufficientFundsError as exc:
         raise paid_short(exc) from exc
     except LedgerError as exc:

@@ -51,6 +51,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from maxwell.economy.ledger import TREASURY, user_account
 from maxwell.errors import MaxwellError, UsageError
 from maxwell.node.accounts import owns
 from maxwell.node.facade import (
@@ -69,12 +70,16 @@ from maxwell.node.facade import (
     Role,
     SpawnResult,
     TakenInput,
+    TransferReceipt,
+    TransfersReport,
     UnknownAgentError,
     UserAccount,
 )
 from maxwell.node.peers import AdminPeers, PeerProtocol, peer_of
+from maxwell.node.transfers import NodeTransfers
 from maxwell.node.wire import (
     AgentList,
+    ArrivalRequest,
     BidRequest,
     ErrorBody,
     EventList,
@@ -85,9 +90,11 @@ from maxwell.node.wire import (
     ReportRequest,
     SpawnRequest,
     StatusBody,
+    TransferRequest,
+    VoucherRequest,
     validation_message,
 )
-from maxwell.units import tokens_to_money
+from maxwell.units import Money, tokens_to_money
 
 # The bodies' bounds are the wire's (`maxwell.node.wire`); these bound the query and the path.
 MAX_SEQ = 2**63 - 1
@@ -280,11 +287,13 @@ def create_app(
     public_metrics: bool = True,
     admins: AdminPeers | None = None,
     cluster: Cluster | None = None,
+    transfers: NodeTransfers | None = None,
 ) -> FastAPI:
     """The API of `node`; `metrics` renders the Prometheus page (`/metrics` is 404 without it).
     `admins`: who administers the node without a token on the Unix socket (None: this system's,
     `AdminPeers.of_this_system`). `cluster`: what the node believes of its gossip cluster
-    (`/cluster/*` is 404 without it)."""
+    (`/cluster/*` is 404 without it). `transfers`: the node's side of money across nodes
+    (`/transfers*` is 404 without it)."""
     app = FastAPI(
         title="Maxwell node",
         summary="A thermodynamic compute market: agents, bids, funding, the spot price.",
@@ -306,6 +315,7 @@ def create_app(
     _add_job_routes(app, node)
     _add_read_routes(app, node)
     _add_cluster_routes(app, cluster)
+    _add_transfer_routes(app, node, transfers)
     _add_metrics_route(app, metrics, public_metrics=public_metrics)
     return app
 
@@ -556,6 +566,57 @@ def _add_cluster_routes(app: FastAPI, cluster: Cluster | None) -> None:
     def cluster_price(caller: Caller) -> ClusterPrices:
         """Every verified node's price, cheapest first, and the cheapest with room."""
         return gossiping().prices()
+
+
+def _add_transfer_routes(app: FastAPI, node: Node, transfers: NodeTransfers | None) -> None:
+    """Money across nodes (`maxwell.node.transfers`): the home node sends a job's funds, the
+    runner spawns it on them and settles what is left, the home node takes that back."""
+
+    def crossing() -> NodeTransfers:
+        if transfers is None:
+            raise ApiError(404, "no money crosses to this node: it has no cluster identity "
+                           "(maxwell daemon --node-key FILE --authority FILE.pub)")  # fmt: skip
+        return transfers
+
+    @app.post("/transfers", status_code=201, tags=["cluster"])
+    def send(body: TransferRequest, caller: Caller) -> TransferReceipt:
+        """Send a job's funds to the node that will run it, from a local user's own account
+        (or, for the admin, the treasury); the answer carries this node's voucher for them."""
+        if caller.role is Role.USER:
+            assert caller.uid is not None
+            payer = user_account(caller.uid)
+        else:
+            _require_admin(caller, "send a job's funds")
+            payer = TREASURY
+        return crossing().send(body.job, body.to, tokens_to_money(body.fund), payer)
+
+    @app.post("/transfers/in", status_code=201, tags=["admin"])
+    def arrive(body: ArrivalRequest, caller: Caller) -> SpawnResult:
+        """Run a job another node sent, as an agent funded by that node's voucher (once)."""
+        _require_admin(caller, "run another node's jobs")
+        transfer = crossing().received(body.voucher)
+        return node.spawn(
+            body.argv, fund=Money(transfer.amount), bid=body.bid, demand=body.demand,
+            name=body.name, memory=body.memory, pids=body.pids, transfer=transfer,
+        )  # fmt: skip
+
+    @app.post("/transfers/{job}/settle", tags=["admin"])
+    def settle(job: str, caller: Caller) -> TransferReceipt:
+        """Once the job's agent has ended: what is left goes back; this node's voucher for it."""
+        _require_admin(caller, "settle jobs")
+        return crossing().settle(job, lambda agent: node.agent(agent).state)
+
+    @app.post("/transfers/back", tags=["admin"])
+    def back(body: VoucherRequest, caller: Caller) -> TransferReceipt:
+        """A runner's voucher for what was left of a job: back to the job's payer."""
+        _require_admin(caller, "take money back")
+        return crossing().refund(body.voucher)
+
+    @app.get("/transfers", tags=["admin"])
+    def report(caller: Caller) -> TransfersReport:
+        """This node's halves of every transfer and its outbound/inbound balances."""
+        _require_admin(caller, "read the transfers")
+        return crossing().report()
 
 
 def _add_metrics_route(

@@ -33,6 +33,7 @@ from dataclasses import replace
 
 from maxwell.cgroups import CgroupManager
 from maxwell.clock import Clock, SystemClock
+from maxwell.cluster.transfers import Transfer
 from maxwell.economy.coupling import CoupledPrice
 from maxwell.economy.gridfeed import HttpGridFeed
 from maxwell.economy.ledger import InsufficientFundsError
@@ -295,6 +296,8 @@ class NodeDaemon:
                 self._ticker.resting.wake(changed)
                 self._views.publish_calls(changed)
 
+    changing = _changing  # the lock, for a collaborator's change (`maxwell.node.transfers`)
+
     # --- the Node protocol -------------------------------------------------------------------
 
     @property
@@ -324,8 +327,10 @@ class NodeDaemon:
         memory: int | None = None,
         pids: int | None = None,
         owner: int | None = None,
+        transfer: Transfer | None = None,
     ) -> facade.SpawnResult:
-        """A local user's spawn (`owner`) runs as that user, funded from its account."""
+        """A local user's spawn (`owner`) runs as that user, funded from its account; one
+        with another node's `transfer` (`maxwell.node.transfers`) is funded by that node."""
         if owner is not None:
             user = self._users.name(owner)
         request = spawn_request(
@@ -336,6 +341,7 @@ class NodeDaemon:
         with self._changing() as changed:
             if owner is not None:
                 request = replace(request, payer=self._users.check_pays(owner, fund))
+            request = replace(request, transfer=transfer)
             try:
                 spawned = self._processes.spawn(request)
             except InsufficientFundsError as exc:  # checked above, under the same lock

@@ -23,6 +23,7 @@ from pydantic import ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandl
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
+from maxwell.cluster.transfers import Transfer
 from maxwell.errors import MaxwellError
 from maxwell.node.tickstats import TickStats
 from maxwell.units import (
@@ -287,6 +288,41 @@ class SpawnResult:
 
 
 @dataclass(frozen=True)
+class TransferReceipt:
+    """A half of a cross-node transfer this node holds (`maxwell.node.transfers`): the job, the
+    other node, the amount, the payer (the home node's halves) and this node's signed voucher
+    for the other node (base64; None for a refund, which ends the transfer)."""
+
+    __pydantic_config__ = WIRE_CONFIG
+
+    job: str
+    node: str
+    amount: Annotated[WireMoney, Field(alias="amount_j")]
+    payer: str | None
+    voucher: str | None
+
+
+@dataclass(frozen=True)
+class TransferHalf:
+    kind: str  # xfer-out, xfer-in, xfer-back, xfer-home
+    job: str
+    node: str  # the other node
+    amount_uj: int  # integer µ$J, exact: what `maxwell cluster ledger verify` adds up
+    payer: str
+
+
+@dataclass(frozen=True)
+class TransfersReport:
+    """This node's halves and its `outbound:*` / `inbound:*` balances (µ$J): `GET /transfers`."""
+
+    __pydantic_config__ = WIRE_CONFIG
+
+    node: str
+    balances_uj: dict[str, int]
+    halves: tuple[TransferHalf, ...]
+
+
+@dataclass(frozen=True)
 class ClusterMember:
     """A member of the node's gossip cluster as this node sees it (`maxwell cluster members`):
     Serf's view (address, status) and, when `verified`, its last verified heat record's figures
@@ -432,6 +468,7 @@ class Node(Protocol):
         memory: int | None = None,  # bytes the agent's group may use; None: the node's default
         pids: int | None = None,  # processes and threads it may have; None: the node's default
         owner: int | None = None,  # a local user's spawn: runs as it, funded from its account
+        transfer: Transfer | None = None,  # funded by another node's voucher (node.transfers)
     ) -> SpawnResult: ...
 
     def fund(

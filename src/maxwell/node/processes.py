@@ -37,6 +37,7 @@ from pathlib import Path
 from maxwell.audit.manifest import CodeManifest
 from maxwell.client import OWN_CGROUP_ENV
 from maxwell.clock import Clock
+from maxwell.cluster.transfers import Transfer, received
 from maxwell.economy.ledger import (
     TREASURY,
     EntryRequest,
@@ -88,6 +89,7 @@ class SpawnRequest:
     memory: int | None = None  # its group's limits; None: the node's defaults
     pids: int | None = None
     payer: str = TREASURY  # the account its funding comes from
+    transfer: Transfer | None = None  # funded by another node's voucher instead (`node.transfers`)
 
 
 def _check_spawn(argv: Sequence[str], fund: object, bounty: object, model: str | None) -> None:
@@ -334,7 +336,9 @@ class AgentProcesses:
         """The ledger entries of a spawn: its accounts, its funding, the `spawned` event."""
         requests = [open_request(agent_account(agent.id)), open_request(stake_account(agent.id))]
         fund = request.fund
-        if fund > 0:
+        if request.transfer is not None:  # the job's funds, from the node that sent them
+            requests += received(request.transfer, agent.id)
+        elif fund > 0:
             requests.append(funding_request(agent.id, fund, payer=request.payer))
         detail = {
             "agent": agent.id,

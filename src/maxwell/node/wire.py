@@ -42,6 +42,7 @@ from maxwell.node.tickstats import TickStats
 
 __all__ = [
     "AgentList",
+    "ArrivalRequest",
     "BidRequest",
     "ErrorBody",
     "EventList",
@@ -52,6 +53,8 @@ __all__ = [
     "ReportRequest",
     "SpawnRequest",
     "StatusBody",
+    "TransferRequest",
+    "VoucherRequest",
     "from_json",
     "status_from_json",
     "status_to_json",
@@ -159,6 +162,56 @@ class SpawnRequest:
             description="processes and threads the agent may have (default: the node's pids_max)",
         ),
     ] = None  # fmt: skip
+
+
+# A job or node id that a ledger account can carry (`cluster.transfers`); a voucher in base64.
+CrossId = Annotated[
+    str, Strict(), Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$", description="an id")
+]
+VoucherText = Annotated[
+    str,
+    Strict(),
+    Field(
+        min_length=4, max_length=1024, pattern=r"^[A-Za-z0-9+/]*={0,2}$",
+        description="a node's signed voucher for a transfer, base64",
+    ),
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TransferRequest:
+    """Send a job's funds to the node that runs it (`POST /transfers`)."""
+
+    __pydantic_config__ = REQUEST_CONFIG
+
+    job: CrossId
+    to: CrossId
+    fund: Amount
+
+
+@dataclass(frozen=True)
+class ArrivalRequest:
+    """Run a job another node sent with its funds (`POST /transfers/in`): the spawn's fields,
+    funded by the voucher (its amount is the agent's funding)."""
+
+    __pydantic_config__ = REQUEST_CONFIG
+
+    voucher: VoucherText
+    argv: Annotated[list[Text], Field(min_length=1, max_length=MAX_ARGV)]
+    bid: Price
+    demand: Demand = 1.0
+    name: Name | None = None
+    memory: Annotated[int | None, Field(ge=MIN_MEMORY_MAX, le=MAX_LIMIT)] = None
+    pids: Annotated[int | None, Field(ge=1, le=MAX_LIMIT)] = None
+
+
+@dataclass(frozen=True)
+class VoucherRequest:
+    """A runner's voucher for what came back (`POST /transfers/back`)."""
+
+    __pydantic_config__ = REQUEST_CONFIG
+
+    voucher: VoucherText
 
 
 @dataclass(frozen=True)
