@@ -291,8 +291,14 @@ def parse_stream_event(body: Mapping[str, Any]) -> StreamEvent:
 def tally_query_record(
     body: Mapping[str, Any], acks: list[str], responses: list[QueryResponse]
 ) -> bool:
-    """Add one query record to `acks` or `responses`; True when it is the last ("done")."""
+    """Add one query record to `acks` or `responses`; True when it is the last ("done").
+
+    A record from nobody (an empty `From`, and no payload) is dropped: Serf's agent sends such
+    records when the query ends just before its RPC stream does (it reads the query's closed
+    channels as empty answers); no member has an empty name."""
     kind = _str(body, "Type")
+    if kind in ("ack", "response") and not _str(body, "From"):
+        return False
     if kind == "ack":
         acks.append(_str(body, "From"))
     elif kind == "response":
