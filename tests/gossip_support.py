@@ -4,8 +4,12 @@ a test controls, and running gossiping nodes that are always closed."""
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
+import signal
+import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -15,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers import maxwell, wait_until
 from maxwell.gossip.agent import free_gossip_port
 from maxwell.gossip.config import GossipConfig
-from maxwell.gossip.keys import ClusterKeyFiles
+from maxwell.gossip.keys import ClusterKeyFiles, public_path
 from maxwell.gossip.node import GossipNode, prepare
 from maxwell.gossip.view import ClusterView
 from maxwell.node.facade import NodeStatus, PriceInfo
@@ -127,3 +132,50 @@ def wait_for(check: Callable[[], bool], within_s: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {within_s:g} s: {what}")
         time.sleep(0.05)
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+class Daemon:
+    """One `maxwell daemon --gossip` in a process of its own, on a private state directory
+    (`extra`: more of the daemon's flags)."""
+
+    def __init__(
+        self, keys: ClusterKeys, name: str, state: Path, join: str | None, *extra: str
+    ) -> None:
+        self.name, self.state = name, state
+        self.bind = f"127.0.0.1:{free_port()}"
+        self.argv = [
+            sys.executable, "-m", "maxwell.cli.main", "daemon", "--state", str(state),
+            "--cgroup", "none", "--tick", "0.3", "--gossip", self.bind,
+            "--cluster-key", str(keys.cluster_key), "--node-key", str(keys.node_key(name)),
+            "--authority", str(public_path(keys.authority)),
+            *(["--join", join] if join else []), *extra,
+        ]  # fmt: skip
+        self.process = self.start()
+
+    def start(self) -> subprocess.Popen[str]:
+        process = subprocess.Popen(self.argv, cwd=TESTS, stderr=subprocess.PIPE, text=True)
+        socket_path = self.state / "maxwell.sock"
+
+        def serving() -> bool:
+            assert process.poll() is None, process.communicate()[1]
+            with socket.socket(socket.AF_UNIX) as probe:  # a killed daemon's socket file stays
+                return probe.connect_ex(str(socket_path)) == 0
+
+        wait_until(serving, timeout_s=30, what=f"{self.name} to serve")
+        return process
+
+    def ask(self, *args: str) -> dict[str, object]:
+        said = maxwell(*args, "--state", str(self.state), "--json")
+        assert said.returncode == 0, said.stderr
+        answer = json.loads(said.stdout)
+        assert isinstance(answer, dict)
+        return answer
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            _, stderr = self.process.communicate(timeout=30)
+            assert self.process.returncode == 0, stderr

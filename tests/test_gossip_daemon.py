@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,54 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from gossip_support import ClusterKeys, free_port, needs_serf, node_prefix, serfs_named
+from gossip_support import ClusterKeys, Daemon, free_port, needs_serf, node_prefix, serfs_named
 from helpers import maxwell, wait_until
 from maxwell.gossip.agent import SERF_MISSING
 from maxwell.gossip.keys import public_path
 
 pytestmark = needs_serf
 TESTS = Path(__file__).resolve().parent
-
-
-class Daemon:
-    """One `maxwell daemon --gossip` in a process of its own, on a private state directory."""
-
-    def __init__(self, keys: ClusterKeys, name: str, state: Path, join: str | None) -> None:
-        self.name, self.state = name, state
-        self.bind = f"127.0.0.1:{free_port()}"
-        self.argv = [
-            sys.executable, "-m", "maxwell.cli.main", "daemon", "--state", str(state),
-            "--cgroup", "none", "--tick", "0.3", "--gossip", self.bind,
-            "--cluster-key", str(keys.cluster_key), "--node-key", str(keys.node_key(name)),
-            "--authority", str(public_path(keys.authority)),
-            *(["--join", join] if join else []),
-        ]  # fmt: skip
-        self.process = self.start()
-
-    def start(self) -> subprocess.Popen[str]:
-        process = subprocess.Popen(self.argv, cwd=TESTS, stderr=subprocess.PIPE, text=True)
-        socket_path = self.state / "maxwell.sock"
-
-        def serving() -> bool:
-            assert process.poll() is None, process.communicate()[1]
-            with socket.socket(socket.AF_UNIX) as probe:  # a killed daemon's socket file stays
-                return probe.connect_ex(str(socket_path)) == 0
-
-        wait_until(serving, timeout_s=30, what=f"{self.name} to serve")
-        return process
-
-    def ask(self, *args: str) -> dict[str, object]:
-        said = maxwell(*args, "--state", str(self.state), "--json")
-        assert said.returncode == 0, said.stderr
-        answer = json.loads(said.stdout)
-        assert isinstance(answer, dict)
-        return answer
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            _, stderr = self.process.communicate(timeout=30)
-            assert self.process.returncode == 0, stderr
 
 
 @pytest.fixture

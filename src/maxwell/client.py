@@ -54,10 +54,13 @@ from maxwell.node.facade import (
     ProofResult,
     SpawnResult,
     TakenInput,
+    TransferReceipt,
+    TransfersReport,
     UserAccount,
 )
 from maxwell.node.wire import (
     AgentList,
+    ArrivalRequest,
     BidRequest,
     EventList,
     FundRequest,
@@ -66,6 +69,8 @@ from maxwell.node.wire import (
     ProofRequest,
     ReportRequest,
     SpawnRequest,
+    TransferRequest,
+    VoucherRequest,
     from_json,
     status_from_json,
     to_json_bytes,
@@ -357,6 +362,35 @@ class Client:
         """Lease an input of `job` for this agent: the node writes it into this agent's
         directory as `TakenInput.input`, to run the model on and prove."""
         return from_json(TakenInput, self._request("POST", f"/jobs/{_quote(job)}/take"))
+
+    # --- money across nodes (`maxwell.node.transfers`) -------------------------------------------
+
+    def send_transfer(self, job: str, to: str, fund: float) -> TransferReceipt:
+        """Send `fund` $J for `job` to node `to`: this node's voucher for them."""
+        body = TransferRequest(job=job, to=to, fund=fund)
+        return from_json(TransferReceipt, self._request("POST", "/transfers", body=body))
+
+    def arrive(
+        self, voucher: str, argv: Sequence[str], *, bid: float, demand: float = 1.0,
+        name: str | None = None,
+    ) -> SpawnResult:  # fmt: skip
+        """Run a job another node sent, funded by its voucher (admin)."""
+        body = ArrivalRequest(voucher=voucher, argv=list(argv), bid=bid, demand=demand, name=name)
+        return from_json(SpawnResult, self._request("POST", "/transfers/in", body=body))
+
+    def settle(self, job: str) -> TransferReceipt:
+        """What is left of an ended job, back toward its home node: this node's voucher."""
+        return from_json(
+            TransferReceipt, self._request("POST", f"/transfers/{_quote(job)}/settle")
+        )
+
+    def take_back(self, voucher: str) -> TransferReceipt:
+        """A runner's voucher for what was left of a job: back to the job's payer (admin)."""
+        body = VoucherRequest(voucher=voucher)
+        return from_json(TransferReceipt, self._request("POST", "/transfers/back", body=body))
+
+    def transfers(self) -> TransfersReport:
+        return from_json(TransfersReport, self._request("GET", "/transfers"))
 
     # --- stopping cleanly -----------------------------------------------------------------------
 

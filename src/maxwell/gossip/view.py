@@ -166,7 +166,7 @@ class ClusterView:
         now = self._wall()
         with self._lock:
             rows = [self._row(member, now) for member in self._members.values()]
-        return ClusterMembers(members=tuple(sorted(rows, key=lambda row: row.node)))
+        return ClusterMembers(tuple(sorted(rows, key=lambda row: row.node)), node=self.node)
 
     def prices(self) -> ClusterPrices:
         now = self._wall()

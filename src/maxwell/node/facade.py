@@ -347,6 +347,7 @@ class ClusterMembers:
     __pydantic_config__ = WIRE_CONFIG
 
     members: tuple[ClusterMember, ...]
+    node: str | None = None  # the node that answers (its own id): one of the members
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,213 @@
+"""Jobs placed by price across a Ray cluster (issue 13, 2): `submit` picks the node, moves the
+money, and runs the command there as a Maxwell agent through a Ray task pinned to that node.
+
+A Ray node that belongs to a Maxwell node carries the label `maxwell-node` (the node's id) and
+runs its workers with `MAXWELL_STATE` set to that node's state directory (`maxwell cluster up`
+starts Ray so; the tests' `ray.cluster_utils.Cluster` nodes too): a task pinned there finds its
+daemon's socket and admin token.
+
+`submit(spec, home=client)`:
+
+1. ranks the nodes by the placement rule (`placement.rank`) over what the home node's gossip
+   verified (`GET /cluster/members`), keeping those Ray knows and that are alive;
+2. asks the best one, with a Ray task pinned to it (hard affinity), whether its daemon answers;
+   a node that does not (gone, or its daemon down) is passed over for the next, at most
+   `MAX_TRIES` nodes in all;
+3. sends the job's funds from the home node (`POST /transfers`: the payer is the caller's
+   account, or the treasury for the admin) and starts the job's task there: it spawns the agent
+   on the voucher (`POST /transfers/in`), waits for it to end, settles what is left
+   (`POST /transfers/{job}/settle`) and returns the outcome with the runner's voucher. When the
+   best node is the home node itself, no money crosses: the caller spawns the agent there as
+   any spawn (`POST /agents`), and the pinned task only waits for it to end;
+4. `JobHandle.result()` waits for that, and takes what was left back home
+   (`POST /transfers/back`).
+
+Ray's own memory monitor and usage statistics stay off (`RAY_ENV`); Maxwell decides who dies.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from maxwell.client import Client
+from maxwell.cluster.placement import Demand, Offer, PlacementError, offers, rank
+from maxwell.errors import MaxwellError
+from maxwell.node.facade import AgentState
+from maxwell.node.paths import ADMIN_TOKEN_FILE, SOCKET_NAME
+
+LABEL: Final = "maxwell-node"
+STATE_ENV: Final = "MAXWELL_STATE"
+MAX_TRIES: Final = 3
+RAY_ENV: Final = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_memory_monitor_refresh_ms": "0"}
+_POLL_S: Final = 0.2
+_ENDED: Final = (AgentState.DEAD.value, AgentState.EXITED.value)
+
+
+class JobError(MaxwellError):
+    """A job that could not be placed or run; the message says why."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to run and what it may spend: `fund` $J, at most `bid` $J per J, `demand` cores."""
+
+    argv: tuple[str, ...]
+    fund: float
+    bid: float
+    demand: float = 1.0
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How a job ended on its node: its agent's state (dead: apoptosis or killed; exited),
+    exit code, the energy it was billed for and what it paid, and what came back home."""
+
+    job: str
+    node: str
+    agent: str
+    state: str
+    exit_code: int | None
+    energy_j: float
+    paid_j: float
+    returned_j: float
+
+
+def ray_nodes(nodes: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Maxwell node id -> Ray node id, for the alive Ray nodes that carry the label (the
+    records of `ray.nodes()`)."""
+    found: dict[str, str] = {}
+    for node in nodes:
+        name = (node.get("Labels") or {}).get(LABEL)
+        if node.get("Alive") and isinstance(name, str) and name:
+            found.setdefault(name, str(node["NodeID"]))
+    return found
+
+
+def local_client() -> Client:
+    """The daemon of the Maxwell node this process runs on (`MAXWELL_STATE`), as its admin."""
+    state = os.environ.get(STATE_ENV)
+    if not state:
+        raise JobError(f"this Ray node belongs to no Maxwell node: {STATE_ENV} is not set")
+    root = Path(state)
+    token = (root / ADMIN_TOKEN_FILE).read_text().strip()
+    return Client(socket=str(root / SOCKET_NAME), token=token)
+
+
+def answers() -> bool:
+    """Whether this node's daemon answers (the body of the probe task)."""
+    try:
+        with local_client() as client:
+            client.price()
+    except (MaxwellError, OSError):
+        return False
+    return True
+
+
+def run_here(voucher: str, spec: JobSpec, job: str) -> dict[str, Any]:
+    """Run the job on this node's daemon on `voucher`, wait for it to end, settle it (the body
+    of the job's task): the outcome, and the runner's voucher for what is left."""
+    with local_client() as client:
+        spawned = client.arrive(
+            voucher, spec.argv, bid=spec.bid, demand=spec.demand, name=spec.name or job
+        )
+        done = _ended(client, spawned.agent)
+        done["voucher"] = client.settle(job).voucher
+        return done
+
+
+def watch_here(agent: str) -> dict[str, Any]:
+    """Wait for an agent of this node to end (the body of a home job's task): its outcome."""
+    with local_client() as client:
+        return _ended(client, agent)
+
+
+def _ended(client: Client, agent: str) -> dict[str, Any]:
+    while (info := client.agent(agent)).state.value not in _ENDED:
+        time.sleep(_POLL_S)
+    return {
+        "agent": agent, "state": info.state.value, "exit_code": info.exit_code,
+        "energy_j": info.energy_uj / 1e6, "paid_j": info.paid / 1e6,
+        "balance_j": info.balance / 1e6, "voucher": None,
+    }  # fmt: skip
+
+
+class JobHandle:
+    """A submitted job: where it runs, and its outcome once it ends (`result`)."""
+
+    def __init__(self, job: str, node: str, ref: Any, home: Client) -> None:
+        self.job, self.node = job, node
+        self._ref, self._home = ref, home
+
+    def result(self, timeout_s: float | None = None) -> JobOutcome:
+        """Wait for the job to end; take what was left back to the home node."""
+        import ray
+
+        done = ray.get(self._ref, timeout=timeout_s)
+        if done["voucher"] is None:  # it ran at home: what is left stays in its account
+            returned_j = float(done["balance_j"])
+        else:
+            returned_j = self._home.take_back(str(done["voucher"])).amount / 1e6
+        return JobOutcome(
+            job=self.job, node=self.node, agent=done["agent"], state=done["state"],
+            exit_code=done["exit_code"], energy_j=done["energy_j"], paid_j=done["paid_j"],
+            returned_j=returned_j,
+        )  # fmt: skip
+
+
+def submit(spec: JobSpec, *, home: Client, max_tries: int = MAX_TRIES) -> JobHandle:
+    """Place `spec` on the cheapest node with room and start it there (see the module)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    try:
+        demand = Demand(cores=spec.demand, bid=spec.bid)
+    except PlacementError as exc:
+        raise JobError(str(exc)) from None
+    in_ray = ray_nodes(ray.nodes())  # type: ignore[no-untyped-call]
+    members = home.cluster_members()
+    table = [o for o in offers(members) if o.node in in_ray]
+    placement = rank(table, demand)
+    job = f"job-{secrets.token_hex(8)}"
+    for offer in placement.ranked[:max_tries]:
+        pinned = NodeAffinitySchedulingStrategy(in_ray[offer.node], soft=False)
+        if not _answers_there(pinned):
+            continue
+        if offer.node == members.node:  # at home: no money crosses, the caller's spawn
+            spawned = home.spawn(
+                spec.argv, fund=spec.fund, bid=spec.bid, demand=spec.demand, name=spec.name or job
+            )
+            watch = ray.remote(num_cpus=0, max_retries=0)(watch_here)
+            ref = watch.options(scheduling_strategy=pinned).remote(spawned.agent)
+            return JobHandle(job, offer.node, ref, home)
+        receipt = home.send_transfer(job, offer.node, spec.fund)
+        assert receipt.voucher is not None  # a sending always carries one
+        task = ray.remote(num_cpus=0, max_retries=0)(run_here)
+        ref = task.options(scheduling_strategy=pinned).remote(receipt.voucher, spec, job)
+        return JobHandle(job, offer.node, ref, home)
+    raise JobError(f"the job cannot be placed: {_why(placement.why_none(), table, in_ray)}")
+
+
+def _answers_there(pinned: Any) -> bool:
+    import ray
+
+    probe = ray.remote(num_cpus=0, max_retries=0)(answers)
+    try:
+        return bool(ray.get(probe.options(scheduling_strategy=pinned).remote(), timeout=30))
+    except (ray.exceptions.RayError, TimeoutError):
+        return False
+
+
+def _why(why: str, table: list[Offer], in_ray: Mapping[str, str]) -> str:
+    if not in_ray:
+        return f"no Ray node carries the {LABEL} label (maxwell cluster up)"
+    if not table:
+        return "no node the home node's gossip knows is in the Ray cluster"
+    return why if why != f"{table[0].node} is the cheapest with room" else "every node refused"
+
