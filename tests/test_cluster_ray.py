@@ -73,10 +73,13 @@ class RayCluster:
         ray.shutdown()
         if self.ray is not None:
             self.ray.shutdown()
-        for daemon in self.daemons:
-            if daemon.process.poll() is None:
-                daemon.process.kill()
-                daemon.process.communicate()
+        for daemon in self.daemons:  # stopped, so that each leaves nothing behind
+            try:
+                daemon.stop()
+            finally:
+                if daemon.process.poll() is None:
+                    daemon.process.kill()
+                    daemon.process.communicate()
 
 
 @pytest.fixture(scope="module")
