@@ -148,6 +148,35 @@ def test_a_job_that_runs_out_of_money_dies_on_its_node_and_the_submitter_sees_it
     _verify(cluster)
 
 
+def test_the_commands_submit_wait_and_list_jobs_that_outlive_them(cluster: RayCluster) -> None:
+    # From the second node: the first is as cheap and comes first by id, so the job crosses.
+    home = str(cluster.daemons[1].state)
+    ray_at = ("--ray-address", cluster.ray.address)
+    said = maxwell("submit", "--state", home, *ray_at, "--fund", "2J", "--bid", "2", "--wait",
+                   "--json", "--", "true", timeout=120)  # fmt: skip
+    assert said.returncode == 0, said.stdout + said.stderr
+    waited = json.loads(said.stdout)
+    assert waited["state"] == "exited" and waited["exit_code"] == 0
+    assert waited["node"] != cluster.hot and 0 < waited["returned_j"] <= 2.0
+    said = maxwell("submit", "--state", home, *ray_at, "--fund", "2J", "--bid", "2", "--json",
+                   "--", "sleep", "1", timeout=120)  # fmt: skip
+    assert said.returncode == 0, said.stdout + said.stderr
+    left = json.loads(said.stdout)  # the command has ended; a keeper on the home node has not
+
+    def closed() -> bool:
+        listed = maxwell("jobs", *ray_at, "--json", timeout=120)
+        rows = {row["job"]: row for row in json.loads(listed.stdout)["jobs"]}
+        row = rows.get(left["job"])
+        return row is not None and row["state"] == "closed" and row["node"] == left["node"]
+
+    assert left["node"] == cluster.daemons[0].name
+    wait_until(closed, timeout_s=60, what="the kept job's money back home")
+    _verify(cluster)
+    refused = maxwell("submit", "--state", home, *ray_at, "--fund", "1J", "--bid", "0.001",
+                      "--", "true", timeout=120)  # fmt: skip
+    assert refused.returncode == 1 and "cannot be placed" in refused.stderr
+
+
 def test_a_node_whose_daemon_is_killed_is_passed_over_and_the_money_still_reconciles(
     cluster: RayCluster,
 ) -> None:

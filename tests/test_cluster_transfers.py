@@ -239,3 +239,23 @@ def test_every_pair_that_moved_money_is_reconciled_each_way_and_a_ledger_knows_i
     assert all(r.conserved for r in reports)
     assert reports[0].pending == () and reports[1].pending == ("j2",)
     assert reports[1].in_flight == 700
+
+
+def test_jobs_are_listed_from_every_node_s_halves_at_their_furthest_state() -> None:
+    from maxwell.cli.submit_cmd import job_rows
+
+    def half(kind: str, job: str, node: str, amount: int) -> dict[str, object]:
+        return {"kind": kind, "job": job, "node": node, "amount_uj": amount, "payer": "treasury"}
+
+    rows = job_rows({
+        "home": [half("xfer-out", "j1", "runner", 5_000_000), half("xfer-out", "j2", "runner", 1),
+                 half("xfer-home", "j1", "runner", 2_000_000)],
+        "runner": [half("xfer-in", "j1", "home", 5_000_000), half("xfer-back", "j1", "home",
+                                                                  2_000_000)],
+    })  # fmt: skip
+    assert rows == [
+        {"job": "j1", "home": "home", "node": "runner", "fund_j": 5.0, "returned_j": 2.0,
+         "state": "closed"},
+        {"job": "j2", "home": "home", "node": "runner", "fund_j": 1e-6, "returned_j": None,
+         "state": "sent"},
+    ]  # fmt: skip

@@ -48,6 +48,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("maxwell.cli.agents_cmd", "audit an agent now: reports vs counters, code pages"),
     "job": ("maxwell.cli.job_cmd", "posted work that bounties pay for: post, ls, show"),
     "cluster": ("maxwell.cli.cluster_cmd", "heat gossip: keygen, sign-node, members, price"),
+    "submit": ("maxwell.cli.submit_cmd", "run a command on the cluster's cheapest node (Ray)"),
+    "jobs": ("maxwell.cli.submit_cmd", "the jobs that moved money across the cluster"),
     "user": ("maxwell.cli.user_cmd", "local users' accounts, which fund their agents: show, fund"),
     "infer": ("maxwell.cli.proof_cmd", "run an ONNX model and write a proof of the inference"),
     "verify": ("maxwell.cli.proof_cmd", "check a proof of inference without re-running the model"),

@@ -27,11 +27,12 @@ Ray's own memory monitor and usage statistics stay off (`RAY_ENV`); Maxwell deci
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,6 +41,8 @@ from maxwell.cluster.placement import Demand, Offer, PlacementError, offers, ran
 from maxwell.errors import MaxwellError
 from maxwell.node.facade import AgentState
 from maxwell.node.paths import ADMIN_TOKEN_FILE, SOCKET_NAME
+
+log = logging.getLogger(__name__)
 
 LABEL: Final = "maxwell-node"
 STATE_ENV: Final = "MAXWELL_STATE"
@@ -149,6 +152,8 @@ class JobHandle:
         """Wait for the job to end; take what was left back to the home node."""
         import ray
 
+        if self._ref is None:
+            raise JobError(f"job {self.job} is kept by its home node: maxwell jobs shows it")
         done = ray.get(self._ref, timeout=timeout_s)
         if done["voucher"] is None:  # it ran at home: what is left stays in its account
             returned_j = float(done["balance_j"])
@@ -161,8 +166,12 @@ class JobHandle:
         )  # fmt: skip
 
 
-def submit(spec: JobSpec, *, home: Client, max_tries: int = MAX_TRIES) -> JobHandle:
-    """Place `spec` on the cheapest node with room and start it there (see the module)."""
+def submit(
+    spec: JobSpec, *, home: Client, max_tries: int = MAX_TRIES, keep: bool = False
+) -> JobHandle:
+    """Place `spec` on the cheapest node with room and start it there (see the module). With
+    `keep`, a detached keeper on the home node starts the job's task, waits for its end and
+    takes what is left back home: the job outlives the caller (its handle has no result)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -172,6 +181,8 @@ def submit(spec: JobSpec, *, home: Client, max_tries: int = MAX_TRIES) -> JobHan
         raise JobError(str(exc)) from None
     in_ray = ray_nodes(ray.nodes())  # type: ignore[no-untyped-call]
     members = home.cluster_members()
+    if keep and members.node not in in_ray:
+        raise JobError(f"this node ({members.node}) is not in the Ray cluster: maxwell cluster up")
     table = [o for o in offers(members) if o.node in in_ray]
     placement = rank(table, demand)
     job = f"job-{secrets.token_hex(8)}"
@@ -188,10 +199,81 @@ def submit(spec: JobSpec, *, home: Client, max_tries: int = MAX_TRIES) -> JobHan
             return JobHandle(job, offer.node, ref, home)
         receipt = home.send_transfer(job, offer.node, spec.fund)
         assert receipt.voucher is not None  # a sending always carries one
+        if keep:  # started once the keeper owns the job's task
+            keeper = _keeper(job, in_ray[str(members.node)])
+            ray.get(keeper.start.remote(receipt.voucher, spec, job, pinned), timeout=60)
+            return JobHandle(job, offer.node, None, home)
         task = ray.remote(num_cpus=0, max_retries=0)(run_here)
         ref = task.options(scheduling_strategy=pinned).remote(receipt.voucher, spec, job)
         return JobHandle(job, offer.node, ref, home)
     raise JobError(f"the job cannot be placed: {_why(placement.why_none(), table, in_ray)}")
+
+
+def _keeper(job: str, home_node: str) -> Any:
+    """A detached actor pinned to the home node (`_Keeper`): owned by no driver, so the job's
+    task it starts outlives the command that submitted it."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    pinned = NodeAffinitySchedulingStrategy(home_node, soft=False)
+    actor = ray.remote(num_cpus=0, max_restarts=0)(_Keeper)
+    return actor.options(
+        name=f"maxwell-job:{job}", lifetime="detached", scheduling_strategy=pinned
+    ).remote()
+
+
+class _Keeper:
+    """A job's keeper, on its home node: `start` submits the job's task (so the keeper, not the
+    submitting command, owns it) and returns; a thread then waits for the job's end, takes
+    what is left back home, and ends the keeper."""
+
+    def start(self, voucher: str, spec: JobSpec, job: str, pinned: Any) -> None:
+        import threading
+
+        import ray
+
+        task = ray.remote(num_cpus=0, max_retries=0)(run_here)
+        ref = task.options(scheduling_strategy=pinned).remote(voucher, spec, job)
+        threading.Thread(target=self._follow, args=(ref,), name=f"keep {job}").start()
+
+    def _follow(self, ref: Any) -> None:
+        import ray
+
+        try:
+            done = ray.get(ref)
+            with local_client() as home:
+                home.take_back(str(done["voucher"]))
+        except Exception:
+            log.exception("the job's money stays in flight: maxwell cluster ledger verify")
+        finally:
+            ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+
+
+def every_node_halves() -> dict[str, list[dict[str, Any]]]:
+    """Each labelled Ray node's halves of money across nodes, read by a task pinned to it from
+    its daemon (`GET /transfers`); a node whose daemon does not answer is left out."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    read = ray.remote(num_cpus=0, max_retries=0)(node_halves)
+    refs = {
+        node: read.options(scheduling_strategy=NodeAffinitySchedulingStrategy(id_, soft=False))
+        .remote()
+        for node, id_ in ray_nodes(ray.nodes()).items()  # type: ignore[no-untyped-call]
+    }
+    found: dict[str, list[dict[str, Any]]] = {}
+    for node, ref in refs.items():
+        try:
+            found[node] = ray.get(ref, timeout=30)
+        except (ray.exceptions.RayError, TimeoutError):
+            continue
+    return found
+
+
+def node_halves() -> list[dict[str, Any]]:
+    """This node's halves (the body of `every_node_halves`' task)."""
+    with local_client() as client:
+        return [asdict(half) for half in client.transfers().halves]
 
 
 def _answers_there(pinned: Any) -> bool:
