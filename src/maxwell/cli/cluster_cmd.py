@@ -1,5 +1,6 @@
-"""`maxwell cluster keygen|sign-node|members|price|demo|ledger`: a gossip cluster's keys, what the
-local node believes of its cluster, and the money between its nodes (`cluster_ledger_cmd`).
+"""`maxwell cluster keygen|sign-node|members|price|demo|ledger|up|down`: a gossip cluster's keys,
+what the local node believes of its cluster, the money between its nodes (`cluster_ledger_cmd`)
+and this node in Ray (`cluster_ray_cmd`).
 
 `keygen --out PATH` writes an ed25519 private key at PATH (0600) and its public key at PATH.pub:
 a node's key, or the cluster authority's. `sign-node --authority PATH --node PATH [--name NODE]`
@@ -21,7 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from maxwell.cli import cluster_ledger_cmd
+from maxwell.cli import cluster_ledger_cmd, cluster_ray_cmd
 from maxwell.cli.agents_cmd import add_client_arguments
 from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, StopRequest, fail
 from maxwell.client import Client
@@ -39,6 +40,8 @@ message says why). members, price: as the other client commands (maxwell price -
 without gossip refuses them (exit status 1).
 ledger verify: exit status 0 every ledger sound and the money between the nodes conserved; 1 not;
 2 a state directory without a ledger.
+up, down: exit status 0 done; 1 Ray refused; 2 usage (no --state, no gossip, no Ray); 125 the
+daemon cannot be reached.
 """
 
 
@@ -70,6 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     demo.add_argument("--nodes", type=int, default=5, metavar="N", help="2 to 20 (5)")
     demo.add_argument("--json", action="store_true", help="one JSON object at the end")
     cluster_ledger_cmd.add_arguments(actions)
+    cluster_ray_cmd.add_arguments(actions)
 
 
 def _keygen(args: argparse.Namespace) -> dict[str, object]:
@@ -177,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
         return _demo(args)
     if action == "ledger":
         return cluster_ledger_cmd.run(args)
+    if action in ("up", "down"):
+        return cluster_ray_cmd.run(args)
     if action in ("members", "price"):
         from maxwell.cli.agents_cmd import run_with_client
 
