@@ -165,3 +165,28 @@ def test_a_node_without_a_cluster_identity_moves_no_money_across(tmp_path: Path)
     finally:
         server.stop()
         daemon.shutdown(kill_agents=True)
+
+
+def test_a_job_the_runner_cannot_start_is_declined_and_all_of_its_money_comes_back(
+    pair: tuple[Node, Node],
+) -> None:
+    home, runner = pair
+    status, sent = home.call("POST", "/transfers", {"job": "job-3", "to": "runner", "fund": 4.0})
+    assert status == 201
+    arrival = {"voucher": sent["voucher"], "argv": ["/nonexistent/command"], "bid": 1.0}
+    status, refused = runner.call("POST", "/transfers/in", arrival)
+    assert status == 400, refused  # nothing of the spawn is left, nor of the transfer
+    status, declined = runner.call("POST", "/transfers/decline", {"voucher": sent["voucher"]})
+    assert status == 200 and declined["amount_j"] == 4.0, declined
+    again = runner.call("POST", "/transfers/decline", {"voucher": sent["voucher"]})
+    assert again[0] == 200 and again[1]["amount_j"] == 4.0  # a retry: the same
+    assert runner.call("POST", "/transfers/job-3/settle")[1]["amount_j"] == 4.0
+    spawn = {"voucher": sent["voucher"], "argv": ["sleep", "1"], "bid": 1.0}
+    assert runner.call("POST", "/transfers/in", spawn)[0] == 409  # declined: spent
+    status, back = home.call("POST", "/transfers/back", {"voucher": declined["voucher"]})
+    assert status == 200 and back["amount_j"] == 4.0
+    (home_balances, at_home), (runner_balances, at_runner) = _halves(home), _halves(runner)
+    report = reconcile("home", "runner", (home_balances, runner_balances), (at_home, at_runner))
+    assert report.conserved and report.in_flight == 0 and report.outbound == report.inbound == 0
+    for node in pair:
+        assert node.daemon.ledger().verify().ok

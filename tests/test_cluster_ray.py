@@ -64,8 +64,8 @@ class RayCluster:
             )  # fmt: skip
         ray.init(address=self.ray.address, log_to_driver=False)
 
-    def home(self) -> Client:
-        state = self.daemons[0].state
+    def home(self, index: int = 0) -> Client:
+        state = self.daemons[index].state
         token = (state / ADMIN_TOKEN_FILE).read_text().strip()
         return Client(socket=str(state / SOCKET_NAME), token=token)
 
@@ -148,10 +148,21 @@ def test_a_job_that_runs_out_of_money_dies_on_its_node_and_the_submitter_sees_it
     _verify(cluster)
 
 
+def test_a_job_that_cannot_start_is_declined_and_its_money_all_comes_back(
+    cluster: RayCluster,
+) -> None:
+    unstartable = JobSpec(argv=("/nonexistent/command",), fund=1.5, bid=2.0)
+    with cluster.home(1) as home:  # not at home: the job crosses
+        handle = submit(unstartable, home=home, exclude=[cluster.daemons[1].name])
+        outcome = handle.result(timeout_s=60)
+    assert handle.node == cluster.daemons[0].name
+    assert (outcome.state, outcome.agent, outcome.returned_j) == ("declined", None, 1.5)
+    _verify(cluster)
+
+
 def test_the_commands_submit_wait_and_list_jobs_that_outlive_them(cluster: RayCluster) -> None:
-    # From the second node: the first is as cheap and comes first by id, so the job crosses.
-    home = str(cluster.daemons[1].state)
-    ray_at = ("--ray-address", cluster.ray.address)
+    home = str(cluster.daemons[1].state)  # and never there: the job crosses
+    ray_at = ("--ray-address", cluster.ray.address, "--exclude", cluster.daemons[1].name)
     said = maxwell("submit", "--state", home, *ray_at, "--fund", "2J", "--bid", "2", "--wait",
                    "--json", "--", "true", timeout=120)  # fmt: skip
     assert said.returncode == 0, said.stdout + said.stderr
@@ -164,7 +175,7 @@ def test_the_commands_submit_wait_and_list_jobs_that_outlive_them(cluster: RayCl
     left = json.loads(said.stdout)  # the command has ended; a keeper on the home node has not
 
     def closed() -> bool:
-        listed = maxwell("jobs", *ray_at, "--json", timeout=120)
+        listed = maxwell("jobs", "--ray-address", cluster.ray.address, "--json", timeout=120)
         rows = {row["job"]: row for row in json.loads(listed.stdout)["jobs"]}
         row = rows.get(left["job"])
         return row is not None and row["state"] == "closed" and row["node"] == left["node"]

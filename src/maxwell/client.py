@@ -378,6 +378,11 @@ class Client:
         body = ArrivalRequest(voucher=voucher, argv=list(argv), bid=bid, demand=demand, name=name)
         return from_json(SpawnResult, self._request("POST", "/transfers/in", body=body))
 
+    def decline(self, voucher: str) -> TransferReceipt:
+        """A job this node received and cannot run: all of its funds back (admin)."""
+        body = VoucherRequest(voucher=voucher)
+        return from_json(TransferReceipt, self._request("POST", "/transfers/decline", body=body))
+
     def settle(self, job: str) -> TransferReceipt:
         """What is left of an ended job, back toward its home node: this node's voucher."""
         return from_json(

@@ -1,9 +1,10 @@
 """`maxwell submit` and `maxwell jobs`: work placed by price across a Ray cluster (issue 13, 2).
 
 `maxwell submit --fund ENERGY --bid PRICE [--demand CORES] [--name N] [--wait] [--json]
-[--ray-address ADDR] -- CMD [ARGS...]` places CMD on the node with the lowest price that has room,
-from what the local daemon's gossip verified (`maxwell.cluster.jobs.submit`), and runs it there
-as a Maxwell agent on funds sent from this node. It prints where the job went; with `--wait` it
+[--exclude NODE ...] [--ray-address ADDR] -- CMD [ARGS...]` places CMD on the node with the
+lowest price that has room (never an `--exclude`d one), from what the local daemon's gossip
+verified (`maxwell.cluster.jobs.submit`), and runs it there as a Maxwell agent on funds sent
+from this node. It prints where the job went; with `--wait` it
 waits for the job's end and prints its outcome (node, state: exited or dead by apoptosis, exit
 code, energy, paid, returned home). Without `--wait` a detached keeper on this node waits for
 it and takes what is left back home, so the job outlives the command.
@@ -54,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--demand", type=_positive, default=1.0, metavar="CORES", help="cores (1)")
     parser.add_argument("--name", metavar="NAME", help="a name (default: the job's id)")
     parser.add_argument("--wait", action="store_true", help="wait for the end; print the outcome")
+    parser.add_argument(
+        "--exclude", action="append", default=[], metavar="NODE", help="never this node (repeat)"
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
 
@@ -77,7 +81,7 @@ def _submit(client: Client, args: argparse.Namespace) -> int:
     spec = JobSpec(tuple(command), parse_energy(args.fund) / UJ_PER_J, args.bid, args.demand,
                    args.name)  # fmt: skip
     try:
-        handle = submit(spec, home=client, keep=not args.wait)
+        handle = submit(spec, home=client, keep=not args.wait, exclude=args.exclude)
     except JobError as exc:
         return fail("maxwell submit", str(exc), 1)
     said: dict[str, Any] = {"job": handle.job, "node": handle.node}

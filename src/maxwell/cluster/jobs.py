@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from maxwell.client import Client
+from maxwell.client import Client, ClientError
 from maxwell.cluster.placement import Demand, Offer, PlacementError, offers, rank
 from maxwell.errors import MaxwellError
 from maxwell.node.facade import AgentState
@@ -69,13 +69,14 @@ class JobSpec:
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """How a job ended on its node: its agent's state (dead: apoptosis or killed; exited),
-    exit code, the energy it was billed for and what it paid, and what came back home."""
+    """How a job ended on its node: its agent's state (dead: apoptosis or killed; exited; or
+    declined: it could not start there, and all of its funds came back), exit code, the energy
+    it was billed for and what it paid, and what came back home."""
 
     job: str
     node: str
-    agent: str
-    state: str
+    agent: str | None  # None: the node declined the job (its command would not start there)
+    state: str  # exited, dead, or declined
     exit_code: int | None
     energy_j: float
     paid_j: float
@@ -117,12 +118,22 @@ def run_here(voucher: str, spec: JobSpec, job: str) -> dict[str, Any]:
     """Run the job on this node's daemon on `voucher`, wait for it to end, settle it (the body
     of the job's task): the outcome, and the runner's voucher for what is left."""
     with local_client() as client:
-        spawned = client.arrive(
-            voucher, spec.argv, bid=spec.bid, demand=spec.demand, name=spec.name or job
-        )
+        try:
+            spawned = client.arrive(
+                voucher, spec.argv, bid=spec.bid, demand=spec.demand, name=spec.name or job
+            )
+        except ClientError as exc:  # it cannot run here (a 409: it runs here already)
+            if exc.status is None or exc.status == 409 or exc.status >= 500:
+                raise
+            return _declined(client.decline(voucher).voucher, exc.message)
         done = _ended(client, spawned.agent)
         done["voucher"] = client.settle(job).voucher
         return done
+
+
+def _declined(voucher: str | None, why: str) -> dict[str, Any]:
+    return {"agent": None, "state": "declined", "exit_code": None, "energy_j": 0.0,
+            "paid_j": 0.0, "balance_j": 0.0, "voucher": voucher, "why": why}  # fmt: skip
 
 
 def watch_here(agent: str) -> dict[str, Any]:
@@ -167,11 +178,17 @@ class JobHandle:
 
 
 def submit(
-    spec: JobSpec, *, home: Client, max_tries: int = MAX_TRIES, keep: bool = False
+    spec: JobSpec,
+    *,
+    home: Client,
+    max_tries: int = MAX_TRIES,
+    keep: bool = False,
+    exclude: Sequence[str] = (),
 ) -> JobHandle:
-    """Place `spec` on the cheapest node with room and start it there (see the module). With
-    `keep`, a detached keeper on the home node starts the job's task, waits for its end and
-    takes what is left back home: the job outlives the caller (its handle has no result)."""
+    """Place `spec` on the cheapest node with room (none of `exclude`) and start it there (see
+    the module). With `keep`, a detached keeper on the home node starts the job's task, waits
+    for its end and takes what is left back home: the job outlives the caller (its handle has
+    no result)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -184,7 +201,7 @@ def submit(
     if keep and members.node not in in_ray:
         raise JobError(f"this node ({members.node}) is not in the Ray cluster: maxwell cluster up")
     table = [o for o in offers(members) if o.node in in_ray]
-    placement = rank(table, demand)
+    placement = rank(table, demand, exclude=exclude)
     job = f"job-{secrets.token_hex(8)}"
     for offer in placement.ranked[:max_tries]:
         pinned = NodeAffinitySchedulingStrategy(in_ray[offer.node], soft=False)

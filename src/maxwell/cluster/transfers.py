@@ -11,6 +11,9 @@ idempotent entry keyed by the job id (a retry applies nothing twice):
 | returned | runner R | `xfer-back:<job>` | `agent:<id>` -> `inbound:H` (what is left) |
 | refunded | home H | `xfer-home:<job>` | `outbound:R` -> the payer of `xfer-out:<job>` |
 
+A runner that received a job it cannot run (its command would not start) declines it: its
+`xfer-in` and `xfer-back` go through `declined:<job>` in one unit of work, all of the funds back.
+
 A half moves money in one ledger only on the word of the other node: a **voucher**, signed by
 the sending node's ed25519 key and carrying that node's certificate (`gossip.trust`), says
 "node F sent `amount` for job J to node T". The runner credits `xfer-in` only on a voucher of the
@@ -230,6 +233,28 @@ def received(transfer: Transfer, agent_id: str) -> list[EntryRequest]:
             kind="xfer-in", detail=_detail(transfer, transfer.sender) | {"agent": agent_id},
         ),
     ]  # fmt: skip
+
+
+def declined(transfer: Transfer) -> tuple[list[EntryRequest], Transfer]:
+    """The runner's halves for a job it received and could not run (its command would not
+    start): the funds in from `inbound:<home>` and straight back, through `declined:<job>`, and
+    the transfer back (all of it) for the home node's voucher."""
+    _expect(transfer, "out")
+    job, amount = transfer.job, transfer.amount
+    holding, inbound = f"declined:{_checked('job id', job)}", inbound_account(transfer.sender)
+    back = Transfer("back", job, transfer.recipient, transfer.sender, amount)
+    return [
+        open_request(inbound, allow_credit=True),
+        open_request(holding),
+        transfer_request(
+            f"xfer-in:{job}", inbound, holding, amount, kind="xfer-in",
+            detail=_detail(transfer, transfer.sender) | {"agent": None, "declined": True},
+        ),
+        transfer_request(
+            f"xfer-back:{job}", holding, inbound, amount, kind="xfer-back",
+            detail=_detail(back, back.recipient) | {"agent": None, "declined": True},
+        ),
+    ], back  # fmt: skip
 
 
 def returned(transfer: Transfer, agent_id: str) -> EntryRequest:

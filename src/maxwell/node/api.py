@@ -600,6 +600,12 @@ def _add_transfer_routes(app: FastAPI, node: Node, transfers: NodeTransfers | No
             name=body.name, memory=body.memory, pids=body.pids, transfer=transfer,
         )  # fmt: skip
 
+    @app.post("/transfers/decline", tags=["admin"])
+    def decline(body: VoucherRequest, caller: Caller) -> TransferReceipt:
+        """A job this node received and cannot run: all of its funds back; the voucher."""
+        _require_admin(caller, "decline jobs")
+        return crossing().decline(body.voucher)
+
     @app.post("/transfers/{job}/settle", tags=["admin"])
     def settle(job: str, caller: Caller) -> TransferReceipt:
         """Once the job's agent has ended: what is left goes back; this node's voucher for it."""

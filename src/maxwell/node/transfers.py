@@ -33,6 +33,7 @@ from maxwell.cluster.transfers import (
     Voucher,
     VoucherError,
     check,
+    declined,
     halves,
     refunded,
     returned,
@@ -107,9 +108,29 @@ class NodeTransfers:
             raise TransferConflictError(f"job {transfer.job} was received: agent {agent} runs it")
         return transfer
 
+    def decline(self, wire: str) -> TransferReceipt:
+        """A home node's job this node received and cannot run: all of its funds back at once
+        (`cluster.transfers.declined`), and this node's voucher for them. Declining again
+        answers the same; a job that runs here is not declined (409)."""
+        transfer = self._checked(wire, "out").transfer
+        earlier = self._ledger.entry(f"xfer-in:{transfer.job}")
+        if earlier is not None and not earlier.detail.get("declined"):
+            raise TransferConflictError(f"job {transfer.job} runs here: settle it, not decline")
+        requests, back = declined(transfer)
+        with self._lock(), _refusals(f"xfer-in:{transfer.job}"), self._ledger.unit_of_work():
+            for request in requests:
+                self._ledger.submit(request, at=self._wall())
+        return TransferReceipt(transfer.job, back.recipient, Money(back.amount), None,
+                               self._voucher(back))  # fmt: skip
+
     def settle(self, job: str, state: Callable[[str], AgentState]) -> TransferReceipt:
         """The runner half of the way back, once the job's agent has ended, and its voucher."""
         arrived = self._entry(f"xfer-in:{job}")
+        if arrived.detail.get("declined"):
+            back = self._entry(f"xfer-back:{job}")
+            amount, home = int(str(back.detail["amount"])), str(back.detail["node"])
+            transfer = _transfer("back", job, self.node, home, amount)
+            return TransferReceipt(job, home, Money(amount), None, self._voucher(transfer))
         agent, home = str(arrived.detail["agent"]), str(arrived.detail["node"])
         if state(agent) not in ENDED:
             raise TransferConflictError(f"job {job}'s agent {agent} still runs")
