@@ -214,16 +214,27 @@ def submit(
             watch = ray.remote(num_cpus=0, max_retries=0)(watch_here)
             ref = watch.options(scheduling_strategy=pinned).remote(spawned.agent)
             return JobHandle(job, offer.node, ref, home)
-        receipt = home.send_transfer(job, offer.node, spec.fund)
-        assert receipt.voucher is not None  # a sending always carries one
-        if keep:  # started once the keeper owns the job's task
-            keeper = _keeper(job, in_ray[str(members.node)])
-            ray.get(keeper.start.remote(receipt.voucher, spec, job, pinned), timeout=60)
-            return JobHandle(job, offer.node, None, home)
-        task = ray.remote(num_cpus=0, max_retries=0)(run_here)
-        ref = task.options(scheduling_strategy=pinned).remote(receipt.voucher, spec, job)
-        return JobHandle(job, offer.node, ref, home)
+        keeper_at = in_ray[str(members.node)] if keep else None
+        return _send_and_start(spec, job, home, offer.node, pinned, keeper_at)
     raise JobError(f"the job cannot be placed: {_why(placement.why_none(), table, in_ray)}")
+
+
+def _send_and_start(
+    spec: JobSpec, job: str, home: Client, node: str, pinned: Any, keeper_at: str | None
+) -> JobHandle:
+    """Send the job's funds to `node` and start its task there (pinned); with `keeper_at` (the
+    home node's Ray id), a keeper there starts and follows it instead of the caller."""
+    import ray
+
+    receipt = home.send_transfer(job, node, spec.fund)
+    assert receipt.voucher is not None  # a sending always carries one
+    if keeper_at is not None:  # started once the keeper owns the job's task
+        keeper = _keeper(job, keeper_at)
+        ray.get(keeper.start.remote(receipt.voucher, spec, job, pinned), timeout=60)
+        return JobHandle(job, node, None, home)
+    task = ray.remote(num_cpus=0, max_retries=0)(run_here)
+    ref = task.options(scheduling_strategy=pinned).remote(receipt.voucher, spec, job)
+    return JobHandle(job, node, ref, home)
 
 
 def _keeper(job: str, home_node: str) -> Any:
