@@ -62,6 +62,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "audit": ("maxwell.bench.audit", "audits: pause per IP sample, auditor cost, detection"),
     "zk": ("maxwell.bench.zk", "a zk-SNARK proof of a tiny model with EZKL (maxwell[zk])"),
     "gossip": ("maxwell.bench.gossip", "heat gossip: distress latency vs Serf's own, node cost"),
+    "cluster": ("maxwell.bench.cluster", "placement by price on Ray vs Ray's own scheduler"),
 }
 
 

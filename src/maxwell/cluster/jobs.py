@@ -31,7 +31,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -81,6 +81,19 @@ class JobOutcome:
     energy_j: float
     paid_j: float
     returned_j: float
+
+
+_REMOTE: dict[Callable[..., Any], Any] = {}
+
+
+def _remote(function: Callable[..., Any]) -> Any:
+    """`function` as a Ray task of no CPU and no retry, made once (Ray exports a remote
+    function to the cluster when first called: a new one each time costs a round trip)."""
+    if function not in _REMOTE:
+        import ray
+
+        _REMOTE[function] = ray.remote(num_cpus=0, max_retries=0)(function)
+    return _REMOTE[function]
 
 
 def ray_nodes(nodes: Sequence[Mapping[str, Any]]) -> dict[str, str]:
@@ -211,7 +224,7 @@ def submit(
             spawned = home.spawn(
                 spec.argv, fund=spec.fund, bid=spec.bid, demand=spec.demand, name=spec.name or job
             )
-            watch = ray.remote(num_cpus=0, max_retries=0)(watch_here)
+            watch = _remote(watch_here)
             ref = watch.options(scheduling_strategy=pinned).remote(spawned.agent)
             return JobHandle(job, offer.node, ref, home)
         keeper_at = in_ray[str(members.node)] if keep else None
@@ -232,7 +245,7 @@ def _send_and_start(
         keeper = _keeper(job, keeper_at)
         ray.get(keeper.start.remote(receipt.voucher, spec, job, pinned), timeout=60)
         return JobHandle(job, node, None, home)
-    task = ray.remote(num_cpus=0, max_retries=0)(run_here)
+    task = _remote(run_here)
     ref = task.options(scheduling_strategy=pinned).remote(receipt.voucher, spec, job)
     return JobHandle(job, node, ref, home)
 
@@ -258,9 +271,8 @@ class _Keeper:
     def start(self, voucher: str, spec: JobSpec, job: str, pinned: Any) -> None:
         import threading
 
-        import ray
 
-        task = ray.remote(num_cpus=0, max_retries=0)(run_here)
+        task = _remote(run_here)
         ref = task.options(scheduling_strategy=pinned).remote(voucher, spec, job)
         threading.Thread(target=self._follow, args=(ref,), name=f"keep {job}").start()
 
@@ -283,7 +295,7 @@ def every_node_halves() -> dict[str, list[dict[str, Any]]]:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    read = ray.remote(num_cpus=0, max_retries=0)(node_halves)
+    read = _remote(node_halves)
     refs = {
         node: read.options(scheduling_strategy=NodeAffinitySchedulingStrategy(id_, soft=False))
         .remote()
@@ -304,13 +316,31 @@ def node_halves() -> list[dict[str, Any]]:
         return [asdict(half) for half in client.transfers().halves]
 
 
+_PROBES: dict[tuple[str, str], Any] = {}
+
+
+class _Probe:
+    """An actor pinned to a node that says whether that node's daemon answers: a probe
+    through a task would start a worker each time while the node's workers wait on jobs."""
+
+    def answers(self) -> bool:
+        return answers()
+
+
 def _answers_there(pinned: Any) -> bool:
+    """Whether the daemon of the node `pinned` names answers (its probe actor made once per
+    driver and node, dropped when it fails)."""
     import ray
 
-    probe = ray.remote(num_cpus=0, max_retries=0)(answers)
+    key = (ray.get_runtime_context().get_job_id(), str(pinned.node_id))
+    probe: Any = _PROBES.get(key)
+    if probe is None:
+        actor: Any = ray.remote(num_cpus=0, max_restarts=0)(_Probe)
+        probe = _PROBES[key] = actor.options(scheduling_strategy=pinned).remote()
     try:
-        return bool(ray.get(probe.options(scheduling_strategy=pinned).remote(), timeout=30))
+        return bool(ray.get(probe.answers.remote(), timeout=30))
     except (ray.exceptions.RayError, TimeoutError):
+        _PROBES.pop(key, None)
         return False
 
 
