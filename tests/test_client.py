@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -287,3 +289,14 @@ def test_an_agent_s_token_comes_from_its_environment_or_the_file_named_there(
     monkeypatch.setenv("MAXWELL_AGENT_TOKEN_FILE", str(tmp_path / "missing"))
     with pytest.raises(ClientError, match="cannot read the agent's token"):
         agent_token()
+
+
+def test_the_agents_sdk_imports_nothing_an_agents_copy_lacks() -> None:
+    # Agents import maxwell.client from a copy that holds pydantic and rich alone (conftest's
+    # RUNTIME_PACKAGES): the cluster's cryptography and msgpack must not come with it.
+    probe = (
+        "import sys, maxwell.client; print(sorted(m for m in ('cryptography', 'msgpack', "
+        "'numpy', 'ray') if m in sys.modules))"
+    )
+    said = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert said.returncode == 0 and said.stdout.strip() == "[]", said.stdout + said.stderr

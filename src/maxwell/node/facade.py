@@ -17,13 +17,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from pydantic import ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, Strict
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
-from maxwell.cluster.transfers import Transfer
 from maxwell.errors import MaxwellError
 from maxwell.node.tickstats import TickStats
 from maxwell.units import (
@@ -33,6 +32,9 @@ from maxwell.units import (
     tokens_to_money,
     uj_to_joules,
 )
+
+if TYPE_CHECKING:  # the agents' SDK imports this module: no cryptography for it
+    from maxwell.cluster.transfers import Transfer
 
 MIN_MEMORY_MAX = 1 << 20  # an agent's memory limit: below a MiB, not even an interpreter starts
 
