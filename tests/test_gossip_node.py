@@ -54,7 +54,9 @@ def test_three_nodes_believe_each_other_and_hear_distress(tmp_path) -> None:
         cheapest = nodes[2].view.prices()
         assert cheapest.nodes[-1].node == names[0] and cheapest.cheapest != names[0]
         assert nodes[0].gossip.distress_sent >= 1
-        assert all(node.view.rejected() == {} for node in nodes)
+        # Honest nodes refuse nothing but, on a busy machine, a distress event that arrived
+        # after the hot node's newer tags: to them an older record, a replay (docs/gossip.md).
+        assert all(set(node.view.rejected()) <= {"replayed"} for node in nodes)
     assert serfs_named(prefix) == ""
 
 
@@ -74,6 +76,12 @@ def test_a_node_the_authority_did_not_sign_is_listed_but_never_believed(tmp_path
         impostor = start_gossiper(config, stranger)
         try:
             view = nodes[1].view
+            # The signed neighbour believed first: the stranger may be refused at once (its own
+            # question carries the certificate that no one admits).
+            wait_for(
+                lambda: names[0] in {m.node for m in view.members().members if m.verified},
+                15, "the signed nodes believe each other",
+            )  # fmt: skip
 
             def listed() -> bool:
                 return any(m.node == stranger for m in view.members().members)

@@ -64,6 +64,10 @@ def test_a_rogue_with_the_cluster_key_cannot_change_what_anyone_believes(tmp_pat
                 await _wait_for_newer(rpc, victim.node, first)
                 stolen = await _tags_of(rpc, victim.node)
                 await rpc.set_tags(stolen)  # the victim's record, under the rogue's name
+                watcher = honest[0].view
+                # Seen before the next tags replace these (Serf gossips a member's latest alone).
+                wait_until(lambda: "impostor" in watcher.rejected(), timeout_s=20,
+                           what="the stolen tags refused")  # fmt: skip
                 current = decode(record_in(stolen) or b"")
                 cheaper = replace(current.record, seq=current.record.seq + 1, price=1e-6)
                 altered = msgpack.packb([body_of(cheaper), current.signature])
@@ -73,7 +77,6 @@ def test_a_rogue_with_the_cluster_key_cannot_change_what_anyone_believes(tmp_pat
                 bargain = replace(current.record, node=rogue_name, price=1e-9, free_cores=64.0,
                                   capacity_cores=64.0, seq=1, at=time.time())  # fmt: skip
                 await rpc.set_tags(node_tags(encode(bargain, own)))
-                watcher = honest[0].view
                 wait_until(
                     lambda: (
                         {"impostor", "forged", "replayed", "not-admitted"}
