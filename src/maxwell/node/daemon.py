@@ -329,8 +329,7 @@ class NodeDaemon:
         owner: int | None = None,
         transfer: Transfer | None = None,
     ) -> facade.SpawnResult:
-        """A local user's spawn (`owner`) runs as that user, funded from its account; one
-        with another node's `transfer` (`maxwell.node.transfers`) is funded by that node."""
+        """A local user's (`owner`) runs as it, from its account; a `transfer`'s, on that money."""
         if owner is not None:
             user = self._users.name(owner)
         request = spawn_request(
