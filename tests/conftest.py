@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import copy_for_anyone
+
 NOBODY = 65534
 SRC = Path(__file__).resolve().parent.parent / "src"
 
@@ -21,12 +22,6 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 # started that way would run every workload as that user. The tests that mean it set these.
 for _name in ("SUDO_UID", "SUDO_GID", "SUDO_USER", "SUDO_COMMAND"):
     os.environ.pop(_name, None)
-# What `maxwell` imports at run time, copied for user nobody (rich and its own dependencies).
-# and what the SDK's client imports (pydantic and its own).
-RUNTIME_PACKAGES = (
-    "rich", "pygments", "markdown_it", "mdurl",
-    "pydantic", "pydantic_core", "typing_extensions", "annotated_types", "typing_inspection",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -72,19 +67,9 @@ def nobody_python() -> Iterator[NobodyPython]:
         pytest.skip("no Python 3.11+ that user nobody may execute")
     root = Path(tempfile.mkdtemp(prefix="maxwell-nobody-", dir="/tmp"))
     try:
-        root.chmod(0o755)
-        shutil.copytree(SRC / "maxwell", root / "maxwell")
-        for name in RUNTIME_PACKAGES:
-            spec = importlib.util.find_spec(name)
-            if spec is None or spec.origin is None:
-                pytest.skip(f"runtime dependency {name} is not installed")
-            origin = Path(spec.origin)
-            if origin.name == "__init__.py":  # a package
-                shutil.copytree(origin.parent, root / name)
-            else:  # a module of one file
-                shutil.copy2(origin, root / origin.name)
-        for path in [root, *root.rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
+        missing = copy_for_anyone(root)
+        if missing is not None:
+            pytest.skip(f"runtime dependency {missing} is not installed")
         env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
         yield NobodyPython(python=python, env=env)
     finally:

@@ -57,6 +57,7 @@ from maxwell.node.facade import (
     UserAccount,
 )
 from maxwell.node.peers import AdminPeers
+from maxwell.node.results import NoResultError, ResultNotReadyError
 from maxwell.node.tickstats import TickStats
 from maxwell.units import Money
 
@@ -89,6 +90,8 @@ class FakeNode:
         self.limits: dict[str, tuple[int | None, int | None]] = {}  # each spawn's memory, pids
         self.jobs_by_id: dict[str, JobInfo] = {}  # posted work, its escrow held out of the treasury
         self.user_balances: dict[int, Money] = {}  # local users' accounts, by uid
+        self.payloads: dict[str, bytes | None] = {}  # what each spawn handed its agent
+        self.results: dict[str, bytes] = {}  # what an agent left (set by a test: none runs)
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -194,6 +197,7 @@ class FakeNode:
         memory: int | None = None,
         pids: int | None = None,
         owner: int | None = None,
+        payload: bytes | None = None,
     ) -> SpawnResult:
         if owner is not None:
             if owner not in FAKE_USERS:
@@ -235,6 +239,7 @@ class FakeNode:
             token = f"agent-token-{number}"
             self.tokens[token] = Principal(Role.AGENT, agent)
             self.limits[agent] = (memory, pids)
+            self.payloads[agent] = payload
             self._event("funded", agent, amount=fund)
             self._event(
                 "spawned", agent, name=name, argv=list(argv), pid=pid, user=user, bid=bid,
@@ -365,6 +370,14 @@ class FakeNode:
     def agent(self, agent: str) -> AgentInfo:
         with self._lock:
             return self._get(agent)
+
+    def result(self, agent: str) -> bytes:
+        with self._lock:
+            if self._get(agent).state not in (AgentState.DEAD, AgentState.EXITED):
+                raise ResultNotReadyError(f"agent {agent} still runs")
+            if agent not in self.results:
+                raise NoResultError(f"agent {agent} left no result")
+            return self.results[agent]
 
     def agents(self) -> list[AgentInfo]:
         with self._lock:

@@ -22,12 +22,20 @@ from typing import Any
 import pytest
 
 from gossip_support import ClusterKeys, Daemon, needs_serf, node_prefix, serfs_named
-from helpers import maxwell, public_python, wait_until
+from helpers import copy_for_anyone, maxwell, public_python, wait_until
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'maxwell[cluster]')")
 
 from maxwell.client import Client  # noqa: E402  # after the skip: the module needs ray
-from maxwell.cluster.jobs import LABEL, RAY_ENV, STATE_ENV, JobError, JobSpec, submit  # noqa: E402
+from maxwell.cluster.jobs import (  # noqa: E402
+    LABEL,
+    PYTHON_ENV,
+    RAY_ENV,
+    STATE_ENV,
+    JobError,
+    JobSpec,
+    submit,
+)
 from maxwell.node.paths import ADMIN_TOKEN_FILE, SOCKET_NAME  # noqa: E402
 
 pytestmark = needs_serf
@@ -56,11 +64,17 @@ class RayCluster:
         os.environ.update(RAY_ENV)
         from ray.cluster_utils import Cluster
 
+        # The agents' Python for priced calls: one their own uids may run, with a copy of
+        # Maxwell and cloudpickle that they may read.
+        (root / "py").mkdir()
+        missing = copy_for_anyone(root / "py")
+        assert missing is None, f"{missing} is not installed"
+        python = f"/usr/bin/env PYTHONPATH={root / 'py'} {public_python()}"
         self.ray = Cluster()
         for daemon in self.daemons:
             self.ray.add_node(
-                num_cpus=1, labels={LABEL: daemon.name},
-                env_vars={STATE_ENV: str(daemon.state), **RAY_ENV}, include_dashboard=False,
+                num_cpus=1, labels={LABEL: daemon.name}, include_dashboard=False,
+                env_vars={STATE_ENV: str(daemon.state), PYTHON_ENV: python, **RAY_ENV},
             )  # fmt: skip
         ray.init(address=self.ray.address, log_to_driver=False)
 
@@ -145,6 +159,45 @@ def test_a_job_that_runs_out_of_money_dies_on_its_node_and_the_submitter_sees_it
         outcome = submit(loop, home=home).result(timeout_s=90)
     assert outcome.state == "dead" and outcome.node != cluster.hot, outcome
     assert outcome.returned_j < 0.05 and outcome.paid_j > 0
+    _verify(cluster)
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def divide(x: int) -> float:
+    return 1 / x
+
+
+def spin() -> None:
+    while True:
+        pass
+
+
+def test_a_priced_python_function_runs_as_an_agent_and_gives_its_value_back(
+    cluster: RayCluster,
+) -> None:
+    """At home and on another node; its exception comes back; out of money, it dies there."""
+    import maxwell.ray
+
+    home_node, other = cluster.daemons[0].name, cluster.daemons[1].name
+    with cluster.home() as home:
+        priced = maxwell.ray.remote(fund=2.0, bid=2.0, home=home)
+        at_home = priced(square).options(exclude=[other]).remote(7)
+        away = priced(square).options(exclude=[home_node]).remote(8)
+        raised = priced(divide).remote(0)
+        starved = priced(spin).options(fund=0.05).remote()
+        assert maxwell.ray.get([at_home, away], timeout_s=90) == [49, 64]
+        assert (at_home.node, away.node) == (home_node, other)
+        with pytest.raises(maxwell.ray.CallRaised, match="ZeroDivisionError") as error:
+            raised.get(timeout_s=90)
+        assert isinstance(error.value.__cause__, ZeroDivisionError)
+        with pytest.raises(maxwell.ray.CallDied, match="apoptosis"):
+            starved.get(timeout_s=90)
+    for call in (at_home, away, raised, starved):
+        assert call.outcome is not None and call.node != cluster.hot
+    assert away.outcome is not None and 0 < away.outcome.returned_j < 2.0
     _verify(cluster)
 
 

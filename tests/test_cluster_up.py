@@ -46,8 +46,9 @@ def daemon() -> Iterator[Daemon]:
 
 
 def test_up_labels_a_ray_node_with_the_node_id_and_down_leaves(daemon: Daemon) -> None:
+    python = "/usr/bin/env PYTHONPATH=/opt/maxwell /usr/bin/python3"
     said = maxwell("cluster", "up", "--state", str(daemon.state), "--num-cpus", "1", "--json",
-                   timeout=180)  # fmt: skip
+                   "--agent-python", python, timeout=180)  # fmt: skip
     assert said.returncode == 0, said.stdout + said.stderr
     assert json.loads(said.stdout)["node"] == daemon.name
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
@@ -58,7 +59,8 @@ def test_up_labels_a_ray_node_with_the_node_id_and_down_leaves(daemon: Daemon) -
         from maxwell.cluster.jobs import answers
 
         probe = ray.remote(num_cpus=0)(answers)
-        assert ray.get(probe.remote(), timeout=60)  # a worker finds the daemon (MAXWELL_STATE)
+        # A worker finds the daemon (MAXWELL_STATE) and the agents' Python (MAXWELL_AGENT_PYTHON).
+        assert ray.get(probe.remote(), timeout=60) == python.split()
         labels = [n["Labels"] for n in ray.nodes() if n["Alive"]]
         assert labels[0][LABEL] == daemon.name
     finally:
@@ -71,3 +73,5 @@ def test_up_labels_a_ray_node_with_the_node_id_and_down_leaves(daemon: Daemon) -
 def test_up_without_a_state_directory_or_gossip_is_a_usage_error(tmp_path: Path) -> None:
     said = maxwell("cluster", "up", "--socket", str(tmp_path / "none.sock"))
     assert said.returncode == 2 and "needs --state" in said.stderr
+    said = maxwell("cluster", "up", "--state", str(tmp_path), "--agent-python", "'unclosed")
+    assert said.returncode == 2 and "--agent-python: not a command" in said.stderr

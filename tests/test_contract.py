@@ -227,6 +227,21 @@ def test_kill_ends_the_agent_for_good(admin: Client, agent: Client, spawned: Spa
     assert agent.me().state is AgentState.DEAD
 
 
+def test_a_result_is_read_once_the_agent_has_ended_by_it_or_the_admin(
+    served: Served, admin: Client, agent: Client, spawned: SpawnResult
+) -> None:
+    running = refusal(lambda: admin.result(spawned.agent))
+    assert running.status == 409 and "still runs" in running.message
+    admin.kill(spawned.agent)
+    for reader in (admin, agent):  # a sleep leaves nothing
+        none = refusal(lambda reader=reader: reader.result(spawned.agent))  # type: ignore[misc]
+        assert none.status == 404 and "left no result" in none.message
+    other = admin.spawn(SLEEP, fund=1.0, bid=0.5)
+    with served.client(other.token) as stranger:
+        assert refusal(lambda: stranger.result(spawned.agent)).status == 403
+    assert refusal(lambda: admin.result("nobody-here")).status == 404
+
+
 def test_events_log_what_happened_in_order(
     served: Served, admin: Client, agent: Client, spawned: SpawnResult
 ) -> None:

@@ -28,6 +28,7 @@ subclass `NodeUnreachableError` (`.status` is None) when there is no daemon to t
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json as jsonlib
 import os
@@ -269,6 +270,10 @@ class Client:
     def agent(self, agent: str) -> AgentInfo:
         return from_json(AgentInfo, self._request("GET", f"/agents/{_quote(agent)}"))
 
+    def result(self, agent: str) -> bytes:
+        """What the ended agent left in its result file (`$MAXWELL_AGENT_RESULT`)."""
+        return self._request("GET", f"/agents/{_quote(agent)}/result")
+
     # --- the admin token ------------------------------------------------------------------------
 
     def spawn(
@@ -285,15 +290,17 @@ class Client:
         model: str | None = None,
         memory: int | None = None,
         pids: int | None = None,
+        payload: bytes | None = None,
     ) -> SpawnResult:
         """Start `argv` as an agent funded with `fund` $J from the treasury; `code` declares the
         binaries and libraries (or directories of them) it runs, for audits to check; `bounty`
         $J is paid per valid proof of inference of `model` (a path on the node) it submits;
-        `memory` (bytes) and `pids` limit its group (None: the node's defaults)."""
+        `memory` (bytes) and `pids` limit its group (None: the node's defaults); `payload` is
+        handed to it in a file of its own (`$MAXWELL_AGENT_PAYLOAD`, at most 1 MiB)."""
         body = SpawnRequest(
             argv=list(argv), fund=fund, bid=bid, demand=demand, name=name, user=user,
             code=list(code) if code else None, bounty=bounty, model=model, memory=memory,
-            pids=pids,
+            pids=pids, payload=_base64(payload),
         )  # fmt: skip
         return from_json(SpawnResult, self._request("POST", "/agents", body=body))
 
@@ -372,10 +379,13 @@ class Client:
 
     def arrive(
         self, voucher: str, argv: Sequence[str], *, bid: float, demand: float = 1.0,
-        name: str | None = None,
+        name: str | None = None, payload: bytes | None = None,
     ) -> SpawnResult:  # fmt: skip
         """Run a job another node sent, funded by its voucher (admin)."""
-        body = ArrivalRequest(voucher=voucher, argv=list(argv), bid=bid, demand=demand, name=name)
+        body = ArrivalRequest(
+            voucher=voucher, argv=list(argv), bid=bid, demand=demand, name=name,
+            payload=_base64(payload),
+        )  # fmt: skip
         return from_json(SpawnResult, self._request("POST", "/transfers/in", body=body))
 
     def decline(self, voucher: str) -> TransferReceipt:
@@ -559,6 +569,10 @@ def process_tree_cpu_s() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _base64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
 
 
 def _quote(agent: str) -> str:

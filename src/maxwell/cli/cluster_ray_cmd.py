@@ -6,7 +6,10 @@ node of an existing one. The Ray node carries the label `maxwell-node` (the id) 
 find the daemon through `MAXWELL_STATE` (the state directory), so `maxwell submit` can place
 jobs on it (`maxwell.cluster.jobs`). Ray's memory monitor, usage statistics and dashboard stay
 off: Maxwell owns the cgroups and decides who dies. `--num-cpus` says how many CPUs Ray may
-schedule (default: Ray's count of this machine's).
+schedule (default: Ray's count of this machine's). `--agent-python CMD` is what runs the agents
+of priced Python calls on this node (`maxwell.ray`; `MAXWELL_AGENT_PYTHON` for Ray's workers):
+a Python the agents' own uids may run, with Maxwell and cloudpickle importable (default: the
+interpreter that runs `maxwell`).
 
 `down` stops the Ray processes of this machine (`ray stop`): this node leaves the cluster.
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -32,12 +36,27 @@ from maxwell.errors import UsageError
 RAY_MISSING = "Ray is not installed: pip install 'maxwell[cluster]'"
 
 
+def _agent_python(said: str) -> str:
+    try:
+        words = shlex.split(said)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a command: {exc}") from None
+    if not words:
+        raise argparse.ArgumentTypeError("an empty command")
+    return shlex.join(words)
+
+
 def add_arguments(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = actions.add_parser("up", help="start or join Ray beside this node's daemon")
     add_client_arguments(up)
     up.description = __doc__
     up.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (default: new)")
     up.add_argument("--num-cpus", type=int, metavar="N", help="CPUs Ray may schedule")
+    up.add_argument(
+        "--agent-python", metavar="CMD", type=_agent_python,
+        help="what runs priced Python calls' agents (maxwell.ray): a Python any uid may run, "
+        "with Maxwell and cloudpickle importable (default: this interpreter)",
+    )  # fmt: skip
     down = actions.add_parser("down", help="stop this machine's Ray node (ray stop)")
     down.add_argument("--json", action="store_true", help="JSON for scripts")
 
@@ -61,7 +80,7 @@ def ray_start_argv(node: str, state: Path, address: str | None, num_cpus: int | 
 
 
 def _up(client: Client, args: argparse.Namespace) -> int:
-    from maxwell.cluster.jobs import RAY_ENV, STATE_ENV
+    from maxwell.cluster.jobs import PYTHON_ENV, RAY_ENV, STATE_ENV
 
     if not args.state:
         raise UsageError("maxwell cluster up needs --state DIR: Ray's workers find it there")
@@ -71,6 +90,8 @@ def _up(client: Client, args: argparse.Namespace) -> int:
     state = Path(args.state).resolve()
     argv = ray_start_argv(node, state, args.ray_address, args.num_cpus)
     env = os.environ | RAY_ENV | {STATE_ENV: str(state)}
+    if args.agent_python is not None:
+        env[PYTHON_ENV] = args.agent_python
     started = subprocess.run(argv, env=env, capture_output=True, text=True)
     if started.returncode != 0:
         tail = (started.stderr or started.stdout).strip().splitlines()[-1:] or ["(no output)"]

@@ -30,6 +30,8 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shlex
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 
 LABEL: Final = "maxwell-node"
 STATE_ENV: Final = "MAXWELL_STATE"
+PYTHON_ENV: Final = "MAXWELL_AGENT_PYTHON"
+CALL_MODULE: Final = "maxwell.cluster.call"
 MAX_TRIES: Final = 3
 RAY_ENV: Final = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_memory_monitor_refresh_ms": "0"}
 _POLL_S: Final = 0.2
@@ -58,13 +62,16 @@ class JobError(MaxwellError):
 
 @dataclass(frozen=True)
 class JobSpec:
-    """What to run and what it may spend: `fund` $J, at most `bid` $J per J, `demand` cores."""
+    """What to run and what it may spend: `fund` $J, at most `bid` $J per J, `demand` cores.
+    With `call` (a pickled Python call, `maxwell.ray`), the node runs it with its agents'
+    Python instead of `argv` (`python -m maxwell.cluster.call`, the call as its payload)."""
 
     argv: tuple[str, ...]
     fund: float
     bid: float
     demand: float = 1.0
     name: str | None = None
+    call: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -117,14 +124,28 @@ def local_client() -> Client:
     return Client(socket=str(root / SOCKET_NAME), token=token)
 
 
-def answers() -> bool:
-    """Whether this node's daemon answers (the body of the probe task)."""
+def agent_python() -> list[str]:
+    """The command that runs this node's agents' Python (`MAXWELL_AGENT_PYTHON`, split as a
+    shell splits words; default: this interpreter). Its agents run as uids of their own, so
+    it must be one they may run, with Maxwell and cloudpickle importable."""
+    said = os.environ.get(PYTHON_ENV, "").strip()
+    return shlex.split(said) if said else [sys.executable]
+
+
+def answers() -> list[str] | None:
+    """This node's agents' Python (`agent_python`) if its daemon answers, else None (the body
+    of the probe)."""
     try:
         with local_client() as client:
             client.price()
     except (MaxwellError, OSError):
-        return False
-    return True
+        return None
+    return agent_python()
+
+
+def command(spec: JobSpec, python: Sequence[str]) -> list[str]:
+    """What the job's agent runs: its command, or for a call `python -m maxwell.cluster.call`."""
+    return list(spec.argv) if spec.call is None else [*python, "-m", CALL_MODULE]
 
 
 def run_here(voucher: str, spec: JobSpec, job: str) -> dict[str, Any]:
@@ -133,36 +154,58 @@ def run_here(voucher: str, spec: JobSpec, job: str) -> dict[str, Any]:
     with local_client() as client:
         try:
             spawned = client.arrive(
-                voucher, spec.argv, bid=spec.bid, demand=spec.demand, name=spec.name or job
-            )
+                voucher, command(spec, agent_python()), bid=spec.bid, demand=spec.demand,
+                name=spec.name or job, payload=spec.call,
+            )  # fmt: skip
         except ClientError as exc:  # it cannot run here (a 409: it runs here already)
             if exc.status is None or exc.status == 409 or exc.status >= 500:
                 raise
             return _declined(client.decline(voucher).voucher, exc.message)
-        done = _ended(client, spawned.agent)
+        done = _ended(client, spawned.agent, spec.call is not None)
         done["voucher"] = client.settle(job).voucher
         return done
 
 
 def _declined(voucher: str | None, why: str) -> dict[str, Any]:
     return {"agent": None, "state": "declined", "exit_code": None, "energy_j": 0.0,
-            "paid_j": 0.0, "balance_j": 0.0, "voucher": voucher, "why": why}  # fmt: skip
+            "paid_j": 0.0, "balance_j": 0.0, "voucher": voucher, "why": why,
+            "result": None}  # fmt: skip
 
 
-def watch_here(agent: str) -> dict[str, Any]:
+def watch_here(agent: str, call: bool = False) -> dict[str, Any]:
     """Wait for an agent of this node to end (the body of a home job's task): its outcome."""
     with local_client() as client:
-        return _ended(client, agent)
+        return _ended(client, agent, call)
 
 
-def _ended(client: Client, agent: str) -> dict[str, Any]:
+def _ended(client: Client, agent: str, call: bool) -> dict[str, Any]:
+    """The agent's outcome once it has ended; for a call, the bytes of its result as it left
+    them (None if none): unpickled only by the submitter, never by this root worker."""
     while (info := client.agent(agent)).state.value not in _ENDED:
         time.sleep(_POLL_S)
     return {
         "agent": agent, "state": info.state.value, "exit_code": info.exit_code,
         "energy_j": info.energy_uj / 1e6, "paid_j": info.paid / 1e6,
         "balance_j": info.balance / 1e6, "voucher": None,
+        "result": _result(client, agent) if call else None,
     }  # fmt: skip
+
+
+def _result(client: Client, agent: str) -> bytes | None:
+    try:
+        return client.result(agent)
+    except ClientError as exc:
+        if exc.status != 404:
+            raise
+        return None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A job's outcome, and for a call the bytes its agent left as its result (None if none)."""
+
+    outcome: JobOutcome
+    result: bytes | None
 
 
 class JobHandle:
@@ -174,6 +217,10 @@ class JobHandle:
 
     def result(self, timeout_s: float | None = None) -> JobOutcome:
         """Wait for the job to end; take what was left back to the home node."""
+        return self.wait(timeout_s).outcome
+
+    def wait(self, timeout_s: float | None = None) -> Finished:
+        """`result`, with the bytes a call's agent left."""
         import ray
 
         if self._ref is None:
@@ -183,11 +230,12 @@ class JobHandle:
             returned_j = float(done["balance_j"])
         else:
             returned_j = self._home.take_back(str(done["voucher"])).amount / 1e6
-        return JobOutcome(
+        outcome = JobOutcome(
             job=self.job, node=self.node, agent=done["agent"], state=done["state"],
             exit_code=done["exit_code"], energy_j=done["energy_j"], paid_j=done["paid_j"],
             returned_j=returned_j,
         )  # fmt: skip
+        return Finished(outcome, done["result"])
 
 
 def submit(
@@ -218,14 +266,18 @@ def submit(
     job = f"job-{secrets.token_hex(8)}"
     for offer in placement.ranked[:max_tries]:
         pinned = NodeAffinitySchedulingStrategy(in_ray[offer.node], soft=False)
-        if not _answers_there(pinned):
+        python = _answers_there(pinned)
+        if python is None:
             continue
         if offer.node == members.node:  # at home: no money crosses, the caller's spawn
             spawned = home.spawn(
-                spec.argv, fund=spec.fund, bid=spec.bid, demand=spec.demand, name=spec.name or job
-            )
+                command(spec, python), fund=spec.fund, bid=spec.bid, demand=spec.demand,
+                name=spec.name or job, payload=spec.call,
+            )  # fmt: skip
             watch = _remote(watch_here)
-            ref = watch.options(scheduling_strategy=pinned).remote(spawned.agent)
+            ref = watch.options(scheduling_strategy=pinned).remote(
+                spawned.agent, spec.call is not None
+            )
             return JobHandle(job, offer.node, ref, home)
         keeper_at = in_ray[str(members.node)] if keep else None
         return _send_and_start(spec, job, home, offer.node, pinned, keeper_at)
@@ -271,7 +323,6 @@ class _Keeper:
     def start(self, voucher: str, spec: JobSpec, job: str, pinned: Any) -> None:
         import threading
 
-
         task = _remote(run_here)
         ref = task.options(scheduling_strategy=pinned).remote(voucher, spec, job)
         threading.Thread(target=self._follow, args=(ref,), name=f"keep {job}").start()
@@ -297,8 +348,9 @@ def every_node_halves() -> dict[str, list[dict[str, Any]]]:
 
     read = _remote(node_halves)
     refs = {
-        node: read.options(scheduling_strategy=NodeAffinitySchedulingStrategy(id_, soft=False))
-        .remote()
+        node: read.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(id_, soft=False)
+        ).remote()
         for node, id_ in ray_nodes(ray.nodes()).items()  # type: ignore[no-untyped-call]
     }
     found: dict[str, list[dict[str, Any]]] = {}
@@ -320,16 +372,17 @@ _PROBES: dict[tuple[str, str], Any] = {}
 
 
 class _Probe:
-    """An actor pinned to a node that says whether that node's daemon answers: a probe
-    through a task would start a worker each time while the node's workers wait on jobs."""
+    """An actor pinned to a node that says whether that node's daemon answers (and what runs
+    its agents' Python): a probe through a task would start a worker each time while the
+    node's workers wait on jobs."""
 
-    def answers(self) -> bool:
+    def answers(self) -> list[str] | None:
         return answers()
 
 
-def _answers_there(pinned: Any) -> bool:
-    """Whether the daemon of the node `pinned` names answers (its probe actor made once per
-    driver and node, dropped when it fails)."""
+def _answers_there(pinned: Any) -> list[str] | None:
+    """The agents' Python of the node `pinned` names if its daemon answers, else None (its
+    probe actor made once per driver and node, dropped when it fails)."""
     import ray
 
     key = (ray.get_runtime_context().get_job_id(), str(pinned.node_id))
@@ -338,10 +391,11 @@ def _answers_there(pinned: Any) -> bool:
         actor: Any = ray.remote(num_cpus=0, max_restarts=0)(_Probe)
         probe = _PROBES[key] = actor.options(scheduling_strategy=pinned).remote()
     try:
-        return bool(ray.get(probe.answers.remote(), timeout=30))
+        python = ray.get(probe.answers.remote(), timeout=30)
     except (ray.exceptions.RayError, TimeoutError):
         _PROBES.pop(key, None)
-        return False
+        return None
+    return None if python is None else [str(word) for word in python]
 
 
 def _why(why: str, table: list[Offer], in_ray: Mapping[str, str]) -> str:
@@ -350,4 +404,3 @@ def _why(why: str, table: list[Offer], in_ray: Mapping[str, str]) -> str:
     if not table:
         return "no node the home node's gossip knows is in the Ray cluster"
     return why if why != f"{table[0].node} is the cheapest with room" else "every node refused"
-

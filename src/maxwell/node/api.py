@@ -30,6 +30,8 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import errno
 import ipaddress
@@ -78,6 +80,7 @@ from maxwell.node.facade import (
 from maxwell.node.peers import AdminPeers, PeerProtocol, peer_of
 from maxwell.node.transfers import NodeTransfers
 from maxwell.node.wire import (
+    MAX_PAYLOAD_BYTES,
     AgentList,
     ArrivalRequest,
     BidRequest,
@@ -222,6 +225,19 @@ def _spawning_user(caller: Principal, body: SpawnRequest) -> int | None:
     if body.bounty:
         raise ApiError(403, "only the admin sets a bounty: it is paid from the treasury")
     return caller.uid
+
+
+def _payload(text: str | None) -> bytes | None:
+    """A spawn's payload, base64 (the wire's pattern admits only its alphabet)."""
+    if text is None:
+        return None
+    try:
+        payload = base64.b64decode(text, validate=True)
+    except binascii.Error as exc:
+        raise ApiError(422, f"payload: not base64 ({exc})") from None
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ApiError(422, f"payload: {len(payload)} bytes, over {MAX_PAYLOAD_BYTES}")
+    return payload
 
 
 def _require_owner(caller: Principal, agent: str, action: str, node: Node) -> None:
@@ -394,6 +410,7 @@ def _add_account_routes(app: FastAPI, node: Node) -> None:
             memory=body.memory,
             pids=body.pids,
             owner=owner,
+            payload=_payload(body.payload),
         )
         return result
 
@@ -530,7 +547,8 @@ def _add_admin_routes(app: FastAPI, node: Node) -> None:
 
 
 def _add_read_routes(app: FastAPI, node: Node) -> None:
-    """Read-only views: the price (any token), whose token it is, the node's status (admin)."""
+    """Read-only views: the price (any token), whose token it is, the node's status (admin),
+    what an ended agent left (the admin, its owner or itself)."""
 
     @app.get("/price", tags=["market"])
     def price(caller: Caller) -> PriceInfo:
@@ -547,6 +565,16 @@ def _add_read_routes(app: FastAPI, node: Node) -> None:
         """A snapshot of the node: price, agents, tick figures (admin)."""
         _require_admin(caller, "read the node's status")
         return StatusBody.of(node.status())
+
+    @app.get(
+        "/agents/{agent}/result", tags=["accounts"], response_class=Response,
+        responses={200: {"content": {"application/octet-stream": {}}}},
+    )  # fmt: skip
+    def get_result(agent: AgentId, caller: Caller) -> Response:
+        """The bytes the ended agent left in its result file (`$MAXWELL_AGENT_RESULT`), as it
+        left them: 404 if none, 409 while it runs."""
+        _require_self(caller, agent, "read the result of", node)
+        return Response(node.result(agent), media_type="application/octet-stream")
 
 
 def _add_cluster_routes(app: FastAPI, cluster: Cluster | None) -> None:
@@ -598,6 +626,7 @@ def _add_transfer_routes(app: FastAPI, node: Node, transfers: NodeTransfers | No
         return node.spawn(
             body.argv, fund=Money(transfer.amount), bid=body.bid, demand=body.demand,
             name=body.name, memory=body.memory, pids=body.pids, transfer=transfer,
+            payload=_payload(body.payload),
         )  # fmt: skip
 
     @app.post("/transfers/decline", tags=["admin"])

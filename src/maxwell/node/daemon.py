@@ -53,6 +53,7 @@ from maxwell.node.jobs import JobBoard
 from maxwell.node.paths import StateLock, check_private_files, check_private_root
 from maxwell.node.processes import AgentProcesses, spawn_request
 from maxwell.node.recovery import Recovery
+from maxwell.node.results import read_result
 from maxwell.node.state import admin_token, hash_token
 from maxwell.node.store import NodeStore
 from maxwell.node.supervisor import CgroupSupervisor, Supervisor
@@ -214,9 +215,8 @@ class NodeDaemon:
     # --- the tick and the daemon's life ---------------------------------------------------------
 
     def tick_once(self, *, settle_all: bool = False) -> None:
-        """Meter, bill, decide, clear and enforce: one tick (`maxwell.node.ticker`). A failure
-        is counted (`status().tick_stats`) and raised; the next tick retries. `settle_all`
-        settles every agent's accrued bills whatever the settlement interval."""
+        """Meter, bill, decide, clear and enforce: one tick (`maxwell.node.ticker`); a failure is
+        counted and raised, and retried next. `settle_all`: settle every agent's bills now."""
         with self._tick_lock:
             if self._closed:
                 return
@@ -328,14 +328,14 @@ class NodeDaemon:
         pids: int | None = None,
         owner: int | None = None,
         transfer: Transfer | None = None,
+        payload: bytes | None = None,
     ) -> facade.SpawnResult:
         """A local user's (`owner`) runs as it, from its account; a `transfer`'s, on that money."""
-        if owner is not None:
-            user = self._users.name(owner)
+        user = self._users.name(owner) if owner is not None else user
         request = spawn_request(
             argv, fund=fund, bid=bid, demand=demand, name=name, user=user, code=code,
             bounty=bounty, model=model, load_model=self._bounties.load_model, memory=memory,
-            pids=pids,
+            pids=pids, payload=payload,
         )  # fmt: skip
         with self._changing() as changed:
             if owner is not None:
@@ -382,9 +382,8 @@ class NodeDaemon:
         return self._views.agent(found.id)
 
     def report(self, agent: str, report: facade.Report) -> facade.AgentInfo:
-        """The agent's self-report (cumulative claims since spawn; see `Report`). Never waits
-        for a tick: checked and queued, stored by the next tick or call that changes the node
-        (`maxwell.node.reports`); the answer shows it as the agent's latest."""
+        """The agent's self-report (cumulative claims since spawn; see `Report`): checked and
+        queued, never waiting for a tick (`maxwell.node.reports`); the answer shows it."""
         if self._closed:
             raise facade.NodeError("the node is shutting down")
         found = self._registry.live(agent, "report")
@@ -392,18 +391,16 @@ class NodeDaemon:
         return self._views.agent(found.id)
 
     def audit(self, agent: str) -> facade.AuditResult:
-        """Audit `agent` now: its latest report against the counters it must cover, and (where
-        it has a code manifest) its threads' instruction pointers. A liar is slashed at
-        once; the result and the journal entry say why."""
+        """Audit `agent` now: its report against the counters, and its threads' instruction
+        pointers against its code manifest; a liar is slashed at once, and told why."""
         with self._changing() as changed:
             changed.add(agent)
             found = self._registry.live(agent, "audit it")
             return self._auditor.audit_now(found, self._ticker.tick)
 
     def submit_proof(self, agent: str, input: str, output: str, proof: str) -> facade.ProofResult:
-        """Check a proof of inference (`.npy` input and output, a `maxwell infer --proof` bundle)
-        the agent left in its directory (`MAXWELL_AGENT_DIR`), named relative to it, outside the
-        lock (`maxwell.node.intake`); a valid proof of the user's model pays once per input."""
+        """Check a proof of inference the agent left in its directory, outside the lock
+        (`maxwell.node.intake`); a valid proof of the user's model pays once per input."""
         found = self._registry.live(agent, "submit proofs")
         checked = self._bounties.check(found, input, output, proof)
         with self._changing() as changed:
@@ -445,6 +442,9 @@ class NodeDaemon:
 
     def agents(self) -> list[facade.AgentInfo]:
         return self._views.agents()
+
+    def result(self, agent: str) -> bytes:
+        return read_result(self.config.paths, self._views.agent(agent))  # no lock: a file
 
     def events(self, after_seq: int = 0, limit: int = 1000) -> list[facade.Event]:
         return self._views.events(after_seq, limit)  # the store's reader: no lock

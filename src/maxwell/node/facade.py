@@ -472,6 +472,7 @@ class Node(Protocol):
         pids: int | None = None,  # processes and threads it may have; None: the node's default
         owner: int | None = None,  # a local user's spawn: runs as it, funded from its account
         transfer: Transfer | None = None,  # funded by another node's voucher (node.transfers)
+        payload: bytes | None = None,  # handed to the agent in a file of its own (node.results)
     ) -> SpawnResult: ...
 
     def fund(
@@ -499,6 +500,10 @@ class Node(Protocol):
     def take_input(self, agent: str, job: str) -> TakenInput: ...
 
     def agent(self, agent: str) -> AgentInfo: ...
+
+    def result(self, agent: str) -> bytes:
+        """What the ended agent left in its result file (`maxwell.node.results`)."""
+        ...
 
     def agents(self) -> list[AgentInfo]: ...
 

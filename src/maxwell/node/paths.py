@@ -8,6 +8,8 @@
       agents/<id>.log   each agent's standard output and error
       work/<id>/        each agent's own directory, where it leaves proofs for the node to read
         agent.token     its token (mode 0600, its user's): named in its environment, never in it
+        payload         what its spawn handed it, if anything ($MAXWELL_AGENT_PAYLOAD)
+        result          what it leaves for its submitter, if anything ($MAXWELL_AGENT_RESULT)
 
 The directory is the daemon's own (`check_private_root`, `check_private_files`): owned by its
 user, writable by nobody else, and so are its token, database and lock (mode 0600); anything
@@ -40,6 +42,10 @@ LOCK_FILE = "daemon.lock"
 LOGS_DIR = "agents"
 WORK_DIR = "work"
 AGENT_TOKEN_FILE = "agent.token"
+PAYLOAD_FILE = "payload"  # `maxwell.node.results`
+RESULT_FILE = "result"
+PAYLOAD_ENV = "MAXWELL_AGENT_PAYLOAD"
+RESULT_ENV = "MAXWELL_AGENT_RESULT"
 _MAX_LOCK_BYTES = 64  # what the lock file may hold: a pid and a newline
 log = logging.getLogger(__name__)
 

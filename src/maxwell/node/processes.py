@@ -57,6 +57,7 @@ from maxwell.node.config import NodeConfig
 from maxwell.node.facade import MIN_MEMORY_MAX, AgentState, NodeError, SpawnResult
 from maxwell.node.intake import replace_agent_file
 from maxwell.node.paths import AGENT_TOKEN_FILE, StatePaths
+from maxwell.node.results import check_payload, hand_over
 from maxwell.node.state import hash_token, new_token
 from maxwell.node.store import NodeStore
 from maxwell.node.supervisor import AgentProcess, Supervisor, as_user
@@ -90,6 +91,7 @@ class SpawnRequest:
     pids: int | None = None
     payer: str = TREASURY  # the account its funding comes from
     transfer: Transfer | None = None  # funded by another node's voucher instead (`node.transfers`)
+    payload: bytes | None = None  # handed to the agent in a file of its own (`node.results`)
 
 
 def _check_spawn(argv: Sequence[str], fund: object, bounty: object, model: str | None) -> None:
@@ -118,12 +120,14 @@ def spawn_request(
     load_model: Callable[[str], tuple[Model, VerifierKey]],
     memory: int | None = None,
     pids: int | None = None,
+    payload: bytes | None = None,
 ) -> SpawnRequest:
     """A spawn's arguments checked, its declared code hashed and its bounty's model loaded,
     before anything is made (a `NodeError` says what is refused)."""
     _check_spawn(argv, fund, bounty, model)
     _check_limit("the memory limit", memory, MIN_MEMORY_MAX, "bytes")
     _check_limit("the pids limit", pids, 1, "processes")
+    check_payload(payload)
     manifest = declared_manifest(code) if code else None
     inference = load_model(model) if model is not None else None
     try:
@@ -134,7 +138,8 @@ def spawn_request(
         _named_user(user)  # refuse an unknown user before anything is made
         as_user(user, argv)  # and a missing setpriv
     return SpawnRequest(
-        argv, fund, bid, demand, name, user, manifest, inference, model, bounty, memory, pids
+        argv, fund, bid, demand, name, user, manifest, inference, model, bounty, memory, pids,
+        payload=payload,
     )
 
 
@@ -281,7 +286,7 @@ class AgentProcesses:
                 group.set_cpu_quota(quota)
             agent.last_quota = quota
             self._meter.add(agent.id, agent.counted)  # before it runs: all its CPU is metered
-            agent.popen = self._start(agent, token)
+            agent.popen = self._start(agent, token, request.payload)
         except BaseException:
             with contextlib.suppress(KeyError):  # not metered yet: nothing to undo
                 self._meter.discard(agent.id)
@@ -354,13 +359,15 @@ class AgentProcesses:
         requests.append(event_request(f"spawned:{agent.id}", "spawned", detail))
         return requests
 
-    def _start(self, agent: AgentRecord, token: str) -> AgentProcess:
+    def _start(self, agent: AgentRecord, token: str, payload: bytes | None) -> AgentProcess:
         """Start the agent's command in its group, with its own environment and log. Its token
         is a file of its own in its directory, named in its environment: a token in the
-        environment would leak to every child it starts and every crash report it writes."""
+        environment would leak to every child it starts and every crash report it writes. So
+        is the spawn's payload (`maxwell.node.results`)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAXWELL_")}
-        directory = work_dir(self._paths, agent)
-        replace_agent_file(directory, AGENT_TOKEN_FILE, token.encode(), uid=agent_uid(agent))
+        directory, uid = work_dir(self._paths, agent), agent_uid(agent)
+        replace_agent_file(directory, AGENT_TOKEN_FILE, token.encode(), uid=uid)
+        env.update(hand_over(directory, payload, uid=uid))
         env.update(
             MAXWELL_SOCKET=self._config.socket,
             MAXWELL_AGENT_TOKEN_FILE=str(directory / AGENT_TOKEN_FILE),

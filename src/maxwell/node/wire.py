@@ -73,6 +73,8 @@ MAX_ARGV = 1024
 MAX_LIMIT = 1 << 62  # a memory or pids limit: the kernel's own "max" is larger than any use
 MAX_TEXT = 4096  # one argv element, one path
 MAX_NAME = 64
+MAX_PAYLOAD_BYTES = 1 << 20  # what a spawn hands its agent in a file (`payload`)
+MAX_RESULT_BYTES = 8 << 20  # what the node reads back of an agent's result file
 
 # Strict field by field: a request arrives as parsed JSON, which a strict dataclass would refuse
 # for not being an instance of itself.
@@ -106,6 +108,18 @@ IdempotencyKey = Annotated[
     Field(
         pattern=r"^[A-Za-z0-9._-]{8,64}$",
         description="the client's key for this request: a retry with it changes nothing more",
+    ),
+]
+
+# Bytes a spawn hands its agent, base64 (`payload`): written to a file of the agent's own.
+Payload = Annotated[
+    str,
+    Strict(),
+    Field(
+        max_length=4 * -(-MAX_PAYLOAD_BYTES // 3),
+        pattern=r"^[A-Za-z0-9+/]*={0,2}$",
+        description="bytes for the agent (base64, at most 1 MiB decoded): the file "
+        "$MAXWELL_AGENT_PAYLOAD names, its own (mode 0600)",
     ),
 ]
 
@@ -162,6 +176,7 @@ class SpawnRequest:
             description="processes and threads the agent may have (default: the node's pids_max)",
         ),
     ] = None  # fmt: skip
+    payload: Payload | None = None
 
 
 # A job or node id that a ledger account can carry (`cluster.transfers`); a voucher in base64.
@@ -203,6 +218,7 @@ class ArrivalRequest:
     name: Name | None = None
     memory: Annotated[int | None, Field(ge=MIN_MEMORY_MAX, le=MAX_LIMIT)] = None
     pids: Annotated[int | None, Field(ge=1, le=MAX_LIMIT)] = None
+    payload: Payload | None = None
 
 
 @dataclass(frozen=True)
