@@ -14,7 +14,7 @@ from helpers import maxwell, wait_until
 pytest.importorskip("ray", reason="ray is not installed (pip install 'maxwell[cluster]')")
 pytestmark = needs_serf
 
-SIDE = {"hot_node_share", "placement_ms", "jobs_per_s", "peak_c", "energy_j_per_job"}
+SIDE = {"hot_node_share", "placement_ms", "submit_ms", "jobs_per_s", "peak_c", "energy_j_per_job"}
 
 
 def _raylets() -> int:
@@ -32,4 +32,6 @@ def test_the_quick_benchmark_places_nothing_on_the_hot_node_and_conserves_money(
     assert figures["maxwell"]["hot_node_share"] == 0.0  # in distress and dearer than the bid
     assert figures["maxwell"]["energy_j_per_job"] > 0
     assert figures["ray_default"]["energy_j_per_job"] is None  # no meter attributes Ray's tasks
+    mine = figures["maxwell"]
+    assert 0 < mine["placement_ms"]["p50"] <= mine["submit_ms"]["p50"]  # a part of the call
     wait_until(lambda: _raylets() == 0, timeout_s=30, what="no raylet left")

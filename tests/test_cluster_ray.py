@@ -143,6 +143,7 @@ def test_jobs_go_to_cool_nodes_run_as_agents_and_their_money_comes_back(
     with cluster.home() as home:
         handles = [submit(spec, home=home) for _ in range(3)]
         assert all(handle.node != cluster.hot for handle in handles)
+        assert all(0 < handle.placement_s < 60 for handle in handles)
         for handle in handles:
             outcome = handle.result(timeout_s=60)
             assert (outcome.state, outcome.exit_code) == ("exited", 0), outcome

@@ -70,6 +70,19 @@ def test_up_labels_a_ray_node_with_the_node_id_and_down_leaves(daemon: Daemon) -
     wait_until(lambda: _raylets() == 0, timeout_s=30, what="ray stopped")
 
 
+def test_ray_starts_labelled_without_its_own_cgroups_memory_killer_or_statistics() -> None:
+    from maxwell.cli.cluster_ray_cmd import ray_start_argv
+    from maxwell.cluster.jobs import RAY_ENV
+
+    head = ray_start_argv("n1", Path("/var/lib/maxwell"), None, 2)
+    joined = ray_start_argv("n1", Path("/var/lib/maxwell"), "10.0.0.1:6379", None)
+    assert head[1:] == ["start", "--disable-usage-stats", "--include-dashboard=false",
+                        "--labels", f"{LABEL}=n1", "--head", "--num-cpus", "2"]  # fmt: skip
+    assert joined[-2:] == ["--address", "10.0.0.1:6379"]
+    assert not any("isolation" in arg or "cgroup" in arg for arg in head + joined)
+    assert RAY_ENV == {"RAY_USAGE_STATS_ENABLED": "0", "RAY_memory_monitor_refresh_ms": "0"}
+
+
 def test_up_without_a_state_directory_or_gossip_is_a_usage_error(tmp_path: Path) -> None:
     said = maxwell("cluster", "up", "--socket", str(tmp_path / "none.sock"))
     assert said.returncode == 2 and "needs --state" in said.stderr

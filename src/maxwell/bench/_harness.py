@@ -1,10 +1,12 @@
 """What the benchmarks share: their own CPU clock, a SIGTERM that unwinds like Ctrl-C (so the
-`finally`s that kill workloads and remove groups always run), and how a report is printed."""
+`finally`s that kill workloads and remove groups always run), and how a report is printed (on
+a standard output that nothing else wrote to)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import resource
 import signal
 import sys
@@ -36,6 +38,25 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """While a benchmark runs, what anything prints on standard output (Ray's raylet warnings,
+    a child's chatter) goes to standard error: standard output carries the report alone."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no standard output to keep clean
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def report(
     name: str,
     produce: Callable[[], Mapping[str, object]],
@@ -47,7 +68,7 @@ def report(
     rich renderable (indented JSON without one). Ctrl-C or SIGTERM: a line on stderr, exit 130
     (the benchmark's own clean-up has run by then)."""
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), stdout_to_stderr():
             produced = produce()
     except KeyboardInterrupt:
         print(f"maxwell bench {name}: interrupted", file=sys.stderr)

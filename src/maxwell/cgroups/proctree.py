@@ -79,8 +79,11 @@ class ProcTreeGroup:
     # -- membership ----------------------------------------------------------------------------
 
     def _scan(self) -> dict[int, list[str]]:
-        """pid -> stat fields of every readable process."""
+        """pid -> stat fields of every readable process; none before the group has a process
+        (a group is metered before its first process starts: that costs no scan)."""
         table: dict[int, list[str]] = {}
+        if not self._roots:
+            return table
         try:
             entries = os.listdir(self._procfs)
         except OSError as exc:

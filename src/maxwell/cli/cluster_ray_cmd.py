@@ -5,7 +5,8 @@ a Ray node beside it with `ray start`: the head of a new cluster, or, with `--ra
 node of an existing one. The Ray node carries the label `maxwell-node` (the id) and its workers
 find the daemon through `MAXWELL_STATE` (the state directory), so `maxwell submit` can place
 jobs on it (`maxwell.cluster.jobs`). Ray's memory monitor, usage statistics and dashboard stay
-off: Maxwell owns the cgroups and decides who dies. `--num-cpus` says how many CPUs Ray may
+off, and its cgroup isolation (`--enable-resource-isolation`) is never asked for: Maxwell owns
+the cgroups and decides who dies. `--num-cpus` says how many CPUs Ray may
 schedule (default: Ray's count of this machine's). `--agent-python CMD` is what runs the agents
 of priced Python calls on this node (`maxwell.ray`; `MAXWELL_AGENT_PYTHON` for Ray's workers):
 a Python the agents' own uids may run, with Maxwell and cloudpickle importable (default: the

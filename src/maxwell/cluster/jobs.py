@@ -10,9 +10,10 @@ daemon's socket and admin token.
 
 1. ranks the nodes by the placement rule (`placement.rank`) over what the home node's gossip
    verified (`GET /cluster/members`), keeping those Ray knows and that are alive;
-2. asks the best one, with a Ray task pinned to it (hard affinity), whether its daemon answers;
-   a node that does not (gone, or its daemon down) is passed over for the next, at most
-   `MAX_TRIES` nodes in all;
+2. asks the best one, through an actor pinned to it (hard affinity), whether its daemon
+   answers; a node that does not (gone, or its daemon down) is passed over for the next, at
+   most `MAX_TRIES` nodes in all. The home node is not asked: its daemon has just answered
+   (step 1);
 3. sends the job's funds from the home node (`POST /transfers`: the payer is the caller's
    account, or the treasury for the admin) and starts the job's task there: it spawns the agent
    on the voucher (`POST /transfers/in`), waits for it to end, settles what is left
@@ -209,10 +210,15 @@ class Finished:
 
 
 class JobHandle:
-    """A submitted job: where it runs, and its outcome once it ends (`result`)."""
+    """A submitted job: where it runs, and its outcome once it ends (`result`). `placement_s`:
+    what placing it took, from the call to `submit` to its hand-off to its node (the placement
+    rule, the gossip view, the probe, the funds' transfer), not the start of its process
+    (a spawn at home, in `submit`; elsewhere, in the job's task)."""
 
-    def __init__(self, job: str, node: str, ref: Any, home: Client) -> None:
-        self.job, self.node = job, node
+    def __init__(
+        self, job: str, node: str, ref: Any, home: Client, placement_s: float = 0.0
+    ) -> None:
+        self.job, self.node, self.placement_s = job, node, placement_s
         self._ref, self._home = ref, home
 
     def result(self, timeout_s: float | None = None) -> JobOutcome:
@@ -253,6 +259,7 @@ def submit(
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    began = time.perf_counter()
     try:
         demand = Demand(cores=spec.demand, bid=spec.bid)
     except PlacementError as exc:
@@ -266,27 +273,38 @@ def submit(
     job = f"job-{secrets.token_hex(8)}"
     for offer in placement.ranked[:max_tries]:
         pinned = NodeAffinitySchedulingStrategy(in_ray[offer.node], soft=False)
-        python = _answers_there(pinned)
-        if python is None:
+        if offer.node == members.node:  # at home: its daemon answered just now (members)
+            python = _python_at(pinned) if spec.call is not None else []
+            if python is not None:
+                placed = time.perf_counter() - began
+                return _start_at_home(spec, job, home, offer.node, pinned, python, placed)
             continue
-        if offer.node == members.node:  # at home: no money crosses, the caller's spawn
-            spawned = home.spawn(
-                command(spec, python), fund=spec.fund, bid=spec.bid, demand=spec.demand,
-                name=spec.name or job, payload=spec.call,
-            )  # fmt: skip
-            watch = _remote(watch_here)
-            ref = watch.options(scheduling_strategy=pinned).remote(
-                spawned.agent, spec.call is not None
-            )
-            return JobHandle(job, offer.node, ref, home)
+        if _answers_there(pinned) is None:
+            continue
         keeper_at = in_ray[str(members.node)] if keep else None
-        return _send_and_start(spec, job, home, offer.node, pinned, keeper_at)
+        return _send_and_start(spec, job, home, offer.node, pinned, keeper_at, began)
     raise JobError(f"the job cannot be placed: {_why(placement.why_none(), table, in_ray)}")
 
 
+def _start_at_home(
+    spec: JobSpec, job: str, home: Client, node: str, pinned: Any, python: Sequence[str],
+    placed_s: float,
+) -> JobHandle:  # fmt: skip
+    """No money crosses: the caller's own spawn, and a task pinned to the node that waits for
+    the agent's end."""
+    spawned = home.spawn(
+        command(spec, python), fund=spec.fund, bid=spec.bid, demand=spec.demand,
+        name=spec.name or job, payload=spec.call,
+    )  # fmt: skip
+    watch = _remote(watch_here)
+    ref = watch.options(scheduling_strategy=pinned).remote(spawned.agent, spec.call is not None)
+    return JobHandle(job, node, ref, home, placed_s)
+
+
 def _send_and_start(
-    spec: JobSpec, job: str, home: Client, node: str, pinned: Any, keeper_at: str | None
-) -> JobHandle:
+    spec: JobSpec, job: str, home: Client, node: str, pinned: Any, keeper_at: str | None,
+    began: float,
+) -> JobHandle:  # fmt: skip
     """Send the job's funds to `node` and start its task there (pinned); with `keeper_at` (the
     home node's Ray id), a keeper there starts and follows it instead of the caller."""
     import ray
@@ -296,10 +314,10 @@ def _send_and_start(
     if keeper_at is not None:  # started once the keeper owns the job's task
         keeper = _keeper(job, keeper_at)
         ray.get(keeper.start.remote(receipt.voucher, spec, job, pinned), timeout=60)
-        return JobHandle(job, node, None, home)
+        return JobHandle(job, node, None, home, time.perf_counter() - began)
     task = _remote(run_here)
     ref = task.options(scheduling_strategy=pinned).remote(receipt.voucher, spec, job)
-    return JobHandle(job, node, ref, home)
+    return JobHandle(job, node, ref, home, time.perf_counter() - began)
 
 
 def _keeper(job: str, home_node: str) -> Any:
@@ -369,6 +387,7 @@ def node_halves() -> list[dict[str, Any]]:
 
 
 _PROBES: dict[tuple[str, str], Any] = {}
+_PYTHONS: dict[str, list[str]] = {}  # each Ray node's agents' Python, as its probe said
 
 
 class _Probe:
@@ -395,7 +414,17 @@ def _answers_there(pinned: Any) -> list[str] | None:
     except (ray.exceptions.RayError, TimeoutError):
         _PROBES.pop(key, None)
         return None
-    return None if python is None else [str(word) for word in python]
+    if python is None:
+        return None
+    _PYTHONS[str(pinned.node_id)] = found = [str(word) for word in python]
+    return found
+
+
+def _python_at(pinned: Any) -> list[str] | None:
+    """The agents' Python of the node `pinned` names: as its probe said once (it is set when
+    the node's Ray starts), else asked now (None: it does not answer)."""
+    known = _PYTHONS.get(str(pinned.node_id))
+    return known if known is not None else _answers_there(pinned)
 
 
 def _why(why: str, table: list[Offer], in_ray: Mapping[str, str]) -> str:

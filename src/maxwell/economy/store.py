@@ -35,14 +35,15 @@ import os
 import re
 import sqlite3
 import stat
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager, suppress
+from contextlib import AbstractContextManager, closing, contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeAlias
 
 from maxwell.economy.ledger import (
     Account,
@@ -250,16 +251,28 @@ def sqlite_error(exc: sqlite3.Error, doing: str, path: Path) -> LedgerStoreError
     return LedgerStoreError(f"{doing} {where}: {reason}", path=where)
 
 
+# What a shared connection's transactions hold (a `threading.RLock`).
+Guard: TypeAlias = AbstractContextManager[Any]
+
+
 class LedgerStore:
     """The journal and balances of one state directory. One connection; not for sharing
     across threads (open one store per thread or process: SQLite serialises them)."""
 
     def __init__(
-        self, connection: sqlite3.Connection, path: Path, now: Callable[[], float]
+        self,
+        connection: sqlite3.Connection,
+        path: Path,
+        now: Callable[[], float],
+        guard: Guard | None = None,
     ) -> None:
         self._conn = connection
         self.path = path
         self._now = now
+        # Held by a transaction from BEGIN to its end (`_transaction`): with a connection shared
+        # by threads (the node's one store passes the same guard to its node tables), another
+        # thread's read waits for the end instead of joining it or beginning inside it.
+        self.guard: Guard = guard if guard is not None else threading.RLock()
         # `balances()` as last read, and the database's version then (see `_version`).
         self._balances: tuple[tuple[int, int], dict[str, Money]] | None = None
 
@@ -326,10 +339,17 @@ class LedgerStore:
     @contextmanager
     def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
         """One SQLite transaction; COMMIT when the block ends, ROLLBACK if it raises. Inside a
-        transaction the connection's owner opened (`unit_of_work`), the block joins it."""
-        if self._conn.in_transaction:
-            yield self._conn
-            return
+        transaction this thread opened (`unit_of_work`), the block joins it; another thread's
+        waits for it to end (`guard`)."""
+        with self.guard:
+            if self._conn.in_transaction:
+                yield self._conn
+                return
+            with self._begun(mode) as conn:
+                yield conn
+
+    @contextmanager
+    def _begun(self, mode: str) -> Iterator[sqlite3.Connection]:
         try:
             self._conn.execute(f"BEGIN {mode}")
         except sqlite3.Error as exc:
@@ -738,6 +758,10 @@ class LedgerStore:
         """Every account's balance: one query, or none while the database is as it was at the
         last one (the node reads them every tick, and an idle node changes nothing). Inside a
         transaction it always queries (what it reads may yet be rolled back)."""
+        with self.guard:
+            return self._balances_now()
+
+    def _balances_now(self) -> dict[str, Money]:
         if self._conn.in_transaction:
             return dict(self._conn.execute("SELECT name, balance FROM accounts ORDER BY name"))
         version = self._version()

@@ -45,12 +45,19 @@ import json
 import os
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from maxwell.economy.store import DB_NAME, LedgerSchemaError, LedgerStoreError, sqlite_error
+from maxwell.economy.store import (
+    DB_NAME,
+    Guard,
+    LedgerSchemaError,
+    LedgerStoreError,
+    sqlite_error,
+)
 from maxwell.node.paths import ADMIN_TOKEN_FILE
 from maxwell.store.migrations import Migration, MigrationError, migrate
 
@@ -291,9 +298,12 @@ class JournalEvent:
 class NodeState:
     """The node's tables over one connection, shared by the daemon's threads under its lock."""
 
-    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, path: Path, guard: Guard | None = None
+    ) -> None:
         self._conn = connection
         self.path = path
+        self._guard: Guard = guard if guard is not None else threading.RLock()  # see LedgerStore
 
     @classmethod
     def open(
@@ -338,19 +348,29 @@ class NodeState:
 
     @classmethod
     def attach(
-        cls, connection: sqlite3.Connection, path: Path, now: Callable[[], float] = time.time
+        cls,
+        connection: sqlite3.Connection,
+        path: Path,
+        now: Callable[[], float] = time.time,
+        guard: Guard | None = None,
     ) -> NodeState:
         """The node's tables over a connection the caller owns (the node's one store), upgraded
-        in place like `open`'s."""
-        state = cls(connection, path)
+        in place like `open`'s; `guard`: the one its other users' transactions hold."""
+        state = cls(connection, path, guard)
         state._migrate(now)
         return state
 
     @contextlib.contextmanager
     def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
-        if self._conn.in_transaction:  # part of the caller's unit of work: it commits
-            yield self._conn
-            return
+        with self._guard:  # another thread's transaction ends first (`LedgerStore.guard`)
+            if self._conn.in_transaction:  # part of this thread's unit of work: it commits
+                yield self._conn
+                return
+            with self._begun(mode) as conn:
+                yield conn
+
+    @contextlib.contextmanager
+    def _begun(self, mode: str) -> Iterator[sqlite3.Connection]:
         try:
             self._conn.execute(f"BEGIN {mode}")
         except sqlite3.Error as exc:

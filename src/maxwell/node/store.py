@@ -8,7 +8,9 @@ Rules:
   Every write of the ledger (`LedgerStore`) and of the node's tables (`NodeState`) made inside it
   joins it: all of it is durable (synchronous = FULL) or none of it is. There is no outbox.
 - Both owners' schemas are migrated when the store opens (`maxwell.store.migrations`).
-- The connection is shared by the daemon's threads under the daemon's lock.
+- The connection is shared by the daemon's threads under the daemon's lock; a read made
+  without that lock waits for a unit of work in flight to end (the store's guard, held from
+  BEGIN to COMMIT), and never joins another thread's.
 - A second connection, read-only (`reader`), serves reads that must not wait for the lock (the
   event log): in WAL mode it sees the last committed state, never a unit of work in flight, and
   neither blocks nor is blocked by the writer. Nothing is ever written through it.
@@ -50,8 +52,8 @@ class NodeStore:
         try:
             connection.execute("PRAGMA foreign_keys = ON")
             connection.execute("PRAGMA synchronous = FULL")
-            ledger = LedgerStore(connection, path, now)
-            state = NodeState.attach(connection, path, now)
+            ledger = LedgerStore(connection, path, now)  # its guard, the state's too
+            state = NodeState.attach(connection, path, now, ledger.guard)
             reader = NodeState(_connect(path, "ro", busy_timeout_s), path)
         except sqlite3.Error as exc:
             connection.close()
