@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from helpers import copy_for_anyone
-
 NOBODY = 65534
 SRC = Path(__file__).resolve().parent.parent / "src"
 
@@ -65,6 +63,8 @@ def nobody_python() -> Iterator[NobodyPython]:
     python = _python_for_nobody()
     if python is None:
         pytest.skip("no Python 3.11+ that user nobody may execute")
+    from helpers import copy_for_anyone  # here: pytester's runs copy this file alone
+
     root = Path(tempfile.mkdtemp(prefix="maxwell-nobody-", dir="/tmp"))
     try:
         missing = copy_for_anyone(root)

@@ -222,3 +222,24 @@ def test_open_workload_group_as_nobody(nobody_python: NobodyPython) -> None:
     assert report["reason"].startswith("not root (euid 65534)")
     assert "degraded: process tree via /proc" in report["reason"]
     assert report["pids"] == [report["child"]] and report["empty"]
+
+
+def test_a_tree_is_adopted_again_by_its_roots_and_never_by_a_reused_pid(
+    tree: ProcTreeGroup,
+) -> None:
+    """What a restarted daemon does with a process tree's record: the same root (pid and start
+    time) is found again with its members; a pid whose start time differs (taken by another
+    process since) or that is gone is not."""
+    child = tree.spawn(["sh", "-c", "sleep 30 & exec sleep 30"])
+    wait_until(lambda: len(tree.pids()) == 2, what="the root and its child")
+    roots = tree.roots()
+    assert [pid for pid, _ in roots] == [child.pid] and roots[0][1] > 0
+    again = ProcTreeGroup.adopt("again", roots)
+    assert again is not None and again.pids() == tree.pids()
+    assert again.cpu_ns() >= 0
+    (pid, start) = roots[0]
+    assert ProcTreeGroup.adopt("reused", [(pid, start + 1)]) is None
+    again.kill()
+    child.wait(10)
+    assert tree.is_empty() and tree.roots() == []
+    assert ProcTreeGroup.adopt("gone", roots) is None

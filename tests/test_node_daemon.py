@@ -748,6 +748,67 @@ def test_a_daemon_killed_with_sigkill_is_recovered(tmp_path: Path, settlement_s:
     wait_until(lambda: not alive(pid), what="the agent to die")
 
 
+TREE_DAEMON_SCRIPT = """
+import json, sys, threading
+from maxwell.node.config import NodeConfig
+from maxwell.node.daemon import NodeDaemon
+daemon = NodeDaemon(NodeConfig(dynamic_uids="none", state_dir=sys.argv[1], tick_s=0.1,
+                               cgroup="none", settlement_s=0.5))
+busy = daemon.spawn([sys.executable, "-c", "while True: pass"], fund=1000 * 10**6, bid=5.0)
+brief = daemon.spawn(["sh", "-c", "sleep 1"], fund=10**6, bid=5.0)
+print(json.dumps({"busy": [busy.agent, busy.pid], "brief": [brief.agent, brief.pid]}), flush=True)
+daemon.run_forever(threading.Event())
+"""
+
+
+def test_a_process_tree_agent_outlives_its_killed_daemon_and_is_adopted_again(
+    tmp_path: Path,
+) -> None:
+    """Without cgroups (`--cgroup none`) a SIGKILLed daemon's agents run on; the next daemon
+    finds each again by its root process (pid and start time), bills it and can kill it, and
+    marks the one that ended meanwhile exited. Before, it marked them all exited and left the
+    running ones behind, unbilled and out of reach."""
+    state = tmp_path / "state"
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    child = subprocess.Popen([sys.executable, "-c", TREE_DAEMON_SCRIPT, str(state)],
+                             stdout=subprocess.PIPE, env=env)  # fmt: skip
+    daemon: NodeDaemon | None = None
+    busy_pid = 0
+    try:
+        assert child.stdout is not None
+        started = json.loads(child.stdout.readline())
+        (busy, busy_pid), (brief, brief_pid) = started["busy"], started["brief"]
+        wait_until(lambda: recorded(state, busy)[0] > 0.1e9, what="a settlement")
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+        wait_until(lambda: not alive(brief_pid), what="the brief agent to end meanwhile")
+        assert alive(busy_pid), "the agent outlives its daemon"
+        daemon = NodeDaemon(NodeConfig(dynamic_uids=AGENTS_AS_DAEMON, state_dir=state,
+                                       tick_s=0.1, cgroup="none"))  # fmt: skip
+        adopted = [e.agent for e in daemon.events() if e.kind == "adopted"]
+        assert busy in adopted  # (the brief one too where its root is a zombie not yet reaped)
+        assert daemon.agent(busy).state is AgentState.RUNNING
+        assert daemon.agent(busy).pid == busy_pid
+        assert daemon.agent(brief).state is AgentState.EXITED
+        energy = daemon.agent(busy).energy_uj
+        tick_until(daemon, lambda: daemon.agent(busy).energy_uj > energy)
+        assert daemon.kill(busy).state is AgentState.DEAD
+        wait_until(lambda: not alive(busy_pid), what="the adopted agent killed")
+        daemon.tick_once(settle_all=True)
+        assert daemon.ledger().verify().ok
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+        if daemon is None:
+            daemon = NodeDaemon(NodeConfig(dynamic_uids=AGENTS_AS_DAEMON, state_dir=state,
+                                           tick_s=0.1, cgroup="none"))  # fmt: skip
+        daemon.shutdown(kill_agents=True)
+    wait_until(lambda: not alive(busy_pid), what="no agent left")
+
+
 def node_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     """What the daemon logged at WARNING or above (a failed tick, an enforcement that failed)."""
     return [

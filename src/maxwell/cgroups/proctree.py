@@ -15,6 +15,8 @@ Rules and honest limits:
   (a lower bound, not exact). A full /proc scan per reading makes it far costlier than cgroups.
 - `kill()` SIGKILLs every member and the roots' process groups, until two consecutive scans
   find no one (a fork loop cannot outrun it for long).
+- A restarted owner finds a tree again by its roots (`roots`, `adopt`): each pid with its start
+  time, so a process that took a dead root's pid since is never adopted.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from maxwell.procfs import NS_PER_S, clock_ticks_per_second
 # Field indices in /proc/PID/stat after the ")" that closes comm.
 _STATE, _PPID, _SESSION = 0, 1, 3
 _UTIME, _STIME, _CUTIME, _CSTIME = 11, 12, 13, 14
+_STARTTIME = 19  # clock ticks after boot: with the pid, names one process for good
 
 
 def parse_stat(text: str) -> list[str] | None:
@@ -151,6 +154,34 @@ class ProcTreeGroup:
         )
         self._roots.append(process.pid)
         return process
+
+    def roots(self) -> list[tuple[int, int]]:
+        """Each live root process with its start time (`/proc/PID/stat`): what finds the tree
+        again after its owner restarts (`adopt`)."""
+        found = ((pid, self._start_of(pid)) for pid in self._roots)
+        return [(pid, start) for pid, start in found if start is not None]
+
+    @classmethod
+    def adopt(
+        cls,
+        name: str,
+        roots: Sequence[tuple[int, int]],
+        *,
+        procfs_root: str | Path = "/proc",
+        clock: Clock | None = None,
+    ) -> ProcTreeGroup | None:
+        """The tree of the recorded `roots` that still run, each the very process recorded (the
+        same start time); None when none does."""
+        group = cls(name, procfs_root=procfs_root, clock=clock)
+        group._roots = [pid for pid, start in roots if group._start_of(pid) == start]
+        return group if group._roots else None
+
+    def _start_of(self, pid: int) -> int | None:
+        try:
+            fields = parse_stat((self._procfs / str(pid) / "stat").read_text())
+        except OSError:
+            return None
+        return int(fields[_STARTTIME]) if fields is not None and len(fields) > _STARTTIME else None
 
     def signal(self, signum: int) -> None:
         for pid in self.pids():

@@ -254,6 +254,7 @@ class AgentProcesses:
             agent.model_key_at = self._clock.monotonic()
             agent.bounty = request.bounty
         self._launch(agent, token, request)
+        agent.cgroup = self._supervisor.record(group)  # a process tree's names its roots now
         self._record_spawn(agent, request, at)
         self._agents.add(agent)
         assert agent.pid is not None

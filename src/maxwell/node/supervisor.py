@@ -317,6 +317,8 @@ def group_record(group: WorkloadGroup) -> dict[str, object]:
         }
     if isinstance(group, V2Group):
         return {"kind": "v2", "layout": group.layout, "path": group.path}
+    if isinstance(group, ProcTreeGroup):  # its roots, once they run
+        return {"kind": "none", "roots": [[pid, start] for pid, start in group.roots()]}
     return {"kind": "none"}
 
 
@@ -343,4 +345,13 @@ def rebuild_group(name: str, record: Mapping[str, object], clock: Clock) -> Work
         if not isinstance(path, str) or not os.path.isdir(path):
             return None
         return V2Group(name, path, layout=layout, clock=clock)
+    if kind == "none":  # a process tree: its recorded roots, if they still run
+        roots = record.get("roots")
+        if not isinstance(roots, list):
+            return None
+        pairs = [
+            (r[0], r[1]) for r in roots
+            if isinstance(r, list) and len(r) == 2 and all(type(n) is int for n in r)
+        ]  # fmt: skip
+        return ProcTreeGroup.adopt(name, pairs, clock=clock)
     return None
