@@ -615,6 +615,15 @@ daemon.run_forever(threading.Event())
 """
 
 
+def end_child(child: subprocess.Popen[bytes]) -> None:
+    """The killed daemon's process reaped (killed first if the test failed before)."""
+    if child.poll() is None:
+        child.kill()
+        child.wait()
+    if child.stdout is not None:
+        child.stdout.close()
+
+
 def assert_adopted_once(
     daemon: NodeDaemon,
     agent: str,
@@ -733,11 +742,7 @@ def test_a_daemon_killed_with_sigkill_is_recovered(tmp_path: Path, settlement_s:
         verified = maxwell("ledger", "verify", "--state", str(state))
         assert verified.returncode == 0, verified.stderr
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
+        end_child(child)
         if daemon is None:
             daemon = NodeDaemon(
                 NodeConfig(dynamic_uids=AGENTS_AS_DAEMON, state_dir=state, tick_s=0.1)
@@ -797,11 +802,7 @@ def test_a_process_tree_agent_outlives_its_killed_daemon_and_is_adopted_again(
         daemon.tick_once(settle_all=True)
         assert daemon.ledger().verify().ok
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
+        end_child(child)
         if daemon is None:
             daemon = NodeDaemon(NodeConfig(dynamic_uids=AGENTS_AS_DAEMON, state_dir=state,
                                            tick_s=0.1, cgroup="none"))  # fmt: skip
