@@ -25,6 +25,9 @@ A map of the package (each folder is one layer of shared/ARCHITECTURE.md):
   dynamic uids a root daemon gives its agents.
 - `client`: the SDK an agent (or an admin) uses to talk to a node.
 - `cli`: the `maxwell` command.
+- `cluster`: beyond one machine: the placement rule, money across nodes, jobs on Ray; `ray`:
+  the decorator that runs a Python function as an agent where it is cheapest.
+- `sim`: the digital twin: the daemon's pure tick on virtual time beside a fair-share baseline.
 - `bench`: benchmarks that print JSON.
 - `samples`: the demonstrations' workloads (looper, bloat, useful).
 """

@@ -1,0 +1,257 @@
+"""The twin's engine (issue 14, 2 and 3): one node on virtual time, run under the market (the
+daemon's own pure tick, `maxwell.node.tick.plan_tick`) or under fair share (CFS-like equal
+weights, no prices), with the same agents, so that every figure is a side-by-side ratio.
+
+A tick of `tick_s` virtual seconds:
+
+1. each live agent uses cores for the interval just past: under the market, at most what the
+   last plan let it (its granted cores, a hard quota; an unserved bidder that the plan lets run
+   on what the winners leave idle shares that leftover equally); under fair share, capacity is
+   shared equally among those that want it, and what one leaves unused goes to the others (work
+   conserving), as CFS does;
+2. the node meters it: each agent's energy is its core-seconds at `w_per_core` (the active
+   power, attributed by use, as `maxwell.meter` does), bytes freed by its behaviour; the die
+   follows the first-order RC model (`maxwell.physics.ThermalRC`) at idle + active power;
+3. under the market, `plan_tick` bills the interval, decides apoptosis and clears the next one;
+   the engine applies the plan (balances, states, grants). Fair share has no step 3: nobody pays
+   and nobody dies.
+
+Deterministic: no randomness but the mechanism's own (seeded by the tick), agents in id order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from maxwell.node.facade import AgentState
+from maxwell.node.tick import AgentTickInput, Enforcement, TickInput, TickPlan, plan_tick
+from maxwell.physics import ThermalRC
+from maxwell.sim.behaviours import LOW_VALUE, Behaviour
+from maxwell.units import Money
+
+Policy = Literal["maxwell", "fairshare"]
+POLICIES: Final = ("maxwell", "fairshare")
+_UJ: Final = 1_000_000
+_ENDED: Final = (AgentState.DEAD, AgentState.EXITED)
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """One simulated agent: what it does, its funds ($J) and its bid ($J per J)."""
+
+    name: str
+    behaviour: Behaviour
+    fund_j: float
+    bid: float
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A node and its agents for `duration_s` virtual seconds."""
+
+    agents: tuple[AgentSpec, ...]
+    cores: float = 2.0
+    duration_s: float = 120.0
+    tick_s: float = 1.0
+    idle_w: float = 10.0
+    w_per_core: float = 10.0
+    spot_price: float = 1.0
+    landauer_multiplier: float = 4e11
+    grace_s: float = 3.0
+    thermal: ThermalRC = field(default_factory=ThermalRC)
+
+
+@dataclass
+class SimAgent:
+    """An agent's state in a run, and what it did."""
+
+    spec: AgentSpec
+    index: int
+    state: AgentState = AgentState.RUNNING
+    balance: Money = field(default_factory=lambda: Money(0))
+    price: float = 0.0
+    burn_per_s: float = 0.0
+    insolvent_since_s: float | None = None
+    granted: float = 0.0  # cores it may use (a hard quota under the market)
+    idle_share: float = 0.0  # cores it may take of what the winners leave (market only)
+    energy_uj: int = 0  # the last interval's, for its bill
+    freed: int = 0
+    units: float = 0.0
+    energy_j: float = 0.0
+    paid_j: float = 0.0
+    ended_at_s: float | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.state not in _ENDED
+
+    @property
+    def done(self) -> bool:
+        job = self.spec.behaviour.job_units
+        return job is not None and self.units >= job
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A run's figures: per agent, and per node (see `summary`)."""
+
+    policy: str
+    agents: tuple[SimAgent, ...]
+    idle_wanted_core_s: float  # capacity left idle while someone wanted more
+    peak_c: float
+    duration_s: float
+
+    def summary(self) -> dict[str, object]:
+        """The figures an experiment reports (JSON-ready)."""
+        energy = sum(a.energy_j for a in self.agents)
+        value = sum(a.units * a.spec.behaviour.value_per_unit for a in self.agents)
+        low = sum(a.energy_j for a in self.agents if a.spec.behaviour.kind in LOW_VALUE)
+        return {
+            "energy_j": round(energy, 3),
+            "value": round(value, 3),
+            "value_per_j": round(value / energy, 4) if energy else 0.0,
+            "low_value_energy_j": round(low, 3),
+            "idle_wanted_core_s": round(self.idle_wanted_core_s, 3),
+            "killed": sorted(a.spec.name for a in self.agents if a.state is AgentState.DEAD),
+            "jobs_done": sorted(a.spec.name for a in self.agents if a.done),
+            "peak_c": round(self.peak_c, 2),
+            "agents": {a.spec.name: _agent_figures(a) for a in self.agents},
+        }
+
+
+def _agent_figures(agent: SimAgent) -> dict[str, object]:
+    return {
+        "kind": agent.spec.behaviour.kind, "state": agent.state.value,
+        "energy_j": round(agent.energy_j, 3), "units": round(agent.units, 3),
+        "paid_j": round(agent.paid_j, 3), "ended_at_s": agent.ended_at_s,
+    }  # fmt: skip
+
+
+def run(scenario: Scenario, policy: Policy) -> Outcome:
+    """`scenario` under `policy` (see the module)."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}: one of {', '.join(POLICIES)}")
+    agents = [
+        SimAgent(spec, i, balance=Money(round(spec.fund_j * _UJ)))
+        for i, spec in enumerate(sorted(scenario.agents, key=lambda s: s.name))
+    ]
+    for agent in agents:  # before the first clearing, everyone may ask (as a spawn's quota)
+        agent.granted = min(agent.spec.behaviour.demand, scenario.cores)
+    temperature, peak, idle_wanted = scenario.thermal.ambient_c, scenario.thermal.ambient_c, 0.0
+    ticks = round(scenario.duration_s / scenario.tick_s)
+    for tick in range(1, ticks + 1):
+        now = tick * scenario.tick_s
+        used, wanted = _use(agents, scenario, now - scenario.tick_s, policy)
+        idle_wanted += max(0.0, min(wanted, scenario.cores) - used) * scenario.tick_s
+        power = scenario.idle_w + scenario.w_per_core * used
+        temperature = scenario.thermal.step(temperature, power, scenario.tick_s)
+        peak = max(peak, temperature)
+        if policy == "maxwell":
+            _apply(agents, _plan(agents, scenario, tick, now, temperature), now)
+        else:
+            _end_finished(agents, now)
+    return Outcome(policy, tuple(agents), idle_wanted, peak, scenario.duration_s)
+
+
+def _use(
+    agents: Sequence[SimAgent], scenario: Scenario, at_s: float, policy: Policy
+) -> tuple[float, float]:
+    """Each live agent's use of the interval from `at_s`; the cores used, and wanted, in all."""
+    live = [a for a in agents if a.live]
+    wants = {a.spec.name: a.spec.behaviour.wants(at_s, a.index) for a in live}
+    if policy == "fairshare":  # CFS: equal shares of what each would really burn
+        burns = {a.spec.name: a.spec.behaviour.uses(wants[a.spec.name], wants[a.spec.name])
+                 for a in live}  # fmt: skip
+        cores = _water_fill(scenario.cores, burns)
+    else:
+        cores = {a.spec.name: a.spec.behaviour.uses(a.granted, wants[a.spec.name]) for a in live}
+        left = scenario.cores - sum(cores.values())
+        sharers = {a.spec.name: min(a.idle_share, wants[a.spec.name]) for a in live}
+        for name, extra in _water_fill(max(left, 0.0), sharers).items():
+            cores[name] += extra
+    dt = scenario.tick_s
+    for agent in live:
+        _burn(agent, cores[agent.spec.name] * dt, scenario)
+    wanted = sum(a.spec.behaviour.uses(wants[a.spec.name], wants[a.spec.name]) for a in live)
+    return sum(cores.values()), wanted
+
+
+def _burn(agent: SimAgent, core_s: float, scenario: Scenario) -> None:
+    behaviour = agent.spec.behaviour
+    energy_j = core_s * scenario.w_per_core
+    agent.energy_j += energy_j
+    agent.energy_uj = round(energy_j * _UJ)
+    agent.freed = behaviour.frees(core_s)
+    agent.units += behaviour.produces(core_s)
+    if behaviour.job_units is not None:
+        agent.units = min(agent.units, behaviour.job_units)
+
+
+def _water_fill(capacity: float, demands: Mapping[str, float]) -> dict[str, float]:
+    """Equal shares of `capacity`, none above its demand, the rest shared again (max-min fair)."""
+    given = dict.fromkeys(demands, 0.0)
+    open_ = {name for name, demand in demands.items() if demand > 0}
+    left = capacity
+    while open_ and left > 1e-12:
+        share = left / len(open_)
+        for name in sorted(open_):
+            take = min(share, demands[name] - given[name])
+            given[name] += take
+            left -= take
+        open_ = {name for name in open_ if demands[name] - given[name] > 1e-12}
+    return given
+
+
+def _plan(
+    agents: Sequence[SimAgent], scenario: Scenario, tick: int, now: float, temperature: float
+) -> TickPlan:
+    """The daemon's own tick over the interval just metered."""
+    inputs = [
+        AgentTickInput(
+            agent=a.spec.name, state=AgentState.EXITED if a.done else a.state,
+            balance=a.balance, bid=a.spec.bid, demand=a.spec.behaviour.demand,
+            energy_uj=a.energy_uj, bytes_freed=a.freed, burn_per_s=a.burn_per_s,
+            insolvent_since_s=a.insolvent_since_s, bid_seq=a.index, price=a.price,
+        )
+        for a in agents if a.live
+    ]  # fmt: skip
+    tick_input = TickInput(
+        tick=tick, now_s=now, interval_s=scenario.tick_s, tick_s=scenario.tick_s,
+        spot_price=scenario.spot_price, temperature_c=temperature,
+        capacity_cores=scenario.cores, landauer_multiplier=scenario.landauer_multiplier,
+        grace_s=scenario.grace_s, agents=inputs, share_idle=True,
+    )  # fmt: skip
+    return plan_tick(tick_input)
+
+
+def _apply(agents: Sequence[SimAgent], plan: TickPlan, now: float) -> None:
+    """Carry out the plan: bills paid, states, the next interval's grants."""
+    for agent in agents:
+        planned = plan.agents.get(agent.spec.name)
+        if planned is None:
+            continue
+        agent.balance, agent.price = planned.balance, planned.price
+        agent.paid_j += planned.paid / _UJ
+        agent.burn_per_s, agent.insolvent_since_s = planned.burn_per_s, planned.insolvent_since_s
+        agent.state = planned.state
+        if agent.done and agent.state not in _ENDED:
+            agent.state = AgentState.EXITED
+        if planned.enforcement is Enforcement.KILL:
+            agent.state = AgentState.DEAD
+        if agent.state in _ENDED:
+            agent.ended_at_s = agent.ended_at_s if agent.ended_at_s is not None else now
+            agent.granted = agent.idle_share = 0.0
+        elif agent.state is AgentState.FROZEN:
+            agent.granted = agent.idle_share = 0.0
+        else:
+            agent.granted = planned.cores
+            quota = planned.quota_cores if planned.quota_cores is not None else planned.cores
+            agent.idle_share = max(0.0, quota - planned.cores)
+
+
+def _end_finished(agents: Sequence[SimAgent], now: float) -> None:
+    for agent in agents:
+        if agent.live and agent.done:
+            agent.state, agent.ended_at_s = AgentState.EXITED, now
