@@ -48,8 +48,9 @@ def test_money_is_conserved_for_every_agent_and_no_core_is_used_twice() -> None:
     for agent in outcome.agents:
         assert agent.paid_j + agent.balance / 1e6 == pytest.approx(agent.spec.fund_j, abs=1e-5)
         assert agent.paid_j <= agent.spec.fund_j + 1e-9
+    assert all(sample.cores_used <= MIX.cores + 1e-9 for sample in outcome.trace)
     total_core_s = sum(a.energy_j for a in outcome.agents) / MIX.w_per_core
-    assert total_core_s <= MIX.cores * MIX.duration_s + 1e-6
+    assert total_core_s == pytest.approx(sum(s.cores_used for s in outcome.trace) * MIX.tick_s)
 
 
 def test_fair_share_gives_equal_shares_and_leaves_no_wanted_core_idle() -> None:

@@ -53,6 +53,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "user": ("maxwell.cli.user_cmd", "local users' accounts, which fund their agents: show, fund"),
     "infer": ("maxwell.cli.proof_cmd", "run an ONNX model and write a proof of the inference"),
     "verify": ("maxwell.cli.proof_cmd", "check a proof of inference without re-running the model"),
+    "experiment": ("maxwell.cli.experiment_cmd", "a claim of the vision measured vs fair share"),
 }
 BENCHES: dict[str, tuple[str, str]] = {
     "meter": ("maxwell.bench.meter", "the meter's own CPU cost vs CodeCarbon"),

@@ -5,10 +5,11 @@ weights, no prices), with the same agents, so that every figure is a side-by-sid
 A tick of `tick_s` virtual seconds:
 
 1. each live agent uses cores for the interval just past: under the market, at most what the
-   last plan let it (its granted cores, a hard quota; an unserved bidder that the plan lets run
-   on what the winners leave idle shares that leftover equally); under fair share, capacity is
-   shared equally among those that want it, and what one leaves unused goes to the others (work
-   conserving), as CFS does;
+   last plan let it (its granted cores, a hard quota, shared fairly by the kernel where quotas
+   add up to more than the node has, as before the first clearing; an unserved bidder that the
+   plan lets run on what the winners leave idle shares that leftover equally); under fair
+   share, capacity is shared equally among those that want it, and what one leaves unused goes
+   to the others (work conserving), as CFS does;
 2. the node meters it: each agent's energy is its core-seconds at `w_per_core` (the active
    power, attributed by use, as `maxwell.meter` does), bytes freed by its behaviour; the die
    follows the first-order RC model (`maxwell.physics.ThermalRC`) at idle + active power;
@@ -94,14 +95,26 @@ class SimAgent:
 
 
 @dataclass(frozen=True)
+class Sample:
+    """The node after one tick: each agent's energy so far (J) and balance ($J)."""
+
+    at_s: float
+    temperature_c: float
+    cores_used: float
+    energy_j: Mapping[str, float]
+    balance_j: Mapping[str, float]
+
+
+@dataclass(frozen=True)
 class Outcome:
-    """A run's figures: per agent, and per node (see `summary`)."""
+    """A run's figures: per agent, and per node (see `summary`); `trace`, tick by tick."""
 
     policy: str
     agents: tuple[SimAgent, ...]
     idle_wanted_core_s: float  # capacity left idle while someone wanted more
     peak_c: float
     duration_s: float
+    trace: tuple[Sample, ...] = ()
 
     def summary(self) -> dict[str, object]:
         """The figures an experiment reports (JSON-ready)."""
@@ -141,6 +154,7 @@ def run(scenario: Scenario, policy: Policy) -> Outcome:
         agent.granted = min(agent.spec.behaviour.demand, scenario.cores)
     temperature, peak, idle_wanted = scenario.thermal.ambient_c, scenario.thermal.ambient_c, 0.0
     ticks = round(scenario.duration_s / scenario.tick_s)
+    trace: list[Sample] = []
     for tick in range(1, ticks + 1):
         now = tick * scenario.tick_s
         used, wanted = _use(agents, scenario, now - scenario.tick_s, policy)
@@ -152,7 +166,15 @@ def run(scenario: Scenario, policy: Policy) -> Outcome:
             _apply(agents, _plan(agents, scenario, tick, now, temperature), now)
         else:
             _end_finished(agents, now)
-    return Outcome(policy, tuple(agents), idle_wanted, peak, scenario.duration_s)
+        trace.append(_sample(agents, now, temperature, used))
+    return Outcome(policy, tuple(agents), idle_wanted, peak, scenario.duration_s, tuple(trace))
+
+
+def _sample(agents: Sequence[SimAgent], now: float, temperature: float, used: float) -> Sample:
+    return Sample(
+        now, temperature, used, {a.spec.name: a.energy_j for a in agents},
+        {a.spec.name: a.balance / _UJ for a in agents},
+    )  # fmt: skip
 
 
 def _use(
@@ -165,8 +187,9 @@ def _use(
         burns = {a.spec.name: a.spec.behaviour.uses(wants[a.spec.name], wants[a.spec.name])
                  for a in live}  # fmt: skip
         cores = _water_fill(scenario.cores, burns)
-    else:
-        cores = {a.spec.name: a.spec.behaviour.uses(a.granted, wants[a.spec.name]) for a in live}
+    else:  # quotas cap each; the kernel shares the cores among those capped, if too many
+        capped = {a.spec.name: a.spec.behaviour.uses(a.granted, wants[a.spec.name]) for a in live}
+        cores = _water_fill(scenario.cores, capped)
         left = scenario.cores - sum(cores.values())
         sharers = {a.spec.name: min(a.idle_share, wants[a.spec.name]) for a in live}
         for name, extra in _water_fill(max(left, 0.0), sharers).items():

@@ -1,0 +1,50 @@
+"""`maxwell experiment NAME`: the evidence's command (issue 14, 4). It runs on the twin, writes
+its JSON, PNG and report, and says which claims held; the same seed gives the same result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers import maxwell
+
+pytest.importorskip("matplotlib", reason="pip install 'maxwell[experiment]'")
+
+
+def test_apoptosis_writes_its_result_plot_and_report_and_is_deterministic(tmp_path: Path) -> None:
+    said = maxwell("experiment", "apoptosis", "--seed", "7", "--out", str(tmp_path), "--json")
+    assert said.returncode == 0, said.stderr
+    result = json.loads(said.stdout)
+    assert set(result) == {"experiment", "seed", "measured_on", "maxwell", "baseline", "claims"}
+    assert (result["experiment"], result["seed"]) == ("apoptosis", 7)
+    assert result["measured_on"].startswith("twin")  # simulated, and it says so
+    assert len(result["claims"]) == 4
+    for claim in result["claims"]:
+        assert set(claim) == {"claim", "holds", "figure"} and isinstance(claim["holds"], bool)
+    assert json.loads((tmp_path / "apoptosis.json").read_text()) == result
+    assert (tmp_path / "apoptosis.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (tmp_path / "apoptosis.md").read_text()
+    assert "maxwell experiment apoptosis --seed 7" in report and "twin" in report
+    again = maxwell("experiment", "apoptosis", "--seed", "7", "--out", str(tmp_path / "b"),
+                    "--json")  # fmt: skip
+    assert json.loads(again.stdout) == result
+    other = maxwell("experiment", "apoptosis", "--seed", "8", "--out", str(tmp_path / "c"),
+                    "--json")  # fmt: skip
+    assert json.loads(other.stdout)["maxwell"] != result["maxwell"]  # the seed draws the funds
+
+
+def test_the_looper_dies_under_the_market_and_runs_on_under_fair_share(tmp_path: Path) -> None:
+    said = maxwell("experiment", "apoptosis", "--out", str(tmp_path), "--json")
+    result = json.loads(said.stdout)
+    assert "looper" in result["maxwell"]["killed"] and result["baseline"]["killed"] == []
+    first = result["claims"][0]
+    assert first["claim"].startswith("A hallucinating agent runs out of money")
+    assert first["holds"] is True
+
+
+def test_an_unknown_experiment_is_a_usage_error(tmp_path: Path) -> None:
+    said = maxwell("experiment", "nonsense", "--out", str(tmp_path))
+    assert said.returncode == 2 and "apoptosis" in said.stderr
+    assert not any(tmp_path.iterdir())
