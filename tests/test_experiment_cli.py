@@ -44,6 +44,24 @@ def test_the_looper_dies_under_the_market_and_runs_on_under_fair_share(tmp_path:
     assert first["holds"] is True
 
 
+def test_landauer_taxes_the_churning_program_to_death_and_not_the_appending_one(
+    tmp_path: Path,
+) -> None:
+    said = maxwell("experiment", "landauer", "--out", str(tmp_path), "--json")
+    assert said.returncode == 0, said.stderr
+    result = json.loads(said.stdout)
+    fates = result["maxwell"]["by_multiplier"]
+    assert set(fates) == {"0", "1", "1e+09", "4e+11", "1e+12"}
+    assert fates["4e+11"]["churn"]["state"] == "dead"
+    assert fates["4e+11"]["append"] == {**fates["0"]["append"]}  # it frees nothing: no tax
+    assert fates["1"]["churn"]["state"] == "finished" and fates["1"]["churn"]["tax_j"] == 0
+    assert 0 < fates["1"]["churn"]["physical_j"] < 1e-6  # real, and below the ledger's unit
+    taxes = [fates[m]["churn"]["tax_j"] for m in ("1e+09", "4e+11")]
+    assert 0 < taxes[0] < taxes[1]
+    assert all(fate["state"] == "finished" for fate in result["baseline"].values())
+    assert [claim["holds"] for claim in result["claims"]] == [True, True]
+
+
 def test_an_unknown_experiment_is_a_usage_error(tmp_path: Path) -> None:
     said = maxwell("experiment", "nonsense", "--out", str(tmp_path))
     assert said.returncode == 2 and "apoptosis" in said.stderr

@@ -82,6 +82,8 @@ class SimAgent:
     units: float = 0.0
     energy_j: float = 0.0
     paid_j: float = 0.0
+    tax_j: float = 0.0  # of what it paid, the Landauer tax ($J)
+    freed_total: int = 0  # bytes freed in all
     ended_at_s: float | None = None
 
     @property
@@ -138,7 +140,8 @@ def _agent_figures(agent: SimAgent) -> dict[str, object]:
     return {
         "kind": agent.spec.behaviour.kind, "state": agent.state.value,
         "energy_j": round(agent.energy_j, 3), "units": round(agent.units, 3),
-        "paid_j": round(agent.paid_j, 3), "ended_at_s": agent.ended_at_s,
+        "paid_j": round(agent.paid_j, 3), "tax_j": round(agent.tax_j, 3),
+        "freed_bytes": agent.freed_total, "ended_at_s": agent.ended_at_s,
     }  # fmt: skip
 
 
@@ -207,6 +210,7 @@ def _burn(agent: SimAgent, core_s: float, scenario: Scenario) -> None:
     agent.energy_j += energy_j
     agent.energy_uj = round(energy_j * _UJ)
     agent.freed = behaviour.frees(core_s)
+    agent.freed_total += agent.freed
     agent.units += behaviour.produces(core_s)
     if behaviour.job_units is not None:
         agent.units = min(agent.units, behaviour.job_units)
@@ -257,6 +261,7 @@ def _apply(agents: Sequence[SimAgent], plan: TickPlan, now: float) -> None:
             continue
         agent.balance, agent.price = planned.balance, planned.price
         agent.paid_j += planned.paid / _UJ
+        agent.tax_j += planned.paid_landauer / _UJ
         agent.burn_per_s, agent.insolvent_since_s = planned.burn_per_s, planned.insolvent_since_s
         agent.state = planned.state
         if agent.done and agent.state not in _ENDED:
