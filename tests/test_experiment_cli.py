@@ -62,6 +62,17 @@ def test_landauer_taxes_the_churning_program_to_death_and_not_the_appending_one(
     assert [claim["holds"] for claim in result["claims"]] == [True, True]
 
 
+def test_limits_shows_the_money_decides_not_the_value(tmp_path: Path) -> None:
+    said = maxwell("experiment", "limits", "--out", str(tmp_path), "--json")
+    assert said.returncode == 0, said.stderr
+    result = json.loads(said.stdout)
+    mine, theirs = result["maxwell"]["agents"], result["baseline"]["agents"]
+    assert mine["malicious"]["state"] != "dead" and mine["malicious"]["units"] == 0
+    assert mine["benign"]["state"] == "dead" and theirs["benign"]["state"] == "exited"
+    assert "funded" in result["maxwell"]["jobs_done"]
+    assert [claim["holds"] for claim in result["claims"]] == [True, True]
+
+
 def test_an_unknown_experiment_is_a_usage_error(tmp_path: Path) -> None:
     said = maxwell("experiment", "nonsense", "--out", str(tmp_path))
     assert said.returncode == 2 and "apoptosis" in said.stderr

@@ -3,8 +3,10 @@
 what was measured. It writes `NAME.json`, `NAME.png` and `NAME.md` under `--out` (default
 `./maxwell-experiments`) and prints the claims (with `--json`, the JSON result).
 
-Experiments: `apoptosis` (a useful job, a looper and a bloat on the twin). The figures come from
-the twin (`maxwell.sim`, a simulated node), which every output says.
+Experiments: `apoptosis` (a useful job, a looper and a bloat), `landauer` (a churning and an
+appending program under Landauer multipliers 0 to 1e12), `limits` (the vision's honest limits:
+a well-funded malicious agent, a poorly funded benign one). The figures come from the twin
+(`maxwell.sim`, a simulated node), which every output says.
 
 Exit status: 0 it ran (whether the claims held or not: that is the result, reported); 2 usage
 (an unknown experiment, matplotlib missing: pip install 'maxwell[experiment]').
@@ -24,7 +26,7 @@ from maxwell.cli.common import EXIT_USAGE, fail
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("name", metavar="NAME", help="the experiment (apoptosis)")
+    parser.add_argument("name", metavar="NAME", help="apoptosis, landauer or limits")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="its seed (0)")
     parser.add_argument(
         "--out", type=Path, default=Path("maxwell-experiments"), metavar="DIR",

@@ -7,7 +7,7 @@ measured, true or false: a claim that does not hold is reported, never hidden. `
 says where the figures come from (`twin`: the simulated node of `maxwell.sim`, not this
 machine's processes).
 
-Experiments so far: `apoptosis` and `landauer` (`maxwell.experiments.<name>`).
+Experiments so far: `apoptosis`, `landauer` and `limits` (`maxwell.experiments.<name>`).
 """
 
 from __future__ import annotations
@@ -73,6 +73,6 @@ class Result:
 
 def experiments() -> dict[str, Callable[[int], Result]]:
     """Name -> the experiment (its seed in, its result out)."""
-    from maxwell.experiments import apoptosis, landauer
+    from maxwell.experiments import apoptosis, landauer, limits
 
-    return {"apoptosis": apoptosis.run, "landauer": landauer.run}
+    return {"apoptosis": apoptosis.run, "landauer": landauer.run, "limits": limits.run}
