@@ -195,3 +195,20 @@ def test_a_call_runs_as_an_agent_of_a_real_daemon(
             _value(done, daemon.result(spawned.agent))
     else:
         assert _value(done, daemon.result(spawned.agent)) == expect
+
+
+def test_the_cluster_package_offers_submit_without_importing_it_for_the_node() -> None:
+    """`maxwell.cluster.submit` is the issue's name for the Python API; the node, which imports
+    the package's pure parts, does not pull in the jobs' module with it."""
+    import subprocess as sp
+
+    import maxwell.cluster
+    from maxwell.cluster import jobs
+
+    assert maxwell.cluster.submit is jobs.submit and maxwell.cluster.JobSpec is jobs.JobSpec
+    probe = "import sys, maxwell.cluster.transfers; print('maxwell.cluster.jobs' in sys.modules)"
+    said = sp.run([sys.executable, "-c", probe], env={"PYTHONPATH": str(SRC)},
+                  capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert said.stdout.strip() == "False", said.stderr
+    with pytest.raises(AttributeError):
+        maxwell.cluster.nothing  # noqa: B018
