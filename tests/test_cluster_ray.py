@@ -26,17 +26,9 @@ from helpers import copy_for_anyone, maxwell, public_python, wait_until
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'maxwell[cluster]')")
 
-import maxwell.cluster  # noqa: E402  # after the skip: the module needs ray
-from maxwell.client import Client  # noqa: E402
-from maxwell.cluster.jobs import (  # noqa: E402
-    LABEL,
-    PYTHON_ENV,
-    RAY_ENV,
-    STATE_ENV,
-    JobError,
-    JobSpec,
-    submit,
-)
+from maxwell.client import Client  # noqa: E402  # after the skip: the module needs ray
+from maxwell.cluster import JobError, JobSpec, submit  # noqa: E402  # the package's API
+from maxwell.cluster.jobs import LABEL, PYTHON_ENV, RAY_ENV, STATE_ENV  # noqa: E402
 from maxwell.node.paths import ADMIN_TOKEN_FILE, SOCKET_NAME  # noqa: E402
 
 pytestmark = needs_serf
@@ -142,7 +134,7 @@ def test_jobs_go_to_cool_nodes_run_as_agents_and_their_money_comes_back(
 ) -> None:
     spec = JobSpec(argv=("sleep", "0.3"), fund=2.0, bid=2.0, demand=1.0)
     with cluster.home() as home:
-        handles = [maxwell.cluster.submit(spec, home=home) for _ in range(3)]
+        handles = [submit(spec, home=home) for _ in range(3)]
         assert all(handle.node != cluster.hot for handle in handles)
         assert all(0 < handle.placement_s < 60 for handle in handles)
         for handle in handles:
