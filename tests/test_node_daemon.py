@@ -807,7 +807,11 @@ def test_a_process_tree_agent_outlives_its_killed_daemon_and_is_adopted_again(
             daemon = NodeDaemon(NodeConfig(dynamic_uids=AGENTS_AS_DAEMON, state_dir=state,
                                            tick_s=0.1, cgroup="none"))  # fmt: skip
         daemon.shutdown(kill_agents=True)
-    wait_until(lambda: not alive(busy_pid), what="no agent left")
+    try:
+        wait_until(lambda: not alive(busy_pid), what="no agent left")
+    finally:  # a failed run (a daemon that lost it) leaves no busy loop behind either
+        if busy_pid and alive(busy_pid):
+            os.kill(busy_pid, signal.SIGKILL)
 
 
 def node_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
