@@ -79,6 +79,8 @@ DESCRIPTIONS = {
     "report": (
         "Report, with the agent's own token ($MAXWELL_AGENT_TOKEN_FILE), what the agent has"
         " consumed since it was spawned: cumulative, so a later report may never claim less."
+        " (`maxwell report --out DIR` is another form: the evidence report; see"
+        " `maxwell report --out DIR --help`.)"
     ),
 }
 

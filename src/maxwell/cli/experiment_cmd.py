@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         return fail("maxwell experiment", "matplotlib is missing: pip install "
                     "'maxwell[experiment]'", EXIT_USAGE)  # fmt: skip
-    result = known[args.name](args.seed)
+    result = known[args.name](args.seed, False)
     command = shlex.join(["maxwell", "experiment", args.name, "--seed", str(args.seed)])
     paths = result.write(args.out, command)
     if args.json:

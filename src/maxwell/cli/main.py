@@ -44,7 +44,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "price": ("maxwell.cli.agents_cmd", "show the spot price"),
     "top": ("maxwell.cli.agents_cmd", "a live view of the market"),
     "status": ("maxwell.cli.agents_cmd", "the node's health: ticks, failures, last error"),
-    "report": ("maxwell.cli.agents_cmd", "report an agent's own consumption since spawn"),
+    "report": (
+        "maxwell.cli.agents_cmd",
+        "report an agent's own consumption since spawn; with --out DIR: the evidence report",
+    ),
     "audit": ("maxwell.cli.agents_cmd", "audit an agent now: reports vs counters, code pages"),
     "job": ("maxwell.cli.job_cmd", "posted work that bounties pay for: post, ls, show"),
     "cluster": ("maxwell.cli.cluster_cmd", "heat gossip: keygen, sign-node, members, price"),
@@ -54,6 +57,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "infer": ("maxwell.cli.proof_cmd", "run an ONNX model and write a proof of the inference"),
     "verify": ("maxwell.cli.proof_cmd", "check a proof of inference without re-running the model"),
     "experiment": ("maxwell.cli.experiment_cmd", "a claim of the vision measured vs fair share"),
+}
+# A command with a second form, chosen by a flag of its own after the command's name.
+FORMS: dict[str, tuple[str, str]] = {
+    "report": ("--out", "maxwell.cli.report_cmd"),  # `maxwell report --out DIR`: the evidence
 }
 BENCHES: dict[str, tuple[str, str]] = {
     "meter": ("maxwell.bench.meter", "the meter's own CPU cost vs CodeCarbon"),
@@ -77,6 +84,15 @@ def _wanted(argv: Sequence[str], names: Sequence[str]) -> str | None:
     return next((arg for arg in argv if arg in names), None)
 
 
+def _form(name: str, module_name: str, argv: Sequence[str]) -> str:
+    """The module of the form of `name` that `argv` asks for (see FORMS)."""
+    if name not in FORMS:
+        return module_name
+    flag, other = FORMS[name]
+    after = list(argv)[list(argv).index(name) + 1 :]
+    return other if any(a == flag or a.startswith(flag + "=") for a in after) else module_name
+
+
 def _build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, Handler | None]:
     parser = OneLineParser(
         prog="maxwell",
@@ -89,7 +105,7 @@ def _build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, Handler
     for name, (module_name, summary) in COMMANDS.items():
         sub = commands.add_parser(name, help=summary)
         if name == wanted:
-            module = _load(module_name)
+            module = _load(_form(name, module_name, argv))
             module.add_arguments(sub)
             handler = module.run
     bench_parser = commands.add_parser("bench", help="benchmarks that print JSON")

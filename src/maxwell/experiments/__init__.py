@@ -71,8 +71,12 @@ class Result:
         )
 
 
-def experiments() -> dict[str, Callable[[int], Result]]:
-    """Name -> the experiment (its seed in, its result out)."""
+Experiment = Callable[[int, bool], Result]  # (seed, quick) -> what it found
+
+
+def experiments() -> dict[str, Experiment]:
+    """Name -> the experiment: its seed and whether to run its quick form (for CI) in, its
+    result out."""
     from maxwell.experiments import apoptosis, landauer, limits
 
     return {"apoptosis": apoptosis.run, "landauer": landauer.run, "limits": limits.run}

@@ -38,7 +38,8 @@ def scenario(seed: int) -> Scenario:
     )
 
 
-def run(seed: int) -> Result:
+def run(seed: int, quick: bool = False) -> Result:
+    """The experiment under `seed` (`quick` changes nothing: it takes about a second)."""
     base = scenario(seed)
     markets = {m: simulate(replace(base, landauer_multiplier=m), "maxwell") for m in MULTIPLIERS}
     fair = simulate(base, "fairshare")

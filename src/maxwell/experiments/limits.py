@@ -36,7 +36,8 @@ def scenario(seed: int) -> Scenario:
     )
 
 
-def run(seed: int) -> Result:
+def run(seed: int, quick: bool = False) -> Result:
+    """The experiment under `seed` (`quick` changes nothing: it takes about a second)."""
     market, fair = simulate(scenario(seed), "maxwell"), simulate(scenario(seed), "fairshare")
     mine, theirs = market.summary(), fair.summary()
     return Result(NAME, seed, TWIN, mine, theirs, claims(mine, theirs, market.duration_s),
