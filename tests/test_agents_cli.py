@@ -242,9 +242,12 @@ def test_state_dir_gives_the_socket_and_the_admin_token(node: FakeNode, tmp_path
         finally:
             server.stop()
         (state / "admin.token").unlink()
-        missing = maxwell("ps", "--state", str(state))
-        assert missing.returncode == 2
-        assert "cannot read the admin token" in one_line_error(missing.stderr, "ps")
+        missing = maxwell("ps", "--state", str(state))  # the daemon is gone, its socket stays
+        assert missing.returncode == 125
+        assert one_line_error(missing.stderr, "ps") == (
+            f"maxwell ps: error: no daemon at {state}: "
+            f"start it with 'maxwell daemon --state {state}'"
+        )
     finally:
         for path in state.iterdir():
             path.unlink()
@@ -253,12 +256,18 @@ def test_state_dir_gives_the_socket_and_the_admin_token(node: FakeNode, tmp_path
 
 def test_finding_no_daemon(connection: list[str], node: FakeNode) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("MAXWELL_")}
-    nowhere = maxwell("ps", "--token", "t", env=env)
-    assert nowhere.returncode == 2
-    assert "no daemon" in one_line_error(nowhere.stderr, "ps")
+    if not any(Path(p).exists() for p in ("/run/maxwell/maxwell.sock", "/var/lib/maxwell")):
+        nowhere = maxwell("ps", "--token", "t", env=env)  # the default layout: nothing there
+        assert nowhere.returncode == 125
+        assert one_line_error(nowhere.stderr, "ps") == (
+            "maxwell ps: error: no daemon at /var/lib/maxwell: "
+            "start it with 'maxwell daemon --state /var/lib/maxwell'"
+        )
+    elsewhere = maxwell("ps", env={**env, "MAXWELL_STATE": "/nonexistent/state"})
+    assert "no daemon at /nonexistent/state: start it" in one_line_error(elsewhere.stderr, "ps")
     gone = maxwell("price", "--socket", "/nonexistent/maxwell.sock", "--token", "t")
     assert gone.returncode == 125
-    assert "cannot reach the daemon" in one_line_error(gone.stderr, "price")
+    assert one_line_error(gone.stderr, "price").endswith("no daemon at /nonexistent/maxwell.sock")
     bad_token = maxwell("price", connection[0], connection[1], "--token", "wrong")
     assert bad_token.returncode == 1
     assert "unknown token" in one_line_error(bad_token.stderr, "price")
@@ -274,6 +283,20 @@ def daemon_args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="maxwell daemon")
     daemon_cmd.add_arguments(parser)
     return parser.parse_args(list(argv))
+
+
+def test_the_daemon_takes_the_state_and_socket_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MAXWELL_STATE", "/srv/maxwell")
+    monkeypatch.setenv("MAXWELL_SOCKET", "/run/m/m.sock")
+    options = daemon_cmd.options_from(daemon_args())
+    assert (options.state_dir, options.socket_path) == (Path("/srv/maxwell"), "/run/m/m.sock")
+    named = daemon_cmd.options_from(daemon_args("--state", "/srv/other"))
+    assert named.state_dir == Path("/srv/other")  # a named directory brings its own socket,
+    assert named.socket_path == "/srv/other/maxwell.sock"  # never the environment's
+    flags = daemon_cmd.options_from(daemon_args("--state", "/a", "--socket", "/a/s.sock"))
+    assert (flags.state_dir, flags.socket_path) == (Path("/a"), "/a/s.sock")
 
 
 def test_daemon_defaults_and_flags() -> None:

@@ -3,7 +3,8 @@
 daemon through the SDK (`maxwell.client`).
 
 Finding the daemon: `--socket PATH`, else `<state>/maxwell.sock` with `--state DIR`, else
-`$MAXWELL_SOCKET`. The token: `--token`, else `<state>/admin.token` with `--state DIR`, else
+`$MAXWELL_SOCKET`, else `$MAXWELL_STATE`'s, else the default layout's (`maxwell.node.paths`).
+The token: `--token`, else `<state>/admin.token` where this user may read it, else
 `$MAXWELL_TOKEN`, else the agent's own (`$MAXWELL_AGENT_TOKEN`, or the file
 `$MAXWELL_AGENT_TOKEN_FILE` names), so an agent may run `maxwell price` itself.
 
@@ -32,7 +33,7 @@ from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, StopRequest, fail
 from maxwell.client import Client, ClientError, NodeUnreachableError, agent_token
 from maxwell.errors import UsageError
 from maxwell.node.facade import AgentInfo, AgentState, Event, NodeStatus
-from maxwell.node.paths import ADMIN_TOKEN_FILE, SOCKET_NAME
+from maxwell.node.paths import ADMIN_TOKEN_FILE, DaemonAddress, locate_daemon
 from maxwell.node.wire import AgentList, status_to_json, to_json
 from maxwell.units import UJ_PER_J, money_to_tokens, parse_energy
 
@@ -40,8 +41,11 @@ EXIT_REFUSED = 1  # the node answered with a 4xx
 EXIT_AUDIT_FAILED = 3  # `maxwell audit`: the agent failed its audit
 
 COMMON_EPILOG = """\
-daemon: --socket PATH, else <state>/maxwell.sock with --state DIR, else $MAXWELL_SOCKET.
-token: --token, else <state>/admin.token with --state DIR, else $MAXWELL_TOKEN, else
+daemon: --socket PATH, else <DIR>/maxwell.sock with --state DIR, else $MAXWELL_SOCKET, else
+$MAXWELL_STATE's socket, else /run/maxwell/maxwell.sock (the service's) if it exists, else
+/var/lib/maxwell/maxwell.sock (a plain `maxwell daemon`'s).
+token: --token, else the admin token of that state directory where this user may read it, else
+$MAXWELL_TOKEN, else
 $MAXWELL_AGENT_TOKEN, else the file $MAXWELL_AGENT_TOKEN_FILE names (the agent's own); on the Unix
 socket none is needed by root, the daemon's user and the maxwell group (the kernel says who calls),
 nor by a local user acting on its own account and agents.
@@ -256,30 +260,30 @@ _COMMAND_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
 }
 
 
-def connect(args: argparse.Namespace) -> Client:
+def locate(args: argparse.Namespace) -> DaemonAddress:
+    """Where the flags, then the environment, then the default layout put the daemon."""
+    return locate_daemon(state=args.state, socket=args.socket, env=os.environ)
+
+
+def connect(args: argparse.Namespace, address: DaemonAddress | None = None) -> Client:
     """A `Client` for the daemon and token the flags and the environment name."""
-    state = Path(args.state) if args.state else None
-    socket = args.socket or (
-        str(state / SOCKET_NAME) if state else os.environ.get("MAXWELL_SOCKET")
-    )
-    if not socket:
-        raise UsageError("no daemon: pass --socket PATH or --state DIR, or set MAXWELL_SOCKET")
+    address = address or locate(args)
     token = args.token
-    if token is None and state is not None:
-        token = _admin_token(state / ADMIN_TOKEN_FILE)
-    if token is None:
-        token = os.environ.get("MAXWELL_TOKEN") or agent_token()
-    if not token and not socket.startswith("/"):  # on the socket the daemon knows who calls
+    if token is None and address.state is not None:
+        token = _admin_token(address.state / ADMIN_TOKEN_FILE)
+    if not token:
+        token = os.environ.get("MAXWELL_TOKEN") or agent_token() or token
+    if not token and not address.socket.startswith("/"):  # on the socket the kernel says who calls
         raise UsageError("no token: pass --token or --state DIR, or set MAXWELL_TOKEN")
-    return Client(socket=socket, token=token)
+    return Client(socket=address.socket, token=token)
 
 
 def _admin_token(path: Path) -> str:
     """The admin token in `path`; "" (none: the daemon judges the caller by its user) where
-    this user may not read it, as a member of the `maxwell` group may not."""
+    there is none or this user may not read it, as a member of the `maxwell` group may not."""
     try:
         return path.read_text().strip()
-    except PermissionError:
+    except (PermissionError, FileNotFoundError):
         return ""
     except OSError as exc:
         raise UsageError(f"cannot read the admin token {path}: {exc.strerror}") from exc
@@ -515,11 +519,19 @@ def run(args: argparse.Namespace) -> int:
     )
 
 
+def _unreachable(address: DaemonAddress, exc: NodeUnreachableError) -> str:
+    """ "no daemon at DIR: start it with ..." where nothing listens there (no socket, or a socket
+    its daemon left behind); else what went wrong (a permission, a timeout)."""
+    gone = not os.path.exists(address.socket) or "refused" in exc.message.lower()
+    return address.no_daemon() if gone else exc.message
+
+
 def run_with_client(prog: str, args: argparse.Namespace, handle: Callable[[Client], None]) -> int:
     """Connect as the flags say, run `handle`, and turn what goes wrong into one line on stderr
     and the exit status `COMMON_EPILOG` documents."""
+    address = locate(args)
     try:
-        client = connect(args)
+        client = connect(args, address)
     except UsageError as exc:
         return fail(prog, str(exc), EXIT_USAGE)
     except NodeUnreachableError as exc:
@@ -532,7 +544,7 @@ def run_with_client(prog: str, args: argparse.Namespace, handle: Callable[[Clien
         except AuditFailed:
             return EXIT_AUDIT_FAILED
         except NodeUnreachableError as exc:
-            return fail(prog, exc.message, EXIT_FAILURE)
+            return fail(prog, _unreachable(address, exc), EXIT_FAILURE)
         except ClientError as exc:
             if exc.status is not None and 400 <= exc.status < 500:
                 return fail(prog, f"the node refused: {exc.message}", EXIT_REFUSED)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import select
 import sys
 import threading
@@ -33,11 +34,10 @@ from maxwell.node.config import (
     BILLING_MODES,
     CGROUP_KINDS,
     DEFAULT_AUDIT_PROBABILITY,
-    DEFAULT_STATE_DIR,
     ERASURE_METERS,
     NodeConfig,
 )
-from maxwell.node.paths import SOCKET_NAME
+from maxwell.node.paths import DEFAULT_STATE_DIR, SOCKET_ENV, SOCKET_NAME, STATE_ENV
 
 if TYPE_CHECKING:
     from maxwell.gossip.node import GossipNode
@@ -132,8 +132,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--state", metavar="DIR", help=f"state directory ({DEFAULT_STATE_DIR})")
-    parser.add_argument("--socket", metavar="PATH", help=f"Unix socket (<state>/{SOCKET_NAME})")
+    parser.add_argument(
+        "--state", metavar="DIR", help=f"state directory (${STATE_ENV}, else {DEFAULT_STATE_DIR})"
+    )
+    parser.add_argument(
+        "--socket", metavar="PATH",
+        help=f"Unix socket (<state>/{SOCKET_NAME}; without --state, ${SOCKET_ENV} if set)",
+    )  # fmt: skip
     parser.add_argument("--listen", metavar="HOST:PORT", help="also listen on loopback TCP")
     parser.add_argument("--tick", type=float, metavar="S", help=f"tick ({_DEFAULTS.tick_s:g} s)")
     parser.add_argument(
@@ -209,8 +214,9 @@ def options_from(args: argparse.Namespace) -> NodeConfig:
     from maxwell.node.config import NodeConfig
 
     flags = {
-        "state": args.state,
-        "socket": args.socket,
+        "state": args.state or os.environ.get(STATE_ENV) or None,
+        # $MAXWELL_SOCKET only where no --state names the directory (and its socket with it)
+        "socket": args.socket or (None if args.state else os.environ.get(SOCKET_ENV) or None),
         "listen": args.listen,
         "tick_s": args.tick,
         "mechanism": args.mechanism,

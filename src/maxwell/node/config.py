@@ -20,12 +20,11 @@ from maxwell.economy.price import GridPrice, parse_grid
 from maxwell.errors import UsageError
 from maxwell.gossip.config import GossipConfig
 from maxwell.node.facade import MIN_MEMORY_MAX
-from maxwell.node.paths import StatePaths
+from maxwell.node.paths import DEFAULT_STATE_DIR, StatePaths
 from maxwell.node.tick import DERATE_BELOW_HEADROOM_C, MIN_CAPACITY_FRACTION
 from maxwell.sensors.model import ModelConfig
 from maxwell.users import DEFAULT_DYNAMIC_UIDS, UidRange, UidRangeError
 
-DEFAULT_STATE_DIR = "/var/lib/maxwell"
 DEFAULT_MEMORY_MAX = 4 << 30  # an agent's memory limit unless its spawn sets one
 CGROUP_KINDS = ("auto", "v1", "v2", "none")  # "none": process trees, no limits (tests, no root)
 BILLING_MODES = ("metered", "optimistic")

@@ -18,6 +18,12 @@ the node's admin) or a database (and print money). Once an agent runs as another
 may pass through it (mode 711, `maxwell.node.processes.open_to_traversal`) to reach that agent's
 own directory, never list or write it.
 
+Where a client finds its daemon (`locate_daemon`), one layout for all: `--socket PATH`, else
+`<DIR>/maxwell.sock` with `--state DIR`, else `$MAXWELL_SOCKET`, else `$MAXWELL_STATE`'s socket,
+else the default: the service's socket (`/run/maxwell/maxwell.sock`, as
+`contrib/maxwell.service` runs it) where it exists, else that of a plain `maxwell daemon`
+(`/var/lib/maxwell/maxwell.sock`). The daemon takes `$MAXWELL_STATE` and `$MAXWELL_SOCKET` too.
+
 One daemon per state directory: `StateLock.acquire` takes `daemon.lock` before the daemon touches
 anything else (database, cgroups, socket). The kernel drops the lock when its holder dies, even by
 SIGKILL, so a crashed daemon never blocks its successor, and a refused start changes nothing.
@@ -30,6 +36,7 @@ import fcntl
 import logging
 import os
 import stat
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +53,10 @@ PAYLOAD_FILE = "payload"  # `maxwell.node.results`
 RESULT_FILE = "result"
 PAYLOAD_ENV = "MAXWELL_AGENT_PAYLOAD"
 RESULT_ENV = "MAXWELL_AGENT_RESULT"
+STATE_ENV = "MAXWELL_STATE"
+SOCKET_ENV = "MAXWELL_SOCKET"
+DEFAULT_STATE_DIR = "/var/lib/maxwell"
+SERVICE_SOCKET = "/run/maxwell/maxwell.sock"  # contrib/maxwell.service's RuntimeDirectory
 _MAX_LOCK_BYTES = 64  # what the lock file may hold: a pid and a newline
 log = logging.getLogger(__name__)
 
@@ -85,6 +96,45 @@ class StatePaths:
 
     def agent_work(self, agent: str) -> Path:
         return self.work / agent
+
+
+@dataclass(frozen=True)
+class DaemonAddress:
+    """Where a client reaches its daemon: the socket, and the state directory whose admin token
+    it may read (None: only a socket was named)."""
+
+    socket: str
+    state: Path | None
+
+    def no_daemon(self) -> str:
+        """What to say when nothing answers there."""
+        if self.state is None:
+            return f"no daemon at {self.socket}"
+        return f"no daemon at {self.state}: start it with 'maxwell daemon --state {self.state}'"
+
+
+def locate_daemon(
+    *,
+    state: str | None,
+    socket: str | None,
+    env: Mapping[str, str],
+    exists: Callable[[str], bool] = os.path.exists,
+) -> DaemonAddress:
+    """The daemon the flags, then the environment, then the default layout name (see the
+    module)."""
+    if socket:
+        return DaemonAddress(socket, Path(state) if state else None)
+    if state:
+        return DaemonAddress(str(StatePaths(Path(state)).socket), Path(state))
+    named = env.get(STATE_ENV) or None
+    if env.get(SOCKET_ENV):
+        return DaemonAddress(env[SOCKET_ENV], Path(named) if named else None)
+    if named:
+        return DaemonAddress(str(StatePaths(Path(named)).socket), Path(named))
+    if exists(SERVICE_SOCKET):
+        return DaemonAddress(SERVICE_SOCKET, Path(DEFAULT_STATE_DIR))
+    default = StatePaths(Path(DEFAULT_STATE_DIR))
+    return DaemonAddress(str(default.socket), default.root)
 
 
 class StateLockError(MaxwellError):
