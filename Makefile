@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_BUDGET ?= 25J
 
 .DEFAULT_GOAL := help
-.PHONY: help demo budget-demo test test-v2 lint typecheck bench clean
+.PHONY: help demo budget-demo test test-v2 lint typecheck docs bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -34,10 +34,15 @@ test-v2: $(VENV)/.installed ## the real-cgroup suites in a pure cgroup v2 kernel
 	$(BIN)/python -m pytest -m v2vm tests/test_v2vm.py
 
 lint: $(VENV)/.installed ## ruff
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
 
 typecheck: $(VENV)/.installed ## mypy --strict on the package
 	$(BIN)/mypy
+
+docs: $(VENV)/.installed ## the documentation site (MkDocs, strict: a broken link fails) in site/
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	$(BIN)/python docs/gen_reference.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
 
 bench: $(VENV)/.installed ## the benchmarks (JSON): meter (beside CodeCarbon), market, daemon, audit, proof, zk
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
@@ -49,4 +54,4 @@ bench: $(VENV)/.installed ## the benchmarks (JSON): meter (beside CodeCarbon), m
 	$(BIN)/maxwell bench zk --json
 
 clean: ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis site

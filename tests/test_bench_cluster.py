@@ -1,5 +1,5 @@
-"""`maxwell bench cluster --quick --json` runs end to end (its figures are the README's, never
-asserted here but for what is not a timing: where the jobs went, and the money)."""
+"""`maxwell bench cluster --quick --json` runs end to end (its figures are in docs/benchmarks.md,
+never asserted here but for what is not a timing: where the jobs went, and the money)."""
 
 from __future__ import annotations
 
