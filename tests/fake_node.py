@@ -30,6 +30,7 @@ from pathlib import Path
 
 from starlette.exceptions import StarletteDeprecationWarning
 
+from maxwell.node.agentlog import NoLogError
 from maxwell.node.api import ApiServer, create_app, serve
 from maxwell.node.facade import (
     MIN_MEMORY_MAX,
@@ -81,7 +82,7 @@ class FakeNode:
         self.treasury = treasury
         self.agents_by_id: dict[str, AgentInfo] = {}
         self.tokens: dict[str, Principal] = {ADMIN_TOKEN: Principal(Role.ADMIN)}
-        self.log: list[Event] = []
+        self.journal: list[Event] = []
         self._ids = itertools.count(1)
         self.spot = 1.0
         self.liars: set[str] = set()  # agents whose audits fail
@@ -92,12 +93,13 @@ class FakeNode:
         self.user_balances: dict[int, Money] = {}  # local users' accounts, by uid
         self.payloads: dict[str, bytes | None] = {}  # what each spawn handed its agent
         self.results: dict[str, bytes] = {}  # what an agent left (set by a test: none runs)
+        self.logs: dict[str, bytes] = {}  # an agent's output (set by a test: none runs)
 
     # --- helpers ------------------------------------------------------------------------------
 
     def _event(self, kind: str, agent: str | None, **detail: object) -> None:
         named = detail if agent is None else {"agent": agent, **detail}
-        self.log.append(Event(len(self.log) + 1, time.time(), kind, agent, named))
+        self.journal.append(Event(len(self.journal) + 1, time.time(), kind, agent, named))
 
     def _get(self, agent: str) -> AgentInfo:
         try:
@@ -123,7 +125,7 @@ class FakeNode:
             assert all(balance >= 0 for balance in self.user_balances.values())
             assert self.treasury >= 0
             assert all(info.balance >= 0 for info in self.agents_by_id.values())
-            assert [event.seq for event in self.log] == list(range(1, len(self.log) + 1))
+            assert [event.seq for event in self.journal] == list(range(1, len(self.journal) + 1))
             owners = [p.agent for p in self.tokens.values() if p.role is Role.AGENT]
             assert sorted(owners) == sorted(self.agents_by_id)  # type: ignore[type-var]
             for info in self.agents_by_id.values():
@@ -134,7 +136,7 @@ class FakeNode:
         """Everything a request could change, to assert a refused request changed nothing."""
         with self._lock:
             return (
-                self.treasury, dict(self.agents_by_id), dict(self.tokens), len(self.log),
+                self.treasury, dict(self.agents_by_id), dict(self.tokens), len(self.journal),
                 dict(self.jobs_by_id), dict(self.user_balances),
             )  # fmt: skip
 
@@ -379,13 +381,20 @@ class FakeNode:
                 raise NoResultError(f"agent {agent} left no result")
             return self.results[agent]
 
+    def log(self, agent: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
+        with self._lock:
+            self._get(agent)
+            if agent not in self.logs:
+                raise NoLogError(f"agent {agent} has no output kept")
+            return self.logs[agent][offset : offset + min(limit, 1 << 20)]
+
     def agents(self) -> list[AgentInfo]:
         with self._lock:
             return list(self.agents_by_id.values())
 
     def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:
         with self._lock:
-            return [event for event in self.log if event.seq > after_seq][:limit]
+            return [event for event in self.journal if event.seq > after_seq][:limit]
 
     def price(self) -> PriceInfo:
         return PriceInfo(

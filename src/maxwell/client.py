@@ -274,6 +274,12 @@ class Client:
         """What the ended agent left in its result file (`$MAXWELL_AGENT_RESULT`)."""
         return self._request("GET", f"/agents/{_quote(agent)}/result")
 
+    def log(self, agent: str, offset: int = 0, limit: int | None = None) -> bytes:
+        """Up to `limit` bytes (the node's chunk, 1 MiB, by default) of the agent's output from
+        byte `offset`; empty at its end."""
+        params = {"offset": offset} if limit is None else {"offset": offset, "limit": limit}
+        return self._request("GET", f"/agents/{_quote(agent)}/log", params=params)
+
     # --- the admin token ------------------------------------------------------------------------
 
     def spawn(
@@ -395,9 +401,7 @@ class Client:
 
     def settle(self, job: str) -> TransferReceipt:
         """What is left of an ended job, back toward its home node: this node's voucher."""
-        return from_json(
-            TransferReceipt, self._request("POST", f"/transfers/{_quote(job)}/settle")
-        )
+        return from_json(TransferReceipt, self._request("POST", f"/transfers/{_quote(job)}/settle"))
 
     def take_back(self, voucher: str) -> TransferReceipt:
         """A runner's voucher for what was left of a job: back to the job's payer (admin)."""

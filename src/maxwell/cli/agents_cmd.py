@@ -30,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, StopRequest, fail
+from maxwell.cli.naming import resolve_agent
 from maxwell.client import Client, ClientError, NodeUnreachableError, agent_token
 from maxwell.errors import UsageError
 from maxwell.node.facade import AgentInfo, AgentState, Event, NodeStatus
@@ -38,6 +39,8 @@ from maxwell.node.wire import AgentList, status_to_json, to_json
 from maxwell.units import UJ_PER_J, money_to_tokens, parse_energy
 
 EXIT_REFUSED = 1  # the node answered with a 4xx
+ENDED = (AgentState.DEAD, AgentState.EXITED)
+AGENT_HELP = "an agent's id, its name, or a prefix of its id that no other agent has"
 EXIT_AUDIT_FAILED = 3  # `maxwell audit`: the agent failed its audit
 
 COMMON_EPILOG = """\
@@ -60,7 +63,10 @@ DESCRIPTIONS = {
         "Start CMD as an agent in its own cgroup, funded from the treasury (a local user's: runs"
         " as that user, funded from its own account, `maxwell user`); print its id."
     ),
-    "ps": "List the node's agents (a local user sees its own, an agent token only itself).",
+    "ps": (
+        "List the node's running agents (-a: ended ones too; a local user sees its own, an agent"
+        " token only itself). Ids are never cut."
+    ),
     "fund": (
         "Move ENERGY worth of $J from the treasury to AGENT (a local user: from its own account"
         " to its own agent)."
@@ -203,19 +209,23 @@ def _spawn_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
 
+def _ps_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-a", "--all", action="store_true", help="ended agents too")
+
+
 def _fund_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("agent", metavar="AGENT")
+    parser.add_argument("agent", metavar="AGENT", help=AGENT_HELP)
     parser.add_argument("energy", metavar="ENERGY")
 
 
 def _bid_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("agent", metavar="AGENT")
+    parser.add_argument("agent", metavar="AGENT", help=AGENT_HELP)
     parser.add_argument("price", type=_price, metavar="PRICE", help="$J per J")
     parser.add_argument("--demand", type=_positive, metavar="CORES", help="cores asked for")
 
 
 def _agent_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("agent", metavar="AGENT")
+    parser.add_argument("agent", metavar="AGENT", help=AGENT_HELP)
 
 
 def _report_arguments(parser: argparse.ArgumentParser) -> None:
@@ -253,6 +263,7 @@ _COMMAND_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "fund": _fund_arguments,
     "bid": _bid_arguments,
     "kill": _agent_argument,
+    "ps": _ps_arguments,
     "audit": _agent_argument,
     "report": _report_arguments,
     "top": _top_arguments,
@@ -322,39 +333,35 @@ def _spawn(client: Client, args: argparse.Namespace, out: Console) -> None:
 
 
 def _ps(client: Client, args: argparse.Namespace, out: Console) -> None:
-    agents = client.agents()
+    agents = [a for a in client.agents() if args.all or a.state not in ENDED]
     if args.json:
         print(json.dumps(to_json(AgentList(agents))))
         return
     table = Table(box=None, header_style="bold")
-    for heading in ("ID", "NAME", "STATE", "BALANCE $J", "BID $J/J", "DEMAND", "SHARE", "W"):
-        table.add_column(heading, justify="left" if heading in ("ID", "NAME", "STATE") else "right")
+    width = max((len(info.id) for info in agents), default=2)
+    table.add_column("ID", no_wrap=True, min_width=width)  # never cut: commands take it whole
+    for heading in ("NAME", "STATE", "BALANCE $J", "BID $J/J", "DEMAND", "SHARE", "W"):
+        table.add_column(heading, justify="left" if heading in ("NAME", "STATE") else "right")
     table.add_column("ENERGY J", justify="right")
     table.add_column("PID", justify="right")
     for info in agents:
         table.add_row(
-            info.id,
-            info.name,
-            str(info.state),
-            dollars_j(info.balance),
-            f"{info.bid:g}",
-            f"{info.demand:g}",
-            f"{info.share:.2f}",
-            f"{info.power_w:.1f}",
-            f"{info.energy_uj / UJ_PER_J:.1f}",
-            "-" if info.pid is None else str(info.pid),
-        )
+            info.id, info.name, str(info.state), dollars_j(info.balance), f"{info.bid:g}",
+            f"{info.demand:g}", f"{info.share:.2f}", f"{info.power_w:.1f}",
+            f"{info.energy_uj / UJ_PER_J:.1f}", "-" if info.pid is None else str(info.pid),
+        )  # fmt: skip
     out.print(table)
 
 
 def _fund(client: Client, args: argparse.Namespace, out: Console) -> None:
     # One key per invocation: a lost answer retried with it never funds twice.
-    info = client.fund(args.agent, parse_energy(args.energy) / UJ_PER_J, key=uuid.uuid4().hex)
+    agent = resolve_agent(args.agent, client.agents())
+    info = client.fund(agent, parse_energy(args.energy) / UJ_PER_J, key=uuid.uuid4().hex)
     print(json.dumps(to_json(info)) if args.json else _agent_line(info))
 
 
 def _bid(client: Client, args: argparse.Namespace, out: Console) -> None:
-    info = client.bid(args.price, args.demand, agent=args.agent)
+    info = client.bid(args.price, args.demand, agent=resolve_agent(args.agent, client.agents()))
     print(json.dumps(to_json(info)) if args.json else _agent_line(info))
 
 
@@ -368,7 +375,7 @@ class AuditFailed(Exception):
 
 
 def _audit(client: Client, args: argparse.Namespace, out: Console) -> None:
-    result = client.audit(args.agent)
+    result = client.audit(resolve_agent(args.agent, client.agents()))
     if args.json:
         print(json.dumps(to_json(result)))
     else:
@@ -386,7 +393,7 @@ def _audit(client: Client, args: argparse.Namespace, out: Console) -> None:
 
 
 def _kill(client: Client, args: argparse.Namespace, out: Console) -> None:
-    print(_agent_line(client.kill(args.agent)))
+    print(_agent_line(client.kill(resolve_agent(args.agent, client.agents()))))
 
 
 def _event_line(event: Event) -> str:

@@ -49,6 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "report an agent's own consumption since spawn; with --out DIR: the evidence report",
     ),
     "audit": ("maxwell.cli.agents_cmd", "audit an agent now: reports vs counters, code pages"),
+    "logs": ("maxwell.cli.logs_cmd", "an agent's output (-f: as it comes)"),
     "job": ("maxwell.cli.job_cmd", "posted work that bounties pay for: post, ls, show"),
     "cluster": ("maxwell.cli.cluster_cmd", "heat gossip: keygen, sign-node, members, price"),
     "submit": ("maxwell.cli.submit_cmd", "run a command on the cluster's cheapest node (Ray)"),

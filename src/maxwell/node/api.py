@@ -56,6 +56,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from maxwell.economy.ledger import TREASURY, user_account
 from maxwell.errors import MaxwellError, UsageError
 from maxwell.node.accounts import owns
+from maxwell.node.agentlog import MAX_LOG_CHUNK
 from maxwell.node.facade import (
     NO_MONEY,
     AgentInfo,
@@ -575,6 +576,21 @@ def _add_read_routes(app: FastAPI, node: Node) -> None:
         left them: 404 if none, 409 while it runs."""
         _require_self(caller, agent, "read the result of", node)
         return Response(node.result(agent), media_type="application/octet-stream")
+
+    @app.get(
+        "/agents/{agent}/log", tags=["accounts"], response_class=Response,
+        responses={200: {"content": {"application/octet-stream": {}}}},
+    )  # fmt: skip
+    def get_log(
+        agent: AgentId,
+        caller: Caller,
+        offset: Annotated[int, Query(ge=0, le=2**62, description="the first byte wanted")] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_LOG_CHUNK)] = MAX_LOG_CHUNK,
+    ) -> Response:
+        """The agent's output (standard output and error) from byte `offset`, at most `limit`
+        bytes; empty at its end (`maxwell logs`): the admin, its owner or itself; 404 if none."""
+        _require_self(caller, agent, "read the output of", node)
+        return Response(node.log(agent, offset, limit), media_type="application/octet-stream")
 
 
 def _add_cluster_routes(app: FastAPI, cluster: Cluster | None) -> None:

@@ -44,6 +44,7 @@ from maxwell.meter.erasure import SoftDirtyMeter, soft_dirty_support
 from maxwell.meter.live import ErasureSampler, NodeSampler
 from maxwell.node import facade
 from maxwell.node.accounts import LocalUsers, check_funding, paid_short
+from maxwell.node.agentlog import MAX_LOG_CHUNK, read_log
 from maxwell.node.agents import LIVE, AgentRegistry, cgroup_dirs
 from maxwell.node.audits import Auditor
 from maxwell.node.bounties import Bounties
@@ -305,11 +306,9 @@ class NodeDaemon:
         return self._admin_token
 
     def authenticate(self, token: str) -> facade.Principal | None:
-        if not token:
-            return None
-        if secrets.compare_digest(token.encode(), self._admin_token.encode()):
+        if token and secrets.compare_digest(token.encode(), self._admin_token.encode()):
             return facade.Principal(facade.Role.ADMIN)
-        agent = self._registry.by_token.get(hash_token(token))  # one dict read: no lock
+        agent = self._registry.by_token.get(hash_token(token)) if token else None  # no lock
         return facade.Principal(facade.Role.AGENT, agent) if agent is not None else None
 
     def spawn(
@@ -445,6 +444,9 @@ class NodeDaemon:
 
     def result(self, agent: str) -> bytes:
         return read_result(self.config.paths, self._views.agent(agent))  # no lock: a file
+
+    def log(self, agent: str, offset: int = 0, limit: int = MAX_LOG_CHUNK) -> bytes:
+        return read_log(self.config.paths, self._views.agent(agent), offset, limit)  # a file
 
     def events(self, after_seq: int = 0, limit: int = 1000) -> list[facade.Event]:
         return self._views.events(after_seq, limit)  # the store's reader: no lock
