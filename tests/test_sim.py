@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from maxwell.node.facade import AgentState
 from maxwell.sim.behaviours import DEFAULTS, Behaviour
-from maxwell.sim.engine import AgentSpec, Scenario, _water_fill, run
+from maxwell.sim.engine import AgentSpec, Scenario, run, water_fill
 
 USEFUL, LOOPER, BLOAT = DEFAULTS["useful"], DEFAULTS["looper"], DEFAULTS["bloat"]
 MIX = Scenario(
@@ -70,7 +70,7 @@ def test_fair_share_gives_equal_shares_and_leaves_no_wanted_core_idle() -> None:
     st.dictionaries(st.text("abcdef", min_size=1, max_size=3), st.floats(0.0, 8.0), max_size=8),
 )
 def test_water_filling_is_max_min_fair(capacity: float, demands: dict[str, float]) -> None:
-    given_ = _water_fill(capacity, demands)
+    given_ = water_fill(capacity, demands)
     assert sum(given_.values()) <= capacity + 1e-9
     assert all(-1e-12 <= given_[n] <= demands[n] + 1e-9 for n in demands)
     unmet = [n for n in demands if given_[n] < demands[n] - 1e-9]

@@ -7,7 +7,8 @@ measured, true or false: a claim that does not hold is reported, never hidden. `
 says where the figures come from (`twin`: the simulated node of `maxwell.sim`, not this
 machine's processes).
 
-Experiments so far: `apoptosis`, `landauer`, `audit`, `mechanisms`, `overhead` and `limits` (`maxwell.experiments.<name>`).
+Experiments: `fairshare` (this machine's processes), `apoptosis`, `landauer`, `audit`,
+`mechanisms`, `overhead`, `thermal` and `limits` (`maxwell.experiments.<name>`).
 """
 
 from __future__ import annotations
@@ -77,9 +78,19 @@ Experiment = Callable[[int, bool], Result]  # (seed, quick) -> what it found
 def experiments() -> dict[str, Experiment]:
     """Name -> the experiment: its seed and whether to run its quick form (for CI) in, its
     result out."""
-    from maxwell.experiments import apoptosis, audit, landauer, limits, mechanisms, overhead
+    from maxwell.experiments import (
+        apoptosis,
+        audit,
+        fairshare,
+        landauer,
+        limits,
+        mechanisms,
+        overhead,
+        thermal,
+    )
 
     return {
-        "apoptosis": apoptosis.run, "landauer": landauer.run, "audit": audit.run,
-        "mechanisms": mechanisms.run, "overhead": overhead.run, "limits": limits.run,
+        "fairshare": fairshare.run, "apoptosis": apoptosis.run, "landauer": landauer.run,
+        "audit": audit.run, "mechanisms": mechanisms.run, "overhead": overhead.run,
+        "thermal": thermal.run, "limits": limits.run,
     }  # fmt: skip

@@ -46,7 +46,7 @@ from maxwell.experiments.bidding import (
     draw_population,
     truthfulness_gap,
 )
-from maxwell.sim.engine import _water_fill as water_fill
+from maxwell.sim.engine import water_fill
 
 NAME = "mechanisms"
 MEASURED_ON: Final = (

@@ -25,7 +25,7 @@ and `billing` (its n bills); each mechanism clearing the n bids; `UPDATES_PER_CA
 in the standing book.
 
 Fair share (the baseline) gets the same agents' demands: the twin's CFS-like max-min water
-fill (`maxwell.sim.engine._water_fill`).
+fill (`maxwell.sim.engine.water_fill`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from maxwell.node.tick import (
     clear_market,
     plan_tick,
 )
-from maxwell.sim.engine import _water_fill as water_fill
+from maxwell.sim.engine import water_fill
 from maxwell.units import Money
 
 CAPACITY_CORES = 2.0  # what the node sells: this (CI) machine's 2 cores

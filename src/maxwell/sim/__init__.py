@@ -4,5 +4,10 @@ fair-share baseline, deterministic under a seed.
 - `behaviours`: what simulated agents do with the cores they get (useful, looper, bloat,
   hoarder, bursty).
 - `engine`: one node under the market (`maxwell.node.tick.plan_tick`, the daemon's own tick) or
-  under fair share (CFS-like equal weights, no prices), with the same agents.
+  under fair share (CFS-like equal weights, no prices), with the same agents; `NodeRun` steps
+  one node tick by tick.
+- `gossip`: how long a heat record takes to reach each node (Serf's epidemic: interval, fanout,
+  loss), calibrated against `maxwell bench gossip`'s real Serf figures.
+- `cluster`: many engine nodes, each priced by its own thermal controller and, when coupled,
+  its neighbours' heat as gossip lets it hear it; jobs placed by the placement rule; heat spikes.
 """

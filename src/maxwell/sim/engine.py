@@ -27,7 +27,14 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from maxwell.node.facade import AgentState
-from maxwell.node.tick import AgentTickInput, Enforcement, TickInput, TickPlan, plan_tick
+from maxwell.node.tick import (
+    CORES_EPSILON,
+    AgentTickInput,
+    Enforcement,
+    TickInput,
+    TickPlan,
+    plan_tick,
+)
 from maxwell.physics import ThermalRC
 from maxwell.sim.behaviours import LOW_VALUE, Behaviour
 from maxwell.units import Money
@@ -147,30 +154,73 @@ def _agent_figures(agent: SimAgent) -> dict[str, object]:
 
 def run(scenario: Scenario, policy: Policy) -> Outcome:
     """`scenario` under `policy` (see the module)."""
-    if policy not in POLICIES:
-        raise ValueError(f"unknown policy {policy!r}: one of {', '.join(POLICIES)}")
-    agents = [
-        SimAgent(spec, i, balance=Money(round(spec.fund_j * _UJ)))
-        for i, spec in enumerate(sorted(scenario.agents, key=lambda s: s.name))
-    ]
-    for agent in agents:  # before the first clearing, everyone may ask (as a spawn's quota)
-        agent.granted = min(agent.spec.behaviour.demand, scenario.cores)
-    temperature, peak, idle_wanted = scenario.thermal.ambient_c, scenario.thermal.ambient_c, 0.0
-    ticks = round(scenario.duration_s / scenario.tick_s)
-    trace: list[Sample] = []
-    for tick in range(1, ticks + 1):
-        now = tick * scenario.tick_s
-        used, wanted = _use(agents, scenario, now - scenario.tick_s, policy)
-        idle_wanted += max(0.0, min(wanted, scenario.cores) - used) * scenario.tick_s
+    node = NodeRun(scenario, policy)
+    for _ in range(round(scenario.duration_s / scenario.tick_s)):
+        node.meter()
+        node.settle(scenario.spot_price, scenario.cores)
+    return node.outcome()
+
+
+class NodeRun:
+    """One node stepped tick by tick, so that a cluster (`maxwell.sim.cluster`) can run many
+    side by side: `meter` runs the interval just past (use, energy, the die), then `settle`
+    plans the next under the price and capacity the caller quotes (the market; fair share only
+    ends finished jobs). `run` is a `NodeRun` on the scenario's constant price. Agents may join
+    between ticks (`admit`); `thermal` may change (a failing fan); `trace` only if asked."""
+
+    def __init__(self, scenario: Scenario, policy: Policy, *, trace: bool = True) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"unknown policy {policy!r}: one of {', '.join(POLICIES)}")
+        self.scenario, self.policy, self.thermal = scenario, policy, scenario.thermal
+        self.agents: list[SimAgent] = []
+        self.live: list[SimAgent] = []  # the agents not yet ended, in admission order
+        for spec in sorted(scenario.agents, key=lambda s: s.name):
+            self.admit(spec)
+        self.temperature_c = self.peak_c = scenario.thermal.ambient_c
+        self.idle_wanted, self.tick, self.used = 0.0, 0, 0.0
+        self._trace: list[Sample] | None = [] if trace else None
+
+    @property
+    def now_s(self) -> float:
+        return self.tick * self.scenario.tick_s
+
+    def admit(self, spec: AgentSpec) -> SimAgent:
+        """A new agent, funded, which may ask for its demand until its first clearing (as a
+        spawn's quota)."""
+        agent = SimAgent(spec, len(self.agents), balance=Money(round(spec.fund_j * _UJ)))
+        agent.granted = min(spec.behaviour.demand, self.scenario.cores)
+        self.agents.append(agent)
+        self.live.append(agent)
+        return agent
+
+    def meter(self) -> float:
+        """Run the next interval under the last plan; the die's temperature at its end."""
+        scenario = self.scenario
+        self.tick += 1
+        used, wanted = _use(self.live, scenario, self.now_s - scenario.tick_s, self.policy)
+        self.idle_wanted += max(0.0, min(wanted, scenario.cores) - used) * scenario.tick_s
         power = scenario.idle_w + scenario.w_per_core * used
-        temperature = scenario.thermal.step(temperature, power, scenario.tick_s)
-        peak = max(peak, temperature)
-        if policy == "maxwell":
-            _apply(agents, _plan(agents, scenario, tick, now, temperature), now)
+        self.temperature_c = self.thermal.step(self.temperature_c, power, scenario.tick_s)
+        self.peak_c, self.used = max(self.peak_c, self.temperature_c), used
+        return self.temperature_c
+
+    def settle(self, spot_price: float, capacity_cores: float) -> None:
+        """Close the tick: under the market, the daemon's plan at `spot_price` over
+        `capacity_cores` (fewer than the node's cores when derated for heat) is carried out."""
+        now = self.now_s
+        if self.policy == "maxwell":
+            plan = _plan(self.live, self.scenario, self.tick, now, self.temperature_c,
+                         spot_price, capacity_cores)  # fmt: skip
+            _apply(self.live, plan, now)
         else:
-            _end_finished(agents, now)
-        trace.append(_sample(agents, now, temperature, used))
-    return Outcome(policy, tuple(agents), idle_wanted, peak, scenario.duration_s, tuple(trace))
+            _end_finished(self.live, now)
+        if self._trace is not None:
+            self._trace.append(_sample(self.agents, now, self.temperature_c, self.used))
+        self.live = [a for a in self.live if a.live]
+
+    def outcome(self) -> Outcome:
+        return Outcome(self.policy, tuple(self.agents), self.idle_wanted, self.peak_c,
+                       self.now_s, tuple(self._trace or ()))  # fmt: skip
 
 
 def _sample(agents: Sequence[SimAgent], now: float, temperature: float, used: float) -> Sample:
@@ -189,13 +239,13 @@ def _use(
     if policy == "fairshare":  # CFS: equal shares of what each would really burn
         burns = {a.spec.name: a.spec.behaviour.uses(wants[a.spec.name], wants[a.spec.name])
                  for a in live}  # fmt: skip
-        cores = _water_fill(scenario.cores, burns)
+        cores = water_fill(scenario.cores, burns)
     else:  # quotas cap each; the kernel shares the cores among those capped, if too many
         capped = {a.spec.name: a.spec.behaviour.uses(a.granted, wants[a.spec.name]) for a in live}
-        cores = _water_fill(scenario.cores, capped)
+        cores = water_fill(scenario.cores, capped)
         left = scenario.cores - sum(cores.values())
         sharers = {a.spec.name: min(a.idle_share, wants[a.spec.name]) for a in live}
-        for name, extra in _water_fill(max(left, 0.0), sharers).items():
+        for name, extra in water_fill(max(left, 0.0), sharers).items():
             cores[name] += extra
     dt = scenario.tick_s
     for agent in live:
@@ -216,7 +266,7 @@ def _burn(agent: SimAgent, core_s: float, scenario: Scenario) -> None:
         agent.units = min(agent.units, behaviour.job_units)
 
 
-def _water_fill(capacity: float, demands: Mapping[str, float]) -> dict[str, float]:
+def water_fill(capacity: float, demands: Mapping[str, float]) -> dict[str, float]:
     """Equal shares of `capacity`, none above its demand, the rest shared again (max-min fair)."""
     given = dict.fromkeys(demands, 0.0)
     open_ = {name for name, demand in demands.items() if demand > 0}
@@ -232,7 +282,13 @@ def _water_fill(capacity: float, demands: Mapping[str, float]) -> dict[str, floa
 
 
 def _plan(
-    agents: Sequence[SimAgent], scenario: Scenario, tick: int, now: float, temperature: float
+    agents: Sequence[SimAgent],
+    scenario: Scenario,
+    tick: int,
+    now: float,
+    temperature: float,
+    spot_price: float,
+    capacity_cores: float,
 ) -> TickPlan:
     """The daemon's own tick over the interval just metered."""
     inputs = [
@@ -246,9 +302,10 @@ def _plan(
     ]  # fmt: skip
     tick_input = TickInput(
         tick=tick, now_s=now, interval_s=scenario.tick_s, tick_s=scenario.tick_s,
-        spot_price=scenario.spot_price, temperature_c=temperature,
-        capacity_cores=scenario.cores, landauer_multiplier=scenario.landauer_multiplier,
-        grace_s=scenario.grace_s, agents=inputs, share_idle=True,
+        spot_price=spot_price, temperature_c=temperature,
+        capacity_cores=capacity_cores, landauer_multiplier=scenario.landauer_multiplier,
+        grace_s=scenario.grace_s, agents=inputs,
+        share_idle=capacity_cores >= scenario.cores - CORES_EPSILON,
     )  # fmt: skip
     return plan_tick(tick_input)
 
