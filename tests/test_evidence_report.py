@@ -81,3 +81,25 @@ def test_the_agents_own_report_keeps_its_form_and_out_chooses_the_evidence(tmp_p
     assert not list(tmp_path.iterdir())
     bare = maxwell("report")
     assert bare.returncode == 2 and "--cpu" in bare.stderr  # the agent's form, as before
+
+
+def test_the_quick_report_runs_every_experiment(tmp_path: Path) -> None:
+    """What CI runs: every experiment's quick form, in one page; the real-process one needs
+    root, and without it the report says so and exits 1."""
+    from maxwell.experiments import experiments
+
+    said = maxwell("report", "--quick", "--out", str(tmp_path), timeout=300)
+    gathered = json.loads((tmp_path / "report.json").read_text())
+    assert set(gathered["experiments"]) == set(experiments())
+    not_run = {n for n, e in gathered["experiments"].items() if "not_run" in e}
+    if os.geteuid() == 0:
+        assert said.returncode == 0, said.stderr
+        assert not_run == set()
+    else:
+        assert said.returncode == 1 and not_run == {"fairshare"}
+        assert "fairshare did not run" in said.stderr
+    for name, result in gathered["experiments"].items():
+        if name not in not_run:
+            assert result["claims"], name  # each experiment states what it measured
+    page = (tmp_path / "report.html").read_text()
+    assert all(f'id="{name}"' in page for name in experiments())
