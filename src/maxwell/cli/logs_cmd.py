@@ -18,7 +18,7 @@ import select
 import sys
 from typing import BinaryIO
 
-from maxwell.cli.agents_cmd import add_client_arguments, run_with_client
+from maxwell.cli.agents_cmd import _count, _positive, add_client_arguments, run_with_client
 from maxwell.cli.common import StopRequest
 from maxwell.cli.naming import resolve_agent
 from maxwell.client import Client
@@ -32,20 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__
     parser.add_argument("agent", metavar="AGENT", help="an id, a name or a unique id prefix")
     parser.add_argument("-f", "--follow", action="store_true", help="print output as it comes")
-    parser.add_argument("-n", "--tail", type=_lines, metavar="N", help="only its last N lines")
+    parser.add_argument("-n", "--tail", type=_count, metavar="N", help="only its last N lines")
     parser.add_argument(
-        "--poll", type=float, default=0.5, metavar="S", help="--follow: seconds between reads"
+        "--poll", type=_positive, default=0.5, metavar="S", help="--follow: seconds between reads"
     )
-
-
-def _lines(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(text)
-    return value
-
-
-_lines.__name__ = "number of lines"
 
 
 def run(args: argparse.Namespace) -> int:
