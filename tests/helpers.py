@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -14,6 +12,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+from maxwell.runtime_copy import CLI_PACKAGES, SDK_PACKAGES, MissingPackageError, copy_runtime
 
 T = TypeVar("T")
 
@@ -145,32 +145,18 @@ AGENTS_AS_DAEMON = "none"
 
 # What `maxwell` imports at run time, copied for other users (rich and its own dependencies),
 # and what the SDK's client imports (pydantic and its own).
-RUNTIME_PACKAGES = (
-    "rich", "pygments", "markdown_it", "mdurl",
-    "pydantic", "pydantic_core", "typing_extensions", "annotated_types", "typing_inspection",
-)  # fmt: skip
+RUNTIME_PACKAGES = (*CLI_PACKAGES, *SDK_PACKAGES)
 OPTIONAL_PACKAGES = ("cloudpickle",)  # a priced call's agent side (maxwell[cluster])
 
 
 def copy_for_anyone(root: Path) -> str | None:
-    """Maxwell (this checkout's) and its runtime dependencies copied into `root`, which any uid
-    may read and pass: for `PYTHONPATH` (the checkout may sit where only root can enter).
-    None, or the name of a runtime dependency that is not installed."""
-    root.chmod(0o755)
-    shutil.copytree(SRC / "maxwell", root / "maxwell")
-    for name in RUNTIME_PACKAGES + OPTIONAL_PACKAGES:
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None:
-            if name in OPTIONAL_PACKAGES:
-                continue
-            return name
-        origin = Path(spec.origin)
-        if origin.name == "__init__.py":  # a package
-            shutil.copytree(origin.parent, root / name)
-        else:  # a module of one file
-            shutil.copy2(origin, root / origin.name)
-    for path in [root, *root.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
+    """Maxwell (the one this suite imports: this checkout's) and its runtime dependencies copied
+    into `root`, which any uid may read and pass: for `PYTHONPATH` (the checkout may sit where
+    only root can enter). None, or the name of a runtime dependency that is not installed."""
+    try:
+        copy_runtime(root, RUNTIME_PACKAGES, OPTIONAL_PACKAGES)
+    except MissingPackageError as exc:
+        return exc.package
     return None
 
 

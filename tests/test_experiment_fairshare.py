@@ -1,6 +1,7 @@
 """`maxwell experiment fairshare`: the mix and its figures (pure), the OS readers on fake
-trees, the refusal without root, and, as root, the two real runs end to end and a SIGTERM in
-the middle of one, after which no process and no cgroup of the experiment is left.
+trees, the refusal without root, and, as root, the two real runs end to end (no agent ran as
+root, in either) and a SIGTERM in the middle of one, after which no process, no cgroup and no
+file of the experiment is left.
 
 The real runs share this machine with whatever else runs (CI, other tests): no assertion here
 depends on absolute CPU figures or timing, only on ratios the mechanism makes large (the useful
@@ -15,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -35,11 +37,13 @@ from maxwell.experiments._realmix import (
 from maxwell.experiments._realruns import (
     IdleWatch,
     MachineUnfitError,
+    UidWatch,
     read_throttled_ns,
     read_units,
 )
 from maxwell.samples._workcount import WORK_FILE, WorkCounter
 from maxwell.sim.engine import run as simulate
+from maxwell.users import DEFAULT_DYNAMIC_UIDS, UidRange
 
 NEEDS_ROOT = "needs root: the agents run in cgroups of their own"
 TAG_ENV = "FAIRSHARE_TEST_TAG"  # not MAXWELL_*: the daemon passes it on to its agents
@@ -164,6 +168,22 @@ def test_idle_while_wanted_is_the_lesser_of_idle_and_throttled(tmp_path: Path) -
     watch.close()
 
 
+def test_the_users_of_each_groups_processes_are_gathered(tmp_path: Path) -> None:
+    proc, group, gone = tmp_path / "proc", tmp_path / "group", tmp_path / "gone"
+    for directory in (proc / "7", proc / "8", proc / "9", group):
+        directory.mkdir(parents=True)
+    for pid, uid in ((7, 71000), (8, 0), (9, 71000)):
+        status = f"Name:\tpython3\nUid:\t{uid}\t{uid + 1}\t{uid}\t{uid}\nGid:\t1\t1\t1\t1\n"
+        (proc / str(pid) / "status").write_text(status)
+    (group / "cgroup.procs").write_text("7\n9\n12\n")  # 12 ended since: no status
+    watch = UidWatch(str(proc))
+    watch.sample({"a": [str(gone), str(group)], "b": [str(gone)]})
+    (group / "cgroup.procs").write_text("8\n")
+    watch.sample({"a": [str(group)]})
+    assert watch.of("a") == (1, 71001)  # the effective uids, each once
+    assert watch.of("b") == () and watch.of("never") == ()
+
+
 def test_work_counter_writes_to_the_agents_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -214,6 +234,21 @@ def _tagged(tag: str, within: str = "") -> list[int]:
     return found
 
 
+def _euid(pid: int) -> int | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return None
+    return int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[2])
+
+
+def _agents_not_root(tag: str, within: str) -> set[int]:
+    """The uids of the experiment's agents in groups whose path holds `within` where there are
+    six of them, none root (an empty set otherwise)."""
+    uids = {uid for pid in _tagged(tag, within) if (uid := _euid(pid)) is not None}
+    return uids if len(uids) >= 6 and 0 not in uids else set()
+
+
 def _node_dirs() -> set[str]:
     """The daemons' cgroup directories (`maxwell-node-*`) in every hierarchy."""
     found: set[str] = set()
@@ -252,6 +287,15 @@ def test_both_runs_on_real_processes_leave_nothing_behind(tmp_path: Path) -> Non
     # The market gives the best-funded useful job its core; fair share splits the CPU evenly.
     assert mine["agents"]["useful"]["cpu_share"] > 1.5 * theirs["agents"]["useful"]["cpu_share"]
     assert len(found["claims"]) == 8 and all(isinstance(c["holds"], bool) for c in found["claims"])
+    # No agent ran as root: each, in both runs, a dynamic uid of its own, seen running.
+    ran_as, dynamic = mine["setup"]["agents_ran_as"], UidRange.parse(DEFAULT_DYNAMIC_UIDS)
+    assert dynamic is not None and ran_as["dynamic_uids"] == DEFAULT_DYNAMIC_UIDS
+    for run in ("fairshare", "maxwell"):
+        seen = ran_as[run]
+        assert set(seen) == names and all(seen.values()), seen
+        uids = [uid for name in names for uid in seen[name]]
+        assert all(dynamic.first <= uid <= dynamic.last for uid in uids), seen
+        assert len(set(uids)) == len(uids) == 6, seen  # one each, shared with no other agent
     assert _tagged(tag) == []
     assert maxwell_cgroup_dirs() == set()
     wait_until(lambda: _node_dirs() <= daemons, what="the daemon's cgroups to be gone")
@@ -270,6 +314,11 @@ def test_sigterm_mid_run_leaves_no_process_and_no_cgroup(tmp_path: Path, run: st
     try:
         wait_until(lambda: len(_tagged(tag, where)) >= 6, what=f"six agents in {run}'s groups",
                    timeout_s=90)  # fmt: skip
+        # Observed, not reported: each agent's processes run as a uid of its own, never root
+        # (a moment after spawning, setpriv itself has yet to drop root).
+        uids = wait_until(lambda: _agents_not_root(tag, where), what="six agents, none root",
+                          timeout_s=10)  # fmt: skip
+        assert len(uids) == 6, uids
         process.send_signal(signal.SIGTERM)
         _out, err = process.communicate(timeout=60)
     finally:
@@ -281,3 +330,5 @@ def test_sigterm_mid_run_leaves_no_process_and_no_cgroup(tmp_path: Path, run: st
     assert maxwell_cgroup_dirs() == set()
     wait_until(lambda: _node_dirs() <= daemons, what="the daemon's cgroups to be gone")
     assert not list(tmp_path.iterdir())  # nothing written: the run did not end
+    # The agents' copy of Maxwell and numpy went too.
+    assert not list(Path(tempfile.gettempdir()).glob(f"maxwell-runtime-{process.pid}-*"))

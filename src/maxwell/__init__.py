@@ -22,14 +22,18 @@ A map of the package (each folder is one layer of shared/ARCHITECTURE.md):
   asyncio client of Serf's msgpack RPC (`rpc`), the signed heat record (`record`) and who is
   believed (`trust`). The records and trust are pure.
 - `users`: running a command as another user (`setpriv`), who started a root command, and the
-  dynamic uids a root daemon gives its agents.
+  dynamic uids a root daemon gives its agents; `runtime_copy`: Maxwell's own Python programs
+  made runnable by any such uid (a public copy of the package and an interpreter).
 - `client`: the SDK an agent (or an admin) uses to talk to a node.
 - `cli`: the `maxwell` command.
 - `cluster`: beyond one machine: the placement rule, money across nodes, jobs on Ray; `ray`:
   the decorator that runs a Python function as an agent where it is cheapest.
-- `sim`: the digital twin: the daemon's pure tick on virtual time beside a fair-share baseline.
+- `sim`: the digital twin: the daemon's pure tick on virtual time beside a fair-share baseline,
+  one node or many (gossip, price coupling, placement).
+- `experiments`: the evidence: each claim of the vision measured beside fair share, and the
+  report that gathers them.
 - `bench`: benchmarks that print JSON.
-- `samples`: the demonstrations' workloads (looper, bloat, useful).
+- `samples`: the demonstrations' workloads (looper, bloat, useful, cheater, inference, hoarder).
 """
 
 from maxwell.errors import MaxwellError

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from maxwell.sim.behaviours import LOW_VALUE, Behaviour
@@ -103,13 +103,15 @@ class AgentMeasure:
 
 @dataclass(frozen=True)
 class RunMeasure:
-    """One run of the mix: its agents, and the CPU left idle while one of them was throttled."""
+    """One run of the mix: its agents, the CPU left idle while one of them was throttled, and
+    the users each agent's processes were seen running as."""
 
     policy: str  # "maxwell" or "fairshare"
     wall_s: float
     agents: tuple[AgentMeasure, ...]
     idle_wanted_core_s: float
     mean_spot: float | None = None  # the daemon's spot price, averaged over the run
+    uids: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # by agent: its euids
 
 
 DEAD_OUTCOMES: Final = ("apoptosis", "killed")

@@ -2,12 +2,17 @@
 Linux fair share, then under the Maxwell daemon, each for the same wall time.
 
 - Fair share: one cgroup per agent beneath this process's own (`CgroupManager`), each with the
-  same CPU weight and no quota, the daemon's own memory and pids limits; each agent runs as a
-  dynamic uid through setpriv, as the daemon runs its agents (or, where such a uid cannot run
-  this interpreter, as this process's user, as the daemon then does too: `agents_user` says
-  which). The meter (`LiveMeter` over the node's sensors) attributes energy as the daemon's does.
+  same CPU weight and no quota, the daemon's own memory and pids limits; each agent is started
+  by the daemon's own supervisor (`CgroupSupervisor.start`: setpriv, no new privileges, the
+  agents' OOM score) as a dynamic uid of its own from the daemon's default range. The meter
+  (`LiveMeter` over the node's sensors) attributes energy as the daemon's does.
 - Maxwell: a private `NodeDaemon` on a temporary state directory (optimistic billing, audits,
-  the Landauer multiplier), ticking in a thread, its API on a socket for the agents' reports.
+  the Landauer multiplier, dynamic uids from the same range), ticking in a thread, its API on a
+  socket for the agents' reports.
+- Both: the agents are `python -m maxwell.samples...` run by the `AgentRuntime` given (an
+  interpreter and a copy of Maxwell any uid may use: `maxwell.runtime_copy`), never as root;
+  every tick the users of each agent's processes are read (`UidWatch`), so what ran as whom is
+  observed, not assumed.
 - Both: every `TICK_S` the CPU the machine left idle is counted against the CPU time the agents'
   groups spent throttled (`cpu.stat`), so `idle_wanted_core_s` is the CPU left idle while an
   agent wanted more than it was let use. Units of work come from each agent's work file
@@ -25,8 +30,7 @@ import logging
 import os
 import secrets
 import select
-import subprocess
-import sys
+import shutil
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -51,13 +55,14 @@ from maxwell.node.agents import cgroup_dirs
 from maxwell.node.config import DEFAULT_MEMORY_MAX, NodeConfig
 from maxwell.node.daemon import NodeDaemon
 from maxwell.node.facade import AgentInfo, AgentState, Event
-from maxwell.node.supervisor import group_record
+from maxwell.node.supervisor import AgentProcess, CgroupSupervisor, group_record
 from maxwell.procfs import NS_PER_S, CpuTimesReader
+from maxwell.runtime_copy import AgentRuntime
 from maxwell.samples._workcount import WORK_FILE
 from maxwell.sensors import Sensors
 from maxwell.sensors.model import active_w_per_core
 from maxwell.units import money_to_tokens, tokens_to_money
-from maxwell.users import RunAs, UidRange, setpriv_argv
+from maxwell.users import DEFAULT_DYNAMIC_UIDS, RunAs, UidRange
 
 log = logging.getLogger(__name__)
 PIDS_MAX = 256  # the daemon's default per agent, so that both runs limit alike
@@ -85,11 +90,15 @@ class Stop(Protocol):
 
 
 def check_machine() -> None:
-    """Refuse (`MachineUnfitError`) where the runs cannot be made: not root."""
+    """Refuse (`MachineUnfitError`) where the runs cannot be made: not root, no setpriv."""
     if os.geteuid() != 0:
         raise MachineUnfitError(
             f"needs root (euid {os.geteuid()}): the agents run in cgroups of their own, as uids "
             "of their own"
+        )
+    if shutil.which("setpriv") is None:
+        raise MachineUnfitError(
+            "needs setpriv (util-linux): the agents run as uids of their own, never as root"
         )
 
 
@@ -161,6 +170,50 @@ class IdleWatch:
         self._cpu.close()
 
 
+def read_group_pids(dirs: Sequence[str]) -> list[int]:
+    """The processes in a group (`cgroup.procs`), from the first of `dirs` that has the file;
+    none where the group is gone."""
+    for directory in dirs:
+        try:
+            text = Path(directory, "cgroup.procs").read_text()
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        return [int(line) for line in text.split()]
+    return []
+
+
+def read_euid(procfs_root: str, pid: int) -> int | None:
+    """The effective uid of process `pid` (`Uid:` in its status), None once it is gone."""
+    try:
+        text = Path(procfs_root, str(pid), "status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    for line in text.splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[2])  # real, effective, saved, filesystem
+    return None
+
+
+@dataclass
+class UidWatch:
+    """The users each agent's processes ran as: the effective uids of the processes in its
+    group, gathered at every sample (the claim "no agent ran as root", observed)."""
+
+    procfs_root: str = "/proc"
+    uids: dict[str, set[int]] = field(default_factory=dict)
+
+    def sample(self, groups: Mapping[str, Sequence[str]]) -> None:
+        for name, dirs in groups.items():
+            seen = self.uids.setdefault(name, set())
+            for pid in read_group_pids(dirs):
+                uid = read_euid(self.procfs_root, pid)
+                if uid is not None:
+                    seen.add(uid)
+
+    def of(self, name: str) -> tuple[int, ...]:
+        return tuple(sorted(self.uids.get(name, ())))
+
+
 def agent_env(directory: Path) -> dict[str, str]:
     """The environment of an agent: this process's, less Maxwell's own variables (as the
     daemon gives its agents), with its directory (where it counts its work)."""
@@ -169,8 +222,9 @@ def agent_env(directory: Path) -> dict[str, str]:
     return env
 
 
-def agent_argv(agent: MixAgent) -> list[str]:
-    return [sys.executable, "-m", agent.module, *agent.args]
+def agent_argv(agent: MixAgent, runtime: AgentRuntime) -> list[str]:
+    """The agent's command: its sample module run by the runtime's Python, on its copy."""
+    return [*runtime.command, "-m", agent.module, *agent.args]
 
 
 @dataclass
@@ -178,22 +232,31 @@ class _FairAgent:
     agent: MixAgent
     group: WorkloadGroup
     directory: Path
-    popen: subprocess.Popen[bytes] | None = None
+    process: AgentProcess | None = None
     exit_code: int | None = None
 
 
 def fair_share_run(
-    agents: Sequence[MixAgent], duration_s: float, workdir: Path, uids: str, stop: Stop | None
-) -> RunMeasure:
-    """The mix under fair share for `duration_s` (see the module)."""
+    agents: Sequence[MixAgent], duration_s: float, workdir: Path, runtime: AgentRuntime,
+    stop: Stop | None,
+) -> RunMeasure:  # fmt: skip
+    """The mix under fair share for `duration_s`, each agent `runtime`'s Python as a dynamic
+    uid of its own (see the module)."""
     sensors = Sensors.detect(clock=SystemClock(), nvml=None)
     try:
         with _manager() as manager:
+            supervisor = CgroupSupervisor(manager, SystemClock(), None)  # the daemon's way
             meter = LiveMeter(sensors)
             running: list[_FairAgent] = []
             try:
-                for agent, user in zip(agents, _fair_users(agents, uids), strict=True):
-                    running.append(_start_fair(manager, meter, agent, workdir, user))
+                for agent, user in zip(agents, _fair_users(len(agents)), strict=True):
+                    started = _start_fair(supervisor, meter, agent, workdir, user)
+                    running.append(started)
+                    started.process = supervisor.start(
+                        started.group, agent_argv(agent, runtime), user=user.label,
+                        env=agent_env(started.directory),
+                        log_path=workdir / "logs" / f"{agent.name}.log",
+                    )  # fmt: skip
                 return _watch_fair(running, meter, duration_s, stop)
             finally:
                 _end_fair(running)
@@ -211,50 +274,39 @@ def _manager() -> Iterator[CgroupManager]:
         yield manager
 
 
-def _fair_users(agents: Sequence[MixAgent], uids: str) -> list[RunAs | None]:
-    """A dynamic uid per agent as the daemon would give (None: this process's user)."""
-    found = UidRange.parse(uids)
-    if found is None:
-        return [None for _ in agents]
-    users: list[RunAs | None] = []
-    taken: set[int] = set()
-    for _ in agents:
-        user = found.allocate(taken, secrets.randbelow)
-        taken.add(user.uid)
-        users.append(user)
+def _fair_users(count: int) -> list[RunAs]:
+    """A dynamic uid for each of `count` agents, from the daemon's default range, as the
+    daemon gives them: one that no other agent holds and the user database does not know."""
+    uids = UidRange.parse(DEFAULT_DYNAMIC_UIDS)
+    assert uids is not None  # a range, not "none"
+    users: list[RunAs] = []
+    for _ in range(count):
+        users.append(uids.allocate({user.uid for user in users}, secrets.randbelow))
     return users
 
 
 def _start_fair(
-    manager: CgroupManager, meter: LiveMeter, agent: MixAgent, workdir: Path, user: RunAs | None
+    supervisor: CgroupSupervisor, meter: LiveMeter, agent: MixAgent, workdir: Path, user: RunAs
 ) -> _FairAgent:
-    """The agent's group (equal weight, no quota, the daemon's limits), metered, and started."""
+    """The agent's directory (its user's own), its group (equal weight, no quota, the daemon's
+    limits) metered, ready for its process."""
     directory = workdir / agent.name
     directory.mkdir(mode=0o700)
-    if user is not None:
-        os.chown(directory, user.uid, user.gid)
-    group = manager.create(agent.name)
-    started = _FairAgent(agent, group, directory)
+    os.chown(directory, user.uid, user.gid)
+    (workdir / "logs").mkdir(mode=0o700, exist_ok=True)  # the daemon's layout: root's alone
+    group = supervisor.create(agent.name)
     group.set_cpu_weight(100)  # the same for every agent: fair share
     group.set_pids_max(PIDS_MAX)
     group.set_memory_max(DEFAULT_MEMORY_MAX)
     meter.add(agent.name, group)  # before it runs: all its CPU is metered
-    argv = agent_argv(agent)
-    command = argv if user is None else setpriv_argv(user, argv)
-    output = os.open(workdir / f"{agent.name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        started.popen = group.spawn(command, env=agent_env(directory), stdin=subprocess.DEVNULL,
-                                    stdout=output, stderr=output)  # fmt: skip
-    finally:
-        os.close(output)
-    return started
+    return _FairAgent(agent, group, directory)
 
 
 def _watch_fair(
     running: Sequence[_FairAgent], meter: LiveMeter, duration_s: float, stop: Stop | None
 ) -> RunMeasure:
-    """Meter every tick until `duration_s` has passed; what each agent did."""
-    watch = IdleWatch()
+    """Meter every tick until `duration_s` has passed; what each agent did, and as whom."""
+    watch, users = IdleWatch(), UidWatch()
     dirs = {a.agent.name: cgroup_dirs(group_record(a.group)) for a in running}
     started = time.monotonic()
     try:
@@ -262,15 +314,17 @@ def _watch_fair(
             pause(min(TICK_S, duration_s - elapsed), stop)
             meter.tick()
             watch.sample(dirs)
+            users.sample(dirs)
             for agent in running:
-                if agent.exit_code is None and agent.popen is not None:
-                    agent.exit_code = agent.popen.poll()
+                if agent.exit_code is None and agent.process is not None:
+                    agent.exit_code = agent.process.poll()
         meter.tick(read_memory=True)
         wall = time.monotonic() - started
     finally:
         watch.close()
     measures = tuple(_fair_measure(agent, meter) for agent in running)
-    return RunMeasure("fairshare", wall, measures, watch.idle_wanted_core_s)
+    return RunMeasure("fairshare", wall, measures, watch.idle_wanted_core_s,
+                      uids={name: users.of(name) for name in dirs})  # fmt: skip
 
 
 def _fair_measure(agent: _FairAgent, meter: LiveMeter) -> AgentMeasure:
@@ -290,8 +344,8 @@ def _end_fair(running: Sequence[_FairAgent]) -> None:
             agent.group.kill()
         except MaxwellError:
             log.warning("fair share: cannot kill %s", agent.agent.name, exc_info=True)
-        if agent.popen is not None:
-            agent.popen.wait(timeout=30)
+        if agent.process is not None:
+            agent.process.wait(timeout=30)
 
 
 @dataclass(frozen=True)
@@ -305,14 +359,16 @@ class MaxwellContext:
 
 
 def maxwell_run(
-    agents: Sequence[MixAgent], duration_s: float, state: Path, uids: str, stop: Stop | None
-) -> tuple[RunMeasure, MaxwellContext]:
-    """The mix under a private Maxwell daemon for `duration_s` (see the module)."""
+    agents: Sequence[MixAgent], duration_s: float, state: Path, runtime: AgentRuntime,
+    stop: Stop | None,
+) -> tuple[RunMeasure, MaxwellContext]:  # fmt: skip
+    """The mix under a private Maxwell daemon for `duration_s`, each agent `runtime`'s Python
+    as a dynamic uid the daemon gives it (see the module)."""
     from maxwell.node.api import ApiServer, create_app, serve
 
     socket_path = str(state / "maxwell.sock")
     config = NodeConfig(
-        dynamic_uids=uids, state_dir=state, socket_path=socket_path, tick_s=TICK_S,
+        dynamic_uids=DEFAULT_DYNAMIC_UIDS, state_dir=state, socket_path=socket_path, tick_s=TICK_S,
         landauer_multiplier=LANDAUER_MULTIPLIER, grace_s=GRACE_S, billing="optimistic",
         audit_probability=AUDIT_PROBABILITY,
     )  # fmt: skip
@@ -324,7 +380,7 @@ def maxwell_run(
         if node.degraded:
             raise MachineUnfitError(f"the daemon has no usable cgroups: {node.degraded}")
         api = serve(create_app(node), socket_path=socket_path, listen=None)
-        names = {_spawn(node, agent): agent for agent in agents}
+        names = {_spawn(node, agent, runtime): agent for agent in agents}
         ticker.start()
         return _watch_maxwell(node, names, duration_s, stop, (ticking, ticker))
     finally:
@@ -336,9 +392,9 @@ def maxwell_run(
         node.shutdown(kill_agents=True)
 
 
-def _spawn(node: NodeDaemon, agent: MixAgent) -> str:
-    spawned = node.spawn(agent_argv(agent), fund=tokens_to_money(agent.fund_j), bid=agent.bid,
-                         demand=agent.demand, name=agent.name)  # fmt: skip
+def _spawn(node: NodeDaemon, agent: MixAgent, runtime: AgentRuntime) -> str:
+    spawned = node.spawn(agent_argv(agent, runtime), fund=tokens_to_money(agent.fund_j),
+                         bid=agent.bid, demand=agent.demand, name=agent.name)  # fmt: skip
     return spawned.agent
 
 
@@ -351,12 +407,14 @@ def _watch_maxwell(
 ) -> tuple[RunMeasure, MaxwellContext]:
     """Watch the daemon's run until `duration_s` has passed; stop ticking, bill the last
     interval, and read what each agent did."""
-    watch, spots = IdleWatch(), []
+    watch, users, spots = IdleWatch(), UidWatch(), []
     started = time.monotonic()
     try:
         while (elapsed := time.monotonic() - started) < duration_s:
             pause(min(TICK_S, duration_s - elapsed), stop)
-            watch.sample({agent: node.group_dirs(agent) for agent in names})
+            groups = {agent: node.group_dirs(agent) for agent in names}
+            watch.sample(groups)
+            users.sample(groups)
             spots.append(node.price().spot)
     finally:
         watch.close()
@@ -371,8 +429,10 @@ def _watch_maxwell(
         for agent_id, agent in names.items()
     )
     price = node.price()
+    uids = {agent.name: users.of(agent_id) for agent_id, agent in names.items()}
     run = RunMeasure("maxwell", wall, measures, watch.idle_wanted_core_s,
-                     mean_spot=sum(spots) / len(spots) if spots else price.spot)  # fmt: skip
+                     mean_spot=sum(spots) / len(spots) if spots else price.spot,
+                     uids=uids)  # fmt: skip
     w_per_core = node.config.active_w_per_core or active_w_per_core(node.config.model)
     context = MaxwellContext(price.energy_source, price.measured, w_per_core,
                              node.capacity_cores)  # fmt: skip

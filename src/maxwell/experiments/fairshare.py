@@ -17,15 +17,23 @@ was throttled (core-seconds) and the agents killed. These are wall-clock measure
 shared machine: the same seed gives the same mix, not the same figures to the digit; the
 claims compare one run with the other.
 
-Needs root and cgroups (`MachineUnfitError` otherwise). `duration_s` is each run's wall time
-(the two together take twice that, plus a few seconds to start and stop).
+No agent runs as root: in both runs each is a dynamic uid of its own from the daemon's default
+range, running a copy of Maxwell and numpy with an interpreter any uid may run
+(`maxwell.runtime_copy`; the copy is removed on the way out, a signal's way too); which uids ran
+is observed, agent by agent (`maxwell.setup.agents_ran_as`).
+
+Needs root, cgroups, setpriv and a Python of this one's version that any uid may run
+(`MachineUnfitError` otherwise). `duration_s` is each run's wall time (the two together take
+twice that, plus a few seconds to start and stop).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,15 +48,17 @@ from maxwell.experiments._realmix import (
     twin_scenario,
 )
 from maxwell.experiments._realruns import (
+    MachineUnfitError,
     MaxwellContext,
     Stop,
     check_machine,
     fair_share_run,
     maxwell_run,
 )
+from maxwell.runtime_copy import AgentRuntime, AgentRuntimeError, agent_runtime
 from maxwell.sim.engine import Outcome
 from maxwell.sim.engine import run as simulate
-from maxwell.users import uids_for_python_agents
+from maxwell.users import DEFAULT_DYNAMIC_UIDS
 
 NAME = "fairshare"
 DEFAULT_DURATION_S: Final = 50.0  # each run: both together under two minutes
@@ -107,25 +117,43 @@ def twins(
 
 def measure(
     agents: tuple[MixAgent, ...], duration_s: float, stop: Stop | None
-) -> tuple[RunMeasure, RunMeasure, MaxwellContext, str]:
-    """Both real runs, fair share first, in a private temporary directory removed after; the
-    user the agents ran as."""
-    uids, why = uids_for_python_agents()
-    ran_as = "dynamic uids" if why is None else f"this process's user ({why})"
-    workdir = Path(tempfile.mkdtemp(prefix="maxwell-fairshare-"))
-    try:
-        workdir.chmod(0o711)  # agents of other uids pass through to their own directories
-        (workdir / "fair").mkdir(mode=0o711)
-        fair = fair_share_run(agents, duration_s, workdir / "fair", uids, stop)
-        market, context = maxwell_run(agents, duration_s, workdir / "maxwell", uids, stop)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=os.geteuid() != 0)
+) -> tuple[RunMeasure, RunMeasure, MaxwellContext, dict[str, Any]]:
+    """Both real runs, fair share first, in a private temporary directory, with the agents'
+    runtime, both removed after; who the agents ran as."""
+    with _agents_runtime() as runtime:
+        workdir = Path(tempfile.mkdtemp(prefix="maxwell-fairshare-"))
+        try:
+            workdir.chmod(0o711)  # agents of other uids pass through to their own directories
+            (workdir / "fair").mkdir(mode=0o711)
+            fair = fair_share_run(agents, duration_s, workdir / "fair", runtime, stop)
+            market, context = maxwell_run(agents, duration_s, workdir / "maxwell", runtime, stop)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=os.geteuid() != 0)
+    ran_as = {
+        "dynamic_uids": DEFAULT_DYNAMIC_UIDS, "python": runtime.python,
+        "fairshare": {name: list(uids) for name, uids in fair.uids.items()},
+        "maxwell": {name: list(uids) for name, uids in market.uids.items()},
+    }  # fmt: skip
     return fair, market, context, ran_as
 
 
+@contextlib.contextmanager
+def _agents_runtime() -> Iterator[AgentRuntime]:
+    """The agents' Python and their copy of Maxwell (`agent_runtime`), removed on the way out;
+    a machine where none can be made is unfit for the experiment."""
+    stack = contextlib.ExitStack()
+    try:
+        runtime = stack.enter_context(agent_runtime())
+    except AgentRuntimeError as exc:
+        raise MachineUnfitError(f"cannot run the agents as uids of their own: {exc}") from exc
+    with stack:
+        yield runtime
+
+
 def _setup(
-    agents: tuple[MixAgent, ...], duration_s: float, context: MaxwellContext, ran_as: str
-) -> dict[str, Any]:
+    agents: tuple[MixAgent, ...], duration_s: float, context: MaxwellContext,
+    ran_as: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
     return {
         "duration_s": duration_s, "agents_ran_as": ran_as,
         "w_per_core": context.w_per_core, "capacity_cores": context.capacity_cores,
