@@ -123,16 +123,20 @@ def _copy_package(root: Path, name: str) -> bool:
     `root` (the module alone where no installed distribution lists its files); False where
     `name` cannot be imported."""
     spec = importlib.util.find_spec(name)
-    if spec is None or spec.origin is None:
+    if spec is None:
         return False
-    origin = Path(spec.origin).resolve()
+    # where it is imported from: its file, or each directory of a namespace package (`google`)
+    places = [Path(spec.origin).resolve()] if spec.origin is not None else [
+        Path(location).resolve() for location in spec.submodule_search_locations or ()
+    ]  # fmt: skip
     copied = False
     for distribution in _distributions(name):
         base = Path(str(distribution.locate_file(""))).resolve()
-        if base in origin.parents:  # the one this process imports, not another on the path
+        if any(base in place.parents for place in places):  # the one imported, not another
             copied = _copy_distribution(root, distribution, base) or copied
-    if copied:
-        return True
+    if copied or spec.origin is None:
+        return copied
+    origin = places[0]
     if origin.name == "__init__.py":  # a package
         shutil.copytree(origin.parent, root / name, dirs_exist_ok=True)
     else:  # a module of one file

@@ -20,13 +20,14 @@ ledger and prints a summary. Exit 0 when the four outcomes are the intended ones
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +44,10 @@ from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import NodeDaemon
 from maxwell.node.facade import AgentInfo, AgentState, Event, PriceInfo
 from maxwell.node.top import render
+from maxwell.runtime_copy import SAMPLE_PACKAGES, AgentRuntimeError, agent_runtime
 from maxwell.samples import useful
 from maxwell.units import money_to_tokens, tokens_to_money
-from maxwell.users import uids_for_python_agents
+from maxwell.users import DEFAULT_DYNAMIC_UIDS, uids_for_python_agents
 
 PROG = "maxwell demo"
 LANDAUER_MULTIPLIER = 4e11  # makes ~1 GiB/s of freed memory cost ~10 $J/s at 300 K: the tax, not
@@ -58,6 +60,8 @@ GRACE_S = 2.0
 AUDIT_PROBABILITY = 0.2
 # What the user pays the useful agent per valid proof of its model's inference (every 50 batches).
 BOUNTY_J = 1.0
+# What the agents import beyond the SDK's: the useful one proves its inference (maxwell.proof).
+DEMO_PACKAGES = (*SAMPLE_PACKAGES, "onnx", "google", "ml_dtypes")
 POSTED_INPUTS = 8  # one per proof the useful agent makes (400 batches, one proof every 50)
 
 
@@ -139,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
     stderr = Console(stderr=True)
     with StopRequest() as stop, tempfile.TemporaryDirectory(prefix="maxwell-demo-") as state:
         try:
-            report, ok = _demo(state, args, stderr, stop)
+            with _agents_python() as (python, uids):
+                report, ok = _demo(state, args, stderr, stop, (python, uids))
         except MaxwellError as exc:
             return fail(PROG, str(exc), EXIT_FAILURE)
     if args.json:
@@ -151,14 +156,35 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+@contextlib.contextmanager
+def _agents_python() -> Iterator[tuple[tuple[str, ...], str]]:
+    """How the agents' Python runs, and the dynamic uids they run as: this interpreter where a
+    uid of their own can run it, else a public copy of Maxwell (`maxwell.runtime_copy`), else
+    (no public interpreter) as the node's own user, which the demo then says."""
+    uids, why = uids_for_python_agents()
+    if why is None:
+        yield (sys.executable,), uids
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            copy = stack.enter_context(agent_runtime(DEMO_PACKAGES))
+        except AgentRuntimeError as exc:
+            print(f"{PROG}: the agents run as root: a uid of their own could not run them "
+                  f"({why}; {exc})", file=sys.stderr)  # fmt: skip
+            yield (sys.executable,), "none"
+            return
+        yield copy.command, DEFAULT_DYNAMIC_UIDS
+
+
 def _demo(
-    state: str, args: argparse.Namespace, stderr: Console, stop: StopRequest
+    state: str,
+    args: argparse.Namespace,
+    stderr: Console,
+    stop: StopRequest,
+    agents_python: tuple[tuple[str, ...], str],
 ) -> tuple[dict[str, object], bool]:
     socket_path = os.path.join(state, "maxwell.sock")  # where the agents report
-    uids, why = uids_for_python_agents()
-    if why is not None:
-        print(f"{PROG}: the agents run as root: a uid of their own could not run them ({why})",
-              file=sys.stderr)  # fmt: skip
+    python, uids = agents_python
     config = NodeConfig(
         dynamic_uids=uids,
         state_dir=Path(state),
@@ -178,7 +204,7 @@ def _demo(
         api = serve(create_app(node), socket_path=socket_path, listen=None)
         if node.degraded:
             print(f"{PROG}: degraded: {node.degraded}", file=sys.stderr)
-        names = _spawn_archetypes(node, state)
+        names = _spawn_archetypes(node, state, python)
         ticker.start()
         _watch(node, args, stderr, stop, started)
         ending = _end_ticking(node, ticking, ticker)
@@ -194,7 +220,7 @@ def _demo(
     return _summarise(names, ending, ledger_ok=ledger_ok, started=started, degraded=node.degraded)
 
 
-def _spawn_archetypes(node: NodeDaemon, state: str) -> dict[str, Archetype]:
+def _spawn_archetypes(node: NodeDaemon, state: str, python: Sequence[str]) -> dict[str, Archetype]:
     """Spawn the four archetypes; the useful one proves the inputs of a job the demo posts,
     earning its bounty per proof."""
     model = os.path.join(state, "useful.onnx")  # the model the user pays proofs of
@@ -207,7 +233,7 @@ def _spawn_archetypes(node: NodeDaemon, state: str) -> dict[str, Archetype]:
         paid = archetype.name == "useful"
         spawned = node.spawn(
             [
-                sys.executable,
+                *python,
                 "-m",
                 archetype.module,
                 *archetype.args,
