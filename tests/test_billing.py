@@ -154,3 +154,24 @@ def test_components_add_up_and_round_to_the_nearest_micro_joule(
     assert result.taxed_landauer_j == result.physical_landauer_j * multiplier
     assert result.energy_cost >= 0
     assert result.landauer_cost >= 0
+
+
+@given(
+    energy_uj=st.integers(min_value=0, max_value=10**15),
+    spot_price=st.one_of(
+        st.floats(min_value=0, max_value=1e3, allow_nan=False),
+        st.integers(min_value=0, max_value=4000).map(lambda k: k / 4),  # ties: .5 exactly
+    ),
+)
+def test_each_amount_is_the_exact_product_rounded_half_to_even(
+    energy_uj: int, spot_price: float
+) -> None:
+    result = bill(energy_uj=energy_uj, spot_price=spot_price, temperature_c=25.0)
+    assert result.energy_cost == round(Fraction(energy_uj) * Fraction(spot_price))
+
+
+def test_a_tie_goes_to_the_even_micro_joule() -> None:
+    assert bill(energy_uj=1, spot_price=0.5, temperature_c=25.0).energy_cost == 0
+    assert bill(energy_uj=3, spot_price=0.5, temperature_c=25.0).energy_cost == 2
+    assert bill(energy_uj=5, spot_price=0.5, temperature_c=25.0).energy_cost == 2
+    assert bill(energy_uj=3, spot_price=0.25, temperature_c=25.0).energy_cost == 1  # 0.75

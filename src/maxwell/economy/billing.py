@@ -8,9 +8,10 @@ Rules and invariants:
   where they are physical or policy figures (spot price in $J per J, die temperature in °C, the
   multiplier). Negative, NaN or infinite inputs are the caller's error: `ValueError`.
 - Outputs in money are integer µ$J (`Money`). Each component is rounded once, half to even, from
-  the exact value of the floats behind it (computed with `fractions.Fraction`, so no second float
-  rounding decides a tie): `energy_cost` from `energy_uj x spot_price`, `landauer_cost` from the
-  reported `taxed_landauer_j`, `physical_landauer_cost` from `physical_landauer_j`.
+  the exact value of the floats behind it (in integers, from each float's exact ratio, so no
+  second float rounding decides a tie): `energy_cost` from `energy_uj x spot_price`,
+  `landauer_cost` from the reported `taxed_landauer_j`, `physical_landauer_cost` from
+  `physical_landauer_j`.
   `total == energy_cost + landauer_cost` exactly, so a bill's ledger entries add up to its total.
 - The Landauer term is joules of heat that erasing `bits_freed` bits must dissipate at the die's
   temperature. The equation adds it, times the multiplier, straight to the cost, so it is charged
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from fractions import Fraction
 
 from maxwell.physics import ZERO_CELSIUS_K, landauer_joules
 from maxwell.units import MICRO_PER_TOKEN, Money
@@ -53,9 +53,16 @@ class Bill:
     bytes_rewritten: int = 0  # pages re-written (the erasure meter), taxed as bytes_freed is
 
 
-def _money(amount: Fraction) -> Money:
-    # round() on a Fraction is exact and rounds half to even.
-    return Money(round(amount))
+def _money(count: int, factor: float) -> Money:
+    """`count x factor` (a float taken at its exact binary value) rounded half to even: the
+    same as `round(Fraction(count) * Fraction(factor))`, in integers (a tick bills every agent:
+    Fractions cost most of its time)."""
+    numerator, denominator = factor.as_integer_ratio()  # denominator: a power of 2, > 0
+    quotient, remainder = divmod(count * numerator, denominator)
+    twice = 2 * remainder
+    if twice > denominator or (twice == denominator and quotient % 2):
+        quotient += 1
+    return Money(quotient)
 
 
 def bill(
@@ -90,11 +97,12 @@ def bill(
         raise ValueError(
             f"landauer_multiplier must be finite and >= 0, got {landauer_multiplier!r}"
         )
-    physical_j = landauer_joules(bytes_freed + bytes_rewritten, temperature_c)
+    erased = bytes_freed + bytes_rewritten
+    physical_j = landauer_joules(erased, temperature_c) if erased else 0.0
     taxed_j = physical_j * landauer_multiplier
-    energy_cost = _money(Fraction(energy_uj) * Fraction(spot_price))
-    physical_cost = _money(Fraction(physical_j) * MICRO_PER_TOKEN)
-    landauer_cost = _money(Fraction(taxed_j) * MICRO_PER_TOKEN)
+    energy_cost = _money(energy_uj, spot_price)
+    physical_cost = _money(MICRO_PER_TOKEN, physical_j)
+    landauer_cost = _money(MICRO_PER_TOKEN, taxed_j)
     return Bill(
         energy_uj=energy_uj,
         spot_price=spot_price,
