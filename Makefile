@@ -18,7 +18,12 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
 	touch $@
 
-demo: $(VENV)/.installed ## the main job: a private market of four agents (useful, looper, bloat, cheater); exit 0 on the intended outcomes
+# The demo needs the package alone: none of the test, dev or zk extras.
+$(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+demo: $(VENV)/.installed-demo ## the main job: a private market of four agents (useful, looper, bloat, cheater); exit 0 on the intended outcomes
 	$(BIN)/maxwell demo
 
 budget-demo: $(VENV)/.installed ## a looping workload metered live on a 25 J budget until apoptosis (exit 0 when it happens)

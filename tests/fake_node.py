@@ -37,6 +37,7 @@ from maxwell.node.facade import (
     NO_MONEY,
     AgentGoneError,
     AgentInfo,
+    AgentLiveError,
     AgentState,
     AuditResult,
     Event,
@@ -364,10 +365,35 @@ class FakeNode:
     def kill(self, agent: str) -> AgentInfo:
         with self._lock:
             found = self._alive(agent, "kill it")
-            info = replace(found, state=AgentState.DEAD, exit_code=-signal.SIGKILL, share=0.0)
+            info = replace(
+                found, state=AgentState.DEAD, exit_code=-signal.SIGKILL, share=0.0, ended="killed"
+            )
             self.agents_by_id[agent] = info
             self._event("killed", agent, reason="killed on request")
             return info
+
+    def end(self, agent: str, ended: str) -> AgentInfo:
+        """Make a live agent end as a real node's would (a test's hand): `ended` is the reason,
+        "apoptosis", "slashed" or "exited N"."""
+        with self._lock:
+            found = self._alive(agent, "end it")
+            exited = ended.startswith("exited")
+            code = int(ended.split()[-1]) if exited else -signal.SIGKILL
+            state = AgentState.EXITED if exited else AgentState.DEAD
+            info = replace(found, state=state, exit_code=code, share=0.0, ended=ended)
+            self.agents_by_id[agent] = info
+            self._event("exited" if exited else "apoptosis", agent, reason=ended)
+            return info
+
+    def remove(self, agent: str) -> AgentInfo:
+        """Forget an ended agent; its money stays in its (here: forgotten) account."""
+        with self._lock:
+            found = self._get(agent)
+            if found.state not in (AgentState.DEAD, AgentState.EXITED):
+                raise AgentLiveError(f"agent {agent} is {found.state}: kill it first")
+            del self.agents_by_id[agent]
+            self.tokens = {t: p for t, p in self.tokens.items() if p.agent != agent}
+            return found
 
     def agent(self, agent: str) -> AgentInfo:
         with self._lock:

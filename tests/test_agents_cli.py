@@ -17,6 +17,7 @@ import pytest
 
 from fake_node import ADMIN_TOKEN, FakeNode, serving
 from helpers import last_json, maxwell, wait_until
+from maxwell import __version__
 from maxwell.cli import daemon_cmd
 from maxwell.errors import UsageError
 from maxwell.node.api import ApiServer
@@ -63,7 +64,7 @@ def test_spawn_prints_the_id_or_json(connection: list[str], node: FakeNode) -> N
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     spawned = last_json(result.stdout)
-    assert set(spawned) == {"agent", "name", "pid", "token"}
+    assert set(spawned) == {"agent", "name", "pid", "token", "version"}
     info = node.agent(spawned["agent"])
     assert (info.name, info.balance, info.bid, info.demand) == ("big", 2_000_000_000, 1.5, 2.0)
     node.check_invariants()
@@ -184,7 +185,7 @@ def test_audit_prints_the_verdict_and_fails_a_liar(connection: list[str], node: 
 def test_price(connection: list[str], node: FakeNode) -> None:
     as_json = maxwell("price", *connection, "--json")
     assert as_json.returncode == 0
-    assert last_json(as_json.stdout) == to_json(node.price())
+    assert last_json(as_json.stdout) == to_json(node.price()) | {"version": __version__}
     human = maxwell("price", *connection)
     for words in ("spot", "grid", "thermal factor", "clearing", "55.0 °C", "headroom", "modelled"):
         assert words in human.stdout
@@ -238,7 +239,7 @@ def test_state_dir_gives_the_socket_and_the_admin_token(node: FakeNode, tmp_path
         try:
             result = maxwell("ps", "--state", str(state), "--json")
             assert result.returncode == 0, result.stderr
-            assert last_json(result.stdout) == {"agents": []}
+            assert last_json(result.stdout) == {"agents": [], "version": __version__}
         finally:
             server.stop()
         (state / "admin.token").unlink()

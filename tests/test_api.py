@@ -217,7 +217,9 @@ def test_malformed_requests_are_422_with_one_line_and_change_nothing(
         ("POST", "/agents", {**SPAWN, "user": "mallory"}, 400, "no such user"),
         ("POST", "/agents", {**SPAWN, "name": "alpha"}, 400, "already named"),
         ("GET", "/nowhere", None, 404, "no such endpoint: GET /nowhere"),
-        ("DELETE", "/agents/a1", None, 405, "method DELETE not allowed"),
+        ("PUT", "/agents/a1", None, 405, "method PUT not allowed"),
+        ("DELETE", "/agents/a1", None, 409, "kill it first"),  # `maxwell rm` of a live agent
+        ("DELETE", "/agents/zz", None, 404, "no agent 'zz'"),
     ],
 )
 def test_node_refusals_map_to_their_status(

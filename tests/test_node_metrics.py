@@ -67,6 +67,8 @@ def _status(
     agents: list[AgentInfo] | None = None,
     price: PriceInfo | None = None,
     tick_stats: TickStats | None = None,
+    event_counts: dict[str, int] | None = None,
+    node_cores: float | None = None,
 ) -> NodeStatus:
     return NodeStatus(
         price=price or _price(),
@@ -77,6 +79,8 @@ def _status(
         mechanism="uniform",
         cgroup="v2",
         tick_stats=tick_stats,
+        event_counts=event_counts,
+        node_cores=node_cores,
     )
 
 
@@ -190,7 +194,9 @@ def test_agent_state_is_a_state_set_with_one_current_state() -> None:
 
 
 def test_types_and_help_lines() -> None:
-    text = render_metrics(_status(tick_stats=_tick_stats()))
+    text = render_metrics(
+        _status(tick_stats=_tick_stats(), event_counts={"apoptosis": 0}, node_cores=8.0)
+    )
     families = {f.name: f for f in text_string_to_metric_families(text.decode())}
     counters = {name for name, family in families.items() if family.type == "counter"}
     # The parser names a counter family without its `_total` suffix.
@@ -201,6 +207,7 @@ def test_types_and_help_lines() -> None:
         "maxwell_ticks",
         "maxwell_tick_failures",
         "maxwell_ledger_rows",
+        "maxwell_events",
     }
     histograms = {name for name, family in families.items() if family.type == "histogram"}
     assert histograms == {"maxwell_tick_duration_seconds"}
@@ -208,6 +215,19 @@ def test_types_and_help_lines() -> None:
     assert all(family.documentation for family in families.values())
     exposed = {name + "_total" if name in counters else name for name in families}
     assert exposed == set(METRIC_NAMES)
+
+
+def test_event_counts_are_one_counter_by_kind_and_absent_when_not_kept() -> None:
+    counts = {"apoptosis": 2, "audited": 5, "slashed": 0}
+    text = render_metrics(_status(event_counts=counts))
+    assert {kind: _value(text, "maxwell_events_total", kind=kind) for kind in counts} == counts
+    names = {sample_name for sample_name, _ in _samples(render_metrics(_status()))}
+    assert "maxwell_events_total" not in names
+    assert "maxwell_node_cores" not in names  # a snapshot that does not know them
+
+
+def test_node_cores_are_what_the_snapshot_says() -> None:
+    assert _value(render_metrics(_status(node_cores=6.0)), "maxwell_node_cores") == 6.0
 
 
 def test_rendering_is_a_pure_function_of_the_snapshot() -> None:
@@ -244,6 +264,9 @@ _PROMTOOL_CASES = {
     "one agent": _status(),
     "no agents": _status(agents=[]),
     "tick stats": _status(tick_stats=_tick_stats()),
+    "event counts": _status(
+        event_counts={"apoptosis": 1, "audited": 0, "slashed": 3}, node_cores=4.0
+    ),
     "tick stats, no tick yet": _status(tick_stats=TickRecorder().snapshot(ledger_rows=0)),
     "every state, awkward names": _status(
         agents=[

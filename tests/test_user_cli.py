@@ -7,6 +7,7 @@ import pytest
 
 from fake_node import ADMIN_TOKEN, FakeNode, serving
 from helpers import last_json, maxwell
+from maxwell import __version__
 from maxwell.cli.user_cmd import uid_of
 from maxwell.errors import UsageError
 
@@ -20,7 +21,9 @@ def test_the_admin_funds_a_user_s_account_and_reads_it() -> None:
         connection = ["--socket", server.socket_path, "--token", ADMIN_TOKEN]
         funded = maxwell("user", "fund", *connection, "nobody", "5kJ", "--json")
         assert funded.returncode == 0, funded.stderr
-        assert last_json(funded.stdout) == {"uid": NOBODY_UID, "user": "nobody", "balance": 5000.0}
+        assert last_json(funded.stdout) == {
+            "uid": NOBODY_UID, "user": "nobody", "balance": 5000.0, "version": __version__
+        }  # fmt: skip
         shown = maxwell("user", "show", *connection, str(NOBODY_UID))
         assert shown.returncode == 0, shown.stderr
         assert shown.stdout.strip() == "nobody (uid 65534): 5000 $J"

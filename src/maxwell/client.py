@@ -348,6 +348,10 @@ class Client:
     def kill(self, agent: str) -> AgentInfo:
         return from_json(AgentInfo, self._request("POST", f"/agents/{_quote(agent)}/kill"))
 
+    def remove(self, agent: str) -> AgentInfo:
+        """Forget an ended agent (`maxwell rm`): its last state; refused (409) while it runs."""
+        return from_json(AgentInfo, self._request("DELETE", f"/agents/{_quote(agent)}"))
+
     def agents(self) -> list[AgentInfo]:
         """Every agent (admin), or only this agent (an agent token)."""
         return list(from_json(AgentList, self._request("GET", "/agents")).agents)

@@ -1,6 +1,10 @@
-"""The client commands of the node daemon: `maxwell spawn`, `ps`, `fund`, `bid`, `kill`,
+"""The client commands of the node daemon: `maxwell spawn`, `ps`, `fund`, `bid`, `kill`, `rm`,
 `events`, `price`, `top`, `status`, `audit` and `report` (an agent's own). Each talks to the
 daemon through the SDK (`maxwell.client`).
+
+JSON (`--json`, every command): one object per answer (per event for `events`), money in $J as
+the API's answers have it (events' details too: `maxwell.node.eventtext`), with a `version`
+field, the package's version (`print_json`).
 
 Finding the daemon: `--socket PATH`, else `<state>/maxwell.sock` with `--state DIR`, else
 `$MAXWELL_SOCKET`, else `$MAXWELL_STATE`'s, else the default layout's (`maxwell.node.paths`).
@@ -15,12 +19,13 @@ Money: an ENERGY (`--fund 50J`, `2kJ`, `1Wh`) is converted to $J one to one, 1 J
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import select
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -29,10 +34,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from maxwell import __version__
 from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, StopRequest, fail
 from maxwell.cli.naming import resolve_agent
 from maxwell.client import Client, ClientError, NodeUnreachableError, agent_token
 from maxwell.errors import UsageError
+from maxwell.node.eventtext import detail_in_j
 from maxwell.node.facade import AgentInfo, AgentState, Event, NodeStatus
 from maxwell.node.paths import ADMIN_TOKEN_FILE, DaemonAddress, locate_daemon
 from maxwell.node.wire import AgentList, status_to_json, to_json
@@ -73,9 +80,17 @@ DESCRIPTIONS = {
     ),
     "bid": "Set AGENT's limit price ($J per J) and, optionally, the cores it asks for.",
     "kill": "Kill AGENT's whole process group.",
+    "rm": (
+        "Forget an ended AGENT (kill it first): it leaves `ps -a` and the API. Its ledger"
+        " history stays, and so does its money: what is left in its account agent:<id> stays"
+        " there (`maxwell ledger balances`)."
+    ),
     "events": "Print the node's events (spawned, funded, bid, frozen, apoptosis, ...).",
     "price": "Show the spot price and what it is made of.",
-    "top": "A live view of the market: price, temperature, agents, events as they happen.",
+    "top": (
+        "A live view of the market: price, temperature, agents, events as they happen; q quits"
+        " (or Ctrl-C). --json prints one snapshot (the status and the latest events) and ends."
+    ),
     "status": (
         "The node's health (admin): ticks and how long they take (median and p99 over the"
         " recent ticks), failed ticks and the last error, ledger rows, capacity, mechanism,"
@@ -154,7 +169,7 @@ _bytes.__name__ = "byte count (e.g. 512M, 2G)"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     command = parser.prog.split()[-1]
     parser.description = DESCRIPTIONS[command]
-    add_client_arguments(parser, json_flag=command not in ("kill", "top"))
+    add_client_arguments(parser)
     add_own_arguments = _COMMAND_ARGUMENTS.get(command)
     if add_own_arguments is not None:
         add_own_arguments(parser)
@@ -263,6 +278,7 @@ _COMMAND_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "fund": _fund_arguments,
     "bid": _bid_arguments,
     "kill": _agent_argument,
+    "rm": _agent_argument,
     "ps": _ps_arguments,
     "audit": _agent_argument,
     "report": _report_arguments,
@@ -300,6 +316,22 @@ def _admin_token(path: Path) -> str:
         raise UsageError(f"cannot read the admin token {path}: {exc.strerror}") from exc
 
 
+def print_json(document: dict[str, object]) -> None:
+    """One JSON object on a line of its own, with the package's `version` added."""
+    print(json.dumps({**document, "version": __version__}), flush=True)
+
+
+def event_json(event: Event) -> dict[str, object]:
+    """An event as the CLI prints it in JSON: the API's, its detail's money in $J."""
+    return {**to_json(event), "detail": detail_in_j(event.detail)}
+
+
+def state_text(info: AgentInfo) -> str:
+    """An agent's state, or once it ended, why (which says it ended): `apoptosis`, `killed`,
+    `slashed`, `exited 0`."""
+    return info.ended or str(info.state)
+
+
 def dollars_j(amount: int) -> str:
     """µ$J as $J, six significant digits."""
     return f"{money_to_tokens(amount):.6g}"
@@ -327,7 +359,7 @@ def _spawn(client: Client, args: argparse.Namespace, out: Console) -> None:
         code=code or None, bounty=bounty_j, model=model, memory=args.memory, pids=args.pids,
     )  # fmt: skip
     if args.json:
-        print(json.dumps(to_json(result)))
+        print_json(to_json(result))
     else:
         print(result.agent)
 
@@ -335,39 +367,50 @@ def _spawn(client: Client, args: argparse.Namespace, out: Console) -> None:
 def _ps(client: Client, args: argparse.Namespace, out: Console) -> None:
     agents = [a for a in client.agents() if args.all or a.state not in ENDED]
     if args.json:
-        print(json.dumps(to_json(AgentList(agents))))
+        print_json(to_json(AgentList(agents)))
         return
-    table = Table(box=None, header_style="bold")
+    table = Table(box=None, header_style="bold", pad_edge=False)
     width = max((len(info.id) for info in agents), default=2)
     table.add_column("ID", no_wrap=True, min_width=width)  # never cut: commands take it whole
-    for heading in ("NAME", "STATE", "BALANCE $J", "BID $J/J", "DEMAND", "SHARE", "W"):
-        table.add_column(heading, justify="left" if heading in ("NAME", "STATE") else "right")
+    table.add_column("NAME")
+    states = max((len(state_text(info)) for info in agents), default=5)
+    table.add_column("STATE", no_wrap=True, min_width=states)  # why it ended, whole
+    for heading in ("BALANCE $J", "BID $J/J", "DEMAND", "SHARE", "W"):
+        table.add_column(heading, justify="right")
     table.add_column("ENERGY J", justify="right")
     table.add_column("PID", justify="right")
     for info in agents:
         table.add_row(
-            info.id, info.name, str(info.state), dollars_j(info.balance), f"{info.bid:g}",
+            info.id, info.name, state_text(info), dollars_j(info.balance), f"{info.bid:g}",
             f"{info.demand:g}", f"{info.share:.2f}", f"{info.power_w:.1f}",
             f"{info.energy_uj / UJ_PER_J:.1f}", "-" if info.pid is None else str(info.pid),
         )  # fmt: skip
     out.print(table)
 
 
+def print_agent(info: AgentInfo, args: argparse.Namespace) -> None:
+    """An agent's answer: one line, or its JSON."""
+    if args.json:
+        print_json(to_json(info))
+    else:
+        print(_agent_line(info))
+
+
 def _fund(client: Client, args: argparse.Namespace, out: Console) -> None:
     # One key per invocation: a lost answer retried with it never funds twice.
     agent = resolve_agent(args.agent, client.agents())
     info = client.fund(agent, parse_energy(args.energy) / UJ_PER_J, key=uuid.uuid4().hex)
-    print(json.dumps(to_json(info)) if args.json else _agent_line(info))
+    print_agent(info, args)
 
 
 def _bid(client: Client, args: argparse.Namespace, out: Console) -> None:
     info = client.bid(args.price, args.demand, agent=resolve_agent(args.agent, client.agents()))
-    print(json.dumps(to_json(info)) if args.json else _agent_line(info))
+    print_agent(info, args)
 
 
 def _report(client: Client, args: argparse.Namespace, out: Console) -> None:
     info = client.report(args.cpu, args.memory_freed, args.work)
-    print(json.dumps(to_json(info)) if args.json else _agent_line(info))
+    print_agent(info, args)
 
 
 class AuditFailed(Exception):
@@ -377,7 +420,7 @@ class AuditFailed(Exception):
 def _audit(client: Client, args: argparse.Namespace, out: Console) -> None:
     result = client.audit(resolve_agent(args.agent, client.agents()))
     if args.json:
-        print(json.dumps(to_json(result)))
+        print_json(to_json(result))
     else:
         verdict = "passed" if result.honest else "FAILED"
         checked = ", ".join(result.checked) or "nothing to check (no report, no code manifest)"
@@ -393,12 +436,27 @@ def _audit(client: Client, args: argparse.Namespace, out: Console) -> None:
 
 
 def _kill(client: Client, args: argparse.Namespace, out: Console) -> None:
-    print(_agent_line(client.kill(resolve_agent(args.agent, client.agents()))))
+    print_agent(client.kill(resolve_agent(args.agent, client.agents())), args)
+
+
+def _rm(client: Client, args: argparse.Namespace, out: Console) -> None:
+    """Forget an ended agent; the agent's last answer, so a script sees what was forgotten."""
+    info = client.remove(resolve_agent(args.agent, client.agents()))
+    if args.json:
+        print_json(to_json(info))
+    else:
+        print(f"{info.id} ({info.name}): {state_text(info)}, forgotten; its account keeps "
+              f"{dollars_j(info.balance)} $J")  # fmt: skip
+
+
+def _shown(value: object) -> str:
+    """A detail's value in an event line: a string as it is, anything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def _event_line(event: Event) -> str:
     at = datetime.fromtimestamp(event.at).strftime("%H:%M:%S")
-    detail = " ".join(f"{key}={value}" for key, value in event.detail.items())
+    detail = " ".join(f"{key}={_shown(value)}" for key, value in detail_in_j(event.detail).items())
     return f"{event.seq:>6} {at} {event.kind:<10} {event.agent or '-':<10} {detail}".rstrip()
 
 
@@ -410,7 +468,10 @@ def _events(client: Client, args: argparse.Namespace, out: Console) -> None:
         while stop.signum is None:
             page = client.events(after)
             for event in page:
-                print(json.dumps(to_json(event)) if args.json else _event_line(event), flush=True)
+                if args.json:
+                    print_json(event_json(event))
+                else:
+                    print(_event_line(event), flush=True)
                 after = max(after, event.seq)
             if page:
                 continue  # there may be more than one page
@@ -422,7 +483,7 @@ def _events(client: Client, args: argparse.Namespace, out: Console) -> None:
 def _price_cmd(client: Client, args: argparse.Namespace, out: Console) -> None:
     price = client.price()
     if args.json:
-        print(json.dumps(to_json(price)))
+        print_json(to_json(price))
         return
     source = "measured" if price.measured else "modelled"
     table = Table(box=None, show_header=False)
@@ -483,7 +544,7 @@ def status_rows(status: NodeStatus) -> list[tuple[str, str]]:
 def _status(client: Client, args: argparse.Namespace, out: Console) -> None:
     status = client.status()
     if args.json:
-        print(json.dumps(status_to_json(status)))
+        print_json(status_to_json(status))
         return
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
@@ -494,14 +555,26 @@ def _status(client: Client, args: argparse.Namespace, out: Console) -> None:
 
 
 def _top(client: Client, args: argparse.Namespace, out: Console) -> None:
-    from maxwell.node.top import run_top
+    from maxwell.node.top import DEFAULT_MAX_EVENTS, TerminalKeys, run_top
 
-    run_top(
-        client.status,
-        lambda after: client.events(after=after),
-        refresh_s=args.refresh,
-        console=out,
-    )
+    if args.json:  # one snapshot, as `top -b -n 1`
+        status, latest = client.status(), deque[Event](maxlen=DEFAULT_MAX_EVENTS)
+        page = client.events()
+        while page:  # to the newest
+            latest.extend(page)
+            page = client.events(after=page[-1].seq)
+        print_json({**status_to_json(status), "events": [event_json(e) for e in latest]})
+        return
+
+    keys = TerminalKeys.of_stdin()  # q quits, where a terminal types
+    with keys or contextlib.nullcontext():
+        run_top(
+            client.status,
+            lambda after: client.events(after=after),
+            refresh_s=args.refresh,
+            console=out,
+            keys=keys,
+        )
 
 
 HANDLERS: dict[str, Callable[[Client, argparse.Namespace, Console], None]] = {
@@ -510,6 +583,7 @@ HANDLERS: dict[str, Callable[[Client, argparse.Namespace, Console], None]] = {
     "fund": _fund,
     "bid": _bid,
     "kill": _kill,
+    "rm": _rm,
     "events": _events,
     "price": _price_cmd,
     "top": _top,

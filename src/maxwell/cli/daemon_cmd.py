@@ -1,12 +1,16 @@
 """`maxwell daemon [--state DIR] [--socket PATH] [--listen HOST:PORT] [--tick S] [--mechanism M]
 [--cgroup {auto,v1,v2}] [--billing {metered,optimistic}] [--erasure {none,soft-dirty}]
-[--audit-probability P] [--config FILE]`:
+[--audit-probability P] [--kill-agents] [--config FILE]`:
 the node daemon in the foreground.
 
 This module reads the flags and the config, builds the node (`_make_node`, the one place that
 knows `NodeDaemon`'s constructor), serves the API (`maxwell.node.api`) in a thread, and runs the
 tick loop in the main thread until SIGTERM/SIGINT/SIGHUP; then it stops the API (requests in
 flight finish) and closes the node. The daemon itself lives in `maxwell.node.daemon`.
+
+It says what it does on stderr, whatever the log level: once serving, where it listens and its
+state directory (`_say_started`); once stopped, how many agents it left running and how to
+re-adopt them, or with `--kill-agents` how many it ended (`_say_stopped`).
 
 `--cgroup auto` leaves cgroup detection to `NodeDaemon` (process trees when no cgroup is usable);
 `v1` and `v2` are explicit: the manager is built here, with the daemon's stable private name, and
@@ -20,6 +24,7 @@ import argparse
 import dataclasses
 import os
 import select
+import signal
 import sys
 import threading
 import time
@@ -42,6 +47,7 @@ from maxwell.node.paths import DEFAULT_STATE_DIR, SOCKET_ENV, SOCKET_NAME, STATE
 if TYPE_CHECKING:
     from maxwell.gossip.node import GossipNode
     from maxwell.gossip.view import ClusterView
+    from maxwell.node.api import ApiServer
     from maxwell.node.facade import Node
     from maxwell.node.transfers import NodeTransfers
 
@@ -124,6 +130,12 @@ costs its agent; unset: the job's bounty), grid_poll_s and grid_timeout_s (an ht
 feed's polling: 60 and 5);
 a [model] table sets the power model's parameters (as for `maxwell run`).
 
+start and stop: once serving, the daemon says on stderr where it listens and its state
+directory. Stopped (SIGTERM, SIGINT, SIGHUP), it leaves its agents running in their groups and
+says how many; `maxwell daemon` started again with the same --state re-adopts them and bills the
+time it was down. With --kill-agents it kills them instead (a `killed` event each, their last
+interval billed) and says how many it ended.
+
 exit status: 0 stopped by SIGTERM, SIGINT or SIGHUP; 2 usage error; 125 the daemon failed.
 """
 
@@ -184,6 +196,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "polled every grid_poll_s (60) with a timeout of grid_timeout_s (5), the last good "
         "value kept (1.0)",
     )  # fmt: skip
+    parser.add_argument("--kill-agents", action="store_true", help="on stop, kill the agents")
     _add_gossip_arguments(parser)
     parser.add_argument("--config", metavar="FILE", help="TOML configuration")
 
@@ -247,7 +260,9 @@ class DaemonNode(Protocol):
 
     def run_forever(self, stop: threading.Event) -> None: ...  # tick until `stop` is set
 
-    def shutdown(self) -> None: ...  # stop; the agents keep running, to be re-adopted
+    def shutdown(self, *, kill_agents: bool = False) -> None: ...  # stop; the agents keep
+
+    # running, to be re-adopted (`kill_agents`: they are killed)
 
 
 def _make_node(
@@ -367,11 +382,59 @@ def run(args: argparse.Namespace) -> int:
         except MaxwellError as exc:
             return fail(PROG, str(exc), EXIT_FAILURE)
         protect_daemon()  # started: from now on the OOM killer takes agents first
-        return _serve(options, node, daemon, gossip, stop)
+        return _serve(options, node, daemon, gossip, stop, kill_agents=args.kill_agents)
+
+
+def _live(node: Node) -> int:
+    """How many of the node's agents run (the published answers: no lock)."""
+    from maxwell.node.facade import AgentState
+
+    live = (AgentState.RUNNING, AgentState.THROTTLED, AgentState.FROZEN)
+    return sum(1 for agent in node.agents() if agent.state in live)
+
+
+def _say(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _say_started(options: NodeConfig, server: ApiServer, node: Node) -> None:
+    """Where the daemon listens, its state directory, and the agents it re-adopted."""
+    where = options.socket
+    if server.tcp_address is not None:
+        where += f" and http://{server.tcp_address.host}:{server.tcp_address.port}"
+    _say(f"listening on {where} (pid {os.getpid()})")
+    live = _live(node)
+    adopted = f"; {live} agent{'s' * (live != 1)} re-adopted" if live else ""
+    _say(f"state {options.state_dir}{adopted}")
+
+
+def _say_stopped(
+    options: NodeConfig, stop: StopRequest, running: int, node: Node, kill_agents: bool
+) -> None:
+    """Why it stopped, and what became of the agents: killed, or left to re-adopt."""
+    why = f" on {signal.Signals(stop.signum).name}" if stop.signum is not None else ""
+    if kill_agents:
+        _say(f"stopped{why}; killed {running} agent{'s' * (running != 1)} (--kill-agents)")
+        return
+    left = _live(node)
+    if not left:
+        _say(f"stopped{why}; no agent left running")
+        return
+    them = "them" if left != 1 else "it"
+    _say(
+        f"stopped{why}; {left} agent{'s' * (left != 1)} left running: 'maxwell daemon --state "
+        f"{options.state_dir}' re-adopts {them} (--kill-agents ends {them} on stop)"
+    )
 
 
 def _serve(
-    options: NodeConfig, node: Node, daemon: DaemonNode, gossip: _Gossip, stop: StopRequest
+    options: NodeConfig,
+    node: Node,
+    daemon: DaemonNode,
+    gossip: _Gossip,
+    stop: StopRequest,
+    *,
+    kill_agents: bool = False,
 ) -> int:
     """Start the gossip and the API, tick until stopped; then stop them all, the node last."""
     from maxwell.node.api import create_app, serve
@@ -383,6 +446,7 @@ def _serve(
             transfers=gossip.transfers(node),
         )  # fmt: skip
         server = serve(app, socket_path=options.socket, listen=options.listen)
+        _say_started(options, server, node)
     except UsageError as exc:
         gossip.close()
         daemon.shutdown()
@@ -402,5 +466,10 @@ def _serve(
     finally:
         server.stop()  # requests in flight finish before the node closes
         gossip.close()  # the cluster hears this node leave
-        daemon.shutdown()
+        running = _live(node)
+        if kill_agents:
+            daemon.shutdown(kill_agents=True)
+        else:
+            daemon.shutdown()
+        _say_stopped(options, stop, running, node, kill_agents)
     return 0

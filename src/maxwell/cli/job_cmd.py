@@ -9,7 +9,6 @@ far each has got. Agents take inputs with the SDK (`Client.take_input(job)`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 from rich.console import Console
@@ -19,6 +18,7 @@ from maxwell.cli.agents_cmd import (
     COMMON_EPILOG,
     add_client_arguments,
     dollars_j,
+    print_json,
     run_with_client,
 )
 from maxwell.client import Client
@@ -60,13 +60,13 @@ def _post(client: Client, args: argparse.Namespace) -> None:
     bounty_j = parse_energy(args.bounty) / UJ_PER_J
     # The daemon has its own working directory: paths travel absolute.
     job = client.post_job(os.path.abspath(args.model), os.path.abspath(args.inputs), bounty_j)
-    print(json.dumps(to_json(job)) if args.json else _line(job))
+    print_json(to_json(job)) if args.json else print(_line(job))
 
 
 def _ls(client: Client, args: argparse.Namespace) -> None:
     jobs = client.jobs()
     if args.json:
-        print(json.dumps(to_json(JobList(jobs))))
+        print_json(to_json(JobList(jobs)))
         return
     table = Table(box=None, header_style="bold")
     for heading in ("JOB", "MODEL", "INPUTS", "PAID", "TAKEN", "BOUNTY $J", "ESCROW $J"):
@@ -81,7 +81,7 @@ def _ls(client: Client, args: argparse.Namespace) -> None:
 
 def _show(client: Client, args: argparse.Namespace) -> None:
     job = client.job(args.job)
-    print(json.dumps(to_json(job)) if args.json else _line(job))
+    print_json(to_json(job)) if args.json else print(_line(job))
 
 
 HANDLERS = {"post": _post, "ls": _ls, "show": _show}

@@ -40,9 +40,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fund": ("maxwell.cli.agents_cmd", "fund an agent from the treasury"),
     "bid": ("maxwell.cli.agents_cmd", "change an agent's bid"),
     "kill": ("maxwell.cli.agents_cmd", "kill an agent"),
+    "rm": ("maxwell.cli.agents_cmd", "forget an ended agent (its ledger history stays)"),
     "events": ("maxwell.cli.agents_cmd", "print the node's events"),
     "price": ("maxwell.cli.agents_cmd", "show the spot price"),
     "top": ("maxwell.cli.agents_cmd", "a live view of the market"),
+    "web": ("maxwell.cli.web_cmd", "where the daemon's live page is (--open: open it)"),
     "status": ("maxwell.cli.agents_cmd", "the node's health: ticks, failures, last error"),
     "report": (
         "maxwell.cli.agents_cmd",
@@ -129,7 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:  # cannot happen: argparse requires a known command
         parser.error("no command")
     try:
-        return handler(args)
+        status = handler(args)
+        sys.stdout.flush()  # here, so that a reader gone is seen here and not as Python exits
+        return status
+    except BrokenPipeError:  # `maxwell events | head -1`: the reader has what it wanted
+        return _reader_gone()
     except MaxwellError as exc:
         return fail(f"maxwell {args.command_name}", str(exc), EXIT_FAILURE)
     except Exception as exc:  # a bug, still reported in one line with Maxwell's failure status
@@ -137,6 +143,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         message = f"internal error: {type(exc).__name__}: {exc} (MAXWELL_DEBUG=1 shows where)"
         return fail(f"maxwell {args.command_name}", message, EXIT_FAILURE)
+
+
+def _reader_gone() -> int:
+    """Whoever read our standard output stopped reading: end quietly, with success, as `cat`
+    does under `head`. Standard output goes to /dev/null, so that flushing it at exit (what
+    Python still holds for the closed pipe) cannot fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real stdout (a test's capture): nothing to flush there
+        pass
+    return 0
 
 
 if __name__ == "__main__":

@@ -9,11 +9,16 @@ the admin anyone's.
 from __future__ import annotations
 
 import argparse
-import json
 import pwd
 import uuid
 
-from maxwell.cli.agents_cmd import COMMON_EPILOG, add_client_arguments, dollars_j, run_with_client
+from maxwell.cli.agents_cmd import (
+    COMMON_EPILOG,
+    add_client_arguments,
+    dollars_j,
+    print_json,
+    run_with_client,
+)
 from maxwell.client import Client
 from maxwell.errors import UsageError
 from maxwell.node.facade import UserAccount
@@ -54,14 +59,14 @@ def _line(account: UserAccount) -> str:
 
 def _show(client: Client, args: argparse.Namespace) -> None:
     account = client.user_account(None if args.user is None else uid_of(args.user))
-    print(json.dumps(to_json(account)) if args.json else _line(account))
+    print_json(to_json(account)) if args.json else print(_line(account))
 
 
 def _fund(client: Client, args: argparse.Namespace) -> None:
     amount_j = parse_energy(args.energy) / UJ_PER_J
     # One key per invocation: a lost answer retried with it never funds twice.
     account = client.fund_user(uid_of(args.user), amount_j, key=uuid.uuid4().hex)
-    print(json.dumps(to_json(account)) if args.json else _line(account))
+    print_json(to_json(account)) if args.json else print(_line(account))
 
 
 HANDLERS = {"show": _show, "fund": _fund}

@@ -99,6 +99,7 @@ from maxwell.node.wire import (
     validation_message,
 )
 from maxwell.units import Money, tokens_to_money
+from maxwell.web import add_page_routes
 
 # The bodies' bounds are the wire's (`maxwell.node.wire`); these bound the query and the path.
 MAX_SEQ = 2**63 - 1
@@ -334,6 +335,7 @@ def create_app(
     _add_cluster_routes(app, cluster)
     _add_transfer_routes(app, node, transfers)
     _add_metrics_route(app, metrics, public_metrics=public_metrics)
+    add_page_routes(app)  # the live page at / (maxwell.web): public, it holds no secret
     return app
 
 
@@ -518,7 +520,7 @@ def _add_job_routes(app: FastAPI, node: Node) -> None:
 
 
 def _add_admin_routes(app: FastAPI, node: Node) -> None:
-    """The admin acting on an agent (audit, kill) and reading the event log."""
+    """The admin acting on an agent (audit, kill, remove) and reading the event log."""
 
     @app.post("/agents/{agent}/audit", tags=["admin"])
     def audit(agent: AgentId, caller: Caller) -> AuditResult:
@@ -535,6 +537,17 @@ def _add_admin_routes(app: FastAPI, node: Node) -> None:
         else:
             _require_admin(caller, "kill agents")
         return node.kill(agent)
+
+    @app.delete("/agents/{agent}", tags=["admin"])
+    def remove(agent: AgentId, caller: Caller) -> AgentInfo:
+        """Forget an ended agent (admin, or the local user who spawned it): it leaves the agents
+        and the API; its ledger history and its account's balance stay. 409 while it runs.
+        Answers with its last state."""
+        if caller.role is Role.USER:
+            _require_owner(caller, agent, "remove", node)
+        else:
+            _require_admin(caller, "remove agents")
+        return node.remove(agent)
 
     @app.get("/events", tags=["admin"])
     def events(

@@ -55,6 +55,7 @@ from maxwell.node.paths import StateLock, check_private_files, check_private_roo
 from maxwell.node.processes import AgentProcesses, spawn_request
 from maxwell.node.recovery import Recovery
 from maxwell.node.results import read_result
+from maxwell.node.retention import Retention
 from maxwell.node.state import admin_token, hash_token
 from maxwell.node.store import NodeStore
 from maxwell.node.supervisor import CgroupSupervisor, Supervisor
@@ -216,8 +217,7 @@ class NodeDaemon:
     # --- the tick and the daemon's life ---------------------------------------------------------
 
     def tick_once(self, *, settle_all: bool = False) -> None:
-        """Meter, bill, decide, clear and enforce: one tick (`maxwell.node.ticker`); a failure is
-        counted and raised, and retried next. `settle_all`: settle every agent's bills now."""
+        """One tick (`maxwell.node.ticker`); a failure is counted, raised and retried next."""
         with self._tick_lock:
             if self._closed:
                 return
@@ -241,32 +241,24 @@ class NodeDaemon:
             stop.wait(max(self.config.tick_s - elapsed, 0.0))
 
     def shutdown(self, *, kill_agents: bool = False) -> None:
-        """Stop. By default a last tick settles every agent and the agents keep running in their
-        groups, for a restarted daemon to re-adopt (with none alive, the daemon's cgroup tree is
-        removed); with `kill_agents`, a last tick bills them, then they and the tree go."""
+        """Stop. A last tick settles every agent, which keeps running for the next daemon to
+        re-adopt (with none alive, the cgroup tree goes); `kill_agents`: they and the tree go."""
         with self._tick_lock, self._lock:
             if self._closed:
                 return
-            if not kill_agents:
-                self._settle_before_leaving()
             if kill_agents:
                 self._processes.kill_all()
                 self.tick_once(settle_all=True)  # their last interval; removes their groups
-                self._processes.finish_all()
-                self._supervised.close()
-            elif not any(agent.state in LIVE for agent in self._registry):
+            else:  # settled, so the ledger is exact while no daemon runs; a failure loses
+                try:  # nothing: the next start bills the interval from the counters
+                    self.tick_once(settle_all=True)
+                except Exception:
+                    log.exception("the last settlement failed: the next start bills it")
+            if kill_agents or not any(agent.state in LIVE for agent in self._registry):
                 self._processes.finish_all()  # nothing left to re-adopt: leave no empty tree
                 self._supervised.close()
             self._closed = True
             self._close_parts()
-
-    def _settle_before_leaving(self) -> None:
-        """A last tick that settles every agent, so the ledger is exact while no daemon runs. If
-        it fails, nothing is lost: a restart bills the interval from the kernel's counters."""
-        try:
-            self.tick_once(settle_all=True)
-        except Exception:
-            log.exception("the last settlement failed: the next start bills it from the counters")
 
     def _close_parts(self) -> None:
         """Close what is open (also after a start that failed half-way), then let the next
@@ -372,8 +364,7 @@ class NodeDaemon:
             return self._users.fund(uid, amount, key)
 
     def bid(self, agent: str, price: float, demand: float | None = None) -> facade.AgentInfo:
-        """Never waits for a tick: checked and queued, stored and cleared by the next tick
-        (`maxwell.node.bids`); the answer shows the new bid, the rest as the last tick left it."""
+        """Checked and queued, never waiting for a tick (`maxwell.node.bids`); shows the bid."""
         if self._closed:
             raise facade.NodeError("the node is shutting down")
         found = self._registry.live(agent, "bid")
@@ -390,8 +381,7 @@ class NodeDaemon:
         return self._views.agent(found.id)
 
     def audit(self, agent: str) -> facade.AuditResult:
-        """Audit `agent` now: its report against the counters, and its threads' instruction
-        pointers against its code manifest; a liar is slashed at once, and told why."""
+        """Audit `agent` now (`maxwell.node.audits`): a liar is slashed at once, and told why."""
         with self._changing() as changed:
             changed.add(agent)
             found = self._registry.live(agent, "audit it")
@@ -412,6 +402,17 @@ class NodeDaemon:
             found = self._registry.live(agent, "kill it")
             self._processes.kill(found)
         return self._views.agent(agent)
+
+    def remove(self, agent: str) -> facade.AgentInfo:
+        """Forget an ended agent (`maxwell.node.retention`), after the tick that bills its end."""
+        if self._registry.get(agent).finished:
+            self.tick_once()
+        with self._changing() as changed:  # its answer is published until this block ends
+            changed.add(agent)
+            Retention(self.config, self._store, self._registry, [self._billing.forget]).forget(
+                agent
+            )
+            return self._views.agent(agent)
 
     # --- posted work (`maxwell.node.jobs`) --------------------------------------------------------
 

@@ -176,6 +176,10 @@ class AgentInfo:
     bounties: WireMoney = NO_MONEY  # earned by them
     user: str | None = None  # who it runs as: a user named at spawn, "dynamic:UID", or None
     # (the daemon's own user)
+    # Why it ended, once it has (None while it lives): "apoptosis", "killed" (`maxwell kill`, or
+    # `maxwell daemon --kill-agents`), "exited N" (its exit status; "exited on signal N", or
+    # "exited" where no daemon saw it end), "slashed" (apoptosis after an audit slashed it).
+    ended: str | None = None
 
 
 @dataclass(frozen=True)
@@ -393,6 +397,9 @@ class NodeStatus:
     cgroup: str  # "v1", "v2" or "none"
     capacity_cores: float = 0.0  # cores the last clearing sold: all of them, fewer when hot
     tick_stats: TickStats | None = None  # failures, last error, durations; None: not kept
+    # Journal events by kind since the daemon started (`maxwell_events_total`); None: not kept.
+    event_counts: Mapping[str, int] | None = None
+    node_cores: float | None = None  # cores it sells when cool (`capacity_cores`); None: unknown
 
 
 class NodeError(MaxwellError):
@@ -433,6 +440,12 @@ class NoInputLeftError(NodeError):
 
 class AgentGoneError(NodeError):
     """The agent is dead or exited: it can no longer bid or be funded."""
+
+    status = 409
+
+
+class AgentLiveError(NodeError):
+    """The agent still runs (or has not been billed for its end yet): it cannot be forgotten."""
 
     status = 409
 
@@ -486,6 +499,12 @@ class Node(Protocol):
     def report(self, agent: str, report: Report) -> AgentInfo: ...
 
     def kill(self, agent: str) -> AgentInfo: ...
+
+    def remove(self, agent: str) -> AgentInfo:
+        """Forget an ended agent (`maxwell rm`): gone from the agents and the API, its ledger
+        history and its account kept; refused (`AgentLiveError`) while it lives. Its last
+        answer."""
+        ...
 
     def audit(self, agent: str) -> AuditResult: ...
 

@@ -17,6 +17,8 @@ Tick health comes from the snapshot's `TickStats` when the node keeps them: fail
 ledger's rows, and `maxwell_tick_duration_seconds` as a histogram of committed ticks' durations.
 A node without them still exports that name as it always did, a gauge of the last tick's
 duration; `maxwell_last_tick_duration_seconds` is that gauge under a name that never changes type.
+`maxwell_events_total{kind}` counts the journal's events (apoptosis, audited, slashed, ...) since
+the daemon started, from the snapshot's `event_counts` when the node keeps them.
 """
 
 from __future__ import annotations
@@ -67,12 +69,14 @@ METRIC_NAMES = (
     "maxwell_headroom_celsius",
     "maxwell_energy_measured",
     "maxwell_capacity_cores",
+    "maxwell_node_cores",  # when the snapshot knows them
     "maxwell_tick_duration_seconds",  # a histogram with tick stats, else a gauge (the last tick)
     "maxwell_last_tick_duration_seconds",
     "maxwell_tick_interval_seconds",
     "maxwell_ticks_total",
     "maxwell_tick_failures_total",  # with tick stats
     "maxwell_ledger_rows_total",  # with tick stats
+    "maxwell_events_total",  # with event counts
     "maxwell_node_info",
 )
 
@@ -194,6 +198,12 @@ def _node_families(status: NodeStatus) -> Iterator[Metric]:
         "Cores the last clearing sold: all of the node's, fewer when it runs out of headroom.",
         value=status.capacity_cores,
     )
+    if status.node_cores is not None:
+        yield GaugeMetricFamily(
+            "maxwell_node_cores",
+            "Cores the node has to sell when cool: its capacity_cores setting, else its CPUs.",
+            value=status.node_cores,
+        )
     yield from _tick_families(status)
     yield GaugeMetricFamily(
         "maxwell_tick_interval_seconds",
@@ -251,6 +261,15 @@ def _tick_families(status: NodeStatus) -> Iterator[Metric]:
         yield CounterMetricFamily(
             "maxwell_ledger_rows", "Rows the ledger's journal holds.", value=stats.ledger_rows
         )
+    if status.event_counts is not None:
+        events = CounterMetricFamily(
+            "maxwell_events",
+            "Events the node's journal took since the daemon started, by kind.",
+            labels=("kind",),
+        )
+        for kind, count in status.event_counts.items():
+            events.add_metric([kind], float(count))
+        yield events
 
 
 class _SnapshotCollector(Collector):

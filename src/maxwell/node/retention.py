@@ -11,6 +11,11 @@ file and work directory (after 8,385 spawns `/status` was 2.8 MB and took 0.7 s)
 - The daemon sweeps at most once every `SWEEP_EVERY_S` (or every retention, if shorter), under
   its lock after a tick; a sweep with nothing to reclaim writes nothing.
 - What cannot be removed from the disk is logged and left; the agent is reclaimed all the same.
+- `forget` reclaims one ended agent at once, on request (`maxwell rm`, `DELETE /agents/{id}`),
+  whatever the retention: refused for a live agent (kill it first) and for one whose last
+  interval is not billed yet. As with a sweep, its money stays where it is: the balance left in
+  `agent:<id>` is kept in the ledger (nothing moves, so nothing is paid twice or lost), and
+  `maxwell ledger balances` still shows it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Callable, Iterable
 
 from maxwell.node.agents import LIVE, AgentRecord, AgentRegistry
 from maxwell.node.config import NodeConfig
+from maxwell.node.facade import AgentLiveError
 from maxwell.node.store import NodeStore
 
 log = logging.getLogger(__name__)
@@ -55,6 +61,21 @@ class Retention:
         if due:
             log.info("reclaimed %d agents that ended over %g s ago", len(due), self._retention_s)
         return [agent.id for agent in due]
+
+    def forget(self, agent_id: str) -> None:
+        """Reclaim an ended agent now (see the module); an `AgentLiveError` says why not."""
+        agent = self._agents.get(agent_id)
+        if agent.state in LIVE:
+            raise AgentLiveError(
+                f"agent {agent_id} is {agent.state}: kill it first (maxwell kill {agent_id})"
+            )
+        if agent.group is not None or agent.finished or not agent.accrual.empty:
+            raise AgentLiveError(
+                f"agent {agent_id} has ended but its last interval is not billed yet: "
+                "try again after the next tick"
+            )
+        self._reclaim(agent)
+        log.info("agent %s forgotten on request", agent_id)
 
     def _due(self, agent: AgentRecord, now: float) -> bool:
         return (

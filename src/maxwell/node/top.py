@@ -3,14 +3,31 @@
 `render` is a pure function of a `NodeStatus` snapshot and the latest events; `run_top` polls two
 callables and redraws, and knows nothing of HTTP (the CLI passes functions that ask the daemon
 through the SDK, which reads the API's JSON back into the facade's types with `maxwell.node.wire`).
+
+Rules:
+
+- A frame fits 80 columns whole: headers on one line each, numbers never cut (one that would not
+  fit its column loses decimals, then goes to three significant digits); only an agent's name
+  and a long reading's source fold onto the next line. Ids are never cut.
+- The events panel says what happened in short sentences, money in $J
+  (`maxwell.node.eventtext`), never a repr of the journal's detail.
+- Keys: `q` (or Ctrl-C) quits. Where standard input is a terminal, `TerminalKeys` reads it in
+  cbreak mode (a key arrives as it is pressed, no echo) and restores the terminal on the way out;
+  `wants_quit` is the pure rule on what was typed.
 """
 
 from __future__ import annotations
 
+import os
+import select
+import sys
+import termios
 import threading
+import tty
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, tzinfo
+from typing import Any, Protocol
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -19,10 +36,11 @@ from rich.table import Table
 from rich.text import Text
 
 from maxwell.errors import MaxwellError
+from maxwell.node.eventtext import sentence
 from maxwell.node.facade import AgentInfo, AgentState, Event, NodeStatus
 from maxwell.units import money_to_tokens, uj_to_joules
 
-__all__ = ["render", "run_top"]
+__all__ = ["TerminalKeys", "render", "run_top", "wants_quit"]
 
 STATE_STYLES: Mapping[AgentState, str] = {
     AgentState.RUNNING: "green",
@@ -33,7 +51,8 @@ STATE_STYLES: Mapping[AgentState, str] = {
 }
 
 # Events whose kind says something went wrong for an agent, drawn in red.
-_ALARMING_EVENTS = frozenset({"apoptosis", "killed", "frozen"})
+_ALARMING_EVENTS = frozenset({"apoptosis", "killed", "frozen", "slashed"})
+QUIT_KEYS = frozenset("qQ\x04")  # q, and Ctrl-D (cbreak mode reads it as a key)
 
 DEFAULT_MAX_EVENTS = 10
 
@@ -42,58 +61,73 @@ def _source(measured: bool) -> str:
     return "measured" if measured else "modelled"
 
 
-def _header(status: NodeStatus) -> Table:
+def _header(status: NodeStatus) -> Group:
+    """Four short lines, each under 76 columns for usual readings (a long one folds)."""
     price = status.price
-    grid = Table.grid(padding=(0, 3))
-    grid.add_row(
-        Text.assemble(("spot ", "bold"), f"{price.spot:.4f} $J/J"),
-        Text.assemble(("grid ", "bold"), f"{price.grid:.4f} $J/J"),
-        Text.assemble(("thermal factor ", "bold"), f"{price.thermal_factor:.3f}"),
-    )
     headroom_style = "red" if price.headroom_c < 5.0 else ""
-    grid.add_row(
+    gap = "   "
+    return Group(
         Text.assemble(
-            ("temperature ", "bold"),
-            f"{price.temperature_c:.1f} °C ",
-            (f"({_source(price.measured)}, {price.temperature_source})", "dim"),
+            ("spot ", "bold"), f"{price.spot:.4f} $J/J", gap,
+            ("grid ", "bold"), f"{price.grid:.4f} $J/J", gap,
+            ("thermal factor ", "bold"), f"{price.thermal_factor:.3f}",
         ),
-        Text.assemble(("headroom ", "bold"), (f"{price.headroom_c:.1f} °C", headroom_style)),
-        Text.assemble(("energy ", "bold"), f"{price.energy_source} ({_source(price.measured)})"),
-    )
-    grid.add_row(
-        Text.assemble(("mechanism ", "bold"), status.mechanism),
-        Text.assemble(("cgroup ", "bold"), status.cgroup),
+        Text.assemble(
+            ("temperature ", "bold"), f"{price.temperature_c:.1f} °C ",
+            (f"({_source(price.measured)}, {price.temperature_source})", "dim"), gap,
+            ("headroom ", "bold"), (f"{price.headroom_c:.1f} °C", headroom_style),
+        ),
+        Text.assemble(
+            ("energy ", "bold"), f"{price.energy_source} ({_source(price.measured)})", gap,
+            ("mechanism ", "bold"), status.mechanism, gap, ("cgroup ", "bold"), status.cgroup,
+        ),
         Text.assemble(
             ("tick ", "bold"),
             f"#{status.ticks} every {status.tick_s:g} s, "
             f"last {status.last_tick_duration_s * 1e3:.1f} ms",
         ),
-    )
-    return grid
+    )  # fmt: skip
+
+
+def fit(value: float, decimals: int, width: int) -> str:
+    """`value` in at most `width` characters where it can be: fewer decimals first, then three
+    significant digits. Never cut: a column too narrow grows."""
+    for places in range(decimals, -1, -1):
+        shown = f"{value:.{places}f}"
+        if len(shown) <= width:
+            return shown
+    return f"{value:.3g}"
+
+
+# The agents' columns: heading (one line, never cut), decimals of its numbers.
+_NUMBERS = (("balance $J", 3), ("bid $J/J", 4), ("demand", 2), ("share", 2), ("watts", 2))
 
 
 def _agents_table(agents: Sequence[AgentInfo]) -> Table:
-    table = Table(title=f"agents ({len(agents)})", title_justify="left", expand=True)
-    table.add_column("id", no_wrap=True)
-    table.add_column("name", overflow="ellipsis")
-    table.add_column("state", no_wrap=True)
-    table.add_column("balance $J", justify="right")
-    table.add_column("bid $J/J", justify="right")
-    table.add_column("demand", justify="right")
-    table.add_column("share", justify="right")
-    table.add_column("watts", justify="right")
-    table.add_column("energy J", justify="right")
+    table = Table(
+        title=f"agents ({len(agents)})", title_justify="left", expand=True,
+        box=None, pad_edge=False, header_style="bold",
+    )  # fmt: skip
+    table.add_column("id", no_wrap=True)  # never cut: commands take it whole
+    table.add_column("name", overflow="fold", ratio=1, min_width=4)
+    table.add_column("state", overflow="fold", min_width=9)
+    for heading, _ in _NUMBERS:
+        table.add_column(heading, justify="right", no_wrap=True, min_width=len(heading))
+    table.add_column("energy J", justify="right", no_wrap=True, min_width=8)
     for agent in agents:
+        numbers = (
+            money_to_tokens(agent.balance),
+            agent.bid,
+            agent.demand,
+            agent.share,
+            agent.power_w,
+        )
         table.add_row(
             agent.id,
             Text(agent.name),
-            Text(str(agent.state), style=STATE_STYLES.get(agent.state, "")),
-            f"{money_to_tokens(agent.balance):.3f}",
-            f"{agent.bid:.4f}",
-            f"{agent.demand:.2f}",
-            f"{agent.share:.2f}",
-            f"{agent.power_w:.2f}",
-            f"{uj_to_joules(agent.energy_uj):.2f}",
+            Text(agent.ended or str(agent.state), style=STATE_STYLES.get(agent.state, "")),
+            *(fit(n, places, len(h)) for n, (h, places) in zip(numbers, _NUMBERS, strict=True)),
+            fit(uj_to_joules(agent.energy_uj), 2, 8),
         )
     if not agents:
         table.add_row("", Text("no agents", style="dim"), *[""] * 7)
@@ -101,15 +135,15 @@ def _agents_table(agents: Sequence[AgentInfo]) -> Table:
 
 
 def _event_line(event: Event, tz: tzinfo | None) -> Text:
+    """`12:00:01 3f2a9c1e died of apoptosis, balance 0 $J`: when, who, what (`sentence`)."""
     at = datetime.fromtimestamp(event.at, tz).strftime("%H:%M:%S")
-    detail = " ".join(f"{key}={value}" for key, value in event.detail.items())
     style = "red" if event.kind in _ALARMING_EVENTS else ""
     return Text.assemble(
         (f"{at} ", "dim"),
-        (f"{event.kind:<10}", style or "bold"),
+        (event.agent or "node", "cyan"),
         " ",
-        (event.agent or "-", "cyan"),
-        f"  {detail}" if detail else "",
+        (sentence(event), style),
+        overflow="fold",
     )
 
 
@@ -143,6 +177,49 @@ def render(
     return Group(*parts)
 
 
+def wants_quit(typed: str) -> bool:
+    """Whether the keys typed ask `top` to quit: `q`, `Q` or Ctrl-D (Ctrl-C is a SIGINT)."""
+    return any(key in QUIT_KEYS for key in typed)
+
+
+class KeySource(Protocol):
+    def read(self, timeout_s: float) -> str: ...  # the keys typed within `timeout_s`, or ""
+
+
+class TerminalKeys:
+    """The keys typed on a terminal, read in cbreak mode: as pressed, without echo. A context
+    manager: the terminal's settings are restored on the way out, whatever happened."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._saved: list[Any] | None = None
+
+    @classmethod
+    def of_stdin(cls) -> TerminalKeys | None:
+        """Standard input's keys where it is a terminal; None where it is not (a pipe, a file)."""
+        try:
+            fd = sys.stdin.fileno()
+        except (AttributeError, ValueError, OSError):
+            return None
+        return cls(fd) if os.isatty(fd) else None
+
+    def __enter__(self) -> TerminalKeys:
+        self._saved = termios.tcgetattr(self._fd)
+        tty.setcbreak(self._fd, termios.TCSANOW)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._saved is not None:
+            termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
+
+    def read(self, timeout_s: float) -> str:
+        ready, _, _ = select.select([self._fd], [], [], max(timeout_s, 0.0))
+        if not ready:
+            return ""
+        typed = os.read(self._fd, 64)
+        return typed.decode(errors="replace") if typed else "\x04"  # the terminal went away
+
+
 def run_top(
     fetch_status: Callable[[], NodeStatus],
     fetch_events: Callable[[int], list[Event]],
@@ -152,8 +229,10 @@ def run_top(
     console: Console | None = None,
     max_events: int = DEFAULT_MAX_EVENTS,
     retry_on: tuple[type[BaseException], ...] = (MaxwellError, OSError),
+    keys: KeySource | None = None,
 ) -> None:
-    """Poll and redraw every `refresh_s` until `stop` is set or the user presses Ctrl-C.
+    """Poll and redraw every `refresh_s` until `stop` is set, `keys` say quit (`wants_quit`),
+    or the user presses Ctrl-C. Without `keys`, only `stop` and Ctrl-C end it.
 
     `fetch_events(after_seq)` returns the events newer than `after_seq`. A poll that raises one
     of `retry_on` (the daemon restarting, say) keeps the last frame on screen, marked stale,
@@ -182,6 +261,9 @@ def run_top(
                     live.update(
                         Text(f"waiting for the node: {error}", style="bold red"), refresh=True
                     )
-                stop.wait(refresh_s)
+                if keys is None:
+                    stop.wait(refresh_s)
+                elif wants_quit(keys.read(refresh_s)):
+                    return
         except KeyboardInterrupt:
             pass  # Ctrl-C is how a live view is left

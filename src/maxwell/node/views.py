@@ -11,6 +11,10 @@ Rules:
   price and the status take no lock and never wait for a tick: they see what the last tick or
   call left, whole. A bid or report waiting for the next tick (`maxwell.node.inbox`) shows as
   the agent's.
+- An ended agent's answer says why it ended (`ended_reason`): "killed" where the journal holds
+  its `killed:<id>` entry (a kill on request, or a daemon that stopped with `--kill-agents`),
+  else "apoptosis" for a dead agent ("slashed" if an audit slashed it first), "exited N" for one
+  whose command ended. The journal is asked once per dead agent.
 - A publication that fails (the store cannot be read) is logged and the last answers stay.
 - The event log is the ledger's journal, filtered to the kinds in `EVENT_KINDS`, oldest first,
   read through the store's read-only connection (`NodeStore.reader`): no lock, what was last
@@ -28,9 +32,10 @@ from typing import ParamSpec
 from maxwell.economy.ledger import UnknownAccountError, moved_agents
 from maxwell.economy.store import LedgerStore
 from maxwell.errors import MaxwellError
-from maxwell.node.agents import AgentRegistry, agent_info, report_of
+from maxwell.node.agents import LIVE, AgentRecord, AgentRegistry, agent_info, report_of
 from maxwell.node.config import NodeConfig
-from maxwell.node.facade import AgentInfo, Event, NodeStatus, UnknownAgentError
+from maxwell.node.eventtally import EventTally
+from maxwell.node.facade import AgentInfo, AgentState, Event, NodeStatus, UnknownAgentError
 from maxwell.node.state import NodeState
 from maxwell.node.supervisor import Supervisor
 from maxwell.node.ticker import Ticker
@@ -43,6 +48,20 @@ EVENT_KINDS = (
     "insolvent", "apoptosis", "exited", "killed", "bonded", "unbonded", "released", "audited",
     "slashed", "bounty", "rejected",
 )  # fmt: skip
+
+
+def ended_reason(agent: AgentRecord, killed: bool) -> str | None:
+    """Why an agent ended (None while it lives): `killed` says the journal holds its kill."""
+    if agent.state in LIVE:
+        return None
+    if agent.state is AgentState.EXITED:
+        code = agent.exit_code
+        if code is None:  # it ended while no daemon watched it: its status is lost
+            return "exited"
+        return f"exited on signal {-code}" if code < 0 else f"exited {code}"
+    if killed:
+        return "killed"
+    return "slashed" if agent.slashed else "apoptosis"
 
 
 def _logged_failure(publish: Callable[P, None]) -> Callable[P, None]:
@@ -83,6 +102,8 @@ class NodeViews:
         self._balances: dict[str, Money] = {}
         self._ledger_rows = 0
         self._stale: set[str] = set()  # agents whose answers a failed publication did not make
+        self._ended: dict[str, str] = {}  # why each ended agent ended, found once
+        self._tally = EventTally(state, EVENT_KINDS, after_seq=ledger.entries_written())
 
     @_logged_failure
     def publish(self, agent_ids: Iterable[str] | None = None) -> None:
@@ -115,14 +136,26 @@ class NodeViews:
             agent = self._agents.agents.get(agent_id)
             if agent is None:  # reclaimed (`maxwell.node.retention`)
                 published.pop(agent_id, None)
+                self._ended.pop(agent_id, None)
             else:
                 balance = balances.get(agent.account)
                 if balance is None:
                     balance = self._balance(agent.account)
-                published[agent_id] = agent_info(agent, Money(balance - agent.accrual.owed))
+                info = agent_info(agent, Money(balance - agent.accrual.owed))
+                published[agent_id] = dataclasses.replace(info, ended=self._why_ended(agent))
         if len(published) > len(self._published):  # new agents: in the registry's order
             published = {a: published[a] for a in self._agents.agents if a in published}
         self._published, self._ledger_rows, self._stale = published, ledger_rows, set()
+
+    def _why_ended(self, agent: AgentRecord) -> str | None:
+        """`ended_reason`, the journal asked once per dead agent (an exit status is at hand)."""
+        if agent.state is not AgentState.DEAD:
+            return ended_reason(agent, killed=False)
+        found = self._ended.get(agent.id)
+        if found is None:
+            killed = self._ledger.key_used(f"killed:{agent.id}")
+            found = self._ended[agent.id] = ended_reason(agent, killed) or "apoptosis"
+        return found
 
     def _balance(self, account: str) -> Money:
         try:
@@ -177,4 +210,6 @@ class NodeViews:
             cgroup=self._supervisor.kind,
             capacity_cores=ticker.sold_cores,
             tick_stats=ticker.stats.snapshot(self._ledger_rows),
+            event_counts=self._tally.counts(self._ledger_rows),
+            node_cores=ticker.capacity_cores,
         )
