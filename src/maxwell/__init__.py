@@ -29,7 +29,7 @@ A map of the package (each folder is one layer of shared/ARCHITECTURE.md):
 - `cluster`: beyond one machine: the placement rule, money across nodes, jobs on Ray; `ray`:
   the decorator that runs a Python function as an agent where it is cheapest.
 - `sim`: the digital twin: the daemon's pure tick on virtual time beside a fair-share baseline,
-  one node or many (gossip, price coupling, placement).
+  one node or many (gossip, price coupling, placement), scenarios in TOML (`sim.scenario`).
 - `experiments`: the evidence: each claim of the vision measured beside fair share, and the
   report that gathers them.
 - `bench`: benchmarks that print JSON.

@@ -60,6 +60,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "infer": ("maxwell.cli.proof_cmd", "run an ONNX model and write a proof of the inference"),
     "verify": ("maxwell.cli.proof_cmd", "check a proof of inference without re-running the model"),
     "experiment": ("maxwell.cli.experiment_cmd", "a claim of the vision measured vs fair share"),
+    "sim": ("maxwell.cli.sim_cmd", "run a scenario file on the twin: Maxwell beside fair share"),
 }
 # A command with a second form, chosen by a flag of its own after the command's name.
 FORMS: dict[str, tuple[str, str]] = {

@@ -152,9 +152,9 @@ def _agent_figures(agent: SimAgent) -> dict[str, object]:
     }  # fmt: skip
 
 
-def run(scenario: Scenario, policy: Policy) -> Outcome:
-    """`scenario` under `policy` (see the module)."""
-    node = NodeRun(scenario, policy)
+def run(scenario: Scenario, policy: Policy, *, trace: bool = True) -> Outcome:
+    """`scenario` under `policy` (see the module); `trace`: keep a sample of every tick."""
+    node = NodeRun(scenario, policy, trace=trace)
     for _ in range(round(scenario.duration_s / scenario.tick_s)):
         node.meter()
         node.settle(scenario.spot_price, scenario.cores)
