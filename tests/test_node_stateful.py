@@ -206,3 +206,18 @@ NodeMachine.TestCase.settings = settings(
     max_examples=40, stateful_step_count=40, deadline=None, derandomize=True
 )
 test_the_node_never_bills_twice_nor_loses_an_interval = NodeMachine.TestCase
+
+
+def test_an_agent_settled_while_resting_is_billed_once_after_a_crash() -> None:
+    """Found by the machine above: an agent burns, rests, and its settlement comes due while it
+    rests (it is not planned that tick); then the daemon crashes. Its counters must be written
+    with that settlement, or the restart bills the same interval again from the old ones."""
+    machine = NodeMachine()
+    machine.start()
+    try:
+        agent = machine.spawn(bid=2.0, fund=50)
+        machine.burn(agent=agent, cpu_s=0.125, freed=0)
+        machine.idle(ticks=4)  # settlement_s 0.35: due on the 4th tick, while it rests
+        machine.crash_and_restart(cpu_s=0.0)  # checks: billed once, money adds up
+    finally:
+        machine.teardown()

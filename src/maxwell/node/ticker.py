@@ -144,9 +144,10 @@ def row_updates(
 ) -> dict[str, dict[str, object]]:
     """The row fields a tick writes: an agent's state when it changed; its counters (billed up
     to) and figures only with its settlement, so that a restart bills from them exactly once.
-    Each agent's `written` becomes a new dict (a roll-back keeps the old)."""
+    Each agent's `written` becomes a new dict (a roll-back keeps the old). A resting agent is
+    not planned, but may be settled (its settlement came due): its counters go with it too."""
     updates: dict[str, dict[str, object]] = {}
-    for agent_id in plan.agents:
+    for agent_id in sorted(plan.agents.keys() | settled):
         agent = agents[agent_id]
         fields: dict[str, object] = {
             "state": str(agent.state),
