@@ -10,9 +10,10 @@ A tick of `tick_s` virtual seconds:
    plan lets run on what the winners leave idle shares that leftover equally); under fair
    share, capacity is shared equally among those that want it, and what one leaves unused goes
    to the others (work conserving), as CFS does;
-2. the node meters it: each agent's energy is its core-seconds at `w_per_core` (the active
-   power, attributed by use, as `maxwell.meter` does), bytes freed by its behaviour; the die
-   follows the first-order RC model (`maxwell.physics.ThermalRC`) at idle + active power;
+2. the node meters it: the interval's energy (idle + `w_per_core` per busy core) is split
+   among the agents by CPU time by the meter's own pure core (`maxwell.meter.attribution`:
+   integer µJ, the idle part the house's), bytes freed by its behaviour; the die follows the
+   first-order RC model (`maxwell.physics.ThermalRC`) at idle + active power;
 3. under the market, `plan_tick` bills the interval, decides apoptosis and clears the next one;
    the engine applies the plan (balances, states, grants). Fair share has no step 3: nobody pays
    and nobody dies.
@@ -26,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from maxwell.meter.attribution import attribute
 from maxwell.node.facade import AgentState
 from maxwell.node.tick import (
     CORES_EPSILON,
@@ -248,17 +250,30 @@ def _use(
         for name, extra in water_fill(max(left, 0.0), sharers).items():
             cores[name] += extra
     dt = scenario.tick_s
+    energies = _attribute(scenario, {a.spec.name: cores[a.spec.name] * dt for a in live})
     for agent in live:
-        _burn(agent, cores[agent.spec.name] * dt, scenario)
+        _burn(agent, cores[agent.spec.name] * dt, energies[agent.spec.name])
     wanted = sum(a.spec.behaviour.uses(wants[a.spec.name], wants[a.spec.name]) for a in live)
     return sum(cores.values()), wanted
 
 
-def _burn(agent: SimAgent, core_s: float, scenario: Scenario) -> None:
+def _attribute(scenario: Scenario, core_s: Mapping[str, float]) -> Mapping[str, int]:
+    """The interval's node energy (idle + active power) split among the agents by CPU time, by
+    the meter's own pure core (`maxwell.meter.attribution`): µJ each, the idle part the house's."""
+    busy_s = sum(core_s.values())
+    dt = scenario.tick_s
+    return attribute(
+        total_uj=round((scenario.idle_w * dt + scenario.w_per_core * busy_s) * _UJ),
+        idle_uj=round(scenario.idle_w * dt * _UJ),
+        node_busy_ns=round(busy_s * 1e9),
+        workload_cpu_ns={name: round(used * 1e9) for name, used in core_s.items()},
+    ).workloads_uj
+
+
+def _burn(agent: SimAgent, core_s: float, energy_uj: int) -> None:
     behaviour = agent.spec.behaviour
-    energy_j = core_s * scenario.w_per_core
-    agent.energy_j += energy_j
-    agent.energy_uj = round(energy_j * _UJ)
+    agent.energy_j += energy_uj / _UJ
+    agent.energy_uj = energy_uj
     agent.freed = behaviour.frees(core_s)
     agent.freed_total += agent.freed
     agent.units += behaviour.produces(core_s)
