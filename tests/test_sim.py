@@ -6,6 +6,8 @@ funded useful job finishes, value per joule is higher than under fair share)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -43,14 +45,30 @@ def test_the_market_kills_the_looper_and_finishes_the_useful_job_fair_share_kill
     assert finished <= fair["agents"]["useful"]["ended_at_s"]  # type: ignore[index]
 
 
-def test_money_is_conserved_for_every_agent_and_no_core_is_used_twice() -> None:
-    outcome = run(MIX, "maxwell")
-    for agent in outcome.agents:
-        assert agent.paid_j + agent.balance / 1e6 == pytest.approx(agent.spec.fund_j, abs=1e-5)
-        assert agent.paid_j <= agent.spec.fund_j + 1e-9
-    assert all(sample.cores_used <= MIX.cores + 1e-9 for sample in outcome.trace)
-    total_core_s = sum(a.energy_j for a in outcome.agents) / MIX.w_per_core
-    assert total_core_s == pytest.approx(sum(s.cores_used for s in outcome.trace) * MIX.tick_s)
+CHEATERS = (  # billed by their reports once bonded (a 40 $J bond at p = 0.2)
+    AgentSpec("cheater", DEFAULTS["cheater"], fund_j=300.0, bid=1.5),
+    AgentSpec("cheater-i", replace(DEFAULTS["cheater"], strategy="intermittent"), 60.0, 1.5),
+)
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [MIX, replace(MIX, agents=MIX.agents + CHEATERS, cores=3.0, audit_probability=0.2)],
+    ids=["mix", "mix-with-cheaters"],
+)
+def test_money_is_conserved_for_every_agent_and_no_core_is_used_twice(scenario: Scenario) -> None:
+    outcome = run(scenario, "maxwell")
+    for agent in outcome.agents:  # paid + slashed + balance + bond held = funding
+        held = agent.slashed_j + agent.balance / 1e6 + agent.reports.bond / 1e6
+        assert agent.paid_j + held == pytest.approx(agent.spec.fund_j, abs=1e-5)
+        assert agent.paid_j + agent.slashed_j <= agent.spec.fund_j + 1e-9
+        assert agent.reports.bond == 0 or agent.live  # an agent that ended got its bond back
+    if scenario.agents != MIX.agents:  # one is slashed, the other dies holding its bond
+        assert [a.spec.name for a in outcome.agents if a.slashed_j > 0] == ["cheater"]
+    assert all(sample.cores_used <= scenario.cores + 1e-9 for sample in outcome.trace)
+    total_core_s = sum(a.energy_j for a in outcome.agents) / scenario.w_per_core
+    used_core_s = sum(s.cores_used for s in outcome.trace) * scenario.tick_s
+    assert total_core_s == pytest.approx(used_core_s)
 
 
 def test_fair_share_gives_equal_shares_and_leaves_no_wanted_core_idle() -> None:

@@ -3,8 +3,8 @@ scenario file run on the twin (issue 14, 2; `maxwell.sim`: simulated nodes on vi
 this machine's processes), under the market and under fair share, side by side with the ratio.
 
 Figures: energy (J), value delivered, value per joule, energy on low-value work (loopers, bloats,
-hoarders), core-seconds left idle while someone wanted them, agents killed, jobs done, the
-hottest die. The same file and seed give the same figures. Examples are in `scenarios/`; the
+hoarders, cheaters, malicious agents), core-seconds left idle while someone wanted them, agents
+killed, jobs done, the hottest die. The same file and seed give the same figures. Examples are in `scenarios/`; the
 format in full is in `maxwell.sim.scenario`. In short (all but the agents' keys optional):
 
     seed = 0                  # the default seed (--seed overrides it)
@@ -16,7 +16,8 @@ format in full is in `maxwell.sim.scenario`. In short (all but the agents' keys 
     [[agents]]                # a group of agents; as many groups as wanted
     name = "looper"           # its agents: looper, or looper-0, looper-1... if count > 1
     count = 2
-    behaviour = "looper"      # useful, looper, bloat, hoarder, bursty, or a table of a kind
+    behaviour = "looper"      # useful, looper, bloat, hoarder, bursty, cheater,
+                              # malicious, or a table of a kind
                               # and overrides: { kind = "useful", job_units = 600 }
     fund = [10, 30]           # $J: a number, or [low, high] drawn per agent from the seed
     bid = 1.0                 # $J per J: the same

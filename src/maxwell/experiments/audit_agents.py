@@ -12,8 +12,9 @@ Rules (the daemon's: `maxwell.node.claims`, `maxwell.node.audits`, `maxwell.node
   until it is slashed: an intermittent cheater is a persistent one from its first lie on.
 - Each tick the agent is audited with probability `p` (`draw_audits`). The verdict is `judge`
   (the claim against the counters read at the same instant, with the documented tolerances);
-  the money is `judge_audit`: the bond, and the claw-back of the shadow (the agent is assumed
-  to hold enough to pay it back). A slashed agent is billed by the meter: it keeps nothing more.
+  the money is `judge_audit` (the two as the twin's `maxwell.sim.audits.audit_claim`): the bond,
+  and the claw-back of the shadow (the agent is assumed to hold enough to pay it back). A
+  slashed agent is billed by the meter: it keeps nothing more.
 - The bond is the daemon's (`bond_for`): Becker's, for the agent's whole bill at full demand
   for one tick, whatever it means to lie.
 """
@@ -40,6 +41,7 @@ from maxwell.node.policy.optimistic import (
     gain_per_tick,
     joules_per_cpu_ns,
 )
+from maxwell.sim.audits import audit_claim
 
 AGENT = "cheater"
 NO_TOLERANCE = Tolerance(relative=0.0, absolute=0)
@@ -123,8 +125,9 @@ def cheater_trial(
             continue
         shadow += gain if lies else 0
         if draw_audits([AGENT], p, rng):
-            verdict = judge(Usage(claimed, 0), Usage(measured, 0))
-            judgement = judge_audit(AGENT, verdict.findings, bond=bond, shadow=shadow, balance=RICH)
+            judgement = audit_claim(
+                AGENT, Usage(claimed, 0), Usage(measured, 0), bond=bond, shadow=shadow, balance=RICH
+            )
             if not judgement.honest:
                 slash = Trial(unaudited, tick, judgement.bond_taken, judgement.clawback)
     return slash if slash is not None else Trial(unaudited)

@@ -27,7 +27,7 @@ def scenario(seed: int) -> Scenario:
     poor = round(random.Random(seed).uniform(5, 20), 2)
     return Scenario(
         agents=(
-            AgentSpec("malicious", DEFAULTS["looper"], fund_j=10_000.0, bid=5.0),
+            AgentSpec("malicious", DEFAULTS["malicious"], fund_j=10_000.0, bid=5.0),
             AgentSpec("benign", DEFAULTS["useful"], fund_j=poor, bid=2.0),
             AgentSpec("funded", DEFAULTS["useful"], fund_j=600.0, bid=2.0),
         ),

@@ -18,17 +18,28 @@ A tick of `tick_s` virtual seconds:
    the engine applies the plan (balances, states, grants). Fair share has no step 3: nobody pays
    and nobody dies.
 
-Deterministic: no randomness but the mechanism's own (seeded by the tick), agents in id order.
+Optimistic billing (market only; `maxwell.sim.audits`, the daemon's cores): an agent whose
+behaviour reports its own use (a `cheater`) posts the daemon's bond once it can afford it and is
+then billed by its claims, not the meter; each tick every agent billed by its claims is audited
+with probability `Scenario.audit_probability`, and a liar caught loses its bond and pays back
+what its claims under-billed, then is metered. Every other agent is metered. Fair share neither
+bills nor audits. Money stays with the agent: paid + slashed + balance + bond held = funding.
+
+Deterministic: no randomness but the mechanism's own (seeded by the tick) and the audits' (one
+`random.Random(Scenario.seed)` per node), agents in id order.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from maxwell.audit.policy import DEFAULT_AUDIT_PROBABILITY, Usage, draw_audits
 from maxwell.meter.attribution import attribute
 from maxwell.node.facade import AgentState
+from maxwell.node.policy.optimistic import TickPrices, joules_per_cpu_ns
 from maxwell.node.tick import (
     CORES_EPSILON,
     AgentTickInput,
@@ -38,6 +49,7 @@ from maxwell.node.tick import (
     plan_tick,
 )
 from maxwell.physics import ThermalRC
+from maxwell.sim import audits
 from maxwell.sim.behaviours import LOW_VALUE, Behaviour
 from maxwell.units import Money
 
@@ -71,6 +83,8 @@ class Scenario:
     landauer_multiplier: float = 4e11
     grace_s: float = 3.0
     thermal: ThermalRC = field(default_factory=ThermalRC)
+    audit_probability: float = DEFAULT_AUDIT_PROBABILITY  # per tick, of each agent billed by claims
+    seed: int = 0  # the audits' draws
 
 
 @dataclass
@@ -87,6 +101,7 @@ class SimAgent:
     granted: float = 0.0  # cores it may use (a hard quota under the market)
     idle_share: float = 0.0  # cores it may take of what the winners leave (market only)
     energy_uj: int = 0  # the last interval's, for its bill
+    cpu_ns: int = 0  # the last interval's
     freed: int = 0
     units: float = 0.0
     energy_j: float = 0.0
@@ -94,6 +109,12 @@ class SimAgent:
     tax_j: float = 0.0  # of what it paid, the Landauer tax ($J)
     freed_total: int = 0  # bytes freed in all
     ended_at_s: float | None = None
+    reports: audits.Reports = field(default_factory=audits.Reports)  # its claims, bond, audits
+
+    @property
+    def slashed_j(self) -> float:
+        """What audits took of it: bonds and claw-backs ($J)."""
+        return self.reports.slashed / _UJ
 
     @property
     def live(self) -> bool:
@@ -151,6 +172,8 @@ def _agent_figures(agent: SimAgent) -> dict[str, object]:
         "energy_j": round(agent.energy_j, 3), "units": round(agent.units, 3),
         "paid_j": round(agent.paid_j, 3), "tax_j": round(agent.tax_j, 3),
         "freed_bytes": agent.freed_total, "ended_at_s": agent.ended_at_s,
+        "slashed_j": round(agent.slashed_j, 3), "audits": agent.reports.audits,
+        "caught_at_s": agent.reports.caught_at_s,
     }  # fmt: skip
 
 
@@ -173,6 +196,8 @@ class NodeRun:
     def __init__(self, scenario: Scenario, policy: Policy, *, trace: bool = True) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}: one of {', '.join(POLICIES)}")
+        if not 0 <= scenario.audit_probability <= 1:
+            raise ValueError(f"audit_probability in [0, 1], got {scenario.audit_probability!r}")
         self.scenario, self.policy, self.thermal = scenario, policy, scenario.thermal
         self.agents: list[SimAgent] = []
         self.live: list[SimAgent] = []  # the agents not yet ended, in admission order
@@ -181,6 +206,7 @@ class NodeRun:
         self.temperature_c = self.peak_c = scenario.thermal.ambient_c
         self.idle_wanted, self.tick, self.used = 0.0, 0, 0.0
         self._trace: list[Sample] | None = [] if trace else None
+        self._audit_rng = random.Random(scenario.seed)
 
     @property
     def now_s(self) -> float:
@@ -200,6 +226,11 @@ class NodeRun:
         scenario = self.scenario
         self.tick += 1
         used, wanted = _use(self.live, scenario, self.now_s - scenario.tick_s, self.policy)
+        for agent in self.live:  # a reporting agent reports the interval (and may lie)
+            behaviour = agent.spec.behaviour
+            if behaviour.reports:
+                claim = behaviour.claims(agent.cpu_ns, self.tick, agent.index)
+                agent.reports.record(agent.cpu_ns, agent.freed, claim)
         self.idle_wanted += max(0.0, min(wanted, scenario.cores) - used) * scenario.tick_s
         power = scenario.idle_w + scenario.w_per_core * used
         self.temperature_c = self.thermal.step(self.temperature_c, power, scenario.tick_s)
@@ -211,14 +242,29 @@ class NodeRun:
         `capacity_cores` (fewer than the node's cores when derated for heat) is carried out."""
         now = self.now_s
         if self.policy == "maxwell":
+            prices = TickPrices(spot_price, self.temperature_c, self.scenario.landauer_multiplier)
+            bills = _bills(self.live, self.scenario, prices)
             plan = _plan(self.live, self.scenario, self.tick, now, self.temperature_c,
-                         spot_price, capacity_cores)  # fmt: skip
+                         spot_price, capacity_cores, bills)  # fmt: skip
             _apply(self.live, plan, now)
+            self._audit(now)
+            _stake(self.live, self.scenario, spot_price)
         else:
             _end_finished(self.live, now)
         if self._trace is not None:
             self._trace.append(_sample(self.agents, now, self.temperature_c, self.used))
         self.live = [a for a in self.live if a.live]
+
+    def _audit(self, now: float) -> None:
+        """Audit each agent billed by its claims with the node's probability (the daemon's
+        `draw_audits`, after the plan); a liar's claw-back comes out of its new balance."""
+        billed_by_claims = {a.spec.name: a for a in self.live if a.reports.bond > 0}
+        drawn = draw_audits(sorted(billed_by_claims), self.scenario.audit_probability,
+                            self._audit_rng)  # fmt: skip
+        for name in drawn:
+            agent = billed_by_claims[name]
+            judgement = agent.reports.audit(name, agent.balance, now)
+            agent.balance = Money(agent.balance - judgement.clawback)
 
     def outcome(self) -> Outcome:
         return Outcome(self.policy, tuple(self.agents), self.idle_wanted, self.peak_c,
@@ -274,6 +320,7 @@ def _burn(agent: SimAgent, core_s: float, energy_uj: int) -> None:
     behaviour = agent.spec.behaviour
     agent.energy_j += energy_uj / _UJ
     agent.energy_uj = energy_uj
+    agent.cpu_ns = round(core_s * 1e9)
     agent.freed = behaviour.frees(core_s)
     agent.freed_total += agent.freed
     agent.units += behaviour.produces(core_s)
@@ -304,13 +351,16 @@ def _plan(
     temperature: float,
     spot_price: float,
     capacity_cores: float,
+    bills: Mapping[str, tuple[int, int]],
 ) -> TickPlan:
-    """The daemon's own tick over the interval just metered."""
+    """The daemon's own tick over the interval just metered; `bills`: each live agent's energy
+    and bytes freed to bill (`_bills`)."""
     inputs = [
         AgentTickInput(
             agent=a.spec.name, state=AgentState.EXITED if a.done else a.state,
             balance=a.balance, bid=a.spec.bid, demand=a.spec.behaviour.demand,
-            energy_uj=a.energy_uj, bytes_freed=a.freed, burn_per_s=a.burn_per_s,
+            energy_uj=bills[a.spec.name][0], bytes_freed=bills[a.spec.name][1],
+            burn_per_s=a.burn_per_s,
             insolvent_since_s=a.insolvent_since_s, bid_seq=a.index, price=a.price,
         )
         for a in agents if a.live
@@ -349,6 +399,46 @@ def _apply(agents: Sequence[SimAgent], plan: TickPlan, now: float) -> None:
             agent.granted = planned.cores
             quota = planned.quota_cores if planned.quota_cores is not None else planned.cores
             agent.idle_share = max(0.0, quota - planned.cores)
+
+
+def _bills(
+    agents: Sequence[SimAgent], scenario: Scenario, prices: TickPrices
+) -> dict[str, tuple[int, int]]:
+    """What each live agent is billed this tick (energy µJ, bytes freed): the meter's figures,
+    or, for an agent billed by its claims, as the daemon's `maxwell.node.claims` bills it: its
+    claim's increase at the tick's joules per CPU second over every agent metered, what that
+    under-bills going to its shadow."""
+    live = [a for a in agents if a.live]
+    if not any(a.reports.by_claims for a in live):
+        return {a.spec.name: (a.energy_uj, a.freed) for a in live}
+    cpu_ns = {a.spec.name: a.cpu_ns for a in live}
+    energies = {a.spec.name: a.energy_uj for a in live}
+    rate = joules_per_cpu_ns(cpu_ns, energies, scenario.w_per_core)
+    return {
+        a.spec.name: a.reports.bill(rate, Usage(a.cpu_ns, a.freed), a.energy_uj, prices)
+        if a.reports.by_claims
+        else (a.energy_uj, a.freed)
+        for a in live
+    }
+
+
+def _stake(agents: Sequence[SimAgent], scenario: Scenario, spot_price: float) -> None:
+    """After the plan: an agent that ended gets its bond back; a live reporting agent not yet
+    billed by its claims (and never caught) posts its bond if it can afford it (none at p = 0),
+    and is billed by its claims from the next tick on."""
+    p = scenario.audit_probability
+    for agent in agents:
+        reports = agent.reports
+        if not agent.live:
+            agent.balance = Money(agent.balance + reports.release())
+            continue
+        if not agent.spec.behaviour.reports or reports.by_claims or reports.caught_at_s is not None:
+            continue
+        demand = agent.spec.behaviour.demand
+        bond = audits.bond(demand, scenario.w_per_core, scenario.tick_s, spot_price, p)
+        if agent.balance >= bond:
+            agent.balance = Money(agent.balance - bond)
+            reports.start(bond)
 
 
 def _end_finished(agents: Sequence[SimAgent], now: float) -> None:

@@ -17,6 +17,7 @@ A scenario file (Python 3.11's `tomllib`; every key but the agents' optional)::
     spot_price = 1.0              # > 0, $J per J
     landauer_multiplier = 4e11    # >= 0
     grace_s = 3.0                 # >= 0, insolvent this long before apoptosis
+    audit_probability = 0.001     # in [0, 1], per tick, of each agent billed by its reports
 
     [node.thermal]                # the die's RC model (`maxwell.physics.ThermalRC`)
     ambient_c = 25.0
@@ -27,16 +28,20 @@ A scenario file (Python 3.11's `tomllib`; every key but the agents' optional)::
     [[agents]]                    # a group of agents, as many groups as wanted
     name = "looper"               # the agents' names: the name if count = 1, else name-000, ...
     count = 1                     # >= 0 (0 leaves the group out)
-    behaviour = "looper"          # a kind (useful, looper, bloat, hoarder, bursty), or a table:
+    behaviour = "looper"          # a kind (useful, looper, bloat, hoarder, bursty, cheater,
+    # malicious), or a table:
     # behaviour = { kind = "useful", job_units = 600, value_per_unit = 2 } overrides fields of
     # the kind's defaults (`maxwell.sim.behaviours.DEFAULTS`): demand, value_per_unit,
-    # units_per_core_s, job_units, churn_bytes_per_core_s, use_fraction, duty, period_s
+    # units_per_core_s, job_units, churn_bytes_per_core_s, use_fraction, duty, period_s, and a
+    # cheater's claim_fraction and lie_share (in [0, 1]) and strategy ("persistent" or
+    # "intermittent")
     fund = [10, 30]               # $J: a number, or [low, high] drawn uniformly per agent
     bid = 1.0                     # $J per J: a number, or [low, high]
 
 Draws: each group has its own generator, seeded by the seed and the group's name, and draws fund
 then bid per agent in order; so the same file and seed give the same scenario, and adding,
-removing or reordering a group changes no other group's draws.
+removing or reordering a group changes no other group's draws. The audits' draws on node i are
+seeded by the seed + i (`Scenario.seed`).
 
 Nodes: with `nodes = N > 1` the agents (all groups, in file order) are placed round-robin, agent
 i on node i mod N (`LoadedScenario.placement`). For now `run_nodes` runs each node on its own
@@ -63,7 +68,7 @@ from typing import Any, Final
 
 from maxwell.errors import UsageError
 from maxwell.physics import ThermalRC
-from maxwell.sim.behaviours import DEFAULTS, KINDS, Behaviour
+from maxwell.sim.behaviours import DEFAULTS, KINDS, STRATEGIES, Behaviour
 from maxwell.sim.engine import AgentSpec, Outcome, Policy, Scenario, SimAgent, run
 
 _NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -78,7 +83,7 @@ _ANY: Final[Bound] = (-math.inf, False)
 _NODE: Final[Mapping[str, Bound]] = {
     "cores": _ABOVE_0, "tick_s": _ABOVE_0, "duration_s": _ABOVE_0, "idle_w": _AT_LEAST_0,
     "w_per_core": _AT_LEAST_0, "spot_price": _ABOVE_0, "landauer_multiplier": _AT_LEAST_0,
-    "grace_s": _AT_LEAST_0,
+    "grace_s": _AT_LEAST_0, "audit_probability": _AT_LEAST_0,
 }  # fmt: skip
 _THERMAL: Final[Mapping[str, Bound]] = {
     "ambient_c": _ANY, "resistance_k_per_w": _ABOVE_0, "capacitance_j_per_k": _ABOVE_0,
@@ -87,9 +92,11 @@ _THERMAL: Final[Mapping[str, Bound]] = {
 _BEHAVIOUR: Final[Mapping[str, Bound]] = {
     "demand": _ABOVE_0, "value_per_unit": _AT_LEAST_0, "units_per_core_s": _AT_LEAST_0,
     "job_units": _ABOVE_0, "churn_bytes_per_core_s": _AT_LEAST_0, "use_fraction": _ABOVE_0,
-    "duty": _ABOVE_0, "period_s": _ABOVE_0,
+    "duty": _ABOVE_0, "period_s": _ABOVE_0, "claim_fraction": _AT_LEAST_0,
+    "lie_share": _AT_LEAST_0,
 }  # fmt: skip
-_FRACTIONS: Final = frozenset({"use_fraction", "duty"})  # at most 1
+_FRACTIONS: Final = frozenset({"use_fraction", "duty", "claim_fraction", "lie_share"})  # <= 1
+_CHOICES: Final[Mapping[str, tuple[str, ...]]] = {"strategy": STRATEGIES}  # a behaviour's words
 
 
 class ScenarioError(UsageError):
@@ -115,7 +122,10 @@ class LoadedScenario:
         placed: list[list[AgentSpec]] = [[] for _ in range(self.nodes)]
         for agent, node in zip(self.agents, self.placement, strict=True):
             placed[node].append(agent)
-        return tuple(replace(self.node, agents=tuple(agents)) for agents in placed)
+        return tuple(
+            replace(self.node, agents=tuple(agents), seed=self.seed + index)
+            for index, agents in enumerate(placed)
+        )
 
 
 def load(path: Path | str, seed: int | None = None) -> LoadedScenario:
@@ -228,6 +238,10 @@ def _node(table: Mapping[str, Any], where: _Where) -> Scenario:
     inside = where.at("[node]")
     thermal_table = _table(table, "thermal", inside)
     settings = _numbers({k: v for k, v in table.items() if k != "thermal"}, _NODE, inside)
+    if settings.get("audit_probability", 0.0) > 1:
+        raise inside.error(
+            "audit_probability", f"must be at most 1, got {settings['audit_probability']:g}"
+        )
     thermal_at = where.at("[node.thermal]")
     thermal = replace(ThermalRC(), **_numbers(thermal_table, _THERMAL, thermal_at))
     if thermal.critical_c <= thermal.ambient_c:
@@ -289,11 +303,17 @@ def _behaviour(value: object, where: _Where) -> Behaviour:
     if not isinstance(kind, str) or kind not in KINDS:
         shown = repr(kind) if isinstance(kind, str) else _type(kind)
         raise where.error(key, f"unknown kind {shown} (one of {', '.join(KINDS)})")
+    _no_unknown(overrides, frozenset(_BEHAVIOUR) | frozenset(_CHOICES), where)
+    words = {name: overrides.pop(name) for name in _CHOICES.keys() & overrides.keys()}
+    for name, word in words.items():
+        if not isinstance(word, str) or word not in _CHOICES[name]:
+            shown = repr(word) if isinstance(word, str) else _type(word)
+            raise where.error(name, f"unknown {name} {shown} (one of {', '.join(_CHOICES[name])})")
     numbers = _numbers(overrides, _BEHAVIOUR, where)
     for name in _FRACTIONS & numbers.keys():
         if numbers[name] > 1:
             raise where.error(name, f"must be at most 1, got {numbers[name]:g}")
-    return replace(DEFAULTS[kind], **numbers)
+    return replace(DEFAULTS[kind], **numbers, **words)
 
 
 Draw = Callable[[random.Random], float]
