@@ -4,8 +4,9 @@ this machine's processes), under the market and under fair share, side by side w
 
 Figures: energy (J), value delivered, value per joule, energy on low-value work (loopers, bloats,
 hoarders, cheaters, malicious agents), core-seconds left idle while someone wanted them, agents
-killed, jobs done, the hottest die. The same file and seed give the same figures. Examples are in `scenarios/`; the
-format in full is in `maxwell.sim.scenario`. In short (all but the agents' keys optional):
+killed, jobs done, the hottest die. The same file and seed give the same figures. Examples are
+in `scenarios/`; the format in full is in `maxwell.sim.scenario`. In short (all but the agents'
+keys optional):
 
     seed = 0                  # the default seed (--seed overrides it)
     nodes = 1                 # N > 1: N such nodes, run independently for now (agents placed
