@@ -30,6 +30,7 @@ from ledger_journals import (
     stored,
     times,
 )
+from maxwell import __version__
 from maxwell.cli import ledger_cmd
 from maxwell.economy.ledger import (
     CHECKPOINT_KIND,
@@ -558,6 +559,7 @@ def test_cli_compacts_then_verify_and_balances_agree(
         "folded": 0,
         "folded_keys": 0,
         "entries": 6,
+        "version": __version__,
     }
     assert ledger("compact", "--state", str(state), "--before", "1") == 0
     assert capsys.readouterr().out.startswith("nothing to compact: no entry before 1970")

@@ -34,7 +34,7 @@ def test_json_shape_on_the_laptop_tree(capsys: pytest.CaptureFixture[str]) -> No
     document = json.loads(capsys.readouterr().out)
     assert set(document) == {
         "sensors", "energy_source", "temperature_source", "energy_measured",
-        "temperature_measured", "backends", "warnings",
+        "temperature_measured", "backends", "warnings", "version",
     }  # fmt: skip
     assert document["energy_source"] == "rapl-powercap"
     assert document["energy_measured"] is True

@@ -34,8 +34,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from maxwell import __version__
-from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, StopRequest, fail
+from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, StopRequest, fail, print_json
 from maxwell.cli.naming import resolve_agent
 from maxwell.client import Client, ClientError, NodeUnreachableError, agent_token
 from maxwell.errors import UsageError
@@ -314,11 +313,6 @@ def _admin_token(path: Path) -> str:
         return ""
     except OSError as exc:
         raise UsageError(f"cannot read the admin token {path}: {exc.strerror}") from exc
-
-
-def print_json(document: dict[str, object]) -> None:
-    """One JSON object on a line of its own, with the package's `version` added."""
-    print(json.dumps({**document, "version": __version__}), flush=True)
 
 
 def event_json(event: Event) -> dict[str, object]:

@@ -13,7 +13,6 @@ client commands do.
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ from rich.table import Table
 
 from maxwell.cli import cluster_ledger_cmd, cluster_ray_cmd
 from maxwell.cli.agents_cmd import add_client_arguments
-from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, StopRequest, fail
+from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, StopRequest, fail, print_json
 from maxwell.client import Client
 from maxwell.errors import MaxwellError, UsageError
 from maxwell.gossip.agent import SerfMissingError
@@ -94,7 +93,7 @@ def _sign_node(args: argparse.Namespace) -> dict[str, object]:
 def _members(client: Client, as_json: bool) -> None:
     found = client.cluster_members()
     if as_json:
-        print(json.dumps(to_json(found)))
+        print_json(to_json(found))
         return
     table = Table(box=None, header_style="bold")
     for heading in ("NODE", "ADDRESS", "STATUS", "VERIFIED", "TEMP °C", "SOURCE", "HEADROOM °C",
@@ -113,7 +112,7 @@ def _members(client: Client, as_json: bool) -> None:
 def _prices(client: Client, as_json: bool) -> None:
     found = client.cluster_prices()
     if as_json:
-        print(json.dumps(to_json(found)))
+        print_json(to_json(found))
         return
     table = Table(box=None, header_style="bold")
     for heading in ("NODE", "PRICE $J/J", "FREE CORES"):
@@ -150,7 +149,7 @@ def _demo(args: argparse.Namespace) -> int:
         except MaxwellError as exc:
             return fail(prog, str(exc), EXIT_FAILURE)
     if args.json:
-        print(json.dumps(summary))
+        print_json(summary)
     else:
         _print_demo(summary)
     if stop.signum is not None:
@@ -195,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyFileError as exc:
         return fail(f"maxwell cluster {action}", str(exc), EXIT_USAGE)
     if args.json:
-        print(json.dumps(said))
+        print_json(said)
     else:
         print("\n".join(f"{name}: {value}" for name, value in said.items()))
     return 0

@@ -19,11 +19,10 @@ ledger missing; 1 otherwise; 2 a state directory without a ledger; 125 the check
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, fail
+from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, fail, print_json
 from maxwell.cluster.transfers import Half, PairReport, halves, reconcile_all
 from maxwell.economy.store import LedgerSchemaError, LedgerStore, NotALedgerError, StateDirError
 from maxwell.errors import MaxwellError, UsageError
@@ -128,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     except MaxwellError as exc:
         return fail(PROG, str(exc), EXIT_FAILURE)
     if args.json:
-        print(json.dumps(verdict.to_json()))
+        print_json(verdict.to_json())
     else:
         _print(verdict)
     return 0 if verdict.ok else 1

@@ -21,7 +21,6 @@ a daemon without gossip, Ray not installed); 125 the daemon cannot be reached.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import shutil
@@ -30,7 +29,7 @@ import sys
 from pathlib import Path
 
 from maxwell.cli.agents_cmd import add_client_arguments, run_with_client
-from maxwell.cli.common import EXIT_USAGE, fail
+from maxwell.cli.common import EXIT_USAGE, fail, print_json
 from maxwell.client import Client
 from maxwell.errors import UsageError
 
@@ -98,7 +97,10 @@ def _up(client: Client, args: argparse.Namespace) -> int:
         tail = (started.stderr or started.stdout).strip().splitlines()[-1:] or ["(no output)"]
         return fail("maxwell cluster up", f"ray start failed: {tail[0]}", 1)
     said = {"node": node, "state": str(state), "ray_address": args.ray_address or "head"}
-    print(json.dumps(said) if args.json else f"{node} is in Ray ({said['ray_address']})")
+    if args.json:
+        print_json(said)
+    else:
+        print(f"{node} is in Ray ({said['ray_address']})")
     return 0
 
 
@@ -110,7 +112,10 @@ def run(args: argparse.Namespace) -> int:
             return fail("maxwell cluster down", str(exc), EXIT_USAGE)
         if stopped.returncode != 0:
             return fail("maxwell cluster down", f"ray stop failed: {stopped.stderr.strip()}", 1)
-        print(json.dumps({"stopped": True}) if args.json else "this machine left the Ray cluster")
+        if args.json:
+            print_json({"stopped": True})
+        else:
+            print("this machine left the Ray cluster")
         return 0
     status = [0]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -24,6 +25,14 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def print_json(document: Mapping[str, object]) -> None:
+    """One JSON object on a line of its own, with the package's `version` added: what every
+    command prints with `--json`."""
+    from maxwell import __version__
+
+    print(json.dumps({**document, "version": __version__}), flush=True)
 
 
 def fail(prog: str, message: str, code: int) -> int:

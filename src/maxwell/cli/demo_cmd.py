@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -36,13 +34,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from maxwell.cli.common import EXIT_FAILURE, StopRequest, fail
+from maxwell.cli.common import EXIT_FAILURE, StopRequest, fail, print_json
 from maxwell.economy.store import LedgerStore
 from maxwell.errors import MaxwellError
-from maxwell.node.api import ApiServer, create_app, serve
 from maxwell.node.config import NodeConfig
 from maxwell.node.daemon import NodeDaemon
 from maxwell.node.facade import AgentInfo, AgentState, Event, PriceInfo
+from maxwell.node.private import private_node
 from maxwell.node.top import render
 from maxwell.runtime_copy import SAMPLE_PACKAGES, AgentRuntimeError, agent_runtime
 from maxwell.samples import useful
@@ -148,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         except MaxwellError as exc:
             return fail(PROG, str(exc), EXIT_FAILURE)
     if args.json:
-        print(json.dumps(report))
+        print_json(report)
     else:
         _print_summary(report, stderr)
     if stop.signum is not None:
@@ -195,26 +193,16 @@ def _demo(
         billing="optimistic",
         audit_probability=AUDIT_PROBABILITY,
     )
-    node = NodeDaemon(config)
-    ticking = threading.Event()
-    ticker = threading.Thread(target=node.run_forever, args=(ticking,), daemon=True)
     started = time.monotonic()
-    api: ApiServer | None = None
-    try:
-        api = serve(create_app(node), socket_path=socket_path, listen=None)
+    with private_node(config) as run:
+        node = run.node
         if node.degraded:
             print(f"{PROG}: degraded: {node.degraded}", file=sys.stderr)
         names = _spawn_archetypes(node, state, python)
-        ticker.start()
+        run.start()
         _watch(node, args, stderr, stop, started)
-        ending = _end_ticking(node, ticking, ticker)
-    finally:
-        ticking.set()
-        if ticker.is_alive():
-            ticker.join()
-        if api is not None:
-            api.stop()
-        node.shutdown(kill_agents=True)
+        run.finish()
+        ending = _ending(node)
     with LedgerStore.open(state, create=False) as ledger:
         ledger_ok = ledger.verify().ok
     return _summarise(names, ending, ledger_ok=ledger_ok, started=started, degraded=node.degraded)
@@ -273,11 +261,8 @@ class _Ending:
     cgroup: str
 
 
-def _end_ticking(node: NodeDaemon, ticking: threading.Event, ticker: threading.Thread) -> _Ending:
-    """Stop the tick loop, bill the last interval of whoever is still alive, read the outcome."""
-    ticking.set()
-    ticker.join()
-    node.tick_once()
+def _ending(node: NodeDaemon) -> _Ending:
+    """What the run came to, once its last interval is billed."""
     return _Ending(
         agents={info.id: info for info in node.agents()},
         events=node.events(limit=100_000),

@@ -32,13 +32,12 @@ gone).
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, StopRequest, fail
+from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, StopRequest, fail, print_json
 
 if TYPE_CHECKING:
     from maxwell.experiments import Result
@@ -120,7 +119,7 @@ def _show(args: argparse.Namespace, result: Result, extra: list[str]) -> int:
     command = shlex.join(words)
     paths = result.write(args.out, command)
     if args.json:
-        print(json.dumps(result.to_json()))
+        print_json(result.to_json())
         return 0
     print(f"{args.name} (seed {args.seed}), measured on the {result.measured_on}:")
     for claim in result.claims:

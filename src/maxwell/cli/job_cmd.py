@@ -18,9 +18,9 @@ from maxwell.cli.agents_cmd import (
     COMMON_EPILOG,
     add_client_arguments,
     dollars_j,
-    print_json,
     run_with_client,
 )
+from maxwell.cli.common import print_json
 from maxwell.client import Client
 from maxwell.node.facade import JobInfo
 from maxwell.node.wire import JobList, to_json

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import uuid
 from datetime import UTC, datetime
 
-from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, fail
+from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, fail, print_json
 from maxwell.economy.ledger import (
     TREASURY,
     Audit,
@@ -217,7 +216,7 @@ def _verify(args: argparse.Namespace) -> int:
     with LedgerStore.open(args.state, create=False) as store:
         result = store.verify()
     if args.json:
-        print(json.dumps(result.to_json()))
+        print_json(result.to_json())
     else:
         print(verdict_line(result))
     return 0 if result.ok else 1
@@ -237,7 +236,7 @@ def _balances(args: argparse.Namespace) -> int:
             }
             for account in accounts.values()
         ]
-        print(json.dumps({"accounts": rows, "total_micro": total}))
+        print_json({"accounts": rows, "total_micro": total})
         return 0
     width = max((len(name) for name in accounts), default=7)
     for account in accounts.values():
@@ -276,20 +275,18 @@ def _fund(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
         balance = store.balance(account)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "agent": args.agent,
-                    "account": account,
-                    "entry": entry.seq,
-                    "key": key,
-                    "repeated": repeated,
-                    "amount_micro": amount,
-                    "amount": money_to_tokens(amount),
-                    "balance_micro": balance,
-                    "balance": money_to_tokens(balance),
-                }
-            )
+        print_json(
+            {
+                "agent": args.agent,
+                "account": account,
+                "entry": entry.seq,
+                "key": key,
+                "repeated": repeated,
+                "amount_micro": amount,
+                "amount": money_to_tokens(amount),
+                "balance_micro": balance,
+                "balance": money_to_tokens(balance),
+            }
         )
     else:
         done = "already funded" if repeated else "funded"
@@ -354,7 +351,7 @@ def _compact(args: argparse.Namespace, prog: str) -> int:
     except LedgerUnsoundError as exc:
         return fail(prog, f"{exc} (see `maxwell ledger verify`)", 1)
     if args.json:
-        print(json.dumps(_compaction_json(done)))
+        print_json(_compaction_json(done))
     else:
         print(_compaction_line(done))
     return 0

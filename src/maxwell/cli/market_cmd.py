@@ -18,7 +18,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from maxwell.cli.common import EXIT_USAGE, fail
+from maxwell.cli.common import EXIT_USAGE, fail, print_json
 from maxwell.economy.mechanisms import MECHANISM_NAMES, Clearing, make_mechanism
 from maxwell.economy.orderbook import BidSet
 from maxwell.errors import UsageError
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     report = clearing_to_json(clearing)
     report["seed"] = args.seed
     if args.json:
-        print(json.dumps(report))
+        print_json(report)
     else:
         Console().print(render(clearing))
     return 0

@@ -10,12 +10,11 @@ a recomputation of every cheap layer.
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
 import sys
 from pathlib import Path
 
-from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, fail
+from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, fail, print_json
 
 EXIT_INVALID = 1
 MAX_ROUNDS = 64
@@ -104,19 +103,17 @@ def _infer(args: argparse.Namespace) -> int:
         where = exc.filename or f"{output_path} or {proof_path}"
         return fail("maxwell infer", f"cannot write {where}: {exc.strerror}", EXIT_FAILURE)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "output": args.output,
-                    "proof": args.proof,
-                    "shape": list(y.shape),
-                    "layers": len(model.nodes),
-                    "merkle_root": proof.merkle_root,
-                    "model_sha256": proof.model_sha256,
-                    "input_sha256": proof.input_sha256,
-                    "output_sha256": proof.output_sha256,
-                }
-            )
+        print_json(
+            {
+                "output": args.output,
+                "proof": args.proof,
+                "shape": list(y.shape),
+                "layers": len(model.nodes),
+                "merkle_root": proof.merkle_root,
+                "model_sha256": proof.model_sha256,
+                "input_sha256": proof.input_sha256,
+                "output_sha256": proof.output_sha256,
+            }
         )
     else:
         print(
@@ -141,7 +138,7 @@ def _verify(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(secrets.randbits(128))
     verdict = verify(model, x, y, proof, rng=rng, rounds=args.rounds)
     if args.json:
-        print(json.dumps(verdict.as_json()))
+        print_json(verdict.as_json())
     elif verdict.valid:
         print(f"maxwell verify: {verdict.message()}")
     if not verdict.valid:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -20,6 +19,7 @@ from maxwell.cli.common import (
     check_root_dir,
     fail,
     load_config,
+    print_json,
 )
 from maxwell.clock import SystemClock
 from maxwell.errors import CgroupError, MaxwellError, UsageError
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         except MaxwellError as exc:
             return fail(PROG, str(exc), EXIT_FAILURE)
         if args.json:
-            print(json.dumps(report.to_json()))
+            print_json(report.to_json())
         else:
             print(summary_line(report), file=sys.stderr)
         return report.exit_code

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from maxwell.cli.common import EXIT_USAGE, fail
+from maxwell.cli.common import EXIT_USAGE, fail, print_json
 
 if TYPE_CHECKING:  # imported when run: `maxwell --help` loads no simulator
     from maxwell.sim.engine import Policy
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         (args.out / f"{scenario.name}.json").write_text(json.dumps(full, indent=2) + "\n")
         (args.out / f"{scenario.name}.scenario.toml").write_text(dumps(scenario))
     if args.json:
-        print(json.dumps(result))
+        print_json(result)
     else:
         _print(result)
     print(f"maxwell sim: {elapsed:.1f} s of this machine's time", file=sys.stderr)

@@ -25,13 +25,12 @@ error; 125 the daemon or Ray cannot be reached.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from typing import Any
 
 from maxwell.cli.agents_cmd import _positive, _price, add_client_arguments, run_with_client
-from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, fail
+from maxwell.cli.common import EXIT_FAILURE, EXIT_USAGE, fail, print_json
 from maxwell.client import Client
 from maxwell.errors import MaxwellError, UsageError
 from maxwell.units import UJ_PER_J, parse_energy
@@ -87,7 +86,10 @@ def _submit(client: Client, args: argparse.Namespace) -> int:
     said: dict[str, Any] = {"job": handle.job, "node": handle.node}
     if args.wait:
         said |= {k: v for k, v in asdict(handle.result()).items() if k not in said}
-    print(json.dumps(said) if args.json else "  ".join(f"{k}: {v}" for k, v in said.items()))
+    if args.json:
+        print_json(said)
+    else:
+        print("  ".join(f"{k}: {v}" for k, v in said.items()))
     ended_well = not args.wait or (said["state"] == "exited" and said["exit_code"] == 0)
     return 0 if ended_well else 1
 
@@ -124,7 +126,7 @@ def _jobs(args: argparse.Namespace) -> int:
 
     rows = job_rows(every_node_halves())
     if args.json:
-        print(json.dumps({"jobs": rows}))
+        print_json({"jobs": rows})
         return 0
     print(f"{'JOB':24} {'HOME':16} {'NODE':16} {'FUND $J':>10} {'BACK $J':>10} STATE")
     for row in rows:

@@ -20,8 +20,7 @@ import os
 import webbrowser
 from dataclasses import dataclass
 
-from maxwell.cli.agents_cmd import print_json
-from maxwell.cli.common import EXIT_USAGE, fail
+from maxwell.cli.common import EXIT_USAGE, fail, print_json
 from maxwell.errors import MaxwellError, UsageError
 from maxwell.node.api import parse_listen
 from maxwell.node.paths import locate_daemon

@@ -31,7 +31,6 @@ import os
 import secrets
 import select
 import shutil
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +54,7 @@ from maxwell.node.agents import cgroup_dirs
 from maxwell.node.config import DEFAULT_MEMORY_MAX, NodeConfig
 from maxwell.node.daemon import NodeDaemon
 from maxwell.node.facade import AgentInfo, AgentState, Event
+from maxwell.node.private import PrivateNode, private_node
 from maxwell.node.supervisor import AgentProcess, CgroupSupervisor, group_record
 from maxwell.procfs import NS_PER_S, CpuTimesReader
 from maxwell.runtime_copy import AgentRuntime
@@ -364,32 +364,17 @@ def maxwell_run(
 ) -> tuple[RunMeasure, MaxwellContext]:  # fmt: skip
     """The mix under a private Maxwell daemon for `duration_s`, each agent `runtime`'s Python
     as a dynamic uid the daemon gives it (see the module)."""
-    from maxwell.node.api import ApiServer, create_app, serve
-
-    socket_path = str(state / "maxwell.sock")
     config = NodeConfig(
-        dynamic_uids=DEFAULT_DYNAMIC_UIDS, state_dir=state, socket_path=socket_path, tick_s=TICK_S,
-        landauer_multiplier=LANDAUER_MULTIPLIER, grace_s=GRACE_S, billing="optimistic",
-        audit_probability=AUDIT_PROBABILITY,
+        dynamic_uids=DEFAULT_DYNAMIC_UIDS, state_dir=state, socket_path=str(state / "maxwell.sock"),
+        tick_s=TICK_S, landauer_multiplier=LANDAUER_MULTIPLIER, grace_s=GRACE_S,
+        billing="optimistic", audit_probability=AUDIT_PROBABILITY,
     )  # fmt: skip
-    node = NodeDaemon(config)
-    ticking = threading.Event()
-    ticker = threading.Thread(target=node.run_forever, args=(ticking,), daemon=True)
-    api: ApiServer | None = None
-    try:
-        if node.degraded:
-            raise MachineUnfitError(f"the daemon has no usable cgroups: {node.degraded}")
-        api = serve(create_app(node), socket_path=socket_path, listen=None)
-        names = {_spawn(node, agent, runtime): agent for agent in agents}
-        ticker.start()
-        return _watch_maxwell(node, names, duration_s, stop, (ticking, ticker))
-    finally:
-        ticking.set()
-        if ticker.is_alive():
-            ticker.join()
-        if api is not None:
-            api.stop()
-        node.shutdown(kill_agents=True)
+    with private_node(config) as run:
+        if run.node.degraded:
+            raise MachineUnfitError(f"the daemon has no usable cgroups: {run.node.degraded}")
+        names = {_spawn(run.node, agent, runtime): agent for agent in agents}
+        run.start()
+        return _watch_maxwell(run, names, duration_s, stop)
 
 
 def _spawn(node: NodeDaemon, agent: MixAgent, runtime: AgentRuntime) -> str:
@@ -399,14 +384,11 @@ def _spawn(node: NodeDaemon, agent: MixAgent, runtime: AgentRuntime) -> str:
 
 
 def _watch_maxwell(
-    node: NodeDaemon,
-    names: Mapping[str, MixAgent],
-    duration_s: float,
-    stop: Stop | None,
-    ticking: tuple[threading.Event, threading.Thread],
+    private: PrivateNode, names: Mapping[str, MixAgent], duration_s: float, stop: Stop | None
 ) -> tuple[RunMeasure, MaxwellContext]:
     """Watch the daemon's run until `duration_s` has passed; stop ticking, bill the last
     interval, and read what each agent did."""
+    node = private.node
     watch, users, spots = IdleWatch(), UidWatch(), []
     started = time.monotonic()
     try:
@@ -418,9 +400,7 @@ def _watch_maxwell(
             spots.append(node.price().spot)
     finally:
         watch.close()
-    ticking[0].set()
-    ticking[1].join()
-    node.tick_once()
+    private.finish()
     wall = time.monotonic() - started
     infos = {info.id: info for info in node.agents()}
     events = node.events(limit=100_000)

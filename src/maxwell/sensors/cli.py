@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from maxwell import __version__
 from maxwell.clock import Clock, SystemClock
 from maxwell.errors import MaxwellError
 from maxwell.sensors import Kind, Reading, Sensors
@@ -115,6 +116,7 @@ def run(args: argparse.Namespace, *, clock: Clock | None = None) -> int:
                     "temperature_measured": sensors.temperature_measured,
                     "backends": sensors.describe(),
                     "warnings": list(sensors.warnings),
+                    "version": __version__,
                 }
                 print(json.dumps(document, indent=2))
             else:
