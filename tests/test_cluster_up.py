@@ -15,6 +15,7 @@ import pytest
 
 from gossip_support import ClusterKeys, Daemon, needs_serf, node_prefix, serfs_named
 from helpers import maxwell, wait_until
+from maxwell import __version__
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'maxwell[cluster]')")
 
@@ -66,7 +67,8 @@ def test_up_labels_a_ray_node_with_the_node_id_and_down_leaves(daemon: Daemon) -
     finally:
         ray.shutdown()
     down = maxwell("cluster", "down", "--json", timeout=120)
-    assert down.returncode == 0 and json.loads(down.stdout) == {"stopped": True}
+    assert down.returncode == 0
+    assert json.loads(down.stdout) == {"stopped": True, "version": __version__}
     wait_until(lambda: _raylets() == 0, timeout_s=30, what="ray stopped")
 
 
