@@ -66,7 +66,8 @@ def test_ps_shows_whole_ids_at_80_columns_and_ended_agents_only_with_a(
     table = maxwell("ps", *connection, env=narrow)
     assert table.returncode == 0, table.stderr
     assert live.agent in table.stdout and dead.agent not in table.stdout
-    assert [line.split()[0] for line in table.stdout.splitlines()[-1:]] == [live.agent]  # whole
+    assert live.agent in [line.split()[0] for line in table.stdout.splitlines()]  # whole
+    assert all(len(line) <= 80 for line in table.stdout.splitlines())
     every = maxwell("ps", *connection, "-a", env=narrow)
     assert live.agent in every.stdout and dead.agent in every.stdout
     listed = maxwell("ps", *connection, "--json", "--all")
@@ -149,3 +150,23 @@ def test_logs_follows_a_real_agents_output_until_it_ends(daemon: tuple[NodeDaemo
     assert out == "step 1\nstep 2\nstep 3\ndone\n"
     as_itself = maxwell("logs", "--socket", socket, "--token", spawned.token, spawned.agent)
     assert as_itself.stdout == out  # an agent reads its own output
+
+
+def test_ps_lines_keep_every_column_whole_and_fold_only_a_long_name() -> None:
+    from maxwell.cli.agents_cmd import PS_COLUMNS, ps_lines
+
+    rows = [
+        ("04d01f96ab", "a-rather-long-agent-name", "running", "1e+06", "123456", "1", "0.50",
+         "10.0", "123456.8", "123456"),
+        ("99aa", "x", "exited on signal 9", "5e-06", "1", "1", "0.00", "0.0", "0.0", "-"),
+    ]  # fmt: skip
+    lines = ps_lines(rows, 80)
+    assert lines[0].split() == list(PS_COLUMNS)
+    assert lines[1].split() == ["04d01f96ab", "a-rather", *rows[0][2:]]
+    assert [line.strip() for line in lines[2:4]] == ["-long-ag", "ent-name"]  # folded, all there
+    assert lines[4].split() == ["99aa", "x", "exited", "on", "signal", "9", *rows[1][3:]]
+    short = ps_lines([("b80fde12", "trainer", "running", "100", "2", "1", "0.50", "10.0", "12.3",
+                       "4242")], 80)  # fmt: skip
+    assert len(short) == 2 and all(len(line) <= 80 for line in short)
+    assert short[1].split() == ["b80fde12", "trainer", "running", "100", "2", "1", "0.50",
+                                "10.0", "12.3", "4242"]  # fmt: skip

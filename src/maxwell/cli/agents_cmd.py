@@ -26,7 +26,7 @@ import os
 import select
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -45,6 +45,8 @@ from maxwell.node.wire import AgentList, status_to_json, to_json
 from maxwell.units import UJ_PER_J, money_to_tokens, parse_energy
 
 EXIT_REFUSED = 1  # the node answered with a 4xx
+# `maxwell ps`: BALANCE in $J, BID in $J per J, DEMAND and SHARE in cores, W now, ENERGY in J
+PS_COLUMNS = ("ID", "NAME", "STATE", "BALANCE", "BID", "DEMAND", "SHARE", "W", "ENERGY", "PID")
 ENDED = (AgentState.DEAD, AgentState.EXITED)
 AGENT_HELP = "an agent's id, its name, or a prefix of its id that no other agent has"
 EXIT_AUDIT_FAILED = 3  # `maxwell audit`: the agent failed its audit
@@ -70,8 +72,10 @@ DESCRIPTIONS = {
         " as that user, funded from its own account, `maxwell user`); print its id."
     ),
     "ps": (
-        "List the node's running agents (-a: ended ones too; a local user sees its own, an agent"
-        " token only itself). Ids are never cut."
+        "List the node's running agents (-a: ended ones too, with why they ended; a local user sees"
+        " its own, an agent token only itself). BALANCE in $J, BID in $J per J, DEMAND and SHARE"
+        " in cores, W the power now, ENERGY in J since spawn. Ids, states and figures are never"
+        " cut: at 80 columns a long name folds."
     ),
     "fund": (
         "Move ENERGY worth of $J from the treasury to AGENT (a local user: from its own account"
@@ -363,23 +367,36 @@ def _ps(client: Client, args: argparse.Namespace, out: Console) -> None:
     if args.json:
         print_json(to_json(AgentList(agents)))
         return
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    width = max((len(info.id) for info in agents), default=2)
-    table.add_column("ID", no_wrap=True, min_width=width)  # never cut: commands take it whole
-    table.add_column("NAME")
-    states = max((len(state_text(info)) for info in agents), default=5)
-    table.add_column("STATE", no_wrap=True, min_width=states)  # why it ended, whole
-    for heading in ("BALANCE $J", "BID $J/J", "DEMAND", "SHARE", "W"):
-        table.add_column(heading, justify="right")
-    table.add_column("ENERGY J", justify="right")
-    table.add_column("PID", justify="right")
-    for info in agents:
-        table.add_row(
-            info.id, info.name, state_text(info), dollars_j(info.balance), f"{info.bid:g}",
-            f"{info.demand:g}", f"{info.share:.2f}", f"{info.power_w:.1f}",
-            f"{info.energy_uj / UJ_PER_J:.1f}", "-" if info.pid is None else str(info.pid),
-        )  # fmt: skip
-    out.print(table)
+    rows = [
+        (info.id, info.name, state_text(info), dollars_j(info.balance), f"{info.bid:g}",
+         f"{info.demand:g}", f"{info.share:.2f}", f"{info.power_w:.1f}",
+         f"{info.energy_uj / UJ_PER_J:.1f}", "-" if info.pid is None else str(info.pid))
+        for info in agents
+    ]  # fmt: skip
+    for line in ps_lines(rows, out.width):
+        print(line)
+
+
+def ps_lines(rows: Sequence[Sequence[str]], width: int) -> list[str]:
+    """`maxwell ps`'s table in `width` columns: ids, states and figures whole; a name too long
+    for what is left folds onto more lines (8 characters at least: a terminal narrower than
+    the rest then wraps the lines, never loses a column)."""
+    widths = [max([len(heading), *(len(row[i]) for row in rows)])
+              for i, heading in enumerate(PS_COLUMNS)]  # fmt: skip
+    name = PS_COLUMNS.index("NAME")
+    rest = sum(widths) - widths[name] + 2 * (len(PS_COLUMNS) - 1)
+    widths[name] = max(min(widths[name], 8), min(widths[name], width - rest))
+    lines = []
+    for row in [PS_COLUMNS, *rows]:
+        parts = [row[name][i : i + widths[name]] for i in range(0, len(row[name]), widths[name])]
+        for n, part in enumerate(parts or [""]):
+            cells = [part if i == name else (cell if n == 0 else "")
+                     for i, cell in enumerate(row)]  # fmt: skip
+            lines.append("  ".join(
+                cell.ljust(widths[i]) if i < 3 else cell.rjust(widths[i])
+                for i, cell in enumerate(cells)
+            ).rstrip())  # fmt: skip
+    return lines
 
 
 def print_agent(info: AgentInfo, args: argparse.Namespace) -> None:
