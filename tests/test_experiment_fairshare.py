@@ -287,7 +287,12 @@ def test_both_runs_on_real_processes_leave_nothing_behind(tmp_path: Path) -> Non
         assert figures["twin"]["tolerance"] == SHARE_TOLERANCE
     # The market gives the best-funded useful job its core; fair share splits the CPU evenly.
     assert mine["agents"]["useful"]["cpu_share"] > 1.5 * theirs["agents"]["useful"]["cpu_share"]
-    assert len(found["claims"]) == 8 and all(isinstance(c["holds"], bool) for c in found["claims"])
+    assert len({c["claim"] for c in found["claims"]}) == 8
+    verdicts = {c["claim"]: c["holds"] for c in found["claims"]}  # each what its figures say
+    assert verdicts["Cheating the energy market is statistically impossible over long runtimes."] \
+        is (mine["agents"]["cheater"]["slashed_j"] > 0)
+    assert verdicts["An agent doing useful work, funded by its user, outbids everyone: value per "
+                    "joule rises."] is (mine["value_per_j"] > theirs["value_per_j"])
     # No agent ran as root: each, in both runs, a dynamic uid of its own, seen running.
     ran_as, dynamic = mine["setup"]["agents_ran_as"], UidRange.parse(DEFAULT_DYNAMIC_UIDS)
     assert dynamic is not None and ran_as["dynamic_uids"] == DEFAULT_DYNAMIC_UIDS

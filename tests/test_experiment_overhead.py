@@ -177,9 +177,8 @@ def test_a_quick_run_reports_every_case_and_says_it_is_timed(quick: Result) -> N
     for case in CASES:
         row = maxwell["costs"].get(case) or result["baseline"]["fair_share"]
         assert all(value > 0 for value in row["cpu_us"].values()), case
-        assert row["exponent"] is not None
-    assert len(result["claims"]) == 5
-    assert all(isinstance(claim["holds"], bool) for claim in result["claims"])
+        assert math.isfinite(row["exponent"]), case
+    assert len({claim["claim"] for claim in result["claims"]}) == 5
     assert "O(log n)" in result["baseline"]["cfs"]
     assert json.loads(json.dumps(result)) == result
 

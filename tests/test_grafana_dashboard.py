@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -240,6 +239,20 @@ def _spawn(state: Path, name: str, fund: str, tag: str) -> dict[str, str]:
     return agent
 
 
+def _cpu_s(state: Path, agent: str) -> float:
+    """The agent's CPU time as the node has measured it."""
+    said = maxwell("ps", "--state", str(state), "--json")
+    assert said.returncode == 0, said.stderr
+    return float(next(a["cpu_s"] for a in json.loads(said.stdout)["agents"] if a["id"] == agent))
+
+
+def _burn_more(state: Path, agent: str, cpu_s: float) -> None:
+    """Wait until the agent has burnt `cpu_s` more seconds of CPU than it has now."""
+    burnt = _cpu_s(state, agent)
+    wait_until(lambda: _cpu_s(state, agent) >= burnt + cpu_s, what=f"{cpu_s} s more of CPU",
+               timeout_s=30)  # fmt: skip
+
+
 def _audit_once_honest_once_not(state: Path, agent: dict[str, str]) -> None:
     """An audit it passes, then one it fails: its second report claims far less CPU than the
     kernel counted since its first."""
@@ -247,7 +260,7 @@ def _audit_once_honest_once_not(state: Path, agent: dict[str, str]) -> None:
     for claimed in ("0.01", "0.02"):
         said = maxwell("report", "--state", str(state), "--token", agent["token"], "--cpu", claimed)
         assert said.returncode == 0, said.stderr
-        time.sleep(0.5)  # it burns CPU the second report does not claim
+        _burn_more(state, agent["agent"], 0.5)  # CPU the second report does not claim
         audit = maxwell("audit", "--state", str(state), agent["agent"], "--json")
         honest = json.loads(audit.stdout)["honest"]
         assert audit.returncode == (0 if honest else 3), audit.stderr  # 3: it failed

@@ -21,7 +21,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -274,6 +273,11 @@ def browser() -> Iterator[Any]:
             launched.close()
 
 
+def _polls(watched: Watched) -> int:
+    """How many times the page has read /metrics (it reads it once a poll)."""
+    return sum(url.endswith("metrics") for url, _ in watched.requests)
+
+
 class Watched:
     """A page with its console errors, uncaught exceptions and requested URLs collected."""
 
@@ -370,7 +374,9 @@ def test_the_page_draws_the_live_market_in_a_real_browser(
     assert killed.returncode == 0, killed.stderr
     wait_until(lambda: _state_of(page, looper) == "dead", what="looper shown dead")
     page.wait_for_selector("#events li .kind:has-text('killed')", timeout=10_000)
-    time.sleep(2)  # a few more polls: the energy chart keeps the dead agent's joules
+    polled = _polls(watched)  # a few more polls: the energy chart keeps the dead agent's joules
+    wait_until(lambda: page.evaluate("1") == 1 and _polls(watched) >= polled + 3,
+               what="three more polls", timeout_s=30)  # fmt: skip
     picture = tmp_path / "page.png"
     page.screenshot(path=str(picture), full_page=True)
     assert picture.stat().st_size > 20_000
