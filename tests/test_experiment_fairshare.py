@@ -187,14 +187,15 @@ def test_the_users_of_each_groups_processes_are_gathered(tmp_path: Path) -> None
 def test_work_counter_writes_to_the_agents_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert read_units(tmp_path) == 0  # counts nothing: worth nothing
+    me = os.geteuid()
+    assert read_units(tmp_path, me) == 0  # counts nothing: worth nothing
     monkeypatch.setenv("MAXWELL_AGENT_DIR", str(tmp_path))
     counter = WorkCounter(period_s=3600)
     counter.count(5)
     counter.count(6)  # within the period: not written yet
-    assert read_units(tmp_path) == 5
+    assert read_units(tmp_path, me) == 5
     counter.close(7)
-    assert read_units(tmp_path) == 7
+    assert read_units(tmp_path, me) == 7
     assert [path.name for path in tmp_path.iterdir()] == [WORK_FILE]  # no partial file left
 
 

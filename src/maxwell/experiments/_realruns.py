@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Protocol
 
 from maxwell.cgroups import CgroupManager, WorkloadGroup
 from maxwell.clock import SystemClock
@@ -54,6 +54,7 @@ from maxwell.node.agents import cgroup_dirs
 from maxwell.node.config import DEFAULT_MEMORY_MAX, NodeConfig
 from maxwell.node.daemon import NodeDaemon
 from maxwell.node.facade import AgentInfo, AgentState, Event
+from maxwell.node.intake import IntakeError, read_agent_file
 from maxwell.node.private import PrivateNode, private_node
 from maxwell.node.supervisor import AgentProcess, CgroupSupervisor, group_record
 from maxwell.procfs import NS_PER_S, CpuTimesReader
@@ -113,12 +114,25 @@ def pause(seconds: float, stop: Stop | None) -> None:
         raise RunStopped(stop.signum)
 
 
-def read_units(directory: Path) -> int:
-    """Units of work an agent counted in its directory (0 where it counts none)."""
-    try:
-        return int((directory / WORK_FILE).read_text())
-    except FileNotFoundError:
+MAX_WORK_BYTES: Final = 32  # a decimal count and a newline
+
+
+def read_units(directory: Path, uid: int) -> int:
+    """Units of work the agent (`uid`) counted in its directory: its own regular file, read
+    without following links and at most `MAX_WORK_BYTES` (`maxwell.node.intake`). 0 where it
+    counts none, or where what it left is no count (logged): a bad counter costs only itself."""
+    path = directory / WORK_FILE
+    if not path.exists() and not path.is_symlink():
         return 0
+    try:
+        text = read_agent_file(directory, WORK_FILE, uid=uid, limit=MAX_WORK_BYTES).strip()
+    except IntakeError as exc:
+        log.warning("%s: its work counter is not read: %s", directory.name, exc)
+        return 0
+    if not text.isdigit():
+        log.warning("%s: its work counter holds no count: %r", directory.name, text[:16])
+        return 0
+    return int(text)
 
 
 def read_throttled_ns(dirs: Sequence[str]) -> int | None:
@@ -232,6 +246,7 @@ class _FairAgent:
     agent: MixAgent
     group: WorkloadGroup
     directory: Path
+    uid: int  # what it runs as: its work counter is a file of this uid's
     process: AgentProcess | None = None
     exit_code: int | None = None
 
@@ -299,7 +314,7 @@ def _start_fair(
     group.set_pids_max(PIDS_MAX)
     group.set_memory_max(DEFAULT_MEMORY_MAX)
     meter.add(agent.name, group)  # before it runs: all its CPU is metered
-    return _FairAgent(agent, group, directory)
+    return _FairAgent(agent, group, directory, user.uid)
 
 
 def _watch_fair(
@@ -333,7 +348,7 @@ def _fair_measure(agent: _FairAgent, meter: LiveMeter) -> AgentMeasure:
     outcome = "running" if code is None else ("finished" if code == 0 else f"exited {code}")
     return AgentMeasure(
         agent.agent.name, usage.cpu_ns / NS_PER_S, usage.energy_uj / 1e6,
-        read_units(agent.directory), outcome, freed_bytes=usage.memory_freed_bytes,
+        read_units(agent.directory, agent.uid), outcome, freed_bytes=usage.memory_freed_bytes,
     )  # fmt: skip
 
 
@@ -423,10 +438,16 @@ def _maxwell_measure(
     name: str, info: AgentInfo, events: Sequence[Event], work: Path
 ) -> AgentMeasure:
     return AgentMeasure(
-        name, info.cpu_s, info.energy_uj / 1e6, read_units(work), outcome(info, events),
+        name, info.cpu_s, info.energy_uj / 1e6, read_units(work, _uid_of(info)),
+        outcome(info, events),
         freed_bytes=info.memory_freed_bytes, paid_j=money_to_tokens(info.paid + info.landauer),
         slashed_j=money_to_tokens(info.slashed),
     )  # fmt: skip
+
+
+def _uid_of(info: AgentInfo) -> int:
+    """The uid the daemon ran the agent as (its own where it named none)."""
+    return os.geteuid() if info.user is None else RunAs.parse(info.user).uid
 
 
 def outcome(info: AgentInfo, events: Sequence[Event]) -> str:
