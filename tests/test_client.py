@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import stat
@@ -271,6 +272,34 @@ def test_the_self_meter_claims_a_cgroup_only_when_the_daemon_says_it_is_the_agen
     if own._group is None:
         pytest.skip("this process's cgroup has no readable CPU accounting")
     assert own.usage()[0] == pytest.approx(own._group.cpu_ns() / 1e9, abs=5.0)
+
+
+class _NoFreeingSeen(SelfMeter):
+    """A self-meter that read no drop of `memory.current` (on cgroup v2 it reads other moments
+    than the node, so it may see none of the drops the node saw)."""
+
+    def __init__(self) -> None:
+        super().__init__(own_group=False)
+
+    def usage(self) -> tuple[float, int]:
+        return 0.5, 0
+
+
+def test_report_usage_claims_at_least_the_memory_the_node_said_it_saw_freed(
+    server: ApiServer, admin: Client, node: FakeNode
+) -> None:
+    spawned = admin.spawn(["python3", "-c", "pass"], fund=2.5, bid=0.5)
+    seen = 3 << 20
+    node.agents_by_id[spawned.agent] = dataclasses.replace(
+        node.agent(spawned.agent), memory_freed_bytes=seen
+    )
+    with Client(socket=server.socket_path, token=spawned.token) as agent:
+        agent._self_meter = _NoFreeingSeen()
+        first = agent.report_usage()
+        assert first.reported == Report(0.5, 0) and first.memory_freed_bytes == seen
+        second = agent.report_usage()
+    # The answer to the first showed what its next claim must cover: the second claims it.
+    assert second.reported == Report(0.5, seen)
 
 
 def test_an_agent_s_token_comes_from_its_environment_or_the_file_named_there(

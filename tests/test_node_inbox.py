@@ -160,6 +160,31 @@ def test_bids_and_reads_are_answered_while_a_tick_holds_the_lock(node: _Node) ->
     assert node.stored_cpu_ns(agent) == 50_000_000
 
 
+def test_the_answer_to_a_report_shows_the_counters_it_arrived_at(node: _Node) -> None:
+    # A tick under way has read the counters and not yet published them: the answer shows them
+    # all the same, since the agent's next claim must cover them (cgroup v2 counts no freed
+    # memory; the node's lower bound of it is only known from this answer: `report_usage`).
+    agent = node.daemon.spawn(["work"], fund=Money(10 * J), bid=1.0).agent
+    node.tick()
+    node.supervisor.burn(agent, 0.4, freed_bytes=3 << 20)
+    node.clock.advance(1.0)  # the meter reads memory about once a second
+    node.supervisor.blocking = True
+    ticking = threading.Thread(target=node.tick)
+    ticking.start()
+    assert node.supervisor.inside.wait(30), "the tick never reached its exit poll"
+    published = node.daemon.agent(agent)
+    answer = node.daemon.report(agent, Report(0.1, 0))
+    node.supervisor.go.set()
+    ticking.join(30)
+    node.supervisor.blocking = False
+    assert (published.cpu_s, published.memory_freed_bytes) == (0.0, 0)
+    assert (answer.cpu_s, answer.memory_freed_bytes) == (pytest.approx(0.4), 3 << 20)
+    node.tick()
+    stored = node.daemon._registry.get(agent).reported
+    assert stored is not None and stored.measured_freed_bytes == 0  # its first claim: nothing
+    assert node.daemon._registry.get(agent).arrival == Usage(400_000_000, 3 << 20)
+
+
 def test_only_the_last_of_several_bids_between_ticks_is_stored(node: _Node) -> None:
     first = node.daemon.spawn(["work"], fund=Money(J), bid=1.0).agent
     second = node.daemon.spawn(["work"], fund=Money(J), bid=1.0).agent

@@ -169,6 +169,7 @@ class Client:
         )
         self._me: str | None = None
         self._self_meter: SelfMeter | None = None
+        self._node_saw_freed = 0  # memory freed, as the node last answered (`report_usage`)
 
     def _where(self) -> str:
         return self.base_url or f"socket {self.socket}"
@@ -261,11 +262,21 @@ class Client:
     def report_usage(self, work: int | None = None) -> AgentInfo:
         """Report what this process has used, as `SelfMeter` reads it: its CPU time and that of
         the children it has waited for, and the memory its cgroup freed. This is what an honest
-        agent that is a single process tree claims."""
+        agent that is a single process tree claims.
+
+        Memory freed is claimed as the larger of what the self-meter read and what the node's
+        answer to the previous report showed it had counted. On cgroup v2 the kernel keeps no
+        count of freed memory, only the node's lower bound of it (drops of `memory.current`
+        between its readings), which depends on when it reads: an agent reading at other
+        moments sees other drops, and would claim less than the node's figure without knowing
+        it. Each claim must cover what the counters were when the previous one arrived, and the
+        answer to that one shows them, so a claim that includes them always does."""
         if self._self_meter is None:
             self._self_meter = SelfMeter()
         cpu_s, freed = self._self_meter.usage()
-        return self.report(cpu_s, freed, work=work)
+        answer = self.report(cpu_s, max(freed, self._node_saw_freed), work=work)
+        self._node_saw_freed = max(self._node_saw_freed, answer.memory_freed_bytes)
+        return answer
 
     def agent(self, agent: str) -> AgentInfo:
         return from_json(AgentInfo, self._request("GET", f"/agents/{_quote(agent)}"))
@@ -532,9 +543,9 @@ class SelfMeter:
     `MAXWELL_AGENT_CGROUP`), the CPU time of every process in it, alive or ended, reaped or not
     (v1 `cpuacct.usage`, v2 `cpu.stat`), so an agent with children is never under-claimed;
     elsewhere, this process and its reaped children (`process_tree_cpu_s`). Memory freed, as
-    the group's memory controller counts it (v1: `total_pgpgout`, exact; v2: the lower bound of
-    drops of `memory.current`, read here at least as often as the node reads it); none without
-    a readable one."""
+    the group's memory controller counts it (v1: `total_pgpgout`, exact; v2: a lower bound, the
+    drops of `memory.current` between this meter's readings, which `Client.report_usage` raises
+    to the node's own lower bound); none without a readable one."""
 
     def __init__(self, procfs_root: str = "/proc", *, own_group: bool | None = None) -> None:
         """`own_group`: whether this process's cgroup is the agent's own (default: what the

@@ -377,8 +377,8 @@ class NodeDaemon:
         if self._closed:
             raise facade.NodeError("the node is shutting down")
         found = self._registry.live(agent, "report")
-        self._ticker.inbox.queue_report(found, report)
-        return self._views.agent(found.id)
+        queued = self._ticker.inbox.queue_report(found, report)
+        return self._views.answer_to_report(queued)
 
     def audit(self, agent: str) -> facade.AuditResult:
         """Audit `agent` now (`maxwell.node.audits`): a liar is slashed at once, and told why."""

@@ -36,6 +36,7 @@ from maxwell.node.agents import LIVE, AgentRecord, AgentRegistry, agent_info, re
 from maxwell.node.config import NodeConfig
 from maxwell.node.eventtally import EventTally
 from maxwell.node.facade import AgentInfo, AgentState, Event, NodeStatus, UnknownAgentError
+from maxwell.node.reports import QueuedReport
 from maxwell.node.state import NodeState
 from maxwell.node.supervisor import Supervisor
 from maxwell.node.ticker import Ticker
@@ -169,6 +170,20 @@ class NodeViews:
         if found is None:
             raise UnknownAgentError(f"no agent {agent_id!r}")
         return self._shown(found)
+
+    def answer_to_report(self, queued: QueuedReport) -> AgentInfo:
+        """The agent's answer to a report: its published answer, showing at least the counters
+        the report arrived at, which its next claim must cover (`maxwell.node.claims`). A tick
+        under way may have read them and not yet published them; on cgroup v2 the memory freed
+        is the node's lower bound, which only the node knows (`Client.report_usage`)."""
+        info = self.agent(queued.agent)
+        if queued.arrival is None:
+            return info
+        return dataclasses.replace(
+            info,
+            cpu_s=max(info.cpu_s, queued.arrival.cpu_ns / 1e9),
+            memory_freed_bytes=max(info.memory_freed_bytes, queued.arrival.freed_bytes),
+        )
 
     def agents(self) -> list[AgentInfo]:
         """Every agent's published answer, oldest first (no lock)."""
