@@ -5,6 +5,7 @@ from a real daemon's real agent."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 
 from fake_node import ADMIN_TOKEN, FakeNode, serving
 from helpers import maxwell, wait_until
+from maxwell import __version__
 from maxwell.cli.naming import AmbiguousAgentError, resolve_agent
 from maxwell.node.api import create_app, serve
 from maxwell.node.config import NodeConfig
@@ -97,6 +99,34 @@ def test_logs_prints_an_agents_output_its_tail_and_ends_following_an_ended_agent
     quiet = maxwell("spawn", *connection, "--fund", "1J", "--bid", "1", "--", "true")
     none = maxwell("logs", *connection, quiet.stdout.strip())
     assert none.returncode == 1 and "has no output kept" in none.stderr
+
+
+def test_logs_json_is_one_object_per_batch_and_a_last_one_saying_why_it_ended(
+    node: tuple[FakeNode, list[str]],
+) -> None:
+    fake, connection = node
+    agent = fake.spawn(["true"], fund=Money(10**6), bid=1.0, name="speaker").agent
+    text = "x" + "é" * 600_000 + "\n"  # 1.2 MB: a two-byte character cut by the 1 MiB chunks
+    fake.logs[agent] = text.encode() + b"\xff\n"  # and a byte that is no UTF-8
+    whole = maxwell("logs", *connection, "--json", "speaker")
+    assert whole.returncode == 0, whole.stderr
+    [document] = [json.loads(line) for line in whole.stdout.splitlines()]
+    assert document == {
+        "agent": agent, "output": text + "\ufffd\n", "offset": 1_200_004, "version": __version__
+    }  # fmt: skip
+    fake.end(agent, "exited 3")
+    followed = maxwell("logs", *connection, "-f", "-n", "1", "--json", "--poll", "0.05", agent)
+    lines = [json.loads(line) for line in followed.stdout.splitlines()]
+    assert [(line["output"], line["offset"]) for line in lines] == [
+        ("\ufffd\n", 1_200_004), ("", 1_200_004)
+    ]  # fmt: skip
+    assert "ended" not in lines[0] and lines[1]["ended"] == "exited 3"
+    quiet = fake.spawn(["true"], fund=Money(10**6), bid=1.0).agent
+    fake.logs[quiet] = b""
+    empty = maxwell("logs", *connection, "--json", quiet)
+    assert json.loads(empty.stdout) == {
+        "agent": quiet, "output": "", "offset": 0, "version": __version__
+    }  # fmt: skip
 
 
 def test_logs_into_a_closed_pipe_ends_quietly(node: tuple[FakeNode, list[str]]) -> None:
