@@ -21,6 +21,9 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 # Deadlines and subprocess time limits are multiplied by this: the pure-v2 VM (`tests/v2vm`)
 # emulates its CPU in software, some ten times slower than this machine, and sets it there.
 TIME_SCALE = float(os.environ.get("MAXWELL_TEST_TIME_SCALE", "1"))
+# The base URL of a test client of the API: a name the node answers to (`maxwell.node.hosts`);
+# Starlette's default, "testserver", is a name a web page could rebind, and is refused.
+LOCAL = "http://localhost"
 
 
 def maxwell(*args: str, timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess[str]:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from fake_node import ADMIN_TOKEN, FakeNode, TestClient
+from helpers import LOCAL
 from maxwell.errors import UsageError
 from maxwell.node.api import create_app, parse_listen
 from maxwell.node.facade import AgentState
@@ -26,7 +27,7 @@ def node() -> FakeNode:
 @pytest.fixture
 def http(node: FakeNode) -> Iterator[TestClient]:
     app = create_app(node, metrics=lambda: b"# TYPE maxwell_up gauge\nmaxwell_up 1\n")
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         yield client
 
 
@@ -287,14 +288,14 @@ def test_metrics_are_prometheus_text(http: TestClient) -> None:
 
 def test_metrics_can_require_the_admin_token(node: FakeNode) -> None:
     app = create_app(node, metrics=lambda: b"maxwell_up 1\n", public_metrics=False)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         assert client.get("/metrics").status_code == 401
         assert client.get("/metrics", headers=auth(node.token_of("a1"))).status_code == 403
         assert client.get("/metrics", headers=auth(ADMIN_TOKEN)).status_code == 200
 
 
 def test_no_metrics_callable_is_a_404(node: FakeNode) -> None:
-    with TestClient(create_app(node)) as client:
+    with TestClient(create_app(node), base_url=LOCAL) as client:
         response = client.get("/metrics")
     assert response.status_code == 404
     assert response.json() == {"error": "this node publishes no metrics"}

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from fake_node import TestClient
-from helpers import AGENTS_AS_DAEMON, maxwell
+from helpers import AGENTS_AS_DAEMON, LOCAL, maxwell
 from maxwell.economy.ledger import TREASURY, job_account
 from maxwell.node.api import create_app, serve
 from maxwell.node.config import NodeConfig
@@ -214,7 +214,7 @@ def test_over_the_api_only_the_admin_posts_and_only_an_agent_takes_for_itself(
     body = {"model": str(model_path), "inputs": str(inputs), "bounty": 1.0}
     admin = {"Authorization": f"Bearer {daemon.admin_token}"}
     mine = {"Authorization": f"Bearer {agent.token}"}
-    with TestClient(create_app(daemon)) as api:
+    with TestClient(create_app(daemon), base_url=LOCAL) as api:
         refused = api.post("/jobs", json=body, headers=mine)  # an agent minting a job for itself
         assert refused.status_code == 403 and daemon.jobs() == []
         assert api.post("/jobs", json={**body, "bounty": -1.0}, headers=admin).status_code == 422

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fake_node import ADMIN_TOKEN, FakeNode, TestClient
-from helpers import public_python, wait_until
+from helpers import LOCAL, public_python, wait_until
 from maxwell.cli.agents_cmd import _bytes
 from maxwell.node.api import create_app
 from maxwell.node.config import DEFAULT_MEMORY_MAX, NodeConfig, NodeConfigError
@@ -67,7 +67,7 @@ def test_the_node_s_defaults_are_checked(tmp_path: Path) -> None:
 
 def test_the_api_passes_the_limits_and_refuses_bad_ones() -> None:
     fake = FakeNode()
-    with TestClient(create_app(fake)) as client:
+    with TestClient(create_app(fake), base_url=LOCAL) as client:
         _spawn_with_limits(client, fake)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from fake_node import ADMIN_TOKEN, FakeNode, TestClient, serving
-from helpers import last_json, maxwell
+from helpers import LOCAL, last_json, maxwell
 from maxwell import __version__
 from maxwell.client import Client
 from maxwell.node.api import ApiServer, create_app
@@ -71,7 +71,7 @@ def one_line_error(stderr: str, prog: str) -> str:
 
 def test_get_status_carries_the_tick_figures(node: FakeNode) -> None:
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    with TestClient(create_app(node)) as http:
+    with TestClient(create_app(node), base_url=LOCAL) as http:
         plain = http.get("/status", headers=headers).json()
         node.tick_stats = _failing_stats()
         kept = http.get("/status", headers=headers).json()
@@ -86,7 +86,7 @@ def test_get_status_carries_the_tick_figures(node: FakeNode) -> None:
 
 
 def test_the_status_schema_declares_the_new_fields(node: FakeNode) -> None:
-    with TestClient(create_app(node)) as http:
+    with TestClient(create_app(node), base_url=LOCAL) as http:
         schema = http.get("/openapi.json").json()["components"]["schemas"]["StatusBody"]
     for field in ("tick_failures", "last_error", "last_error_at", "tick_ms_median", "ledger_rows"):
         assert field in schema["required"]

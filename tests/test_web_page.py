@@ -30,7 +30,7 @@ from typing import Any, NoReturn
 import pytest
 
 from fake_node import FakeNode  # first: imports starlette's test client quietly
-from helpers import maxwell, pids_with_tag, wait_until
+from helpers import LOCAL, maxwell, pids_with_tag, wait_until
 from maxwell.node.api import create_app
 from maxwell.node.eventtext import MONEY_KEYS
 from maxwell.web.routes import CONTENT_SECURITY_POLICY, PAGE_FILES
@@ -45,7 +45,9 @@ REQUIRED = os.environ.get("MAXWELL_REQUIRE_ROOT_TESTS") == "1"
 def _client() -> Any:
     from starlette.testclient import TestClient
 
-    return TestClient(create_app(FakeNode(), metrics=lambda: b"maxwell_ticks_total 1\n"))
+    return TestClient(
+        create_app(FakeNode(), metrics=lambda: b"maxwell_ticks_total 1\n"), base_url=LOCAL
+    )
 
 
 # --- serving -----------------------------------------------------------------------------------

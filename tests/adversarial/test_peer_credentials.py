@@ -210,7 +210,7 @@ def test_no_peer_is_vouched_for_on_loopback_tcp() -> None:
         with socket.create_connection(
             (server.tcp_address.host, server.tcp_address.port), timeout=10
         ) as tcp:
-            tcp.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            tcp.sendall(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             assert tcp.recv(64).startswith(b"HTTP/1.1 401")
 
 

@@ -78,6 +78,7 @@ from maxwell.node.facade import (
     UnknownAgentError,
     UserAccount,
 )
+from maxwell.node.hosts import refused_host
 from maxwell.node.peers import AdminPeers, PeerProtocol, peer_of
 from maxwell.node.transfers import NodeTransfers
 from maxwell.node.wire import (
@@ -262,8 +263,10 @@ _BODILESS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class RequestGate:
-    """ASGI middleware in front of everything that parses a request. A request that may carry a
-    body is refused from its headers alone, before a byte of its body is read: without a token
+    """ASGI middleware in front of everything that parses a request. A request that calls the
+    node by a name a web page could rebind to this machine is refused (403, `maxwell.node.hosts`).
+    A request that may carry a body is refused from its headers alone, before a byte of its body
+    is read: without a token
     the node knows or a peer the kernel vouches for on the Unix socket (an admin or a local user:
     401), streamed without a `Content-Length` (411), or longer than `MAX_BODY_BYTES` (413). So a
     stranger cannot make the daemon read, hold or parse anything."""
@@ -272,9 +275,13 @@ class RequestGate:
         self.app, self.node, self.admins = app, node, admins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] not in _BODILESS:
-            vouched = _peer_principal(scope, self.admins, self.node) is not None
-            refusal = self._refusal(dict(scope["headers"]), vouched)
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            foreign = refused_host(headers.get(b"host"))
+            refusal = _error(403, foreign) if foreign is not None else None
+            if refusal is None and scope["method"] not in _BODILESS:
+                vouched = _peer_principal(scope, self.admins, self.node) is not None
+                refusal = self._refusal(headers, vouched)
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
