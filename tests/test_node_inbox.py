@@ -6,6 +6,7 @@ that changes the node (`maxwell.node.inbox`); and reads of the published answers
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -265,6 +266,40 @@ def test_a_publication_that_fails_keeps_the_last_answers(
     monkeypatch.undo()
     node.tick()
     assert node.daemon.agent(agent).energy_uj > before.energy_uj
+
+
+def test_agents_are_listed_in_the_order_they_were_spawned_whatever_was_published_late(
+    node: _Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spawned = [node.daemon.spawn(["work"], fund=Money(J), bid=1.0).agent for _ in range(2)]
+    ledger = node.daemon.ledger()
+    written = ledger.entries_written
+
+    def unreadable() -> int:
+        raise LedgerError("database disk image is malformed")
+
+    monkeypatch.setattr(ledger, "entries_written", unreadable)
+    for _ in range(3):  # spawned, and not published until a later publication
+        spawned.append(node.daemon.spawn(["work"], fund=Money(J), bid=1.0).agent)
+    assert [info.id for info in node.daemon.agents()] == spawned[:2]
+    monkeypatch.setattr(ledger, "entries_written", written)
+    node.daemon.fund(spawned[0], Money(J))  # publishes the stale ones, new and old together
+    assert [info.id for info in node.daemon.agents()] == spawned
+    spawned.append(node.daemon.spawn(["work"], fund=Money(J), bid=1.0).agent)
+    node.tick()
+    assert [info.id for info in node.daemon.agents()] == spawned
+    # The uids its agents hold (a root daemon's: one each; else none, they run as the daemon),
+    # kept as agents come and go, so a spawn finds a free one without a pass over every agent.
+    registry = node.daemon._registry
+    uids = [registry.get(agent).user for agent in spawned]
+    held = {int(user.removeprefix("dynamic:")) for user in uids if user is not None}
+    assert set(registry.dynamic_uids) == held
+    assert len(held) == (len(spawned) if os.geteuid() == 0 else 0)
+    node.daemon.kill(spawned[0])
+    node.daemon.remove(spawned[0])
+    assert set(registry.dynamic_uids) == {
+        int(user.removeprefix("dynamic:")) for user in uids[1:] if user is not None
+    }  # fmt: skip
 
 
 def _report(agent: str, cpu_s: float, arrival_s: float | None) -> QueuedReport:

@@ -19,7 +19,9 @@ Rules:
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from maxwell.audit.manifest import CodeManifest
@@ -41,6 +43,7 @@ from maxwell.node.supervisor import AgentProcess
 from maxwell.node.tick import AgentTickInput
 from maxwell.proof import Model, VerifierKey
 from maxwell.units import Money
+from maxwell.users import DYNAMIC_PREFIX
 
 LIVE = (AgentState.RUNNING, AgentState.THROTTLED, AgentState.FROZEN)
 
@@ -186,11 +189,18 @@ def cgroup_dirs(record: Mapping[str, object]) -> list[str]:
 
 
 class AgentRegistry:
-    """Every agent the node knows, by id and by the hash of its token."""
+    """Every agent the node knows, by id and by the hash of its token, and the dynamic uids they
+    hold (a spawn gives its agent one no other holds, without a pass over every agent)."""
 
     def __init__(self) -> None:
         self.agents: dict[str, AgentRecord] = {}
         self.by_token: dict[str, str] = {}
+        self._dynamic_uids: Counter[int] = Counter()
+
+    @property
+    def dynamic_uids(self) -> AbstractSet[int]:
+        """The dynamic uids the node's agents run as, ended agents' included (a live view)."""
+        return self._dynamic_uids.keys()
 
     def __iter__(self) -> Iterator[AgentRecord]:
         return iter(self.agents.values())
@@ -204,11 +214,19 @@ class AgentRegistry:
     def add(self, agent: AgentRecord) -> None:
         self.agents[agent.id] = agent
         self.by_token[agent.token_hash] = agent.id
+        uid = _dynamic_uid(agent)
+        if uid is not None:
+            self._dynamic_uids[uid] += 1
 
     def remove(self, agent_id: str) -> None:
         """Forget an agent (reclaimed: `maxwell.node.retention`); its token no longer answers."""
         agent = self.agents.pop(agent_id)
         self.by_token.pop(agent.token_hash, None)
+        uid = _dynamic_uid(agent)
+        if uid is not None:
+            self._dynamic_uids[uid] -= 1
+            if self._dynamic_uids[uid] <= 0:
+                del self._dynamic_uids[uid]
 
     def get(self, agent_id: str) -> AgentRecord:
         agent = self.agents.get(agent_id)
@@ -234,6 +252,12 @@ class AgentRegistry:
                 account = agent_account(agent.id)
                 available[account] = Money(available.get(account, 0) - agent.accrual.owed)
         return available
+
+
+def _dynamic_uid(agent: AgentRecord) -> int | None:
+    """The dynamic uid the agent runs as (`dynamic:UID`), if it runs as one."""
+    number = (agent.user or "").removeprefix(DYNAMIC_PREFIX)
+    return int(number) if number != (agent.user or "") and number.isdigit() else None
 
 
 def settled_balance(ledger: LedgerStore, agent: AgentRecord) -> Money:

@@ -64,7 +64,6 @@ from maxwell.node.supervisor import AgentProcess, Supervisor, as_user
 from maxwell.node.tick import AgentPlan, Enforcement
 from maxwell.proof import Model, VerifierKey
 from maxwell.users import (
-    DYNAMIC_PREFIX,
     RunAs,
     UidsExhaustedError,
     UnknownUserError,
@@ -265,13 +264,8 @@ class AgentProcesses:
         dynamic uid that no other agent of the node holds (None: the daemon's own)."""
         if request.user is not None or self._uids is None:
             return request.user
-        taken = {
-            RunAs.parse(agent.user).uid
-            for agent in self._agents
-            if agent.user is not None and agent.user.startswith(DYNAMIC_PREFIX)
-        }
         try:
-            user = self._uids.allocate(taken, secrets.randbelow)
+            user = self._uids.allocate(self._agents.dynamic_uids, secrets.randbelow)
         except UidsExhaustedError as exc:
             raise NodeError(str(exc)) from None
         return user.label

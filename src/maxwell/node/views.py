@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import ParamSpec
@@ -133,6 +134,7 @@ class NodeViews:
         self._stale.update(agent_ids)
         ledger_rows = self._ledger.entries_written()
         published = dict(self._published) if self._stale else self._published
+        added = [a for a in self._stale if a not in self._published and a in self._agents]
         for agent_id in self._stale:
             agent = self._agents.agents.get(agent_id)
             if agent is None:  # reclaimed (`maxwell.node.retention`)
@@ -144,9 +146,22 @@ class NodeViews:
                     balance = self._balance(agent.account)
                 info = agent_info(agent, Money(balance - agent.accrual.owed))
                 published[agent_id] = dataclasses.replace(info, ended=self._why_ended(agent))
-        if len(published) > len(self._published):  # new agents: in the registry's order
-            published = {a: published[a] for a in self._agents.agents if a in published}
+        if added:
+            published = self._in_registry_order(published, added)
         self._published, self._ledger_rows, self._stale = published, ledger_rows, set()
+
+    def _in_registry_order(
+        self, published: dict[str, AgentInfo], added: list[str]
+    ) -> dict[str, AgentInfo]:
+        """`published` in the registry's order. New agents are mostly the registry's last ones
+        (a spawn's): then they alone move to the end, in order; else all is put in order (as
+        after a restart's recovery)."""
+        last = list(itertools.islice(reversed(self._agents.agents), len(added)))
+        if set(last) != set(added):
+            return {a: published[a] for a in self._agents.agents if a in published}
+        for agent_id in reversed(last):
+            published[agent_id] = published.pop(agent_id)
+        return published
 
     def _why_ended(self, agent: AgentRecord) -> str | None:
         """`ended_reason`, the journal asked once per dead agent (an exit status is at hand)."""
