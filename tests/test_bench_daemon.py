@@ -141,6 +141,7 @@ def test_an_agent_count_reports_rows_bytes_and_bids() -> None:
         db_bytes=0,
         bid_s=[0.0005, 0.0007, 0.002],
         report_s=[0.0004, 0.0009],
+        fund_s=[0.003, 0.001, 0.002, 0.012],
         requested=1000,
     )
     row = phase.report()
@@ -151,6 +152,8 @@ def test_an_agent_count_reports_rows_bytes_and_bids() -> None:
     assert row["bid_ms_p99"] == pytest.approx(1.974)
     assert (row["report_n"], row["report_ms_median"]) == (2, 0.65)
     assert row["report_ms_p99"] == pytest.approx(0.895)
+    assert (row["fund_n"], row["fund_ms_median"]) == (4, 2.5)
+    assert row["fund_ms_p99"] == pytest.approx(11.73)
     assert (row["requested"], row["limit"], row["bid_error"]) == (1000, None, None)
     assert (row["tick_failures"], row["tick_error"], row["spawn_s"]) == (0, None, None)
 

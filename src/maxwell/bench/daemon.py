@@ -21,7 +21,11 @@ What is measured (issues 4 and 9, "Measured, in a benchmark (not a test)"):
     SDK, `maxwell.client.Client.bid`, with the agent's token) times its round trips to the real
     API (`maxwell.node.api.serve`) while `run_forever` ticks in a thread, for `--api-rounds`
     bids or `--seconds`, whichever ends first; then as many self-reports (`Client.report`), timed
-    the same way (`report_ms_median`, `report_ms_p99`).
+    the same way (`report_ms_median`, `report_ms_p99`); then as many fundings of that agent by
+    the admin (`Client.fund`, 1 µ$J each: `fund_ms_median`, `fund_ms_p99`). Bids and reports
+    are queued and never wait for a tick; a funding moves money in the ledger, so it waits for
+    the locked part of a tick under way (its plan and its one transaction), never for its
+    reading of the counters.
 - A busy phase: 4 agents in a CPU loop (`python -c "while True: pass"`, demand 0.25 core), at the
   default settlement interval: the ledger rows and database bytes a busy agent writes.
 - The auctioneer's share: the CPU of the clearing step of each real tick
@@ -125,6 +129,8 @@ RATIO_FIGURES = (
     "bid_ms_p99",
     "report_ms_median",
     "report_ms_p99",
+    "fund_ms_median",
+    "fund_ms_p99",
 )
 # What a baseline is asked for, when its `--help` lists the flag.
 BASELINE_FLAGS = ("--json", "--quick", "--seconds", "--auction-seconds", "--api-rounds")
@@ -182,6 +188,7 @@ class TickPhase:
     bid_s: list[float] = field(default_factory=list)  # an agent's bid round trips, ticking
     bid_error: str | None = None  # why the agent's bids stopped early, if they did
     report_s: list[float] = field(default_factory=list)  # its report round trips, ticking
+    fund_s: list[float] = field(default_factory=list)  # the admin funding it, ticking
     spawn_s: float | None = None  # wall time to spawn the agents
     tick_failures: int = 0  # ticks that raised (the loop goes on, as `run_forever` does)
     tick_error: str | None = None  # the last one's error
@@ -212,6 +219,9 @@ class TickPhase:
             "report_n": len(self.report_s),
             "report_ms_median": _ms(percentile(self.report_s, 50)),
             "report_ms_p99": _ms(percentile(self.report_s, 99)),
+            "fund_n": len(self.fund_s),
+            "fund_ms_median": _ms(percentile(self.fund_s, 50)),
+            "fund_ms_p99": _ms(percentile(self.fund_s, 99)),
             "spawn_s": _rounded(self.spawn_s, 1),
             "tick_failures": self.tick_failures,
             "tick_error": self.tick_error,
@@ -582,18 +592,21 @@ def _serving(daemon: Any, socket_path: str, *, ticking: bool = True) -> Iterator
         server.stop()
 
 
-# An agent's bid updates, then (with "report") its self-reports, each timed in the agent's own
-# process (the SDK, its token in the environment) for `rounds` or `seconds`, whichever ends
-# first; the bids run back to back as earlier releases timed them, the reports after them (each
-# claiming more CPU than an idle agent uses, so no audit finds it short). One "KIND seconds" a
-# line, so a run cut short still leaves what it timed.
+# An agent's bid updates, then (with "report") its self-reports and the admin's fundings of it
+# (the admin's token in MAXWELL_ADMIN_TOKEN), each timed in the agent's own process (the SDK, its
+# token in the environment) for `rounds` or `seconds`, whichever ends first; the bids run back
+# to back as earlier releases timed them, the reports after them (each claiming more CPU than an
+# idle agent uses, so no audit finds it short). One "KIND seconds" a line, so a run cut short
+# still leaves what it timed.
 _AGENT_BIDS = """
-import sys, time
+import os, sys, time
 from maxwell.client import Client
 rounds, seconds, price = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 calls = [("bid", lambda n: client.bid(price + (n % 10) / 10))]
 if sys.argv[4:] == ["report"]:
+    admin = Client(token=os.environ["MAXWELL_ADMIN_TOKEN"])
     calls.append(("report", lambda n: client.report(60.0, 0)))
+    calls.append(("fund", lambda n: admin.fund(client.my_id(), 1e-6)))
 with Client() as client:
     client.my_id()
     for kind, call in calls:
@@ -608,14 +621,21 @@ with Client() as client:
 
 
 def _bids_from_agent(
-    socket_path: str, token: str, rounds: int, seconds: float, reports: list[float] | None = None
+    socket_path: str,
+    token: str,
+    rounds: int,
+    seconds: float,
+    phase: TickPhase | None = None,
+    admin_token: str = "",
 ) -> tuple[list[float], str | None]:
     """An agent process's bid round trips over the socket: latencies, and why it stopped early;
-    with `reports`, as many reports after the bids, their latencies added there."""
+    with `phase`, as many reports and fundings (by `admin_token`) after the bids, their
+    latencies added to the phase's."""
     environment = {**os.environ, "MAXWELL_SOCKET": socket_path, "MAXWELL_AGENT_TOKEN": token}
     command = [sys.executable, "-c", _AGENT_BIDS, str(rounds), str(seconds), str(BID)]
-    if reports is not None:
+    if phase is not None:
         command.append("report")
+        environment["MAXWELL_ADMIN_TOKEN"] = admin_token
     process = subprocess.Popen(
         command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -631,8 +651,9 @@ def _bids_from_agent(
             process.wait()
     timed = [line.split() for line in output.splitlines() if line.strip()]
     latencies = [float(seconds_) for kind, seconds_ in timed if kind == "bid"]
-    if reports is not None:
-        reports.extend(float(seconds_) for kind, seconds_ in timed if kind == "report")
+    if phase is not None:
+        phase.report_s.extend(float(seconds_) for kind, seconds_ in timed if kind == "report")
+        phase.fund_s.extend(float(seconds_) for kind, seconds_ in timed if kind == "fund")
     if process.returncode == 0 and not errors.startswith("timed out"):
         return latencies, None
     said = errors.strip().splitlines()
@@ -815,7 +836,7 @@ def _measure_bids(
     run.progress("bid updates from an agent process while the daemon ticks")
     with _serving(daemon, socket_path):
         phase.bid_s, phase.bid_error = _bids_from_agent(
-            socket_path, token, run.api_rounds, run.seconds, phase.report_s
+            socket_path, token, run.api_rounds, run.seconds, phase, daemon.admin_token
         )
         if smallest:
             run.progress("bid updates from a client thread (as earlier releases measured)")
