@@ -5,7 +5,9 @@ A map of the package:
 - `base`: `GroupStats` and the `WorkloadGroup` protocol every backend implements.
 - `layout`: pure parsers of `/proc/self/mountinfo` and `/proc/self/cgroup`; where each hierarchy
   is mounted and where this process sits in it.
-- `manager`: `CgroupManager`, which owns `<own cgroup>/<prefix>-<pid>/` and creates groups in it.
+- `manager`: `CgroupManager`, which owns `<own cgroup>/<prefix>-<pid>/` and creates groups in it;
+  it drives `delegation` (pure v2: enabling controllers in `<own>`, moving Maxwell into a leaf
+  and back) and `sweep` (removing what managers killed with SIGKILL left behind).
 - `v2`, `v1`: the backends (`V2Group`; `V1Group`, which on a hybrid host also uses the unified
   hierarchy for membership, freezing and killing).
 - `proctree`: `ProcTreeGroup`, the degraded fallback when cgroups cannot be used (not root, no

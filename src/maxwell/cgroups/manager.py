@@ -13,7 +13,8 @@ Rules (systemd's delegation contract, Delegate=yes):
   To enable them in `<own>/cgroup.subtree_control`, `<own>` may hold no process (unless it is the
   root), so when Maxwell is alone in `<own>` it first moves itself into the leaf
   `<own>/<prefix>-<pid>-daemon`; when other processes are there it refuses with a clear error
-  instead of moving them. The same controllers are enabled in the private directory.
+  instead of moving them. The same controllers are enabled in the private directory. What is
+  changed in `<own>`, and how it is undone, is `delegation`'s (`V2Delegation`).
 - Degraded v2 (opt-in: `require_controllers=False`): whatever subset of cpu, memory and pids the
   parent delegated is enabled, none at all included; the rest is listed in `missing_controllers`
   and described in `degraded`. The no-internal-process rule only binds a group that enables a
@@ -33,7 +34,7 @@ Rules (systemd's delegation contract, Delegate=yes):
 - A manager killed with SIGKILL leaves `<prefix>-<pid>` behind, its workloads still running.
   `sweep_stale()` removes those whose pid is dead (opt-in: `maxwell run` calls it; a daemon that
   re-adopts its agents must not). It only ever touches `<prefix>-<pid>`, `<prefix>-<pid>-<n>` and
-  `<prefix>-<pid>-daemon` beneath `<own>`, and never those of a live pid.
+  `<prefix>-<pid>-daemon` beneath `<own>`, and never those of a live pid (`sweep.StaleSweep`).
 - `private_name` (a daemon's option) replaces `<prefix>-<pid>[-n]` by one stable name, adopted
   as it is when it exists already, so a daemon restarted after SIGKILL finds its agents' groups
   where it left them. Pick a name the stale sweep cannot match (`<prefix>-<digits>...`).
@@ -44,15 +45,15 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from maxwell.cgroups._fs import CgroupFs
-from maxwell.cgroups._group import CgroupGroup, parse_pids
+from maxwell.cgroups._group import CgroupGroup
+from maxwell.cgroups.delegation import DELEGATION_HINT, V2Delegation, disable_controllers
 from maxwell.cgroups.layout import CgroupLayout, Hierarchy, read_layout
+from maxwell.cgroups.sweep import StaleSweep
 from maxwell.cgroups.v1 import V1_GROUP_CONTROLLERS, V1Group
 from maxwell.cgroups.v2 import V2Group
 from maxwell.clock import Clock
@@ -73,24 +74,6 @@ _LOST_WITHOUT = {
 }
 
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@+=-]{0,127}$")
-
-_DELEGATION_HINT = "run Maxwell in a cgroup of its own, e.g. systemd-run --scope -p Delegate=yes"
-
-
-@dataclass
-class _SelfMove:
-    """Maxwell moved itself from `origin` into `leaf` (pure v2); shared by the managers of this
-    process and undone by the last one to close."""
-
-    origin: str
-    leaf: str
-    users: int
-    enabled: list[str] = field(default_factory=list)  # controllers enabled in origin after it
-
-
-# origin and leaf -> move; managers of one process share one move.
-_SELF_MOVES: dict[str, _SelfMove] = {}
-_SELF_MOVES_LOCK = threading.Lock()
 
 
 class CgroupManager:
@@ -139,9 +122,8 @@ class CgroupManager:
         self._private: dict[str, str] = {}
         # name -> the directories made so far for a group `create()` has not registered yet.
         self._creating: dict[str, list[str]] = {}
-        self._enabled_in_own: list[str] = []
-        self._v2_own: str | None = None
-        self._self_move: _SelfMove | None = None
+        # Pure v2: what was changed in `<own>` (controllers enabled, Maxwell moved into a leaf).
+        self._delegation = V2Delegation(self._fs, pid=self._pid, prefix=prefix)
         self._closed = False
         # What cannot be enforced for lack of a controller: for v2 `_setup_v2` reads it from
         # `<own>/cgroup.controllers`; v1 has cpu and memory, and pids when it is mounted.
@@ -184,36 +166,19 @@ class CgroupManager:
         if kind not in DETECT_KINDS:
             raise UsageError(f"cgroup kind {kind!r}: use one of {', '.join(DETECT_KINDS)}")
         layout = read_layout(procfs_root)
-        if _uses_v1(layout, kind, procfs_root):
-            v1_dirs, unified_dir = _v1_own_dirs(layout)
-            return cls(
-                v1_dirs=v1_dirs,
-                v2_dir=unified_dir,
-                layout=layout.name,
-                prefix=prefix,
-                procfs_root=procfs_root,
-                fs=fs,
-                clock=clock,
-                private_name=private_name,
-            )
-        if layout.v2 is not None:
-            return cls(
-                v2_dir=_writable(layout.v2, "cgroup2 hierarchy").own_dir,
-                layout=layout.name,
-                prefix=prefix,
-                procfs_root=procfs_root,
-                fs=fs,
-                clock=clock,
-                private_name=private_name,
-                require_controllers=require_controllers,
-            )
-        if kind == "v2":
-            reasons = "; ".join(layout.problems) or f"this host's layout is {layout.name}"
-            raise CgroupUnavailableError(
-                f"cgroup v2 asked for, but no cgroup2 hierarchy is usable: {reasons}"
-            )
-        reasons = "; ".join(layout.problems) or "the cpu and memory controllers are not mounted"
-        raise CgroupUnavailableError(f"no usable cgroup hierarchy: {reasons}")
+        v1_dirs, v2_dir = _own_dirs(layout, kind, procfs_root)
+        return cls(
+            v1_dirs=v1_dirs,
+            v2_dir=v2_dir,
+            layout=layout.name,
+            prefix=prefix,
+            procfs_root=procfs_root,
+            fs=fs,
+            clock=clock,
+            private_name=private_name,
+            # Read by the v2 setup alone: with the v1 controllers, cpu and memory are there.
+            require_controllers=require_controllers,
+        )
 
     def _hierarchy_dirs(self) -> list[str]:
         dirs = list(dict.fromkeys(self._v1_dirs.values()))
@@ -222,61 +187,26 @@ class CgroupManager:
         return dirs
 
     def _setup_private(self, own_dirs: list[str]) -> None:
-        """mkdir `<own>/<prefix>-<pid>[-n]` in every hierarchy, one name for all.
+        """mkdir `<own>/<prefix>-<pid>[-n]` (or `<own>/<private_name>`) in every hierarchy.
 
         Each directory goes into `_private` as soon as it is made; on failure the caller's
-        teardown removes whatever is recorded there. With `private_name`, that one name, adopted
-        where it exists already."""
-        if self._private_name is not None:
-            for own in own_dirs:
-                private = os.path.join(own, self._private_name)
-                self._fs.mkdir(private)  # False: it exists already (a restarted daemon's)
-                self._private[own] = private
-            return
-        for attempt in range(100):
-            name = f"{self._prefix}-{self._pid}" + (f"-{attempt}" if attempt else "")
-            for own in own_dirs:
-                private = os.path.join(own, name)
-                if not self._fs.mkdir(private):
-                    break  # taken in this hierarchy (another instance): try the next name
-                self._private[own] = private
-            else:
-                return
-            # Forget each only once it is gone: a failure leaves the rest for the teardown.
-            for own, private in reversed(list(self._private.items())):
-                self._fs.rmdir(private)
-                del self._private[own]
-        raise CgroupError(f"could not find a free {self._prefix}-{self._pid}-<n> name")
+        teardown removes whatever is recorded there."""
+        name = self._private_name
+        _make_private_dirs(self._fs, own_dirs, self._private, self._prefix, self._pid, name)
 
     def _setup_v2(self, own: str) -> None:
-        own = self._own_before_self_move(own)
-        self._v2_own = own
+        own = self._delegation.adopt_own(own)
         available = set(self._fs.read_text(os.path.join(own, "cgroup.controllers")).split())
         missing = [c for c in REQUIRED_CONTROLLERS if c not in available]
         if missing and self._require_controllers:
             raise CgroupUnavailableError(
                 f"cgroup v2 controller {' and '.join(missing)} not available in "
-                f"{own}/cgroup.controllers (the parent did not delegate it); {_DELEGATION_HINT}",
+                f"{own}/cgroup.controllers (the parent did not delegate it); {DELEGATION_HINT}",
                 path=own,
             )
         wanted = [c for c in ENFORCING_CONTROLLERS if c in available]
         self.missing_controllers = tuple(c for c in ENFORCING_CONTROLLERS if c not in available)
-        enabled = set(self._fs.read_text(os.path.join(own, "cgroup.subtree_control")).split())
-        to_enable = [c for c in wanted if c not in enabled]
-        # The root (no cgroup.type file) is exempt from the no-internal-process rule.
-        is_root = not self._fs.exists(os.path.join(own, "cgroup.type"))
-        if to_enable and not is_root:
-            self._move_self_out(own)
-        if to_enable:
-            # Recorded before the write, so the teardown disables them even when interrupted
-            # right after it (disabling a controller that was never enabled changes nothing).
-            if self._self_move is not None:
-                self._self_move.enabled = to_enable
-            else:
-                self._enabled_in_own = to_enable
-            self._fs.write_text(
-                os.path.join(own, "cgroup.subtree_control"), " ".join(f"+{c}" for c in to_enable)
-            )
+        self._delegation.enable_in_own(own, wanted)
         self._setup_private([own])
         private = self._private[own]
         if wanted:  # none delegated: the private directory stays a plain group, as on hybrid
@@ -284,39 +214,6 @@ class CgroupManager:
                 os.path.join(private, "cgroup.subtree_control"),
                 " ".join(f"+{c}" for c in wanted),
             )
-
-    def _own_before_self_move(self, own: str) -> str:
-        """If another manager of this process already moved us into its leaf, share its move."""
-        with _SELF_MOVES_LOCK:
-            move = _SELF_MOVES.get(own)
-            if move is not None:
-                move.users += 1
-                self._self_move = move
-                return move.origin
-        return own
-
-    def _move_self_out(self, own: str) -> None:
-        if self._self_move is not None:
-            return
-        members = parse_pids(self._fs.read_text(os.path.join(own, "cgroup.procs")))
-        others = sorted(members - {self._pid})
-        if others:
-            shown = ", ".join(str(pid) for pid in others[:5]) + (", ..." if len(others) > 5 else "")
-            raise CgroupUnavailableError(
-                f"{own} holds other processes ({shown}), so its controllers cannot be enabled "
-                f"(cgroup v2 allows no processes in an inner group); {_DELEGATION_HINT}",
-                path=own,
-            )
-        if self._pid not in members:
-            return
-        leaf = os.path.join(own, f"{self._prefix}-{self._pid}-daemon")
-        move = _SelfMove(origin=own, leaf=leaf, users=1)
-        self._fs.mkdir(leaf)
-        self._self_move = move  # at once: the teardown removes the leaf whatever fails next
-        self._fs.write_text(os.path.join(leaf, "cgroup.procs"), str(self._pid))
-        with _SELF_MOVES_LOCK:
-            _SELF_MOVES[own] = move
-            _SELF_MOVES[leaf] = move
 
     @property
     def degraded(self) -> str | None:
@@ -408,63 +305,19 @@ class CgroupManager:
         """
         if self._closed:
             raise CgroupError("the cgroup manager is closed")
-        pattern = re.compile(rf"^{re.escape(self._prefix)}-([0-9]+)(?:-[0-9]+|-daemon)?$")
-        # stale name -> own dir -> stale dir, hierarchies in the order this manager made them
-        stale: dict[str, dict[str, str]] = {}
-        for own in self._private:
-            for directory in self._fs.subdirs(own):
-                name = os.path.basename(directory)
-                match = pattern.match(name)
-                if match is None:
-                    continue
-                pid = int(match.group(1))
-                if pid == self._pid or (self._procfs / str(pid)).exists():
-                    continue
-                stale.setdefault(name, {})[own] = directory
-        removed: list[str] = []
-        errors: list[CgroupError] = []
-        for name, found in sorted(stale.items()):
-            try:
-                self._remove_stale(name, found)
-            except CgroupError as exc:
-                # Another sweeper may have removed it first: only what is left is a failure.
-                if any(self._fs.exists(directory) for directory in found.values()):
-                    errors.append(exc)
-            removed.extend(d for d in found.values() if not self._fs.exists(d))
-        if errors:
-            raise errors[0]
-        return removed
-
-    def _remove_stale(self, name: str, found: Mapping[str, str]) -> None:
-        """Kill and remove one stale name (`found`: own dir -> stale dir) through the backend
-        that would have made it, so it is killed and removed exactly as a group is."""
-        group: CgroupGroup
-        unified = found.get(self._v2_dir) if self._v2_dir is not None else None
-        v1_dirs = {c: found[own] for c, own in self._v1_dirs.items() if own in found}
-        if self.kind == "v2" or not v1_dirs:
-            directory = unified if unified is not None else next(iter(found.values()))
-            group = V2Group(name, directory, layout=self.layout, fs=self._fs, clock=self._clock)
-        else:
-            freezer = v1_dirs.get("freezer")
-            if freezer is not None:
-                self._thaw_v1_tree(freezer)
-            group = V1Group(
-                name,
-                v1_dirs,
-                unified_dir=unified,
-                layout=self.layout,
-                fs=self._fs,
-                clock=self._clock,
-            )
-        group.remove()
-
-    def _thaw_v1_tree(self, directory: str) -> None:
-        """THAW every v1 freezer group below a stale one: a task frozen there dies of SIGKILL
-        only once thawed, and thawing a parent leaves a child frozen by its own state."""
-        for child in self._fs.subdirs(directory):
-            self._thaw_v1_tree(child)
-        with contextlib.suppress(CgroupError):  # best effort: the kill rounds thaw again
-            self._fs.write_text(os.path.join(directory, "freezer.state"), "THAWED")
+        sweep = StaleSweep(
+            fs=self._fs,
+            prefix=self._prefix,
+            pid=self._pid,
+            procfs=self._procfs,
+            kind=self.kind,
+            layout=self.layout,
+            v1_dirs=self._v1_dirs,
+            v2_dir=self._v2_dir,
+            clock=self._clock,
+        )
+        # Hierarchies in the order this manager made them.
+        return sweep.run(list(self._private))
 
     # -- teardown ----------------------------------------------------------------------------
 
@@ -499,32 +352,13 @@ class CgroupManager:
         for own, private in reversed(list(self._private.items())):
             if _attempt(errors, self._fs.rmdir, private):
                 del self._private[own]
-        if self._enabled_in_own and self._v2_own is not None:
-            _attempt(errors, self._disable, self._v2_own, self._enabled_in_own)
-            self._enabled_in_own = []
-        _attempt(errors, self._release_self_move)
-
-    def _disable(self, own: str, controllers: list[str]) -> None:
-        # EBUSY when another group below `own` still uses them: leaving them is harmless.
-        with contextlib.suppress(CgroupError):
-            self._fs.write_text(
-                os.path.join(own, "cgroup.subtree_control"), " ".join(f"-{c}" for c in controllers)
+        delegation = self._delegation
+        if delegation.enabled_in_own and delegation.own is not None:
+            _attempt(
+                errors, disable_controllers, self._fs, delegation.own, delegation.enabled_in_own
             )
-
-    def _release_self_move(self) -> None:
-        move, self._self_move = self._self_move, None
-        if move is None:
-            return
-        with _SELF_MOVES_LOCK:
-            move.users -= 1
-            if move.users > 0:
-                return
-            _SELF_MOVES.pop(move.origin, None)
-            _SELF_MOVES.pop(move.leaf, None)
-        if move.enabled:
-            self._disable(move.origin, move.enabled)
-        self._fs.write_text(os.path.join(move.origin, "cgroup.procs"), str(self._pid))
-        self._fs.rmdir(move.leaf)
+            delegation.enabled_in_own = []
+        _attempt(errors, delegation.release_self_move)
 
     def __enter__(self) -> CgroupManager:
         return self
@@ -547,6 +381,58 @@ def _attempt(errors: list[BaseException], step: Callable[..., object], *args: ob
         errors.append(exc)
         return False
     return True
+
+
+def _make_private_dirs(
+    fs: CgroupFs,
+    own_dirs: list[str],
+    private_dirs: dict[str, str],
+    prefix: str,
+    pid: int,
+    private_name: str | None,
+) -> None:
+    """mkdir `<own>/<prefix>-<pid>[-n]` in every one of `own_dirs`, one name for all, recording
+    each in `private_dirs` (own dir -> private dir) as soon as it is made. With `private_name`,
+    that one name, adopted where it exists already."""
+    if private_name is not None:
+        for own in own_dirs:
+            private = os.path.join(own, private_name)
+            fs.mkdir(private)  # False: it exists already (a restarted daemon's)
+            private_dirs[own] = private
+        return
+    for attempt in range(100):
+        name = f"{prefix}-{pid}" + (f"-{attempt}" if attempt else "")
+        for own in own_dirs:
+            private = os.path.join(own, name)
+            if not fs.mkdir(private):
+                break  # taken in this hierarchy (another instance): try the next name
+            private_dirs[own] = private
+        else:
+            return
+        # Forget each only once it is gone: a failure leaves the rest for the teardown.
+        for own, private in reversed(list(private_dirs.items())):
+            fs.rmdir(private)
+            del private_dirs[own]
+    raise CgroupError(f"could not find a free {prefix}-{pid}-<n> name")
+
+
+def _own_dirs(
+    layout: CgroupLayout, kind: str, procfs_root: str
+) -> tuple[dict[str, str], str | None]:
+    """This process's directories in the hierarchies `detect(kind=...)` uses on this layout: v1
+    controller -> directory (none for v2), and the unified hierarchy's (None without one).
+    Raises `CgroupUnavailableError` with the reason when no hierarchy is usable."""
+    if _uses_v1(layout, kind, procfs_root):
+        return _v1_own_dirs(layout)
+    if layout.v2 is not None:
+        return {}, _writable(layout.v2, "cgroup2 hierarchy").own_dir
+    if kind == "v2":
+        reasons = "; ".join(layout.problems) or f"this host's layout is {layout.name}"
+        raise CgroupUnavailableError(
+            f"cgroup v2 asked for, but no cgroup2 hierarchy is usable: {reasons}"
+        )
+    reasons = "; ".join(layout.problems) or "the cpu and memory controllers are not mounted"
+    raise CgroupUnavailableError(f"no usable cgroup hierarchy: {reasons}")
 
 
 def _uses_v1(layout: CgroupLayout, kind: str, procfs_root: str) -> bool:
