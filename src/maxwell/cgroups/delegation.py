@@ -1,4 +1,4 @@
-"""Pure cgroup v2 delegation: what a manager changes in `<own>` to enable its controllers below.
+"""Cgroup v2 delegation: what a manager changes in `<own>` to enable its controllers below.
 
 Rules (cgroup v2's no-internal-process rule; systemd's Delegate=yes):
 - A controller is enabled for the private subtree by writing `+<controller>` to
