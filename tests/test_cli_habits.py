@@ -53,7 +53,7 @@ def test_an_agent_is_named_by_its_id_its_name_or_a_unique_prefix() -> None:
 def node() -> Iterator[tuple[FakeNode, list[str]]]:
     fake = FakeNode()
     with serving(fake) as server:
-        assert server.socket_path is not None
+        assert server.socket_path is not None and os.path.exists(server.socket_path)
         yield fake, ["--socket", server.socket_path, "--token", ADMIN_TOKEN]
 
 

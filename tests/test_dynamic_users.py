@@ -21,6 +21,7 @@ from maxwell.users import (
     UidRangeError,
     UidsExhaustedError,
     UnknownUserError,
+    dynamic_uid,
     obstacle,
 )
 
@@ -87,6 +88,9 @@ def test_a_stored_label_reads_back_as_the_same_user() -> None:
             RunAs.parse(label)
     with pytest.raises(UnknownUserError):  # a spawn may not name one: they are the node's
         RunAs.named("dynamic:70123")
+    # The registry's reading of a label (`AgentRegistry.dynamic_uids`): the same rule.
+    assert dynamic_uid("dynamic:70123") == 70123
+    assert [dynamic_uid(x) for x in ("root", "70123", "dynamic:", "dynamic:x")] == [None] * 4
 
 
 def _tree(base: Path) -> tuple[Path, Path]:

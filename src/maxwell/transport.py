@@ -25,7 +25,7 @@ from urllib.parse import urlencode, urlsplit
 
 from maxwell.errors import UsageError
 
-__all__ = ["NodeConnection", "Response", "UnreachableError"]
+__all__ = ["NodeConnection", "Response", "UnixConnection", "UnreachableError"]
 
 
 class UnreachableError(OSError):
@@ -39,7 +39,7 @@ class Response:
     body: bytes
 
 
-class _UnixConnection(http.client.HTTPConnection):
+class UnixConnection(http.client.HTTPConnection):
     """`http.client` over a Unix socket; the Host header says `maxwell` (never resolved)."""
 
     def __init__(self, path: str, timeout_s: float) -> None:
@@ -78,7 +78,7 @@ class NodeConnection:
         if base_url is not None:
             self._conn = _tcp_connection(base_url, timeout_s)
         elif socket_path is not None:
-            self._conn = _UnixConnection(socket_path, timeout_s)
+            self._conn = UnixConnection(socket_path, timeout_s)
         else:
             raise UsageError("a node connection needs a socket path or a base URL")
         self._headers = dict(headers or {})

@@ -77,16 +77,22 @@ class RunAs:
     @classmethod
     def parse(cls, label: str) -> RunAs:
         """The user a stored label names: `dynamic:UID`, or a user the system knows."""
-        number = label.removeprefix(DYNAMIC_PREFIX)
-        if number != label:
-            if not number.isdigit():
+        if label.startswith(DYNAMIC_PREFIX):
+            uid = dynamic_uid(label)
+            if uid is None:
                 raise UnknownUserError(f"no such user {label!r}")
-            return cls.dynamic(int(number))
+            return cls.dynamic(uid)
         return cls.named(label)
 
     @property
     def label(self) -> str:
         return self.name if self.name is not None else str(self.uid)
+
+
+def dynamic_uid(label: str) -> int | None:
+    """The uid of a dynamic user's label (`dynamic:UID`); None for any other label."""
+    number = label.removeprefix(DYNAMIC_PREFIX)
+    return int(number) if number != label and number.isdigit() else None
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
+import os
+import stat
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from fake_node import ADMIN_TOKEN, FakeNode, serving
 from maxwell.node.api import ApiServer
 from maxwell.node.hosts import refused_host
+from maxwell.transport import UnixConnection
 from maxwell.units import Money
 
 PAGE = "evil.example:8765"
@@ -29,16 +31,6 @@ def server() -> Iterator[tuple[FakeNode, ApiServer]]:
     node.spawn(["sleep", "9"], fund=Money(10**6), bid=1.0, name="victim")
     with serving(node, listen="127.0.0.1:0") as running:
         yield node, running
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("unused")
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self._path)
 
 
 def _ask(
@@ -63,15 +55,15 @@ def test_a_rebound_page_gets_nothing_on_the_forwarded_socket(
     server: tuple[FakeNode, ApiServer],
 ) -> None:
     node, running = server
-    assert running.socket_path is not None
+    assert running.socket_path is not None and stat.S_ISSOCK(os.stat(running.socket_path).st_mode)
     victim = next(iter(node.agents_by_id))
     for method, path in (("GET", "/agents"), ("POST", f"/agents/{victim}/kill"), ("GET", "/")):
-        status, body = _ask(_UnixConnection(running.socket_path), method, path, PAGE)
+        status, body = _ask(UnixConnection(running.socket_path, 10.0), method, path, PAGE)
         assert status == 403, (method, path, status)
         assert "evil.example" in str(body["error"]) and "rebinding" in str(body["error"])
     assert node.agent(victim).state.value == "running"  # the kill never reached the node
     # The SDK's name on the socket, with the kernel's word for the admin: answered.
-    status, body = _ask(_UnixConnection(running.socket_path), "GET", "/agents", "maxwell")
+    status, body = _ask(UnixConnection(running.socket_path, 10.0), "GET", "/agents", "maxwell")
     assert status == 200 and [a["id"] for a in body["agents"]] == [victim]  # type: ignore[index]
 
 
@@ -79,8 +71,8 @@ def test_a_rebound_page_gets_nothing_on_the_loopback_port(
     server: tuple[FakeNode, ApiServer],
 ) -> None:
     _, running = server
-    assert running.tcp_address is not None
     address = running.tcp_address
+    assert address is not None and address.host == "127.0.0.1" and address.port > 0
 
     def ask(path: str, host: str, **headers: str) -> int:
         return _ask(http.client.HTTPConnection(address.host, address.port), "GET", path, host,
@@ -112,7 +104,8 @@ def test_names_no_page_can_rebind_are_answered(host: str) -> None:
      "evillocalhost", "0x7f000001"],
 )  # fmt: skip
 def test_every_other_name_is_refused(host: str) -> None:
-    assert refused_host(host.encode()) is not None
+    why = refused_host(host.encode())
+    assert why is not None and why.startswith(f"Host {host!r}: the node answers only to")
 
 
 @given(st.from_regex(r"[a-z0-9-]{1,20}(\.[a-z0-9-]{1,20}){1,3}", fullmatch=True))

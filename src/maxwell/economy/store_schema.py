@@ -15,6 +15,7 @@ migration and the genesis entries, in one transaction). OS and sqlite3 errors le
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import stat
@@ -146,9 +147,8 @@ def _create_private(db_path: Path) -> None:
     the umask's mode (0644), and its journal files take the database's mode."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        os.close(os.open(db_path, flags, 0o600))
-    except FileExistsError:
-        pass  # there already (the caller checked what it is)
+        with contextlib.suppress(FileExistsError):  # there already (the caller checked it)
+            os.close(os.open(db_path, flags, 0o600))
     except OSError as exc:
         raise LedgerStoreError(
             f"cannot create {db_path}: {reason(exc)}", path=str(db_path)
@@ -164,10 +164,9 @@ def _check_state_dir(state: Path, *, create: bool) -> None:
                 f"state directory {state} does not exist", path=str(state)
             ) from None
         try:
-            state.mkdir(mode=0o700, parents=True)
-            state.chmod(0o700)  # mkdir's mode passes through the umask
-        except FileExistsError:
-            pass  # created meanwhile by another process; checked below
+            with contextlib.suppress(FileExistsError):  # made meanwhile by another: checked below
+                state.mkdir(mode=0o700, parents=True)
+                state.chmod(0o700)  # mkdir's mode passes through the umask
         except OSError as exc:
             raise StateDirError(
                 f"cannot create state directory {state}: {reason(exc)}", path=str(state)

@@ -43,7 +43,7 @@ from maxwell.node.supervisor import AgentProcess
 from maxwell.node.tick import AgentTickInput
 from maxwell.proof import Model, VerifierKey
 from maxwell.units import Money
-from maxwell.users import DYNAMIC_PREFIX
+from maxwell.users import dynamic_uid
 
 LIVE = (AgentState.RUNNING, AgentState.THROTTLED, AgentState.FROZEN)
 
@@ -214,7 +214,7 @@ class AgentRegistry:
     def add(self, agent: AgentRecord) -> None:
         self.agents[agent.id] = agent
         self.by_token[agent.token_hash] = agent.id
-        uid = _dynamic_uid(agent)
+        uid = dynamic_uid(agent.user or "")
         if uid is not None:
             self._dynamic_uids[uid] += 1
 
@@ -222,7 +222,7 @@ class AgentRegistry:
         """Forget an agent (reclaimed: `maxwell.node.retention`); its token no longer answers."""
         agent = self.agents.pop(agent_id)
         self.by_token.pop(agent.token_hash, None)
-        uid = _dynamic_uid(agent)
+        uid = dynamic_uid(agent.user or "")
         if uid is not None:
             self._dynamic_uids[uid] -= 1
             if self._dynamic_uids[uid] <= 0:
@@ -252,12 +252,6 @@ class AgentRegistry:
                 account = agent_account(agent.id)
                 available[account] = Money(available.get(account, 0) - agent.accrual.owed)
         return available
-
-
-def _dynamic_uid(agent: AgentRecord) -> int | None:
-    """The dynamic uid the agent runs as (`dynamic:UID`), if it runs as one."""
-    number = (agent.user or "").removeprefix(DYNAMIC_PREFIX)
-    return int(number) if number != (agent.user or "") and number.isdigit() else None
 
 
 def settled_balance(ledger: LedgerStore, agent: AgentRecord) -> Money:
